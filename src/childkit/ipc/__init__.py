@@ -1,0 +1,50 @@
+"""childkit.ipc: the Python counterpart of HarmonyOS IPCKit.
+
+Parcels (:class:`MessageParcel`), stubs that serve requests (:class:`RemoteStub`), proxies
+that send them (:class:`RemoteProxy`), request options (:class:`MessageOption`), the
+calling identity and work threads (:class:`Skeleton`), shared memory (:class:`Ashmem`),
+and the errors they raise (:class:`IPCError` with an :class:`IPCErrorCode`).
+"""
+
+from childkit.ipc._ashmem import Ashmem
+from childkit.ipc._connection import Connection, channel_socketpairs
+from childkit.ipc._errors import (
+    DeadRemoteObjectError,
+    IPCError,
+    IPCErrorCode,
+    IPCTimeoutError,
+    ParamError,
+    ParcelReadError,
+    ParcelWriteError,
+    ProtocolError,
+)
+from childkit.ipc._object import RemoteObject
+from childkit.ipc._option import MessageOption, RequestMode
+from childkit.ipc._parcel import MAX_PARCEL_DATA, MAX_PARCEL_FDS, MAX_PARCEL_OBJECTS, MessageParcel
+from childkit.ipc._proxy import RemoteProxy
+from childkit.ipc._skeleton import Skeleton
+from childkit.ipc._stub import RemoteStub
+
+__all__ = [
+    "MAX_PARCEL_DATA",
+    "MAX_PARCEL_FDS",
+    "MAX_PARCEL_OBJECTS",
+    "Ashmem",
+    "Connection",
+    "DeadRemoteObjectError",
+    "IPCError",
+    "IPCErrorCode",
+    "IPCTimeoutError",
+    "MessageOption",
+    "MessageParcel",
+    "ParamError",
+    "ParcelReadError",
+    "ParcelWriteError",
+    "ProtocolError",
+    "RemoteObject",
+    "RemoteProxy",
+    "RemoteStub",
+    "RequestMode",
+    "Skeleton",
+    "channel_socketpairs",
+]

@@ -1,0 +1,837 @@
+"""Connection: one IPC link between two processes, and the only part that does socket I/O.
+
+A connection is two SOCK_SEQPACKET socket pairs. On its *call* socket a side sends its
+requests (and HELLO and RELEASE frames) and reads the replies; on its *serve* socket it
+receives the peer's requests, which the process's IPC work threads run, and sends the
+replies. Keeping the two apart is what lets a sync call skip thread hops: the calling
+thread reads its own reply, since nothing else arrives on its call socket. When several
+calls are outstanding, one caller at a time reads (the *leader*) and hands the others'
+replies over; requests queued while another thread writes go out in one record.
+
+Frames are built and parsed by :mod:`childkit.ipc._wire`; parcels by
+:mod:`childkit.ipc._parcel`; requests run on :mod:`childkit.ipc._threadpool`. This module
+holds the state that ties them together: outstanding calls, exported stubs (handle ->
+stub, with the peer's reference count), proxies to the peer's stubs, and one-way queues.
+"""
+
+from __future__ import annotations
+
+import array
+import collections
+import functools
+import logging
+import os
+import select
+import socket
+import struct
+import threading
+import time
+import weakref
+from collections.abc import Callable
+
+from childkit.ipc import _wire
+from childkit.ipc._errors import (
+    DeadRemoteObjectError,
+    IPCError,
+    IPCErrorCode,
+    IPCTimeoutError,
+    ParamError,
+    ParcelWriteError,
+    ProtocolError,
+)
+from childkit.ipc._object import RemoteObject
+from childkit.ipc._option import ASYNC_OPTION, SYNC_OPTION, MessageOption
+from childkit.ipc._parcel import MessageParcel
+from childkit.ipc._proxy import DeathRecipient, RemoteProxy, attach_release_finalizer
+from childkit.ipc._stub import RemoteStub, invoke_stub
+from childkit.ipc._threadpool import IPCThreadPool, default_pool
+
+_log = logging.getLogger("childkit.ipc")
+
+_ANC_SPACE = socket.CMSG_SPACE(_wire.MAX_RECORD_FDS * 4)
+# Plain ints: socket's IntFlag members cost microseconds per operation on the hot path.
+_RECV_FLAGS = int(socket.MSG_CMSG_CLOEXEC)
+_TRUNCATED = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
+_SNDBUF = 1 << 20
+#: A one-way queue of one object longer than this stops reading until it drains.
+ASYNC_BACKLOG = 4096
+_PINNED = 1 << 62  # the root object's export count: never released by the peer
+_ROOT_HANDLE = 0
+
+
+class _Call:
+    """An outstanding sync call; ``reply`` is set under the connection lock."""
+
+    __slots__ = ("reply",)
+
+    def __init__(self) -> None:
+        self.reply: _wire.Reply | None = None
+
+
+class _RecvBuffer(threading.local):
+    def __init__(self) -> None:
+        self.buf = bytearray(_wire.MAX_RECORD_BYTES)
+
+
+_serve_buffers = _RecvBuffer()
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    fds: list[int] = []
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            arr = array.array("i")
+            arr.frombytes(data[: len(data) - len(data) % arr.itemsize])
+            fds.extend(arr)
+    return fds
+
+
+def channel_socketpairs() -> tuple[
+    tuple[socket.socket, socket.socket], tuple[socket.socket, socket.socket]
+]:
+    """Two SOCK_SEQPACKET socketpairs for one connection: ``(local_end, remote_end)``.
+
+    Each end is ``(call_sock, serve_sock)``; one end's call socket is paired with the
+    other's serve socket. Give the remote end to the peer, then close it here.
+    """
+    a_call, b_serve = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    b_call, a_serve = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    return (a_call, a_serve), (b_call, b_serve)
+
+
+class Connection:
+    """One IPC link to a peer process. Thread-safe.
+
+    ``local_root`` is the stub this side offers as its root object (a child's
+    ``on_connect()`` stub); the peer reaches it with :meth:`root_proxy`.
+    """
+
+    def __init__(
+        self,
+        call_sock: socket.socket,
+        serve_sock: socket.socket,
+        *,
+        local_root: RemoteStub | None = None,
+        name: str = "",
+        pool: IPCThreadPool | None = None,
+    ) -> None:
+        for sock in (call_sock, serve_sock):
+            if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_SEQPACKET:
+                raise ParamError("a connection needs AF_UNIX SOCK_SEQPACKET sockets")
+            sock.setblocking(False)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SNDBUF)
+            except OSError:
+                pass
+        if local_root is not None and not isinstance(local_root, RemoteStub):
+            raise ParamError(f"local_root must be a RemoteStub, not {local_root!r}")
+        self._call = call_sock
+        self._serve = serve_sock
+        self._call_fd = call_sock.fileno()
+        self._serve_fd = serve_sock.fileno()
+        pid, uid, _gid = struct.unpack(
+            "3i", serve_sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        )
+        self.peer_pid: int = pid
+        self.peer_uid: int = uid
+        self.name = name or f"connection to pid {pid}"
+        self._pool = pool or default_pool()
+
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._closed = False
+        self._close_reason = ""
+        self._started = False
+        self._sockets_open = True
+        self._io_users = 0  # threads inside a socket call; sockets close when it drops to 0
+        # Sync calls.
+        self._waiters: dict[int, _Call] = {}
+        self._next_seq = 1
+        self._leader = False
+        self._call_buf = bytearray(_wire.MAX_RECORD_BYTES)
+        self._poller = select.poll()
+        self._poller.register(self._call_fd, select.POLLIN)
+        # Writing the call socket: frames queue here while another thread writes.
+        self._wqueue: list[tuple[bytes, list[int]]] = []
+        self._writing = False
+        # Exported stubs: handle -> [stub, references held by the peer].
+        self._exports: dict[int, list[object]] = {}
+        self._export_handles: dict[int, int] = {}  # id(stub) -> handle
+        self._next_handle = 1
+        if local_root is not None:
+            self._exports[_ROOT_HANDLE] = [local_root, _PINNED]
+            self._export_handles[id(local_root)] = _ROOT_HANDLE
+        # Proxies to the peer's stubs: handle -> proxy (weakly: users own proxies).
+        self._proxies: dict[int, weakref.ref[RemoteProxy]] = {}
+        self._gc_releases: collections.deque[tuple[int, int]] = collections.deque()
+        # One-way requests per local handle, run in arrival order by one thread at a time.
+        self._async_queues: dict[int, collections.deque[_wire.Transaction]] = {}
+        self._async_busy: set[int] = set()
+        # Start-up and death.
+        self._hello = threading.Event()
+        self._peer_greeted = False
+        self._peer_has_root = False
+        self._close_callbacks: list[Callable[[], object]] = []
+        self._local_root = local_root
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Start serving the peer's requests and greet it. Call once."""
+        with self._lock:
+            if self._started:
+                raise ParamError("connection already started")
+            if self._closed:
+                raise DeadRemoteObjectError(f"{self.name} is closed: {self._close_reason}")
+            self._started = True
+        self._pool.register(self._serve_fd, self._on_serve_readable)
+        self._send(_wire.encode_hello(self._local_root is not None), None)
+
+    def wait_peer_hello(self, timeout: float) -> bool:
+        """Wait for the peer's greeting; return whether it exports a root object.
+
+        Raises :class:`DeadRemoteObjectError` if the peer closed before greeting, and
+        :class:`IPCTimeoutError` if nothing came within ``timeout`` seconds.
+        """
+        self._hello.wait(timeout)
+        with self._lock:
+            if self._peer_greeted:
+                return self._peer_has_root
+            if self._closed:
+                raise DeadRemoteObjectError(f"{self.name}: {self._close_reason}")
+        raise IPCTimeoutError(f"{self.name}: no greeting from the peer within {timeout} s")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def close_reason(self) -> str:
+        return self._close_reason
+
+    def close(self) -> None:
+        """Close the connection: outstanding calls fail, every proxy becomes dead. Idempotent."""
+        self._shutdown("closed by this side")
+
+    def add_close_callback(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` once, on a separate thread, when the connection closes."""
+        with self._lock:
+            if not self._closed:
+                self._close_callbacks.append(callback)
+                return
+        threading.Thread(target=callback, name="ipc-death", daemon=True).start()
+
+    def root_proxy(self) -> RemoteProxy:
+        """A proxy to the peer's root object (its ``on_connect()`` stub)."""
+        with self._lock:
+            if self._closed:
+                raise DeadRemoteObjectError(f"{self.name} is closed: {self._close_reason}")
+            return self._proxy_for_locked(_ROOT_HANDLE, add_ref=False)
+
+    def _shutdown(self, reason: str) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._close_reason = reason
+            self._waiters.clear()
+            self._cond.notify_all()
+            proxies = [p for p in (r() for r in self._proxies.values()) if p is not None]
+            recipients = [cb for p in proxies for cb in p._recipients]
+            for p in proxies:
+                p._recipients = []
+            callbacks, self._close_callbacks = self._close_callbacks, []
+            stale_fds = [fd for q in self._async_queues.values() for t in q for fd in t.fds]
+            self._async_queues.clear()
+            queued_fds = [fd for _chunk, fds in self._wqueue for fd in fds]
+            self._wqueue.clear()
+            self._exports.clear()
+            self._export_handles.clear()
+            started = self._started
+        self._hello.set()
+        if started:
+            self._pool.unregister(self._serve_fd)
+        for sock in (self._call, self._serve):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes any thread blocked on it
+            except OSError:
+                pass
+        _close_all(stale_fds + queued_fds)
+        with self._lock:
+            self._close_sockets_if_idle_locked()
+        if recipients or callbacks:
+            threading.Thread(
+                target=self._notify_death, args=(recipients + callbacks,),
+                name="ipc-death", daemon=True,
+            ).start()  # fmt: skip
+
+    def _notify_death(self, callbacks: list[Callable[[], object]]) -> None:
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:
+                _log.exception("death recipient %r of %s failed", cb, self.name)
+
+    def _close_sockets_if_idle_locked(self) -> None:
+        if self._closed and self._sockets_open and self._io_users == 0 and not self._leader \
+                and not self._writing:
+            self._sockets_open = False
+            self._call.close()
+            self._serve.close()
+
+    def _io_done(self) -> None:
+        lock = self._lock
+        lock.acquire()
+        self._io_users -= 1
+        if self._closed:
+            self._close_sockets_if_idle_locked()
+        lock.release()
+
+    # ------------------------------------------------------------------ death recipients
+    def _add_death_recipient(self, proxy: RemoteProxy, recipient: DeathRecipient) -> None:
+        with self._lock:
+            if self._closed or proxy._closed:
+                raise DeadRemoteObjectError("the remote object is already dead")
+            if recipient not in proxy._recipients:
+                proxy._recipients.append(recipient)
+
+    def _remove_death_recipient(self, proxy: RemoteProxy, recipient: DeathRecipient) -> None:
+        with self._lock:
+            try:
+                proxy._recipients.remove(recipient)
+            except ValueError:
+                raise ParamError(f"{recipient!r} is not a death recipient of {proxy!r}") from None
+
+    # ------------------------------------------------------------------ object references
+    def _proxy_for_locked(self, handle: int, *, add_ref: bool) -> RemoteProxy:
+        ref = self._proxies.get(handle)
+        proxy = ref() if ref is not None else None
+        if proxy is None or proxy._closed:
+            proxy = RemoteProxy(self, handle, [0])
+            attach_release_finalizer(proxy, self._release_from_gc)
+            self._proxies[handle] = weakref.ref(proxy)
+            if len(self._proxies) > 64 and len(self._proxies) % 64 == 0:
+                self._proxies = {h: r for h, r in self._proxies.items() if r() is not None}
+        if add_ref and handle != _ROOT_HANDLE:
+            proxy._refs[0] += 1
+        return proxy
+
+    def _export_locked(self, stub: RemoteStub) -> int:
+        handle = self._export_handles.get(id(stub))
+        if handle is None:
+            handle = self._next_handle
+            self._next_handle += 1
+            self._export_handles[id(stub)] = handle
+            self._exports[handle] = [stub, 1]
+        else:
+            entry = self._exports[handle]
+            entry[1] = int(entry[1]) + 1  # type: ignore[call-overload]
+        return handle
+
+    def _object_refs_locked(self, objects: list[RemoteObject]) -> list[_wire.ObjectRef]:
+        refs: list[_wire.ObjectRef] = []
+        for obj in objects:
+            if isinstance(obj, RemoteProxy) and obj._conn is self:
+                if obj._closed:
+                    raise DeadRemoteObjectError(f"{obj!r} is closed and cannot be sent")
+                refs.append((_wire.OBJ_RECEIVER_STUB, obj._handle))
+                continue
+            if isinstance(obj, RemoteProxy):
+                # A proxy to a third process: the peer gets a stub here that forwards.
+                if obj._forwarder is None:
+                    obj._forwarder = _ForwardingStub(obj)
+                stub: RemoteStub = obj._forwarder
+            elif isinstance(obj, RemoteStub):
+                stub = obj
+            else:
+                raise ParamError(f"cannot send {obj!r}")
+            refs.append((_wire.OBJ_SENDER_STUB, self._export_locked(stub)))
+        return refs
+
+    def _resolve_refs(self, refs: list[_wire.ObjectRef]) -> list[RemoteObject]:
+        objects: list[RemoteObject] = []
+        with self._lock:
+            for kind, handle in refs:
+                if kind == _wire.OBJ_SENDER_STUB:
+                    objects.append(self._proxy_for_locked(handle, add_ref=True))
+                else:
+                    entry = self._exports.get(handle)
+                    if entry is None:
+                        raise ProtocolError(f"peer referred to handle {handle}, not exported here")
+                    objects.append(entry[0])  # type: ignore[arg-type]
+        return objects
+
+    def _release_proxy(self, proxy: RemoteProxy) -> None:
+        with self._lock:
+            count = proxy._refs[0]
+            proxy._refs[0] = 0
+            proxy._recipients = []
+            ref = self._proxies.get(proxy._handle)
+            if ref is not None and ref() is proxy:
+                del self._proxies[proxy._handle]
+            if self._closed or count == 0:
+                return
+        try:
+            self._send(_wire.encode_release(proxy._handle, count), None)
+        except DeadRemoteObjectError:
+            pass
+
+    def _release_from_gc(self, handle: int, refs: list[int]) -> None:
+        # Runs in whatever thread the garbage collector ran in, possibly inside one of our
+        # own locked sections: only queue the release; the next write sends it.
+        if refs[0] and not self._closed:
+            self._gc_releases.append((handle, refs[0]))
+            refs[0] = 0
+
+    def _apply_release_locked(self, frame: _wire.Release) -> None:
+        entry = self._exports.get(frame.handle)
+        if entry is None:
+            raise ProtocolError(f"peer released handle {frame.handle}, not exported here")
+        if frame.handle == _ROOT_HANDLE:
+            return
+        remaining = int(entry[1]) - frame.count  # type: ignore[call-overload]
+        if remaining < 0:
+            raise ProtocolError(f"peer released handle {frame.handle} more times than it got it")
+        if remaining == 0:
+            del self._exports[frame.handle]
+            self._export_handles.pop(id(entry[0]), None)
+        else:
+            entry[1] = remaining
+
+    # ------------------------------------------------------------------ sending
+    def _send(self, chunk: bytes, fds: list[int] | None) -> None:
+        """Queue one frame on the call socket and write the queue unless someone else is.
+
+        ``fds`` are duplicated: the frame owns its copies until they are sent. With nothing
+        queued and nobody writing (the common case) the frame is written at once by this
+        thread; frames queued meanwhile by others go out after it, coalesced.
+        """
+        owned = [os.dup(fd) for fd in fds] if fds else []
+        lock = self._lock
+        lock.acquire()
+        if self._closed:
+            lock.release()
+            _close_all(owned)
+            raise DeadRemoteObjectError(f"{self.name} is closed: {self._close_reason}")
+        while self._gc_releases:
+            handle, count = self._gc_releases.popleft()
+            self._wqueue.append((_wire.encode_release(handle, count), []))
+        if self._writing:
+            self._wqueue.append((chunk, owned))
+            lock.release()
+            return
+        self._writing = True
+        self._io_users += 1
+        if self._wqueue:
+            self._wqueue.append((chunk, owned))
+            lock.release()
+        else:
+            lock.release()
+            try:
+                self._sendmsg(self._call, chunk, owned)
+            except OSError as exc:
+                lock.acquire()
+                self._writing = False
+                lock.release()
+                self._io_done()
+                self._shutdown(f"sending failed: {exc.strerror or exc}")
+                raise DeadRemoteObjectError(f"{self.name}: peer is gone ({exc})") from None
+            finally:
+                if owned:
+                    _close_all(owned)
+        try:
+            self._flush()
+        finally:
+            self._io_done()
+
+    def _flush(self) -> None:
+        while True:
+            with self._lock:
+                if not self._wqueue or self._closed:
+                    self._writing = False
+                    return
+                chunks: list[bytes] = []
+                fds: list[int] = []
+                size = 0
+                queue = self._wqueue
+                taken = 0
+                for chunk, frame_fds in queue:
+                    if taken and (size + len(chunk) > _wire.MAX_RECORD_BYTES
+                                  or len(fds) + len(frame_fds) > _wire.MAX_RECORD_FDS):
+                        break
+                    chunks.append(chunk)
+                    fds.extend(frame_fds)
+                    size += len(chunk)
+                    taken += 1
+                del queue[:taken]
+            try:
+                self._sendmsg(self._call, b"".join(chunks) if taken > 1 else chunks[0], fds)
+            except OSError as exc:
+                with self._lock:
+                    self._writing = False
+                self._shutdown(f"sending failed: {exc.strerror or exc}")
+                raise DeadRemoteObjectError(f"{self.name}: peer is gone ({exc})") from None
+            finally:
+                _close_all(fds)
+
+    @staticmethod
+    def _sendmsg(sock: socket.socket, data: bytes, fds: list[int]) -> None:
+        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())] if fds \
+            else []
+        while True:
+            try:
+                sock.sendmsg([data], anc)
+                return
+            except BlockingIOError:
+                # The peer is not reading fast enough: wait for room (backpressure).
+                poller = select.poll()
+                poller.register(sock.fileno(), select.POLLOUT)
+                poller.poll()
+
+    # ------------------------------------------------------------------ sync calls
+    def transact(
+        self, handle: int, code: int, parcel: MessageParcel, option: MessageOption
+    ) -> MessageParcel:
+        """Send one request to the peer's object ``handle`` (see RemoteProxy.send_request)."""
+        if parcel._closed:
+            raise ParcelWriteError("the data parcel is closed")
+        data, fds, objects = parcel._buf, parcel._fds, parcel._objects
+        if option.mode:  # one-way
+            refs = self._refs_for_send(objects)
+            self._send(_wire.encode_transaction(0, handle, code, True, data, refs, len(fds)), fds)
+            return MessageParcel()
+        call = _Call()
+        with self._lock:
+            if self._closed:
+                raise DeadRemoteObjectError(f"{self.name} is closed: {self._close_reason}")
+            seq = self._next_seq
+            self._next_seq = seq + 1
+            self._waiters[seq] = call
+            refs = self._object_refs_locked(objects) if objects else []
+        try:
+            self._send(_wire.encode_transaction(seq, handle, code, False, data, refs, len(fds)),
+                       fds)
+        except BaseException:
+            with self._lock:
+                self._waiters.pop(seq, None)
+            raise
+        reply = self._await_reply(call, seq, option.timeout)
+        return self._reply_parcel(reply, code)
+
+    def _refs_for_send(self, objects: list[RemoteObject]) -> list[_wire.ObjectRef]:
+        if not objects:
+            return []
+        with self._lock:
+            return self._object_refs_locked(objects)
+
+    def _reply_parcel(self, reply: _wire.Reply, code: int) -> MessageParcel:
+        if reply.status:
+            _close_all(reply.fds)
+            detail = reply.detail or f"request {code} failed"
+            if reply.status == IPCErrorCode.OH_IPC_DEAD_REMOTE_OBJECT:
+                raise DeadRemoteObjectError(detail)
+            raise IPCError(reply.status, detail)
+        try:
+            objects = self._resolve_refs(reply.objects) if reply.objects else []
+        except ProtocolError as exc:
+            _close_all(reply.fds)
+            self._shutdown(str(exc))
+            raise
+        return MessageParcel._from_wire(reply.data, reply.fds, objects)
+
+    def _await_reply(self, call: _Call, seq: int, timeout: float | None) -> _wire.Reply:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        lock = self._lock
+        while True:
+            lock.acquire()
+            try:
+                while True:
+                    if call.reply is not None:
+                        return call.reply
+                    if self._closed:
+                        self._waiters.pop(seq, None)
+                        raise DeadRemoteObjectError(f"{self.name}: {self._close_reason}")
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        self._waiters.pop(seq, None)
+                        raise IPCTimeoutError(f"no reply within {timeout} s")
+                    if not self._leader:
+                        # Nobody reads the call socket: this thread reads its own reply.
+                        self._leader = True
+                        self._io_users += 1
+                        break
+                    self._cond.wait(remaining)
+            finally:
+                lock.release()
+            try:
+                self._lead(call, deadline)
+            finally:
+                lock.acquire()
+                self._leader = False
+                self._io_users -= 1
+                if self._waiters:
+                    self._cond.notify_all()  # let another caller read
+                if self._closed:
+                    self._close_sockets_if_idle_locked()
+                lock.release()
+
+    def _lead(self, call: _Call, deadline: float | None) -> None:
+        """Read replies from the call socket until ours arrives, time runs out, or death."""
+        buf = self._call_buf
+        poll = self._poller.poll
+        while call.reply is None and not self._closed:
+            if deadline is None:
+                ready = poll()
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                ready = poll(remaining * 1000.0)
+            if not ready:
+                continue
+            try:
+                n, anc, flags, _ = self._call.recvmsg_into([buf], _ANC_SPACE, _RECV_FLAGS)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError as exc:
+                self._shutdown(f"receiving failed: {exc.strerror or exc}")
+                return
+            frames = self._decode(buf, n, anc, flags)
+            if frames is None:
+                return
+            self._deliver_replies(frames)
+
+    def _decode(
+        self, buf: bytearray, n: int, anc: list[tuple[int, int, bytes]], flags: int
+    ) -> list[_wire.Frame] | None:
+        fds = _received_fds(anc) if anc else []
+        if not flags and n:
+            try:
+                return _wire.decode_record(memoryview(buf)[:n], fds)
+            except ProtocolError as exc:
+                _close_all(fds)
+                self._shutdown(f"protocol error from the peer: {exc.message}")
+                return None
+        if n == 0 and not fds:
+            self._shutdown("the peer closed the connection")
+            return None
+        try:
+            if flags & _TRUNCATED:
+                raise ProtocolError("record larger than the protocol allows (truncated)")
+            return _wire.decode_record(memoryview(buf)[:n], fds)
+        except ProtocolError as exc:
+            _close_all(fds)
+            _log.warning("%s: closing, protocol error: %s", self.name, exc)
+            self._shutdown(f"protocol error from the peer: {exc.message}")
+            return None
+
+    def _deliver_replies(self, frames: list[_wire.Frame]) -> None:
+        error = ""
+        lock = self._lock
+        lock.acquire()
+        for frame in frames:
+            if frame.__class__ is not _wire.Reply:
+                error = f"unexpected {type(frame).__name__} frame on the call socket"
+                break
+            waiter = self._waiters.pop(frame.seq, None)  # type: ignore[union-attr]
+            if waiter is not None:
+                waiter.reply = frame  # type: ignore[assignment]
+            elif frame.seq >= self._next_seq or frame.seq == 0:  # type: ignore[union-attr]
+                error = f"reply to request {frame.seq}, which was never sent"  # type: ignore[union-attr]
+                break
+            else:
+                _close_all(frame.fds)  # type: ignore[union-attr]  # the caller timed out and left
+        if self._waiters:
+            self._cond.notify_all()
+        lock.release()
+        if error:
+            for frame in frames:
+                if isinstance(frame, (_wire.Reply, _wire.Transaction)) and frame.fds:
+                    _close_all(frame.fds)
+            self._shutdown(f"protocol error from the peer: {error}")
+
+    # ------------------------------------------------------------------ serving
+    def _on_serve_readable(self) -> None:
+        """Pool callback: read one record of the peer's requests and run them."""
+        lock = self._lock
+        lock.acquire()
+        if self._closed or not self._sockets_open:
+            lock.release()
+            return
+        self._io_users += 1
+        lock.release()
+        try:
+            self._serve_one_record()
+        finally:
+            self._io_done()
+
+    def _serve_one_record(self) -> None:
+        buf = _serve_buffers.buf
+        try:
+            n, anc, flags, _ = self._serve.recvmsg_into([buf], _ANC_SPACE, _RECV_FLAGS)
+        except (BlockingIOError, InterruptedError):
+            self._pool.rearm(self._serve_fd)
+            return
+        except OSError as exc:
+            self._shutdown(f"receiving failed: {exc.strerror or exc}")
+            return
+        frames = self._decode(buf, n, anc, flags)
+        if frames is None:
+            return
+        if len(frames) == 1:
+            frame = frames[0]
+            if frame.__class__ is _wire.Transaction and not frame.oneway:  # type: ignore[union-attr]
+                # The common case, one sync request: no queueing, run it on this thread.
+                self._pool.rearm(self._serve_fd)
+                self._dispatch(frame)  # type: ignore[arg-type]
+                return
+        sync: list[_wire.Transaction] = []
+        drain: list[int] = []
+        error = ""
+        with self._lock:
+            for i, frame in enumerate(frames):
+                try:
+                    if isinstance(frame, _wire.Transaction):
+                        if frame.oneway:
+                            queue = self._async_queues.get(frame.handle)
+                            if queue is None:
+                                queue = self._async_queues[frame.handle] = collections.deque()
+                            queue.append(frame)
+                            if frame.handle not in self._async_busy:
+                                self._async_busy.add(frame.handle)
+                                drain.append(frame.handle)
+                        else:
+                            sync.append(frame)
+                    elif isinstance(frame, _wire.Release):
+                        self._apply_release_locked(frame)
+                    elif isinstance(frame, _wire.Hello):
+                        if self._peer_greeted:
+                            raise ProtocolError("second hello from the peer")
+                        self._peer_greeted = True
+                        self._peer_has_root = frame.has_root
+                        self._hello.set()
+                    else:
+                        raise ProtocolError("a reply arrived on the serve socket")
+                except ProtocolError as exc:
+                    error = exc.message
+                    for rest in frames[i:]:
+                        if isinstance(rest, (_wire.Transaction, _wire.Reply)):
+                            _close_all(rest.fds)
+                    break
+            # Backpressure: while a one-way queue that another thread drains is too long,
+            # stop reading the socket, so that the sender blocks instead of memory growing.
+            congested = {f.handle for f in frames
+                         if isinstance(f, _wire.Transaction) and f.oneway} - set(drain)
+            while congested and not error and not self._closed and any(
+                len(self._async_queues.get(h, ())) > ASYNC_BACKLOG for h in congested
+            ):
+                self._cond.wait(1.0)
+        if error:
+            _close_all([fd for t in sync for fd in t.fds])
+            self._shutdown(f"protocol error from the peer: {error}")
+            return
+        self._pool.rearm(self._serve_fd)
+        for extra in sync[1:]:
+            self._io_enter_for_task()
+            self._pool.submit(functools.partial(self._dispatch_task, extra))
+        if sync:
+            self._dispatch(sync[0])
+        for handle in drain:
+            self._drain_async(handle)
+
+    def _io_enter_for_task(self) -> None:
+        with self._lock:
+            self._io_users += 1
+
+    def _dispatch_task(self, frame: _wire.Transaction) -> None:
+        try:
+            self._dispatch(frame)
+        finally:
+            self._io_done()
+
+    def _drain_async(self, handle: int) -> None:
+        while True:
+            with self._lock:
+                queue = self._async_queues.get(handle)
+                if not queue or self._closed:
+                    self._async_busy.discard(handle)
+                    if queue is not None and not queue:
+                        del self._async_queues[handle]
+                    return
+                frame = queue.popleft()
+                if len(queue) == ASYNC_BACKLOG // 2:
+                    self._cond.notify_all()
+            self._dispatch(frame)
+
+    def _dispatch(self, frame: _wire.Transaction) -> None:
+        if frame.objects:
+            try:
+                objects = self._resolve_refs(frame.objects)
+            except ProtocolError as exc:
+                _close_all(frame.fds)
+                self._shutdown(f"protocol error from the peer: {exc.message}")
+                return
+        else:
+            objects = []
+        data = MessageParcel._from_wire(frame.data, frame.fds, objects)
+        entry = self._exports.get(frame.handle)
+        if entry is None:
+            data.close()
+            if not frame.oneway:
+                self._send_reply(_wire.encode_error_reply(
+                    frame.seq, IPCErrorCode.OH_IPC_DEAD_REMOTE_OBJECT,
+                    f"no object with handle {frame.handle} (released or never exported)"), [])
+            return
+        status, detail, reply = invoke_stub(
+            entry[0], frame.code, data,  # type: ignore[arg-type]
+            ASYNC_OPTION if frame.oneway else SYNC_OPTION,
+            self.peer_pid, self.peer_uid, local=False,
+        )
+        data.close()
+        if frame.oneway:
+            reply.close()
+            return
+        if status:
+            reply.close()
+            self._send_reply(_wire.encode_error_reply(frame.seq, status, detail), [])
+            return
+        fds = reply._fds
+        try:
+            refs = self._refs_for_send(reply._objects) if reply._objects else []
+            chunk = _wire.encode_reply(frame.seq, 0, reply._buf, refs, len(fds))
+        except IPCError as exc:
+            chunk = _wire.encode_error_reply(frame.seq, exc.code, exc.message)
+            fds = []
+        self._send_reply(chunk, fds)
+        reply.close()
+
+    def _send_reply(self, chunk: bytes, fds: list[int]) -> None:
+        if self._closed:
+            return
+        try:
+            self._sendmsg(self._serve, chunk, fds)
+        except OSError as exc:
+            self._shutdown(f"sending a reply failed: {exc.strerror or exc}")
+
+
+class _ForwardingStub(RemoteStub):
+    """Stands in for a proxy to a third process, so that proxy can be passed on."""
+
+    def __init__(self, target: RemoteProxy) -> None:
+        super().__init__("childkit.forwarder")
+        self._target = target
+
+    def on_remote_request(
+        self, code: int, data: MessageParcel, reply: MessageParcel, option: MessageOption
+    ) -> int:
+        answer = self._target.send_request(code, data, option)
+        with answer:
+            reply.append(answer)
+        return 0

@@ -1,0 +1,587 @@
+"""MessageParcel: a typed, append-only write / sequential read buffer (IPCKit's OHIPCParcel).
+
+A parcel is three lists that travel together: the data bytes, the file descriptors it owns,
+and the remote objects (stubs or proxies) it refers to. Every value in the data is preceded
+by a one-byte type tag, so a reader that asks for the wrong type, runs past the end, or meets
+a malformed parcel from an untrusted peer gets :class:`ParcelReadError`, never garbage.
+Nothing is ever unpickled or evaluated.
+
+The parcel knows nothing of sockets or threads: the connection turns its three lists into
+wire frames and back (:meth:`MessageParcel._wire_parts`, :meth:`MessageParcel._from_wire`).
+A parcel is not thread-safe; one thread writes or reads it at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import weakref
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from childkit.ipc._errors import ParamError, ParcelReadError, ParcelWriteError
+from childkit.ipc._object import RemoteObject
+
+if TYPE_CHECKING:
+    from childkit.ipc._ashmem import Ashmem
+
+#: Most data bytes a parcel holds (IPCKit's 200 KiB); large data goes through Ashmem.
+MAX_PARCEL_DATA = 204_800
+#: Most file descriptors (including Ashmem regions) one parcel carries.
+MAX_PARCEL_FDS = 64
+#: Most remote objects one parcel carries.
+MAX_PARCEL_OBJECTS = 256
+
+# Type tags. Never reuse a value: they are part of the wire format (docs/wire-format.md).
+T_INT8, T_INT16, T_INT32, T_INT64 = 1, 2, 3, 4
+T_UINT8, T_UINT16, T_UINT32, T_UINT64 = 5, 6, 7, 8
+T_FLOAT, T_DOUBLE, T_BOOL = 9, 10, 11
+T_STRING, T_BYTES, T_TOKEN = 12, 13, 14
+T_FD, T_REMOTE, T_ASHMEM = 15, 16, 17
+
+_TAG_NAMES = {
+    T_INT8: "int8", T_INT16: "int16", T_INT32: "int32", T_INT64: "int64",
+    T_UINT8: "uint8", T_UINT16: "uint16", T_UINT32: "uint32", T_UINT64: "uint64",
+    T_FLOAT: "float", T_DOUBLE: "double", T_BOOL: "bool", T_STRING: "string",
+    T_BYTES: "bytes", T_TOKEN: "interface token", T_FD: "file descriptor",
+    T_REMOTE: "remote object", T_ASHMEM: "ashmem",
+}  # fmt: skip
+
+# One Struct per fixed-size type: tag byte + value, packed and checked in one call.
+_FIXED: dict[int, struct.Struct] = {
+    T_INT8: struct.Struct("<Bb"), T_INT16: struct.Struct("<Bh"),
+    T_INT32: struct.Struct("<Bi"), T_INT64: struct.Struct("<Bq"),
+    T_UINT8: struct.Struct("<BB"), T_UINT16: struct.Struct("<BH"),
+    T_UINT32: struct.Struct("<BI"), T_UINT64: struct.Struct("<BQ"),
+    T_FLOAT: struct.Struct("<Bf"), T_DOUBLE: struct.Struct("<Bd"),
+    T_BOOL: struct.Struct("<B?"), T_FD: struct.Struct("<BI"),
+    T_REMOTE: struct.Struct("<BI"),
+}  # fmt: skip
+_LEN = struct.Struct("<BI")  # tag + u32 length, for strings, bytes and tokens
+_ASHMEM = struct.Struct("<BII")  # tag + fd index + name length, then the name
+_I32 = _FIXED[T_INT32]
+
+_INT_RANGES = {
+    T_INT8: (-(2**7), 2**7 - 1), T_INT16: (-(2**15), 2**15 - 1),
+    T_INT32: (-(2**31), 2**31 - 1), T_INT64: (-(2**63), 2**63 - 1),
+    T_UINT8: (0, 2**8 - 1), T_UINT16: (0, 2**16 - 1),
+    T_UINT32: (0, 2**32 - 1), T_UINT64: (0, 2**64 - 1),
+}  # fmt: skip
+
+
+def _close_fds(fds: list[int]) -> None:
+    while fds:
+        try:
+            os.close(fds.pop())
+        except OSError:
+            pass
+
+
+class MessageParcel:
+    """A typed parcel of values, file descriptors and remote objects.
+
+    Writes append; reads go forward from the read position. File descriptors written are
+    duplicated (the parcel owns its copies and closes them in :meth:`close`); each read of
+    one returns a new descriptor that the caller owns. Use as a context manager, or call
+    :meth:`close`; a parcel that is garbage collected closes its descriptors too.
+    """
+
+    __slots__ = ("__weakref__", "_buf", "_closed", "_fds", "_finalizer", "_objects", "_rpos")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._rpos = 0
+        self._fds: list[int] = []
+        self._objects: list[RemoteObject] = []
+        self._closed = False
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Release the parcel's file descriptors and objects. Idempotent."""
+        self._closed = True
+        if self._fds:
+            _close_fds(self._fds)
+        if self._objects:
+            self._objects.clear()
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+
+    def __enter__(self) -> MessageParcel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._buf)} bytes"
+        return (
+            f"<MessageParcel {state}, read at {self._rpos}, {len(self._fds)} fds, "
+            f"{len(self._objects)} objects>"
+        )
+
+    # ------------------------------------------------------------------ sizes
+    def get_data_size(self) -> int:
+        """Bytes written so far."""
+        return len(self._buf)
+
+    def get_writable_bytes(self) -> int:
+        """Bytes that can still be written before the parcel is full."""
+        return MAX_PARCEL_DATA - len(self._buf)
+
+    def get_readable_bytes(self) -> int:
+        """Bytes left between the read position and the end of the data."""
+        return len(self._buf) - self._rpos
+
+    def get_read_position(self) -> int:
+        return self._rpos
+
+    def get_write_position(self) -> int:
+        return len(self._buf)
+
+    def rewind_read_position(self, position: int) -> None:
+        """Move the read position to ``position`` (0 <= position <= data size)."""
+        if isinstance(position, bool) or not isinstance(position, int):
+            raise ParamError(f"read position must be an int, not {type(position).__name__}")
+        if not 0 <= position <= len(self._buf):
+            raise ParamError(f"read position {position} is outside 0..{len(self._buf)}")
+        self._rpos = position
+
+    def rewind_write_position(self, position: int) -> None:
+        """Truncate the data to ``position`` bytes, dropping fds and objects written after it.
+
+        ``position`` must be the end of a value written earlier (or 0); anything else
+        raises :class:`ParamError`.
+        """
+        if isinstance(position, bool) or not isinstance(position, int):
+            raise ParamError(f"write position must be an int, not {type(position).__name__}")
+        if not 0 <= position <= len(self._buf):
+            raise ParamError(f"write position {position} is outside 0..{len(self._buf)}")
+        self._check_writable()
+        keep_fds = keep_objs = 0
+        offset = 0
+        for tag, start, end, payload in self._walk(0):
+            if end > position:
+                if start != position:
+                    raise ParamError(f"write position {position} is inside a written value")
+                break
+            offset = end
+            if tag in (T_FD, T_ASHMEM):
+                keep_fds = max(keep_fds, payload + 1)
+            elif tag == T_REMOTE:
+                keep_objs = max(keep_objs, payload + 1)
+        else:
+            if offset != position:
+                raise ParamError(f"write position {position} is inside a written value")
+        _close_fds(self._fds[keep_fds:])
+        del self._fds[keep_fds:]
+        del self._objects[keep_objs:]
+        del self._buf[position:]
+        self._rpos = min(self._rpos, position)
+
+    # ------------------------------------------------------------------ writing
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise ParcelWriteError("the parcel is closed")
+
+    def _put(self, chunk: bytes) -> None:
+        if self._closed:
+            raise ParcelWriteError("the parcel is closed")
+        if len(self._buf) + len(chunk) > MAX_PARCEL_DATA:
+            raise ParcelWriteError(
+                f"a parcel holds at most {MAX_PARCEL_DATA} bytes; writing {len(chunk)} more "
+                f"to {len(self._buf)} would exceed it (send large data through Ashmem)"
+            )
+        self._buf += chunk
+
+    def _write_int(self, tag: int, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamError(f"write_{_TAG_NAMES[tag]} needs an int, not {type(value).__name__}")
+        try:
+            chunk = _FIXED[tag].pack(tag, value)
+        except struct.error:
+            lo, hi = _INT_RANGES[tag]
+            raise ParamError(f"{value} does not fit {_TAG_NAMES[tag]} ({lo}..{hi})") from None
+        self._put(chunk)
+
+    def write_int8(self, value: int) -> None:
+        self._write_int(T_INT8, value)
+
+    def write_int16(self, value: int) -> None:
+        self._write_int(T_INT16, value)
+
+    def write_int32(self, value: int) -> None:
+        """Append a signed 32-bit int. Raises :class:`ParamError` if it does not fit."""
+        # The hot path of small requests: pack directly, check only on failure.
+        if value.__class__ is int:
+            try:
+                chunk = _I32.pack(T_INT32, value)
+            except struct.error:
+                pass
+            else:
+                self._put(chunk)
+                return
+        self._write_int(T_INT32, value)
+
+    def write_int64(self, value: int) -> None:
+        self._write_int(T_INT64, value)
+
+    def write_uint8(self, value: int) -> None:
+        self._write_int(T_UINT8, value)
+
+    def write_uint16(self, value: int) -> None:
+        self._write_int(T_UINT16, value)
+
+    def write_uint32(self, value: int) -> None:
+        self._write_int(T_UINT32, value)
+
+    def write_uint64(self, value: int) -> None:
+        self._write_int(T_UINT64, value)
+
+    def _write_real(self, tag: int, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamError(f"write_{_TAG_NAMES[tag]} needs a number, not {type(value).__name__}")
+        try:
+            chunk = _FIXED[tag].pack(tag, value)
+        except (struct.error, OverflowError):
+            raise ParamError(f"{value} does not fit a {_TAG_NAMES[tag]}") from None
+        self._put(chunk)
+
+    def write_float(self, value: float) -> None:
+        """Append a 32-bit float (precision is lost as in C)."""
+        self._write_real(T_FLOAT, value)
+
+    def write_double(self, value: float) -> None:
+        self._write_real(T_DOUBLE, value)
+
+    def write_bool(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise ParamError(f"write_bool needs a bool, not {type(value).__name__}")
+        self._put(_FIXED[T_BOOL].pack(T_BOOL, value))
+
+    def _write_blob(self, tag: int, blob: bytes | bytearray | memoryview) -> None:
+        view = memoryview(blob)
+        if not view.contiguous:
+            raise ParamError("buffer must be contiguous")
+        size = view.nbytes
+        self._check_writable()
+        if len(self._buf) + _LEN.size + size > MAX_PARCEL_DATA:
+            raise ParcelWriteError(
+                f"a parcel holds at most {MAX_PARCEL_DATA} bytes; a {size}-byte "
+                f"{_TAG_NAMES[tag]} does not fit after {len(self._buf)} (use Ashmem)"
+            )
+        self._buf += _LEN.pack(tag, size)
+        self._buf += view.cast("B") if view.ndim != 1 or view.format != "B" else view
+
+    def write_string(self, value: str) -> None:
+        """Append a UTF-8 string. Raises :class:`ParamError` for a non-str or lone surrogate."""
+        if not isinstance(value, str):
+            raise ParamError(f"write_string needs a str, not {type(value).__name__}")
+        try:
+            data = value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ParamError(f"string is not encodable as UTF-8: {exc.reason}") from None
+        self._write_blob(T_STRING, data)
+
+    def write_bytes(self, value: bytes | bytearray | memoryview) -> None:
+        """Append a bytes-like value (copied once, into the parcel)."""
+        if isinstance(value, str) or not isinstance(value, (bytes, bytearray, memoryview)):
+            try:
+                value = memoryview(value)  # any other buffer-protocol object, e.g. an array
+            except TypeError:
+                raise ParamError(
+                    f"write_bytes needs a bytes-like object, not {type(value).__name__}"
+                ) from None
+        self._write_blob(T_BYTES, value)
+
+    write_buffer = write_bytes
+
+    def write_interface_token(self, token: str) -> None:
+        """Append an interface descriptor for the stub to check with read_interface_token()."""
+        if not isinstance(token, str):
+            raise ParamError(f"interface token must be a str, not {type(token).__name__}")
+        self._write_blob(T_TOKEN, token.encode("utf-8", "strict"))
+
+    def _add_fd(self, fd: int) -> int:
+        if len(self._fds) >= MAX_PARCEL_FDS:
+            raise ParcelWriteError(f"a parcel carries at most {MAX_PARCEL_FDS} file descriptors")
+        try:
+            copy = os.dup(fd)
+        except OSError as exc:
+            raise ParamError(f"fd {fd} is not an open file descriptor ({exc.strerror})") from None
+        self._fds.append(copy)
+        if self._finalizer is None:
+            self._finalizer = weakref.finalize(self, _close_fds, self._fds)
+        return len(self._fds) - 1
+
+    def write_file_descriptor(self, fd: int) -> None:
+        """Append a file descriptor. The parcel keeps its own duplicate; ``fd`` stays yours."""
+        if isinstance(fd, bool) or not isinstance(fd, int) or fd < 0:
+            raise ParamError(f"file descriptor must be a non-negative int, not {fd!r}")
+        self._check_writable()
+        if len(self._buf) + _FIXED[T_FD].size > MAX_PARCEL_DATA:
+            raise ParcelWriteError(f"a parcel holds at most {MAX_PARCEL_DATA} bytes")
+        index = self._add_fd(fd)
+        self._buf += _FIXED[T_FD].pack(T_FD, index)
+
+    def write_remote_object(self, obj: RemoteObject) -> None:
+        """Append a stub or a proxy; the receiver reads it as an object it can call."""
+        if not isinstance(obj, RemoteObject):
+            raise ParamError(f"write_remote_object needs a RemoteStub or RemoteProxy, not {obj!r}")
+        if obj.is_object_dead():
+            raise ParcelWriteError(f"{obj!r} is dead or closed and cannot be sent")
+        if len(self._objects) >= MAX_PARCEL_OBJECTS:
+            raise ParcelWriteError(f"a parcel carries at most {MAX_PARCEL_OBJECTS} objects")
+        self._put(_FIXED[T_REMOTE].pack(T_REMOTE, len(self._objects)))
+        self._objects.append(obj)
+
+    def write_ashmem(self, ashmem: Ashmem) -> None:
+        """Append a shared memory region; the receiver reads an :class:`Ashmem` it owns."""
+        from childkit.ipc._ashmem import Ashmem
+
+        if not isinstance(ashmem, Ashmem):
+            raise ParamError(f"write_ashmem needs an Ashmem, not {type(ashmem).__name__}")
+        name = ashmem.name.encode("utf-8", "surrogateescape")
+        self._check_writable()
+        if len(self._buf) + _ASHMEM.size + len(name) > MAX_PARCEL_DATA:
+            raise ParcelWriteError(f"a parcel holds at most {MAX_PARCEL_DATA} bytes")
+        index = self._add_fd(ashmem.fileno())
+        self._buf += _ASHMEM.pack(T_ASHMEM, index, len(name))
+        self._buf += name
+
+    def append(self, other: MessageParcel) -> None:
+        """Append every value of ``other`` (from its start), with its fds and objects."""
+        if not isinstance(other, MessageParcel):
+            raise ParamError(f"append needs a MessageParcel, not {type(other).__name__}")
+        if other is self:
+            raise ParamError("cannot append a parcel to itself")
+        if other._closed:
+            raise ParamError("the parcel to append is closed")
+        for tag, start, end, payload in other._walk(0):
+            if tag in (T_FD, T_ASHMEM) or tag == T_REMOTE:
+                head = bytes(other._buf[start:end])
+                if tag == T_FD:
+                    self._check_writable()
+                    self._put(_FIXED[T_FD].pack(T_FD, self._add_fd(other._fds[payload])))
+                elif tag == T_ASHMEM:
+                    self._check_writable()
+                    index = self._add_fd(other._fds[payload])
+                    name = head[_ASHMEM.size :]
+                    self._put(_ASHMEM.pack(T_ASHMEM, index, len(name)) + name)
+                else:
+                    self.write_remote_object(other._objects[payload])
+            else:
+                self._put(bytes(other._buf[start:end]))
+
+    # ------------------------------------------------------------------ reading
+    def _fail(self, what: str, msg: str) -> ParcelReadError:
+        return ParcelReadError(f"read_{what} at offset {self._rpos}: {msg}")
+
+    def _take_fixed(self, tag: int) -> Any:
+        st = _FIXED[tag]
+        pos = self._rpos
+        buf = self._buf
+        if pos + st.size > len(buf):
+            if pos >= len(buf):
+                raise self._fail(_TAG_NAMES[tag], "no data left")
+            raise self._fail(_TAG_NAMES[tag], "value is truncated")
+        if buf[pos] != tag:
+            raise self._fail(_TAG_NAMES[tag], f"found {_TAG_NAMES.get(buf[pos], 'garbage')}")
+        self._rpos = pos + st.size
+        return st.unpack_from(buf, pos)[1]
+
+    def read_int8(self) -> int:
+        return int(self._take_fixed(T_INT8))
+
+    def read_int16(self) -> int:
+        return int(self._take_fixed(T_INT16))
+
+    def read_int32(self) -> int:
+        """Read a signed 32-bit int. Raises :class:`ParcelReadError` if that is not next."""
+        pos = self._rpos
+        buf = self._buf
+        if pos + 5 <= len(buf) and buf[pos] == T_INT32:
+            self._rpos = pos + 5
+            return int(_I32.unpack_from(buf, pos)[1])
+        return int(self._take_fixed(T_INT32))
+
+    def read_int64(self) -> int:
+        return int(self._take_fixed(T_INT64))
+
+    def read_uint8(self) -> int:
+        return int(self._take_fixed(T_UINT8))
+
+    def read_uint16(self) -> int:
+        return int(self._take_fixed(T_UINT16))
+
+    def read_uint32(self) -> int:
+        return int(self._take_fixed(T_UINT32))
+
+    def read_uint64(self) -> int:
+        return int(self._take_fixed(T_UINT64))
+
+    def read_float(self) -> float:
+        return float(self._take_fixed(T_FLOAT))
+
+    def read_double(self) -> float:
+        return float(self._take_fixed(T_DOUBLE))
+
+    def read_bool(self) -> bool:
+        value = self._take_fixed(T_BOOL)
+        return bool(value)
+
+    def _take_blob(self, tag: int) -> bytes:
+        pos = self._rpos
+        buf = self._buf
+        name = _TAG_NAMES[tag]
+        if pos + _LEN.size > len(buf):
+            raise self._fail(name, "no data left" if pos >= len(buf) else "header is truncated")
+        found, size = _LEN.unpack_from(buf, pos)
+        if found != tag:
+            raise self._fail(name, f"found {_TAG_NAMES.get(found, 'garbage')}")
+        end = pos + _LEN.size + size
+        if end > len(buf):
+            raise self._fail(name, f"length {size} runs past the end of the parcel")
+        self._rpos = end
+        return bytes(buf[pos + _LEN.size : end])
+
+    def read_string(self) -> str:
+        """Read a UTF-8 string. Invalid UTF-8 raises :class:`ParcelReadError`."""
+        start = self._rpos
+        data = self._take_blob(T_STRING)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            self._rpos = start
+            raise self._fail("string", "not valid UTF-8") from None
+
+    def read_bytes(self) -> bytes:
+        return self._take_blob(T_BYTES)
+
+    read_buffer = read_bytes
+
+    def read_interface_token(self) -> str:
+        start = self._rpos
+        data = self._take_blob(T_TOKEN)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            self._rpos = start
+            raise self._fail("interface_token", "not valid UTF-8") from None
+
+    def _fd_at(self, what: str, index: int) -> int:
+        if index >= len(self._fds):
+            raise self._fail(what, f"refers to fd #{index} but the parcel carries {len(self._fds)}")
+        return self._fds[index]
+
+    def read_file_descriptor(self) -> int:
+        """Read a file descriptor: a new descriptor that the caller owns and must close."""
+        start = self._rpos
+        index = self._take_fixed(T_FD)
+        try:
+            return os.dup(self._fd_at("file_descriptor", index))
+        except ParcelReadError:
+            self._rpos = start
+            raise
+
+    def read_remote_object(self) -> RemoteObject:
+        """Read a remote object: a proxy to the sender's stub, or this process's own stub."""
+        start = self._rpos
+        index = self._take_fixed(T_REMOTE)
+        if index >= len(self._objects):
+            self._rpos = start
+            raise self._fail("remote_object", f"refers to object #{index}, parcel has "
+                             f"{len(self._objects)}")
+        return self._objects[index]
+
+    def read_ashmem(self) -> Ashmem:
+        """Read a shared memory region: a new, unmapped :class:`Ashmem` the caller owns."""
+        from childkit.ipc._ashmem import Ashmem
+
+        start = pos = self._rpos
+        buf = self._buf
+        if pos + _ASHMEM.size > len(buf):
+            raise self._fail("ashmem", "no data left" if pos >= len(buf) else "truncated")
+        tag, index, name_len = _ASHMEM.unpack_from(buf, pos)
+        if tag != T_ASHMEM:
+            raise self._fail("ashmem", f"found {_TAG_NAMES.get(tag, 'garbage')}")
+        end = pos + _ASHMEM.size + name_len
+        if end > len(buf):
+            raise self._fail("ashmem", "name runs past the end of the parcel")
+        fd = self._fd_at("ashmem", index)
+        name = bytes(buf[pos + _ASHMEM.size : end]).decode("utf-8", "replace")
+        self._rpos = end
+        copy = os.dup(fd)
+        try:
+            return Ashmem._from_received_fd(copy, name)
+        except BaseException:
+            self._rpos = start
+            raise
+
+    # ------------------------------------------------------------------ structure
+    def _walk(self, pos: int) -> Iterator[tuple[int, int, int, int]]:
+        """Yield (tag, start, end, fd-or-object index) for each value from ``pos``.
+
+        Raises :class:`ParcelReadError` for malformed data. Used by append/rewind.
+        """
+        buf = self._buf
+        while pos < len(buf):
+            tag = buf[pos]
+            payload = -1
+            if tag in (T_STRING, T_BYTES, T_TOKEN):
+                if pos + _LEN.size > len(buf):
+                    raise ParcelReadError(f"truncated value at offset {pos}")
+                end = pos + _LEN.size + _LEN.unpack_from(buf, pos)[1]
+            elif tag == T_ASHMEM:
+                if pos + _ASHMEM.size > len(buf):
+                    raise ParcelReadError(f"truncated ashmem at offset {pos}")
+                _, payload, name_len = _ASHMEM.unpack_from(buf, pos)
+                end = pos + _ASHMEM.size + name_len
+            elif tag in _FIXED:
+                end = pos + _FIXED[tag].size
+                if tag in (T_FD, T_REMOTE) and end <= len(buf):
+                    payload = _FIXED[tag].unpack_from(buf, pos)[1]
+            else:
+                raise ParcelReadError(f"unknown type tag {tag} at offset {pos}")
+            if end > len(buf):
+                raise ParcelReadError(f"value at offset {pos} runs past the end")
+            limit = len(self._objects) if tag == T_REMOTE else len(self._fds)
+            if payload >= limit:
+                raise ParcelReadError(f"value at offset {pos} refers to a missing fd or object")
+            yield tag, pos, end, payload
+            pos = end
+
+    # ------------------------------------------------------------------ transport
+    def _wire_parts(self) -> tuple[bytes, list[int], list[RemoteObject]]:
+        """The data, fds (still owned by this parcel) and objects, for the connection."""
+        if self._closed:
+            raise ParcelWriteError("the parcel is closed")
+        return bytes(self._buf), self._fds, self._objects
+
+    @classmethod
+    def _from_wire(
+        cls, data: bytes, fds: list[int], objects: list[RemoteObject]
+    ) -> MessageParcel:
+        """A parcel for reading what a peer sent; takes ownership of ``fds``."""
+        parcel = cls()
+        parcel._buf = bytearray(data)
+        parcel._objects = objects
+        if fds:
+            parcel._fds = fds
+            parcel._finalizer = weakref.finalize(parcel, _close_fds, fds)
+        return parcel
+
+    def _copy_for_reading(self) -> MessageParcel:
+        """A read-only-use copy (own fd dups) for a local, in-process call."""
+        copy = MessageParcel()
+        copy._buf = bytearray(self._buf)
+        copy._objects = list(self._objects)
+        for fd in self._fds:
+            copy._add_fd(fd)
+        return copy
+

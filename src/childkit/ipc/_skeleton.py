@@ -1,0 +1,71 @@
+"""Skeleton: who is calling (inside ``on_remote_request``) and the work thread pool size."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from childkit.ipc import _threadpool
+from childkit.ipc._errors import ParamError
+
+
+class _CallingContext(threading.local):
+    # One per thread: set by the dispatcher around each on_remote_request call.
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pid = 0
+        self.uid = 0
+        self.local = True
+
+
+_context = _CallingContext()
+
+
+class Skeleton:
+    """IPCKit's IPCSkeleton: static queries about the request being handled."""
+
+    @staticmethod
+    def get_calling_pid() -> int:
+        """The pid of the process whose request this thread is handling; outside a request,
+        this process's own pid."""
+        ctx = _context
+        return ctx.pid if ctx.depth else os.getpid()
+
+    @staticmethod
+    def get_calling_uid() -> int:
+        """The uid of the calling process (from the socket's peer credentials); outside a
+        request, this process's own uid."""
+        ctx = _context
+        return ctx.uid if ctx.depth else os.getuid()
+
+    @staticmethod
+    def is_local_calling() -> bool:
+        """Whether the request came from this same process (a direct call on a stub)."""
+        ctx = _context
+        return ctx.local if ctx.depth else True
+
+    @staticmethod
+    def is_handling_transaction() -> bool:
+        """Whether this thread is inside an ``on_remote_request`` call."""
+        return _context.depth > 0
+
+    @staticmethod
+    def set_max_work_thread_num(max_thread_num: int) -> None:
+        """Allow at most ``max_thread_num`` IPC work threads in this process (1..32).
+
+        Raises :class:`ParamError` (``OH_IPC_CHECK_PARAM_ERROR``) outside that range.
+        """
+        if (
+            isinstance(max_thread_num, bool)
+            or not isinstance(max_thread_num, int)
+            or not _threadpool.MIN_WORK_THREADS <= max_thread_num <= _threadpool.MAX_WORK_THREADS
+        ):
+            raise ParamError(
+                f"max work threads must be an int in {_threadpool.MIN_WORK_THREADS}.."
+                f"{_threadpool.MAX_WORK_THREADS}, not {max_thread_num!r}"
+            )
+        _threadpool.set_default_max_threads(max_thread_num)
+
+    @staticmethod
+    def get_max_work_thread_num() -> int:
+        return _threadpool.default_pool().max_threads

@@ -1,0 +1,151 @@
+"""RemoteStub: the object that serves requests (IPCKit's OHIPCRemoteStub)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from childkit.ipc._errors import IPCError, IPCErrorCode, ParamError, is_transportable_status
+from childkit.ipc._object import RemoteObject
+from childkit.ipc._option import SYNC_OPTION, MessageOption
+from childkit.ipc._parcel import MessageParcel
+from childkit.ipc._skeleton import _context
+
+_log = logging.getLogger("childkit.ipc")
+
+#: Request codes childkit reserves (outside the user range 0x1..0xFFFFFF, like Binder's).
+INTERFACE_TRANSACTION = 0x5F4E5446  # '_NTF': returns the stub's descriptor
+PING_TRANSACTION = 0x5F504E47  # '_PNG': returns nothing
+
+
+class RemoteStub(RemoteObject):
+    """Subclass and implement :meth:`on_remote_request` to serve requests.
+
+    A stub lives in the process that created it. Sent in a parcel, it reaches the other
+    side as a :class:`RemoteProxy`; it stays alive while any remote proxy refers to it.
+    ``descriptor`` names its interface; callers write it with
+    ``data.write_interface_token()`` and the stub checks it with ``read_interface_token()``.
+    """
+
+    def __init__(self, descriptor: str = "") -> None:
+        if not isinstance(descriptor, str):
+            raise ParamError(f"descriptor must be a str, not {type(descriptor).__name__}")
+        self._descriptor = descriptor
+
+    @property
+    def descriptor(self) -> str:
+        return self._descriptor
+
+    def on_remote_request(
+        self, code: int, data: MessageParcel, reply: MessageParcel, option: MessageOption
+    ) -> int:
+        """Serve request ``code``: read ``data``, write ``reply``, return 0 on success.
+
+        Runs on an IPC work thread (or the caller's thread for a local call). A non-zero
+        return value reaches the caller as ``IPCError.code`` if it is an IPC code or in the
+        user range 1909000..1909999, else as ``OH_IPC_INVALID_USER_ERROR_CODE``; raising
+        :class:`IPCError` does the same with its message; any other exception reaches the
+        caller as ``OH_IPC_INNER_ERROR`` with the exception's type and text.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement on_remote_request")
+
+    def send_request(
+        self, code: int, data: MessageParcel, option: MessageOption | None = None
+    ) -> MessageParcel:
+        """Call this stub directly, in this thread (``Skeleton.is_local_calling()`` is True).
+
+        Raises :class:`IPCError` with the stub's status if it is not 0.
+        """
+        check_request_code(code)
+        if not isinstance(data, MessageParcel):
+            raise ParamError(f"data must be a MessageParcel, not {type(data).__name__}")
+        option = option or SYNC_OPTION
+        copy = data._copy_for_reading()
+        try:
+            status, detail, reply = invoke_stub(self, code, copy, option, os.getpid(),
+                                                os.getuid(), local=True)
+        finally:
+            copy.close()
+        if status:
+            reply.close()
+            raise IPCError(status, detail or f"request {code} failed")
+        reply.rewind_read_position(0)
+        if option.is_async:
+            reply.close()
+            return MessageParcel()
+        return reply
+
+    def get_descriptor(self) -> str:
+        return self._descriptor
+
+    def is_object_dead(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._descriptor!r}>"
+
+
+def check_request_code(code: int) -> None:
+    """Raise ``OH_IPC_CODE_OUT_OF_RANGE`` unless ``code`` is in 0x1..0xFFFFFF."""
+    if isinstance(code, bool) or not isinstance(code, int):
+        raise ParamError(f"request code must be an int, not {type(code).__name__}")
+    if not 0x1 <= code <= 0xFFFFFF:
+        raise IPCError(
+            IPCErrorCode.OH_IPC_CODE_OUT_OF_RANGE,
+            f"request code {code:#x} is outside 0x1..0xffffff",
+        )
+
+
+def invoke_stub(
+    stub: RemoteStub, code: int, data: MessageParcel, option: MessageOption,
+    pid: int, uid: int, *, local: bool,
+) -> tuple[int, str, MessageParcel]:  # fmt: skip
+    """Run one request on ``stub``; return (status, error detail, reply parcel).
+
+    Never raises for the stub's own failures: they become a status and a detail string.
+    This is the request hot path: the calling identity is set by hand, not by a context
+    manager, because that costs more than the rest of the dispatch.
+    """
+    reply = MessageParcel()
+    detail = ""
+    ctx = _context
+    saved = (ctx.depth, ctx.pid, ctx.uid, ctx.local)
+    ctx.depth = saved[0] + 1
+    ctx.pid = pid
+    ctx.uid = uid
+    ctx.local = local
+    try:
+        if code > 0xFFFFFF and not local:
+            result: object = _internal_request(stub, code, reply)
+        else:
+            result = stub.on_remote_request(code, data, reply, option)
+        if result == 0 and result.__class__ is int or result is None:
+            status = 0
+        elif isinstance(result, bool) or not isinstance(result, int):
+            status = IPCErrorCode.OH_IPC_INVALID_USER_ERROR_CODE
+            detail = f"on_remote_request returned {type(result).__name__}, not an int"
+        elif not is_transportable_status(result):
+            status = IPCErrorCode.OH_IPC_INVALID_USER_ERROR_CODE
+            detail = f"on_remote_request returned {result}, outside the transportable codes"
+        else:
+            status = result
+    except IPCError as exc:
+        status = exc.code if is_transportable_status(exc.code) and exc.code else (
+            IPCErrorCode.OH_IPC_INVALID_USER_ERROR_CODE)
+        detail = exc.message
+    except Exception as exc:
+        _log.exception("%r failed on request %d", stub, code)
+        status = IPCErrorCode.OH_IPC_INNER_ERROR
+        detail = f"{type(exc).__name__} in {type(stub).__name__}.on_remote_request: {exc}"
+    finally:
+        ctx.depth, ctx.pid, ctx.uid, ctx.local = saved
+    return int(status), detail, reply
+
+
+def _internal_request(stub: RemoteStub, code: int, reply: MessageParcel) -> int:
+    if code == INTERFACE_TRANSACTION:
+        reply.write_string(stub.get_descriptor())
+        return 0
+    if code == PING_TRANSACTION:
+        return 0
+    return int(IPCErrorCode.OH_IPC_CODE_OUT_OF_RANGE)

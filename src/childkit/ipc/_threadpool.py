@@ -1,0 +1,183 @@
+"""The IPC work thread pool: threads that serve incoming requests (Binder's thread pool).
+
+Work threads wait together in one ``epoll`` instance on every connection's serve socket.
+Sockets are armed ``EPOLLONESHOT``: the thread that wakes for a socket reads one record,
+re-arms it so that another thread can take the next one, and then runs the requests itself:
+a request is handled on the thread that received it, with no hand-off. When the last idle
+thread takes work, another is started, up to the maximum (``Skeleton.set_max_work_thread_num``,
+1..32, default 16), so a stub that calls back into its caller always finds a free thread.
+
+The pool knows nothing of frames or parcels: a registered socket is just an fd and a
+callback. It also runs plain tasks (:meth:`IPCThreadPool.submit`), woken by an eventfd.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import select
+import threading
+from collections.abc import Callable
+
+MIN_WORK_THREADS = 1
+MAX_WORK_THREADS = 32
+DEFAULT_WORK_THREADS = 16
+
+_ONESHOT_IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLONESHOT
+
+
+class IPCThreadPool:
+    """A pool of work threads serving readable fds and submitted tasks. Thread-safe."""
+
+    def __init__(self, max_threads: int = DEFAULT_WORK_THREADS, name: str = "ipc-work") -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._max = max_threads
+        self._threads = 0
+        self._idle = 0
+        self._handlers: dict[int, Callable[[], None]] = {}
+        self._tasks: collections.deque[Callable[[], None]] = collections.deque()
+        self._epoll = select.epoll()
+        self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK | os.EFD_SEMAPHORE)
+        self._epoll.register(self._wake_fd, select.EPOLLIN)
+        self._closed = False
+
+    @property
+    def max_threads(self) -> int:
+        return self._max
+
+    @property
+    def thread_count(self) -> int:
+        return self._threads
+
+    def set_max_threads(self, n: int) -> None:
+        """Allow at most ``n`` work threads (running ones above it stay until idle)."""
+        with self._lock:
+            self._max = n
+
+    def register(self, fd: int, on_readable: Callable[[], None]) -> None:
+        """Call ``on_readable()`` on a work thread when ``fd`` is readable (or hung up).
+
+        The fd is disarmed while its callback runs until the callback calls :meth:`rearm`.
+        """
+        with self._lock:
+            self._handlers[fd] = on_readable
+            self._ensure_thread_locked()
+        self._epoll.register(fd, _ONESHOT_IN)
+
+    def rearm(self, fd: int) -> None:
+        """Let the pool wake a thread for ``fd`` again."""
+        try:
+            self._epoll.modify(fd, _ONESHOT_IN)
+        except (OSError, ValueError):
+            pass  # unregistered or closed meanwhile: nothing to wait for
+
+    def unregister(self, fd: int) -> None:
+        """Stop watching ``fd``; a callback already running finishes."""
+        with self._lock:
+            self._handlers.pop(fd, None)
+        try:
+            self._epoll.unregister(fd)
+        except (OSError, ValueError):
+            pass
+
+    def submit(self, task: Callable[[], None]) -> None:
+        """Run ``task()`` on a work thread soon."""
+        with self._lock:
+            self._tasks.append(task)
+            self._ensure_thread_locked()
+        os.eventfd_write(self._wake_fd, 1)
+
+    def _ensure_thread_locked(self) -> None:
+        if self._idle == 0 and self._threads < self._max and not self._closed:
+            self._threads += 1
+            self._idle += 1
+            threading.Thread(
+                target=self._run, name=f"{self._name}-{self._threads}", daemon=True
+            ).start()
+
+    def _run(self) -> None:
+        poll = self._epoll.poll
+        wake_fd = self._wake_fd
+        lock = self._lock
+        while True:
+            try:
+                events = poll(-1, 1)
+            except OSError:
+                return  # the epoll was closed (after fork, or at shutdown)
+            if not events:
+                continue
+            fd = events[0][0]
+            task: Callable[[], None] | None = None
+            if fd == wake_fd:
+                # Semaphore eventfd: one unit per submitted task; a thread that loses the
+                # race for it simply goes back to waiting.
+                try:
+                    os.eventfd_read(wake_fd)
+                except BlockingIOError:
+                    continue
+            lock.acquire()
+            self._idle -= 1
+            task = self._tasks.popleft() if fd == wake_fd else self._handlers.get(fd)
+            if self._idle == 0:
+                self._ensure_thread_locked()
+            lock.release()
+            try:
+                if task is not None:
+                    task()
+            except BaseException:  # a handler must never kill a work thread
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                lock.acquire()
+                self._idle += 1
+                lock.release()
+
+    def _forget_after_fork(self) -> None:
+        # In a forked child the threads are gone and the epoll instance is shared with the
+        # parent: drop both without touching the parent's registrations.
+        try:
+            self._epoll.close()
+        finally:
+            try:
+                os.close(self._wake_fd)
+            except OSError:
+                pass
+        self._closed = True
+
+
+_default_pool: IPCThreadPool | None = None
+_default_lock = threading.Lock()
+_configured_max = DEFAULT_WORK_THREADS
+
+
+def default_pool() -> IPCThreadPool:
+    """The process's IPC work thread pool, created on first use."""
+    global _default_pool
+    pool = _default_pool
+    if pool is None:
+        with _default_lock:
+            pool = _default_pool
+            if pool is None:
+                pool = _default_pool = IPCThreadPool(_configured_max)
+    return pool
+
+
+def set_default_max_threads(n: int) -> None:
+    """Set the maximum for the process's pool (now, and when it is created)."""
+    global _configured_max
+    with _default_lock:
+        _configured_max = n
+        if _default_pool is not None:
+            _default_pool.set_max_threads(n)
+
+
+def _after_fork_in_child() -> None:
+    global _default_pool
+    if _default_pool is not None:
+        _default_pool._forget_after_fork()
+        _default_pool = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,265 @@
+"""The childkit wire protocol, sans I/O: frames to (bytes, fds) records and back.
+
+A *record* is what one ``sendmsg`` on a SOCK_SEQPACKET socket carries: one or more frames
+back to back, plus the file descriptors of all its frames, in order, as SCM_RIGHTS. Each
+frame starts with an 8-byte header (type, flags, fd count, body length). The layout is in
+``docs/wire-format.md``. This module does no I/O and owns no fds: :func:`decode_record`
+either returns frames that now refer to the given fds, or raises :class:`ProtocolError`
+and leaves closing them to the caller. Every length is checked against the record, so a
+hostile peer cannot make it read out of bounds or allocate more than the record it sent.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+from childkit.ipc._errors import ProtocolError
+from childkit.ipc._parcel import MAX_PARCEL_DATA, MAX_PARCEL_FDS, MAX_PARCEL_OBJECTS
+
+PROTOCOL_VERSION = 1
+#: Largest record a peer may send (a full parcel plus headers fits with room to spare).
+MAX_RECORD_BYTES = 256 * 1024
+#: Most fds one record carries (the kernel's SCM_MAX_FD is 253).
+MAX_RECORD_FDS = 253
+#: Longest error detail a reply may carry.
+MAX_DETAIL_BYTES = 4096
+
+# Frame types.
+F_HELLO = 1
+F_TRANSACTION = 2
+F_REPLY = 3
+F_RELEASE = 4
+
+# Frame flags.
+FLAG_ONEWAY = 0x01  # on F_TRANSACTION: no reply is sent
+FLAG_HAS_ROOT = 0x01  # on F_HELLO: the sender exports a root object (handle 0)
+FLAG_ERROR = 0x01  # on F_REPLY: the body holds an error detail string, not a parcel
+
+# Kinds of object reference in a parcel's object table.
+OBJ_SENDER_STUB = 1  # a stub the sender exports under this handle: the receiver gets a proxy
+OBJ_RECEIVER_STUB = 2  # a proxy of the receiver's own stub: the receiver gets its stub back
+
+HEADER = struct.Struct("<BBHI")  # type, flags, n_fds, body length
+_HELLO = struct.Struct("<HH")  # version, reserved
+_TXN = struct.Struct("<QIIIH")  # seq, handle, code, data length, n_objects
+_REPLY = struct.Struct("<QiIH")  # seq, status, data length, n_objects
+_RELEASE = struct.Struct("<II")  # handle, count
+_OBJ = struct.Struct("<BI")  # kind, handle
+# Header and fixed body fused, for the hot path: one pack call per request.
+_TXN_FRAME = struct.Struct("<BBHIQIIIH")
+_REPLY_FRAME = struct.Struct("<BBHIQiIH")
+
+ObjectRef = tuple[int, int]  # (kind, handle)
+
+
+class Hello:
+    """First frame each side sends on its call socket."""
+
+    __slots__ = ("has_root", "version")
+
+    def __init__(self, version: int, has_root: bool) -> None:
+        self.version = version
+        self.has_root = has_root
+
+
+class Transaction:
+    """A request to the receiver's object ``handle``."""
+
+    __slots__ = ("code", "data", "fds", "handle", "objects", "oneway", "seq")
+
+    def __init__(
+        self, seq: int, handle: int, code: int, oneway: bool, data: bytes,
+        objects: list[ObjectRef], fds: list[int],
+    ) -> None:  # fmt: skip
+        self.seq = seq
+        self.handle = handle
+        self.code = code
+        self.oneway = oneway
+        self.data = data
+        self.objects = objects
+        self.fds = fds
+
+
+class Reply:
+    """The answer to the sync transaction ``seq``: a status, then a parcel or an error detail."""
+
+    __slots__ = ("data", "detail", "fds", "objects", "seq", "status")
+
+    def __init__(
+        self, seq: int, status: int, data: bytes, objects: list[ObjectRef], fds: list[int],
+        detail: str = "",
+    ) -> None:  # fmt: skip
+        self.seq = seq
+        self.status = status
+        self.data = data
+        self.objects = objects
+        self.fds = fds
+        self.detail = detail
+
+
+class Release:
+    """The sender drops ``count`` references to the receiver's exported object ``handle``."""
+
+    __slots__ = ("count", "handle")
+
+    def __init__(self, handle: int, count: int) -> None:
+        self.handle = handle
+        self.count = count
+
+
+Frame = Hello | Transaction | Reply | Release
+
+
+# ---------------------------------------------------------------------------- encoding
+def _objects_bytes(objects: Sequence[ObjectRef]) -> bytes:
+    return b"".join(_OBJ.pack(kind, handle) for kind, handle in objects)
+
+
+def encode_hello(has_root: bool) -> bytes:
+    return HEADER.pack(F_HELLO, FLAG_HAS_ROOT if has_root else 0, 0, _HELLO.size) + _HELLO.pack(
+        PROTOCOL_VERSION, 0
+    )
+
+
+def encode_transaction(
+    seq: int, handle: int, code: int, oneway: bool, data: bytes,
+    objects: Sequence[ObjectRef], n_fds: int,
+) -> bytes:  # fmt: skip
+    """One transaction frame; its ``n_fds`` fds travel in the record's SCM_RIGHTS."""
+    body_len = _TXN.size + len(data) + _OBJ.size * len(objects)
+    head = _TXN_FRAME.pack(
+        F_TRANSACTION, FLAG_ONEWAY if oneway else 0, n_fds, body_len,
+        seq, handle, code, len(data), len(objects),
+    )  # fmt: skip
+    if objects:
+        return head + data + _objects_bytes(objects)
+    return head + data
+
+
+def encode_reply(
+    seq: int, status: int, data: bytes, objects: Sequence[ObjectRef], n_fds: int
+) -> bytes:
+    body_len = _REPLY.size + len(data) + _OBJ.size * len(objects)
+    head = _REPLY_FRAME.pack(F_REPLY, 0, n_fds, body_len, seq, status, len(data), len(objects))
+    if objects:
+        return head + data + _objects_bytes(objects)
+    return head + data
+
+
+def encode_error_reply(seq: int, status: int, detail: str) -> bytes:
+    """A reply that carries only a failure status and a short human-readable detail."""
+    text = detail.encode("utf-8", "replace")[:MAX_DETAIL_BYTES]
+    body_len = _REPLY.size + len(text)
+    return _REPLY_FRAME.pack(F_REPLY, FLAG_ERROR, 0, body_len, seq, status, len(text), 0) + text
+
+
+def encode_release(handle: int, count: int) -> bytes:
+    return HEADER.pack(F_RELEASE, 0, 0, _RELEASE.size) + _RELEASE.pack(handle, count)
+
+
+# ---------------------------------------------------------------------------- decoding
+def _parcel_section(
+    body: memoryview, offset: int, data_len: int, n_objects: int, what: str
+) -> tuple[bytes, list[ObjectRef]]:
+    if data_len > MAX_PARCEL_DATA:
+        raise ProtocolError(f"{what} parcel of {data_len} bytes exceeds {MAX_PARCEL_DATA}")
+    if n_objects > MAX_PARCEL_OBJECTS:
+        raise ProtocolError(f"{what} carries {n_objects} objects (max {MAX_PARCEL_OBJECTS})")
+    end = offset + data_len
+    if end + _OBJ.size * n_objects != len(body):
+        raise ProtocolError(f"{what} lengths do not add up to its body size")
+    data = bytes(body[offset:end])
+    objects: list[ObjectRef] = []
+    for i in range(n_objects):
+        kind, handle = _OBJ.unpack_from(body, end + i * _OBJ.size)
+        if kind not in (OBJ_SENDER_STUB, OBJ_RECEIVER_STUB):
+            raise ProtocolError(f"{what} has an object reference of unknown kind {kind}")
+        objects.append((kind, handle))
+    return data, objects
+
+
+def _decode_frame(ftype: int, flags: int, body: memoryview, fds: list[int]) -> Frame:
+    if ftype == F_TRANSACTION:
+        if len(body) < _TXN.size:
+            raise ProtocolError("transaction frame is shorter than its header")
+        seq, handle, code, data_len, n_obj = _TXN.unpack_from(body, 0)
+        if flags & ~FLAG_ONEWAY:
+            raise ProtocolError(f"transaction frame has unknown flags {flags:#x}")
+        if len(fds) > MAX_PARCEL_FDS:
+            raise ProtocolError(f"transaction carries {len(fds)} fds (max {MAX_PARCEL_FDS})")
+        data, objects = _parcel_section(body, _TXN.size, data_len, n_obj, "transaction")
+        return Transaction(seq, handle, code, bool(flags & FLAG_ONEWAY), data, objects, fds)
+    if ftype == F_REPLY:
+        if len(body) < _REPLY.size:
+            raise ProtocolError("reply frame is shorter than its header")
+        seq, status, data_len, n_obj = _REPLY.unpack_from(body, 0)
+        if flags & ~FLAG_ERROR:
+            raise ProtocolError(f"reply frame has unknown flags {flags:#x}")
+        if flags & FLAG_ERROR:
+            if fds or n_obj or data_len > MAX_DETAIL_BYTES or _REPLY.size + data_len != len(body):
+                raise ProtocolError("malformed error reply")
+            detail = bytes(body[_REPLY.size :]).decode("utf-8", "replace")
+            return Reply(seq, status, b"", [], [], detail)
+        if len(fds) > MAX_PARCEL_FDS:
+            raise ProtocolError(f"reply carries {len(fds)} fds (max {MAX_PARCEL_FDS})")
+        data, objects = _parcel_section(body, _REPLY.size, data_len, n_obj, "reply")
+        return Reply(seq, status, data, objects, fds)
+    if fds:
+        raise ProtocolError(f"frame type {ftype} cannot carry file descriptors")
+    if ftype == F_RELEASE:
+        if len(body) != _RELEASE.size or flags:
+            raise ProtocolError("malformed release frame")
+        handle, count = _RELEASE.unpack_from(body, 0)
+        if count == 0:
+            raise ProtocolError("release frame with a zero count")
+        return Release(handle, count)
+    if ftype == F_HELLO:
+        if len(body) != _HELLO.size or flags & ~FLAG_HAS_ROOT:
+            raise ProtocolError("malformed hello frame")
+        version, _reserved = _HELLO.unpack_from(body, 0)
+        if version != PROTOCOL_VERSION:
+            raise ProtocolError(f"peer speaks protocol {version}, this side {PROTOCOL_VERSION}")
+        return Hello(version, bool(flags & FLAG_HAS_ROOT))
+    raise ProtocolError(f"unknown frame type {ftype}")
+
+
+def decode_record(data: bytes | bytearray | memoryview, fds: Sequence[int]) -> list[Frame]:
+    """Split one received record into frames, handing each frame its own fds.
+
+    Raises :class:`ProtocolError` if the record is empty, truncated, larger than
+    :data:`MAX_RECORD_BYTES`, or its frames claim more or fewer fds than arrived. The fds
+    are not closed here, on success or failure.
+    """
+    view = memoryview(data)
+    size = len(view)
+    if size >= HEADER.size and not fds:
+        # Fast path: a record holding one frame without fds (most requests and replies).
+        ftype, flags, n_fds, body_len = HEADER.unpack_from(view, 0)
+        if body_len == size - HEADER.size and not n_fds and size <= MAX_RECORD_BYTES:
+            return [_decode_frame(ftype, flags, view[HEADER.size :], [])]
+    if size == 0:
+        raise ProtocolError("empty record")
+    if size > MAX_RECORD_BYTES:
+        raise ProtocolError(f"record of {size} bytes exceeds {MAX_RECORD_BYTES}")
+    if len(fds) > MAX_RECORD_FDS:
+        raise ProtocolError(f"record carries {len(fds)} fds (max {MAX_RECORD_FDS})")
+    frames: list[Frame] = []
+    pos = 0
+    fd_pos = 0
+    while pos < size:
+        if size - pos < HEADER.size:
+            raise ProtocolError(f"truncated frame header at offset {pos}")
+        ftype, flags, n_fds, body_len = HEADER.unpack_from(view, pos)
+        pos += HEADER.size
+        if body_len > size - pos:
+            raise ProtocolError(f"frame body of {body_len} bytes runs past the record end")
+        if n_fds > len(fds) - fd_pos:
+            raise ProtocolError(f"frame claims {n_fds} fds but only {len(fds) - fd_pos} remain")
+        frame_fds = list(fds[fd_pos : fd_pos + n_fds])
+        frames.append(_decode_frame(ftype, flags, view[pos : pos + body_len], frame_fds))
+        pos += body_len
+        fd_pos += n_fds
+    if fd_pos != len(fds):
+        raise ProtocolError(f"record carried {len(fds)} fds but its frames claim {fd_pos}")
+    return frames
