@@ -23,8 +23,9 @@ The text after the *last* ``':'`` is the function, so a library path may itself
 contain ``':'``. A library is anything whose last path component ends in ``.so`` or
 ``.so.N[.N...]``, or anything containing ``'/'``; it is handed to ``dlopen`` unchanged
 (a bare name is searched the way ``dlopen`` searches, a path with ``'/'`` is used as
-is). OpenHarmony's ``CreateNativeChildProcess`` also refuses names containing
-``"../"``; on Linux paths are the caller's business, so childkit does not.
+is; a relative path or ``.py`` file is relative to the child's working directory).
+OpenHarmony's ``CreateNativeChildProcess`` also refuses names containing ``"../"``; on
+Linux paths are the caller's business, so childkit does not.
 """
 
 from __future__ import annotations

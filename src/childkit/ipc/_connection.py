@@ -48,13 +48,17 @@ from childkit.ipc._threadpool import IPCThreadPool, default_pool
 
 _log = logging.getLogger("childkit.ipc")
 
-_ANC_SPACE = socket.CMSG_SPACE(_wire.MAX_RECORD_FDS * 4)
+_ANC_SPACE = socket.CMSG_SPACE(_wire.MAX_RECORD_FDS * 4) + socket.CMSG_SPACE(12)
+_CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
 # Plain ints: socket's IntFlag members cost microseconds per operation on the hot path.
 _RECV_FLAGS = int(socket.MSG_CMSG_CLOEXEC)
 _TRUNCATED = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
+_DONTWAIT = int(socket.MSG_DONTWAIT)
 _SNDBUF = 1 << 20
 #: A one-way queue of one object longer than this stops reading until it drains.
 ASYNC_BACKLOG = 4096
+#: One-way frames that may wait to be written before their senders block.
+WRITE_BACKLOG = 8192
 _PINNED = 1 << 62  # the root object's export count: never released by the peer
 _ROOT_HANDLE = 0
 
@@ -94,6 +98,14 @@ def _received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
     return fds
 
 
+def _received_creds(ancdata: list[tuple[int, int, bytes]]) -> tuple[int, int] | None:
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(data) >= 12:
+            pid, uid, _gid = _CREDS.unpack_from(data)
+            return pid, uid
+    return None
+
+
 def channel_socketpairs() -> tuple[
     tuple[socket.socket, socket.socket], tuple[socket.socket, socket.socket]
 ]:
@@ -104,6 +116,11 @@ def channel_socketpairs() -> tuple[
     """
     a_call, b_serve = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     b_call, a_serve = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    # The kernel stamps the sender's real pid and uid on what arrives while SO_PASSCRED is
+    # set, so the first frame (HELLO) tells each side who its peer really is. SO_PEERCRED
+    # cannot: for a socketpair it names the process that created the pair.
+    for serve in (a_serve, b_serve):
+        serve.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     return (a_call, a_serve), (b_call, b_serve)
 
 
@@ -126,13 +143,17 @@ class Connection:
         for sock in (call_sock, serve_sock):
             if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_SEQPACKET:
                 raise ParamError("a connection needs AF_UNIX SOCK_SEQPACKET sockets")
-            sock.setblocking(False)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SNDBUF)
             except OSError:
                 pass
         if local_root is not None and not isinstance(local_root, RemoteStub):
             raise ParamError(f"local_root must be a RemoteStub, not {local_root!r}")
+        # The call socket blocks: a caller with no timeout sleeps in recvmsg itself, one
+        # syscall per reply. The serve socket does not: work threads only read it when
+        # epoll says so, and must never sleep in it.
+        call_sock.setblocking(True)
+        serve_sock.setblocking(False)
         self._call = call_sock
         self._serve = serve_sock
         self._call_fd = call_sock.fileno()
@@ -389,6 +410,15 @@ class Connection:
         if refs[0] and not self._closed:
             self._gc_releases.append((handle, refs[0]))
             refs[0] = 0
+            if self._started:
+                self._pool.submit_from_finalizer(self._flush_gc_releases)
+
+    def _flush_gc_releases(self) -> None:
+        if self._gc_releases and not self._closed:
+            try:
+                self._send_oneway(b"", None)  # an empty chunk: _send_oneway adds releases
+            except DeadRemoteObjectError:
+                pass
 
     def _apply_release_locked(self, frame: _wire.Release) -> None:
         entry = self._exports.get(frame.handle)
@@ -451,6 +481,70 @@ class Connection:
         finally:
             self._io_done()
 
+    def _send_oneway(self, chunk: bytes, fds: list[int] | None) -> None:
+        """Queue a one-way frame; a work thread writes the queue, coalescing frames.
+
+        The caller returns at once, like ``multiprocessing.Queue.put``: frames sent in a
+        burst leave in a few large records instead of one syscall each. When more than
+        :data:`WRITE_BACKLOG` frames wait, the caller blocks until the writer catches up.
+        """
+        owned = [os.dup(fd) for fd in fds] if fds else []
+        lock = self._lock
+        lock.acquire()
+        try:
+            while len(self._wqueue) >= WRITE_BACKLOG and not self._closed:
+                self._cond.wait(1.0)
+            if self._closed:
+                _close_all(owned)
+                raise DeadRemoteObjectError(f"{self.name} is closed: {self._close_reason}")
+            while self._gc_releases:
+                handle, count = self._gc_releases.popleft()
+                self._wqueue.append((_wire.encode_release(handle, count), []))
+            if chunk:
+                self._wqueue.append((chunk, owned))
+            if self._writing or not self._wqueue:
+                return
+            self._writing = True
+            self._io_users += 1
+        finally:
+            lock.release()
+        self._pool.submit(self._flush_task)
+
+    def _flush_task(self) -> None:
+        try:
+            self._flush()
+        except DeadRemoteObjectError:
+            pass  # the senders of one-way frames have returned; death reaches recipients
+        finally:
+            self._io_done()
+
+    def _send_direct(self, chunk: bytes) -> None:
+        """Write one fd-less frame; the caller has set ``_writing`` and ``_io_users``."""
+        try:
+            self._call.sendmsg([chunk])
+        except OSError as exc:
+            lock = self._lock
+            lock.acquire()
+            self._writing = False
+            lock.release()
+            self._io_done()
+            self._shutdown(f"sending failed: {exc.strerror or exc}")
+            raise DeadRemoteObjectError(f"{self.name}: peer is gone ({exc})") from None
+        lock = self._lock
+        lock.acquire()
+        if self._wqueue and not self._closed:
+            lock.release()
+            try:
+                self._flush()  # frames that others queued while this one went out
+            finally:
+                self._io_done()
+            return
+        self._writing = False
+        self._io_users -= 1
+        if self._closed:
+            self._close_sockets_if_idle_locked()
+        lock.release()
+
     def _flush(self) -> None:
         while True:
             with self._lock:
@@ -471,6 +565,8 @@ class Connection:
                     size += len(chunk)
                     taken += 1
                 del queue[:taken]
+                if len(queue) < WRITE_BACKLOG <= len(queue) + taken:
+                    self._cond.notify_all()  # one-way senders blocked on a full queue
             try:
                 self._sendmsg(self._call, b"".join(chunks) if taken > 1 else chunks[0], fds)
             except OSError as exc:
@@ -485,6 +581,12 @@ class Connection:
     def _sendmsg(sock: socket.socket, data: bytes, fds: list[int]) -> None:
         anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())] if fds \
             else []
+        if not anc:
+            try:
+                sock.sendmsg([data])
+                return
+            except BlockingIOError:
+                pass
         while True:
             try:
                 sock.sendmsg([data], anc)
@@ -505,22 +607,36 @@ class Connection:
         data, fds, objects = parcel._buf, parcel._fds, parcel._objects
         if option.mode:  # one-way
             refs = self._refs_for_send(objects)
-            self._send(_wire.encode_transaction(0, handle, code, True, data, refs, len(fds)), fds)
+            self._send_oneway(
+                _wire.encode_transaction(0, handle, code, True, data, refs, len(fds)), fds)
             return MessageParcel()
         call = _Call()
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             if self._closed:
                 raise DeadRemoteObjectError(f"{self.name} is closed: {self._close_reason}")
+            refs = self._object_refs_locked(objects) if objects else []
             seq = self._next_seq
             self._next_seq = seq + 1
             self._waiters[seq] = call
-            refs = self._object_refs_locked(objects) if objects else []
+            # Nobody else writing and nothing queued: write this frame now, on this thread.
+            direct = not (fds or self._writing or self._wqueue or self._gc_releases)
+            if direct:
+                self._writing = True
+                self._io_users += 1
+        finally:
+            lock.release()
+        chunk = _wire.encode_transaction(seq, handle, code, False, data, refs, len(fds))
         try:
-            self._send(_wire.encode_transaction(seq, handle, code, False, data, refs, len(fds)),
-                       fds)
+            if direct:
+                self._send_direct(chunk)
+            else:
+                self._send(chunk, fds)
         except BaseException:
-            with self._lock:
-                self._waiters.pop(seq, None)
+            lock.acquire()
+            self._waiters.pop(seq, None)
+            lock.release()
             raise
         reply = self._await_reply(call, seq, option.timeout)
         return self._reply_parcel(reply, code)
@@ -532,6 +648,8 @@ class Connection:
             return self._object_refs_locked(objects)
 
     def _reply_parcel(self, reply: _wire.Reply, code: int) -> MessageParcel:
+        if not reply.status and not reply.objects:
+            return MessageParcel._from_wire(reply.data, reply.fds, [])
         if reply.status:
             _close_all(reply.fds)
             detail = reply.detail or f"request {code} failed"
@@ -586,18 +704,17 @@ class Connection:
         """Read replies from the call socket until ours arrives, time runs out, or death."""
         buf = self._call_buf
         poll = self._poller.poll
+        recv_flags = _RECV_FLAGS
         while call.reply is None and not self._closed:
-            if deadline is None:
-                ready = poll()
-            else:
+            if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return
-                ready = poll(remaining * 1000.0)
-            if not ready:
-                continue
+                if not poll(remaining * 1000.0):
+                    continue
+                recv_flags = _RECV_FLAGS | _DONTWAIT
             try:
-                n, anc, flags, _ = self._call.recvmsg_into([buf], _ANC_SPACE, _RECV_FLAGS)
+                n, anc, flags, _ = self._call.recvmsg_into([buf], _ANC_SPACE, recv_flags)
             except (BlockingIOError, InterruptedError):
                 continue
             except OSError as exc:
@@ -640,14 +757,14 @@ class Connection:
             if frame.__class__ is not _wire.Reply:
                 error = f"unexpected {type(frame).__name__} frame on the call socket"
                 break
-            waiter = self._waiters.pop(frame.seq, None)  # type: ignore[union-attr]
+            waiter = self._waiters.pop(frame.seq, None)
             if waiter is not None:
-                waiter.reply = frame  # type: ignore[assignment]
-            elif frame.seq >= self._next_seq or frame.seq == 0:  # type: ignore[union-attr]
-                error = f"reply to request {frame.seq}, which was never sent"  # type: ignore[union-attr]
+                waiter.reply = frame
+            elif frame.seq >= self._next_seq or frame.seq == 0:
+                error = f"reply to request {frame.seq}, which was never sent"
                 break
             else:
-                _close_all(frame.fds)  # type: ignore[union-attr]  # the caller timed out and left
+                _close_all(frame.fds)  # the caller timed out and left
         if self._waiters:
             self._cond.notify_all()
         lock.release()
@@ -685,12 +802,19 @@ class Connection:
         frames = self._decode(buf, n, anc, flags)
         if frames is None:
             return
+        if not self._peer_greeted and anc:
+            creds = _received_creds(anc)
+            if creds is not None:
+                self.peer_pid, self.peer_uid = creds
         if len(frames) == 1:
             frame = frames[0]
-            if frame.__class__ is _wire.Transaction and not frame.oneway:  # type: ignore[union-attr]
+            if (frame.__class__ is _wire.Transaction and not frame.oneway
+                    and frame.handle not in self._async_busy):
                 # The common case, one sync request: no queueing, run it on this thread.
+                # (No one-way requests to its object are pending: reading the set without
+                # the lock is safe, since earlier records were queued before this one was read.)
                 self._pool.rearm(self._serve_fd)
-                self._dispatch(frame)  # type: ignore[arg-type]
+                self._dispatch(frame)
                 return
         sync: list[_wire.Transaction] = []
         drain: list[int] = []
@@ -699,7 +823,9 @@ class Connection:
             for i, frame in enumerate(frames):
                 try:
                     if isinstance(frame, _wire.Transaction):
-                        if frame.oneway:
+                        # Requests to one object keep their order while one-way requests
+                        # to it are pending: a sync request then waits in the same queue.
+                        if frame.oneway or frame.handle in self._async_busy:
                             queue = self._async_queues.get(frame.handle)
                             if queue is None:
                                 queue = self._async_queues[frame.handle] = collections.deque()
@@ -717,6 +843,10 @@ class Connection:
                         self._peer_greeted = True
                         self._peer_has_root = frame.has_root
                         self._hello.set()
+                        try:  # credentials were for the greeting; stop paying for them
+                            self._serve.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
+                        except OSError:
+                            pass
                     else:
                         raise ProtocolError("a reply arrived on the serve socket")
                 except ProtocolError as exc:
@@ -757,18 +887,23 @@ class Connection:
             self._io_done()
 
     def _drain_async(self, handle: int) -> None:
+        """Run the one-way requests queued for ``handle`` in order; one drainer at a time."""
+        lock = self._lock
         while True:
-            with self._lock:
-                queue = self._async_queues.get(handle)
-                if not queue or self._closed:
-                    self._async_busy.discard(handle)
-                    if queue is not None and not queue:
-                        del self._async_queues[handle]
-                    return
-                frame = queue.popleft()
-                if len(queue) == ASYNC_BACKLOG // 2:
-                    self._cond.notify_all()
-            self._dispatch(frame)
+            lock.acquire()
+            queue = self._async_queues.get(handle)
+            if not queue or self._closed:
+                self._async_busy.discard(handle)
+                if queue is not None and not queue:
+                    del self._async_queues[handle]
+                lock.release()
+                return
+            frames = list(queue)
+            queue.clear()
+            self._cond.notify_all()  # readers stopped by a full queue may go on
+            lock.release()
+            for frame in frames:
+                self._dispatch(frame)
 
     def _dispatch(self, frame: _wire.Transaction) -> None:
         if frame.objects:

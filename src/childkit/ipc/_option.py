@@ -33,7 +33,9 @@ class MessageOption:
         try:
             object.__setattr__(self, "mode", RequestMode(self.mode))
         except ValueError:
-            raise ParamError(f"MessageOption.mode must be SYNC or ASYNC, not {self.mode!r}") from None
+            raise ParamError(
+                f"MessageOption.mode must be SYNC or ASYNC, not {self.mode!r}"
+            ) from None
         t = self.timeout
         if t is not None and (
             isinstance(t, bool)
@@ -41,7 +43,9 @@ class MessageOption:
             or math.isnan(t)
             or t <= 0
         ):
-            raise ParamError(f"MessageOption.timeout must be a positive number of seconds, not {t!r}")
+            raise ParamError(
+                f"MessageOption.timeout must be a positive number of seconds, not {t!r}"
+            )
 
     @property
     def is_async(self) -> bool:

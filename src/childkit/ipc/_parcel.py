@@ -497,7 +497,8 @@ class MessageParcel:
             self._rpos = start
             raise self._fail("remote_object", f"refers to object #{index}, parcel has "
                              f"{len(self._objects)}")
-        return self._objects[index]
+        obj: RemoteObject = self._objects[index]
+        return obj
 
     def read_ashmem(self) -> Ashmem:
         """Read a shared memory region: a new, unmapped :class:`Ashmem` the caller owns."""
@@ -568,12 +569,13 @@ class MessageParcel:
         cls, data: bytes, fds: list[int], objects: list[RemoteObject]
     ) -> MessageParcel:
         """A parcel for reading what a peer sent; takes ownership of ``fds``."""
-        parcel = cls()
+        parcel = cls.__new__(cls)  # skips __init__: this runs once per request
         parcel._buf = bytearray(data)
+        parcel._rpos = 0
         parcel._objects = objects
-        if fds:
-            parcel._fds = fds
-            parcel._finalizer = weakref.finalize(parcel, _close_fds, fds)
+        parcel._closed = False
+        parcel._fds = fds
+        parcel._finalizer = weakref.finalize(parcel, _close_fds, fds) if fds else None
         return parcel
 
     def _copy_for_reading(self) -> MessageParcel:

@@ -53,7 +53,8 @@ class RemoteProxy(RemoteObject):
         :class:`DeadRemoteObjectError` if the proxy is closed or the peer is gone,
         :class:`IPCTimeoutError` when the timeout passes, or the stub's own error code.
         """
-        check_request_code(code)
+        if code.__class__ is not int or not 0 < code <= 0xFFFFFF:
+            check_request_code(code)
         if data.__class__ is not MessageParcel and not isinstance(data, MessageParcel):
             raise ParamError(f"data must be a MessageParcel, not {type(data).__name__}")
         if option is None:

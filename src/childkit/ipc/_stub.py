@@ -119,7 +119,7 @@ def invoke_stub(
             result: object = _internal_request(stub, code, reply)
         else:
             result = stub.on_remote_request(code, data, reply, option)
-        if result == 0 and result.__class__ is int or result is None:
+        if (result == 0 and result.__class__ is int) or result is None:
             status = 0
         elif isinstance(result, bool) or not isinstance(result, int):
             status = IPCErrorCode.OH_IPC_INVALID_USER_ERROR_CODE

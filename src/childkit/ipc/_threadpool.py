@@ -88,6 +88,15 @@ class IPCThreadPool:
             self._ensure_thread_locked()
         os.eventfd_write(self._wake_fd, 1)
 
+    def submit_from_finalizer(self, task: Callable[[], None]) -> None:
+        """Like :meth:`submit`, but takes no lock: safe inside a garbage-collector callback
+        that may run while this thread holds any lock. Needs a running work thread."""
+        self._tasks.append(task)  # deque.append is atomic
+        try:
+            os.eventfd_write(self._wake_fd, 1)
+        except OSError:
+            pass  # the pool is gone (after fork): nothing left to release to
+
     def _ensure_thread_locked(self) -> None:
         if self._idle == 0 and self._threads < self._max and not self._closed:
             self._threads += 1

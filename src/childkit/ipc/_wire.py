@@ -123,7 +123,7 @@ def encode_hello(has_root: bool) -> bytes:
 
 
 def encode_transaction(
-    seq: int, handle: int, code: int, oneway: bool, data: bytes,
+    seq: int, handle: int, code: int, oneway: bool, data: bytes | bytearray,
     objects: Sequence[ObjectRef], n_fds: int,
 ) -> bytes:  # fmt: skip
     """One transaction frame; its ``n_fds`` fds travel in the record's SCM_RIGHTS."""
@@ -138,7 +138,7 @@ def encode_transaction(
 
 
 def encode_reply(
-    seq: int, status: int, data: bytes, objects: Sequence[ObjectRef], n_fds: int
+    seq: int, status: int, data: bytes | bytearray, objects: Sequence[ObjectRef], n_fds: int
 ) -> bytes:
     body_len = _REPLY.size + len(data) + _OBJ.size * len(objects)
     head = _REPLY_FRAME.pack(F_REPLY, 0, n_fds, body_len, seq, status, len(data), len(objects))
@@ -233,11 +233,24 @@ def decode_record(data: bytes | bytearray | memoryview, fds: Sequence[int]) -> l
     """
     view = memoryview(data)
     size = len(view)
-    if size >= HEADER.size and not fds:
-        # Fast path: a record holding one frame without fds (most requests and replies).
-        ftype, flags, n_fds, body_len = HEADER.unpack_from(view, 0)
-        if body_len == size - HEADER.size and not n_fds and size <= MAX_RECORD_BYTES:
-            return [_decode_frame(ftype, flags, view[HEADER.size :], [])]
+    if not fds and HEADER.size <= size <= MAX_RECORD_BYTES:
+        # Fast path: one small request or reply with no fds and no objects (the common
+        # case), checked as strictly as the general path below.
+        ftype = view[0]
+        if ftype == F_TRANSACTION and size >= _TXN_FRAME.size:
+            _, flags, n_fds, body_len, seq, handle, code, data_len, n_obj = (
+                _TXN_FRAME.unpack_from(view, 0))
+            if (flags & ~FLAG_ONEWAY == 0 and body_len == size - HEADER.size and not n_fds
+                    and not n_obj and data_len == size - _TXN_FRAME.size
+                    and data_len <= MAX_PARCEL_DATA):
+                return [Transaction(seq, handle, code, flags == FLAG_ONEWAY,
+                                    bytes(view[_TXN_FRAME.size :]), [], [])]
+        elif ftype == F_REPLY and size >= _REPLY_FRAME.size:
+            _, flags, n_fds, body_len, seq, status, data_len, n_obj = (
+                _REPLY_FRAME.unpack_from(view, 0))
+            if (not flags and body_len == size - HEADER.size and not n_fds and not n_obj
+                    and data_len == size - _REPLY_FRAME.size and data_len <= MAX_PARCEL_DATA):
+                return [Reply(seq, status, bytes(view[_REPLY_FRAME.size :]), [], [])]
     if size == 0:
         raise ProtocolError("empty record")
     if size > MAX_RECORD_BYTES:
@@ -256,6 +269,16 @@ def decode_record(data: bytes | bytearray | memoryview, fds: Sequence[int]) -> l
             raise ProtocolError(f"frame body of {body_len} bytes runs past the record end")
         if n_fds > len(fds) - fd_pos:
             raise ProtocolError(f"frame claims {n_fds} fds but only {len(fds) - fd_pos} remain")
+        if ftype == F_TRANSACTION and not n_fds and body_len >= _TXN.size:
+            # Inline the common fd-less request (batches of one-way calls are many of these).
+            seq, handle, code, data_len, n_obj = _TXN.unpack_from(view, pos)
+            if not n_obj and data_len == body_len - _TXN.size and flags & ~FLAG_ONEWAY == 0 \
+                    and data_len <= MAX_PARCEL_DATA:
+                start = pos + _TXN.size
+                frames.append(Transaction(seq, handle, code, flags == FLAG_ONEWAY,
+                                          bytes(view[start : start + data_len]), [], []))
+                pos += body_len
+                continue
         frame_fds = list(fds[fd_pos : fd_pos + n_fds])
         frames.append(_decode_frame(ftype, flags, view[pos : pos + body_len], frame_fds))
         pos += body_len

@@ -1,0 +1,59 @@
+"""Helpers for IPC tests: a real peer process, waiting on conditions, leak counting."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from childkit.ipc import Connection, RemoteProxy, channel_socketpairs
+
+PEER_MAIN = Path(__file__).with_name("peer_main.py")
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` passes (never a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def non_pool_threads() -> set[threading.Thread]:
+    """Live threads other than the process-wide IPC work pool (which lives for the process)."""
+    return {t for t in threading.enumerate() if not t.name.startswith("ipc-work")}
+
+
+class Peer:
+    """A peer process serving ``peer_main.EchoStub`` over a fresh connection."""
+
+    def __init__(self) -> None:
+        local, remote = channel_socketpairs()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(PEER_MAIN), str(remote[0].fileno()), str(remote[1].fileno())],
+            pass_fds=[s.fileno() for s in remote],
+        )
+        for sock in remote:
+            sock.close()
+        self.conn = Connection(*local, name="test peer")
+        self.conn.start()
+        assert self.conn.wait_peer_hello(30) is True
+        self.proxy: RemoteProxy = self.conn.root_proxy()
+
+    def close(self) -> None:
+        self.conn.close()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
