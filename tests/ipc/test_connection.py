@@ -687,3 +687,33 @@ def test_no_zombie_and_no_fd_left_after_peer_exit() -> None:
     if os.path.exists(stat):
         with open(stat) as f:
             assert f.read().split()[2] != "Z"
+
+
+# ---------------------------------------------------------------------------- batches
+def test_batch_of_sync_requests(peer: Peer) -> None:
+    parcels = [int_parcel(i) for i in range(300)]
+    replies = peer.proxy.send_requests([(pm.ADD_ONE, p) for p in parcels])
+    assert [r.read_int32() for r in replies] == [i + 1 for i in range(300)]
+    for r in replies + parcels:
+        r.close()
+
+
+def test_batch_of_oneway_requests_in_order(peer: Peer) -> None:
+    parcels = [int_parcel(i) for i in range(5000)]
+    assert peer.proxy.send_requests([(pm.RECORD, p) for p in parcels], ASYNC) == []
+    with peer.proxy.send_request(pm.GET_RECORDED, MessageParcel()) as reply:
+        assert [reply.read_int32() for _ in range(reply.read_int32())] == list(range(5000))
+
+
+def test_batch_failure_raises_and_validates_first(peer: Peer) -> None:
+    with pytest.raises(IPCError) as err:
+        peer.proxy.send_requests([(pm.ADD_ONE, int_parcel(1)), (pm.USER_ERROR, MessageParcel())])
+    assert err.value.code == 1909042
+    with pytest.raises(IPCError) as err:
+        peer.proxy.send_requests([(pm.RECORD, int_parcel(1)), (0, MessageParcel())], ASYNC)
+    assert err.value.code == IPCErrorCode.OH_IPC_CODE_OUT_OF_RANGE
+    with pytest.raises(ParamError):
+        peer.proxy.send_requests([(pm.RECORD, "x")], ASYNC)  # type: ignore[list-item]
+    with peer.proxy.send_request(pm.GET_RECORDED, MessageParcel()) as reply:
+        assert reply.read_int32() == 0  # nothing of the refused batch was sent
+    assert peer.proxy.send_requests([]) == []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from childkit.ipc._errors import DeadRemoteObjectError, ParamError
@@ -64,6 +64,35 @@ class RemoteProxy(RemoteObject):
         if self._closed:
             raise DeadRemoteObjectError("the proxy is closed")
         return self._conn.transact(self._handle, code, data, option)
+
+    def send_requests(
+        self,
+        requests: Sequence[tuple[int, MessageParcel]],
+        option: MessageOption | None = None,
+    ) -> list[MessageParcel]:
+        """Send a batch of ``(code, data)`` requests in as few writes as they fit.
+
+        One-way (``RequestMode.ASYNC``): returns ``[]`` once queued; the stub gets them in
+        order. Sync: the peer may run them concurrently; returns the replies in request
+        order, and raises the first failure (the other replies are closed). Every code and
+        parcel is checked before anything is sent.
+        """
+        if option is None:
+            option = SYNC_OPTION
+        elif not isinstance(option, MessageOption):
+            raise ParamError(f"option must be a MessageOption, not {type(option).__name__}")
+        batch = list(requests)
+        for item in batch:
+            if not isinstance(item, tuple) or len(item) != 2:
+                raise ParamError(f"each request must be a (code, MessageParcel) pair, not {item!r}")
+            check_request_code(item[0])
+            if not isinstance(item[1], MessageParcel):
+                raise ParamError(f"data must be a MessageParcel, not {type(item[1]).__name__}")
+        if self._closed:
+            raise DeadRemoteObjectError("the proxy is closed")
+        if not batch:
+            return []
+        return self._conn.transact_batch(self._handle, batch, option)
 
     def get_descriptor(self) -> str:
         """The remote stub's interface descriptor (asked once, then cached)."""

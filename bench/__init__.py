@@ -1,0 +1,1 @@
+"""childkit benchmarks: each module measures childkit beside its peers in one run."""

@@ -1,0 +1,291 @@
+"""IPC benchmarks: childkit's proxy/stub against a bare socketpair and multiprocessing.
+
+Run ``python -m bench.ipc_bench`` (add ``--quick`` for a smoke run). Every metric is
+measured beside its peers in the same run, as the median of several repeats, and printed
+as a ratio; nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from multiprocessing.managers import BaseManager
+from pathlib import Path
+
+from bench import echo_peer as ep
+from childkit.ipc import (
+    Ashmem,
+    Connection,
+    MessageOption,
+    MessageParcel,
+    RemoteProxy,
+    RequestMode,
+    _wire,
+    channel_socketpairs,
+)
+
+ASYNC = MessageOption(RequestMode.ASYNC)
+MiB = 1024 * 1024
+
+
+# ---------------------------------------------------------------------------- childkit side
+class EchoChild:
+    def __init__(self) -> None:
+        local, remote = channel_socketpairs()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(ep.__file__)), str(remote[0].fileno()),
+             str(remote[1].fileno())],
+            pass_fds=[s.fileno() for s in remote],
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        for s in remote:
+            s.close()
+        self.conn = Connection(*local, name="bench child")
+        self.conn.start()
+        self.conn.wait_peer_hello(30)
+        self.proxy: RemoteProxy = self.conn.root_proxy()
+
+    def close(self) -> None:
+        self.conn.close()
+        self.proc.wait(30)
+
+
+def childkit_rtt(proxy: RemoteProxy, n: int) -> float:
+    data = MessageParcel()
+    data.write_int32(1)
+    send = proxy.send_request
+    t = time.perf_counter()
+    for _ in range(n):
+        send(ep.ADD_ONE, data).read_int32()
+    return (time.perf_counter() - t) / n
+
+
+def _count(proxy: RemoteProxy) -> int:
+    with proxy.send_request(ep.GET_COUNT, MessageParcel()) as r:
+        return r.read_int64()
+
+
+def childkit_oneway(proxy: RemoteProxy, n: int) -> float:
+    """Messages per second, end to end: sent one by one, all delivered to the stub."""
+    data = MessageParcel()
+    data.write_int32(1)
+    send = proxy.send_request
+    start = _count(proxy)
+    t = time.perf_counter()
+    for _ in range(n):
+        send(ep.COUNT, data, ASYNC)
+    delivered = _count(proxy) - start  # a sync call after them runs after them
+    elapsed = time.perf_counter() - t
+    assert delivered == n, (delivered, n)
+    return n / elapsed
+
+
+def childkit_batched(proxy: RemoteProxy, n: int, batch: int = 512) -> float:
+    data = MessageParcel()
+    data.write_int32(1)
+    requests = [(ep.COUNT, data)] * batch
+    start = _count(proxy)
+    t = time.perf_counter()
+    for _ in range(n // batch):
+        proxy.send_requests(requests, ASYNC)
+    delivered = _count(proxy) - start
+    elapsed = time.perf_counter() - t
+    assert delivered == n // batch * batch
+    return delivered / elapsed
+
+
+def childkit_ashmem(proxy: RemoteProxy, ash: Ashmem) -> float:
+    t = time.perf_counter()
+    with MessageParcel() as data:
+        data.write_ashmem(ash)
+        with proxy.send_request(ep.TOUCH_ASHMEM, data) as reply:
+            reply.read_int32()
+            assert reply.read_int64() == ash.get_size()
+    return time.perf_counter() - t
+
+
+# ---------------------------------------------------------------------------- peers
+def _pingpong_server(sock: socket.socket) -> None:
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            os._exit(0)
+        sock.sendall(data)
+
+
+def bare_rtt(n: int) -> float:
+    """A bare Python socketpair ping-pong of the bytes of one childkit request."""
+    p = MessageParcel()
+    p.write_int32(1)
+    msg = _wire.encode_transaction(1, 0, ep.ADD_ONE, False, p._buf, [], 0)
+    a, b = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        a.close()
+        _pingpong_server(b)
+    b.close()
+    try:
+        t = time.perf_counter()
+        for _ in range(n):
+            a.sendall(msg)
+            a.recv(65536)
+        return (time.perf_counter() - t) / n
+    finally:
+        a.close()
+        os.waitpid(pid, 0)
+
+
+class _Adder:
+    def add_one(self, x: int) -> int:
+        return x + 1
+
+
+class _Manager(BaseManager):
+    pass
+
+
+_Manager.register("Adder", _Adder)
+
+
+def _add_one(x: int) -> int:
+    return x + 1
+
+
+def _drain(q: mp.Queue) -> None:  # type: ignore[type-arg]
+    while q.get() is not None:
+        pass
+
+
+def _pipe_reader(conn: mp.connection.Connection) -> None:
+    while True:
+        data = conn.recv_bytes()
+        if not data:
+            return
+        conn.send(len(data))
+
+
+# ---------------------------------------------------------------------------- the run
+def median_of(repeats: int, fn: Callable[[], float]) -> float:
+    return statistics.median(fn() for _ in range(repeats))
+
+
+def run(quick: bool = False) -> list[dict[str, object]]:
+    n_rtt = 500 if quick else 5000
+    n_ow = 5000 if quick else 200_000
+    reps = 1 if quick else 5
+    bulk = 8 * MiB if quick else 256 * MiB
+    rows: list[dict[str, object]] = []
+    ctx = mp.get_context("fork")
+
+    child = EchoChild()
+    manager = _Manager(ctx=ctx)
+    manager.start()
+    adder = manager.Adder()  # type: ignore[attr-defined]
+    pool = cf.ProcessPoolExecutor(1, mp_context=ctx)
+    pool.submit(_add_one, 1).result()
+    try:
+        # Interleave the contenders, repeat, take medians: the machine is noisy.
+        ck, bare, mgr, ppe = [], [], [], []
+        for _ in range(reps):
+            ck.append(childkit_rtt(child.proxy, n_rtt))
+            bare.append(bare_rtt(n_rtt))
+            t = time.perf_counter()
+            for i in range(n_rtt):
+                adder.add_one(i)
+            mgr.append((time.perf_counter() - t) / n_rtt)
+            t = time.perf_counter()
+            for i in range(n_rtt // 5):
+                pool.submit(_add_one, i).result()
+            ppe.append((time.perf_counter() - t) / (n_rtt // 5))
+        rtt = statistics.median(ck)
+        rows += [
+            {"metric": "sync round trip (us)", "childkit": rtt * 1e6,
+             "peer": "bare socketpair ping-pong", "peer_value": statistics.median(bare) * 1e6,
+             "ratio": rtt / statistics.median(bare), "goal": "<= 1.3x"},
+            {"metric": "sync round trip (us)", "childkit": rtt * 1e6,
+             "peer": "multiprocessing Manager proxy", "peer_value": statistics.median(mgr) * 1e6,
+             "ratio": rtt / statistics.median(mgr), "goal": "<= 1.0x"},
+            {"metric": "sync round trip (us)", "childkit": rtt * 1e6,
+             "peer": "ProcessPoolExecutor submit->result",
+             "peer_value": statistics.median(ppe) * 1e6,
+             "ratio": rtt / statistics.median(ppe), "goal": "<= 0.67x (1.5x faster)"},
+        ]
+
+        ow, bat, qq = [], [], []
+        q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+        for _ in range(reps):
+            ow.append(childkit_oneway(child.proxy, n_ow))
+            bat.append(childkit_batched(child.proxy, n_ow))
+            proc = ctx.Process(target=_drain, args=(q,))
+            proc.start()
+            t = time.perf_counter()
+            for i in range(n_ow):
+                q.put(i)
+            q.put(None)
+            proc.join()
+            qq.append(n_ow / (time.perf_counter() - t))
+        queue = statistics.median(qq)
+        rows += [
+            {"metric": "one-way msgs/s, one at a time", "childkit": statistics.median(ow),
+             "peer": "multiprocessing.Queue", "peer_value": queue,
+             "ratio": statistics.median(ow) / queue, "goal": ">= 1.2x"},
+            {"metric": "one-way msgs/s, batched", "childkit": statistics.median(bat),
+             "peer": "multiprocessing.Queue", "peer_value": queue,
+             "ratio": statistics.median(bat) / queue, "goal": ">= 3x"},
+        ]
+
+        ash = Ashmem.create("bench", bulk)
+        ash.map_read_write()
+        view = ash.buffer()
+        view[:] = b"\x01" * bulk  # the data exists before the hand-over is timed
+        view.release()
+        payload = b"\x01" * bulk
+        parent_end, child_end = ctx.Pipe()
+        reader = ctx.Process(target=_pipe_reader, args=(child_end,))
+        reader.start()
+        ashes, pipes = [], []
+        for _ in range(max(reps, 3)):
+            ashes.append(childkit_ashmem(child.proxy, ash))
+            t = time.perf_counter()
+            parent_end.send_bytes(payload)
+            assert parent_end.recv() == bulk
+            pipes.append(time.perf_counter() - t)
+        parent_end.send_bytes(b"")
+        reader.join()
+        ash.close()
+        a_ms, p_ms = statistics.median(ashes) * 1e3, statistics.median(pipes) * 1e3
+        rows.append({"metric": f"hand over {bulk // MiB} MiB (ms)", "childkit": a_ms,
+                     "peer": "multiprocessing.Pipe", "peer_value": p_ms,
+                     "ratio": p_ms / a_ms, "goal": ">= 100x faster"})
+    finally:
+        pool.shutdown()
+        manager.shutdown()
+        child.close()
+    return rows
+
+
+def print_table(rows: list[dict[str, object]]) -> None:
+    print(f"{'metric':34s} {'childkit':>12s}  {'peer':36s} {'peer value':>12s} "
+          f"{'ratio':>8s}  goal")
+    for r in rows:
+        print(f"{r['metric']!s:34s} {r['childkit']:12.1f}  {r['peer']!s:36s} "
+              f"{r['peer_value']:12.1f} {r['ratio']:7.2f}x  {r['goal']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes: check it runs")
+    args = parser.parse_args()
+    print_table(run(args.quick))
+
+
+if __name__ == "__main__":
+    main()
