@@ -717,3 +717,17 @@ def test_batch_failure_raises_and_validates_first(peer: Peer) -> None:
     with peer.proxy.send_request(pm.GET_RECORDED, MessageParcel()) as reply:
         assert reply.read_int32() == 0  # nothing of the refused batch was sent
     assert peer.proxy.send_requests([]) == []
+
+
+def test_release_never_overtakes_a_reply_that_mentions_the_object(peer: Peer) -> None:
+    """The peer drops its proxy right after replying with it; its release travels on the
+    other socket and must not free the object before the reply is read (repeated, since
+    it is a race)."""
+    for _ in range(300):
+        mine = Adder()
+        with MessageParcel() as data:
+            data.write_remote_object(mine)
+            with peer.proxy.send_request(pm.ECHO_OBJECT, data) as reply:
+                assert reply.read_remote_object() is mine
+    assert wait_until(lambda: len(peer.conn._exports) == 0)
+    assert not peer.conn.closed

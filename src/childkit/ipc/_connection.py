@@ -66,10 +66,14 @@ _ROOT_HANDLE = 0
 class _Call:
     """An outstanding sync call; ``reply`` is set under the connection lock."""
 
-    __slots__ = ("reply",)
+    __slots__ = ("objects", "reply")
 
     def __init__(self) -> None:
         self.reply: _wire.Reply | None = None
+        self.objects: list[RemoteObject] = []  # the reply's objects, resolved on arrival
+
+
+_Request = tuple[_wire.Transaction, list[RemoteObject]]  # a request and its resolved objects
 
 
 class _RecvBuffer(threading.local):
@@ -193,8 +197,12 @@ class Connection:
         # Proxies to the peer's stubs: handle -> proxy (weakly: users own proxies).
         self._proxies: dict[int, weakref.ref[RemoteProxy]] = {}
         self._gc_releases: collections.deque[tuple[int, int]] = collections.deque()
+        # Reply counts order releases against replies (see _wire.Release).
+        self._replies_sent = 0
+        self._replies_received = 0
+        self._deferred_releases: list[_wire.Release] = []
         # One-way requests per local handle, run in arrival order by one thread at a time.
-        self._async_queues: dict[int, collections.deque[_wire.Transaction]] = {}
+        self._async_queues: dict[int, collections.deque[_Request]] = {}
         self._async_busy: set[int] = set()
         # Start-up and death.
         self._hello = threading.Event()
@@ -269,7 +277,7 @@ class Connection:
             for p in proxies:
                 p._recipients = []
             callbacks, self._close_callbacks = self._close_callbacks, []
-            stale_fds = [fd for q in self._async_queues.values() for t in q for fd in t.fds]
+            stale_fds = [fd for q in self._async_queues.values() for t, _objs in q for fd in t.fds]
             self._async_queues.clear()
             queued_fds = [fd for _chunk, fds in self._wqueue for fd in fds]
             self._wqueue.clear()
@@ -376,17 +384,18 @@ class Connection:
             refs.append((_wire.OBJ_SENDER_STUB, self._export_locked(stub)))
         return refs
 
-    def _resolve_refs(self, refs: list[_wire.ObjectRef]) -> list[RemoteObject]:
+    def _resolve_refs_locked(self, refs: list[_wire.ObjectRef]) -> list[RemoteObject]:
+        # Runs as a frame is read, before anything later from the peer is looked at, so
+        # that a release sent after this message cannot drop the object first.
         objects: list[RemoteObject] = []
-        with self._lock:
-            for kind, handle in refs:
-                if kind == _wire.OBJ_SENDER_STUB:
-                    objects.append(self._proxy_for_locked(handle, add_ref=True))
-                else:
-                    entry = self._exports.get(handle)
-                    if entry is None:
-                        raise ProtocolError(f"peer referred to handle {handle}, not exported here")
-                    objects.append(entry[0])  # type: ignore[arg-type]
+        for kind, handle in refs:
+            if kind == _wire.OBJ_SENDER_STUB:
+                objects.append(self._proxy_for_locked(handle, add_ref=True))
+            else:
+                entry = self._exports.get(handle)
+                if entry is None:
+                    raise ProtocolError(f"peer referred to handle {handle}, not exported here")
+                objects.append(entry[0])  # type: ignore[arg-type]
         return objects
 
     def _release_proxy(self, proxy: RemoteProxy) -> None:
@@ -399,8 +408,9 @@ class Connection:
                 del self._proxies[proxy._handle]
             if self._closed or count == 0:
                 return
+            chunk = _wire.encode_release(proxy._handle, count, self._replies_sent)
         try:
-            self._send(_wire.encode_release(proxy._handle, count), None)
+            self._send(chunk, None)
         except DeadRemoteObjectError:
             pass
 
@@ -421,6 +431,13 @@ class Connection:
                 pass
 
     def _apply_release_locked(self, frame: _wire.Release) -> None:
+        if frame.after_replies > self._replies_received:
+            if frame.after_replies >= self._next_seq:
+                raise ProtocolError("release refers to replies to requests never sent")
+            if len(self._deferred_releases) >= 65536:
+                raise ProtocolError("too many releases waiting for replies")
+            self._deferred_releases.append(frame)
+            return
         entry = self._exports.get(frame.handle)
         if entry is None:
             raise ProtocolError(f"peer released handle {frame.handle}, not exported here")
@@ -452,7 +469,8 @@ class Connection:
             raise DeadRemoteObjectError(f"{self.name} is closed: {self._close_reason}")
         while self._gc_releases:
             handle, count = self._gc_releases.popleft()
-            self._wqueue.append((_wire.encode_release(handle, count), []))
+            self._wqueue.append(
+                (_wire.encode_release(handle, count, self._replies_sent), []))
         if self._writing:
             self._wqueue.append((chunk, owned))
             lock.release()
@@ -499,7 +517,8 @@ class Connection:
                 raise DeadRemoteObjectError(f"{self.name} is closed: {self._close_reason}")
             while self._gc_releases:
                 handle, count = self._gc_releases.popleft()
-                self._wqueue.append((_wire.encode_release(handle, count), []))
+                self._wqueue.append(
+                (_wire.encode_release(handle, count, self._replies_sent), []))
             if chunk:
                 self._wqueue.append((chunk, owned))
             if self._writing or not self._wqueue:
@@ -610,8 +629,14 @@ class Connection:
             self._send_oneway(
                 _wire.encode_transaction(0, handle, code, True, data, refs, len(fds)), fds)
             return MessageParcel()
-        call = _Call()
         lock = self._lock
+        if not (fds or objects or option.timeout is not None):
+            lock.acquire()
+            if not (self._closed or self._writing or self._leader or self._wqueue
+                    or self._gc_releases):
+                return self._transact_alone(handle, code, data)  # releases the lock
+            lock.release()
+        call = _Call()
         lock.acquire()
         try:
             if self._closed:
@@ -639,7 +664,55 @@ class Connection:
             lock.release()
             raise
         reply = self._await_reply(call, seq, option.timeout)
-        return self._reply_parcel(reply, code)
+        return self._reply_parcel(reply, code, call.objects)
+
+    def _transact_alone(self, handle: int, code: int, data: bytearray) -> MessageParcel:
+        """The common sync call: no fds, no objects, no timeout, nobody else writing or
+        reading. Entered holding the lock; takes both the writer's and the reader's role
+        in that one critical section, writes, and reads its own reply."""
+        lock = self._lock
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        call = _Call()
+        self._waiters[seq] = call
+        self._writing = True
+        self._leader = True
+        self._io_users += 1
+        lock.release()
+        try:
+            try:
+                self._call.sendmsg(
+                    [_wire.encode_transaction(seq, handle, code, False, data, (), 0)])
+            except OSError as exc:
+                lock.acquire()
+                self._writing = False
+                lock.release()
+                self._shutdown(f"sending failed: {exc.strerror or exc}")
+                raise DeadRemoteObjectError(f"{self.name}: peer is gone ({exc})") from None
+            lock.acquire()
+            if self._wqueue and not self._closed:
+                lock.release()
+                self._flush()  # frames others queued meanwhile; clears _writing
+            else:
+                self._writing = False
+                lock.release()
+            self._lead(call, None)
+        finally:
+            lock.acquire()
+            self._leader = False
+            self._io_users -= 1
+            self._waiters.pop(seq, None)
+            if self._waiters:
+                self._cond.notify_all()  # let another caller read
+            if self._closed:
+                self._close_sockets_if_idle_locked()
+            lock.release()
+        reply = call.reply
+        if reply is None:  # _lead only returns without our reply when the link died
+            raise DeadRemoteObjectError(f"{self.name}: {self._close_reason}")
+        if not reply.status and not reply.objects:
+            return MessageParcel._from_wire(reply.data, reply.fds, [])
+        return self._reply_parcel(reply, code, call.objects)
 
     def transact_batch(
         self, handle: int, requests: list[tuple[int, MessageParcel]], option: MessageOption
@@ -670,7 +743,7 @@ class Connection:
                     seq, handle, code, oneway, parcel._buf, refs, len(fds)), fds))
             while self._gc_releases:
                 h, count = self._gc_releases.popleft()
-                self._wqueue.append((_wire.encode_release(h, count), []))
+                self._wqueue.append((_wire.encode_release(h, count, self._replies_sent), []))
             self._wqueue.extend(frames)
             write = not self._writing
             if write:
@@ -689,7 +762,7 @@ class Connection:
         try:
             for seq, call, code in calls:
                 reply = self._await_reply(call, seq, option.timeout)
-                replies.append(self._reply_parcel(reply, code))
+                replies.append(self._reply_parcel(reply, code, call.objects))
         except BaseException:
             lock.acquire()
             for seq, _call, _code in calls:
@@ -706,21 +779,14 @@ class Connection:
         with self._lock:
             return self._object_refs_locked(objects)
 
-    def _reply_parcel(self, reply: _wire.Reply, code: int) -> MessageParcel:
-        if not reply.status and not reply.objects:
-            return MessageParcel._from_wire(reply.data, reply.fds, [])
+    @staticmethod
+    def _reply_parcel(reply: _wire.Reply, code: int, objects: list[RemoteObject]) -> MessageParcel:
         if reply.status:
             _close_all(reply.fds)
             detail = reply.detail or f"request {code} failed"
             if reply.status == IPCErrorCode.OH_IPC_DEAD_REMOTE_OBJECT:
                 raise DeadRemoteObjectError(detail)
             raise IPCError(reply.status, detail)
-        try:
-            objects = self._resolve_refs(reply.objects) if reply.objects else []
-        except ProtocolError as exc:
-            _close_all(reply.fds)
-            self._shutdown(str(exc))
-            raise
         return MessageParcel._from_wire(reply.data, reply.fds, objects)
 
     def _await_reply(self, call: _Call, seq: int, timeout: float | None) -> _wire.Reply:
@@ -812,21 +878,37 @@ class Connection:
         error = ""
         lock = self._lock
         lock.acquire()
-        for frame in frames:
-            if frame.__class__ is not _wire.Reply:
-                error = f"unexpected {type(frame).__name__} frame on the call socket"
-                break
-            waiter = self._waiters.pop(frame.seq, None)
-            if waiter is not None:
-                waiter.reply = frame
-            elif frame.seq >= self._next_seq or frame.seq == 0:
-                error = f"reply to request {frame.seq}, which was never sent"
-                break
-            else:
-                _close_all(frame.fds)  # the caller timed out and left
-        if self._waiters:
-            self._cond.notify_all()
-        lock.release()
+        try:
+            for frame in frames:
+                if frame.__class__ is not _wire.Reply:
+                    error = f"unexpected {type(frame).__name__} frame on the call socket"
+                    break
+                reply: _wire.Reply = frame
+                waiter = self._waiters.pop(reply.seq, None)
+                if waiter is None and (reply.seq >= self._next_seq or reply.seq == 0):
+                    error = f"reply to request {reply.seq}, which was never sent"
+                    break
+                self._replies_received += 1
+                objects = self._resolve_refs_locked(reply.objects) if reply.objects else []
+                if waiter is not None:
+                    waiter.objects = objects
+                    waiter.reply = reply
+                else:
+                    _close_all(reply.fds)  # the caller timed out and left
+            if self._deferred_releases and not error:
+                ready = [r for r in self._deferred_releases
+                         if r.after_replies <= self._replies_received]
+                if ready:
+                    self._deferred_releases = [r for r in self._deferred_releases
+                                               if r.after_replies > self._replies_received]
+                    for release in ready:
+                        self._apply_release_locked(release)
+        except ProtocolError as exc:
+            error = exc.message
+        finally:
+            if self._waiters:
+                self._cond.notify_all()
+            lock.release()
         if error:
             for frame in frames:
                 if isinstance(frame, (_wire.Reply, _wire.Transaction)) and frame.fds:
@@ -868,32 +950,37 @@ class Connection:
         if len(frames) == 1:
             frame = frames[0]
             if (frame.__class__ is _wire.Transaction and not frame.oneway
+                    and not frame.objects
                     and frame.handle not in self._async_busy):
                 # The common case, one sync request: no queueing, run it on this thread.
                 # (No one-way requests to its object are pending: reading the set without
                 # the lock is safe, since earlier records were queued before this one was read.)
                 self._pool.rearm(self._serve_fd)
-                self._dispatch(frame)
+                self._dispatch(frame, [])
                 return
-        sync: list[_wire.Transaction] = []
+        sync: list[_Request] = []
         drain: list[int] = []
         error = ""
         with self._lock:
             for i, frame in enumerate(frames):
                 try:
                     if isinstance(frame, _wire.Transaction):
+                        # Objects are resolved now, in arrival order, before the socket is
+                        # re-armed: a later release cannot drop them first.
+                        item = (frame, self._resolve_refs_locked(frame.objects)
+                                if frame.objects else [])
                         # Requests to one object keep their order while one-way requests
                         # to it are pending: a sync request then waits in the same queue.
                         if frame.oneway or frame.handle in self._async_busy:
                             queue = self._async_queues.get(frame.handle)
                             if queue is None:
                                 queue = self._async_queues[frame.handle] = collections.deque()
-                            queue.append(frame)
+                            queue.append(item)
                             if frame.handle not in self._async_busy:
                                 self._async_busy.add(frame.handle)
                                 drain.append(frame.handle)
                         else:
-                            sync.append(frame)
+                            sync.append(item)
                     elif isinstance(frame, _wire.Release):
                         self._apply_release_locked(frame)
                     elif isinstance(frame, _wire.Hello):
@@ -923,7 +1010,7 @@ class Connection:
             ):
                 self._cond.wait(1.0)
         if error:
-            _close_all([fd for t in sync for fd in t.fds])
+            _close_all([fd for t, _objs in sync for fd in t.fds])
             self._shutdown(f"protocol error from the peer: {error}")
             return
         self._pool.rearm(self._serve_fd)
@@ -931,7 +1018,7 @@ class Connection:
             self._io_enter_for_task()
             self._pool.submit(functools.partial(self._dispatch_task, extra))
         if sync:
-            self._dispatch(sync[0])
+            self._dispatch(*sync[0])
         for handle in drain:
             self._drain_async(handle)
 
@@ -939,9 +1026,9 @@ class Connection:
         with self._lock:
             self._io_users += 1
 
-    def _dispatch_task(self, frame: _wire.Transaction) -> None:
+    def _dispatch_task(self, item: _Request) -> None:
         try:
-            self._dispatch(frame)
+            self._dispatch(*item)
         finally:
             self._io_done()
 
@@ -957,22 +1044,22 @@ class Connection:
                     del self._async_queues[handle]
                 lock.release()
                 return
-            frames = list(queue)
+            items = list(queue)
             queue.clear()
             self._cond.notify_all()  # readers stopped by a full queue may go on
             lock.release()
-            self._dispatch_run(handle, frames)
+            self._dispatch_run(handle, items)
 
-    def _dispatch_run(self, handle: int, frames: list[_wire.Transaction]) -> None:
+    def _dispatch_run(self, handle: int, items: list[_Request]) -> None:
         """Run queued requests to one object in order: one-way ones in a tight loop (the
         calling identity set once, one reply parcel reused), sync ones as usual."""
         entry = self._exports.get(handle)
         if entry is None:
-            for frame in frames:
+            for frame, objects in items:
                 if frame.oneway:
                     _close_all(frame.fds)
                 else:
-                    self._dispatch(frame)  # answers "no such object"
+                    self._dispatch(frame, objects)  # answers "no such object"
             return
         stub: RemoteStub = entry[0]  # type: ignore[assignment]
         on_request = stub.on_remote_request
@@ -983,21 +1070,15 @@ class Connection:
         new_parcel = MessageParcel._from_wire
         try:
             ctx.depth, ctx.pid, ctx.uid, ctx.local = identity
-            for frame in frames:
+            for frame, objects in items:
                 if not frame.oneway:
                     ctx.depth, ctx.pid, ctx.uid, ctx.local = saved
-                    self._dispatch(frame)
+                    self._dispatch(frame, objects)
                     ctx.depth, ctx.pid, ctx.uid, ctx.local = identity
                     continue
                 if frame.code > 0xFFFFFF or not frame.code:
                     _close_all(frame.fds)  # internal codes are never one-way: drop it
                     continue
-                try:
-                    objects = self._resolve_refs(frame.objects) if frame.objects else []
-                except ProtocolError as exc:
-                    _close_all(frame.fds)
-                    self._shutdown(f"protocol error from the peer: {exc.message}")
-                    return
                 data = new_parcel(frame.data, frame.fds, objects)
                 try:
                     on_request(frame.code, data, reply, ASYNC_OPTION)
@@ -1012,16 +1093,7 @@ class Connection:
             ctx.depth, ctx.pid, ctx.uid, ctx.local = saved
             reply.close()
 
-    def _dispatch(self, frame: _wire.Transaction) -> None:
-        if frame.objects:
-            try:
-                objects = self._resolve_refs(frame.objects)
-            except ProtocolError as exc:
-                _close_all(frame.fds)
-                self._shutdown(f"protocol error from the peer: {exc.message}")
-                return
-        else:
-            objects = []
+    def _dispatch(self, frame: _wire.Transaction, objects: list[RemoteObject]) -> None:
         data = MessageParcel._from_wire(frame.data, frame.fds, objects)
         entry = self._exports.get(frame.handle)
         if entry is None:
@@ -1061,6 +1133,12 @@ class Connection:
             self._sendmsg(self._serve, chunk, fds)
         except OSError as exc:
             self._shutdown(f"sending a reply failed: {exc.strerror or exc}")
+            return
+        # Counted once sent: releases queued after this carry the count (see _wire.Release).
+        lock = self._lock
+        lock.acquire()
+        self._replies_sent += 1
+        lock.release()
 
 
 class _ForwardingStub(RemoteStub):

@@ -44,7 +44,7 @@ HEADER = struct.Struct("<BBHI")  # type, flags, n_fds, body length
 _HELLO = struct.Struct("<HH")  # version, reserved
 _TXN = struct.Struct("<QIIIH")  # seq, handle, code, data length, n_objects
 _REPLY = struct.Struct("<QiIH")  # seq, status, data length, n_objects
-_RELEASE = struct.Struct("<II")  # handle, count
+_RELEASE = struct.Struct("<IIQ")  # handle, count, replies the sender had sent before
 _OBJ = struct.Struct("<BI")  # kind, handle
 # Header and fixed body fused, for the hot path: one pack call per request.
 _TXN_FRAME = struct.Struct("<BBHIQIIIH")
@@ -99,13 +99,19 @@ class Reply:
 
 
 class Release:
-    """The sender drops ``count`` references to the receiver's exported object ``handle``."""
+    """The sender drops ``count`` references to the receiver's exported object ``handle``.
 
-    __slots__ = ("count", "handle")
+    ``after_replies`` is how many replies the sender had sent when it let go: the receiver
+    applies the release only after it has read that many, because a reply that mentions
+    the object travels on the other socket and may otherwise arrive after the release.
+    """
 
-    def __init__(self, handle: int, count: int) -> None:
+    __slots__ = ("after_replies", "count", "handle")
+
+    def __init__(self, handle: int, count: int, after_replies: int = 0) -> None:
         self.handle = handle
         self.count = count
+        self.after_replies = after_replies
 
 
 Frame = Hello | Transaction | Reply | Release
@@ -154,8 +160,9 @@ def encode_error_reply(seq: int, status: int, detail: str) -> bytes:
     return _REPLY_FRAME.pack(F_REPLY, FLAG_ERROR, 0, body_len, seq, status, len(text), 0) + text
 
 
-def encode_release(handle: int, count: int) -> bytes:
-    return HEADER.pack(F_RELEASE, 0, 0, _RELEASE.size) + _RELEASE.pack(handle, count)
+def encode_release(handle: int, count: int, after_replies: int = 0) -> bytes:
+    return HEADER.pack(F_RELEASE, 0, 0, _RELEASE.size) + _RELEASE.pack(
+        handle, count, after_replies)
 
 
 # ---------------------------------------------------------------------------- decoding
@@ -210,10 +217,10 @@ def _decode_frame(ftype: int, flags: int, body: memoryview, fds: list[int]) -> F
     if ftype == F_RELEASE:
         if len(body) != _RELEASE.size or flags:
             raise ProtocolError("malformed release frame")
-        handle, count = _RELEASE.unpack_from(body, 0)
+        handle, count, after_replies = _RELEASE.unpack_from(body, 0)
         if count == 0:
             raise ProtocolError("release frame with a zero count")
-        return Release(handle, count)
+        return Release(handle, count, after_replies)
     if ftype == F_HELLO:
         if len(body) != _HELLO.size or flags & ~FLAG_HAS_ROOT:
             raise ProtocolError("malformed hello frame")
