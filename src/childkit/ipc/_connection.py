@@ -1129,16 +1129,17 @@ class Connection:
     def _send_reply(self, chunk: bytes, fds: list[int]) -> None:
         if self._closed:
             return
-        try:
-            self._sendmsg(self._serve, chunk, fds)
-        except OSError as exc:
-            self._shutdown(f"sending a reply failed: {exc.strerror or exc}")
-            return
-        # Counted once sent: releases queued after this carry the count (see _wire.Release).
+        # Counted before it is sent, so that any release computed after it went out carries
+        # a count that includes it: replies may finish sending in another order than they
+        # started, and a count of finished ones could miss this one (see _wire.Release).
         lock = self._lock
         lock.acquire()
         self._replies_sent += 1
         lock.release()
+        try:
+            self._sendmsg(self._serve, chunk, fds)
+        except OSError as exc:
+            self._shutdown(f"sending a reply failed: {exc.strerror or exc}")
 
 
 class _ForwardingStub(RemoteStub):
