@@ -1,12 +1,14 @@
+"""Shared test set-up: helper modules on the path, the process-wide IPC pool made early."""
+
 import sys
 from pathlib import Path
 
+import pytest
+
+from childkit.ipc._threadpool import default_pool
+
 # Test helper modules (peer processes, workers) import each other by plain name.
 sys.path.insert(0, str(Path(__file__).parent / "ipc"))
-
-import pytest  # noqa: E402
-
-from childkit.ipc._threadpool import default_pool  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="session")
