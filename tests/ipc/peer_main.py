@@ -42,6 +42,7 @@ SLEEP_UNTIL_RELEASED = 15  # waits on an event released by code 16
 RELEASE = 16
 RECORD_TOTAL = 17  # one-way: add an int to a running total (no list growth)
 GET_TOTAL = 18
+SUM_ARRAY = 19  # data: a shared array; reply: its sum (double), then it is doubled in place
 DESCRIPTOR = "childkit.test.Echo"
 
 
@@ -119,6 +120,12 @@ class EchoStub(RemoteStub):
                 raise IPCError(1909001, "never released")
         elif code == RELEASE:
             self.released.set()
+        elif code == SUM_ARRAY:
+            from childkit.ipc import read_array
+
+            with read_array(data, writable=True) as shared:
+                reply.write_double(float(shared.array.sum()))
+                shared.array *= 2
         else:
             return 1909999
         return 0

@@ -6,6 +6,7 @@ calling identity and work threads (:class:`Skeleton`), shared memory (:class:`As
 and the errors they raise (:class:`IPCError` with an :class:`IPCErrorCode`).
 """
 
+from childkit.ipc._arrays import SharedArray, read_array, write_array
 from childkit.ipc._ashmem import Ashmem
 from childkit.ipc._connection import Connection, channel_socketpairs
 from childkit.ipc._errors import (
@@ -45,6 +46,9 @@ __all__ = [
     "RemoteProxy",
     "RemoteStub",
     "RequestMode",
+    "SharedArray",
     "Skeleton",
     "channel_socketpairs",
+    "read_array",
+    "write_array",
 ]
