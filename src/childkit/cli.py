@@ -18,7 +18,8 @@ from childkit.ipc._errors import IPCError
 def _cmd_demo(args: argparse.Namespace) -> int:
     from childkit import _demo
 
-    return _demo.run(verbose=not args.quiet)
+    status: int = _demo.run(verbose=not args.quiet)
+    return status
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

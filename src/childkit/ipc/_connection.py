@@ -17,6 +17,7 @@ stub, with the peer's reference count), proxies to the peer's stubs, and one-way
 from __future__ import annotations
 
 import array
+import asyncio
 import collections
 import functools
 import logging
@@ -74,6 +75,33 @@ class _Call:
 
 
 _Request = tuple[_wire.Transaction, list[RemoteObject]]  # a request and its resolved objects
+
+
+class _AsyncCall(_Call):
+    """An outstanding call awaited by an asyncio task: its future is resolved in its loop."""
+
+    __slots__ = ("future", "loop", "seq")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, seq: int) -> None:
+        super().__init__()
+        self.loop = loop
+        self.seq = seq
+        self.future: asyncio.Future[_wire.Reply] = loop.create_future()
+
+    def deliver(self, error: BaseException | None = None) -> None:
+        """Resolve the future from any thread (called with the connection lock held)."""
+        self.loop.call_soon_threadsafe(self._settle, error)
+
+    def _settle(self, error: BaseException | None) -> None:
+        if self.future.done():
+            if self.reply is not None:
+                _close_all(self.reply.fds)  # cancelled meanwhile: nobody takes the fds
+            return
+        if error is not None:
+            self.future.set_exception(error)
+        else:
+            assert self.reply is not None
+            self.future.set_result(self.reply)
 
 
 class _RecvBuffer(threading.local):
@@ -181,6 +209,10 @@ class Connection:
         self._waiters: dict[int, _Call] = {}
         self._next_seq = 1
         self._leader = False
+        # When an event loop reads the call socket (for awaited calls) instead of a thread.
+        self._loop_leader: asyncio.AbstractEventLoop | None = None
+        self._loop_leader_thread: int | None = None
+        self._stand_in = False  # a thread reads for a loop that cannot (see _await_reply)
         self._call_buf = bytearray(_wire.MAX_RECORD_BYTES)
         self._poller = select.poll()
         self._poller.register(self._call_fd, select.POLLIN)
@@ -270,8 +302,12 @@ class Connection:
                 return
             self._closed = True
             self._close_reason = reason
+            for waiter in self._waiters.values():
+                if isinstance(waiter, _AsyncCall):
+                    waiter.deliver(DeadRemoteObjectError(f"{self.name}: {reason}"))
             self._waiters.clear()
             self._cond.notify_all()
+            loop_leader = self._loop_leader
             proxies = [p for p in (r() for r in self._proxies.values()) if p is not None]
             recipients = [cb for p in proxies for cb in p._recipients]
             for p in proxies:
@@ -285,6 +321,11 @@ class Connection:
             self._export_handles.clear()
             started = self._started
         self._hello.set()
+        if loop_leader is not None:
+            try:
+                loop_leader.call_soon_threadsafe(self._loop_resign, loop_leader)
+            except RuntimeError:
+                pass  # that loop is closed; its reader went with it
         if started:
             self._pool.unregister(self._serve_fd)
         for sock in (self._call, self._serve):
@@ -810,20 +851,147 @@ class Connection:
                         self._leader = True
                         self._io_users += 1
                         break
-                    self._cond.wait(remaining)
+                    if (self._loop_leader is not None and not self._stand_in
+                            and self._loop_can_not_read()):
+                        # The event loop that reads is this very thread (blocked in this
+                        # call) or has stopped: read here, delivering its replies too.
+                        self._stand_in = True
+                        self._io_users += 1
+                        break
+                    self._cond.wait(0.05 if remaining is None else min(remaining, 0.05)
+                                    if self._loop_leader is not None else remaining)
             finally:
                 lock.release()
             try:
                 self._lead(call, deadline)
             finally:
                 lock.acquire()
-                self._leader = False
+                if self._stand_in:
+                    self._stand_in = False
+                else:
+                    self._leader = False
                 self._io_users -= 1
                 if self._waiters:
                     self._cond.notify_all()  # let another caller read
+                    self._hand_lead_to_a_loop_locked()
                 if self._closed:
                     self._close_sockets_if_idle_locked()
                 lock.release()
+
+    def _loop_can_not_read(self) -> bool:
+        loop = self._loop_leader
+        return loop is not None and (
+            self._loop_leader_thread == threading.get_ident() or not loop.is_running()
+            or loop.is_closed())
+
+    # ------------------------------------------------------------------ awaited calls
+    async def transact_async(
+        self, handle: int, code: int, parcel: MessageParcel, option: MessageOption
+    ) -> MessageParcel:
+        """Like :meth:`transact`, awaited: the running loop reads the replies, no thread
+        waits. Cancelling the await forgets the call; a late reply is dropped and the
+        connection stays usable."""
+        if option.mode:
+            return self.transact(handle, code, parcel, option)  # one-way never waits
+        if parcel._closed:
+            raise ParcelWriteError("the data parcel is closed")
+        loop = asyncio.get_running_loop()
+        data, fds, objects = parcel._buf, parcel._fds, parcel._objects
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self._closed:
+                raise DeadRemoteObjectError(f"{self.name} is closed: {self._close_reason}")
+            refs = self._object_refs_locked(objects) if objects else []
+            seq = self._next_seq
+            self._next_seq = seq + 1
+            call = _AsyncCall(loop, seq)
+            self._waiters[seq] = call
+        finally:
+            lock.release()
+        try:
+            self._send(_wire.encode_transaction(seq, handle, code, False, data, refs, len(fds)),
+                       fds)
+            lock.acquire()
+            try:
+                if not self._leader:
+                    self._loop_take_lead_locked(loop)
+            finally:
+                lock.release()
+            if option.timeout is None:
+                reply = await call.future
+            else:
+                try:
+                    reply = await asyncio.wait_for(call.future, option.timeout)
+                except TimeoutError:
+                    raise IPCTimeoutError(f"no reply within {option.timeout} s") from None
+        finally:
+            lock.acquire()
+            self._waiters.pop(seq, None)
+            if self._loop_leader is loop and not self._has_async_waiters_locked(loop):
+                self._loop_resign_locked()
+            lock.release()
+        return self._reply_parcel(reply, code, call.objects)
+
+    def _has_async_waiters_locked(self, loop: asyncio.AbstractEventLoop) -> bool:
+        return any(isinstance(w, _AsyncCall) and w.loop is loop for w in self._waiters.values())
+
+    def _loop_take_lead_locked(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._leader = True
+        self._loop_leader = loop
+        self._loop_leader_thread = threading.get_ident()
+        self._io_users += 1
+        loop.add_reader(self._call_fd, self._on_call_readable)
+
+    def _loop_resign_locked(self) -> None:
+        loop = self._loop_leader
+        if loop is None:
+            return
+        if not loop.is_closed():
+            loop.remove_reader(self._call_fd)
+        self._loop_leader = None
+        self._loop_leader_thread = None
+        self._leader = False
+        self._io_users -= 1
+        self._cond.notify_all()  # a waiting thread may read now
+        self._hand_lead_to_a_loop_locked()
+        if self._closed:
+            self._close_sockets_if_idle_locked()
+
+    def _loop_resign(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            if self._loop_leader is loop:
+                self._loop_resign_locked()
+
+    def _hand_lead_to_a_loop_locked(self) -> None:
+        # Only awaited calls are left and nobody reads: ask one of their loops to.
+        if self._leader or self._closed:
+            return
+        if any(not isinstance(w, _AsyncCall) for w in self._waiters.values()):
+            return  # a waiting thread takes the lead (it was notified)
+        for waiter in self._waiters.values():
+            if isinstance(waiter, _AsyncCall) and not waiter.loop.is_closed():
+                waiter.loop.call_soon_threadsafe(self._loop_take_lead, waiter.loop)
+                return
+
+    def _loop_take_lead(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            if not self._leader and not self._closed and self._has_async_waiters_locked(loop):
+                self._loop_take_lead_locked(loop)
+
+    def _on_call_readable(self) -> None:
+        """Event-loop reader of the call socket: one record per callback."""
+        try:
+            n, anc, flags, _ = self._call.recvmsg_into(
+                [self._call_buf], _ANC_SPACE, _RECV_FLAGS | _DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._shutdown(f"receiving failed: {exc.strerror or exc}")
+            return
+        frames = self._decode(self._call_buf, n, anc, flags)
+        if frames is not None:
+            self._deliver_replies(frames)
 
     def _lead(self, call: _Call, deadline: float | None) -> None:
         """Read replies from the call socket until ours arrives, time runs out, or death."""
@@ -893,6 +1061,8 @@ class Connection:
                 if waiter is not None:
                     waiter.objects = objects
                     waiter.reply = reply
+                    if isinstance(waiter, _AsyncCall):
+                        waiter.deliver()
                 else:
                     _close_all(reply.fds)  # the caller timed out and left
             if self._deferred_releases and not error:
