@@ -118,7 +118,8 @@ def test_mixed_with_sync_calls_from_threads(peer: Peer, run: Callable[..., Any])
 
     async def main() -> None:
         for _ in range(20):
-            replies = await aio.send_requests(peer.proxy, [(pm.ADD_ONE, ints(i)) for i in range(20)])
+            batch = [(pm.ADD_ONE, ints(i)) for i in range(20)]
+            replies = await aio.send_requests(peer.proxy, batch)
             assert [r.read_int32() for r in replies] == [i + 1 for i in range(20)]
 
     try:
