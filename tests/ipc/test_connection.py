@@ -731,3 +731,37 @@ def test_release_never_overtakes_a_reply_that_mentions_the_object(peer: Peer) ->
                 assert reply.read_remote_object() is mine
     assert wait_until(lambda: len(peer.conn._exports) == 0)
     assert not peer.conn.closed
+
+
+def test_protocol_error_after_a_delivered_reply_keeps_its_fds() -> None:
+    """A record holding a good reply with an fd, then garbage: the connection closes, but
+    the fd already handed to the caller stays the caller's (never closed behind its back)."""
+    conn, peer_call, peer_serve = _raw_peer()
+    _send_raw(peer_call, _wire.encode_hello(True))
+    assert conn.wait_peer_hello(10)
+    proxy = conn.root_proxy()
+    result: dict[str, MessageParcel] = {}
+
+    def call() -> None:
+        with int_parcel(1) as data:
+            result["reply"] = proxy.send_request(1, data)
+
+    t = threading.Thread(target=call)
+    t.start()
+    peer_serve.recvmsg(1 << 18, socket.CMSG_SPACE(64))  # the request
+    r, w = os.pipe()
+    with MessageParcel() as p:
+        p.write_file_descriptor(w)
+        body = bytes(p._buf)
+    record = _wire.encode_reply(1, 0, body, [], 1) + _wire.encode_reply(999, 0, b"", [], 0)
+    _send_raw(peer_serve, record, [w])
+    t.join(10)
+    assert wait_until(lambda: conn.closed)
+    with result["reply"] as reply:
+        fd = reply.read_file_descriptor()
+        os.fstat(fd)  # still open and ours
+        os.close(fd)
+    for x in (r, w):
+        os.close(x)
+    peer_call.close()
+    peer_serve.close()

@@ -1027,6 +1027,7 @@ class Connection:
                 return _wire.decode_record(memoryview(buf)[:n], fds)
             except ProtocolError as exc:
                 _close_all(fds)
+                _log.warning("%s: closing, protocol error: %s", self.name, exc)
                 self._shutdown(f"protocol error from the peer: {exc.message}")
                 return None
         if n == 0 and not fds:
@@ -1044,6 +1045,7 @@ class Connection:
 
     def _deliver_replies(self, frames: list[_wire.Frame]) -> None:
         error = ""
+        handed = 0  # frames[:handed] went to their callers, or had their fds closed
         lock = self._lock
         lock.acquire()
         try:
@@ -1065,6 +1067,7 @@ class Connection:
                         waiter.deliver()
                 else:
                     _close_all(reply.fds)  # the caller timed out and left
+                handed += 1
             if self._deferred_releases and not error:
                 ready = [r for r in self._deferred_releases
                          if r.after_replies <= self._replies_received]
@@ -1080,7 +1083,8 @@ class Connection:
                 self._cond.notify_all()
             lock.release()
         if error:
-            for frame in frames:
+            # Only fds nobody owns yet: a delivered reply's fds belong to its caller.
+            for frame in frames[handed:]:
                 if isinstance(frame, (_wire.Reply, _wire.Transaction)) and frame.fds:
                     _close_all(frame.fds)
             self._shutdown(f"protocol error from the peer: {error}")

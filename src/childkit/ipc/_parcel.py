@@ -265,7 +265,10 @@ class MessageParcel:
         self._put(_FIXED[T_BOOL].pack(T_BOOL, value))
 
     def _write_blob(self, tag: int, blob: bytes | bytearray | memoryview) -> None:
-        view = memoryview(blob)
+        try:
+            view = memoryview(blob)
+        except ValueError as exc:  # a released memoryview
+            raise ParamError(f"buffer cannot be read: {exc}") from None
         if not view.contiguous:
             raise ParamError("buffer must be contiguous")
         size = view.nbytes
@@ -305,7 +308,11 @@ class MessageParcel:
         """Append an interface descriptor for the stub to check with read_interface_token()."""
         if not isinstance(token, str):
             raise ParamError(f"interface token must be a str, not {type(token).__name__}")
-        self._write_blob(T_TOKEN, token.encode("utf-8", "strict"))
+        try:
+            data = token.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ParamError(f"interface token is not encodable as UTF-8: {exc.reason}") from None
+        self._write_blob(T_TOKEN, data)
 
     def _add_fd(self, fd: int) -> int:
         if len(self._fds) >= MAX_PARCEL_FDS:
@@ -362,21 +369,29 @@ class MessageParcel:
             raise ParamError("cannot append a parcel to itself")
         if other._closed:
             raise ParamError("the parcel to append is closed")
-        for tag, start, end, payload in other._walk(0):
-            if tag in (T_FD, T_ASHMEM) or tag == T_REMOTE:
-                head = bytes(other._buf[start:end])
-                if tag == T_FD:
-                    self._check_writable()
-                    self._put(_FIXED[T_FD].pack(T_FD, self._add_fd(other._fds[payload])))
-                elif tag == T_ASHMEM:
-                    self._check_writable()
-                    index = self._add_fd(other._fds[payload])
-                    name = head[_ASHMEM.size :]
-                    self._put(_ASHMEM.pack(T_ASHMEM, index, len(name)) + name)
+        self._check_writable()
+        # All or nothing: on any failure drop what this call added, closing its fd copies.
+        size, n_fds, n_objects = len(self._buf), len(self._fds), len(self._objects)
+        try:
+            for tag, start, end, payload in other._walk(0):
+                if tag in (T_FD, T_ASHMEM) or tag == T_REMOTE:
+                    head = bytes(other._buf[start:end])
+                    if tag == T_FD:
+                        self._put(_FIXED[T_FD].pack(T_FD, self._add_fd(other._fds[payload])))
+                    elif tag == T_ASHMEM:
+                        index = self._add_fd(other._fds[payload])
+                        name = head[_ASHMEM.size :]
+                        self._put(_ASHMEM.pack(T_ASHMEM, index, len(name)) + name)
+                    else:
+                        self.write_remote_object(other._objects[payload])
                 else:
-                    self.write_remote_object(other._objects[payload])
-            else:
-                self._put(bytes(other._buf[start:end]))
+                    self._put(bytes(other._buf[start:end]))
+        except BaseException:
+            _close_fds(self._fds[n_fds:])
+            del self._fds[n_fds:]
+            del self._objects[n_objects:]
+            del self._buf[size:]
+            raise
 
     # ------------------------------------------------------------------ reading
     def _fail(self, what: str, msg: str) -> ParcelReadError:
