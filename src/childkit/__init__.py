@@ -1,5 +1,48 @@
-"""childkit: HarmonyOS-style native child processes and a Binder-style IPC kit for Python."""
+"""childkit: HarmonyOS-style native child processes and a Binder-style IPC kit for Python.
 
+Children start in two ways, as in OpenHarmony's ``native_child_process.h``:
+:func:`start_native_child_process` (a function with start-up args and fds) and
+:func:`create_native_child_process` / :func:`connect` (a module whose ``on_connect()``
+stub the parent talks to over :mod:`childkit.ipc`). Children are forked from a
+pre-started launcher process, so a start costs about a fork.
+"""
+
+from childkit._args import ChildProcessArgs, get_current_child_process_args
+from childkit._children import (
+    ChildConnection,
+    connect,
+    create_native_child_process,
+    is_native_child_process_supported,
+    kill_child_process,
+    prestart_launcher,
+    register_child_process_exit_callback,
+    set_preload_modules,
+    start_native_child_process,
+    unregister_child_process_exit_callback,
+)
 from childkit._errors import ChildkitError, ErrCode
+from childkit._exit import ChildExitInfo
+from childkit._manager import MAX_CHILDREN, START_TIMEOUT
+from childkit._options import ChildProcessOptions, IsolationMode
 
-__all__ = ["ChildkitError", "ErrCode"]
+__all__ = [
+    "MAX_CHILDREN",
+    "START_TIMEOUT",
+    "ChildConnection",
+    "ChildExitInfo",
+    "ChildProcessArgs",
+    "ChildProcessOptions",
+    "ChildkitError",
+    "ErrCode",
+    "IsolationMode",
+    "connect",
+    "create_native_child_process",
+    "get_current_child_process_args",
+    "is_native_child_process_supported",
+    "kill_child_process",
+    "prestart_launcher",
+    "register_child_process_exit_callback",
+    "set_preload_modules",
+    "start_native_child_process",
+    "unregister_child_process_exit_callback",
+]

@@ -1,0 +1,109 @@
+"""Child exit notification: :class:`ChildExitInfo` and the registered exit callbacks.
+
+``OH_Ability_RegisterNativeChildProcessExitCallback`` gives ``cb(pid, signal)``; childkit
+gives ``cb(pid, exit_info)`` with the exit code and the signal kept apart, for children
+of both start modes. Callbacks run on one dedicated thread (``childkit-exit``), in the
+order children were reaped, never on the thread that started or killed the child.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal as _signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from childkit._errors import ChildkitError, ErrCode
+
+_log = logging.getLogger("childkit")
+
+
+@dataclass(frozen=True)
+class ChildExitInfo:
+    """How a child ended: exactly one of ``exit_code`` and ``signal`` is set."""
+
+    pid: int
+    exit_code: int | None
+    signal: int | None
+
+    @classmethod
+    def from_wait_status(cls, pid: int, status: int) -> ChildExitInfo:
+        """Decode a raw ``waitpid`` status."""
+        if os.WIFSIGNALED(status):
+            return cls(pid, None, os.WTERMSIG(status))
+        return cls(pid, os.WEXITSTATUS(status), None)
+
+    def __repr__(self) -> str:
+        if self.signal is not None:
+            try:
+                name = _signal.Signals(self.signal).name
+            except ValueError:
+                name = str(self.signal)
+            return f"ChildExitInfo(pid={self.pid}, killed by {name})"
+        return f"ChildExitInfo(pid={self.pid}, exit_code={self.exit_code})"
+
+
+ExitCallback = Callable[[int, ChildExitInfo], object]
+
+
+class ExitCallbacks:
+    """The registered callbacks and the thread that calls them. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._callbacks: list[ExitCallback] = []
+        self._queue: queue.SimpleQueue[tuple[int, ChildExitInfo]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def register(self, callback: ExitCallback) -> None:
+        """Add ``callback``; registering an equal one again keeps one.
+
+        Raises:
+            ChildkitError: ``NCP_ERR_INVALID_PARAM`` if ``callback`` is not callable.
+        """
+        if not callable(callback):
+            raise ChildkitError(ErrCode.NCP_ERR_INVALID_PARAM,
+                                f"exit callback must be callable, not {type(callback).__name__}")
+        with self._lock:
+            if callback not in self._callbacks:
+                self._callbacks.append(callback)
+
+    def unregister(self, callback: ExitCallback) -> None:
+        """Remove ``callback``.
+
+        Raises:
+            ChildkitError: ``NCP_ERR_CALLBACK_NOT_EXIST`` if it is not registered.
+        """
+        with self._lock:
+            try:
+                self._callbacks.remove(callback)
+            except ValueError:
+                raise ChildkitError(ErrCode.NCP_ERR_CALLBACK_NOT_EXIST,
+                                    f"exit callback {callback!r} is not registered") from None
+
+    def start(self) -> None:
+        """Start the delivery thread (once; it lives as long as the process)."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="childkit-exit",
+                                                daemon=True)
+                self._thread.start()
+
+    def notify(self, info: ChildExitInfo) -> None:
+        """Queue ``info`` for every callback registered when it is delivered."""
+        self.start()
+        self._queue.put((info.pid, info))
+
+    def _run(self) -> None:
+        while True:
+            pid, info = self._queue.get()
+            with self._lock:
+                callbacks = list(self._callbacks)
+            for callback in callbacks:
+                try:
+                    callback(pid, info)
+                except Exception:
+                    _log.exception("child exit callback %r failed for pid %d", callback, pid)

@@ -1,0 +1,217 @@
+"""The launcher: a pre-forked template process that forks children on request.
+
+``python -m childkit._launcher CONTROL_FD PARENT_PID`` (or its ``-c`` equivalent, which
+first puts the application's copy of childkit on ``sys.path``) is started by the application's
+manager (:mod:`childkit._manager`), one per application process, as a fresh interpreter
+(never a fork of the possibly multi-threaded application). Like HarmonyOS appspawn or
+Android's zygote it imports, once, what children need (childkit, ctypes, the IPC kit and
+the application's preload modules, see :func:`childkit.set_preload_modules`), freezes
+those objects out of the garbage collector's reach (so children do not copy the pages
+on write by collecting them), and then forks a child per request. Forking an
+initialised interpreter costs about a millisecond; a fresh one costs tens.
+
+The launcher stays single-threaded (forking a threaded process is unsafe), so its
+loop is a ``poll`` over the control socket and one pidfd per live child:
+
+* a readable pidfd means that child exited: it is reaped at once (no zombie stays)
+  and ``exited`` with the wait status goes to the application;
+* a spawn request is forked (:mod:`childkit._launcher_child` runs in the child) and
+  answered with ``forked`` and a pidfd of the child, which lets the application signal
+  it without pid-reuse races.
+
+It dies with the application: ``PR_SET_PDEATHSIG`` (the manager starts it from its
+own long-lived thread, since the signal follows the parent *thread*) and end-of-file
+on the control socket. On end-of-file it kills and reaps its children first; on
+``SIGKILL`` its children get their own ``PR_SET_PDEATHSIG``. So no child outlives the
+application. A record it cannot parse also ends it (after killing its children); the
+manager then starts a fresh launcher on next use. The protocol is in
+:mod:`childkit._launcher_protocol`.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import os
+import select
+import signal
+import socket
+import sys
+from typing import Any
+
+# Imported here so that every child inherits them already initialised.
+from childkit import _args, _entry, _launcher_child, _native, _role, _sysutil  # noqa: F401
+from childkit import _launcher_protocol as proto
+from childkit._errors import ErrCode  # noqa: F401
+
+
+class Launcher:
+    """The template's state: the control socket and its live children (pidfd -> pid)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._sock_fd = sock.fileno()
+        self._children: dict[int, int] = {}
+        self._poll = select.poll()
+        self._poll.register(self._sock_fd, select.POLLIN)
+
+    # ------------------------------------------------------------------ set-up
+    def configure(self) -> bool:
+        """Read the ``config`` record, import the preload modules, say ``ready``."""
+        got = proto.recv(self._sock)
+        if got is None:
+            return False
+        header, _payload, fds = got
+        proto.close_fds(fds)
+        if header["op"] != "config":
+            raise proto.ProtocolError(f"expected config, got {header['op']!r}")
+        sys.path[:] = [p for p in header.get("sys_path", []) if isinstance(p, str)]
+        errors = self._preload(header.get("preload", []))
+        self._freeze()
+        proto.send(self._sock, {"op": "ready", "pid": os.getpid(), "preload_errors": errors})
+        return True
+
+    @staticmethod
+    def _preload(modules: list[Any]) -> list[str]:
+        errors = []
+        for name in modules:
+            try:
+                importlib.import_module(str(name))
+            except BaseException as exc:  # a broken module must not kill the template
+                errors.append(f"{name}: {type(exc).__name__}: {exc}")
+        return errors
+
+    @staticmethod
+    def _freeze() -> None:
+        # Collect once, then move everything to the permanent generation: a child's
+        # collector then never touches (and so never copies) the template's objects.
+        gc.collect()
+        gc.freeze()
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> None:
+        """Serve requests until the application goes away; then kill and reap children."""
+        try:
+            while True:
+                for fd, _events in self._poll.poll():
+                    if fd == self._sock_fd:
+                        if not self._on_request():
+                            return
+                    else:
+                        self._reap(fd)
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the application is gone
+        finally:
+            self._kill_all()
+
+    def _on_request(self) -> bool:
+        got = proto.recv(self._sock)
+        if got is None:
+            return False
+        header, payload, fds = got
+        op = header["op"]
+        if op == "spawn":
+            self._spawn(header, payload, fds)
+        elif op == "preload":
+            proto.close_fds(fds)
+            errors = self._preload(header.get("modules", []))
+            self._freeze()
+            proto.send(self._sock, {"op": "preloaded", "errors": errors})
+        else:
+            proto.close_fds(fds)
+            raise proto.ProtocolError(f"unknown request {op!r}")
+        return True
+
+    def _spawn(self, header: dict[str, Any], payload: bytes, fds: list[int]) -> None:
+        request_id = header.get("id")
+        try:
+            _check_spawn(header, fds)
+            pid = os.fork()
+        except (proto.ProtocolError, OSError) as exc:
+            proto.close_fds(fds)
+            proto.send(self._sock, {"op": "failed", "id": request_id,
+                                    "message": f"{type(exc).__name__}: {exc}"})
+            return
+        if pid == 0:
+            _launcher_child.run_child(header, payload, fds, os.getppid(), self._forget)
+        proto.close_fds(fds)  # the child has its copies
+        pidfd = os.pidfd_open(pid)
+        self._children[pidfd] = pid
+        self._poll.register(pidfd, select.POLLIN)
+        proto.send(self._sock, {"op": "forked", "id": request_id, "pid": pid}, fds=[pidfd])
+
+    def _forget(self) -> None:
+        # In a child: drop the socket object without closing its fd (the child closes
+        # all fds by number), so its finaliser can never close a reused number.
+        self._sock.detach()
+        self._children.clear()
+
+    def _reap(self, pidfd: int) -> None:
+        pid = self._children.pop(pidfd)
+        self._poll.unregister(pidfd)
+        os.close(pidfd)
+        _pid, status = os.waitpid(pid, 0)
+        proto.send(self._sock, {"op": "exited", "pid": pid, "status": status})
+
+    def _kill_all(self) -> None:
+        for pidfd in self._children:
+            try:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            except OSError:
+                pass  # already gone
+        for pidfd, pid in self._children.items():
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            os.close(pidfd)
+        self._children.clear()
+
+
+def _check_spawn(header: dict[str, Any], fds: list[int]) -> None:
+    """Check a spawn request's shape (the application builds it; this catches bugs)."""
+    for key, kind in (("mode", str), ("entry", str), ("process_name", str), ("cwd", str),
+                      ("fd_names", list), ("sys_path", list)):
+        if not isinstance(header.get(key), kind):
+            raise proto.ProtocolError(f"spawn request field {key!r} is missing or not {kind}")
+    wanted = 1 + (len(header["fd_names"]) if header["mode"] == "args" else 2)
+    if header["mode"] not in ("args", "ipc") or len(fds) != wanted:
+        raise proto.ProtocolError(
+            f"spawn request mode {header['mode']!r} came with {len(fds)} fds, not {wanted}"
+        )
+
+
+def _init_proctitle() -> None:
+    # setproctitle's first call moves argv and environ aside to make room for long
+    # titles (about 2 ms); doing it here once spares every child that cost.
+    try:
+        import setproctitle
+    except ImportError:
+        return
+    setproctitle.setproctitle("childkit-launcher")
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: ``argv`` is ``[prog, CONTROL_FD, PARENT_PID]``."""
+    _role.set_role("launcher")
+    control_fd, parent_pid = int(argv[1]), int(argv[2])
+    # Die with the application's manager thread; if it is already gone, stop now.
+    _sysutil.set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        return 1
+    # Ctrl-C in a terminal signals the whole process group; the application decides.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _sysutil.set_comm("childkit-launch")
+    _init_proctitle()
+    sock = socket.socket(fileno=control_fd)
+    launcher = Launcher(sock)
+    try:
+        if launcher.configure():
+            launcher.run()
+    finally:
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

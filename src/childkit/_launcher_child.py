@@ -1,0 +1,191 @@
+"""What runs in a freshly forked child, from the fork to ``os._exit``.
+
+The launcher forks and calls :func:`run_child` in the new process; it never returns.
+In order, the child:
+
+1. becomes a child (:func:`childkit._role.set_role`: it may not start children), asks
+   for ``SIGKILL`` when the launcher dies (and exits at once if it already has: no
+   orphans), and restores the default ``SIGINT`` handling the launcher turned off;
+2. closes every fd except stdin/stdout/stderr, its status pipe and the fds it was
+   given: no other fd of the parent or the launcher leaks in;
+3. takes its name (``setproctitle`` for ``ps``'s command column, ``PR_SET_NAME`` for
+   its ``comm``), the parent's working directory and ``sys.path`` as they were when the
+   start call was made, so relative paths and module names mean what they meant there;
+4. args mode: dups the named fds to new numbers in name order (as OpenHarmony's child
+   sees them; the dups are inheritable, the received copies are closed), installs the
+   args for :func:`childkit.get_current_child_process_args`, resolves the entry;
+   IPC mode: resolves the module, calls ``on_connect()``, starts the IPC connection on
+   the two sockets it was given with that stub as its root;
+5. reports the outcome on the status pipe and closes it (a failure: the error code and
+   what went wrong; then it exits with status 1);
+6. runs the entry (``func(args)``, native ``Main(args)``, or ``main_proc()``) and exits
+   with its int result (``None``/non-int from ``main_proc`` -> 0). An exception prints
+   its traceback on stderr and exits with 1. The child exits when the entry returns,
+   threads it started or not, as an OpenHarmony child does.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from childkit import _launcher_protocol as proto
+from childkit import _role, _sysutil
+from childkit._args import ChildProcessArgs, set_current_child_process_args
+from childkit._entry import parse_entry, resolve_args_entry, resolve_ipc_entry
+from childkit._errors import ChildkitError, ErrCode
+
+#: The IPC-mode child's connection to its parent, kept for the child's whole life.
+_connection: object = None
+
+
+class _StartupFailed(Exception):
+    def __init__(self, code: ErrCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def run_child(header: dict[str, Any], payload: bytes, fds: list[int], launcher_pid: int,
+              forget_launcher: Callable[[], None]) -> NoReturn:
+    """Become the child described by a spawn request; never returns.
+
+    ``fds`` are ``[status_w, *given]`` as received; ``forget_launcher`` drops (without
+    closing) the launcher's own Python objects that wrap fds, so nothing closes an fd
+    number later reused by the child.
+    """
+    code = 1
+    try:
+        code = _child(header, payload, fds, launcher_pid, forget_launcher)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        try:
+            traceback.print_exc()
+        except BaseException:
+            pass
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except BaseException:
+                pass
+        os._exit(code & 0xFF if code >= 0 else 1)
+
+
+def _child(header: dict[str, Any], payload: bytes, fds: list[int], launcher_pid: int,
+           forget_launcher: Callable[[], None]) -> int:
+    _role.set_role("child")
+    _sysutil.set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != launcher_pid:
+        return 1  # the launcher died between the fork and the prctl
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    forget_launcher()
+    status_fd, given = fds[0], fds[1:]
+    _sysutil.close_all_fds_except({0, 1, 2, *fds})
+
+    _take_name(header)
+    try:
+        os.chdir(header["cwd"])
+    except OSError:
+        pass  # the parent's directory is gone; the launcher's will do
+    sys.path[:] = header["sys_path"]
+    sys.argv[:] = [header["entry"]]
+
+    try:
+        if header["mode"] == "args":
+            run = _prepare_args_child(header, payload, given)
+        else:
+            run = _prepare_ipc_child(header, given)
+    except _StartupFailed as exc:
+        _report(status_fd, proto.status_error(exc.code, exc.message))
+        return 1
+    _report(status_fd, proto.status_ok())
+    return run()
+
+
+def _take_name(header: dict[str, Any]) -> None:
+    name = header["process_name"]
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(name)
+    except ImportError:
+        pass  # a declared dependency; without it only the comm name changes
+    _sysutil.set_comm(name)
+
+
+def _report(status_fd: int, report: bytes) -> None:
+    try:
+        os.write(status_fd, report)  # blocking: all of it goes (the starter reads to EOF)
+    except OSError:
+        pass  # the starter gave up (timeout) and closed its end
+    os.close(status_fd)
+
+
+def _prepare_args_child(header: dict[str, Any], payload: bytes,
+                        given: list[int]) -> Callable[[], int]:
+    names: list[str] = header["fd_names"]
+    received = dict(zip(names, given, strict=True))
+    placed: dict[str, int] = {}
+    # New numbers in name order: OpenHarmony hands them over sorted by name (std::map).
+    for name in sorted(received, key=lambda n: n.encode("utf-8")):
+        new = os.dup(received[name])
+        os.set_inheritable(new, True)
+        placed[name] = new
+    for fd in given:
+        os.close(fd)
+    try:
+        args = ChildProcessArgs(payload.decode("utf-8"), placed)
+        set_current_child_process_args(args)
+        runner = resolve_args_entry(parse_entry(header["entry"], mode="args"))
+    except ChildkitError as exc:
+        raise _StartupFailed(exc.code, exc.message) from None
+    except Exception as exc:
+        raise _StartupFailed(ErrCode.NCP_ERR_INTERNAL,
+                             f"child set-up failed: {type(exc).__name__}: {exc}") from None
+    return lambda: runner(args)
+
+
+def _prepare_ipc_child(header: dict[str, Any], given: list[int]) -> Callable[[], int]:
+    import socket
+
+    from childkit.ipc import Connection, RemoteStub
+
+    call_fd, serve_fd = given
+    entry = header["entry"]
+    try:
+        on_connect, main_proc = resolve_ipc_entry(parse_entry(entry, mode="ipc"))
+    except ChildkitError as exc:
+        raise _StartupFailed(exc.code, exc.message) from None
+    try:
+        stub = on_connect()
+    except Exception as exc:
+        traceback.print_exc()
+        raise _StartupFailed(
+            ErrCode.NCP_ERR_CONNECTION_FAILED,
+            f"on_connect() of {entry!r} raised {type(exc).__name__}: {exc}",
+        ) from None
+    if not isinstance(stub, RemoteStub):
+        raise _StartupFailed(
+            ErrCode.NCP_ERR_CONNECTION_FAILED,
+            f"on_connect() of {entry!r} returned {type(stub).__name__}, not a RemoteStub",
+        )
+    conn = Connection(socket.socket(fileno=call_fd), socket.socket(fileno=serve_fd),
+                      local_root=stub, name=f"child {os.getpid()} to its parent")
+    conn.start()
+    global _connection
+    _connection = conn  # lives as long as the child does
+
+    def run() -> int:
+        result = main_proc()
+        if isinstance(result, int) and not isinstance(result, bool):
+            return result
+        return 0
+
+    return run

@@ -1,0 +1,146 @@
+"""The messages between an application and its launcher, and from a child to its starter.
+
+Application <-> launcher: one ``AF_UNIX SOCK_SEQPACKET`` socket pair. A record is a
+4-byte big-endian header length, a JSON object (the header), then an optional raw
+payload (a spawn request's ``entry_params``, up to 150 KB of UTF-8, sent raw so that no
+escaping can grow it), with file descriptors attached as ``SCM_RIGHTS``. Nothing is
+pickled: the launcher and the children only ever send JSON.
+
+Application -> launcher:
+
+* ``{"op": "config", "sys_path": [...], "preload": [...]}``: the first record.
+* ``{"op": "preload", "modules": [...]}``: import more modules into the template.
+* ``{"op": "spawn", "id", "mode", "entry", "fd_names", "process_name", "cwd",
+  "sys_path"}`` with the params as payload and fds ``[status_w, *fds]``: ``status_w``
+  is the write end of a pipe on which the child reports its start-up; ``fds`` are the
+  named fds (args mode, in ``fd_names`` order) or the call and serve sockets (IPC mode).
+
+Launcher -> application:
+
+* ``{"op": "ready", "pid", "preload_errors": [...]}`` once the template is ready.
+* ``{"op": "forked", "id", "pid"}`` with a pidfd of the new child attached.
+* ``{"op": "failed", "id", "message"}`` if no child could be forked.
+* ``{"op": "exited", "pid", "status"}`` with the raw wait status, after reaping.
+
+Child -> starter, on the status pipe, then the pipe is closed: ``{"code": int,
+"message": str}``; code 0 (``NCP_NO_ERROR``) means the entry resolved (and, in IPC mode,
+``on_connect()`` gave a stub and the connection is up).
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import os
+import socket
+import struct
+from typing import Any
+
+_LEN = struct.Struct(">I")
+#: The largest record: 150 KB of params plus headers (sys.path, names) with room to spare.
+MAX_RECORD = 512 * 1024
+#: The most fds on one record: the status pipe plus 16 named fds.
+MAX_RECORD_FDS = 32
+SOCKET_BUFFER = 1 << 21
+_ANC_SPACE = socket.CMSG_SPACE(MAX_RECORD_FDS * array.array("i").itemsize)
+
+
+class ProtocolError(Exception):
+    """A record that does not follow the protocol (a bug or a corrupted peer)."""
+
+
+def encode(header: dict[str, Any], payload: bytes = b"") -> bytes:
+    """One record: header length, JSON header, raw payload."""
+    body = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    return _LEN.pack(len(body)) + body + payload
+
+
+def decode(record: bytes) -> tuple[dict[str, Any], bytes]:
+    """Split a record into its header and payload. Raises :class:`ProtocolError`."""
+    if len(record) < _LEN.size:
+        raise ProtocolError(f"record of {len(record)} bytes is too short")
+    (size,) = _LEN.unpack_from(record)
+    end = _LEN.size + size
+    if end > len(record):
+        raise ProtocolError(f"header of {size} bytes overruns a {len(record)}-byte record")
+    try:
+        header = json.loads(record[_LEN.size : end].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(f"header is not JSON: {exc}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("op"), str):
+        raise ProtocolError("header is not an object with an 'op'")
+    return header, record[end:]
+
+
+def send(sock: socket.socket, header: dict[str, Any], payload: bytes = b"",
+         fds: list[int] | tuple[int, ...] = ()) -> None:
+    """Send one record with ``fds`` attached (the caller keeps its copies of them)."""
+    data = encode(header, payload)
+    # MSG_NOSIGNAL: a dead peer is an EPIPE error here, never a SIGPIPE, whatever the
+    # embedding application did with that signal's disposition.
+    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())] if fds \
+        else []
+    sock.sendmsg([data], anc, socket.MSG_NOSIGNAL)
+
+
+def recv(sock: socket.socket) -> tuple[dict[str, Any], bytes, list[int]] | None:
+    """Receive one record; ``None`` at end of stream. The caller owns the returned fds.
+
+    Received fds are close-on-exec. Raises :class:`ProtocolError` (after closing any
+    received fds) for a truncated or malformed record.
+    """
+    data, anc, flags, _addr = sock.recvmsg(MAX_RECORD, _ANC_SPACE, socket.MSG_CMSG_CLOEXEC)
+    fds: list[int] = []
+    for level, kind, raw in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            arr = array.array("i")
+            arr.frombytes(raw[: len(raw) - len(raw) % arr.itemsize])
+            fds.extend(arr)
+    if not data and not fds:
+        return None
+    try:
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            raise ProtocolError("record truncated")
+        header, payload = decode(data)
+    except ProtocolError:
+        close_fds(fds)
+        raise
+    return header, payload, fds
+
+
+def close_fds(fds: list[int]) -> None:
+    """Close every fd in ``fds``, ignoring ones already closed."""
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def status_ok() -> bytes:
+    """The child's start-up report: all well."""
+    return json.dumps({"code": 0, "message": ""}).encode("utf-8")
+
+
+#: A start-up error message is cut to this many characters (an exception's text can be
+#: arbitrarily long; the report only has to say what went wrong).
+MAX_STATUS_MESSAGE = 4000
+
+
+def status_error(code: int, message: str) -> bytes:
+    """The child's start-up report: failed with ``code`` (message cut to 4000 chars)."""
+    if len(message) > MAX_STATUS_MESSAGE:
+        message = message[:MAX_STATUS_MESSAGE] + "..."
+    return json.dumps({"code": int(code), "message": message}).encode("utf-8")
+
+
+def parse_status(data: bytes) -> tuple[int, str]:
+    """Read a child's start-up report. Raises :class:`ProtocolError` if malformed."""
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(f"start-up report is not JSON: {exc}") from None
+    if (not isinstance(obj, dict) or not isinstance(obj.get("code"), int)
+            or not isinstance(obj.get("message"), str)):
+        raise ProtocolError("start-up report lacks an int 'code' and a str 'message'")
+    return obj["code"], obj["message"]

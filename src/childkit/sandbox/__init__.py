@@ -1,0 +1,61 @@
+"""The sandbox of an isolated child (``IsolationMode.ISOLATED``): layered Linux isolation.
+
+Public face::
+
+    from childkit.sandbox import SandboxConfig, ResourceLimits, probe, enter, SandboxUnavailable
+
+- :class:`ResourceLimits`, :class:`SandboxConfig`: what the child may use and see.
+- :func:`enter` (in a freshly forked child): apply every layer; see docs/sandbox.md.
+- :func:`probe`: which layers this machine supports; :func:`check_text` and
+  :func:`full_sandbox_available` give ``childkit sandbox-check`` its text and exit status.
+- :func:`layer_report`, :func:`skipped_layers`: in the sandboxed process, what was applied.
+- :func:`exit_reason`: which resource limit ended a child, from its wait status.
+- :func:`preload`: resolve libseccomp once in the parent so each child need not.
+"""
+
+from __future__ import annotations
+
+from childkit.sandbox._check import check_text, full_sandbox_available
+from childkit.sandbox._config import LAYERS, LayerStatus, ResourceLimits, SandboxConfig
+from childkit.sandbox._enter import (
+    ISOLATION_UID_BASE,
+    SHARED_UID,
+    enter,
+    layer_report,
+    skipped_layers,
+)
+from childkit.sandbox._errors import SandboxUnavailable
+from childkit.sandbox._limits import MEMORY_LIMIT_EXIT_CODE, exit_reason
+from childkit.sandbox._probe import probe
+
+
+def preload() -> None:
+    """Import the seccomp binding (which locates libseccomp.so.2 by running ldconfig) in
+    this process, so children forked from it skip that work. Errors are not raised here:
+    a missing library is reported by :func:`probe` and :func:`enter`."""
+    from childkit.sandbox import _seccomp
+
+    try:
+        _seccomp.load_library()
+    except OSError:
+        pass
+
+
+__all__ = [
+    "ISOLATION_UID_BASE",
+    "LAYERS",
+    "MEMORY_LIMIT_EXIT_CODE",
+    "SHARED_UID",
+    "LayerStatus",
+    "ResourceLimits",
+    "SandboxConfig",
+    "SandboxUnavailable",
+    "check_text",
+    "enter",
+    "exit_reason",
+    "full_sandbox_available",
+    "layer_report",
+    "preload",
+    "probe",
+    "skipped_layers",
+]

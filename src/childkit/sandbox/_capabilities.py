@@ -1,0 +1,83 @@
+"""No privileges: every capability dropped for good, and no_new_privs.
+
+Inside its user namespace the sandboxed process starts with a full capability set (over
+that namespace only); it needs it to mount its /proc, then gives all of it up: the
+bounding set (so no exec can regain one), the ambient set, the effective/permitted/
+inheritable sets, with the securebits locked so uid 0 would not bring them back.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+from childkit.sandbox import _syscalls
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+# SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP | ..._LOCKED
+# | SECBIT_KEEP_CAPS_LOCKED | SECBIT_NO_CAP_AMBIENT_RAISE | ..._LOCKED
+_SECUREBITS = 0x01 | 0x02 | 0x04 | 0x08 | 0x20 | 0x40 | 0x80
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def last_cap() -> int:
+    """The highest capability number this kernel knows."""
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        return int(f.read())
+
+
+def drop_all() -> None:
+    """Drop every capability from every set of this process, irrevocably.
+
+    Raises OSError if the kernel refuses (e.g. PR_CAPBSET_DROP without CAP_SETPCAP: then
+    the bounding set was already reduced by whoever started us, and we go on only if it
+    holds no capability).
+    """
+    for cap in range(last_cap() + 1):
+        if _syscalls.prctl(_syscalls.PR_CAPBSET_READ, cap) == 1:
+            _syscalls.prctl(_syscalls.PR_CAPBSET_DROP, cap)
+    _syscalls.prctl(_syscalls.PR_CAP_AMBIENT, _syscalls.PR_CAP_AMBIENT_CLEAR_ALL)
+    try:
+        _syscalls.prctl(_syscalls.PR_SET_SECUREBITS, _SECUREBITS)
+    except PermissionError:
+        pass  # without CAP_SETPCAP; harmless once every set below is empty
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _syscalls.raw_syscall("capset", ctypes.addressof(header), ctypes.addressof(data))
+    if any(capabilities()):
+        raise OSError(1, "capabilities remain after capset")
+
+
+def raise_effective() -> None:
+    """Make the effective set equal the permitted set (after a uid change with KEEPCAPS)."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _syscalls.raw_syscall("capget", ctypes.addressof(header), ctypes.addressof(data))
+    for half in data:
+        half.effective = half.permitted
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    _syscalls.raw_syscall("capset", ctypes.addressof(header), ctypes.addressof(data))
+
+
+def capabilities() -> tuple[int, int, int]:
+    """This process's (effective, permitted, inheritable) capability masks."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _syscalls.raw_syscall("capget", ctypes.addressof(header), ctypes.addressof(data))
+
+    def mask(field: str) -> int:
+        return int(getattr(data[0], field)) | (int(getattr(data[1], field)) << 32)
+    return mask("effective"), mask("permitted"), mask("inheritable")
+
+
+def set_no_new_privs() -> None:
+    """PR_SET_NO_NEW_PRIVS: no exec (setuid binaries, file capabilities) can raise privileges;
+    it is also what lets an unprivileged process load a seccomp filter and Landlock."""
+    _syscalls.prctl(_syscalls.PR_SET_NO_NEW_PRIVS, 1)

@@ -1,0 +1,32 @@
+"""The text and status of ``childkit sandbox-check``: one line per layer, and a verdict."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from childkit.sandbox._config import LayerStatus
+
+#: Layers an isolated child only needs when asked for (``isolation_uid=True``).
+OPTIONAL_LAYERS: frozenset[str] = frozenset({"isolation_uid"})
+
+
+def full_sandbox_available(layers: Mapping[str, LayerStatus]) -> bool:
+    """Whether an isolated child with the default config gets every layer here."""
+    return all(s.supported for name, s in layers.items() if name not in OPTIONAL_LAYERS)
+
+
+def check_text(layers: Mapping[str, LayerStatus]) -> str:
+    """A table of the layers :func:`childkit.sandbox.probe` found, and a verdict line."""
+    width = max(len(name) for name in layers)
+    lines = [f"{name:<{width}}  {'supported' if s.supported else 'MISSING  '}  {s.reason}"
+             for name, s in layers.items()]
+    missing = [name for name, s in layers.items()
+               if not s.supported and name not in OPTIONAL_LAYERS]
+    if missing:
+        lines.append("isolated children fail here unless allow_reduced=True (missing: "
+                     f"{', '.join(missing)})")
+    else:
+        lines.append("every layer is supported: isolated children get the full sandbox")
+    if any(not layers[name].supported for name in OPTIONAL_LAYERS if name in layers):
+        lines.append("isolation_uid=True is refused here (needs root)")
+    return "\n".join(lines)

@@ -1,0 +1,109 @@
+"""What an isolated child is allowed: :class:`ResourceLimits` and :class:`SandboxConfig`."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from childkit._errors import ChildkitError, ErrCode
+
+#: The layers, in the order :func:`childkit.sandbox.enter` applies them.
+LAYERS: tuple[str, ...] = (
+    "user_namespace", "mount_namespace", "pid_namespace", "network_namespace",
+    "ipc_namespace", "uts_namespace", "cgroup_namespace", "filesystem", "isolation_uid",
+    "limits", "landlock", "capabilities", "no_new_privs", "seccomp", "environment", "fds",
+)
+
+_MIB = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class ResourceLimits:
+    """Per-child resource limits (``None``: no limit of that kind).
+
+    ``memory_bytes`` caps the address space (RLIMIT_AS: an allocation past it fails,
+    MemoryError in Python); ``cpu_seconds`` the CPU time (RLIMIT_CPU: SIGXCPU at the limit,
+    SIGKILL a second later); ``max_processes`` the processes and threads of the sandbox
+    (RLIMIT_NPROC, counted in its own user namespace: fork/thread creation fails with
+    EAGAIN past it); ``max_open_files`` the fd numbers (RLIMIT_NOFILE: EMFILE);
+    ``max_file_size`` the size of any file it writes (RLIMIT_FSIZE: EFBIG, SIGXFSZ ignored)
+    and of its private /tmp.
+    """
+
+    memory_bytes: int | None = 2048 * _MIB
+    cpu_seconds: int | None = None
+    max_processes: int | None = 64
+    max_open_files: int | None = 256
+    max_file_size: int | None = 64 * _MIB
+
+    def __post_init__(self) -> None:
+        minimum = {"memory_bytes": 64 * _MIB, "cpu_seconds": 1, "max_processes": 1,
+                   "max_open_files": 16, "max_file_size": 0}
+        for name, low in minimum.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ChildkitError(ErrCode.NCP_ERR_INVALID_PARAM,
+                                    f"ResourceLimits.{name} must be an int or None, "
+                                    f"not {type(value).__name__}")
+            if not low <= value <= 2**62:
+                raise ChildkitError(ErrCode.NCP_ERR_INVALID_PARAM,
+                                    f"ResourceLimits.{name}={value} is out of range "
+                                    f"[{low}, 2**62]")
+
+
+_DEFAULT_ENV: tuple[str, ...] = ("LANG", "LC_ALL", "LC_CTYPE", "TZ")
+
+
+@dataclasses.dataclass(frozen=True)
+class SandboxConfig:
+    """How to sandbox one isolated child.
+
+    ``readonly_paths``: absolute host paths (files or directories) the child may read, at
+    the same place, besides what the interpreter itself needs (typically the entry's
+    module directory). ``keep_env``: names of environment variables kept; all others are
+    removed. ``isolation_uid``: run the child under a uid of its own (needs root or
+    CAP_SETUID). ``allow_reduced``: skip layers this machine cannot apply instead of
+    failing (the skipped ones are reported by :func:`childkit.sandbox.skipped_layers`).
+    ``tmp_size_bytes``: the size of the private /tmp (a tmpfs, charged to host memory).
+    """
+
+    limits: ResourceLimits = ResourceLimits()
+    isolation_uid: bool = False
+    allow_reduced: bool = False
+    readonly_paths: tuple[str, ...] = ()
+    keep_env: tuple[str, ...] = _DEFAULT_ENV
+    tmp_size_bytes: int = 64 * _MIB
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.limits, ResourceLimits):
+            raise ChildkitError(ErrCode.NCP_ERR_INVALID_PARAM,
+                                "SandboxConfig.limits must be a ResourceLimits")
+        for name in ("readonly_paths", "keep_env"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise ChildkitError(ErrCode.NCP_ERR_INVALID_PARAM,
+                                    f"SandboxConfig.{name} must be a tuple of str")
+            object.__setattr__(self, name, tuple(value))
+        for path in self.readonly_paths:
+            if not os.path.isabs(path) or "\0" in path:
+                raise ChildkitError(ErrCode.NCP_ERR_INVALID_PARAM,
+                                    f"readonly path {path!r} must be absolute")
+        for name in self.keep_env:
+            if not name or "=" in name or "\0" in name:
+                raise ChildkitError(ErrCode.NCP_ERR_INVALID_PARAM,
+                                    f"keep_env name {name!r} is not a variable name")
+        if (isinstance(self.tmp_size_bytes, bool) or not isinstance(self.tmp_size_bytes, int)
+                or not _MIB <= self.tmp_size_bytes <= 2**40):
+            raise ChildkitError(ErrCode.NCP_ERR_INVALID_PARAM,
+                                f"tmp_size_bytes={self.tmp_size_bytes!r} must be an int in "
+                                "[1 MiB, 1 TiB]")
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerStatus:
+    """Whether one sandbox layer can be applied on this machine, and why (not)."""
+
+    supported: bool
+    reason: str

@@ -1,0 +1,203 @@
+"""``enter``: apply every layer, in order, to a freshly forked child."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+from collections.abc import Callable, Sequence
+
+from childkit._errors import ChildkitError, ErrCode
+from childkit.sandbox import (
+    _capabilities,
+    _environment,
+    _fds,
+    _filesystem,
+    _landlock,
+    _limits,
+    _namespaces,
+    _seccomp,
+    _supervisor,
+    _syscalls,
+)
+from childkit.sandbox._config import LayerStatus, SandboxConfig
+from childkit.sandbox._errors import SandboxUnavailable
+
+#: Outer uid of isolated children of a root parent without ``isolation_uid`` (nobody).
+SHARED_UID = 65534
+#: ``isolation_uid`` children of a root parent run as this plus the supervisor's pid:
+#: a uid of their own, far from real users and from subuid ranges.
+ISOLATION_UID_BASE = 2_000_000_000
+
+_report: dict[str, LayerStatus] = {}
+
+
+def layer_report() -> dict[str, LayerStatus]:
+    """In a sandboxed process: each layer and whether :func:`enter` applied it (with the
+    reason when it did not). Empty outside a sandbox."""
+    return dict(_report)
+
+
+def skipped_layers() -> dict[str, str]:
+    """In a sandboxed process: the layers skipped under ``allow_reduced``, with why."""
+    return {name: s.reason for name, s in _report.items() if not s.supported}
+
+
+class _Layers:
+    """Runs each layer, records the outcome; a failure is fatal unless reduced is allowed."""
+
+    def __init__(self, allow_reduced: bool) -> None:
+        self.allow_reduced = allow_reduced
+        _report.clear()
+
+    def apply(self, layer: str, action: Callable[[], object]) -> bool:
+        try:
+            action()
+        except OSError as exc:
+            self.skip(layer, _describe(exc))
+            return False
+        _report[layer] = LayerStatus(True, "applied")
+        return True
+
+    def skip(self, layer: str, reason: str) -> None:
+        if not self.allow_reduced:
+            raise SandboxUnavailable(layer, reason)
+        _report[layer] = LayerStatus(False, reason)
+
+
+def _describe(exc: OSError) -> str:
+    name = errno.errorcode.get(exc.errno or 0, "error")
+    return f"{exc.strerror or exc} ({name})"
+
+
+def _outer_uid(config: SandboxConfig, privileged: bool) -> int:
+    if not privileged:
+        return os.geteuid()
+    return ISOLATION_UID_BASE + os.getpid() if config.isolation_uid else SHARED_UID
+
+
+def enter(config: SandboxConfig, keep_fds: Sequence[int]) -> None:
+    """Put the calling process into the sandbox ``config`` describes.
+
+    Call it in a freshly forked, single-threaded child, before anything untrusted runs.
+    Every fd not in ``keep_fds`` is closed (stdio too: unkept 0, 1, 2 become /dev/null).
+    The call forks twice: the caller's process stays outside as a supervisor that never
+    returns (it forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2, waits, and exits
+    with the sandboxed process's status or re-raises its fatal signal); the first child is
+    pid 1 (init) of the new pid namespace, sandboxed too, reaping and forwarding; only the
+    second child, pid 2, returns from here, inside every layer, with the caller's signal
+    mask and handlers.
+
+    Raises :class:`SandboxUnavailable` (``NCP_ERR_NOT_SUPPORTED``, naming the layer) when a
+    layer cannot be applied and ``config.allow_reduced`` is false; ChildkitError
+    (``NCP_ERR_INVALID_PARAM``) for a bad ``keep_fds`` or read-only path. After either,
+    the process is partly sandboxed: report the error over a kept fd and ``os._exit``;
+    never run the entry. With ``allow_reduced``, :func:`skipped_layers` lists what was
+    left out.
+    """
+    if not isinstance(config, SandboxConfig):
+        raise ChildkitError(ErrCode.NCP_ERR_INVALID_PARAM, "config must be a SandboxConfig")
+    if len(os.listdir("/proc/self/task")) != 1:
+        # unshare(CLONE_NEWUSER) refuses threaded callers, and the other threads would
+        # stay outside every layer.
+        raise ChildkitError(ErrCode.NCP_ERR_INVALID_PARAM,
+                            "enter() must be called in a single-threaded process (fork first)")
+    try:
+        keep = _fds.validate_keep_fds(keep_fds)
+        root_plan = _filesystem.plan(config.readonly_paths)
+    except ValueError as exc:
+        raise ChildkitError(ErrCode.NCP_ERR_INVALID_PARAM, str(exc)) from None
+    layers = _Layers(config.allow_reduced)
+    _fds.close_all_except(keep)
+    _report["fds"] = LayerStatus(True, "applied")
+    try:
+        _seccomp.load_library()  # resolves libseccomp.so.2 while the host's /lib is visible
+    except OSError as exc:
+        seccomp_problem: str | None = _describe(exc)
+    else:
+        seccomp_problem = None
+
+    privileged = _namespaces.is_privileged()
+    outer = _outer_uid(config, privileged)
+    inner = outer if privileged else os.geteuid()
+    if config.isolation_uid and not privileged:
+        layers.skip("isolation_uid", "a uid of its own needs root (CAP_SETUID and "
+                    "CAP_SYS_ADMIN in the initial user namespace)")
+    def build() -> None:
+        _namespaces.enter_build_namespace(privileged)
+        _filesystem.build_root(root_plan, config.tmp_size_bytes)
+
+    built = layers.apply("filesystem", build)
+    if config.isolation_uid and privileged:
+        _report["isolation_uid"] = LayerStatus(True, f"applied (uid {outer})")
+    userns = layers.apply("user_namespace",
+                          lambda: _namespaces.enter_user_namespace(privileged, inner, outer))
+    if not userns and privileged:
+        # Without a user namespace, still leave root before anything untrusted runs.
+        os.setgroups([])
+        os.setresgid(outer, outer, outer)
+        os.setresuid(outer, outer, outer)
+    applied: dict[str, bool] = {}
+    for name, flag in _namespaces.LATER_NAMESPACES:
+        if userns:
+            applied[name] = layers.apply(name, functools.partial(_namespaces.unshare_one, flag))
+        else:
+            layers.skip(name, "needs user_namespace")
+            applied[name] = False
+
+    previous_mask = _supervisor.block_forwarded()
+    death_r, death_w = os.pipe()
+    status_r, status_w = os.pipe()
+    init = os.fork()
+    if init != 0:  # the supervisor, outside the new pid namespace
+        os.close(death_r)
+        os.close(status_w)
+        _supervisor.supervise(init, death_w, status_r)
+    os.close(death_w)
+    os.close(status_r)
+    _supervisor.guard_parent(death_r)
+    # The init applies every remaining layer to itself; the sandboxed process inherits.
+    _inside(config, layers, keep, applied, built, seccomp_problem)
+    workload = os.fork()
+    if workload != 0:
+        _supervisor.run_init(workload, status_w)
+    os.close(status_w)
+    _supervisor.restore_mask(previous_mask)
+
+
+def _inside(config: SandboxConfig, layers: _Layers, keep: tuple[int, ...],
+            applied: dict[str, bool], built: bool, seccomp_problem: str | None) -> None:
+    """The rest, in the init (pid 1 of the new pid namespace)."""
+    if applied["pid_namespace"] and built:
+        layers.apply("pid_namespace", _filesystem.mount_proc)
+    elif applied["pid_namespace"]:
+        layers.skip("pid_namespace", "no private /proc without the filesystem layer")
+    if applied["uts_namespace"]:
+        layers.apply("uts_namespace", lambda: _syscalls.sethostname("isolated"))
+    # A uid change left the process non-dumpable, which makes its /proc/self files root's
+    # (unreadable to itself); the pid namespace and seccomp already bar ptrace.
+    _syscalls.prctl(_syscalls.PR_SET_DUMPABLE, 1)
+    _stdio_to_null(keep)
+    _environment.scrub(config.keep_env)
+    _report["environment"] = LayerStatus(True, "applied")
+    layers.apply("limits", lambda: _limits.apply(config.limits, extra_processes=2))
+    layers.apply("no_new_privs", _capabilities.set_no_new_privs)
+    layers.apply("landlock", lambda: _landlock.restrict(
+        read_paths=["/"], write_paths=["/tmp"], device_paths=_filesystem.DEVICES))
+    layers.apply("capabilities", _capabilities.drop_all)
+    if seccomp_problem is not None:
+        layers.skip("seccomp", seccomp_problem)
+    else:
+        layers.apply("seccomp", _seccomp.install)
+
+
+def _stdio_to_null(keep: tuple[int, ...]) -> None:
+    missing = [fd for fd in (0, 1, 2) if fd not in keep]
+    if not missing:
+        return
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in missing:
+        if fd != null:
+            os.dup2(null, fd, inheritable=True)
+    if null not in (0, 1, 2):
+        os.close(null)

@@ -1,0 +1,76 @@
+"""seccomp-bpf: refuse the system calls a sandboxed Python never needs.
+
+A deny-list with EPERM (not a kill), so code that probes a call gets a clear
+``PermissionError`` instead of dying. Calls of the other ABIs of the machine (i386, x32)
+are killed by libseccomp's bad-architecture action, so they cannot slip past the list.
+New namespaces are refused both through unshare/setns and through clone's flags; clone3
+answers ENOSYS (its flags live in memory a filter cannot read) so libc falls back to
+clone, as Chromium and Docker do. Binding: PyPI ``pyseccomp`` over the system's
+libseccomp.so.2.
+"""
+
+from __future__ import annotations
+
+import errno
+from types import ModuleType
+
+from childkit.sandbox import _syscalls
+
+#: Refused with EPERM: file system and namespace changes, other processes' memory, the
+#: kernel itself (modules, kexec, keys, bpf, perf, clocks, reboot), io_uring (whose
+#: requests bypass this filter), userfaultfd and handle-based opens (old escape tools).
+DENIED: tuple[str, ...] = (
+    "mount", "umount2", "pivot_root", "chroot", "move_mount", "open_tree", "fsopen",
+    "fsconfig", "fsmount", "fspick", "mount_setattr", "setns", "unshare",
+    "ptrace", "process_vm_readv", "process_vm_writev", "process_madvise", "kcmp",
+    "pidfd_getfd", "kexec_load", "kexec_file_load", "init_module", "finit_module",
+    "delete_module", "keyctl", "add_key", "request_key", "bpf", "perf_event_open",
+    "userfaultfd", "io_uring_setup", "io_uring_enter", "io_uring_register", "swapon",
+    "swapoff", "reboot", "syslog", "acct", "quotactl", "quotactl_fd", "lookup_dcookie",
+    "iopl", "ioperm", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
+    "sethostname", "setdomainname", "name_to_handle_at", "open_by_handle_at",
+    "fanotify_init", "vhangup", "nfsservctl", "personality", "uselib", "_sysctl",
+)
+
+_NAMESPACE_FLAGS = (
+    _syscalls.CLONE_NEWNS, _syscalls.CLONE_NEWCGROUP, _syscalls.CLONE_NEWUTS,
+    _syscalls.CLONE_NEWIPC, _syscalls.CLONE_NEWUSER, _syscalls.CLONE_NEWPID,
+    _syscalls.CLONE_NEWNET, _syscalls.CLONE_NEWTIME,
+)
+_TIOCSTI = 0x5412  # push characters into a terminal's input: a classic escape
+_TIOCLINUX = 0x541C
+
+
+def load_library() -> ModuleType:
+    """The pyseccomp module; OSError if it or libseccomp.so.2 is missing."""
+    try:
+        import pyseccomp  # type: ignore[import-untyped]
+    except (ImportError, RuntimeError, OSError) as exc:
+        raise OSError(errno.ENOSYS, f"pyseccomp/libseccomp.so.2 unavailable ({exc})") from None
+    return pyseccomp  # type: ignore[no-any-return]
+
+
+def install() -> int:
+    """Load the filter into this process (inherited by all it starts; cannot be removed).
+    Needs no_new_privs or CAP_SYS_ADMIN. Returns how many calls are refused; raises OSError
+    if libseccomp is missing or the kernel refuses the filter."""
+    sc = load_library()
+    filt = sc.SyscallFilter(defaction=sc.ALLOW)
+    eperm = sc.ERRNO(errno.EPERM)
+    denied = 0
+    for name in DENIED:
+        try:
+            number = sc.resolve_syscall(sc.Arch.NATIVE, name)
+        except (ValueError, OSError):
+            continue
+        if number < 0:
+            continue  # no such call on this architecture
+        filt.add_rule(eperm, name)
+        denied += 1
+    for flag in _NAMESPACE_FLAGS:
+        filt.add_rule(eperm, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
+    filt.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+    for request in (_TIOCSTI, _TIOCLINUX):
+        filt.add_rule(eperm, "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, request))
+    filt.load()
+    return denied

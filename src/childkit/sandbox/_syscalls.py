@@ -1,0 +1,120 @@
+"""Thin ctypes wrappers for the Linux calls the sandbox needs and Python 3.11 lacks.
+
+Every wrapper raises :class:`OSError` with the call's errno on failure and nothing else.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+# x86_64 and aarch64 (asm-generic) numbers of the calls glibc has no wrapper for.
+_MACHINE = os.uname().machine
+_NR: dict[str, dict[str, int]] = {
+    "x86_64": {"pivot_root": 155, "capset": 126, "capget": 125,
+               "landlock_create_ruleset": 444, "landlock_add_rule": 445,
+               "landlock_restrict_self": 446},
+    "aarch64": {"pivot_root": 41, "capset": 91, "capget": 90,
+                "landlock_create_ruleset": 444, "landlock_add_rule": 445,
+                "landlock_restrict_self": 446},
+}
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+CLONE_NEWTIME = 0x00000080
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MNT_DETACH = 2
+
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_SECUREBITS = 28
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+
+def syscall_number(name: str) -> int:
+    """The number of ``name`` on this machine; :class:`OSError` (ENOSYS) if unknown here."""
+    try:
+        return _NR[_MACHINE][name]
+    except KeyError:
+        raise OSError(38, f"{name}: no syscall number known for {_MACHINE}") from None
+
+
+def _check(result: int, what: str) -> int:
+    if result == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return result
+
+
+def unshare(flags: int) -> None:
+    """unshare(2): move the caller into new namespaces named by ``flags``."""
+    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int,
+          data: str | None = None) -> None:
+    """mount(2)."""
+    def enc(value: str | None) -> bytes | None:
+        return None if value is None else os.fsencode(value)
+
+    _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags),
+                       enc(data)), f"mount {target}")
+
+
+def umount2(target: str, flags: int) -> None:
+    """umount2(2)."""
+    _check(_libc.umount2(os.fsencode(target), ctypes.c_int(flags)), f"umount {target}")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    """pivot_root(2)."""
+    _check(_libc.syscall(ctypes.c_long(syscall_number("pivot_root")),
+                         os.fsencode(new_root), os.fsencode(put_old)), "pivot_root")
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    """prctl(2); returns the call's result."""
+    return _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
+                              ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)), f"prctl({option})")
+
+
+def sethostname(name: str) -> None:
+    """sethostname(2) (only in a private UTS namespace)."""
+    raw = name.encode()
+    _check(_libc.sethostname(raw, ctypes.c_size_t(len(raw))), "sethostname")
+
+
+def raw_syscall(name: str, *args: int | ctypes.c_void_p | ctypes.c_char_p) -> int:
+    """syscall(2) by name with integer/pointer arguments; the result, or OSError."""
+    conv = [ctypes.c_long(a) if isinstance(a, int) else a for a in args]
+    return _check(_libc.syscall(ctypes.c_long(syscall_number(name)), *conv), name)
+
+
+def memset(address: int, value: int, length: int) -> None:
+    """memset(3) on this process's own memory (used to wipe the initial environment block)."""
+    ctypes.memset(address, value, length)

@@ -1,0 +1,110 @@
+"""Helpers for the child-process tests: exit waiting, leak and zombie checks."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import childkit
+from childkit import ChildExitInfo
+from childkit._manager import manager
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` passes (never a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+class ExitRecorder:
+    """An exit callback that remembers every exit and lets tests wait for a pid's."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.exits: dict[int, ChildExitInfo] = {}
+        self.calls: list[tuple[int, ChildExitInfo, str]] = []
+
+    def __call__(self, pid: int, info: ChildExitInfo) -> None:
+        with self._cond:
+            self.exits[pid] = info
+            self.calls.append((pid, info, threading.current_thread().name))
+            self._cond.notify_all()
+
+    def wait_for(self, pid: int, timeout: float = 20.0) -> ChildExitInfo:
+        with self._cond:
+            if not self._cond.wait_for(lambda: pid in self.exits, timeout):
+                raise AssertionError(f"no exit reported for pid {pid} within {timeout} s")
+            return self.exits[pid]
+
+
+@contextmanager
+def exit_recorder() -> Iterator[ExitRecorder]:
+    recorder = ExitRecorder()
+    childkit.register_child_process_exit_callback(recorder)
+    try:
+        yield recorder
+    finally:
+        childkit.unregister_child_process_exit_callback(recorder)
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def app_threads() -> set[str]:
+    """Live thread names other than the IPC work pool's (which lives for the process)."""
+    return {t.name for t in threading.enumerate() if not t.name.startswith("ipc-work")}
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    return fields[0], int(fields[1])
+
+
+def zombies_of(*parents: int) -> list[int]:
+    """Pids in state Z whose parent is one of ``parents``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _stat(int(entry))
+            if stat is not None and stat[0] == "Z" and stat[1] in parents:
+                found.append(int(entry))
+    return found
+
+
+def live_children_of(parent: int) -> list[int]:
+    """Pids whose parent is ``parent`` and that are not zombies."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _stat(int(entry))
+            if stat is not None and stat[0] != "Z" and stat[1] == parent:
+                found.append(int(entry))
+    return found
+
+
+def launcher_pid() -> int:
+    return childkit.prestart_launcher()
+
+
+def no_children_left() -> bool:
+    """Every child reaped and forgotten, no start in progress."""
+    return manager().live_count() == 0
+
+
+def is_gone(pid: int) -> bool:
+    """The process has exited (it may still be a zombie of an unrelated reaper)."""
+    stat = _stat(pid)
+    return stat is None or stat[0] in ("Z", "X")

@@ -1,0 +1,284 @@
+"""The escape attempts: each action raises if it fails and returns if it succeeds.
+
+A test runs every action twice: in a NORMAL child (where it must succeed, so it is known
+to work) and in an ISOLATED child (where it must fail inside the action, not before).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import errno
+import os
+import secrets
+import signal
+import socket
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+ENV_SECRET_NAME = "CHILDKIT_SANDBOX_TEST_SECRET"
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _oserror(what: str) -> OSError:
+    err = ctypes.get_errno()
+    return OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def connect_tcp(ctx: dict[str, Any]) -> str:
+    with socket.create_connection(("127.0.0.1", ctx["tcp_port"]), timeout=10):
+        return "connected"
+
+
+def connect_unix(ctx: dict[str, Any]) -> str:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(ctx["unix_path"])
+    return "connected"
+
+
+def resolve_host(ctx: dict[str, Any]) -> str:
+    return str(socket.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)[0][4])
+
+
+def read_home_secret(ctx: dict[str, Any]) -> str:
+    data = Path(ctx["home_secret"]).read_text()
+    if data != ctx["secret"]:
+        raise AssertionError("read something else")
+    return "read"
+
+
+def read_shadow(ctx: dict[str, Any]) -> int:
+    return len(Path("/etc/shadow").read_bytes())
+
+
+def write_readonly_dir(ctx: dict[str, Any]) -> str:
+    """Write into a directory the sandbox can see (read-only)."""
+    target = Path(ctx["ro_dir"]) / f"written-{os.getpid()}"
+    target.write_text("x")
+    target.unlink()
+    return "written"
+
+
+def write_hidden_dir(ctx: dict[str, Any]) -> str:
+    """Write into a host directory the sandbox was not given."""
+    target = Path(ctx["hidden_dir"]) / f"written-{os.getpid()}"
+    target.write_text("x")
+    target.unlink()
+    return "written"
+
+
+def write_root(ctx: dict[str, Any]) -> str:
+    target = Path("/") / f"childkit-escape-{secrets.token_hex(4)}"
+    target.write_text("x")
+    target.unlink()
+    return "written"
+
+
+def list_parent(ctx: dict[str, Any]) -> str:
+    if str(ctx["parent_pid"]) not in os.listdir("/proc"):
+        raise ProcessLookupError(errno.ESRCH, "parent not in /proc")
+    return "listed"
+
+
+def signal_parent(ctx: dict[str, Any]) -> str:
+    os.kill(ctx["parent_pid"], signal.SIGURG)  # ignored by default: harmless if it lands
+    return "signalled"
+
+
+def ptrace_child(ctx: dict[str, Any]) -> str:
+    """PTRACE_ATTACH to a child of our own (allowed to a normal process of the same uid)."""
+    pid = os.fork()
+    if pid == 0:
+        signal.pause()
+        os._exit(0)
+    try:
+        if _libc.ptrace(16, pid, None, None) != 0:  # PTRACE_ATTACH
+            raise _oserror("ptrace")
+        os.waitpid(pid, 0)
+        _libc.ptrace(17, pid, None, None)  # PTRACE_DETACH
+        return "attached"
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+def mount_tmpfs(ctx: dict[str, Any]) -> str:
+    target = ctx["mount_dir"].encode()
+    if _libc.mount(b"none", target, b"tmpfs", 0, None) != 0:
+        raise _oserror("mount")
+    _libc.umount2(target, 2)
+    return "mounted"
+
+
+def mount_in_new_userns(ctx: dict[str, Any]) -> str:
+    """Become root of a new user namespace (``unshare -r``) and mount a tmpfs there: what
+    any unprivileged user may do, and a door to kernel code otherwise out of reach."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            uid, gid = os.geteuid(), os.getegid()
+            if _libc.unshare(0x10000000 | 0x00020000) != 0:
+                raise _oserror("unshare")
+            for name, text in (("uid_map", f"0 {uid} 1"), ("setgroups", "deny"),
+                               ("gid_map", f"0 {gid} 1")):
+                with open(f"/proc/self/{name}", "w") as f:
+                    f.write(text)
+            if _libc.mount(b"none", b"/tmp", b"tmpfs", 0, None) != 0:
+                raise _oserror("mount")
+        except OSError as exc:
+            code = exc.errno or 255
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise OSError(code, f"unshare+mount: {os.strerror(code)}")
+    return "mounted"
+
+
+def load_module(ctx: dict[str, Any]) -> str:
+    """finit_module(/dev/null). No module can really load here; what differs is whether the
+    kernel refuses the caller (EPERM) or gets as far as the module (ENOSYS, ENOEXEC...)."""
+    fd = os.open("/dev/null", os.O_RDONLY)
+    try:
+        if _libc.syscall(313, fd, b"", 0) != 0:  # finit_module, x86_64
+            err = ctypes.get_errno()
+            if err == errno.EPERM:
+                raise OSError(err, "finit_module refused")
+            return f"reached the loader ({errno.errorcode[err]})"
+        return "loaded?"
+    finally:
+        os.close(fd)
+
+
+def change_uid(ctx: dict[str, Any]) -> str:
+    os.setresuid(12345, 12345, 12345)
+    return "changed"
+
+
+def fork_bomb(ctx: dict[str, Any]) -> int:
+    """Fork ``forks`` children that wait; fail (EAGAIN) if the limit stops us first."""
+    read_fd, write_fd = os.pipe()
+    pids = []
+    try:
+        for _ in range(ctx["forks"]):
+            pid = os.fork()
+            if pid == 0:
+                os.close(write_fd)
+                os.read(read_fd, 1)
+                os._exit(0)
+            pids.append(pid)
+        return len(pids)
+    finally:
+        os.close(write_fd)
+        os.close(read_fd)
+        for pid in pids:
+            os.waitpid(pid, 0)
+
+
+def allocate(ctx: dict[str, Any]) -> int:
+    block = bytearray(ctx["alloc_bytes"])
+    return len(block)
+
+
+def find_inherited_fd(ctx: dict[str, Any]) -> str:
+    data = os.pread(ctx["inherited_fd"], 100, 0).decode()
+    if data != ctx["secret"]:
+        raise AssertionError("another file")
+    return "found"
+
+
+def read_env_secret(ctx: dict[str, Any]) -> str:
+    token = ctx["secret"]
+    if os.environ.get(ENV_SECRET_NAME) == token:
+        return "os.environ"
+    for source in ("/proc/self/environ", f"/proc/{ctx['parent_pid']}/environ"):
+        with contextlib.suppress(OSError), open(source, "rb") as f:
+            if token.encode() in f.read():
+                return source
+    raise LookupError("secret not found")
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One escape attempt. ``as_nobody``: also meaningful for an unprivileged parent (the
+    action succeeds for a normal unprivileged child)."""
+
+    name: str
+    action: Callable[[dict[str, Any]], Any]
+    as_nobody: bool = True
+
+
+CASES: tuple[Case, ...] = (
+    Case("connect_tcp_loopback", connect_tcp),
+    Case("connect_unix_path", connect_unix),
+    Case("resolve_host_name", resolve_host),
+    Case("read_parent_home", read_home_secret),
+    Case("read_etc_shadow", read_shadow, as_nobody=False),
+    Case("write_readonly_dir", write_readonly_dir),
+    Case("write_hidden_dir", write_hidden_dir),
+    Case("write_root", write_root, as_nobody=False),
+    Case("list_parent_pid", list_parent),
+    Case("signal_parent", signal_parent),
+    Case("ptrace", ptrace_child),
+    Case("mount", mount_tmpfs, as_nobody=False),
+    Case("mount_in_new_user_namespace", mount_in_new_userns),
+    Case("load_kernel_module", load_module, as_nobody=False),
+    Case("change_uid", change_uid, as_nobody=False),
+    Case("inherited_fd", find_inherited_fd),
+    Case("env_secret", read_env_secret),
+)
+
+
+@contextlib.contextmanager
+def escape_context(workdir: Path, home: Path) -> Iterator[dict[str, Any]]:
+    """Everything the actions aim at, owned by this process and released on exit: TCP and
+    Unix listeners, a secret in ``home``, a read-only and a hidden directory, an fd to a
+    secret file, the secret in the environment."""
+    secret = secrets.token_hex(16)
+    ro_dir = workdir / "ro"
+    hidden = workdir / "hidden"
+    mount_dir = workdir / "mnt"
+    for d in (ro_dir, hidden, mount_dir):
+        d.mkdir()
+    for d in (workdir, ro_dir, hidden):
+        d.chmod(0o777)
+    with contextlib.ExitStack() as stack:
+        tcp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen(16)
+        unix = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        unix_path = str(hidden / "parent.sock")
+        unix.bind(unix_path)
+        os.chmod(unix_path, 0o777)
+        unix.listen(16)
+        fd, home_secret = tempfile.mkstemp(prefix="childkit-secret-", dir=home)
+        stack.callback(os.unlink, home_secret)
+        os.write(fd, secret.encode())
+        os.fchmod(fd, 0o644)
+        os.close(fd)
+        secret_file = hidden / "secret"
+        secret_file.write_text(secret)
+        inherited = os.open(secret_file, os.O_RDONLY)  # inheritable by fork, like any fd
+        stack.callback(os.close, inherited)
+        old_env = os.environ.get(ENV_SECRET_NAME)
+        os.environ[ENV_SECRET_NAME] = secret
+        stack.callback(_restore_env, old_env)
+        yield {
+            "secret": secret, "tcp_port": tcp.getsockname()[1], "unix_path": unix_path,
+            "home_secret": home_secret, "ro_dir": str(ro_dir), "hidden_dir": str(hidden),
+            "mount_dir": str(mount_dir), "parent_pid": os.getpid(),
+            "inherited_fd": inherited,
+        }
+
+
+def _restore_env(old: str | None) -> None:
+    if old is None:
+        os.environ.pop(ENV_SECRET_NAME, None)
+    else:
+        os.environ[ENV_SECRET_NAME] = old

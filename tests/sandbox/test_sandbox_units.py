@@ -1,0 +1,299 @@
+"""The sandbox's interface: config checks, probe, reduced mode, the supervisor's exit
+mirroring and signal forwarding, fd passing into the sandbox, and what is inside."""
+
+from __future__ import annotations
+
+import array
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sandbox_harness as harness
+
+import childkit.sandbox as sandbox
+from childkit import ChildkitError, ErrCode
+from childkit.sandbox import (
+    LAYERS,
+    ResourceLimits,
+    SandboxConfig,
+    SandboxUnavailable,
+    _seccomp,
+    exit_reason,
+    probe,
+)
+
+MIB = 1024 * 1024
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"memory_bytes": 64 * MIB - 1}, {"memory_bytes": "1"}, {"cpu_seconds": 0},
+    {"max_processes": 0}, {"max_open_files": 15}, {"max_file_size": -1},
+    {"max_processes": True}, {"cpu_seconds": 2**62 + 1},
+])
+def test_limits_rejected_past_edge(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ChildkitError) as info:
+        ResourceLimits(**kwargs)
+    assert info.value.code == ErrCode.NCP_ERR_INVALID_PARAM
+    assert next(iter(kwargs)) in info.value.message
+
+
+def test_limits_accepted_at_edge() -> None:
+    ResourceLimits(memory_bytes=64 * MIB, cpu_seconds=1, max_processes=1,
+                   max_open_files=16, max_file_size=0)
+    ResourceLimits(memory_bytes=None, cpu_seconds=None, max_processes=None,
+                   max_open_files=None, max_file_size=None)
+    SandboxConfig(tmp_size_bytes=MIB)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"readonly_paths": ("relative/path",)}, {"readonly_paths": "/usr"},
+    {"keep_env": ("A=B",)}, {"keep_env": ("",)}, {"tmp_size_bytes": MIB - 1},
+    {"limits": {"memory_bytes": 1}},
+])
+def test_config_rejected(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ChildkitError) as info:
+        SandboxConfig(**kwargs)
+    assert info.value.code == ErrCode.NCP_ERR_INVALID_PARAM
+
+
+@pytest.mark.parametrize("path", ["/", "/proc", "/dev/shm", "/sys/kernel", "/no/such/dir"])
+def test_enter_rejects_bad_readonly_path(path: str) -> None:
+    outcome = harness.run(lambda ctx: "entered", {}, SandboxConfig(readonly_paths=(path,)))
+    assert outcome.report is not None and outcome.report["stage"] == "enter"
+    assert "401" in outcome.report["message"] and "readonly path" in outcome.report["message"]
+
+
+def test_enter_rejects_closed_keep_fd() -> None:
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    os.close(write_fd)
+    with pytest.raises(ChildkitError) as info:
+        sandbox.enter(SandboxConfig(), keep_fds=[write_fd])  # fails before touching us
+    assert info.value.code == ErrCode.NCP_ERR_INVALID_PARAM
+
+
+def test_probe_reports_every_layer() -> None:
+    layers = probe()
+    assert set(layers) == set(LAYERS)
+    # This machine (kernel 6.18) supports every layer; a uid of its own needs root.
+    if os.geteuid() != 0:
+        assert not layers.pop("isolation_uid").supported
+    assert all(s.supported for s in layers.values()), layers
+
+
+def test_cli_check_lists_layers() -> None:
+    out = subprocess.run([sys.executable, "-m", "childkit.sandbox"], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    for layer in LAYERS:
+        assert layer in out
+    assert "supported" in out
+
+
+def _missing_seccomp() -> Any:
+    raise OSError(38, "libseccomp.so.2 not found (simulated)")
+
+
+def _report_layers(ctx: dict[str, Any]) -> dict[str, str]:
+    return sandbox.skipped_layers()
+
+
+def test_missing_layer_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_seccomp, "load_library", _missing_seccomp)
+    outcome = harness.run(_report_layers, {}, SandboxConfig())
+    assert outcome.report is not None and outcome.report["stage"] == "enter"
+    assert outcome.report["error"] == "SandboxUnavailable"
+    assert outcome.report["message"].startswith(
+        "[NCP_ERR_NOT_SUPPORTED 801] isolated mode needs seccomp: ")
+
+
+def test_reduced_sandbox_reports_skipped_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_seccomp, "load_library", _missing_seccomp)
+    outcome = harness.run(_report_layers, {}, SandboxConfig(allow_reduced=True))
+    assert outcome.ok, outcome.describe()
+    assert list(outcome.report["value"]) == ["seccomp"]  # type: ignore[index]
+    assert "simulated" in outcome.report["value"]["seccomp"]  # type: ignore[index]
+
+
+def test_sandbox_unavailable_is_a_childkit_error() -> None:
+    exc = SandboxUnavailable("landlock", "kernel too old")
+    assert isinstance(exc, ChildkitError) and exc.code == ErrCode.NCP_ERR_NOT_SUPPORTED
+    assert exc.layer == "landlock" and "isolated mode needs landlock: kernel too old" in str(exc)
+
+
+def test_exit_reason() -> None:
+    limits = ResourceLimits(cpu_seconds=3)
+    assert exit_reason(signal.SIGXCPU, limits) == "cpu time limit (3 s) exceeded"
+    assert "file size" in (exit_reason(signal.SIGXFSZ, limits) or "")
+    assert exit_reason(sandbox.MEMORY_LIMIT_EXIT_CODE << 8, limits) is not None
+    assert exit_reason(signal.SIGTERM, limits) is None
+    assert exit_reason(0, limits) is None and exit_reason(1 << 8, limits) is None
+
+
+def _readlink(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "closed"  # listdir's own fd
+
+
+def _inside_view(ctx: dict[str, Any]) -> dict[str, Any]:
+    with open("/tmp/inside", "w") as f:
+        f.write("x")
+    return {"pid": os.getpid(), "ppid": os.getppid(), "procs": sorted(
+        int(p) for p in os.listdir("/proc") if p.isdigit()),
+        "root": sorted(os.listdir("/")), "dev": sorted(os.listdir("/dev")),
+        "fds": {fd: _readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")},
+        "stdio": [os.readlink(f"/proc/self/fd/{fd}") for fd in (0, 1, 2)],
+        "env": dict(os.environ), "hostname": socket.gethostname(),
+        "report": {k: v.supported for k, v in sandbox.layer_report().items()},
+        "interfaces": sorted(name for _, name in socket.if_nameindex())}
+
+
+def _open_files() -> set[str]:
+    return {_readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")} - {
+        "/dev/null", "closed"}
+
+
+def test_inside_view(tmp_path: Path) -> None:
+    parent_files = _open_files()
+    outcome = harness.run(_inside_view, {}, SandboxConfig(readonly_paths=(str(tmp_path),),
+                                                          keep_env=("LANG",)))
+    assert outcome.ok, outcome.describe()
+    view = outcome.report["value"]  # type: ignore[index]
+    assert view["pid"] == 2 and view["ppid"] == 1 and view["procs"] == [1, 2]
+    assert set(view["root"]) <= {"dev", "proc", "tmp", "usr", "lib", "lib64", "lib32", "root",
+                                 "work", "bin", "home", "opt"}
+    assert "etc" not in view["root"] and "sys" not in view["root"]
+    assert view["dev"] == sorted(["fd", "full", "null", "random", "stderr", "stdin",
+                                  "stdout", "urandom", "zero"])
+    # None of the files the parent had open before is there: only the report pipe (made
+    # for this run, kept) and stdio on /dev/null. (Other new fds may exist: C libraries'
+    # fork handlers, e.g. libuv's signal pipe, make them in every forked process.)
+    assert view["stdio"] == ["/dev/null"] * 3
+    assert set(view["fds"].values()) & parent_files == set(), str(view["fds"])
+    assert any(target.startswith("pipe:") for target in view["fds"].values())
+    assert set(view["env"]) <= {"LANG", "HOME", "TMPDIR", "PATH"}
+    assert view["hostname"] == "isolated" and view["interfaces"] == ["lo"]
+    # isolation_uid is reported only when asked for.
+    assert all(view["report"].values())
+    assert set(view["report"]) == set(LAYERS) - {"isolation_uid"}
+    assert not Path("/tmp/inside").exists()  # its /tmp was its own
+
+
+def _exec_interpreter(ctx: dict[str, Any]) -> str:
+    done = subprocess.run([sys.executable, "-c", "import childkit.sandbox; print('ran')"],
+                          capture_output=True, text=True, timeout=60)
+    return done.stdout.strip() + done.stderr
+
+
+def test_interpreter_can_be_exec_inside() -> None:
+    outcome = harness.run(_exec_interpreter, {}, SandboxConfig())
+    assert outcome.ok and outcome.report["value"] == "ran", outcome.describe()  # type: ignore[index]
+
+
+def _receive_fd(ctx: dict[str, Any]) -> str:
+    sock = socket.socket(fileno=ctx["sock"])
+    fds = array.array("i")
+    msg, ancdata, _, _ = sock.recvmsg(16, socket.CMSG_LEN(fds.itemsize))
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    with os.fdopen(fds[0]) as f:
+        return msg.decode() + f.read()
+
+
+def test_fd_passed_over_kept_socket_works(tmp_path: Path) -> None:
+    """The broker pattern: the sandbox cannot open the file, but may use an fd sent to it."""
+    secret = tmp_path / "data"
+    secret.write_text("payload")
+    parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        parent_end.close()
+        os.close(read_fd)
+        try:
+            sandbox.enter(SandboxConfig(), keep_fds=[child_end.fileno(), write_fd])
+            result = _receive_fd({"sock": child_end.fileno()})
+            if os.path.exists(secret):
+                result = "path visible"
+        except BaseException as exc:
+            result = repr(exc)
+        os.write(write_fd, result.encode())
+        os._exit(0)
+    child_end.close()
+    os.close(write_fd)
+    try:
+        with open(secret) as f:
+            socket.send_fds(parent_end, [b"got:"], [f.fileno()])
+        assert os.read(read_fd, 1000) == b"got:payload"
+    finally:
+        parent_end.close()
+        os.close(read_fd)
+        os.waitpid(pid, 0)
+
+
+def _wait_for_signal(ctx: dict[str, Any]) -> None:
+    os.write(ctx["ready_w"], b"r")
+    signal.pause()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1])
+def test_supervisor_forwards_and_mirrors_signals(sig: signal.Signals) -> None:
+    """SIGTERM to the child's pid (the supervisor) ends the sandboxed process, and the
+    parent sees it end by that very signal."""
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        os.close(ready_r)
+        signal.signal(sig, signal.SIG_DFL)
+        sandbox.enter(SandboxConfig(), keep_fds=[ready_w])
+        _wait_for_signal({"ready_w": ready_w})
+        os._exit(3)
+    os.close(ready_w)
+    try:
+        assert os.read(ready_r, 1) == b"r"
+        os.kill(pid, sig)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(ready_r)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == sig
+
+
+@pytest.mark.parametrize("code", [0, 1, 86, 255])
+def test_supervisor_mirrors_exit_code(code: int) -> None:
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        sandbox.enter(SandboxConfig(), keep_fds=[])
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == code
+
+
+def test_sandboxed_process_dies_with_supervisor() -> None:
+    """SIGKILL to the supervisor cannot be forwarded; PDEATHSIG ends the sandbox anyway:
+    the write end of a pipe only the sandboxed process holds gets closed."""
+    ready_r, ready_w = os.pipe()
+    hold_r, hold_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        os.close(ready_r)
+        os.close(hold_r)
+        sandbox.enter(SandboxConfig(), keep_fds=[ready_w, hold_w])
+        _wait_for_signal({"ready_w": ready_w})
+        os._exit(3)
+    os.close(ready_w)
+    os.close(hold_w)
+    try:
+        assert os.read(ready_r, 1) == b"r"
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        assert os.read(hold_r, 1) == b""  # EOF: every holder is gone
+    finally:
+        os.close(ready_r)
+        os.close(hold_r)

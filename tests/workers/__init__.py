@@ -1,0 +1,1 @@
+"""Child entry modules for the child-process tests (imported in children by module name)."""
