@@ -21,6 +21,7 @@ import asyncio
 import collections
 import functools
 import logging
+import mmap
 import os
 import select
 import socket
@@ -104,9 +105,16 @@ class _AsyncCall(_Call):
             self.future.set_result(self.reply)
 
 
+def _record_buffer() -> mmap.mmap:
+    """A receive buffer for one record. Anonymous memory, so only the pages a record
+    actually touches are ever faulted in: a zero-filled bytearray of the same size would
+    cost 64 page faults up front, per connection and per work thread."""
+    return mmap.mmap(-1, _wire.MAX_RECORD_BYTES)
+
+
 class _RecvBuffer(threading.local):
     def __init__(self) -> None:
-        self.buf = bytearray(_wire.MAX_RECORD_BYTES)
+        self.buf = _record_buffer()
 
 
 _serve_buffers = _RecvBuffer()
@@ -213,7 +221,7 @@ class Connection:
         self._loop_leader: asyncio.AbstractEventLoop | None = None
         self._loop_leader_thread: int | None = None
         self._stand_in = False  # a thread reads for a loop that cannot (see _await_reply)
-        self._call_buf = bytearray(_wire.MAX_RECORD_BYTES)
+        self._call_buf = _record_buffer()
         self._poller = select.poll()
         self._poller.register(self._call_fd, select.POLLIN)
         # Writing the call socket: frames queue here while another thread writes.
@@ -1019,7 +1027,7 @@ class Connection:
             self._deliver_replies(frames)
 
     def _decode(
-        self, buf: bytearray, n: int, anc: list[tuple[int, int, bytes]], flags: int
+        self, buf: mmap.mmap, n: int, anc: list[tuple[int, int, bytes]], flags: int
     ) -> list[_wire.Frame] | None:
         fds = _received_fds(anc) if anc else []
         if not flags and n:
