@@ -253,9 +253,7 @@ def test_isolation_options() -> None:
         with pytest.raises(ChildkitError) as info:
             ChildProcessOptions(**kwargs)  # type: ignore[arg-type]
         assert info.value.code == ErrCode.NCP_ERR_INVALID_PARAM
-    isolated = ChildProcessOptions(isolation_mode=IsolationMode.ISOLATED, isolation_uid=True)
-    expect(ErrCode.NCP_ERR_NOT_SUPPORTED, childkit.start_native_child_process,
-           "workers.args_entries:exit_with", ChildProcessArgs("0"), isolated)
+    # ISOLATED children run in the sandbox: tests/sandbox/test_isolated_children.py.
 
 
 def test_is_supported_in_the_application() -> None:

@@ -29,7 +29,6 @@ from childkit import (
     ChildProcessArgs,
     ChildProcessOptions,
     ErrCode,
-    IsolationMode,
 )
 from childkit.ipc import DeadRemoteObjectError, MessageParcel, RemoteProxy
 from workers import echo_worker as ew
@@ -170,19 +169,6 @@ def test_child_runs_in_the_callers_working_directory(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert start_described()["cwd"] == str(tmp_path)
-
-
-def test_isolated_mode_is_refused_not_run_unsandboxed() -> None:
-    with pytest.raises(ChildkitError) as info:
-        childkit.start_native_child_process(
-            "workers.args_entries:exit_with", ChildProcessArgs("0"),
-            ChildProcessOptions(isolation_mode=IsolationMode.ISOLATED))
-    assert info.value.code == ErrCode.NCP_ERR_NOT_SUPPORTED
-    assert "sandbox" in info.value.message
-    with pytest.raises(ChildkitError) as info:
-        childkit.connect("workers.echo_worker",
-                         ChildProcessOptions(isolation_mode=IsolationMode.ISOLATED))
-    assert info.value.code == ErrCode.NCP_ERR_NOT_SUPPORTED
 
 
 def test_bad_args_and_options_types_are_invalid_param() -> None:

@@ -16,6 +16,7 @@ the ones found later reach ``on_started(code, None)``.
 
 from __future__ import annotations
 
+import dataclasses
 import keyword
 import logging
 import math
@@ -26,13 +27,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
+from typing import Any
 
 from childkit._args import ChildProcessArgs
 from childkit._entry import ParsedEntry, parse_entry
 from childkit._errors import ChildkitError, ErrCode
 from childkit._exit import ChildExitInfo, ExitCallback
 from childkit._manager import START_TIMEOUT, Child, check_not_in_child, manager
-from childkit._options import ChildProcessOptions
+from childkit._options import ChildProcessOptions, IsolationMode
 from childkit.ipc import (
     Connection,
     DeadRemoteObjectError,
@@ -71,6 +73,43 @@ def _process_name(options: ChildProcessOptions, entry: str) -> str:
     return options.process_name or f"childkit:{entry}"
 
 
+def _entry_files(parsed: ParsedEntry) -> list[str]:
+    """What an isolated child must read to load its entry, found without importing it:
+    the top-level package directory (or module file) on ``sys.path``, the ``.py`` file,
+    or a library given by path (a library on the search path is under /usr/lib)."""
+    if parsed.kind != "python":
+        path = os.path.abspath(parsed.target)
+        return [path] if os.path.exists(path) else []
+    top = parsed.target.split(".")[0]
+    for base in sys.path:
+        if not isinstance(base, str):
+            continue
+        base = os.path.abspath(base or ".")
+        for candidate in (os.path.join(base, top), os.path.join(base, top + ".py")):
+            if os.path.exists(candidate):
+                return [candidate]
+        if os.path.isdir(base):
+            for name in os.listdir(base):
+                if name.startswith(top + ".") and name.endswith(".so"):
+                    return [os.path.join(base, name)]
+    return []  # a module the interpreter's own paths provide, or none: resolving says so
+
+
+def _sandbox_header(options: ChildProcessOptions, parsed: ParsedEntry) -> dict[str, Any] | None:
+    """The sandbox an ISOLATED child enters, as plain data for the spawn request."""
+    if options.isolation_mode != IsolationMode.ISOLATED:
+        return None
+    from childkit.sandbox import ResourceLimits
+
+    limits = options.limits or ResourceLimits()
+    return {
+        "limits": dataclasses.asdict(limits),
+        "isolation_uid": options.isolation_uid,
+        "allow_reduced": options.allow_reduced_sandbox,
+        "readonly_paths": [*options.readonly_paths, *_entry_files(parsed)],
+    }
+
+
 # ---------------------------------------------------------------------------- args mode
 
 
@@ -100,7 +139,7 @@ def start_native_child_process(entry: str, args: ChildProcessArgs | None = None,
             the child dies while starting.
     """
     check_not_in_child()
-    parse_entry(entry, mode="args")
+    parsed = parse_entry(entry, mode="args")
     if args is None:
         args = ChildProcessArgs()
     if not isinstance(args, ChildProcessArgs):
@@ -113,7 +152,8 @@ def start_native_child_process(entry: str, args: ChildProcessArgs | None = None,
     mgr.reserve()
     child = mgr.spawn(mode="args", entry=entry, params=args.entry_params, fd_names=names,
                       fds=[args.fds[n] for n in names],
-                      process_name=_process_name(opts, entry), deadline=deadline)
+                      process_name=_process_name(opts, entry), deadline=deadline,
+                      sandbox=_sandbox_header(opts, parsed))
     mgr.announce(child)
     return child.pid
 
@@ -159,7 +199,8 @@ def _start_ipc(entry: str, opts: ChildProcessOptions,
         child = mgr.spawn(mode="ipc", entry=entry, params="", fd_names=[],
                           fds=[remote[0].fileno(), remote[1].fileno()],
                           process_name=_process_name(opts, entry), deadline=deadline,
-                          meanwhile=open_our_end)
+                          meanwhile=open_our_end,
+                          sandbox=_sandbox_header(opts, parse_entry(entry, mode="ipc")))
     except BaseException:
         if ours:
             ours[0].close()

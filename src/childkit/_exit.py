@@ -15,6 +15,7 @@ import signal as _signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from childkit._errors import ChildkitError, ErrCode
 
@@ -23,18 +24,29 @@ _log = logging.getLogger("childkit")
 
 @dataclass(frozen=True)
 class ChildExitInfo:
-    """How a child ended: exactly one of ``exit_code`` and ``signal`` is set."""
+    """How a child ended: exactly one of ``exit_code`` and ``signal`` is set.
+
+    ``reason`` names the resource limit that ended an isolated child (CPU time, file
+    size, memory), or is ``None``.
+    """
 
     pid: int
     exit_code: int | None
     signal: int | None
+    reason: str | None = None
 
     @classmethod
-    def from_wait_status(cls, pid: int, status: int) -> ChildExitInfo:
-        """Decode a raw ``waitpid`` status."""
+    def from_wait_status(cls, pid: int, status: int,
+                         limits: dict[str, Any] | None = None) -> ChildExitInfo:
+        """Decode a raw ``waitpid`` status (``limits``: an isolated child's, to say why)."""
+        reason = None
+        if limits is not None:
+            from childkit.sandbox import ResourceLimits, exit_reason
+
+            reason = exit_reason(status, ResourceLimits(**limits))
         if os.WIFSIGNALED(status):
-            return cls(pid, None, os.WTERMSIG(status))
-        return cls(pid, os.WEXITSTATUS(status), None)
+            return cls(pid, None, os.WTERMSIG(status), reason)
+        return cls(pid, os.WEXITSTATUS(status), None, reason)
 
     def __repr__(self) -> str:
         if self.signal is not None:
@@ -42,8 +54,10 @@ class ChildExitInfo:
                 name = _signal.Signals(self.signal).name
             except ValueError:
                 name = str(self.signal)
-            return f"ChildExitInfo(pid={self.pid}, killed by {name})"
-        return f"ChildExitInfo(pid={self.pid}, exit_code={self.exit_code})"
+            why = f", {self.reason}" if self.reason else ""
+            return f"ChildExitInfo(pid={self.pid}, killed by {name}{why})"
+        why = f", {self.reason}" if self.reason else ""
+        return f"ChildExitInfo(pid={self.pid}, exit_code={self.exit_code}{why})"
 
 
 ExitCallback = Callable[[int, ChildExitInfo], object]

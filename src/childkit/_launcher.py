@@ -124,6 +124,8 @@ class Launcher:
 
     def _spawn(self, header: dict[str, Any], payload: bytes, fds: list[int]) -> None:
         request_id = header.get("id")
+        if header.get("sandbox") is not None and not self._sandbox_ready:
+            self._prepare_sandbox()
         try:
             _check_spawn(header, fds)
             pid = os.fork()
@@ -139,6 +141,21 @@ class Launcher:
         self._children[pidfd] = pid
         self._poll.register(pidfd, select.POLLIN)
         proto.send(self._sock, {"op": "forked", "id": request_id, "pid": pid}, fds=[pidfd])
+
+    _sandbox_ready = False
+
+    def _prepare_sandbox(self) -> None:
+        # Once, in the template: find libseccomp, compile the filter, resolve the
+        # interpreter's paths. Every isolated child forked later inherits the result
+        # instead of redoing it.
+        self._sandbox_ready = True
+        try:
+            from childkit import sandbox
+
+            sandbox.preload()
+        except Exception:
+            return  # each child's enter() reports what is missing
+        self._freeze()
 
     def _forget(self) -> None:
         # In a child: drop the socket object without closing its fd (the child closes

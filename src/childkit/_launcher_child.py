@@ -97,6 +97,19 @@ def _child(header: dict[str, Any], payload: bytes, fds: list[int], launcher_pid:
     sys.path[:] = header["sys_path"]
     sys.argv[:] = [header["entry"]]
 
+    if header.get("sandbox") is not None:
+        # Before anything of the entry is imported: its code is untrusted. This process
+        # stays outside as the sandbox's supervisor; only the sandboxed one returns.
+        try:
+            _enter_sandbox(header["sandbox"], [1, 2, status_fd, *given])
+        except ChildkitError as exc:
+            _report(status_fd, proto.status_error(exc.code, exc.message))
+            return 1
+        except Exception as exc:
+            _report(status_fd, proto.status_error(
+                ErrCode.NCP_ERR_INTERNAL, f"entering the sandbox failed: {exc}"))
+            return 1
+
     try:
         if header["mode"] == "args":
             run = _prepare_args_child(header, payload, given)
@@ -107,6 +120,18 @@ def _child(header: dict[str, Any], payload: bytes, fds: list[int], launcher_pid:
         return 1
     _report(status_fd, proto.status_ok())
     return run()
+
+
+def _enter_sandbox(description: dict[str, Any], keep_fds: list[int]) -> None:
+    from childkit.sandbox import ResourceLimits, SandboxConfig, enter
+
+    config = SandboxConfig(
+        limits=ResourceLimits(**description["limits"]),
+        isolation_uid=bool(description["isolation_uid"]),
+        allow_reduced=bool(description["allow_reduced"]),
+        readonly_paths=tuple(description["readonly_paths"]),
+    )
+    enter(config, keep_fds)
 
 
 def _take_name(header: dict[str, Any]) -> None:

@@ -76,6 +76,7 @@ class Child:
     mode: Mode
     announced: bool = False
     exit_info: ChildExitInfo | None = None
+    limits: dict[str, Any] | None = None  # an isolated child's resource limits
     exited: threading.Event = field(default_factory=threading.Event)
 
 
@@ -137,7 +138,8 @@ class Manager:
     # ------------------------------------------------------------------ spawning
     def spawn(self, *, mode: Mode, entry: str, params: str, fd_names: list[str],
               fds: list[int], process_name: str, deadline: float,
-              meanwhile: Callable[[], object] | None = None) -> Child:
+              meanwhile: Callable[[], object] | None = None,
+              sandbox: dict[str, Any] | None = None) -> Child:
         """Start a child in a slot taken by :meth:`reserve` (consumed here, either way).
 
         Returns the child once its start-up report said all is well (for IPC mode:
@@ -171,6 +173,7 @@ class Manager:
                     "op": "spawn", "id": request_id, "mode": mode, "entry": entry,
                     "fd_names": fd_names, "process_name": process_name,
                     "cwd": _cwd(), "sys_path": [p for p in sys.path if isinstance(p, str)],
+                    "sandbox": sandbox,
                 }
                 try:
                     self._send(sock, header, params.encode("utf-8"), [status_w, *fds])
@@ -184,6 +187,8 @@ class Manager:
                         failure = exc
                 child = self._await_fork(request_id, pending, deadline)
                 forked = True
+                if sandbox is not None:
+                    child.limits = sandbox["limits"]
                 # The child's own report comes first: if it failed to start, that is
                 # why ``meanwhile`` failed too (e.g. it hung up before our greeting).
                 self._await_report(child, status_r, deadline)
@@ -448,7 +453,11 @@ class Manager:
         elif op == "exited":
             proto.close_fds(fds)
             pid = int(header["pid"])
-            self._on_exited(pid, ChildExitInfo.from_wait_status(pid, int(header["status"])))
+            status = int(header["status"])
+            with self._lock:
+                known = self._children.get(pid)
+                limits = known.limits if known is not None else None
+            self._on_exited(pid, ChildExitInfo.from_wait_status(pid, status, limits))
         else:
             proto.close_fds(fds)  # "preloaded" and anything newer: nothing to do
 

@@ -12,15 +12,26 @@
   ASCII letters, digits and underscore only, at most 64 characters.
 * ``isolation_uid``: run the child under a separate uid; only meaningful (and only
   accepted) together with ``ISOLATED``.
+* ``limits`` (ISOLATED only): a :class:`childkit.sandbox.ResourceLimits` (memory, CPU
+  time, processes/threads, open files, file size); ``None`` takes the sandbox defaults.
+* ``readonly_paths`` (ISOLATED only): more host files or directories the child may read
+  (the interpreter and the entry's own module are always readable).
+* ``allow_reduced_sandbox`` (ISOLATED only): start even when some sandbox layer cannot
+  be applied on this machine (the default refuses, naming the missing layer).
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from childkit._errors import ChildkitError, ErrCode
+
+if TYPE_CHECKING:
+    from childkit.sandbox import LayerStatus, ResourceLimits
 
 #: Longest accepted process name, in characters.
 MAX_PROCESS_NAME = 64
@@ -77,6 +88,9 @@ class ChildProcessOptions:
     isolation_mode: IsolationMode = IsolationMode.NORMAL
     process_name: str | None = None
     isolation_uid: bool = False
+    limits: ResourceLimits | None = None
+    readonly_paths: tuple[str, ...] = ()
+    allow_reduced_sandbox: bool = False
 
     def __post_init__(self) -> None:
         mode = self.isolation_mode
@@ -100,20 +114,69 @@ class ChildProcessOptions:
             raise _invalid(
                 f"isolation_uid must be a bool, not {type(self.isolation_uid).__name__}"
             )
-        if self.isolation_uid and self.isolation_mode != IsolationMode.ISOLATED:
+        isolated = self.isolation_mode == IsolationMode.ISOLATED
+        if self.isolation_uid and not isolated:
             raise _invalid("isolation_uid=True needs isolation_mode=IsolationMode.ISOLATED")
+        if self.limits is not None:
+            from childkit.sandbox import ResourceLimits
+
+            if not isinstance(self.limits, ResourceLimits):
+                raise _invalid(f"limits must be a ResourceLimits, not {self.limits!r}")
+            if not isolated:
+                raise _invalid("limits need isolation_mode=IsolationMode.ISOLATED")
+        if not isinstance(self.readonly_paths, tuple) or not all(
+                isinstance(p, str) for p in self.readonly_paths):
+            raise _invalid("readonly_paths must be a tuple of path strings")
+        if self.readonly_paths and not isolated:
+            raise _invalid("readonly_paths need isolation_mode=IsolationMode.ISOLATED")
+        if not isinstance(self.allow_reduced_sandbox, bool):
+            raise _invalid("allow_reduced_sandbox must be a bool")
 
     def check_supported(self) -> None:
-        """Raise unless childkit can start a child with these options.
+        """Raise unless childkit can start a child with these options here.
 
         Raises:
-            ChildkitError: ``NCP_ERR_NOT_SUPPORTED`` for ``IsolationMode.ISOLATED``: the
-                sandbox is not implemented yet, and an ISOLATED child must never run
-                unsandboxed.
+            ChildkitError: ``NCP_ERR_NOT_SUPPORTED`` (a
+                :class:`childkit.sandbox.SandboxUnavailable`) for ``IsolationMode.ISOLATED``
+                when a sandbox layer this machine cannot apply is needed (the message names
+                it), unless ``allow_reduced_sandbox`` is set; an ISOLATED child never runs
+                without the sandbox it asked for.
         """
-        if self.isolation_mode == IsolationMode.ISOLATED:
-            raise ChildkitError(
-                ErrCode.NCP_ERR_NOT_SUPPORTED,
-                "IsolationMode.ISOLATED needs the sandbox, which is not implemented yet; "
-                "childkit refuses rather than run the child unsandboxed",
-            )
+        if self.isolation_mode != IsolationMode.ISOLATED:
+            return
+        from childkit.sandbox import SandboxUnavailable
+        from childkit.sandbox._check import OPTIONAL_LAYERS
+
+        layers = _sandbox_layers()
+        needed = [name for name, status in layers.items() if not status.supported
+                  and (name not in OPTIONAL_LAYERS or self.isolation_uid)]
+        if needed and not self.allow_reduced_sandbox:
+            name = needed[0]
+            raise SandboxUnavailable(name, layers[name].reason)
+
+
+_PROBE_SCRIPT = (
+    "import json; from childkit.sandbox import probe; "
+    "print(json.dumps({k: [v.supported, v.reason] for k, v in probe().items()}))"
+)
+
+
+@functools.cache
+def _sandbox_layers() -> dict[str, LayerStatus]:
+    # Probing forks a throw-away child that tries every layer. This process may have
+    # threads (forking it is unsafe), so a fresh interpreter does it: once per process.
+    import json
+    import subprocess
+    import sys
+
+    from childkit.sandbox import LayerStatus
+
+    try:
+        done = subprocess.run([sys.executable, "-c", _PROBE_SCRIPT], capture_output=True,
+                              text=True, timeout=60, check=True)
+        found = json.loads(done.stdout)
+        return {name: LayerStatus(bool(ok), str(why)) for name, (ok, why) in found.items()}
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        from childkit.sandbox import LAYERS
+
+        return {name: LayerStatus(False, f"the sandbox probe failed: {exc}") for name in LAYERS}

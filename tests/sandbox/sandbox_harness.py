@@ -45,9 +45,12 @@ class Outcome:
 
 
 def _child(action: Action, ctx: dict[str, Any], config: SandboxConfig | None,
-           write_fd: int) -> None:
-    stage = "enter"
+           write_fd: int, prepare: Action | None) -> None:
+    stage = "prepare"
     try:
+        if prepare is not None:
+            prepare(ctx)
+        stage = "enter"
         if config is not None:
             enter(config, keep_fds=[write_fd])
         stage = "action"
@@ -63,14 +66,16 @@ def _child(action: Action, ctx: dict[str, Any], config: SandboxConfig | None,
         os._exit(0)
 
 
-def run(action: Action, ctx: dict[str, Any], config: SandboxConfig | None) -> Outcome:
-    """Fork, run ``action(ctx)`` in the child (inside ``config``'s sandbox if given) and
-    return its :class:`Outcome`. The child is always reaped."""
+def run(action: Action, ctx: dict[str, Any], config: SandboxConfig | None,
+        prepare: Action | None = None) -> Outcome:
+    """Fork, run ``action(ctx)`` in the child (inside ``config``'s sandbox if given, after
+    ``prepare(ctx)`` if given) and return its :class:`Outcome`. The child is always
+    reaped."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
         os.close(read_fd)
-        _child(action, ctx, config, write_fd)
+        _child(action, ctx, config, write_fd, prepare)
     os.close(write_fd)
     chunks: list[bytes] = []
     deadline = time.monotonic() + DEADLINE_S

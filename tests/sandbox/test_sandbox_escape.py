@@ -24,6 +24,7 @@ from childkit.sandbox import (
     SandboxConfig,
     _landlock,
     _seccomp,
+    _syscalls,
     exit_reason,
 )
 
@@ -237,6 +238,30 @@ def test_open_files_limit(ctx: dict[str, Any]) -> None:
     # At the edge: fd 63 is the last one it gets.
     full = harness.run(_open_until_full, ctx, config)
     assert full.ok and full.report["value"] == {"errno": 24, "max_fd": 63}, full.describe()  # type: ignore[index]
+
+
+def _with_sub_mount(ctx: dict[str, Any]) -> None:
+    """In a private mount namespace, mount a tmpfs beneath the read-only directory."""
+    _syscalls.unshare(_syscalls.CLONE_NEWNS)
+    _syscalls.mount(None, "/", None, _syscalls.MS_REC | _syscalls.MS_PRIVATE)
+    _syscalls.mount("tmpfs", ctx["sub_dir"], "tmpfs", 0, "mode=0777,size=1m")
+
+
+def _write_sub_mount(ctx: dict[str, Any]) -> str:
+    Path(ctx["sub_dir"], "file").write_text("x")
+    return "written"
+
+
+def test_mounts_beneath_readonly_path_are_readonly_too(ctx: dict[str, Any]) -> None:
+    if not ROOT:
+        pytest.skip("making the sub-mount needs root; the sandbox code path is the same")
+    sub = Path(ctx["ro_dir"]) / "sub"
+    sub.mkdir()
+    ctx = dict(ctx, sub_dir=str(sub))
+    normal = harness.run(_write_sub_mount, ctx, None, prepare=_with_sub_mount)
+    assert normal.ok, normal.describe()
+    isolated = harness.run(_write_sub_mount, ctx, _config(ctx), prepare=_with_sub_mount)
+    assert isolated.errno == 30, isolated.describe()  # EROFS
 
 
 def _identity(ctx: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +69,36 @@ def test_enter_rejects_bad_readonly_path(path: str) -> None:
     assert "401" in outcome.report["message"] and "readonly path" in outcome.report["message"]
 
 
-def test_enter_rejects_closed_keep_fd() -> None:
-    read_fd, write_fd = os.pipe()
-    os.close(read_fd)
-    os.close(write_fd)
-    with pytest.raises(ChildkitError) as info:
-        sandbox.enter(SandboxConfig(), keep_fds=[write_fd])  # fails before touching us
-    assert info.value.code == ErrCode.NCP_ERR_INVALID_PARAM
+def _enter_with_fds(ctx: dict[str, Any]) -> None:
+    sandbox.enter(SandboxConfig(), ctx["fds"])
+
+
+def test_enter_rejects_bad_keep_fds() -> None:
+    never_open = 999_999  # above any RLIMIT_NOFILE here
+    for bad in ([never_open], [-1], [None, 1], ["3"], [True]):
+        outcome = harness.run(_enter_with_fds, {"fds": bad}, None)
+        assert outcome.report is not None and outcome.report["error"] == "ChildkitError"
+        assert "401" in outcome.report["message"] and "keep_fds" in outcome.report["message"]
+
+
+def _enter_with_a_thread(ctx: dict[str, Any]) -> str:
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        sandbox.enter(SandboxConfig(), keep_fds=[])
+        return "entered"
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_enter_refuses_threaded_caller() -> None:
+    """Checked before anything changes: the other threads would stay outside."""
+    outcome = harness.run(_enter_with_a_thread, {}, None)
+    assert outcome.report is not None and outcome.report["error"] == "ChildkitError"
+    assert "401" in outcome.report["message"]
+    assert "single-threaded" in outcome.report["message"]
 
 
 def test_probe_reports_every_layer() -> None:
@@ -103,7 +127,7 @@ def _report_layers(ctx: dict[str, Any]) -> dict[str, str]:
 
 
 def test_missing_layer_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_seccomp, "load_library", _missing_seccomp)
+    monkeypatch.setattr(_seccomp, "compile_filter", _missing_seccomp)
     outcome = harness.run(_report_layers, {}, SandboxConfig())
     assert outcome.report is not None and outcome.report["stage"] == "enter"
     assert outcome.report["error"] == "SandboxUnavailable"
@@ -112,7 +136,7 @@ def test_missing_layer_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_reduced_sandbox_reports_skipped_layer(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_seccomp, "load_library", _missing_seccomp)
+    monkeypatch.setattr(_seccomp, "compile_filter", _missing_seccomp)
     outcome = harness.run(_report_layers, {}, SandboxConfig(allow_reduced=True))
     assert outcome.ok, outcome.describe()
     assert list(outcome.report["value"]) == ["seccomp"]  # type: ignore[index]
@@ -297,3 +321,37 @@ def test_sandboxed_process_dies_with_supervisor() -> None:
     finally:
         os.close(ready_r)
         os.close(hold_r)
+
+
+def test_missing_libseccomp_is_an_oserror(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without pyseccomp/libseccomp.so.2 the seccomp layer reports ENOSYS (never a crash):
+    enter() turns that into SandboxUnavailable('seccomp'), probe() into 'MISSING'."""
+    monkeypatch.setitem(sys.modules, "pyseccomp", None)  # import now raises ImportError
+    with pytest.raises(OSError) as info:
+        _seccomp.load_library()
+    assert info.value.errno == 38 and "libseccomp" in str(info.value)
+
+
+def _no_mount_setattr(*args: Any) -> None:
+    raise OSError(38, "simulated kernel before 5.12")
+
+
+def _write_into(ctx: dict[str, Any]) -> str:
+    Path(ctx["dir"], "new").write_text("x")
+    return "written"
+
+
+def test_readonly_without_mount_setattr(tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kernels before 5.12 lack mount_setattr: the remount fallback still makes binds
+    read-only."""
+    from childkit.sandbox import _syscalls
+
+    monkeypatch.setattr(_syscalls, "mount_setattr", _no_mount_setattr)
+    target = tmp_path / "ro"
+    target.mkdir()
+    ctx = {"dir": str(target)}
+    assert harness.run(_write_into, ctx, None).ok
+    target.joinpath("new").unlink()
+    outcome = harness.run(_write_into, ctx, SandboxConfig(readonly_paths=(str(target),)))
+    assert outcome.errno == 30, outcome.describe()  # EROFS

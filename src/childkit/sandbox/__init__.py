@@ -30,15 +30,17 @@ from childkit.sandbox._probe import probe
 
 
 def preload() -> None:
-    """Import the seccomp binding (which locates libseccomp.so.2 by running ldconfig) in
-    this process, so children forked from it skip that work. Errors are not raised here:
-    a missing library is reported by :func:`probe` and :func:`enter`."""
-    from childkit.sandbox import _seccomp
+    """Do once, in the parent, the work every isolated child would repeat: locate
+    libseccomp (ldconfig), compile the seccomp filter, resolve the interpreter's paths.
+    Children forked afterwards start faster. Errors are not raised here: a missing
+    library is reported by :func:`probe` and :func:`enter`."""
+    from childkit.sandbox import _filesystem, _seccomp
 
     try:
-        _seccomp.load_library()
+        _seccomp.compile_filter()
     except OSError:
         pass
+    _filesystem.interpreter_plan()
 
 
 __all__ = [

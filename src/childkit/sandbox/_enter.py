@@ -111,7 +111,7 @@ def enter(config: SandboxConfig, keep_fds: Sequence[int]) -> None:
     _fds.close_all_except(keep)
     _report["fds"] = LayerStatus(True, "applied")
     try:
-        _seccomp.load_library()  # resolves libseccomp.so.2 while the host's /lib is visible
+        _seccomp.compile_filter()  # libseccomp is only reachable before the pivot
     except OSError as exc:
         seccomp_problem: str | None = _describe(exc)
     else:
@@ -123,6 +123,7 @@ def enter(config: SandboxConfig, keep_fds: Sequence[int]) -> None:
     if config.isolation_uid and not privileged:
         layers.skip("isolation_uid", "a uid of its own needs root (CAP_SETUID and "
                     "CAP_SYS_ADMIN in the initial user namespace)")
+
     def build() -> None:
         _namespaces.enter_build_namespace(privileged)
         _filesystem.build_root(root_plan, config.tmp_size_bytes)
@@ -133,10 +134,15 @@ def enter(config: SandboxConfig, keep_fds: Sequence[int]) -> None:
     userns = layers.apply("user_namespace",
                           lambda: _namespaces.enter_user_namespace(privileged, inner, outer))
     if not userns and privileged:
-        # Without a user namespace, still leave root before anything untrusted runs.
-        os.setgroups([])
-        os.setresgid(outer, outer, outer)
-        os.setresuid(outer, outer, outer)
+        # Without a user namespace, still leave root before anything untrusted runs; if
+        # even that fails, no reduced sandbox is acceptable.
+        try:
+            os.setgroups([])
+            os.setresgid(outer, outer, outer)
+            os.setresuid(outer, outer, outer)
+        except OSError as exc:
+            raise SandboxUnavailable("user_namespace", "cannot leave root: "
+                                     + _describe(exc)) from None
     applied: dict[str, bool] = {}
     for name, flag in _namespaces.LATER_NAMESPACES:
         if userns:

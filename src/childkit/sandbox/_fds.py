@@ -22,11 +22,15 @@ def close_all_except(keep: Iterable[int]) -> None:
 
 
 def validate_keep_fds(keep: Iterable[int]) -> tuple[int, ...]:
-    """The kept fds as a sorted tuple; ValueError naming any that is not open."""
-    fds = tuple(sorted(set(keep)))
-    for fd in fds:
+    """The kept fds as a sorted tuple; ValueError naming any that is not an open fd."""
+    items = list(keep)
+    for fd in items:
         if isinstance(fd, bool) or not isinstance(fd, int):
             raise ValueError(f"keep_fds must hold ints, not {type(fd).__name__}")
+    fds = tuple(sorted(set(items)))
+    for fd in fds:
+        if fd < 0:
+            raise ValueError(f"keep_fds holds a negative fd {fd}")
         try:
             os.fstat(fd)
         except OSError:

@@ -14,6 +14,7 @@ mounted through /proc/self/fd, so a path swapped after planning cannot redirect 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import stat
 import sys
@@ -77,19 +78,32 @@ def check_readonly_path(path: str) -> str | None:
     return None
 
 
+_interpreter_plan: tuple[frozenset[str], tuple[tuple[str, str], ...]] | None = None
+
+
+def interpreter_plan() -> tuple[frozenset[str], tuple[tuple[str, str], ...]]:
+    """The interpreter's paths resolved, and the symlinks met (computed once per process:
+    they do not change while it runs)."""
+    global _interpreter_plan
+    if _interpreter_plan is None:
+        symlinks: dict[str, str] = {}
+        wanted = frozenset(_resolve(p, symlinks) for p in interpreter_paths()
+                           if os.path.exists(p))
+        _interpreter_plan = (wanted, tuple(symlinks.items()))
+    return _interpreter_plan
+
+
 def plan(readonly_paths: Iterable[str]) -> RootPlan:
     """Resolve the interpreter's paths and ``readonly_paths`` into a :class:`RootPlan`.
     Raises ValueError naming a read-only path that cannot be exposed."""
-    symlinks: dict[str, str] = {}
-    wanted: set[str] = set()
+    base, base_links = interpreter_plan()
+    symlinks: dict[str, str] = dict(base_links)
+    wanted: set[str] = set(base)
     for path in readonly_paths:
         problem = check_readonly_path(path)
         if problem is not None:
             raise ValueError(f"readonly path {path!r}: {problem}")
         wanted.add(_resolve(path, symlinks))
-    for path in interpreter_paths():
-        if os.path.exists(path):
-            wanted.add(_resolve(path, symlinks))
     binds: list[str] = []
     for path in sorted(wanted):
         if not any(_is_within(path, kept) for kept in binds):
@@ -127,12 +141,30 @@ def _mount_flags(fd: int) -> int:
     return flags
 
 
+_MS_TO_ATTR = {_syscalls.MS_NOSUID: _syscalls.MOUNT_ATTR_NOSUID,
+               _syscalls.MS_NODEV: _syscalls.MOUNT_ATTR_NODEV,
+               _syscalls.MS_NOEXEC: _syscalls.MOUNT_ATTR_NOEXEC}
+
+
 def _bind(fd: int, target: str, extra_flags: int, recursive: bool = True) -> None:
+    """Bind ``fd``'s file or tree at ``target``, read-only (with ``extra_flags``) down to
+    every mount beneath it."""
     source = f"/proc/self/fd/{fd}"
     flags = _syscalls.MS_BIND | (_syscalls.MS_REC if recursive else 0)
     _syscalls.mount(source, target, None, flags)
-    _syscalls.mount(None, target, None, _syscalls.MS_REMOUNT | _syscalls.MS_BIND
-                    | _syscalls.MS_RDONLY | _mount_flags(fd) | extra_flags)
+    attrs = _syscalls.MOUNT_ATTR_RDONLY
+    for ms_bit, attr_bit in _MS_TO_ATTR.items():
+        if extra_flags & ms_bit:
+            attrs |= attr_bit
+    try:
+        # One call for the whole tree, sub-mounts included; only adds restrictions.
+        _syscalls.mount_setattr(target, attrs, recursive)
+    except OSError as exc:
+        if exc.errno != errno.ENOSYS:
+            raise
+        # Before Linux 5.12: remount the top mount only, keeping its locked flags.
+        _syscalls.mount(None, target, None, _syscalls.MS_REMOUNT | _syscalls.MS_BIND
+                        | _syscalls.MS_RDONLY | _mount_flags(fd) | extra_flags)
 
 
 def _make_mountpoint(path: str, is_dir: bool) -> None:

@@ -2,9 +2,9 @@
 
 Two steps. ``enter_build_namespace`` gives the caller a private mount namespace to build
 the sandbox root in (as root: just the mount namespace; unprivileged: a user namespace in
-which it is root, mapped to its own uid). ``enter_sandbox_namespaces`` then creates the
+which it is root, mapped to its own uid). ``enter_user_namespace`` then creates the
 user namespace the child lives in, mapping one uid (``inner`` inside, ``outer`` outside)
-and nothing else, and unshares the other namespaces under it, one at a time so that a
+and nothing else; ``unshare_one`` adds the other namespaces under it, one at a time so a
 failure names its layer. Root cannot map a uid other than its own from inside the new
 namespace, so a short-lived helper process, still outside, writes that map.
 """

@@ -5,13 +5,16 @@ A deny-list with EPERM (not a kill), so code that probes a call gets a clear
 are killed by libseccomp's bad-architecture action, so they cannot slip past the list.
 New namespaces are refused both through unshare/setns and through clone's flags; clone3
 answers ENOSYS (its flags live in memory a filter cannot read) so libc falls back to
-clone, as Chromium and Docker do. Binding: PyPI ``pyseccomp`` over the system's
-libseccomp.so.2.
+clone, as Chromium and Docker do. libseccomp (through PyPI ``pyseccomp``) compiles the
+rules to BPF once, in the parent when it called ``preload``; the child only hands the
+program to the kernel (prctl PR_SET_SECCOMP).
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import os
 from types import ModuleType
 
 from childkit.sandbox import _syscalls
@@ -37,6 +40,9 @@ _NAMESPACE_FLAGS = (
     _syscalls.CLONE_NEWIPC, _syscalls.CLONE_NEWUSER, _syscalls.CLONE_NEWPID,
     _syscalls.CLONE_NEWNET, _syscalls.CLONE_NEWTIME,
 )
+_PR_SET_SECCOMP = 22
+_SECCOMP_MODE_FILTER = 2
+_INSN_SIZE = 8  # struct sock_filter
 _TIOCSTI = 0x5412  # push characters into a terminal's input: a classic escape
 _TIOCLINUX = 0x541C
 
@@ -50,14 +56,19 @@ def load_library() -> ModuleType:
     return pyseccomp  # type: ignore[no-any-return]
 
 
-def install() -> int:
-    """Load the filter into this process (inherited by all it starts; cannot be removed).
-    Needs no_new_privs or CAP_SYS_ADMIN. Returns how many calls are refused; raises OSError
-    if libseccomp is missing or the kernel refuses the filter."""
+_program: bytes | None = None
+
+
+def compile_filter() -> bytes:
+    """The filter as raw BPF (compiled once per process by libseccomp, then cached, so a
+    parent that calls this before forking spares every child the work). Raises OSError
+    if libseccomp is missing or refuses a rule."""
+    global _program
+    if _program is not None:
+        return _program
     sc = load_library()
     filt = sc.SyscallFilter(defaction=sc.ALLOW)
     eperm = sc.ERRNO(errno.EPERM)
-    denied = 0
     for name in DENIED:
         try:
             number = sc.resolve_syscall(sc.Arch.NATIVE, name)
@@ -66,11 +77,35 @@ def install() -> int:
         if number < 0:
             continue  # no such call on this architecture
         filt.add_rule(eperm, name)
-        denied += 1
     for flag in _NAMESPACE_FLAGS:
         filt.add_rule(eperm, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
     filt.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
     for request in (_TIOCSTI, _TIOCLINUX):
         filt.add_rule(eperm, "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, request))
-    filt.load()
-    return denied
+    fd = os.memfd_create("childkit-seccomp", os.MFD_CLOEXEC)
+    try:
+        with os.fdopen(os.dup(fd), "wb") as out:
+            filt.export_bpf(out)
+        size = os.fstat(fd).st_size
+        program = os.pread(fd, size, 0)
+    finally:
+        os.close(fd)
+    if not program or len(program) % _INSN_SIZE:
+        raise OSError(errno.EINVAL, "libseccomp produced no BPF program")
+    _program = program
+    return program
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def install() -> int:
+    """Load the filter into this process (inherited by all it starts; cannot be removed).
+    Needs no_new_privs. Returns the filter's length in instructions; raises OSError if
+    libseccomp is missing or the kernel refuses the filter."""
+    program = compile_filter()
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // _INSN_SIZE, ctypes.addressof(buffer))
+    _syscalls.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(fprog))
+    return int(fprog.len)

@@ -15,10 +15,10 @@ _MACHINE = os.uname().machine
 _NR: dict[str, dict[str, int]] = {
     "x86_64": {"pivot_root": 155, "capset": 126, "capget": 125,
                "landlock_create_ruleset": 444, "landlock_add_rule": 445,
-               "landlock_restrict_self": 446},
+               "landlock_restrict_self": 446, "mount_setattr": 442},
     "aarch64": {"pivot_root": 41, "capset": 91, "capget": 90,
                 "landlock_create_ruleset": 444, "landlock_add_rule": 445,
-                "landlock_restrict_self": 446},
+                "landlock_restrict_self": 446, "mount_setattr": 442},
 }
 
 CLONE_NEWNS = 0x00020000
@@ -84,6 +84,28 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int,
 
     _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags),
                        enc(data)), f"mount {target}")
+
+
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+_AT_FDCWD = -100
+_AT_RECURSIVE = 0x8000
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr(target: str, attr_set: int, recursive: bool) -> None:
+    """mount_setattr(2) (Linux 5.12+): add ``attr_set`` flags to the mount at ``target``
+    and, if ``recursive``, to every mount beneath it."""
+    attr = _MountAttr(attr_set, 0, 0, 0)
+    raw_syscall("mount_setattr", _AT_FDCWD, ctypes.c_char_p(os.fsencode(target)),
+                _AT_RECURSIVE if recursive else 0, ctypes.c_void_p(ctypes.addressof(attr)),
+                ctypes.sizeof(attr))
 
 
 def umount2(target: str, flags: int) -> None:

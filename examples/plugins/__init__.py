@@ -1,0 +1,1 @@
+"""Plugins for examples/plugin_host.py, each an IPC-mode child module."""
