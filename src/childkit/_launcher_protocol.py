@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import array
 import json
-import os
 import socket
 import struct
 from typing import Any
+
+from childkit.ipc._fdutil import close_fds as close_fds
+from childkit.ipc._fdutil import received_fds, rights
 
 _LEN = struct.Struct(">I")
 #: The largest record: 150 KB of params plus headers (sys.path, names) with room to spare.
@@ -78,8 +80,7 @@ def send(sock: socket.socket, header: dict[str, Any], payload: bytes = b"",
     data = encode(header, payload)
     # MSG_NOSIGNAL: a dead peer is an EPIPE error here, never a SIGPIPE, whatever the
     # embedding application did with that signal's disposition.
-    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())] if fds \
-        else []
+    anc = rights(fds)
     sock.sendmsg([data], anc, socket.MSG_NOSIGNAL)
 
 
@@ -90,12 +91,7 @@ def recv(sock: socket.socket) -> tuple[dict[str, Any], bytes, list[int]] | None:
     received fds) for a truncated or malformed record.
     """
     data, anc, flags, _addr = sock.recvmsg(MAX_RECORD, _ANC_SPACE, socket.MSG_CMSG_CLOEXEC)
-    fds: list[int] = []
-    for level, kind, raw in anc:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            arr = array.array("i")
-            arr.frombytes(raw[: len(raw) - len(raw) % arr.itemsize])
-            fds.extend(arr)
+    fds = received_fds(anc)
     if not data and not fds:
         return None
     try:
@@ -106,15 +102,6 @@ def recv(sock: socket.socket) -> tuple[dict[str, Any], bytes, list[int]] | None:
         close_fds(fds)
         raise
     return header, payload, fds
-
-
-def close_fds(fds: list[int]) -> None:
-    """Close every fd in ``fds``, ignoring ones already closed."""
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
 
 
 def status_ok() -> bytes:

@@ -16,7 +16,6 @@ stub, with the peer's reference count), proxies to the peer's stubs, and one-way
 
 from __future__ import annotations
 
-import array
 import asyncio
 import collections
 import functools
@@ -30,6 +29,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from typing import cast
 
 from childkit.ipc import _skeleton, _wire
 from childkit.ipc._errors import (
@@ -41,6 +41,7 @@ from childkit.ipc._errors import (
     ParcelWriteError,
     ProtocolError,
 )
+from childkit.ipc._fdutil import close_fds, received_fds, rights
 from childkit.ipc._object import RemoteObject
 from childkit.ipc._option import ASYNC_OPTION, SYNC_OPTION, MessageOption
 from childkit.ipc._parcel import MessageParcel
@@ -96,7 +97,7 @@ class _AsyncCall(_Call):
     def _settle(self, error: BaseException | None) -> None:
         if self.future.done():
             if self.reply is not None:
-                _close_all(self.reply.fds)  # cancelled meanwhile: nobody takes the fds
+                close_fds(self.reply.fds)  # cancelled meanwhile: nobody takes the fds
             return
         if error is not None:
             self.future.set_exception(error)
@@ -118,24 +119,6 @@ class _RecvBuffer(threading.local):
 
 
 _serve_buffers = _RecvBuffer()
-
-
-def _close_all(fds: list[int]) -> None:
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
-def _received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
-    fds: list[int] = []
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            arr = array.array("i")
-            arr.frombytes(data[: len(data) - len(data) % arr.itemsize])
-            fds.extend(arr)
-    return fds
 
 
 def _received_creds(ancdata: list[tuple[int, int, bytes]]) -> tuple[int, int] | None:
@@ -341,7 +324,7 @@ class Connection:
                 sock.shutdown(socket.SHUT_RDWR)  # wakes any thread blocked on it
             except OSError:
                 pass
-        _close_all(stale_fds + queued_fds)
+        close_fds(stale_fds + queued_fds)
         with self._lock:
             self._close_sockets_if_idle_locked()
         if recipients or callbacks:
@@ -514,7 +497,7 @@ class Connection:
         lock.acquire()
         if self._closed:
             lock.release()
-            _close_all(owned)
+            close_fds(owned)
             raise DeadRemoteObjectError(f"{self.name} is closed: {self._close_reason}")
         while self._gc_releases:
             handle, count = self._gc_releases.popleft()
@@ -542,7 +525,7 @@ class Connection:
                 raise DeadRemoteObjectError(f"{self.name}: peer is gone ({exc})") from None
             finally:
                 if owned:
-                    _close_all(owned)
+                    close_fds(owned)
         try:
             self._flush()
         finally:
@@ -562,7 +545,7 @@ class Connection:
             while len(self._wqueue) >= WRITE_BACKLOG and not self._closed:
                 self._cond.wait(1.0)
             if self._closed:
-                _close_all(owned)
+                close_fds(owned)
                 raise DeadRemoteObjectError(f"{self.name} is closed: {self._close_reason}")
             while self._gc_releases:
                 handle, count = self._gc_releases.popleft()
@@ -643,12 +626,11 @@ class Connection:
                 self._shutdown(f"sending failed: {exc.strerror or exc}")
                 raise DeadRemoteObjectError(f"{self.name}: peer is gone ({exc})") from None
             finally:
-                _close_all(fds)
+                close_fds(fds)
 
     @staticmethod
     def _sendmsg(sock: socket.socket, data: bytes, fds: list[int]) -> None:
-        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())] if fds \
-            else []
+        anc = rights(fds)
         if not anc:
             try:
                 sock.sendmsg([data])
@@ -685,15 +667,9 @@ class Connection:
                     or self._gc_releases):
                 return self._transact_alone(handle, code, data)  # releases the lock
             lock.release()
-        call = _Call()
         lock.acquire()
         try:
-            if self._closed:
-                raise DeadRemoteObjectError(f"{self.name} is closed: {self._close_reason}")
-            refs = self._object_refs_locked(objects) if objects else []
-            seq = self._next_seq
-            self._next_seq = seq + 1
-            self._waiters[seq] = call
+            seq, call, refs = self._register_call_locked(objects, None)
             # Nobody else writing and nothing queued: write this frame now, on this thread.
             direct = not (fds or self._writing or self._wqueue or self._gc_releases)
             if direct:
@@ -714,6 +690,20 @@ class Connection:
             raise
         reply = self._await_reply(call, seq, option.timeout)
         return self._reply_parcel(reply, code, call.objects)
+
+    def _register_call_locked(
+        self, objects: list[RemoteObject], loop: asyncio.AbstractEventLoop | None
+    ) -> tuple[int, _Call, list[_wire.ObjectRef]]:
+        """A new outstanding sync call: its sequence number, waiter (awaited when ``loop``
+        is given) and the references of its parcel's objects."""
+        if self._closed:
+            raise DeadRemoteObjectError(f"{self.name} is closed: {self._close_reason}")
+        refs = self._object_refs_locked(objects) if objects else []
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        call = _Call() if loop is None else _AsyncCall(loop, seq)
+        self._waiters[seq] = call
+        return seq, call, refs
 
     def _transact_alone(self, handle: int, code: int, data: bytearray) -> MessageParcel:
         """The common sync call: no fds, no objects, no timeout, nobody else writing or
@@ -831,7 +821,7 @@ class Connection:
     @staticmethod
     def _reply_parcel(reply: _wire.Reply, code: int, objects: list[RemoteObject]) -> MessageParcel:
         if reply.status:
-            _close_all(reply.fds)
+            close_fds(reply.fds)
             detail = reply.detail or f"request {code} failed"
             if reply.status == IPCErrorCode.OH_IPC_DEAD_REMOTE_OBJECT:
                 raise DeadRemoteObjectError(detail)
@@ -908,13 +898,8 @@ class Connection:
         lock = self._lock
         lock.acquire()
         try:
-            if self._closed:
-                raise DeadRemoteObjectError(f"{self.name} is closed: {self._close_reason}")
-            refs = self._object_refs_locked(objects) if objects else []
-            seq = self._next_seq
-            self._next_seq = seq + 1
-            call = _AsyncCall(loop, seq)
-            self._waiters[seq] = call
+            seq, registered, refs = self._register_call_locked(objects, loop)
+            call = cast(_AsyncCall, registered)
         finally:
             lock.release()
         try:
@@ -1029,12 +1014,12 @@ class Connection:
     def _decode(
         self, buf: mmap.mmap, n: int, anc: list[tuple[int, int, bytes]], flags: int
     ) -> list[_wire.Frame] | None:
-        fds = _received_fds(anc) if anc else []
+        fds = received_fds(anc) if anc else []
         if not flags and n:
             try:
                 return _wire.decode_record(memoryview(buf)[:n], fds)
             except ProtocolError as exc:
-                _close_all(fds)
+                close_fds(fds)
                 _log.warning("%s: closing, protocol error: %s", self.name, exc)
                 self._shutdown(f"protocol error from the peer: {exc.message}")
                 return None
@@ -1046,7 +1031,7 @@ class Connection:
                 raise ProtocolError("record larger than the protocol allows (truncated)")
             return _wire.decode_record(memoryview(buf)[:n], fds)
         except ProtocolError as exc:
-            _close_all(fds)
+            close_fds(fds)
             _log.warning("%s: closing, protocol error: %s", self.name, exc)
             self._shutdown(f"protocol error from the peer: {exc.message}")
             return None
@@ -1074,7 +1059,7 @@ class Connection:
                     if isinstance(waiter, _AsyncCall):
                         waiter.deliver()
                 else:
-                    _close_all(reply.fds)  # the caller timed out and left
+                    close_fds(reply.fds)  # the caller timed out and left
                 handed += 1
             if self._deferred_releases and not error:
                 ready = [r for r in self._deferred_releases
@@ -1094,7 +1079,7 @@ class Connection:
             # Only fds nobody owns yet: a delivered reply's fds belong to its caller.
             for frame in frames[handed:]:
                 if isinstance(frame, (_wire.Reply, _wire.Transaction)) and frame.fds:
-                    _close_all(frame.fds)
+                    close_fds(frame.fds)
             self._shutdown(f"protocol error from the peer: {error}")
 
     # ------------------------------------------------------------------ serving
@@ -1181,7 +1166,7 @@ class Connection:
                     error = exc.message
                     for rest in frames[i:]:
                         if isinstance(rest, (_wire.Transaction, _wire.Reply)):
-                            _close_all(rest.fds)
+                            close_fds(rest.fds)
                     break
             # Backpressure: while a one-way queue that another thread drains is too long,
             # stop reading the socket, so that the sender blocks instead of memory growing.
@@ -1192,7 +1177,7 @@ class Connection:
             ):
                 self._cond.wait(1.0)
         if error:
-            _close_all([fd for t, _objs in sync for fd in t.fds])
+            close_fds([fd for t, _objs in sync for fd in t.fds])
             self._shutdown(f"protocol error from the peer: {error}")
             return
         self._pool.rearm(self._serve_fd)
@@ -1239,7 +1224,7 @@ class Connection:
         if entry is None:
             for frame, objects in items:
                 if frame.oneway:
-                    _close_all(frame.fds)
+                    close_fds(frame.fds)
                 else:
                     self._dispatch(frame, objects)  # answers "no such object"
             return
@@ -1259,7 +1244,7 @@ class Connection:
                     ctx.depth, ctx.pid, ctx.uid, ctx.local = identity
                     continue
                 if frame.code > 0xFFFFFF or not frame.code:
-                    _close_all(frame.fds)  # internal codes are never one-way: drop it
+                    close_fds(frame.fds)  # internal codes are never one-way: drop it
                     continue
                 data = new_parcel(frame.data, frame.fds, objects)
                 try:
