@@ -75,3 +75,10 @@ def test_sandbox_check() -> None:
     assert "seccomp" in done.stdout and "landlock" in done.stdout
     done = run("sandbox-check", "--json")
     assert '"supported"' in done.stdout
+
+
+def test_bench_quick_runs_every_benchmark() -> None:
+    done = subprocess.run([sys.executable, "-m", "childkit", "bench", "--quick"],
+                          capture_output=True, text=True, timeout=300, cwd=TESTS.parent)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "sync round trip" in done.stdout and "multiprocessing" in done.stdout

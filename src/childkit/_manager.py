@@ -172,7 +172,7 @@ class Manager:
                 header: dict[str, Any] = {
                     "op": "spawn", "id": request_id, "mode": mode, "entry": entry,
                     "fd_names": fd_names, "process_name": process_name,
-                    "cwd": _cwd(), "sys_path": [p for p in sys.path if isinstance(p, str)],
+                    "cwd": _cwd(), "sys_path": _absolute_sys_path(),
                     "sandbox": sandbox,
                 }
                 try:
@@ -562,6 +562,13 @@ class Manager:
                 os.close(child.pidfd)
             except OSError:
                 pass
+
+
+def _absolute_sys_path() -> list[str]:
+    # Relative entries ('' under `python -c`, the REPL) mean the caller's directory; a
+    # child, above all an isolated one whose cwd is the sandbox's, needs it spelled out.
+    return [os.path.abspath(p) if not os.path.isabs(p) else p
+            for p in sys.path if isinstance(p, str)]
 
 
 def _cwd() -> str:

@@ -40,14 +40,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    import importlib
+
     try:
-        from bench import ipc_bench
+        # bench/ lives in the source tree, not in the package: looked up at run time.
+        bench_main = importlib.import_module("bench.__main__").main
     except ImportError:
         print("childkit bench: the bench/ directory is not importable; run it from a "
               "source checkout (pip install -e '.[bench]')", file=sys.stderr)
         return 2
-    ipc_bench.print_table(ipc_bench.run(quick=args.quick))
-    return 0
+    status: int = bench_main(["--quick"] if args.quick else [])
+    return status
 
 
 def _cmd_sandbox_check(args: argparse.Namespace) -> int:
