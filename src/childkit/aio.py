@@ -5,19 +5,30 @@ but lets the running event loop read the reply (the connection's call socket is 
 with ``loop.add_reader`` while awaited calls are pending). Cancelling the await (or a
 timeout) forgets the call: its late reply is dropped and the connection stays usable.
 Works on the default loop and on uvloop.
+
+``await aio.connect(entry)`` and ``await aio.create_native_child_process(entry)`` start
+IPC-mode children without blocking the loop: the start runs on childkit's own start
+thread (as :func:`childkit.create_native_child_process` does) and resolves a future.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Sequence
+from typing import Any
 
+from childkit import _children
+from childkit._errors import ChildkitError, ErrCode
+from childkit._manager import START_TIMEOUT
+from childkit._options import ChildProcessOptions
 from childkit.ipc._errors import DeadRemoteObjectError, ParamError
 from childkit.ipc._option import SYNC_OPTION, MessageOption
 from childkit.ipc._parcel import MessageParcel
 from childkit.ipc._proxy import RemoteProxy
 from childkit.ipc._stub import check_request_code
 
-__all__ = ["send_request", "send_requests"]
+__all__ = ["connect", "create_native_child_process", "send_request", "send_requests"]
 
 
 async def send_request(
@@ -57,3 +68,56 @@ async def send_requests(
         for task in tasks:
             task.cancel()
         raise
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        if isinstance(result, _children.ChildConnection):
+            threading.Thread(target=result.close, daemon=True).start()  # nobody wants it
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+async def connect(entry: str, options: ChildProcessOptions | None = None,
+                  timeout: float = START_TIMEOUT) -> _children.ChildConnection:
+    """Await an IPC-mode child with a usable proxy (see :func:`childkit.connect`).
+
+    Raises the :class:`~childkit.ChildkitError` that :func:`childkit.connect` raises.
+    Cancelling the await stops the child if it started meanwhile.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_children.ChildConnection] = loop.create_future()
+    opts, deadline = _children._prepare_ipc(entry, options, timeout)
+
+    def start() -> None:
+        try:
+            child, conn, proxy = _children._start_ipc(entry, opts, deadline)
+            result = _children.ChildConnection(child, conn, proxy)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(_settle, future, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, future, result, None)
+
+    threading.Thread(target=start, name="childkit-start", daemon=True).start()
+    return await future
+
+
+async def create_native_child_process(entry: str, options: ChildProcessOptions | None = None,
+                                      timeout: float = START_TIMEOUT) -> RemoteProxy:
+    """Await :func:`childkit.create_native_child_process`'s callback: the child's proxy,
+    or its error code raised as :class:`~childkit.ChildkitError`."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[RemoteProxy] = loop.create_future()
+
+    def on_started(code: int, proxy: RemoteProxy | None) -> None:
+        if code == ErrCode.NCP_NO_ERROR and proxy is not None:
+            loop.call_soon_threadsafe(_settle, future, proxy, None)
+        else:
+            error = ChildkitError(ErrCode(code), f"starting {entry!r} failed")
+            loop.call_soon_threadsafe(_settle, future, None, error)
+
+    _children.create_native_child_process(entry, on_started, options, timeout=timeout)
+    return await future
