@@ -81,3 +81,26 @@ def test_start_errors_raise(run: Callable[..., Any]) -> None:
         assert err.value.code == ErrCode.NCP_ERR_INVALID_PARAM
 
     run(main())
+
+
+def test_pool_and_executor_from_the_loop(run: Callable[..., Any]) -> None:
+    from childkit._executor import ChildProcessExecutor
+    from childkit._pool import ChildProcessPool
+
+    async def main() -> tuple[list[int], list[int]]:
+        with ChildProcessPool("workers.echo_worker", size=2) as pool:
+            parcels = []
+            for i in range(10):
+                p = MessageParcel()
+                p.write_int32(i)
+                parcels.append(p)
+            replies = await asyncio.gather(*(aio.pool_request(pool, 1, p) for p in parcels))
+            added = [r.read_int32() for r in replies]
+        with ChildProcessExecutor(2) as executor:
+            results = await asyncio.gather(*(aio.run_in_executor(executor, abs, -i)
+                                             for i in range(10)))
+        return added, list(results)
+
+    added, results = run(main())
+    assert added == [i + 1 for i in range(10)]
+    assert results == list(range(10))

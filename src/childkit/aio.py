@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
-from typing import Any
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Any
 
 from childkit import _children
 from childkit._errors import ChildkitError, ErrCode
@@ -28,7 +29,17 @@ from childkit.ipc._parcel import MessageParcel
 from childkit.ipc._proxy import RemoteProxy
 from childkit.ipc._stub import check_request_code
 
-__all__ = ["connect", "create_native_child_process", "send_request", "send_requests"]
+if TYPE_CHECKING:
+    from childkit._pool import ChildProcessPool
+
+__all__ = [
+    "connect",
+    "create_native_child_process",
+    "pool_request",
+    "run_in_executor",
+    "send_request",
+    "send_requests",
+]
 
 
 async def send_request(
@@ -121,3 +132,27 @@ async def create_native_child_process(entry: str, options: ChildProcessOptions |
 
     _children.create_native_child_process(entry, on_started, options, timeout=timeout)
     return await future
+
+
+async def pool_request(pool: ChildProcessPool, code: int, data: MessageParcel,
+                       option: MessageOption | None = None) -> MessageParcel:
+    """Await one request on the pool's least loaded member (see
+    :meth:`ChildProcessPool.send_request`). The loop reads the reply; only while every
+    member is being replaced does a worker thread wait for one to come back."""
+    try:
+        member = pool._checkout(0)
+    except ChildkitError as exc:
+        if exc.code != ErrCode.NCP_ERR_TIMEOUT:
+            raise
+        member = await asyncio.to_thread(pool._checkout, None)
+    try:
+        return await send_request(member.conn.proxy, code, data, option)
+    finally:
+        pool._checkin(member)
+
+
+async def run_in_executor(executor: Executor, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+    """Await ``executor.submit(fn, *args, **kwargs)`` (a :class:`ChildProcessExecutor` or
+    any Executor) without a waiting thread: the future's completion is chained to the
+    loop. Cancelling the await cancels the task if it has not started."""
+    return await asyncio.wrap_future(executor.submit(fn, *args, **kwargs))
