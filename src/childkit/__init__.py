@@ -21,20 +21,40 @@ from childkit._children import (
     unregister_child_process_exit_callback,
 )
 from childkit._errors import ChildkitError, ErrCode
+from childkit._executor import (
+    BrokenChildExecutor,
+    ChildExecutorError,
+    ChildProcessExecutor,
+    ChildTaskError,
+    ExecutorParamError,
+    RemoteTraceback,
+    TaskTimeoutError,
+    WorkerDiedError,
+)
 from childkit._exit import ChildExitInfo
 from childkit._manager import MAX_CHILDREN, START_TIMEOUT
 from childkit._options import ChildProcessOptions, IsolationMode
+from childkit._pool import ChildProcessPool
 
 __all__ = [
     "MAX_CHILDREN",
     "START_TIMEOUT",
+    "BrokenChildExecutor",
     "ChildConnection",
+    "ChildExecutorError",
     "ChildExitInfo",
     "ChildProcessArgs",
+    "ChildProcessExecutor",
     "ChildProcessOptions",
+    "ChildProcessPool",
+    "ChildTaskError",
     "ChildkitError",
     "ErrCode",
+    "ExecutorParamError",
     "IsolationMode",
+    "RemoteTraceback",
+    "TaskTimeoutError",
+    "WorkerDiedError",
     "connect",
     "create_native_child_process",
     "get_current_child_process_args",

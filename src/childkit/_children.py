@@ -130,7 +130,8 @@ def start_native_child_process(entry: str, args: ChildProcessArgs | None = None,
         ChildkitError: ``NCP_ERR_ALREADY_IN_CHILD`` in a child;
             ``NCP_ERR_INVALID_PARAM`` for a malformed entry, bad args (over 150 KB of
             params, over 16 fds, a bad fd name, a closed fd), bad options or timeout;
-            ``NCP_ERR_NOT_SUPPORTED`` for ``IsolationMode.ISOLATED``;
+            ``NCP_ERR_NOT_SUPPORTED`` for ``IsolationMode.ISOLATED`` where a sandbox
+            layer is missing (unless ``allow_reduced_sandbox``);
             ``NCP_ERR_MAX_CHILD_PROCESSES_REACHED`` with 50 children live;
             ``NCP_ERR_LIB_LOADING_FAILED`` if the module, library or function cannot be
             loaded (the message says which and why); ``NCP_ERR_TIMEOUT`` if the child
@@ -253,7 +254,8 @@ def create_native_child_process(entry: str, on_started: OnStarted,
         ChildkitError: ``NCP_ERR_ALREADY_IN_CHILD`` in a child;
             ``NCP_ERR_INVALID_PARAM`` for a malformed entry, a non-callable
             ``on_started``, bad options or timeout; ``NCP_ERR_NOT_SUPPORTED`` for
-            ``IsolationMode.ISOLATED`` or a native library entry;
+            ``IsolationMode.ISOLATED`` without the sandbox's layers, or a native
+            library entry;
             ``NCP_ERR_MAX_CHILD_PROCESSES_REACHED`` with 50 children live.
     """
     if not callable(on_started):

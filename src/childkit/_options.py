@@ -5,8 +5,8 @@
 
 * ``isolation_mode``: :attr:`IsolationMode.NORMAL` (parent and child share files and
   network) or :attr:`IsolationMode.ISOLATED` (meant for untrusted code and data).
-  childkit has no sandbox yet, so starting an ISOLATED child fails with
-  ``NCP_ERR_NOT_SUPPORTED``; it never silently runs the child unsandboxed.
+  An ISOLATED child runs in :mod:`childkit.sandbox`; where a layer is missing the start
+  fails with ``NCP_ERR_NOT_SUPPORTED`` naming it: never silently unsandboxed.
 * ``process_name``: the child's name as ``ps`` shows it; ``None`` gives a default.
   Checked as ``OH_Ability_ChildProcessConfigs_SetProcessName`` checks it: non-empty,
   ASCII letters, digits and underscore only, at most 64 characters.

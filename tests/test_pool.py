@@ -1,0 +1,155 @@
+"""ChildProcessPool: least-loaded hand-out, replacement of dead members with the caller
+told (DeadRemoteObjectError), recycling, the 50-children limit at its edge, clean close."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+import childkit
+from child_helpers import (
+    app_threads,
+    fd_count,
+    launcher_pid,
+    no_children_left,
+    wait_until,
+    zombies_of,
+)
+from childkit import ChildkitError, ErrCode
+from childkit._executor import ExecutorParamError
+from childkit._manager import manager
+from childkit._pool import ChildProcessPool
+from childkit.ipc import DeadRemoteObjectError, MessageParcel, RemoteProxy
+from workers import echo_worker as ew
+
+ENTRY = "workers.echo_worker"
+
+
+@pytest.fixture(autouse=True)
+def _no_leaks() -> Iterator[None]:
+    launcher = launcher_pid()
+    fds, threads = fd_count(), app_threads()
+    yield
+    assert wait_until(no_children_left), "a member was not reaped"
+    assert wait_until(lambda: fd_count() == fds), (fd_count(), fds)
+    assert wait_until(lambda: app_threads() <= threads), app_threads() - threads
+    assert zombies_of(os.getpid(), launcher) == []
+
+
+def pid_of(proxy: RemoteProxy) -> int:
+    with MessageParcel() as data:
+        reply = proxy.send_request(ew.PID, data)
+    with reply:
+        return reply.read_int32()
+
+
+def add_one(pool: ChildProcessPool, value: int) -> int:
+    with MessageParcel() as data:
+        data.write_int32(value)
+        reply = pool.send_request(ew.ADD_ONE, data)
+    with reply:
+        return reply.read_int32()
+
+
+def test_members_answer_and_hand_out_is_least_loaded() -> None:
+    with ChildProcessPool(ENTRY, size=3) as pool:
+        assert len(pool.pids) == 3
+        assert add_one(pool, 41) == 42
+        # Three proxies held at once come from three different members.
+        with pool.acquire() as a, pool.acquire() as b, pool.acquire() as c:
+            assert sorted({pid_of(a), pid_of(b), pid_of(c)}) == sorted(pool.pids)
+            # The fourth goes to a member with one in flight (all have one): still valid.
+            with pool.acquire() as d:
+                assert pid_of(d) in pool.pids
+
+
+def test_dead_member_fails_its_caller_and_is_replaced() -> None:
+    with ChildProcessPool(ENTRY, size=2) as pool:
+        with pool.acquire() as proxy:
+            holder = pid_of(proxy)
+            assert holder in pool.pids
+            childkit.kill_child_process(holder)
+            with pytest.raises(DeadRemoteObjectError):
+                pid_of(proxy)
+        assert wait_until(lambda: holder not in pool.pids and len(pool.pids) == 2)
+        assert pool.wait_ready(2)
+        assert add_one(pool, 1) == 2
+
+
+def test_no_restart_keeps_fewer_members() -> None:
+    with ChildProcessPool(ENTRY, size=2, restart=False) as pool:
+        gone = pool.pids[0]
+        childkit.kill_child_process(gone)
+        assert wait_until(lambda: pool.pids == [p for p in pool.pids if p != gone]
+                          and len(pool.pids) == 1)
+        assert add_one(pool, 2) == 3
+
+
+def test_max_requests_per_child_recycles() -> None:
+    with ChildProcessPool(ENTRY, size=1, max_requests_per_child=2) as pool:
+        seen = []
+        for _ in range(6):
+            with pool.acquire(timeout=30) as proxy:
+                seen.append(pid_of(proxy))
+        assert len(set(seen)) == 3
+
+
+def test_limit_counts_other_children_at_the_edge() -> None:
+    others = []
+    try:
+        for _ in range(47):
+            others.append(childkit.connect(ENTRY))
+        assert manager().live_count() == 47
+        with pytest.raises(ChildkitError) as info:
+            ChildProcessPool(ENTRY, size=4)
+        assert info.value.code == ErrCode.NCP_ERR_MAX_CHILD_PROCESSES_REACHED
+        with ChildProcessPool(ENTRY, size=3) as pool:  # exactly 50
+            assert manager().live_count() == 50
+            assert add_one(pool, 0) == 1
+    finally:
+        for child in others:
+            child.close()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"size": 0}, "size"), ({"size": 51}, "size"), ({"size": True}, "size"),
+    ({"size": 1, "max_requests_per_child": 0}, "max_requests"),
+    ({"size": 1, "restart": 1}, "restart"),
+])
+def test_bad_arguments(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ExecutorParamError, match=match):
+        ChildProcessPool(ENTRY, **kwargs)  # type: ignore[arg-type]
+
+
+def test_bad_entry_starts_nothing() -> None:
+    with pytest.raises(ChildkitError) as info:
+        ChildProcessPool("workers.no_such_module", size=2)
+    assert info.value.code == ErrCode.NCP_ERR_LIB_LOADING_FAILED
+
+
+def test_close_fails_in_flight_and_later_hand_outs() -> None:
+    pool = ChildProcessPool(ENTRY, size=2)
+    errors: list[BaseException] = []
+    held = threading.Event()
+
+    def hold() -> None:
+        try:
+            with pool.acquire() as proxy:
+                held.set()
+                assert wait_until(proxy.is_object_dead)
+                pid_of(proxy)
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert held.wait(30)
+    pool.close()
+    t.join(30)
+    assert len(errors) == 1 and isinstance(errors[0], DeadRemoteObjectError)
+    with pytest.raises(DeadRemoteObjectError), pool.acquire():
+        pass
+    pool.close()  # idempotent
