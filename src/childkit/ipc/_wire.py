@@ -267,7 +267,23 @@ def decode_record(data: bytes | bytearray | memoryview, fds: Sequence[int]) -> l
     frames: list[Frame] = []
     pos = 0
     fd_pos = 0
+    # One copy of the whole record: slicing bytes below is cheaper than slicing a view
+    # and copying each slice (this loop runs once per frame of a batch).
+    raw = bytes(view)
+    txn_size = _TXN_FRAME.size
+    txn_unpack = _TXN_FRAME.unpack_from
     while pos < size:
+        if raw[pos] == F_TRANSACTION and size - pos >= txn_size:
+            # Inline the common fd-less request (batches of one-way calls are many of these).
+            _, flags, n_fds, body_len, seq, handle, code, data_len, n_obj = txn_unpack(raw, pos)
+            start = pos + txn_size
+            end = start + data_len
+            if not n_fds and not n_obj and data_len == body_len - _TXN.size \
+                    and flags & ~FLAG_ONEWAY == 0 and data_len <= MAX_PARCEL_DATA and end <= size:
+                frames.append(Transaction(seq, handle, code, flags == FLAG_ONEWAY,
+                                          raw[start:end], [], []))
+                pos = end
+                continue
         if size - pos < HEADER.size:
             raise ProtocolError(f"truncated frame header at offset {pos}")
         ftype, flags, n_fds, body_len = HEADER.unpack_from(view, pos)
@@ -276,16 +292,6 @@ def decode_record(data: bytes | bytearray | memoryview, fds: Sequence[int]) -> l
             raise ProtocolError(f"frame body of {body_len} bytes runs past the record end")
         if n_fds > len(fds) - fd_pos:
             raise ProtocolError(f"frame claims {n_fds} fds but only {len(fds) - fd_pos} remain")
-        if ftype == F_TRANSACTION and not n_fds and body_len >= _TXN.size:
-            # Inline the common fd-less request (batches of one-way calls are many of these).
-            seq, handle, code, data_len, n_obj = _TXN.unpack_from(view, pos)
-            if not n_obj and data_len == body_len - _TXN.size and flags & ~FLAG_ONEWAY == 0 \
-                    and data_len <= MAX_PARCEL_DATA:
-                start = pos + _TXN.size
-                frames.append(Transaction(seq, handle, code, flags == FLAG_ONEWAY,
-                                          bytes(view[start : start + data_len]), [], []))
-                pos += body_len
-                continue
         frame_fds = list(fds[fd_pos : fd_pos + n_fds])
         frames.append(_decode_frame(ftype, flags, view[pos : pos + body_len], frame_fds))
         pos += body_len
