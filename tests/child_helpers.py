@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import os
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import childkit
 from childkit import ChildExitInfo
 from childkit._manager import manager
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` passes (never a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
+from leakcheck import fd_count as fd_count  # re-exported for the child tests
+from leakcheck import wait_until as wait_until
 
 
 class ExitRecorder:
@@ -52,10 +43,6 @@ def exit_recorder() -> Iterator[ExitRecorder]:
         yield recorder
     finally:
         childkit.unregister_child_process_exit_callback(recorder)
-
-
-def fd_count() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 def app_threads() -> set[str]:

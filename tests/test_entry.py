@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import threading
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,39 +25,16 @@ from childkit._native import (
     build_native_args,
     read_native_args,
 )
+from leakcheck import no_new_fds_threads_or_children
 
 NATIVE_DIR = Path(__file__).parent / "native"
 
 
-def _open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
-
-
-def _children() -> set[str]:
-    """Pids of this process's children, live or zombie (every thread's list)."""
-    pids: set[str] = set()
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/children") as f:
-                pids.update(f.read().split())
-        except FileNotFoundError:  # the thread ended while we looked
-            pass
-    return pids
-
-
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
-    """Every test leaves no new fd, thread or child process behind.
-
-    Only additions count: other suites' background threads or fds may end meanwhile.
-    """
-    fds = _open_fds()
-    threads = set(threading.enumerate())
-    children = _children()
-    yield
-    assert _open_fds() - fds == set()
-    assert set(threading.enumerate()) - threads == set()
-    assert _children() - children == set()
+    """Every test leaves no new fd, thread or child process behind."""
+    with no_new_fds_threads_or_children():
+        yield
 
 
 @pytest.fixture(scope="session")

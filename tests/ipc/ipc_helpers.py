@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from childkit.ipc import Connection, RemoteProxy, channel_socketpairs
+from leakcheck import fd_count as fd_count  # re-exported for the IPC tests
+from leakcheck import wait_until as wait_until
 
 PEER_MAIN = Path(__file__).with_name("peer_main.py")
-
-
-def fd_count() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` passes (never a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 def non_pool_threads() -> set[threading.Thread]:
