@@ -7,7 +7,8 @@ a malformed parcel from an untrusted peer gets :class:`ParcelReadError`, never g
 Nothing is ever unpickled or evaluated.
 
 The parcel knows nothing of sockets or threads: the connection turns its three lists into
-wire frames and back (:meth:`MessageParcel._wire_parts`, :meth:`MessageParcel._from_wire`).
+wire frames (reading ``_buf``, ``_fds`` and ``_objects``) and builds received parcels with
+:meth:`MessageParcel._from_wire`.
 A parcel is not thread-safe; one thread writes or reads it at a time.
 """
 
@@ -573,12 +574,6 @@ class MessageParcel:
             pos = end
 
     # ------------------------------------------------------------------ transport
-    def _wire_parts(self) -> tuple[bytes, list[int], list[RemoteObject]]:
-        """The data, fds (still owned by this parcel) and objects, for the connection."""
-        if self._closed:
-            raise ParcelWriteError("the parcel is closed")
-        return bytes(self._buf), self._fds, self._objects
-
     @classmethod
     def _from_wire(
         cls, data: bytes, fds: list[int], objects: list[RemoteObject]
