@@ -22,6 +22,8 @@ from childkit.ipc._wire import (
     OBJ_RECEIVER_STUB,
     OBJ_SENDER_STUB,
     PROTOCOL_VERSION,
+    REPLY_DATA_OFFSET,
+    TXN_DATA_OFFSET,
     Frame,
     Hello,
     Release,
@@ -33,6 +35,8 @@ from childkit.ipc._wire import (
     encode_release,
     encode_reply,
     encode_transaction,
+    simple_reply,
+    simple_request,
 )
 
 _LONG_RUN = int(os.environ.get("CHILDKIT_FUZZ_EXAMPLES", "0"))
@@ -98,6 +102,35 @@ def fds_for(specs: Sequence[Spec]) -> list[int]:
     return list(range(100, 100 + sum(n for _, n, _ in specs)))
 
 
+def check_fast_paths(record: bytes, frames: list[Frame] | None) -> None:
+    """The connection's hot-path checks (records that came with no fds) agree exactly with
+    decode_record: they accept a record only if it decodes to that one plain frame, and
+    accept every record that does."""
+    request = simple_request(record, len(record))
+    plain_request = frames is not None and len(frames) == 1 and isinstance(
+        frames[0], Transaction) and not frames[0].oneway and not frames[0].objects
+    if request is None:
+        assert not plain_request
+    else:
+        assert plain_request and frames is not None
+        txn = frames[0]
+        assert isinstance(txn, Transaction)
+        assert request == (txn.seq, txn.handle, txn.code)
+        assert record[TXN_DATA_OFFSET:] == txn.data
+    reply = simple_reply(record, len(record))
+    plain_reply = frames is not None and len(frames) == 1 and isinstance(
+        frames[0], Reply) and not frames[0].objects and not frames[0].detail \
+        and record[1] == 0  # not an error reply (those may have an empty detail)
+    if reply is None:
+        assert not plain_reply
+    else:
+        assert plain_reply and frames is not None
+        rep = frames[0]
+        assert isinstance(rep, Reply)
+        assert reply == (rep.seq, rep.status)
+        assert record[REPLY_DATA_OFFSET:] == rep.data
+
+
 def check_decode(record: bytes, fds: list[int]) -> list[Frame] | None:
     """Decode; only ProtocolError may escape, and a success must be sound."""
     try:
@@ -105,7 +138,11 @@ def check_decode(record: bytes, fds: list[int]) -> list[Frame] | None:
     except ipc.ProtocolError as exc:
         assert exc.code == ipc.IPCErrorCode.OH_IPC_INNER_ERROR
         assert exc.message
+        if not fds:
+            check_fast_paths(record, None)
         return None
+    if not fds:
+        check_fast_paths(record, frames)
     assert frames
     handed: list[int] = []
     payload = 0
@@ -221,3 +258,35 @@ def test_valid_frames_round_trip(specs: list[Spec]) -> None:
     for (chunk, n, _), frame in zip(specs, frames, strict=True):
         alone = decode_record(chunk, [next(fd_iter) for _ in range(n)])
         assert [fields(f) for f in alone] == [fields(frame)]
+
+
+# ---------------------------------------------------------------------------- (4) hot paths
+def _with_field(record: bytes, offset: int, width: int, value: int) -> bytes:
+    return record[:offset] + (value % 2 ** (8 * width)).to_bytes(width, "little") + record[
+        offset + width:]
+
+
+# Header fields of a transaction and a reply frame: (offset, width) of type, flags, n_fds,
+# body length, then (after seq) handle/status, code/data length, ...
+_TXN_FIELDS = [(0, 1), (1, 1), (2, 2), (4, 4), (16, 4), (20, 4), (24, 4), (28, 2)]
+_REPLY_FIELDS = [(0, 1), (1, 1), (2, 2), (4, 4), (16, 4), (20, 4), (24, 2)]
+
+
+def test_hot_path_checks_reject_every_field_out_of_place() -> None:
+    # Each header field of a plain request and reply, set to neighbouring and extreme
+    # values: the hot-path checks must agree with decode_record every time.
+    records = [(encode_transaction(7, 3, 9, False, b"\x03\x01\x00\x00\x00", [], 0), _TXN_FIELDS),
+               (encode_reply(7, 0, b"\x03\x01\x00\x00\x00", [], 0), _REPLY_FIELDS)]
+    assert simple_request(records[0][0], len(records[0][0])) == (7, 3, 9)
+    assert simple_reply(records[1][0], len(records[1][0])) == (7, 0)
+    tried = 0
+    for record, fields in records:
+        for offset, width in fields:
+            current = int.from_bytes(record[offset:offset + width], "little")
+            for value in {current - 1, current + 1, 0, 1, 2, 2 ** (8 * width) - 1}:
+                check_decode(_with_field(record, offset, width, value), [])
+                tried += 1
+        for cut in (1, len(record) - 1):
+            check_decode(record[:cut], [])
+            check_decode(record + b"\x00" * cut, [])
+    assert tried > 60

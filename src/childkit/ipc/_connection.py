@@ -720,8 +720,11 @@ class Connection:
         lock.release()
         try:
             try:
-                self._call.sendmsg(
-                    [_wire.encode_transaction(seq, handle, code, False, data, (), 0)])
+                chunk = _wire.encode_transaction(seq, handle, code, False, data, (), 0)
+                try:
+                    self._call.send(chunk)
+                except BlockingIOError:  # non-blocking while an event loop shares it
+                    self._sendmsg(self._call, chunk, [])  # waits for room
             except OSError as exc:
                 lock.acquire()
                 self._writing = False
@@ -735,6 +738,9 @@ class Connection:
             else:
                 self._writing = False
                 lock.release()
+            parcel = self._read_own_reply(seq)
+            if parcel is not None:
+                return parcel
             self._lead(call, None)
         finally:
             lock.acquire()
@@ -752,6 +758,40 @@ class Connection:
         if not reply.status and not reply.objects:
             return MessageParcel._from_wire(reply.data, reply.fds, [])
         return self._reply_parcel(reply, code, call.objects)
+
+    def _read_own_reply(self, seq: int) -> MessageParcel | None:
+        """The reader's hot path: read one record; if it is just the successful plain reply
+        to ``seq``, return its parcel (the caller's ``finally`` then drops the waiter).
+        Otherwise deliver what came as :meth:`_lead` would and return ``None``."""
+        buf = self._call_buf
+        try:
+            n, anc, flags, _ = self._call.recvmsg_into([buf], _ANC_SPACE, _RECV_FLAGS)
+        except (BlockingIOError, InterruptedError):
+            return None  # the socket is non-blocking while an event loop shares it
+        except OSError as exc:
+            self._shutdown(f"receiving failed: {exc.strerror or exc}")
+            return None
+        if not anc and not flags:
+            simple = _wire.simple_reply(buf, n)
+            if simple is not None and simple[0] == seq and not simple[1]:
+                parcel = MessageParcel._from_wire(buf[_wire.REPLY_DATA_OFFSET:n], [], [])
+                lock = self._lock
+                error = ""
+                lock.acquire()
+                self._replies_received += 1
+                if self._deferred_releases:
+                    try:
+                        self._apply_deferred_releases_locked()
+                    except ProtocolError as exc:
+                        error = exc.message
+                lock.release()
+                if error:  # the reply is still good: the caller gets it, the link closes
+                    self._shutdown(f"protocol error from the peer: {error}")
+                return parcel
+        frames = self._decode(buf, n, anc, flags)
+        if frames is not None:
+            self._deliver_replies(frames)
+        return None
 
     def transact_batch(
         self, handle: int, requests: list[tuple[int, MessageParcel]], option: MessageOption
@@ -1001,7 +1041,11 @@ class Connection:
                 recv_flags = _RECV_FLAGS | _DONTWAIT
             try:
                 n, anc, flags, _ = self._call.recvmsg_into([buf], _ANC_SPACE, recv_flags)
-            except (BlockingIOError, InterruptedError):
+            except BlockingIOError:
+                if deadline is None:  # non-blocking while an event loop shares it: wait
+                    poll(1000.0)
+                continue
+            except InterruptedError:
                 continue
             except OSError as exc:
                 self._shutdown(f"receiving failed: {exc.strerror or exc}")
@@ -1036,6 +1080,15 @@ class Connection:
             self._shutdown(f"protocol error from the peer: {exc.message}")
             return None
 
+    def _apply_deferred_releases_locked(self) -> None:
+        """Apply the releases that waited for replies this side has now read."""
+        ready = [r for r in self._deferred_releases if r.after_replies <= self._replies_received]
+        if ready:
+            self._deferred_releases = [r for r in self._deferred_releases
+                                       if r.after_replies > self._replies_received]
+            for release in ready:
+                self._apply_release_locked(release)
+
     def _deliver_replies(self, frames: list[_wire.Frame]) -> None:
         error = ""
         handed = 0  # frames[:handed] went to their callers, or had their fds closed
@@ -1062,13 +1115,7 @@ class Connection:
                     close_fds(reply.fds)  # the caller timed out and left
                 handed += 1
             if self._deferred_releases and not error:
-                ready = [r for r in self._deferred_releases
-                         if r.after_replies <= self._replies_received]
-                if ready:
-                    self._deferred_releases = [r for r in self._deferred_releases
-                                               if r.after_replies > self._replies_received]
-                    for release in ready:
-                        self._apply_release_locked(release)
+                self._apply_deferred_releases_locked()
         except ProtocolError as exc:
             error = exc.message
         finally:
@@ -1107,6 +1154,17 @@ class Connection:
         except OSError as exc:
             self._shutdown(f"receiving failed: {exc.strerror or exc}")
             return
+        if not anc and not flags:
+            simple = _wire.simple_request(buf, n)
+            if simple is not None and simple[1] not in self._async_busy:
+                # The common case, one plain sync request: no frame objects, no queueing,
+                # run it on this thread. (No one-way requests to its object are pending:
+                # reading the set without the lock is safe, since earlier records were
+                # queued before this one was read.)
+                self._pool.rearm(self._serve_fd)
+                self._answer(simple[0], simple[1], simple[2], False, MessageParcel._from_wire(
+                    buf[_wire.TXN_DATA_OFFSET:n], [], []))
+                return
         frames = self._decode(buf, n, anc, flags)
         if frames is None:
             return
@@ -1119,9 +1177,7 @@ class Connection:
             if (frame.__class__ is _wire.Transaction and not frame.oneway
                     and not frame.objects
                     and frame.handle not in self._async_busy):
-                # The common case, one sync request: no queueing, run it on this thread.
-                # (No one-way requests to its object are pending: reading the set without
-                # the lock is safe, since earlier records were queued before this one was read.)
+                # One sync request with fds: run it on this thread, as above.
                 self._pool.rearm(self._serve_fd)
                 self._dispatch(frame, [])
                 return
@@ -1231,17 +1287,17 @@ class Connection:
         stub: RemoteStub = entry[0]  # type: ignore[assignment]
         on_request = stub.on_remote_request
         ctx = _skeleton._context
-        saved = (ctx.depth, ctx.pid, ctx.uid, ctx.local)
-        identity = (saved[0] + 1, self.peer_pid, self.peer_uid, False)
+        saved = ctx.identity
+        identity = (self.peer_pid, self.peer_uid, False)
         reply = MessageParcel()
         new_parcel = MessageParcel._from_wire
         try:
-            ctx.depth, ctx.pid, ctx.uid, ctx.local = identity
+            ctx.identity = identity
             for frame, objects in items:
                 if not frame.oneway:
-                    ctx.depth, ctx.pid, ctx.uid, ctx.local = saved
+                    ctx.identity = saved
                     self._dispatch(frame, objects)
-                    ctx.depth, ctx.pid, ctx.uid, ctx.local = identity
+                    ctx.identity = identity
                     continue
                 if frame.code > 0xFFFFFF or not frame.code:
                     close_fds(frame.fds)  # internal codes are never one-way: drop it
@@ -1257,38 +1313,43 @@ class Connection:
                     reply.close()
                     reply = MessageParcel()
         finally:
-            ctx.depth, ctx.pid, ctx.uid, ctx.local = saved
+            ctx.identity = saved
             reply.close()
 
     def _dispatch(self, frame: _wire.Transaction, objects: list[RemoteObject]) -> None:
-        data = MessageParcel._from_wire(frame.data, frame.fds, objects)
-        entry = self._exports.get(frame.handle)
+        self._answer(frame.seq, frame.handle, frame.code, frame.oneway,
+                     MessageParcel._from_wire(frame.data, frame.fds, objects))
+
+    def _answer(self, seq: int, handle: int, code: int, oneway: bool,
+                data: MessageParcel) -> None:
+        """Run one request on the exported object ``handle`` and send its reply (unless
+        one-way). Takes ownership of ``data``."""
+        entry = self._exports.get(handle)
         if entry is None:
             data.close()
-            if not frame.oneway:
+            if not oneway:
                 self._send_reply(_wire.encode_error_reply(
-                    frame.seq, IPCErrorCode.OH_IPC_DEAD_REMOTE_OBJECT,
-                    f"no object with handle {frame.handle} (released or never exported)"), [])
+                    seq, IPCErrorCode.OH_IPC_DEAD_REMOTE_OBJECT,
+                    f"no object with handle {handle} (released or never exported)"), [])
             return
         status, detail, reply = invoke_stub(
-            entry[0], frame.code, data,  # type: ignore[arg-type]
-            ASYNC_OPTION if frame.oneway else SYNC_OPTION,
-            self.peer_pid, self.peer_uid, local=False,
+            entry[0], code, data,  # type: ignore[arg-type]
+            ASYNC_OPTION if oneway else SYNC_OPTION, self.peer_pid, self.peer_uid, local=False,
         )
         data.close()
-        if frame.oneway:
+        if oneway:
             reply.close()
             return
         if status:
             reply.close()
-            self._send_reply(_wire.encode_error_reply(frame.seq, status, detail), [])
+            self._send_reply(_wire.encode_error_reply(seq, status, detail), [])
             return
         fds = reply._fds
         try:
             refs = self._refs_for_send(reply._objects) if reply._objects else []
-            chunk = _wire.encode_reply(frame.seq, 0, reply._buf, refs, len(fds))
+            chunk = _wire.encode_reply(seq, 0, reply._buf, refs, len(fds))
         except IPCError as exc:
-            chunk = _wire.encode_error_reply(frame.seq, exc.code, exc.message)
+            chunk = _wire.encode_error_reply(seq, exc.code, exc.message)
             fds = []
         self._send_reply(chunk, fds)
         reply.close()
@@ -1304,7 +1365,13 @@ class Connection:
         self._replies_sent += 1
         lock.release()
         try:
-            self._sendmsg(self._serve, chunk, fds)
+            if fds:
+                self._sendmsg(self._serve, chunk, fds)
+            else:
+                try:
+                    self._serve.send(chunk)
+                except BlockingIOError:
+                    self._sendmsg(self._serve, chunk, fds)  # waits for room
         except OSError as exc:
             self._shutdown(f"sending a reply failed: {exc.strerror or exc}")
 

@@ -8,14 +8,15 @@ import threading
 from childkit.ipc import _threadpool
 from childkit.ipc._errors import ParamError
 
+#: Who is calling: (pid, uid, is local), or None outside ``on_remote_request``.
+Identity = tuple[int, int, bool] | None
+
 
 class _CallingContext(threading.local):
-    # One per thread: set by the dispatcher around each on_remote_request call.
+    # One per thread: set by the dispatcher around each on_remote_request call. One tuple,
+    # not several attributes, because it is saved, set and restored on every request.
     def __init__(self) -> None:
-        self.depth = 0
-        self.pid = 0
-        self.uid = 0
-        self.local = True
+        self.identity: Identity = None
 
 
 _context = _CallingContext()
@@ -28,26 +29,26 @@ class Skeleton:
     def get_calling_pid() -> int:
         """The pid of the process whose request this thread is handling; outside a request,
         this process's own pid."""
-        ctx = _context
-        return ctx.pid if ctx.depth else os.getpid()
+        identity = _context.identity
+        return identity[0] if identity is not None else os.getpid()
 
     @staticmethod
     def get_calling_uid() -> int:
         """The uid of the calling process (from the socket's peer credentials); outside a
         request, this process's own uid."""
-        ctx = _context
-        return ctx.uid if ctx.depth else os.getuid()
+        identity = _context.identity
+        return identity[1] if identity is not None else os.getuid()
 
     @staticmethod
     def is_local_calling() -> bool:
         """Whether the request came from this same process (a direct call on a stub)."""
-        ctx = _context
-        return ctx.local if ctx.depth else True
+        identity = _context.identity
+        return identity[2] if identity is not None else True
 
     @staticmethod
     def is_handling_transaction() -> bool:
         """Whether this thread is inside an ``on_remote_request`` call."""
-        return _context.depth > 0
+        return _context.identity is not None
 
     @staticmethod
     def set_max_work_thread_num(max_thread_num: int) -> None:

@@ -109,11 +109,8 @@ def invoke_stub(
     reply = MessageParcel()
     detail = ""
     ctx = _context
-    saved = (ctx.depth, ctx.pid, ctx.uid, ctx.local)
-    ctx.depth = saved[0] + 1
-    ctx.pid = pid
-    ctx.uid = uid
-    ctx.local = local
+    saved = ctx.identity
+    ctx.identity = (pid, uid, local)
     try:
         if code > 0xFFFFFF and not local:
             result: object = _internal_request(stub, code, reply)
@@ -138,7 +135,7 @@ def invoke_stub(
         status = IPCErrorCode.OH_IPC_INNER_ERROR
         detail = f"{type(exc).__name__} in {type(stub).__name__}.on_remote_request: {exc}"
     finally:
-        ctx.depth, ctx.pid, ctx.uid, ctx.local = saved
+        ctx.identity = saved
     return int(status), detail, reply
 
 

@@ -11,6 +11,7 @@ hostile peer cannot make it read out of bounds or allocate more than the record 
 
 from __future__ import annotations
 
+import mmap
 import struct
 from collections.abc import Sequence
 
@@ -229,6 +230,45 @@ def _decode_frame(ftype: int, flags: int, body: memoryview, fds: list[int]) -> F
             raise ProtocolError(f"peer speaks protocol {version}, this side {PROTOCOL_VERSION}")
         return Hello(version, bool(flags & FLAG_HAS_ROOT))
     raise ProtocolError(f"unknown frame type {ftype}")
+
+
+#: Where a transaction's parcel data starts in a record that holds just that transaction.
+TXN_DATA_OFFSET = _TXN_FRAME.size
+#: Where a reply's parcel data starts in a record that holds just that reply.
+REPLY_DATA_OFFSET = _REPLY_FRAME.size
+_txn_unpack = _TXN_FRAME.unpack_from
+_reply_unpack = _REPLY_FRAME.unpack_from
+
+
+def simple_request(buf: bytes | bytearray | memoryview | mmap.mmap, size: int,
+                   ) -> tuple[int, int, int] | None:
+    """``(seq, handle, code)`` if the ``size`` bytes of ``buf`` (a record that came with
+    no fds) are exactly one sync transaction with no fds and no objects, else ``None``.
+
+    The hot path of a server: the parcel data is ``buf[TXN_DATA_OFFSET:size]``. Checked as
+    strictly as :func:`decode_record`; anything else goes through it.
+    """
+    if size < TXN_DATA_OFFSET or size > MAX_RECORD_BYTES or buf[0] != F_TRANSACTION:
+        return None
+    _, flags, n_fds, body_len, seq, handle, code, data_len, n_obj = _txn_unpack(buf, 0)
+    if (flags or n_fds or n_obj or body_len != size - HEADER.size
+            or data_len != size - TXN_DATA_OFFSET or data_len > MAX_PARCEL_DATA):
+        return None
+    return seq, handle, code
+
+
+def simple_reply(buf: bytes | bytearray | memoryview | mmap.mmap, size: int,
+                 ) -> tuple[int, int] | None:
+    """``(seq, status)`` if the ``size`` bytes of ``buf`` (a record that came with no fds)
+    are exactly one successful-or-failed parcel reply with no fds and no objects (not an
+    error reply), else ``None``. The parcel data is ``buf[REPLY_DATA_OFFSET:size]``."""
+    if size < REPLY_DATA_OFFSET or size > MAX_RECORD_BYTES or buf[0] != F_REPLY:
+        return None
+    _, flags, n_fds, body_len, seq, status, data_len, n_obj = _reply_unpack(buf, 0)
+    if (flags or n_fds or n_obj or body_len != size - HEADER.size
+            or data_len != size - REPLY_DATA_OFFSET or data_len > MAX_PARCEL_DATA):
+        return None
+    return seq, status
 
 
 def decode_record(data: bytes | bytearray | memoryview, fds: Sequence[int]) -> list[Frame]:
