@@ -7,7 +7,8 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import peer_main as pm
 import pytest
@@ -105,6 +106,39 @@ def test_sync_round_trip_in_process(pair: tuple[Connection, Connection, Adder]) 
     with proxy.send_request(pm.ADD_ONE, int_parcel(41)) as reply:
         assert reply.read_int32() == 42
     assert stub.callers[-1] == (os.getpid(), os.getuid(), False)
+
+
+def test_plain_requests_take_the_hot_paths(
+    pair: tuple[Connection, Connection, Adder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The connection hands every fd-less record to the hot-path checks and uses what they
+    # accept: a plain sync request, its reply, and a burst of one-way requests (a record of
+    # several) each skip the general decoder. (A regression once hid all three: the kernel
+    # echoes MSG_CMSG_CLOEXEC in msg_flags, and a "no flags" test never passed.)
+    taken: dict[str, int] = {"request": 0, "reply": 0, "run": 0, "general": 0}
+
+    def spy(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(*args: Any) -> Any:
+            result = fn(*args)
+            if result is not None:
+                taken[name] += 1
+            return result
+        return wrapped
+
+    monkeypatch.setattr(_wire, "simple_request", spy("request", _wire.simple_request))
+    monkeypatch.setattr(_wire, "simple_reply", spy("reply", _wire.simple_reply))
+    monkeypatch.setattr(_wire, "oneway_run", spy("run", _wire.oneway_run))
+    monkeypatch.setattr(_wire, "decode_record", spy("general", _wire.decode_record))
+    a, _b, stub = pair
+    proxy = a.root_proxy()
+    for i in range(5):
+        with proxy.send_request(pm.ADD_ONE, int_parcel(i)) as reply:
+            assert reply.read_int32() == i + 1
+    assert taken == {"request": 5, "reply": 5, "run": 0, "general": 0}
+    before = len(stub.callers)
+    proxy.send_requests([(pm.ADD_ONE, int_parcel(i)) for i in range(20)], ASYNC)
+    assert wait_until(lambda: len(stub.callers) == before + 20)
+    assert taken["run"] >= 1 and taken["general"] == 0
 
 
 def test_sync_round_trip_two_processes(peer: Peer) -> None:
@@ -261,6 +295,78 @@ def test_oneway_in_order(peer: Peer) -> None:
         count = reply.read_int32()
         assert count == n
         assert [reply.read_int32() for _ in range(count)] == list(range(n))
+
+
+class Gate(RemoteStub):
+    """Records one-way values; the first request waits until the gate opens."""
+
+    def __init__(self) -> None:
+        super().__init__("test.Gate")
+        self.open = threading.Event()
+        self.entered = threading.Event()
+        self.seen: list[int] = []
+
+    def on_remote_request(
+        self, code: int, data: MessageParcel, reply: MessageParcel, option: MessageOption
+    ) -> int:
+        if not self.seen:
+            self.entered.set()
+            assert self.open.wait(60)
+        self.seen.append(data.read_int32())
+        return 0
+
+
+def test_oneway_backpressure_counts_requests_not_records(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # While a stub is stuck on a one-way request, the records that follow are queued, and
+    # once the queue holds more than the backlog (counted in requests, a batched record
+    # counting each of its requests) the serving side stops reading: the sender then
+    # blocks on a full socket instead of the receiver's memory growing. Nothing is lost
+    # or reordered when the stub goes on.
+    from childkit.ipc import _connection
+
+    backlog, per_record, records = 64, 50, 100
+    monkeypatch.setattr(_connection, "ASYNC_BACKLOG", backlog)
+    local, remote = channel_socketpairs()
+    gate = Gate()
+    a, b = Connection(*local, name="A"), Connection(*remote, local_root=gate, name="B")
+    peak = 0
+    enqueue = b._enqueue_locked
+
+    def spy(handle: int, entry: Any, count: int) -> None:
+        nonlocal peak
+        enqueue(handle, entry, count)
+        peak = max(peak, b._async_queued[handle])
+
+    monkeypatch.setattr(b, "_enqueue_locked", spy)
+    a.start()
+    b.start()
+    proxy = a.root_proxy()
+
+    def send() -> None:
+        for r in range(records):
+            proxy.send_requests(
+                [(1, int_parcel(r * per_record + i)) for i in range(per_record)], ASYNC)
+
+    sender = threading.Thread(target=send)
+    try:
+        sender.start()
+        assert gate.entered.wait(30)
+        assert wait_until(lambda: b._async_queued.get(0, 0) > backlog)
+        # The reader now waits for room; it read at most one record past the backlog.
+        assert peak <= backlog + per_record
+        gate.open.set()
+        sender.join(60)
+        assert not sender.is_alive()
+        assert wait_until(lambda: len(gate.seen) == records * per_record)
+        assert gate.seen == list(range(records * per_record))
+        assert peak <= backlog + per_record
+    finally:
+        gate.open.set()
+        sender.join(60)
+        a.close()
+        b.close()
 
 
 def test_oneway_from_many_threads_each_in_order(peer: Peer) -> None:

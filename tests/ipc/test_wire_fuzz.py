@@ -35,6 +35,7 @@ from childkit.ipc._wire import (
     encode_release,
     encode_reply,
     encode_transaction,
+    oneway_run,
     simple_reply,
     simple_request,
 )
@@ -117,6 +118,16 @@ def check_fast_paths(record: bytes, frames: list[Frame] | None) -> None:
         assert isinstance(txn, Transaction)
         assert request == (txn.seq, txn.handle, txn.code)
         assert record[TXN_DATA_OFFSET:] == txn.data
+    run = oneway_run(record, len(record))
+    plain_run = frames is not None and all(
+        isinstance(f, Transaction) and f.oneway and not f.objects
+        and f.handle == frames[0].handle for f in frames)  # type: ignore[union-attr]
+    if run is None:
+        assert not plain_run
+    else:
+        assert plain_run and frames is not None
+        assert run == (frames[0].handle,  # type: ignore[union-attr]
+                       [(f.code, f.data) for f in frames])  # type: ignore[union-attr]
     reply = simple_reply(record, len(record))
     plain_reply = frames is not None and len(frames) == 1 and isinstance(
         frames[0], Reply) and not frames[0].objects and not frames[0].detail \
@@ -275,10 +286,18 @@ _REPLY_FIELDS = [(0, 1), (1, 1), (2, 2), (4, 4), (16, 4), (20, 4), (24, 2)]
 def test_hot_path_checks_reject_every_field_out_of_place() -> None:
     # Each header field of a plain request and reply, set to neighbouring and extreme
     # values: the hot-path checks must agree with decode_record every time.
+    one_way = encode_transaction(8, 3, 9, True, b"\x03\x01\x00\x00\x00", [], 0)
     records = [(encode_transaction(7, 3, 9, False, b"\x03\x01\x00\x00\x00", [], 0), _TXN_FIELDS),
-               (encode_reply(7, 0, b"\x03\x01\x00\x00\x00", [], 0), _REPLY_FIELDS)]
+               (encode_reply(7, 0, b"\x03\x01\x00\x00\x00", [], 0), _REPLY_FIELDS),
+               (one_way, _TXN_FIELDS),
+               (one_way * 3, [(at + len(one_way) * i, width) for i in range(3)
+                              for at, width in _TXN_FIELDS])]
     assert simple_request(records[0][0], len(records[0][0])) == (7, 3, 9)
     assert simple_reply(records[1][0], len(records[1][0])) == (7, 0)
+    assert oneway_run(one_way * 3, 3 * len(one_way)) == (3, [(9, b"\x03\x01\x00\x00\x00")] * 3)
+    # A run to two objects is two runs' worth of work: the general path takes it.
+    two = one_way + encode_transaction(8, 4, 9, True, b"", [], 0)
+    assert oneway_run(two, len(two)) is None and len(decode_record(two, [])) == 2
     tried = 0
     for record, fields in records:
         for offset, width in fields:
@@ -289,4 +308,4 @@ def test_hot_path_checks_reject_every_field_out_of_place() -> None:
         for cut in (1, len(record) - 1):
             check_decode(record[:cut], [])
             check_decode(record + b"\x00" * cut, [])
-    assert tried > 60
+    assert tried > 150

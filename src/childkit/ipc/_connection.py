@@ -77,6 +77,8 @@ class _Call:
 
 
 _Request = tuple[_wire.Transaction, list[RemoteObject]]  # a request and its resolved objects
+_OnewayRun = list[tuple[int, bytes]]  # a record of plain one-way requests: (code, data)
+_Queued = _Request | _OnewayRun  # what waits in an object's one-way queue
 
 
 class _AsyncCall(_Call):
@@ -225,7 +227,8 @@ class Connection:
         self._replies_received = 0
         self._deferred_releases: list[_wire.Release] = []
         # One-way requests per local handle, run in arrival order by one thread at a time.
-        self._async_queues: dict[int, collections.deque[_Request]] = {}
+        self._async_queues: dict[int, collections.deque[_Queued]] = {}
+        self._async_queued: dict[int, int] = {}  # requests in each queue (a run counts each)
         self._async_busy: set[int] = set()
         # Start-up and death.
         self._hello = threading.Event()
@@ -304,8 +307,10 @@ class Connection:
             for p in proxies:
                 p._recipients = []
             callbacks, self._close_callbacks = self._close_callbacks, []
-            stale_fds = [fd for q in self._async_queues.values() for t, _objs in q for fd in t.fds]
+            stale_fds = [fd for q in self._async_queues.values() for entry in q
+                         if not isinstance(entry, list) for fd in entry[0].fds]
             self._async_queues.clear()
+            self._async_queued.clear()
             queued_fds = [fd for _chunk, fds in self._wqueue for fd in fds]
             self._wqueue.clear()
             self._exports.clear()
@@ -771,7 +776,7 @@ class Connection:
         except OSError as exc:
             self._shutdown(f"receiving failed: {exc.strerror or exc}")
             return None
-        if not anc and not flags:
+        if not anc and not flags & _TRUNCATED:
             simple = _wire.simple_reply(buf, n)
             if simple is not None and simple[0] == seq and not simple[1]:
                 parcel = MessageParcel._from_wire(buf[_wire.REPLY_DATA_OFFSET:n], [], [])
@@ -1059,7 +1064,7 @@ class Connection:
         self, buf: mmap.mmap, n: int, anc: list[tuple[int, int, bytes]], flags: int
     ) -> list[_wire.Frame] | None:
         fds = received_fds(anc) if anc else []
-        if not flags and n:
+        if not flags & _TRUNCATED and n:
             try:
                 return _wire.decode_record(memoryview(buf)[:n], fds)
             except ProtocolError as exc:
@@ -1154,7 +1159,7 @@ class Connection:
         except OSError as exc:
             self._shutdown(f"receiving failed: {exc.strerror or exc}")
             return
-        if not anc and not flags:
+        if not anc and not flags & _TRUNCATED:
             simple = _wire.simple_request(buf, n)
             if simple is not None and simple[1] not in self._async_busy:
                 # The common case, one plain sync request: no frame objects, no queueing,
@@ -1164,6 +1169,10 @@ class Connection:
                 self._pool.rearm(self._serve_fd)
                 self._answer(simple[0], simple[1], simple[2], False, MessageParcel._from_wire(
                     buf[_wire.TXN_DATA_OFFSET:n], [], []))
+                return
+            run = _wire.oneway_run(buf, n)
+            if run is not None:
+                self._serve_oneway_run(*run)
                 return
         frames = self._decode(buf, n, anc, flags)
         if frames is None:
@@ -1195,10 +1204,7 @@ class Connection:
                         # Requests to one object keep their order while one-way requests
                         # to it are pending: a sync request then waits in the same queue.
                         if frame.oneway or frame.handle in self._async_busy:
-                            queue = self._async_queues.get(frame.handle)
-                            if queue is None:
-                                queue = self._async_queues[frame.handle] = collections.deque()
-                            queue.append(item)
+                            self._enqueue_locked(frame.handle, item, 1)
                             if frame.handle not in self._async_busy:
                                 self._async_busy.add(frame.handle)
                                 drain.append(frame.handle)
@@ -1229,7 +1235,7 @@ class Connection:
             congested = {f.handle for f in frames
                          if isinstance(f, _wire.Transaction) and f.oneway} - set(drain)
             while congested and not error and not self._closed and any(
-                len(self._async_queues.get(h, ())) > ASYNC_BACKLOG for h in congested
+                self._async_queued.get(h, 0) > ASYNC_BACKLOG for h in congested
             ):
                 self._cond.wait(1.0)
         if error:
@@ -1243,6 +1249,35 @@ class Connection:
         if sync:
             self._dispatch(*sync[0])
         for handle in drain:
+            self._drain_async(handle)
+
+    def _enqueue_locked(self, handle: int, entry: _Queued, count: int) -> None:
+        queue = self._async_queues.get(handle)
+        if queue is None:
+            queue = self._async_queues[handle] = collections.deque()
+        queue.append(entry)
+        self._async_queued[handle] = self._async_queued.get(handle, 0) + count
+
+    def _serve_oneway_run(self, handle: int, run: _OnewayRun) -> None:
+        """Run a record of plain one-way requests to one object on this thread, or queue it
+        behind the ones another thread is running (and wait while that queue is full)."""
+        lock = self._lock
+        lock.acquire()
+        if self._closed:
+            lock.release()
+            return
+        mine = handle not in self._async_busy
+        if mine:
+            self._async_busy.add(handle)
+        else:
+            self._enqueue_locked(handle, run, len(run))
+            # Backpressure: stop reading while the queue is long, so the sender blocks.
+            while not self._closed and self._async_queued.get(handle, 0) > ASYNC_BACKLOG:
+                self._cond.wait(1.0)
+        lock.release()
+        self._pool.rearm(self._serve_fd)
+        if mine:
+            self._dispatch_run(handle, [run])
             self._drain_async(handle)
 
     def _io_enter_for_task(self) -> None:
@@ -1265,20 +1300,25 @@ class Connection:
                 self._async_busy.discard(handle)
                 if queue is not None and not queue:
                     del self._async_queues[handle]
+                    self._async_queued.pop(handle, None)
                 lock.release()
                 return
             items = list(queue)
             queue.clear()
+            self._async_queued[handle] = 0
             self._cond.notify_all()  # readers stopped by a full queue may go on
             lock.release()
             self._dispatch_run(handle, items)
 
-    def _dispatch_run(self, handle: int, items: list[_Request]) -> None:
+    def _dispatch_run(self, handle: int, items: list[_Queued]) -> None:
         """Run queued requests to one object in order: one-way ones in a tight loop (the
         calling identity set once, one reply parcel reused), sync ones as usual."""
         entry = self._exports.get(handle)
         if entry is None:
-            for frame, objects in items:
+            for item in items:
+                if isinstance(item, list):
+                    continue  # one-way requests to an object that is gone: dropped
+                frame, objects = item
                 if frame.oneway:
                     close_fds(frame.fds)
                 else:
@@ -1293,7 +1333,20 @@ class Connection:
         new_parcel = MessageParcel._from_wire
         try:
             ctx.identity = identity
-            for frame, objects in items:
+            for item in items:
+                if isinstance(item, list):
+                    for code, payload in item:
+                        if code > 0xFFFFFF or not code:
+                            continue  # internal codes are never one-way: drop it
+                        try:
+                            on_request(code, new_parcel(payload, [], []), reply, ASYNC_OPTION)
+                        except Exception:
+                            _log.exception("%r failed on one-way request %d", stub, code)
+                        if reply._buf or reply._fds or reply._objects:
+                            reply.close()
+                            reply = MessageParcel()
+                    continue
+                frame, objects = item
                 if not frame.oneway:
                     ctx.identity = saved
                     self._dispatch(frame, objects)
