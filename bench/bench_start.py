@@ -271,6 +271,7 @@ def run(quick: bool = False) -> list[tuple[str, float, str]]:
     n = 5 if quick else 30
     n_spawn = 3 if quick else 10
     many = 10 if quick else 50
+    n_burst = 3 if quick else 7  # bursts are the noisiest figure: a few more samples
     childkit.set_preload_modules([ENTRY_MODULE])
     childkit.prestart_launcher()
     exits = _Exits()
@@ -289,9 +290,11 @@ def run(quick: bool = False) -> list[tuple[str, float, str]]:
         "multiprocessing spawn: start+join": (lambda: mp_start_join(spawn), n_spawn),
     }
     bursts: dict[str, tuple[Callable[[], float], int]] = {
-        f"childkit IPC: {many} creates at once": (lambda: ipc_create(exits, many), 3),
-        f"childkit args: {many} starts at once (threads)": (lambda: args_many(exits, many), 3),
-        f"multiprocessing fork: {many} start+join at once": (lambda: mp_many(fork, many), 3),
+        f"childkit IPC: {many} creates at once": (lambda: ipc_create(exits, many), n_burst),
+        f"childkit args: {many} starts at once (threads)":
+            (lambda: args_many(exits, many), n_burst),
+        f"multiprocessing fork: {many} start+join at once":
+            (lambda: mp_many(fork, many), n_burst),
     }
     rows = [(name, value, "ms") for name, value in _interleaved(singles).items()]
     rows += [(name, value, "ms") for name, value in _interleaved(bursts).items()]

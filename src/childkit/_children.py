@@ -95,11 +95,18 @@ def _entry_files(parsed: ParsedEntry) -> list[str]:
     return []  # a module the interpreter's own paths provide, or none: resolving says so
 
 
-def _sandbox_header(options: ChildProcessOptions, parsed: ParsedEntry) -> dict[str, Any] | None:
-    """The sandbox an ISOLATED child enters, as plain data for the spawn request."""
+def _sandbox_header(options: ChildProcessOptions,
+                    parsed: ParsedEntry | str) -> dict[str, Any] | None:
+    """The sandbox an ISOLATED child enters, as plain data for the spawn request.
+
+    ``parsed`` may be the IPC-mode entry text, parsed here only if it is needed.
+    """
     if options.isolation_mode != IsolationMode.ISOLATED:
         return None
     from childkit.sandbox import ResourceLimits
+
+    if isinstance(parsed, str):
+        parsed = parse_entry(parsed, mode="ipc")
 
     limits = options.limits or ResourceLimits()
     return {
@@ -201,7 +208,7 @@ def _start_ipc(entry: str, opts: ChildProcessOptions,
                           fds=[remote[0].fileno(), remote[1].fileno()],
                           process_name=_process_name(opts, entry), deadline=deadline,
                           meanwhile=open_our_end,
-                          sandbox=_sandbox_header(opts, parse_entry(entry, mode="ipc")))
+                          sandbox=_sandbox_header(opts, entry))
     except BaseException:
         if ours:
             ours[0].close()

@@ -17,7 +17,10 @@ loop is a ``poll`` over the control socket and one pidfd per live child:
   and ``exited`` with the wait status goes to the application;
 * a spawn request is forked (:mod:`childkit._launcher_child` runs in the child) and
   answered with ``forked`` and a pidfd of the child, which lets the application signal
-  it without pid-reuse races.
+  it without pid-reuse races. Requests that arrive together (a burst of starts) are
+  taken together and forked back to back, then answered in one record: between forks
+  the launcher writes as few pages as it can, since each page it writes after a fork
+  is copied.
 
 It dies with the application: ``PR_SET_PDEATHSIG`` (the manager starts it from its
 own long-lived thread, since the signal follows the parent *thread*) and end-of-file
@@ -43,6 +46,13 @@ from typing import Any
 from childkit import _args, _entry, _launcher_child, _native, _role, _sysutil  # noqa: F401
 from childkit import _launcher_protocol as proto
 from childkit._errors import ErrCode  # noqa: F401
+
+#: The most waiting requests taken (and spawns forked back to back) at once: a large
+#: burst is answered in slices, so the application starts on the first children's
+#: connections while the launcher forks the next ones. One ``forked`` record answers a
+#: batch, so it must fit the pidfds of all of them.
+MAX_BATCH = 16
+assert MAX_BATCH <= proto.MAX_RECORD_FDS
 
 
 class Launcher:
@@ -105,42 +115,71 @@ class Launcher:
             self._kill_all()
 
     def _on_request(self) -> bool:
-        got = proto.recv(self._sock)
-        if got is None:
-            return False
-        header, payload, fds = got
-        op = header["op"]
-        if op == "spawn":
-            self._spawn(header, payload, fds)
-        elif op == "preload":
-            proto.close_fds(fds)
-            errors = self._preload(header.get("modules", []))
-            self._freeze()
-            proto.send(self._sock, {"op": "preloaded", "errors": errors})
-        else:
-            proto.close_fds(fds)
-            raise proto.ProtocolError(f"unknown request {op!r}")
-        return True
-
-    def _spawn(self, header: dict[str, Any], payload: bytes, fds: list[int]) -> None:
-        request_id = header.get("id")
-        if header.get("sandbox") is not None and not self._sandbox_ready:
-            self._prepare_sandbox()
+        # Every request already waiting is taken at once, so that a burst of starts is
+        # forked back to back (see _spawn_batch); other requests keep their place.
+        records, still_open = proto.recv_waiting(self._sock, MAX_BATCH)
+        batch: list[proto.Record] = []
         try:
-            _check_spawn(header, fds)
-            pid = os.fork()
-        except (proto.ProtocolError, OSError) as exc:
-            proto.close_fds(fds)
-            proto.send(self._sock, {"op": "failed", "id": request_id,
-                                    "message": f"{type(exc).__name__}: {exc}"})
-            return
-        if pid == 0:
-            _launcher_child.run_child(header, payload, fds, os.getppid(), self._forget)
-        proto.close_fds(fds)  # the child has its copies
-        pidfd = os.pidfd_open(pid)
-        self._children[pidfd] = pid
-        self._poll.register(pidfd, select.POLLIN)
-        proto.send(self._sock, {"op": "forked", "id": request_id, "pid": pid}, fds=[pidfd])
+            while records:
+                header, payload, fds = records.pop(0)
+                if header["op"] == "spawn":
+                    batch.append((header, payload, fds))
+                    continue
+                self._spawn_batch(batch)
+                proto.close_fds(fds)
+                if header["op"] != "preload":
+                    raise proto.ProtocolError(f"unknown request {header['op']!r}")
+                errors = self._preload(header.get("modules", []))
+                _launcher_child.forget_entries()
+                self._freeze()
+                proto.send(self._sock, {"op": "preloaded", "errors": errors})
+            self._spawn_batch(batch)
+        finally:
+            # Only after an error: the requests not handled yet give back their fds.
+            for _header, _payload, fds in batch + records:
+                proto.close_fds(fds)
+        return still_open
+
+    def _spawn_batch(self, batch: list[proto.Record]) -> None:
+        """Fork a child for each spawn request in ``batch`` (emptied), back to back; then
+        answer them all.
+
+        Between two forks the launcher does as little as it can: every page it writes
+        after a fork is copied (the new child shares it), and each answer wakes the
+        application, which then competes for the CPU with the next fork.
+        """
+        forked: list[tuple[Any, int]] = []  # (request id, pid)
+        try:
+            while batch:
+                header, payload, fds = batch.pop(0)
+                request_id = header.get("id")
+                if header.get("sandbox") is not None and not self._sandbox_ready:
+                    self._prepare_sandbox()
+                try:
+                    _check_spawn(header, fds)
+                    _launcher_child.learn_entry(header["entry"], header["mode"])
+                    pid = os.fork()
+                except (proto.ProtocolError, OSError) as exc:
+                    proto.close_fds(fds)
+                    proto.send(self._sock, {"op": "failed", "id": request_id,
+                                            "message": f"{type(exc).__name__}: {exc}"})
+                    continue
+                if pid == 0:
+                    _launcher_child.run_child(header, payload, fds, os.getppid(), self._forget)
+                proto.close_fds(fds)  # the child has its copies
+                forked.append((request_id, pid))
+        finally:
+            # Whatever happened, every forked child is watched (reaped, killed at the end).
+            answers: list[list[Any]] = []
+            pidfds: list[int] = []
+            for request_id, pid in forked:
+                pidfd = os.pidfd_open(pid)
+                self._children[pidfd] = pid
+                self._poll.register(pidfd, select.POLLIN)
+                answers.append([request_id, pid])
+                pidfds.append(pidfd)
+        if answers:
+            proto.send(self._sock, {"op": "forked", "children": answers}, fds=pidfds)
 
     _sandbox_ready = False
 
@@ -206,6 +245,15 @@ def _init_proctitle() -> None:
     except ImportError:
         return
     setproctitle.setproctitle("childkit-launcher")
+    # Once initialised, setproctitle also sets the comm name on Linux (1.3 does): if a
+    # second call shows that here, children need no prctl of their own for it.
+    setproctitle.setproctitle("childkit-launcher")
+    try:
+        with open("/proc/self/comm", "rb") as f:
+            comm = f.read().strip()
+    except OSError:
+        comm = b""
+    _launcher_child.title_sets_comm = comm == b"childkit-launcher"[:_sysutil.COMM_LIMIT]
 
 
 def main(argv: list[str]) -> int:
@@ -218,8 +266,8 @@ def main(argv: list[str]) -> int:
         return 1
     # Ctrl-C in a terminal signals the whole process group; the application decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _sysutil.set_comm("childkit-launch")
     _init_proctitle()
+    _sysutil.set_comm("childkit-launch")  # after the title, which may have set it too
     sock = socket.socket(fileno=control_fd)
     launcher = Launcher(sock)
     try:

@@ -3,11 +3,11 @@
 The launcher forks and calls :func:`run_child` in the new process; it never returns.
 In order, the child:
 
-1. becomes a child (:func:`childkit._role.set_role`: it may not start children), asks
-   for ``SIGKILL`` when the launcher dies (and exits at once if it already has: no
+1. becomes a child (:func:`childkit._role.set_role`: it may not start children) and
+   closes every fd except stdin/stdout/stderr, its status pipe and the fds it was
+   given: no other fd of the parent, the launcher or a sibling leaks in;
+2. asks for ``SIGKILL`` when the launcher dies (and exits at once if it already has: no
    orphans), and restores the default ``SIGINT`` handling the launcher turned off;
-2. closes every fd except stdin/stdout/stderr, its status pipe and the fds it was
-   given: no other fd of the parent or the launcher leaks in;
 3. takes its name (``setproctitle`` for ``ps``'s command column, ``PR_SET_NAME`` for
    its ``comm``), the parent's working directory and ``sys.path`` as they were when the
    start call was made, so relative paths and module names mean what they meant there;
@@ -15,7 +15,8 @@ In order, the child:
    sees them; the dups are inheritable, the received copies are closed), installs the
    args for :func:`childkit.get_current_child_process_args`, resolves the entry;
    IPC mode: resolves the module, calls ``on_connect()``, starts the IPC connection on
-   the two sockets it was given with that stub as its root;
+   the two sockets it was given with that stub as its root. What the launcher learnt
+   of the entry before forking (:func:`learn_entry`) is used instead of redoing it;
 5. reports the outcome on the status pipe and closes it (a failure: the error code and
    what went wrong; then it exits with status 1);
 6. runs the entry (``func(args)``, native ``Main(args)``, or ``main_proc()``) and exits
@@ -28,19 +29,87 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import traceback
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any, NoReturn
 
 from childkit import _launcher_protocol as proto
 from childkit import _role, _sysutil
 from childkit._args import ChildProcessArgs, set_current_child_process_args
-from childkit._entry import parse_entry, resolve_args_entry, resolve_ipc_entry
+from childkit._entry import (
+    MAIN_PROC,
+    ON_CONNECT,
+    ParsedEntry,
+    parse_entry,
+    resolve_args_entry,
+    resolve_ipc_entry,
+)
 from childkit._errors import ChildkitError, ErrCode
+from childkit.ipc import Connection, RemoteStub
 
 #: The IPC-mode child's connection to its parent, kept for the child's whole life.
 _connection: object = None
+
+#: Whether ``setproctitle`` also sets the kernel's ``comm`` name (it does on Linux once
+#: initialised); the launcher finds out once, and children then skip their own prctl.
+title_sets_comm = False
+
+IpcFunctions = tuple[Callable[[], object], Callable[[], object]]
+
+#: What the launcher already knows of an entry, by ``(entry, mode)``: it parsed it and,
+#: for an IPC-mode module it had imported itself (a preload module), looked up the two
+#: functions. Filled in the launcher before it forks, so every child inherits the
+#: result instead of redoing the work (and copying every page that work writes).
+_known: dict[tuple[str, str], tuple[ParsedEntry, IpcFunctions | None]] = {}
+_MAX_KNOWN = 256
+
+
+def learn_entry(entry: str, mode: str) -> None:
+    """In the launcher, before forking a child for ``entry``: parse it once and, for an
+    IPC-mode module the launcher has imported, look up its functions. Never raises: an
+    entry that does not parse or resolve is left for the child to report."""
+    key = (entry, mode)
+    if key in _known or len(_known) >= _MAX_KNOWN or mode not in ("args", "ipc"):
+        return
+    try:
+        parsed = parse_entry(entry, mode="args" if mode == "args" else "ipc")
+        _known[key] = (parsed, _imported_ipc_functions(parsed))
+    except Exception:  # whatever it is, the child meets it again and reports it
+        return
+
+
+def forget_entries() -> None:
+    """In the launcher, after importing more modules: what was learnt may be stale."""
+    _known.clear()
+
+
+def _imported_ipc_functions(parsed: ParsedEntry) -> IpcFunctions | None:
+    # Only plain lookups in a module the launcher imported itself: no import, and no
+    # module __getattr__ (user code) runs in the launcher. Anything else is resolved in
+    # the child, as always (after entering its sandbox).
+    if parsed.mode != "ipc" or parsed.kind != "python":
+        return None
+    module = sys.modules.get(parsed.target)
+    if not isinstance(module, ModuleType):
+        return None
+    namespace = vars(module)
+    spec = namespace.get("__spec__")
+    if spec is not None and getattr(spec, "_initializing", False):
+        return None
+    on_connect, main_proc = namespace.get(ON_CONNECT), namespace.get(MAIN_PROC)
+    if not callable(on_connect) or not callable(main_proc):
+        return None
+    return on_connect, main_proc
+
+
+def _parsed(entry: str, mode: str) -> tuple[ParsedEntry, IpcFunctions | None]:
+    known = _known.get((entry, mode))
+    if known is not None:
+        return known
+    return parse_entry(entry, mode="args" if mode == "args" else "ipc"), None
 
 
 class _StartupFailed(Exception):
@@ -81,13 +150,16 @@ def run_child(header: dict[str, Any], payload: bytes, fds: list[int], launcher_p
 def _child(header: dict[str, Any], payload: bytes, fds: list[int], launcher_pid: int,
            forget_launcher: Callable[[], None]) -> int:
     _role.set_role("child")
+    # First of all: the launcher forks a batch of requests back to back, so this child
+    # also holds the fds of the requests forked after it (another child's status pipe
+    # and sockets) until it closes them; the sooner, the sooner that child's EOFs hold.
+    _sysutil.close_all_fds_except({0, 1, 2, *fds})
     _sysutil.set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != launcher_pid:
         return 1  # the launcher died between the fork and the prctl
     signal.signal(signal.SIGINT, signal.default_int_handler)
     forget_launcher()
     status_fd, given = fds[0], fds[1:]
-    _sysutil.close_all_fds_except({0, 1, 2, *fds})
 
     _take_name(header)
     try:
@@ -142,6 +214,9 @@ def _take_name(header: dict[str, Any]) -> None:
         setproctitle.setproctitle(name)
     except ImportError:
         pass  # a declared dependency; without it only the comm name changes
+    else:
+        if title_sets_comm:
+            return
     _sysutil.set_comm(name)
 
 
@@ -168,7 +243,7 @@ def _prepare_args_child(header: dict[str, Any], payload: bytes,
     try:
         args = ChildProcessArgs(payload.decode("utf-8"), placed)
         set_current_child_process_args(args)
-        runner = resolve_args_entry(parse_entry(header["entry"], mode="args"))
+        runner = resolve_args_entry(_parsed(header["entry"], "args")[0])
     except ChildkitError as exc:
         raise _StartupFailed(exc.code, exc.message) from None
     except Exception as exc:
@@ -178,14 +253,11 @@ def _prepare_args_child(header: dict[str, Any], payload: bytes,
 
 
 def _prepare_ipc_child(header: dict[str, Any], given: list[int]) -> Callable[[], int]:
-    import socket
-
-    from childkit.ipc import Connection, RemoteStub
-
     call_fd, serve_fd = given
     entry = header["entry"]
     try:
-        on_connect, main_proc = resolve_ipc_entry(parse_entry(entry, mode="ipc"))
+        parsed, functions = _parsed(entry, "ipc")
+        on_connect, main_proc = functions or resolve_ipc_entry(parsed)
     except ChildkitError as exc:
         raise _StartupFailed(exc.code, exc.message) from None
     try:

@@ -18,7 +18,9 @@ Application -> launcher:
 Launcher -> application:
 
 * ``{"op": "ready", "pid", "preload_errors": [...]}`` once the template is ready.
-* ``{"op": "forked", "id", "pid"}`` with a pidfd of the new child attached.
+* ``{"op": "forked", "children": [[id, pid], ...]}`` with a pidfd of each new child
+  attached, in the same order: one record answers every spawn request the launcher
+  found waiting together and forked back to back (at most :data:`MAX_RECORD_FDS`).
 * ``{"op": "failed", "id", "message"}`` if no child could be forked.
 * ``{"op": "exited", "pid", "status"}`` with the raw wait status, after reaping.
 
@@ -45,6 +47,13 @@ MAX_RECORD = 512 * 1024
 MAX_RECORD_FDS = 32
 SOCKET_BUFFER = 1 << 21
 _ANC_SPACE = socket.CMSG_SPACE(MAX_RECORD_FDS * array.array("i").itemsize)
+
+
+# Plain ints: combining the socket module's flag enums costs more than the syscall.
+_RECV_WAIT = int(socket.MSG_CMSG_CLOEXEC)
+_RECV_NOWAIT = int(socket.MSG_CMSG_CLOEXEC | socket.MSG_DONTWAIT)
+_TRUNCATED = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
+_SEND_FLAGS = int(socket.MSG_NOSIGNAL)
 
 
 class ProtocolError(Exception):
@@ -81,21 +90,26 @@ def send(sock: socket.socket, header: dict[str, Any], payload: bytes = b"",
     # MSG_NOSIGNAL: a dead peer is an EPIPE error here, never a SIGPIPE, whatever the
     # embedding application did with that signal's disposition.
     anc = rights(fds)
-    sock.sendmsg([data], anc, socket.MSG_NOSIGNAL)
+    sock.sendmsg([data], anc, _SEND_FLAGS)
 
 
-def recv(sock: socket.socket) -> tuple[dict[str, Any], bytes, list[int]] | None:
+Record = tuple[dict[str, Any], bytes, list[int]]
+
+
+def recv(sock: socket.socket, *, wait: bool = True) -> Record | None:
     """Receive one record; ``None`` at end of stream. The caller owns the returned fds.
 
+    With ``wait=False`` it raises :class:`BlockingIOError` if no record is waiting.
     Received fds are close-on-exec. Raises :class:`ProtocolError` (after closing any
     received fds) for a truncated or malformed record.
     """
-    data, anc, flags, _addr = sock.recvmsg(MAX_RECORD, _ANC_SPACE, socket.MSG_CMSG_CLOEXEC)
+    data, anc, flags, _addr = sock.recvmsg(MAX_RECORD, _ANC_SPACE,
+                                           _RECV_WAIT if wait else _RECV_NOWAIT)
     fds = received_fds(anc)
     if not data and not fds:
         return None
     try:
-        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        if flags & _TRUNCATED:
             raise ProtocolError("record truncated")
         header, payload = decode(data)
     except ProtocolError:
@@ -104,9 +118,36 @@ def recv(sock: socket.socket) -> tuple[dict[str, Any], bytes, list[int]] | None:
     return header, payload, fds
 
 
+def recv_waiting(sock: socket.socket, limit: int) -> tuple[list[Record], bool]:
+    """Wait for one record, then take every other one already waiting, up to ``limit``.
+
+    Returns the records in order and whether the stream is still open (``False``: end
+    of stream came after them). The caller owns every returned fd. A malformed record
+    raises :class:`ProtocolError` after the fds of the records before it are closed.
+    """
+    records: list[Record] = []
+    try:
+        while len(records) < limit:
+            try:
+                got = recv(sock, wait=not records)
+            except BlockingIOError:
+                break
+            if got is None:
+                return records, False
+            records.append(got)
+    except BaseException:
+        for _header, _payload, fds in records:
+            close_fds(fds)
+        raise
+    return records, True
+
+
+_STATUS_OK = json.dumps({"code": 0, "message": ""}).encode("utf-8")
+
+
 def status_ok() -> bytes:
     """The child's start-up report: all well."""
-    return json.dumps({"code": 0, "message": ""}).encode("utf-8")
+    return _STATUS_OK
 
 
 #: A start-up error message is cut to this many characters (an exception's text can be

@@ -462,17 +462,24 @@ class Manager:
             proto.close_fds(fds)  # "preloaded" and anything newer: nothing to do
 
     def _on_forked(self, header: dict[str, Any], fds: list[int]) -> None:
-        pidfd = fds[0] if fds else -1
-        proto.close_fds(fds[1:])
+        # Checked whole before any pidfd is handed to a Child: on a malformed record
+        # _serve closes every fd that came with it.
+        answers = [(int(request_id), int(pid)) for request_id, pid in header["children"]]
+        if len(answers) != len(fds):
+            raise proto.ProtocolError(f"{len(answers)} children came with {len(fds)} pidfds")
+        unwanted: list[Child] = []
         with self._lock:
-            pending = self._pending.pop(header["id"], None)
-            child = Child(int(header["pid"]), pidfd, pending.mode if pending else "args")
-            self._children[child.pid] = child
-            if pending is not None:
+            for (request_id, pid), pidfd in zip(answers, fds, strict=True):
+                pending = self._pending.pop(request_id, None)
+                child = Child(pid, pidfd, pending.mode if pending else "args")
+                self._children[child.pid] = child
+                if pending is None:  # its starter timed out waiting: nobody wants it
+                    unwanted.append(child)
+                    continue
                 self._reserved -= 1  # the slot passes from the start to the child
                 pending.child = child
                 pending.done.set()
-        if pending is None:  # its starter timed out waiting: nobody wants this child
+        for child in unwanted:
             threading.Thread(target=self._kill_and_reap, args=(child,), daemon=True).start()
 
     def _on_failed(self, header: dict[str, Any]) -> None:
