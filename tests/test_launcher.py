@@ -269,3 +269,13 @@ def test_status_error_messages_are_cut_to_a_bounded_size() -> None:
     assert code == 401
     assert len(message) == proto.MAX_STATUS_MESSAGE + 3
     assert proto.parse_status(proto.status_ok()) == (0, "")
+
+
+def test_launcher_template_does_not_import_asyncio() -> None:
+    # Every page of the launcher is shared with each forked child and copied on write:
+    # asyncio (and the ssl it pulls in, ~6 MB) is imported only when a loop is used.
+    code = ("import sys, childkit, childkit._launcher, childkit._launcher_child; "
+            "print(sorted(m for m in ('asyncio', 'ssl') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr

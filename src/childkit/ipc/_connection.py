@@ -16,7 +16,6 @@ stub, with the peer's reference count), proxies to the peer's stubs, and one-way
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import functools
 import logging
@@ -29,7 +28,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from childkit.ipc import _skeleton, _wire
 from childkit.ipc._errors import (
@@ -48,6 +47,12 @@ from childkit.ipc._parcel import MessageParcel
 from childkit.ipc._proxy import DeathRecipient, RemoteProxy, attach_release_finalizer
 from childkit.ipc._stub import RemoteStub, invoke_stub
 from childkit.ipc._threadpool import IPCThreadPool, default_pool
+
+if TYPE_CHECKING:
+    # Only for annotations: asyncio is imported when an event loop first uses a
+    # connection, not by every process that imports childkit (the launcher, whose every
+    # page each forked child shares and may copy).
+    import asyncio
 
 _log = logging.getLogger("childkit.ipc")
 
@@ -120,7 +125,10 @@ class _RecvBuffer(threading.local):
         self.buf = _record_buffer()
 
 
-_serve_buffers = _RecvBuffer()
+#: Each thread's receive buffer, for whichever socket it reads: what a read leaves there
+#: is copied out (decoded) before the same thread reads again, and one buffer per thread
+#: instead of one per connection keeps a connection cheap to make.
+_recv_buffers = _RecvBuffer()
 
 
 def _received_creds(ancdata: list[tuple[int, int, bytes]]) -> tuple[int, int] | None:
@@ -206,7 +214,6 @@ class Connection:
         self._loop_leader: asyncio.AbstractEventLoop | None = None
         self._loop_leader_thread: int | None = None
         self._stand_in = False  # a thread reads for a loop that cannot (see _await_reply)
-        self._call_buf = _record_buffer()
         self._poller = select.poll()
         self._poller.register(self._call_fd, select.POLLIN)
         # Writing the call socket: frames queue here while another thread writes.
@@ -768,7 +775,7 @@ class Connection:
         """The reader's hot path: read one record; if it is just the successful plain reply
         to ``seq``, return its parcel (the caller's ``finally`` then drops the waiter).
         Otherwise deliver what came as :meth:`_lead` would and return ``None``."""
-        buf = self._call_buf
+        buf = _recv_buffers.buf
         try:
             n, anc, flags, _ = self._call.recvmsg_into([buf], _ANC_SPACE, _RECV_FLAGS)
         except (BlockingIOError, InterruptedError):
@@ -938,6 +945,8 @@ class Connection:
             return self.transact(handle, code, parcel, option)  # one-way never waits
         if parcel._closed:
             raise ParcelWriteError("the data parcel is closed")
+        import asyncio  # already imported: an event loop is running this coroutine
+
         loop = asyncio.get_running_loop()
         data, fds, objects = parcel._buf, parcel._fds, parcel._objects
         lock = self._lock
@@ -1019,21 +1028,22 @@ class Connection:
 
     def _on_call_readable(self) -> None:
         """Event-loop reader of the call socket: one record per callback."""
+        buf = _recv_buffers.buf
         try:
             n, anc, flags, _ = self._call.recvmsg_into(
-                [self._call_buf], _ANC_SPACE, _RECV_FLAGS | _DONTWAIT)
+                [buf], _ANC_SPACE, _RECV_FLAGS | _DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             self._shutdown(f"receiving failed: {exc.strerror or exc}")
             return
-        frames = self._decode(self._call_buf, n, anc, flags)
+        frames = self._decode(buf, n, anc, flags)
         if frames is not None:
             self._deliver_replies(frames)
 
     def _lead(self, call: _Call, deadline: float | None) -> None:
         """Read replies from the call socket until ours arrives, time runs out, or death."""
-        buf = self._call_buf
+        buf = _recv_buffers.buf
         poll = self._poller.poll
         recv_flags = _RECV_FLAGS
         while call.reply is None and not self._closed:
@@ -1150,7 +1160,7 @@ class Connection:
             self._io_done()
 
     def _serve_one_record(self) -> None:
-        buf = _serve_buffers.buf
+        buf = _recv_buffers.buf
         try:
             n, anc, flags, _ = self._serve.recvmsg_into([buf], _ANC_SPACE, _RECV_FLAGS)
         except (BlockingIOError, InterruptedError):
