@@ -7,6 +7,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -218,6 +219,31 @@ def test_protocol_round_trip_keeps_raw_payload() -> None:
     header, body = proto.decode(proto.encode({"op": "spawn", "id": 3}, payload))
     assert header == {"op": "spawn", "id": 3}
     assert body == payload
+
+
+def test_record_size_limit_at_its_edge() -> None:
+    # The application checks a start request's size with record_size before sending (a
+    # too large one is NCP_ERR_INVALID_PARAM); a record of exactly MAX_RECORD arrives
+    # whole, one byte more arrives truncated and is refused.
+    header = {"op": "spawn", "id": 1}
+    base = proto.record_size(header)
+    assert base == len(proto.encode(header))
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for s in (a, b):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, proto.SOCKET_BUFFER)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, proto.SOCKET_BUFFER)
+    try:
+        payload = b"p" * (proto.MAX_RECORD - base)
+        assert proto.record_size(header, payload) == proto.MAX_RECORD
+        proto.send(a, header, payload)
+        got = proto.recv(b)
+        assert got is not None and got[0] == header and got[1] == payload
+        proto.send(a, header, payload + b"p")
+        with pytest.raises(proto.ProtocolError, match="truncated"):
+            proto.recv(b)
+    finally:
+        a.close()
+        b.close()
 
 
 @pytest.mark.parametrize("record", [b"", b"\x00\x00", b"\x00\x00\x00\x09{}",

@@ -171,6 +171,38 @@ def test_child_runs_in_the_callers_working_directory(tmp_path: Path,
     assert start_described()["cwd"] == str(tmp_path)
 
 
+def test_child_sees_the_environment_of_the_start_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The launcher was started (by this or an earlier test) with the environment of that
+    # moment; a child sees os.environ as it is at its own start call, as with fork.
+    start_described()
+    launcher_env = dict(childkit._manager.manager()._launcher_env)
+    assert launcher_env, "the launcher is running"
+    gone = sorted(launcher_env)[0]
+    monkeypatch.delenv(gone)
+    monkeypatch.setenv("CHILDKIT_TEST_FRESH", "fresh \u00e9 value")
+    env = start_described()["env"]
+    assert isinstance(env, dict)
+    assert env["CHILDKIT_TEST_FRESH"] == "fresh \u00e9 value"
+    assert gone not in env
+    monkeypatch.undo()
+    env = start_described()["env"]
+    assert isinstance(env, dict)
+    assert "CHILDKIT_TEST_FRESH" not in env and env[gone] == launcher_env[gone]
+
+
+def test_environment_too_large_for_a_start_request_is_invalid_param(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    start_described()
+    monkeypatch.setenv("CHILDKIT_TEST_HUGE", "x" * (600 * 1024))
+    with pytest.raises(ChildkitError) as err:
+        start_described()
+    assert err.value.code == ErrCode.NCP_ERR_INVALID_PARAM
+    assert "os.environ" in err.value.message
+    monkeypatch.undo()
+    assert start_described()["params"] == "p"  # the launcher is still there
+
+
 def test_bad_args_and_options_types_are_invalid_param() -> None:
     for call in (
         lambda: childkit.start_native_child_process("m:f", "params"),  # type: ignore[arg-type]

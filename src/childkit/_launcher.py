@@ -230,6 +230,15 @@ def _check_spawn(header: dict[str, Any], fds: list[int]) -> None:
                       ("fd_names", list), ("sys_path", list)):
         if not isinstance(header.get(key), kind):
             raise proto.ProtocolError(f"spawn request field {key!r} is missing or not {kind}")
+    env = header.get("env")
+    if env is not None and not (
+        isinstance(env, dict) and isinstance(env.get("set"), dict)
+        and isinstance(env.get("unset"), list)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in env["set"].items())
+        and all(isinstance(k, str) for k in env["unset"])
+    ):
+        raise proto.ProtocolError("spawn request field 'env' is not {set: {str: str}, "
+                                  "unset: [str]}")
     wanted = 1 + (len(header["fd_names"]) if header["mode"] == "args" else 2)
     if header["mode"] not in ("args", "ipc") or len(fds) != wanted:
         raise proto.ProtocolError(

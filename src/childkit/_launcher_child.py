@@ -9,8 +9,8 @@ In order, the child:
 2. asks for ``SIGKILL`` when the launcher dies (and exits at once if it already has: no
    orphans), and restores the default ``SIGINT`` handling the launcher turned off;
 3. takes its name (``setproctitle`` for ``ps``'s command column, ``PR_SET_NAME`` for
-   its ``comm``), the parent's working directory and ``sys.path`` as they were when the
-   start call was made, so relative paths and module names mean what they meant there;
+   its ``comm``), the parent's working directory, ``sys.path`` and environment as they
+   were when the start call was made, so relative paths and module names mean what they meant there;
 4. args mode: dups the named fds to new numbers in name order (as OpenHarmony's child
    sees them; the dups are inheritable, the received copies are closed), installs the
    args for :func:`childkit.get_current_child_process_args`, resolves the entry;
@@ -168,6 +168,7 @@ def _child(header: dict[str, Any], payload: bytes, fds: list[int], launcher_pid:
         pass  # the parent's directory is gone; the launcher's will do
     sys.path[:] = header["sys_path"]
     sys.argv[:] = [header["entry"]]
+    _take_environment(header.get("env"))
 
     if header.get("sandbox") is not None:
         # Before anything of the entry is imported: its code is untrusted. This process
@@ -204,6 +205,17 @@ def _enter_sandbox(description: dict[str, Any], keep_fds: list[int]) -> None:
         readonly_paths=tuple(description["readonly_paths"]),
     )
     enter(config, keep_fds)
+
+
+def _take_environment(changes: dict[str, Any] | None) -> None:
+    # The launcher's environment is the application's as it was when the launcher
+    # started; these are the changes made since, so the child sees os.environ as it was
+    # at the start call. (An isolated child then keeps only what its sandbox allows.)
+    if not changes:
+        return
+    for name in changes["unset"]:
+        os.environ.pop(name, None)
+    os.environ.update(changes["set"])
 
 
 def _take_name(header: dict[str, Any]) -> None:

@@ -11,7 +11,9 @@ Application -> launcher:
 * ``{"op": "config", "sys_path": [...], "preload": [...]}``: the first record.
 * ``{"op": "preload", "modules": [...]}``: import more modules into the template.
 * ``{"op": "spawn", "id", "mode", "entry", "fd_names", "process_name", "cwd",
-  "sys_path"}`` with the params as payload and fds ``[status_w, *fds]``: ``status_w``
+  "sys_path", "sandbox"}``, plus ``"env": {"set": {...}, "unset": [...]}`` when the
+  application's environment changed since the launcher started, with the params as
+  payload and fds ``[status_w, *fds]``: ``status_w``
   is the write end of a pipe on which the child reports its start-up; ``fds`` are the
   named fds (args mode, in ``fd_names`` order) or the call and serve sockets (IPC mode).
 
@@ -64,6 +66,12 @@ def encode(header: dict[str, Any], payload: bytes = b"") -> bytes:
     """One record: header length, JSON header, raw payload."""
     body = json.dumps(header, separators=(",", ":")).encode("utf-8")
     return _LEN.pack(len(body)) + body + payload
+
+
+def record_size(header: dict[str, Any], payload: bytes = b"") -> int:
+    """How many bytes :func:`encode` makes of ``header`` and ``payload``."""
+    return _LEN.size + len(json.dumps(header, separators=(",", ":")).encode("utf-8")) + len(
+        payload)
 
 
 def decode(record: bytes) -> tuple[dict[str, Any], bytes]:

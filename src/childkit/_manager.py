@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import errno
+import json
 import logging
 import os
 import select
@@ -102,6 +103,9 @@ class Manager:
         self._next_id = 1
         self.exit_callbacks = ExitCallbacks()
         self._preload: list[str] = []
+        # The environment the launcher was started with: a child gets the changes made
+        # to os.environ since (see _env_changes).
+        self._launcher_env: dict[str, str] = {}
         # Launcher state: "idle" (none), "starting", "ready".
         self._state = "idle"
         self._failures = 0
@@ -175,6 +179,9 @@ class Manager:
                     "cwd": _cwd(), "sys_path": _absolute_sys_path(),
                     "sandbox": sandbox,
                 }
+                env = self._env_changes()
+                if env is not None:
+                    header["env"] = env
                 try:
                     self._send(sock, header, params.encode("utf-8"), [status_w, *fds])
                 finally:
@@ -202,8 +209,29 @@ class Manager:
             if not forked:
                 self.release()
 
+    def _env_changes(self) -> dict[str, Any] | None:
+        """What a child must change in the launcher's environment to have this process's
+        current one (``{"set": {...}, "unset": [...]}``), or ``None`` if nothing: children
+        see ``os.environ`` as it is at the start call, as a forked process would."""
+        current = dict(os.environ)
+        base = self._launcher_env
+        if current == base:
+            return None
+        return {"set": {k: v for k, v in current.items() if base.get(k) != v},
+                "unset": [k for k in base if k not in current]}
+
     def _send(self, sock: socket.socket, header: dict[str, Any], payload: bytes,
               fds: list[int]) -> None:
+        size = proto.record_size(header, payload)
+        if size > proto.MAX_RECORD:
+            with self._lock:
+                self._pending.pop(header["id"], None)
+            env = len(json.dumps(header.get("env", {})))
+            raise ChildkitError(
+                ErrCode.NCP_ERR_INVALID_PARAM,
+                f"the start request is {size} bytes, more than the launcher takes "
+                f"({proto.MAX_RECORD}); {env} of them are changes made to os.environ since "
+                "the launcher started: make them before the first child starts, or smaller")
         try:
             proto.send(sock, header, payload, fds)
         except OSError as exc:
@@ -386,11 +414,14 @@ class Manager:
         for s in (mine, theirs):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, proto.SOCKET_BUFFER)
         try:
+            env = dict(os.environ)
             proc = subprocess.Popen(
                 [sys.executable, "-c", _LAUNCHER_BOOT, _PACKAGE_ROOT, str(theirs.fileno()),
                  str(os.getpid())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, close_fds=True,
+                env=env,
             )
+            self._launcher_env = env
         except BaseException:
             mine.close()
             raise

@@ -71,6 +71,7 @@ def describe(args: ChildProcessArgs) -> int:
         cmdline=Path("/proc/self/cmdline").read_bytes().decode().split("\0")[0],
         argv=sys.argv,
         fd_targets={name: os.readlink(f"/proc/self/fd/{fd}") for name, fd in args.fds.items()},
+        env=dict(os.environ),
     )
     # The fd list is written last, through the descriptor that sorts first.
     os.write(args.fds["out"], json.dumps(seen).encode("utf-8"))
