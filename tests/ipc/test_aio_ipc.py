@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
@@ -157,3 +158,37 @@ def test_peer_death_fails_awaited_calls(peer: Peer, run: Callable[..., Any]) -> 
 
     run(main())
     peer.proc.wait()
+
+
+def test_sync_calls_work_on_a_call_socket_an_event_loop_made_non_blocking(
+    peer: Peer, run: Callable[..., Any]
+) -> None:
+    # An event loop that reads the call socket may leave it O_NONBLOCK (libuv does):
+    # sync calls made afterwards must wait for their replies and for room to write,
+    # not fail with EAGAIN.
+    async def main() -> int:
+        reply = await aio.send_request(peer.proxy, pm.ADD_ONE, ints(1))
+        return int(reply.read_int32())
+
+    assert run(main()) == 2
+    call_fd = peer.conn._call.fileno()
+    os.set_blocking(call_fd, False)  # whatever this loop did: make it so
+    for i in range(200):
+        with peer.proxy.send_request(pm.ADD_ONE, ints(i)) as reply:
+            assert reply.read_int32() == i + 1
+    replies = peer.proxy.send_requests([(pm.ADD_ONE, ints(i)) for i in range(500)])
+    assert [r.read_int32() for r in replies] == [i + 1 for i in range(500)]
+    with peer.proxy.send_request(pm.ADD_ONE, ints(3), MessageOption(timeout=30)) as reply:
+        assert reply.read_int32() == 4
+
+    # A long wait: this thread reads (nothing comes until another thread releases it).
+    def release_once_waiting() -> None:
+        assert wait_until(lambda: len(peer.conn._waiters) == 1)
+        peer.proxy.send_request(pm.RELEASE, MessageParcel()).close()
+
+    releaser = threading.Thread(target=release_once_waiting)
+    releaser.start()
+    peer.proxy.send_request(pm.SLEEP_UNTIL_RELEASED, MessageParcel()).close()
+    releaser.join(30)
+    assert not releaser.is_alive()
+    assert not os.get_blocking(call_fd)

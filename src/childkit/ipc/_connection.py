@@ -584,7 +584,10 @@ class Connection:
     def _send_direct(self, chunk: bytes) -> None:
         """Write one fd-less frame; the caller has set ``_writing`` and ``_io_users``."""
         try:
-            self._call.sendmsg([chunk])
+            try:
+                self._call.send(chunk)
+            except BlockingIOError:  # non-blocking while an event loop shares it
+                self._sendmsg(self._call, chunk, [])  # waits for room
         except OSError as exc:
             lock = self._lock
             lock.acquire()
