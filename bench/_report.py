@@ -210,8 +210,11 @@ def write_docs(data: dict[str, Any], page: Path, chart: Path) -> None:
         "over the run hits them alike). *vs childkit* is how many times better childkit "
         "is than the peer (above 1: childkit wins); for a *bare* limit of the machine (a "
         "raw socketpair ping-pong, memcpy, fork + exit, in C unless said otherwise) it is "
-        "how many times that limit childkit costs. A shared 2-CPU machine is noisy: "
-        "read ratios, not absolute numbers.",
+        "how many times that limit childkit costs. The sync round trip also has a Python "
+        "floor: a bare request/reply that does only what any Python IPC with typed "
+        "parcels and a stub must do (the same syscalls, a frame check, one parcel each "
+        "side, the stub's call), with no connection, locks or thread pool around it. "
+        "A shared 2-CPU machine is noisy: read ratios, not absolute numbers.",
         "",
         f"![childkit against its peers]({rel_chart})",
         "",

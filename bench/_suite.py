@@ -190,7 +190,10 @@ def adapt_pairs(rows: list[dict[str, Any]], source: str) -> list[Row]:
         bares: dict[str, float] = {}
         for r in group:
             if str(r["peer"]).startswith("bare"):
-                bares["Python socketpair ping-pong"] = float(r["peer_value"])
+                label = str(r["peer"])[len("bare "):]
+                if label == "socketpair ping-pong":
+                    label = "Python socketpair ping-pong"
+                bares[label] = float(r["peer_value"])
             else:
                 peers[str(r["peer"])] = float(r["peer_value"])
         goal = "; ".join(f"{r['goal']} vs {r['peer']}" for r in group if r.get("goal"))

@@ -143,6 +143,51 @@ def bare_rtt(n: int) -> float:
         os.waitpid(pid, 0)
 
 
+def _thin_server(sock: socket.socket) -> None:
+    from childkit.ipc import _stub
+
+    stub = ep.BenchStub()
+    buf = bytearray(_wire.MAX_RECORD_BYTES)
+    sync = MessageOption()
+    while True:
+        n, _anc, _flags, _ = sock.recvmsg_into([buf], 1024)
+        if not n:
+            os._exit(0)
+        request = _wire.simple_request(buf, n)
+        assert request is not None
+        data = MessageParcel._from_wire(bytes(buf[_wire.TXN_DATA_OFFSET:n]), [], [])
+        _status, _detail, reply = _stub.invoke_stub(stub, request[2], data, sync, 0, 0,
+                                                    local=False)
+        sock.send(_wire.encode_reply(request[0], 0, reply._buf, (), 0))
+
+
+def thin_rtt(n: int) -> float:
+    """The floor of a request/reply in Python: what any Python IPC with typed parcels and
+    a stub must do (the same syscalls, a frame check, a parcel on each side, the stub's
+    on_remote_request), with no connection, locks, thread pool or queues around it."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        a.close()
+        _thin_server(b)
+    b.close()
+    buf = bytearray(_wire.MAX_RECORD_BYTES)
+    data = MessageParcel()
+    data.write_int32(1)
+    try:
+        t = time.perf_counter()
+        for seq in range(1, n + 1):
+            a.send(_wire.encode_transaction(seq, 0, ep.ADD_ONE, False, data._buf, (), 0))
+            size, _anc, _flags, _ = a.recvmsg_into([buf], 1024)
+            assert _wire.simple_reply(buf, size) == (seq, 0)
+            MessageParcel._from_wire(bytes(buf[_wire.REPLY_DATA_OFFSET:size]), [],
+                                     []).read_int32()
+        return (time.perf_counter() - t) / n
+    finally:
+        a.close()
+        os.waitpid(pid, 0)
+
+
 class _Adder:
     def add_one(self, x: int) -> int:
         return x + 1
@@ -193,10 +238,11 @@ def run(quick: bool = False) -> list[dict[str, object]]:
     pool.submit(_add_one, 1).result()
     try:
         # Interleave the contenders, repeat, take medians: the machine is noisy.
-        ck, bare, mgr, ppe = [], [], [], []
+        ck, bare, thin, mgr, ppe = [], [], [], [], []
         for _ in range(reps):
             ck.append(childkit_rtt(child.proxy, n_rtt))
             bare.append(bare_rtt(n_rtt))
+            thin.append(thin_rtt(n_rtt))
             t = time.perf_counter()
             for i in range(n_rtt):
                 adder.add_one(i)
@@ -210,6 +256,10 @@ def run(quick: bool = False) -> list[dict[str, object]]:
             {"metric": "sync round trip (us)", "childkit": rtt * 1e6,
              "peer": "bare socketpair ping-pong", "peer_value": statistics.median(bare) * 1e6,
              "ratio": rtt / statistics.median(bare), "goal": "<= 1.3x"},
+            {"metric": "sync round trip (us)", "childkit": rtt * 1e6,
+             "peer": "bare Python request/reply: parcels and the stub, no framework",
+             "peer_value": statistics.median(thin) * 1e6,
+             "ratio": rtt / statistics.median(thin), "goal": ""},
             {"metric": "sync round trip (us)", "childkit": rtt * 1e6,
              "peer": "multiprocessing Manager proxy", "peer_value": statistics.median(mgr) * 1e6,
              "ratio": rtt / statistics.median(mgr), "goal": "<= 1.0x"},
