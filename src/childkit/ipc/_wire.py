@@ -271,6 +271,37 @@ def simple_reply(buf: bytes | bytearray | memoryview | mmap.mmap, size: int,
     return seq, status
 
 
+# Header bytes that are the same in every frame of a uniform run: type, flags, fd count,
+# body length (0-7), handle (16-19), data length and object count (24-29). The sequence
+# number (8-15) and the code (20-23) may differ.
+_RUN_CONSTANT_BYTES = (*range(0, 8), *range(16, 20), *range(24, 30))
+_run_structs: dict[int, struct.Struct] = {}
+
+
+def _uniform_run(raw: bytes, size: int) -> tuple[int, list[tuple[int, bytes]]] | None:
+    """:func:`oneway_run` for the common batch whose frames all have one size: the first
+    frame is checked field by field, every other frame is checked to repeat the first's
+    header bytes but its sequence number and code (strided slices, compared in C), and
+    ``(code, data)`` pairs come straight from ``Struct.iter_unpack``. ``None`` if the
+    record is not such a run (the caller then checks it frame by frame)."""
+    ftype, flags, n_fds, body_len, _seq, handle, _code, data_len, n_obj = _txn_unpack(raw, 0)
+    frame = TXN_DATA_OFFSET + data_len
+    if (ftype != F_TRANSACTION or flags != FLAG_ONEWAY or n_fds or n_obj
+            or body_len != data_len + _TXN.size or data_len > MAX_PARCEL_DATA
+            or size % frame):
+        return None
+    count = size // frame
+    for k in _RUN_CONSTANT_BYTES:
+        if raw[k::frame] != raw[k:k + 1] * count:
+            return None
+    layout = _run_structs.get(data_len)
+    if layout is None:
+        layout = struct.Struct(f"<20xI6x{data_len}s")  # the code, then the data
+        if len(_run_structs) < 64:
+            _run_structs[data_len] = layout
+    return handle, list(layout.iter_unpack(raw))
+
+
 def oneway_run(buf: bytes | bytearray | memoryview | mmap.mmap, size: int,
                ) -> tuple[int, list[tuple[int, bytes]]] | None:
     """``(handle, [(code, data), ...])`` if the ``size`` bytes of ``buf`` (a record that came
@@ -284,6 +315,9 @@ def oneway_run(buf: bytes | bytearray | memoryview | mmap.mmap, size: int,
     if size < TXN_DATA_OFFSET or size > MAX_RECORD_BYTES or buf[0] != F_TRANSACTION:
         return None
     raw = bytes(buf[:size])  # one copy: slicing bytes is cheaper than slicing a buffer
+    uniform = _uniform_run(raw, size)
+    if uniform is not None:
+        return uniform
     run: list[tuple[int, bytes]] = []
     append = run.append
     unpack = _txn_unpack
