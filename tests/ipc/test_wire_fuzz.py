@@ -32,6 +32,7 @@ from childkit.ipc._wire import (
     decode_record,
     encode_error_reply,
     encode_hello,
+    encode_oneway_frames,
     encode_release,
     encode_reply,
     encode_transaction,
@@ -309,3 +310,15 @@ def test_hot_path_checks_reject_every_field_out_of_place() -> None:
             check_decode(record[:cut], [])
             check_decode(record + b"\x00" * cut, [])
     assert tried > 150
+
+
+@FUZZ
+@given(U32, st.lists(st.tuples(U32, DATA), max_size=20))
+def test_batch_encoding_is_frame_by_frame_encoding(
+    handle: int, requests: list[tuple[int, bytes]]
+) -> None:
+    assert encode_oneway_frames(handle, requests) == [
+        encode_transaction(0, handle, code, True, data, [], 0) for code, data in requests]
+    record = b"".join(encode_oneway_frames(handle, requests))
+    if requests:
+        assert oneway_run(record, len(record)) == (handle, requests)

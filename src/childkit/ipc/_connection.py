@@ -69,6 +69,8 @@ ASYNC_BACKLOG = 4096
 WRITE_BACKLOG = 8192
 _PINNED = 1 << 62  # the root object's export count: never released by the peer
 _ROOT_HANDLE = 0
+#: The fd list of every queued frame that carries none (shared: it is only ever read).
+_NO_FDS: list[int] = []
 
 
 class _Call:
@@ -820,7 +822,12 @@ class Connection:
             if self._closed:
                 raise DeadRemoteObjectError(f"{self.name} is closed: {self._close_reason}")
             frames: list[tuple[bytes, list[int]]] = []
-            for code, parcel in requests:
+            plain = oneway and not any(parcel._closed or parcel._fds or parcel._objects
+                                       for _code, parcel in requests)
+            if plain:  # the common burst: plain one-way requests, encoded in one go
+                frames = [(chunk, _NO_FDS) for chunk in _wire.encode_oneway_frames(
+                    handle, [(code, parcel._buf) for code, parcel in requests])]
+            for code, parcel in () if plain else requests:
                 if parcel._closed:
                     raise ParcelWriteError("a data parcel of the batch is closed")
                 refs = self._object_refs_locked(parcel._objects) if parcel._objects else []

@@ -144,6 +144,16 @@ def encode_transaction(
     return head + data
 
 
+def encode_oneway_frames(handle: int, requests: Sequence[tuple[int, bytes | bytearray]],
+                         ) -> list[bytes]:
+    """One one-way transaction frame per ``(code, data)`` to the object ``handle``, none
+    with fds or objects: :func:`encode_transaction` for a batch, in one comprehension."""
+    pack = _TXN_FRAME.pack
+    extra = _TXN.size
+    return [pack(F_TRANSACTION, FLAG_ONEWAY, 0, extra + len(data), 0, handle, code,
+                 len(data), 0) + data for code, data in requests]
+
+
 def encode_reply(
     seq: int, status: int, data: bytes | bytearray, objects: Sequence[ObjectRef], n_fds: int
 ) -> bytes:
