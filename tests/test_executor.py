@@ -116,6 +116,11 @@ def test_submit_map_and_chunks() -> None:
         assert list(ex.map(add, range(7), range(7))) == [2 * i for i in range(7)]
         assert list(ex.map(add, range(100), chunksize=7)) == list(range(100))
         assert ex.submit(pid).result() in ex.worker_pids
+        # Over one iterable each item is passed whole, tuples too (never spread as
+        # arguments); over several, one argument from each; over none, nothing.
+        assert list(ex.map(len, [(1, 2), (3,), (), "abcd"], chunksize=3)) == [2, 1, 0, 4]
+        assert list(ex.map(max, [(1, 9)], [(5, 0)])) == [(5, 0)]
+        assert list(ex.map(len)) == []
 
 
 def test_builtin_exception_keeps_type_and_remote_traceback() -> None:

@@ -578,9 +578,11 @@ class _Core:
         return True
 
 
-def _chunks(iterables: tuple[Iterable[Any], ...], chunksize: int) -> Iterator[list[tuple[Any,
-                                                                                         ...]]]:
-    it = zip(*iterables, strict=False)
+def _chunks(iterables: tuple[Iterable[Any], ...], chunksize: int) -> Iterator[list[Any]]:
+    """``map``'s calls, ``chunksize`` at a time: items of the one iterable, or tuples of
+    arguments when there are several (see :func:`_executor_worker.run_chunk`)."""
+    it: Iterator[Any] = iter(iterables[0]) if len(iterables) == 1 else zip(
+        *iterables, strict=False)
     while chunk := list(itertools.islice(it, chunksize)):
         yield chunk
 
@@ -716,7 +718,8 @@ class ChildProcessExecutor(Executor):
         if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         end_time = None if timeout is None else timeout + time.monotonic()
-        fs = [self._submit(ew.RUN_CHUNK, (fn, chunk), None)
+        spread = len(iterables) != 1
+        fs = [self._submit(ew.RUN_CHUNK, (fn, chunk, spread), None)
               for chunk in _chunks(iterables, chunksize)]
 
         def result_iterator() -> Iterator[T]:

@@ -13,9 +13,11 @@ Wire format (every request and reply is a :class:`~childkit.ipc.MessageParcel`):
   formatted traceback and its args if the safe codec can carry them (never a pickled
   exception: the parent does not unpickle what a child sends
   unless the caller asked for pickled *results*).
-* :data:`RUN_CHUNK`: the same with ``pickle((fn, [args, ...]))``; the result is the list
-  of ``fn(*args)`` (a chunk of ``map``: one exception fails the chunk, as in
-  ``ProcessPoolExecutor``).
+* :data:`RUN_CHUNK`: the same with ``pickle((fn, chunk, spread))``; the result is the
+  list of ``fn(*args)`` for each ``args`` of the chunk when ``spread`` (``map`` over
+  several iterables), else of ``fn(item)`` for each item (``map`` over one: no tuple per
+  item to build, pickle and unpack). A chunk of ``map``: one exception fails the chunk,
+  as in ``ProcessPoolExecutor``.
 * :data:`INIT`: blob of ``pickle((initializer, initargs))``; reply as for :data:`RUN`.
 * :data:`JOURNAL`: an :class:`~childkit.ipc.Ashmem` region the parent made for this
   worker; both map it. Its header is three uint64 ``(running, committed, end)``.
@@ -46,6 +48,7 @@ import pickle
 import struct
 import threading
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from childkit.ipc import Ashmem, MessageOption, MessageParcel, RemoteStub
@@ -314,8 +317,7 @@ class TaskStub(RemoteStub):
                 fn, args, kwargs = pickle.loads(read_blob(data))
                 value: object = fn(*args, **kwargs)
             elif code == RUN_CHUNK:
-                fn, chunk = pickle.loads(read_blob(data))
-                value = [fn(*args) for args in chunk]
+                value = run_chunk(pickle.loads(read_blob(data)))
             else:
                 return 1909001
             payload = _encode_result(codec, value)
@@ -325,6 +327,14 @@ class TaskStub(RemoteStub):
             reply.rewind_write_position(0)
             _write_exception(reply, exc)
         return 0
+
+
+def run_chunk(payload: tuple[Callable[..., Any], list[Any], bool]) -> list[Any]:
+    """The results of one :data:`RUN_CHUNK` payload ``(fn, chunk, spread)``, in order."""
+    fn, chunk, spread = payload
+    if spread:
+        return [fn(*args) for args in chunk]
+    return list(map(fn, chunk))
 
 
 JOURNAL_HEADER = struct.Struct("<QQQ")
@@ -348,8 +358,7 @@ def _run_batch(stub: TaskStub, data: MessageParcel, reply: MessageParcel) -> Non
         _RUNNING.pack_into(journal, 0, index + 1)
         try:
             if kind == RUN_CHUNK:
-                fn, chunk = pickle.loads(raw)
-                value: object = [fn(*args) for args in chunk]
+                value: object = run_chunk(pickle.loads(raw))
             else:
                 fn, args, kwargs = pickle.loads(raw)
                 value = fn(*args, **kwargs)
