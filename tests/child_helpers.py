@@ -95,3 +95,25 @@ def is_gone(pid: int) -> bool:
     """The process has exited (it may still be a zombie of an unrelated reaper)."""
     stat = _stat(pid)
     return stat is None or stat[0] in ("Z", "X")
+
+
+@contextmanager
+def no_child_leaks() -> Iterator[None]:
+    """Fail if the block leaves a child unreaped, a new fd, a new application thread or a
+    zombie (of this process or the launcher) behind."""
+    launcher_pid()  # started before counting: the launcher's own fds are not a leak
+    fds, threads = fd_count(), app_threads()
+    yield
+    assert wait_until(no_children_left), "a child was not reaped"
+    assert wait_until(lambda: fd_count() == fds), (fd_count(), fds)
+    assert wait_until(lambda: app_threads() <= threads), app_threads() - threads
+    # The launcher now running: a test may have killed the first one and started another.
+    assert zombies_of(os.getpid(), launcher_pid()) == []
+
+
+def read_all(fd: int) -> bytes:
+    """Everything readable from ``fd`` until end of file."""
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)

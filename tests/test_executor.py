@@ -13,12 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from child_helpers import (
-    app_threads,
-    fd_count,
-    launcher_pid,
-    no_children_left,
+    no_child_leaks,
     wait_until,
-    zombies_of,
 )
 from childkit import ChildkitError, ChildProcessOptions, ErrCode, IsolationMode
 from childkit._executor import (
@@ -100,13 +96,8 @@ def bad_init() -> None:
 # ---------------------------------------------------------------------------- fixtures
 @pytest.fixture(autouse=True)
 def _no_leaks() -> Iterator[None]:
-    launcher = launcher_pid()
-    fds, threads = fd_count(), app_threads()
-    yield
-    assert wait_until(no_children_left), "a worker was not reaped"
-    assert wait_until(lambda: fd_count() == fds), (fd_count(), fds)
-    assert wait_until(lambda: app_threads() <= threads), app_threads() - threads
-    assert zombies_of(os.getpid(), launcher) == []
+    with no_child_leaks():
+        yield
 
 
 # ---------------------------------------------------------------------------- behaviour

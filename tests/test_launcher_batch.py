@@ -18,13 +18,10 @@ import pytest
 
 import childkit
 from child_helpers import (
-    app_threads,
     exit_recorder,
     fd_count,
-    launcher_pid,
-    no_children_left,
-    wait_until,
-    zombies_of,
+    no_child_leaks,
+    read_all,
 )
 from childkit import ErrCode, _launcher_child
 from childkit import _launcher_protocol as proto
@@ -35,20 +32,9 @@ from workers import echo_worker as ew
 
 @pytest.fixture(autouse=True)
 def _no_leaks() -> Iterator[None]:
-    launcher_pid()
-    fds, threads = fd_count(), app_threads()
-    yield
-    assert wait_until(no_children_left), "a child was not reaped"
-    assert wait_until(lambda: fd_count() == fds), (fd_count(), fds)
-    assert wait_until(lambda: app_threads() <= threads), app_threads() - threads
-    assert zombies_of(os.getpid(), launcher_pid()) == []
+    with no_child_leaks():
+        yield
 
-
-def read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 # ---------------------------------------------------------------------------- protocol

@@ -12,13 +12,11 @@ import pytest
 
 import childkit
 from child_helpers import (
-    app_threads,
     exit_recorder,
-    fd_count,
     launcher_pid,
-    no_children_left,
+    no_child_leaks,
+    read_all,
     wait_until,
-    zombies_of,
 )
 from childkit import (
     MAX_CHILDREN,
@@ -35,20 +33,9 @@ from workers import echo_worker as ew
 
 @pytest.fixture(autouse=True)
 def _no_leaks() -> Iterator[None]:
-    launcher = launcher_pid()
-    fds, threads = fd_count(), app_threads()
-    yield
-    assert wait_until(no_children_left), "a child was not reaped"
-    assert wait_until(lambda: fd_count() == fds), (fd_count(), fds)
-    assert wait_until(lambda: app_threads() <= threads), app_threads() - threads
-    assert zombies_of(os.getpid(), launcher) == []
+    with no_child_leaks():
+        yield
 
-
-def read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def start_blocking(hold: int) -> int:

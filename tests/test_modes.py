@@ -16,13 +16,10 @@ import pytest
 
 import childkit
 from child_helpers import (
-    app_threads,
     exit_recorder,
-    fd_count,
-    launcher_pid,
-    no_children_left,
+    no_child_leaks,
+    read_all,
     wait_until,
-    zombies_of,
 )
 from childkit import (
     ChildkitError,
@@ -36,23 +33,11 @@ from workers import echo_worker as ew
 NATIVE = Path(__file__).parent / "native"
 
 
-def read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
 
 @pytest.fixture(autouse=True)
 def _no_leaks() -> Iterator[None]:
-    """Every test leaves no child, fd, thread or zombie behind."""
-    launcher = launcher_pid()
-    fds, threads = fd_count(), app_threads()
-    yield
-    assert wait_until(no_children_left), "a child was not reaped"
-    assert wait_until(lambda: fd_count() == fds), (fd_count(), fds)
-    assert wait_until(lambda: app_threads() <= threads), app_threads() - threads
-    assert zombies_of(os.getpid(), launcher) == []
+    with no_child_leaks():
+        yield
 
 
 def start_described(params: str = "p", extra: dict[str, int] | None = None,

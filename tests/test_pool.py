@@ -3,7 +3,6 @@ told (DeadRemoteObjectError), recycling, the 50-children limit at its edge, clea
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 
@@ -11,12 +10,8 @@ import pytest
 
 import childkit
 from child_helpers import (
-    app_threads,
-    fd_count,
-    launcher_pid,
-    no_children_left,
+    no_child_leaks,
     wait_until,
-    zombies_of,
 )
 from childkit import ChildkitError, ErrCode
 from childkit._executor import ExecutorParamError
@@ -30,13 +25,8 @@ ENTRY = "workers.echo_worker"
 
 @pytest.fixture(autouse=True)
 def _no_leaks() -> Iterator[None]:
-    launcher = launcher_pid()
-    fds, threads = fd_count(), app_threads()
-    yield
-    assert wait_until(no_children_left), "a member was not reaped"
-    assert wait_until(lambda: fd_count() == fds), (fd_count(), fds)
-    assert wait_until(lambda: app_threads() <= threads), app_threads() - threads
-    assert zombies_of(os.getpid(), launcher) == []
+    with no_child_leaks():
+        yield
 
 
 def pid_of(proxy: RemoteProxy) -> int:
