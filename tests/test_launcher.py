@@ -19,15 +19,13 @@ import pytest
 
 import childkit
 from child_helpers import (
-    app_threads,
     exit_recorder,
-    fd_count,
     is_gone,
     launcher_pid,
     live_children_of,
-    no_children_left,
+    no_child_leaks,
+    read_all,
     wait_until,
-    zombies_of,
 )
 from childkit import ChildkitError, ChildProcessArgs, ErrCode
 from childkit import _launcher_protocol as proto
@@ -37,20 +35,9 @@ WORKERS = Path(__file__).parent / "workers"
 
 @pytest.fixture(autouse=True)
 def _no_leaks() -> Iterator[None]:
-    launcher_pid()
-    fds, threads = fd_count(), app_threads()
-    yield
-    assert wait_until(no_children_left), "a child was not reaped"
-    assert wait_until(lambda: fd_count() == fds), (fd_count(), fds)
-    assert wait_until(lambda: app_threads() <= threads), app_threads() - threads
-    assert zombies_of(os.getpid(), launcher_pid()) == []
+    with no_child_leaks():
+        yield
 
-
-def read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def test_one_single_threaded_launcher_forks_every_child() -> None:
@@ -222,23 +209,24 @@ def test_protocol_round_trip_keeps_raw_payload() -> None:
 
 
 def test_record_size_limit_at_its_edge() -> None:
-    # The application checks a start request's size with record_size before sending (a
-    # too large one is NCP_ERR_INVALID_PARAM); a record of exactly MAX_RECORD arrives
-    # whole, one byte more arrives truncated and is refused.
+    # A record of exactly MAX_RECORD is sent and arrives whole; one byte more is refused
+    # by the sender (nothing sent: the application turns that into NCP_ERR_INVALID_PARAM)
+    # and, sent anyway by a buggy or hostile peer, arrives truncated and is refused.
     header = {"op": "spawn", "id": 1}
-    base = proto.record_size(header)
-    assert base == len(proto.encode(header))
+    base = len(proto.encode(header))
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     for s in (a, b):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, proto.SOCKET_BUFFER)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, proto.SOCKET_BUFFER)
     try:
         payload = b"p" * (proto.MAX_RECORD - base)
-        assert proto.record_size(header, payload) == proto.MAX_RECORD
+        assert len(proto.encode(header, payload)) == proto.MAX_RECORD
         proto.send(a, header, payload)
         got = proto.recv(b)
         assert got is not None and got[0] == header and got[1] == payload
-        proto.send(a, header, payload + b"p")
+        with pytest.raises(proto.RecordTooLarge):
+            proto.send(a, header, payload + b"p")
+        a.sendmsg([proto.encode(header, payload + b"p")])
         with pytest.raises(proto.ProtocolError, match="truncated"):
             proto.recv(b)
     finally:

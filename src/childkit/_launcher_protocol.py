@@ -62,16 +62,18 @@ class ProtocolError(Exception):
     """A record that does not follow the protocol (a bug or a corrupted peer)."""
 
 
+class RecordTooLarge(ValueError):
+    """A record to send is larger than :data:`MAX_RECORD`: the receiver would get it cut."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"a record of {size} bytes exceeds {MAX_RECORD}")
+        self.size = size
+
+
 def encode(header: dict[str, Any], payload: bytes = b"") -> bytes:
     """One record: header length, JSON header, raw payload."""
     body = json.dumps(header, separators=(",", ":")).encode("utf-8")
     return _LEN.pack(len(body)) + body + payload
-
-
-def record_size(header: dict[str, Any], payload: bytes = b"") -> int:
-    """How many bytes :func:`encode` makes of ``header`` and ``payload``."""
-    return _LEN.size + len(json.dumps(header, separators=(",", ":")).encode("utf-8")) + len(
-        payload)
 
 
 def decode(record: bytes) -> tuple[dict[str, Any], bytes]:
@@ -93,8 +95,13 @@ def decode(record: bytes) -> tuple[dict[str, Any], bytes]:
 
 def send(sock: socket.socket, header: dict[str, Any], payload: bytes = b"",
          fds: list[int] | tuple[int, ...] = ()) -> None:
-    """Send one record with ``fds`` attached (the caller keeps its copies of them)."""
+    """Send one record with ``fds`` attached (the caller keeps its copies of them).
+
+    Raises :class:`RecordTooLarge` (nothing sent) if it exceeds :data:`MAX_RECORD`.
+    """
     data = encode(header, payload)
+    if len(data) > MAX_RECORD:
+        raise RecordTooLarge(len(data))
     # MSG_NOSIGNAL: a dead peer is an EPIPE error here, never a SIGPIPE, whatever the
     # embedding application did with that signal's disposition.
     anc = rights(fds)

@@ -222,18 +222,18 @@ class Manager:
 
     def _send(self, sock: socket.socket, header: dict[str, Any], payload: bytes,
               fds: list[int]) -> None:
-        size = proto.record_size(header, payload)
-        if size > proto.MAX_RECORD:
+        try:
+            proto.send(sock, header, payload, fds)
+        except proto.RecordTooLarge as exc:
             with self._lock:
                 self._pending.pop(header["id"], None)
             env = len(json.dumps(header.get("env", {})))
             raise ChildkitError(
                 ErrCode.NCP_ERR_INVALID_PARAM,
-                f"the start request is {size} bytes, more than the launcher takes "
+                f"the start request is {exc.size} bytes, more than the launcher takes "
                 f"({proto.MAX_RECORD}); {env} of them are changes made to os.environ since "
-                "the launcher started: make them before the first child starts, or smaller")
-        try:
-            proto.send(sock, header, payload, fds)
+                "the launcher started: make them before the first child starts, or smaller",
+            ) from None
         except OSError as exc:
             with self._lock:
                 self._pending.pop(header["id"], None)
