@@ -355,6 +355,23 @@ def test_ipc_start_timeout_kills_the_child() -> None:
     assert got == [ErrCode.NCP_ERR_TIMEOUT]
 
 
+def test_child_reads_its_busy_poll_window_from_the_start_calls_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The launcher imported the IPC kit long before; the child must still honour the
+    # variable as it is at its own start call.
+    with childkit.connect("workers.echo_worker") as child:
+        default = send_int(child.proxy, ew.BUSY_POLL)
+    assert default == (100 if len(os.sched_getaffinity(0)) > 1 else 0)
+    monkeypatch.setenv("CHILDKIT_BUSY_POLL_US", "7")
+    with childkit.connect("workers.echo_worker") as child:
+        assert send_int(child.proxy, ew.BUSY_POLL) == 7
+    monkeypatch.setenv("CHILDKIT_BUSY_POLL_US", "0")
+    with childkit.connect("workers.echo_worker") as child:
+        assert send_int(child.proxy, ew.BUSY_POLL) == 0
+        assert add_one(child.proxy, 1) == 2  # and calls work with polling off
+
+
 def test_ipc_entry_as_a_py_file() -> None:
     path = Path(__file__).parent / "workers" / "echo_worker.py"
     with childkit.connect(str(path)) as child:

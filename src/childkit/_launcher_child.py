@@ -48,7 +48,7 @@ from childkit._entry import (
     resolve_ipc_entry,
 )
 from childkit._errors import ChildkitError, ErrCode
-from childkit.ipc import Connection, RemoteStub
+from childkit.ipc import Connection, RemoteStub, _busypoll
 
 #: The IPC-mode child's connection to its parent, kept for the child's whole life.
 _connection: object = None
@@ -216,6 +216,8 @@ def _take_environment(changes: dict[str, Any] | None) -> None:
     for name in changes["unset"]:
         os.environ.pop(name, None)
     os.environ.update(changes["set"])
+    if _busypoll.ENV_VAR in changes["set"] or _busypoll.ENV_VAR in changes["unset"]:
+        _busypoll.reload_from_environment()  # read at import, in the launcher
 
 
 def _take_name(header: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ import threading
 
 from childkit import get_current_child_process_args, start_native_child_process
 from childkit._errors import ChildkitError
-from childkit.ipc import MessageOption, MessageParcel, RemoteStub, RequestMode
+from childkit.ipc import MessageOption, MessageParcel, RemoteStub, RequestMode, Skeleton
 
 ADD_ONE = 1
 PID = 2
@@ -19,6 +19,7 @@ QUIT = 3  # one-way; data: an int exit code (send it with ONE_WAY: the child exi
 TRY_START = 4  # reply: the error code a start from inside the child gets
 ARGS = 5  # reply: 1 if get_current_child_process_args() is None, else 0
 FD_COUNT = 6  # reply: how many fds the child has open
+BUSY_POLL = 7  # reply: the child's busy poll maximum (Skeleton.get_busy_poll_us)
 
 ONE_WAY = MessageOption(RequestMode.ASYNC)
 
@@ -52,6 +53,8 @@ class EchoStub(RemoteStub):
             reply.write_int32(1 if get_current_child_process_args() is None else 0)
         elif code == FD_COUNT:
             reply.write_int32(len(os.listdir("/proc/self/fd")))
+        elif code == BUSY_POLL:
+            reply.write_int32(Skeleton.get_busy_poll_us())
         else:
             return 1909001
         return 0

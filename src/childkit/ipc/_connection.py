@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from childkit.ipc import _skeleton, _wire
+from childkit.ipc._busypoll import BusyPoll
 from childkit.ipc._errors import (
     DeadRemoteObjectError,
     IPCError,
@@ -67,6 +68,7 @@ _SNDBUF = 1 << 20
 ASYNC_BACKLOG = 4096
 #: One-way frames that may wait to be written before their senders block.
 WRITE_BACKLOG = 8192
+_now_ns = time.perf_counter_ns
 _PINNED = 1 << 62  # the root object's export count: never released by the peer
 _ROOT_HANDLE = 0
 #: The fd list of every queued frame that carries none (shared: it is only ever read).
@@ -218,6 +220,14 @@ class Connection:
         self._stand_in = False  # a thread reads for a loop that cannot (see _await_reply)
         self._poller = select.poll()
         self._poller.register(self._call_fd, select.POLLIN)
+        self._call_busy_poll = BusyPoll()
+        # Serving: after answering a plain request inline, a work thread polls the serve
+        # socket for the next one (one thread at a time: a poll object is not reentrant).
+        self._serve_poller = select.poll()
+        self._serve_poller.register(self._serve_fd, select.POLLIN)
+        self._serve_busy_poll = BusyPoll()
+        self._serve_polling = threading.Lock()
+        self._serve_idle_since = 0  # when polling for the next request gave up (ns)
         # Writing the call socket: frames queue here while another thread writes.
         self._wqueue: list[tuple[bytes, list[int]]] = []
         self._writing = False
@@ -755,8 +765,14 @@ class Connection:
             else:
                 self._writing = False
                 lock.release()
+            # Poll for the reply a moment before sleeping on it (see _busypoll).
+            waiter = self._call_busy_poll
+            started = _now_ns()
+            polled = waiter.window_ns != 0 and waiter.poll(self._poller.poll, started)
             parcel = self._read_own_reply(seq)
             if parcel is not None:
+                if not polled:
+                    waiter.waited(_now_ns() - started)
                 return parcel
             self._lead(call, None)
         finally:
@@ -1165,20 +1181,48 @@ class Connection:
         self._io_users += 1
         lock.release()
         try:
-            self._serve_one_record()
+            while self._serve_one_record() and self._poll_next_request():
+                pass
         finally:
             self._io_done()
 
-    def _serve_one_record(self) -> None:
+    def _poll_next_request(self) -> bool:
+        """After answering a plain sync request inline, poll the serve socket for the next
+        request for the adaptive window (see _busypoll), with the socket disarmed in the
+        pool so that no other work thread wakes for it. True when something came: the
+        caller reads it (which re-arms the socket); otherwise the socket is re-armed here."""
+        waiter = self._serve_busy_poll
+        started = _now_ns()
+        if not waiter.window_ns or self._closed or not self._serve_polling.acquire(False):
+            self._serve_idle_since = started
+            return False
+        try:
+            self._pool.disarm(self._serve_fd)
+            if waiter.poll(self._serve_poller.poll, started):
+                return True
+            self._pool.rearm(self._serve_fd)
+        finally:
+            self._serve_polling.release()
+        self._serve_idle_since = started
+        return False
+
+    def _serve_one_record(self) -> bool:
+        """Read one record from the serve socket and run or queue its requests. True when
+        it was one plain sync request, answered on this thread."""
         buf = _recv_buffers.buf
         try:
             n, anc, flags, _ = self._serve.recvmsg_into([buf], _ANC_SPACE, _RECV_FLAGS)
         except (BlockingIOError, InterruptedError):
             self._pool.rearm(self._serve_fd)
-            return
+            return False
         except OSError as exc:
             self._shutdown(f"receiving failed: {exc.strerror or exc}")
-            return
+            return False
+        if self._serve_idle_since:
+            # The last poll for a request gave up (or did not run): adapt its window to
+            # how long this one took to come.
+            self._serve_busy_poll.waited(_now_ns() - self._serve_idle_since)
+            self._serve_idle_since = 0
         if not anc and not flags & _TRUNCATED:
             simple = _wire.simple_request(buf, n)
             if simple is not None and simple[1] not in self._async_busy:
@@ -1189,14 +1233,14 @@ class Connection:
                 self._pool.rearm(self._serve_fd)
                 self._answer(simple[0], simple[1], simple[2], False, MessageParcel._from_wire(
                     buf[_wire.TXN_DATA_OFFSET:n], [], []))
-                return
+                return True
             run = _wire.oneway_run(buf, n)
             if run is not None:
                 self._serve_oneway_run(*run)
-                return
+                return False
         frames = self._decode(buf, n, anc, flags)
         if frames is None:
-            return
+            return False
         if not self._peer_greeted and anc:
             creds = _received_creds(anc)
             if creds is not None:
@@ -1209,7 +1253,7 @@ class Connection:
                 # One sync request with fds: run it on this thread, as above.
                 self._pool.rearm(self._serve_fd)
                 self._dispatch(frame, [])
-                return
+                return True
         sync: list[_Request] = []
         drain: list[int] = []
         error = ""
@@ -1261,7 +1305,7 @@ class Connection:
         if error:
             close_fds([fd for t, _objs in sync for fd in t.fds])
             self._shutdown(f"protocol error from the peer: {error}")
-            return
+            return False
         self._pool.rearm(self._serve_fd)
         for extra in sync[1:]:
             self._io_enter_for_task()
@@ -1270,6 +1314,7 @@ class Connection:
             self._dispatch(*sync[0])
         for handle in drain:
             self._drain_async(handle)
+        return False
 
     def _enqueue_locked(self, handle: int, entry: _Queued, count: int) -> None:
         queue = self._async_queues.get(handle)

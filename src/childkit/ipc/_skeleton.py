@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
-from childkit.ipc import _threadpool
+from childkit.ipc import _busypoll, _threadpool
 from childkit.ipc._errors import ParamError
 
 #: Who is calling: (pid, uid, is local), or None outside ``on_remote_request``.
@@ -70,3 +70,32 @@ class Skeleton:
     @staticmethod
     def get_max_work_thread_num() -> int:
         return _threadpool.default_pool().max_threads
+
+    @staticmethod
+    def set_busy_poll_us(max_us: int) -> None:
+        """Let a thread that waits for a reply or a request poll its socket for up to
+        ``max_us`` microseconds (0..10000; 0: never) before it sleeps, in this process.
+
+        Polling saves the wake-up of a sleeping thread (tens of microseconds on a virtual
+        machine) when the answer comes quickly; each waiter adapts its own window to how
+        fast answers come, so a slow peer is soon waited for without polling. Children
+        take theirs from ``CHILDKIT_BUSY_POLL_US`` (default 100, or 0 where the process
+        may use only one CPU, since polling there only delays the peer).
+
+        Raises :class:`ParamError` (``OH_IPC_CHECK_PARAM_ERROR``) outside that range.
+        """
+        if (
+            isinstance(max_us, bool)
+            or not isinstance(max_us, int)
+            or not 0 <= max_us <= _busypoll.MAX_US
+        ):
+            raise ParamError(
+                f"busy poll window must be an int in 0..{_busypoll.MAX_US} microseconds, "
+                f"not {max_us!r}"
+            )
+        _busypoll.set_max_us(max_us)
+
+    @staticmethod
+    def get_busy_poll_us() -> int:
+        """The most a waiting thread polls before sleeping, in microseconds (0: never)."""
+        return _busypoll.max_us()

@@ -72,6 +72,14 @@ class IPCThreadPool:
         except (OSError, ValueError):
             pass  # unregistered or closed meanwhile: nothing to wait for
 
+    def disarm(self, fd: int) -> None:
+        """Stop waking threads for ``fd`` until :meth:`rearm` (for a thread that watches
+        it itself for a moment)."""
+        try:
+            self._epoll.modify(fd, select.EPOLLONESHOT)
+        except (OSError, ValueError):
+            pass
+
     def unregister(self, fd: int) -> None:
         """Stop watching ``fd``; a callback already running finishes."""
         with self._lock:

@@ -1,0 +1,127 @@
+"""Adaptive busy polling: look at a socket for a few microseconds before sleeping on it.
+
+A thread that sleeps in ``recvmsg`` or ``epoll_wait`` pays for its wake-up when the data
+comes: the scheduler, an inter-processor interrupt, on a virtual machine a halted vCPU's
+exit and re-entry, and then caches gone cold. For a request/reply that costs more than the
+work on both sides together. A thread that polls the socket (``poll`` with a zero timeout)
+for a little while instead sees the data as soon as it lands. That is the trade Linux makes
+with ``busy_poll`` and KVM with halt polling (``halt_poll_ns``), and this module copies
+KVM's rule for choosing how long to poll:
+
+- each waiter keeps a *window*; it polls that long, then sleeps as before;
+- when the data came while polling, the window was right;
+- when it came after the window but within the maximum, polling a little longer would have
+  caught it: the window doubles (from :data:`START_NS`), up to the maximum;
+- when it came later than the maximum, polling was CPU thrown away: the window halves, and
+  below :data:`START_NS` it is zero (no polling) until a short wait grows it again.
+
+So a ping-pong of small requests polls, and a caller of slow requests, or a server whose
+peer calls now and then, soon stops. Polling is off by default on a machine (or an
+affinity mask) with one CPU, where it could only delay the peer it waits for. The maximum
+comes from the ``CHILDKIT_BUSY_POLL_US`` environment variable (read at import; children
+inherit it) or ``Skeleton.set_busy_poll_us``; 0 turns polling off.
+
+This module knows nothing of frames or connections: a waiter is handed a ``poll`` function.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+
+#: The default maximum window, in microseconds.
+DEFAULT_MAX_US = 100
+#: The largest maximum window that may be set, in microseconds.
+MAX_US = 10_000
+#: The window a short wait grows a zero window to, in nanoseconds.
+START_NS = 10_000
+#: The environment variable that sets the maximum window (microseconds) at import.
+ENV_VAR = "CHILDKIT_BUSY_POLL_US"
+
+_now_ns = time.perf_counter_ns
+
+
+def _initial_max_ns() -> int:
+    text = os.environ.get(ENV_VAR, "").strip()
+    if text:  # an explicit choice wins, even on one CPU
+        try:
+            us = int(text)
+        except ValueError:
+            us = -1
+        if 0 <= us <= MAX_US:
+            return us * 1000
+        logging.getLogger("childkit.ipc").warning(
+            "%s=%r is not a whole number of microseconds in 0..%d; using the default",
+            ENV_VAR, text, MAX_US)
+    try:
+        if len(os.sched_getaffinity(0)) < 2:
+            return 0
+    except (AttributeError, OSError):  # pragma: no cover - no affinity call
+        return 0
+    return DEFAULT_MAX_US * 1000
+
+
+# The process's maximum window, read by every waiter at each wait (a setting, not state
+# shared between waiters: each waiter adapts its own window).
+_max_ns = _initial_max_ns()
+
+
+def reload_from_environment() -> None:
+    """Read ``CHILDKIT_BUSY_POLL_US`` again (a launcher child whose environment was just
+    brought up to date with the parent's)."""
+    global _max_ns
+    _max_ns = _initial_max_ns()
+
+
+def set_max_us(max_us: int) -> None:
+    """Poll at most ``max_us`` microseconds (0..:data:`MAX_US`; 0: never) from each
+    waiter's next wait on (``Skeleton.set_busy_poll_us`` checks the argument)."""
+    global _max_ns
+    _max_ns = max_us * 1000
+
+
+def max_us() -> int:
+    """The current maximum polling window, in microseconds (0: polling is off)."""
+    return _max_ns // 1000
+
+
+class BusyPoll:
+    """One waiter's adaptive window. Not locked: one thread uses it at a time, and a race
+    between two would only blur the heuristic, never lose data (polling decides nothing
+    but how long to look before sleeping)."""
+
+    __slots__ = ("window_ns",)
+
+    def __init__(self) -> None:
+        self.window_ns = min(START_NS * 4, _max_ns)
+
+    def poll(self, poll: Callable[[int], list[tuple[int, int]]], started_ns: int) -> bool:
+        """Call ``poll(0)`` until it reports something or the window, counted from
+        ``started_ns``, closes. True when something came while polling."""
+        limit = _max_ns
+        if not limit:  # turned off since this waiter last adapted
+            self.window_ns = 0
+            return False
+        end = started_ns + min(self.window_ns, limit)
+        while True:
+            if poll(0):
+                return True
+            if _now_ns() >= end:
+                return False
+
+    def waited(self, waited_ns: int) -> None:
+        """Adapt after a wait that polling did not end: the data came ``waited_ns`` after
+        the wait began."""
+        limit = _max_ns
+        window = self.window_ns
+        if not limit:
+            window = 0
+        elif waited_ns <= limit:
+            window = min(limit, window * 2 if window >= START_NS else START_NS)
+        else:
+            window //= 2
+            if window < START_NS:
+                window = 0
+        self.window_ns = window

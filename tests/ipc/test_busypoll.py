@@ -1,0 +1,350 @@
+"""Adaptive busy polling: the window rule (pure), its settings, and the connection's use of
+it (driven by hand with a recording pool, so that every step is deterministic)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import peer_main as pm
+import pytest
+from ipc_helpers import Peer
+
+from childkit.ipc import (
+    Connection,
+    IPCErrorCode,
+    MessageOption,
+    MessageParcel,
+    ParamError,
+    RemoteStub,
+    RequestMode,
+    Skeleton,
+    _busypoll,
+    _wire,
+    channel_socketpairs,
+)
+from childkit.ipc._busypoll import START_NS, BusyPoll
+from childkit.ipc._threadpool import default_pool
+
+ASYNC = MessageOption(RequestMode.ASYNC)
+
+
+@pytest.fixture(autouse=True)
+def restore_setting() -> Iterator[None]:
+    saved = Skeleton.get_busy_poll_us()
+    yield
+    Skeleton.set_busy_poll_us(saved)
+
+
+# ---------------------------------------------------------------------------- the rule
+def test_short_waits_grow_the_window_up_to_the_maximum() -> None:
+    Skeleton.set_busy_poll_us(100)
+    waiter = BusyPoll()
+    waiter.window_ns = 0
+    waiter.waited(5_000)
+    assert waiter.window_ns == START_NS  # a zero window starts again
+    sizes = []
+    for _ in range(5):
+        waiter.waited(100_000)  # exactly the maximum still counts as short
+        sizes.append(waiter.window_ns)
+    assert sizes == [20_000, 40_000, 80_000, 100_000, 100_000]
+
+
+def test_long_waits_halve_the_window_down_to_zero() -> None:
+    Skeleton.set_busy_poll_us(100)
+    waiter = BusyPoll()
+    waiter.window_ns = 40_000
+    sizes = []
+    for _ in range(4):
+        waiter.waited(100_001)  # just over the maximum: polling would not have caught it
+        sizes.append(waiter.window_ns)
+    assert sizes == [20_000, START_NS, 0, 0]
+
+
+def test_poll_stops_at_data_or_at_the_end_of_the_window() -> None:
+    Skeleton.set_busy_poll_us(10_000)
+    waiter = BusyPoll()
+    waiter.window_ns = 2_000_000
+    looks: list[int] = []
+
+    def ready_on_third(timeout: int) -> list[tuple[int, int]]:
+        assert timeout == 0  # polling never sleeps
+        looks.append(timeout)
+        return [(3, 1)] if len(looks) == 3 else []
+
+    assert waiter.poll(ready_on_third, _busypoll._now_ns()) is True
+    assert len(looks) == 3
+    waiter.window_ns = 200_000
+    started = _busypoll._now_ns()
+    assert waiter.poll(lambda timeout: [], started) is False
+    assert _busypoll._now_ns() - started >= 200_000
+
+
+def test_polling_off_means_no_look_at_all() -> None:
+    Skeleton.set_busy_poll_us(0)
+    waiter = BusyPoll()
+    assert waiter.window_ns == 0  # created while off
+    waiter.window_ns = 50_000  # or adapted before it was turned off
+
+    def never(timeout: int) -> list[tuple[int, int]]:
+        raise AssertionError("polled while polling is off")
+
+    assert waiter.poll(never, _busypoll._now_ns()) is False
+    assert waiter.window_ns == 0
+    waiter.waited(1_000)
+    assert waiter.window_ns == 0  # short waits do not grow it while off
+
+
+def test_a_lower_maximum_caps_a_window_at_once() -> None:
+    Skeleton.set_busy_poll_us(10_000)
+    waiter = BusyPoll()
+    waiter.window_ns = 5_000_000
+    Skeleton.set_busy_poll_us(1)
+    started = _busypoll._now_ns()
+    assert waiter.poll(lambda timeout: [], started) is False
+    assert _busypoll._now_ns() - started < 1_000_000  # 1 us, not 5 ms (generous bound)
+
+
+# ---------------------------------------------------------------------------- settings
+@pytest.mark.parametrize("value", [0, 1, 100, 10_000])
+def test_set_busy_poll_accepts_its_range(value: int) -> None:
+    Skeleton.set_busy_poll_us(value)
+    assert Skeleton.get_busy_poll_us() == value
+
+
+@pytest.mark.parametrize("value", [-1, 10_001, True, 1.5, "5", None])
+def test_set_busy_poll_refuses_outside_its_range(value: object) -> None:
+    Skeleton.set_busy_poll_us(42)
+    with pytest.raises(ParamError) as info:
+        Skeleton.set_busy_poll_us(value)  # type: ignore[arg-type]
+    assert info.value.code == IPCErrorCode.OH_IPC_CHECK_PARAM_ERROR
+    assert "0..10000" in info.value.message and repr(value) in info.value.message
+    assert Skeleton.get_busy_poll_us() == 42  # unchanged
+
+
+@pytest.mark.parametrize(("text", "cpus", "expected_us", "warns"), [
+    (None, 2, 100, False),
+    (None, 1, 0, False),  # one CPU: polling only delays the peer
+    ("0", 2, 0, False),
+    ("10000", 2, 10_000, False),
+    ("50", 1, 50, False),  # an explicit choice wins
+    (" 30 ", 2, 30, False),
+    ("10001", 2, 100, True),
+    ("-1", 2, 100, True),
+    ("fast", 2, 100, True),
+])
+def test_environment_variable(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+                              text: str | None, cpus: int, expected_us: int, warns: bool) -> None:
+    if text is None:
+        monkeypatch.delenv(_busypoll.ENV_VAR, raising=False)
+    else:
+        monkeypatch.setenv(_busypoll.ENV_VAR, text)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    with caplog.at_level(logging.WARNING, logger="childkit.ipc"):
+        _busypoll.reload_from_environment()
+    assert Skeleton.get_busy_poll_us() == expected_us
+    assert any(_busypoll.ENV_VAR in r.getMessage() for r in caplog.records) is warns
+
+
+# ---------------------------------------------------------------------------- the server side
+class RecordingPool:
+    """Stands in for the work thread pool: records what the connection asks of it."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def register(self, fd: int, on_readable: object) -> None:
+        self.calls.append("register")
+
+    def unregister(self, fd: int) -> None:
+        self.calls.append("unregister")
+
+    def rearm(self, fd: int) -> None:
+        self.calls.append("rearm")
+
+    def disarm(self, fd: int) -> None:
+        self.calls.append("disarm")
+
+    def submit(self, task: object) -> None:
+        raise AssertionError("nothing here needs a task")
+
+
+class AddOne(RemoteStub):
+    def __init__(self) -> None:
+        super().__init__("test.AddOne")
+
+    def on_remote_request(self, code: int, data: MessageParcel, reply: MessageParcel,
+                          option: object) -> int:
+        reply.write_int32(data.read_int32() + 1)
+        return 0
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[Connection, RecordingPool, socket.socket, socket.socket]]:
+    """A connection serving AddOne, never started (the test drives it), and the raw peer
+    sockets: the peer's call socket (requests in, replies out) and its serve socket."""
+    local, remote = channel_socketpairs()
+    pool = RecordingPool()
+    conn = Connection(*local, local_root=AddOne(), pool=pool)  # type: ignore[arg-type]
+    conn._serve.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)  # as after HELLO
+    remote[0].settimeout(30)
+    yield conn, pool, remote[0], remote[1]
+    conn.close()
+    for sock in remote:
+        sock.close()
+
+
+def request(seq: int, value: int) -> bytes:
+    data = MessageParcel()
+    data.write_int32(value)
+    return _wire.encode_transaction(seq, 0, 1, False, data._buf, (), 0)
+
+
+def answer(peer_call: socket.socket, seq: int) -> int:
+    record = peer_call.recv(_wire.MAX_RECORD_BYTES)
+    assert _wire.simple_reply(record, len(record)) == (seq, 0)
+    return MessageParcel._from_wire(record[_wire.REPLY_DATA_OFFSET:], [], []).read_int32()
+
+
+def test_after_answering_the_server_polls_with_its_socket_disarmed(
+    served: tuple[Connection, RecordingPool, socket.socket, socket.socket],
+) -> None:
+    conn, pool, peer_call, _ = served
+    Skeleton.set_busy_poll_us(10_000)
+    conn._serve_busy_poll.window_ns = 10_000_000
+    peer_call.send(request(1, 41))
+    assert conn._serve_one_record() is True  # a plain sync request, answered inline
+    assert pool.calls == ["rearm"]  # re-armed before running: others may serve meanwhile
+    assert answer(peer_call, 1) == 42
+    peer_call.send(request(2, 1))  # waiting before the poll starts: found at once
+    assert conn._poll_next_request() is True
+    assert pool.calls == ["rearm", "disarm"]  # still disarmed: the caller reads it
+    assert conn._serve_one_record() is True
+    assert pool.calls == ["rearm", "disarm", "rearm"]
+    assert answer(peer_call, 2) == 2
+
+
+def test_a_poll_that_gives_up_rearms_and_adapts(
+    served: tuple[Connection, RecordingPool, socket.socket, socket.socket],
+) -> None:
+    conn, pool, peer_call, _ = served
+    Skeleton.set_busy_poll_us(100)
+    waiter = conn._serve_busy_poll
+    waiter.window_ns = 20_000
+    assert conn._poll_next_request() is False  # nothing comes within 20 us
+    assert pool.calls == ["disarm", "rearm"]  # never left disarmed
+    assert conn._serve_idle_since != 0
+    # The next request comes much later than the maximum: the window halves.
+    conn._serve_idle_since -= 1_000_000_000
+    peer_call.send(request(1, 1))
+    assert conn._serve_one_record() is True
+    assert answer(peer_call, 1) == 2
+    assert waiter.window_ns == 10_000 and conn._serve_idle_since == 0
+
+
+def test_no_poll_without_a_window_or_while_another_thread_polls(
+    served: tuple[Connection, RecordingPool, socket.socket, socket.socket],
+) -> None:
+    conn, pool, _, _ = served
+    Skeleton.set_busy_poll_us(100)
+    conn._serve_busy_poll.window_ns = 0
+    assert conn._poll_next_request() is False
+    conn._serve_busy_poll.window_ns = 50_000
+    with conn._serve_polling:  # one poller per connection: a poll object is not reentrant
+        assert conn._poll_next_request() is False
+    assert pool.calls == []  # the socket stayed armed both times
+
+
+def test_only_a_plain_inline_answer_leads_to_polling(
+    served: tuple[Connection, RecordingPool, socket.socket, socket.socket],
+) -> None:
+    conn, _, peer_call, _ = served
+    data = MessageParcel()
+    data.write_int32(1)
+    oneway = _wire.encode_transaction(0, 0, 1, True, data._buf, (), 0)
+    peer_call.send(oneway)
+    assert conn._serve_one_record() is False  # one-way: no reply, nothing to wait for
+    assert conn._serve_one_record() is False  # nothing there (EAGAIN): re-armed
+
+
+def test_the_pool_wakes_for_data_that_came_while_disarmed() -> None:
+    # What a poller relies on when it gives up: re-arming finds data that arrived while
+    # the socket was disarmed (EPOLL_CTL_MOD checks readiness), so nothing waits forever.
+    pool = default_pool()  # lives for the process, as in real use
+    a, b = socket.socketpair()
+    woke = threading.Event()
+    pool.register(a.fileno(), woke.set)
+    try:
+        b.send(b"x")
+        assert woke.wait(30)  # armed: a thread wakes
+        woke.clear()
+        pool.disarm(a.fileno())  # (it is disarmed already: one-shot)
+        b.send(b"y")
+        pool.rearm(a.fileno())
+        assert woke.wait(30)
+    finally:
+        pool.unregister(a.fileno())
+        pool.disarm(a.fileno())  # unregistered: a no-op, not an error
+        a.close()
+        b.close()
+
+
+# ---------------------------------------------------------------------------- end to end
+class CountingBusyPoll(BusyPoll):
+    __slots__ = ("caught", "looks")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.looks = 0
+        self.caught = 0
+
+    def poll(self, poll: Callable[[int], list[tuple[int, int]]], started_ns: int) -> bool:
+        self.looks += 1
+        caught = super().poll(poll, started_ns)
+        self.caught += caught
+        return caught
+
+
+def test_calls_through_a_real_peer_poll_and_lose_nothing() -> None:
+    # The peer polls too (its CHILDKIT_BUSY_POLL_US is the default). One caller at a time
+    # polls for its reply; several at once, with one-way requests between them, go the
+    # general way; every answer must still come, right and in order per caller.
+    Skeleton.set_busy_poll_us(100)
+    peer = Peer()
+    try:
+        waiter = peer.conn._call_busy_poll = CountingBusyPoll()
+        for i in range(200):
+            data = MessageParcel()
+            data.write_int32(i)
+            with peer.proxy.send_request(pm.ADD_ONE, data) as reply:
+                assert reply.read_int32() == i + 1
+        assert waiter.looks > 0
+        failures: list[str] = []
+
+        def caller(base: int) -> None:
+            for i in range(base, base + 200):
+                data = MessageParcel()
+                data.write_int32(i)
+                if i % 7 == 0:
+                    peer.proxy.send_request(pm.RECORD_TOTAL, data, ASYNC)
+                    continue
+                with peer.proxy.send_request(pm.ADD_ONE, data) as reply:
+                    if reply.read_int32() != i + 1:
+                        failures.append(f"{i}: wrong answer")
+
+        threads = [threading.Thread(target=caller, args=(k * 1000,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+            assert not t.is_alive(), "a caller hangs"
+        assert failures == []
+        with peer.proxy.send_request(pm.GET_TOTAL, MessageParcel()) as reply:
+            expected = sum(i for k in range(4) for i in range(k * 1000, k * 1000 + 200)
+                           if i % 7 == 0)
+            assert reply.read_int64() == expected
+    finally:
+        peer.close()
