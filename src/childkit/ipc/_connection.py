@@ -734,49 +734,50 @@ class Connection:
 
     def _transact_alone(self, handle: int, code: int, data: bytearray) -> MessageParcel:
         """The common sync call: no fds, no objects, no timeout, nobody else writing or
-        reading. Entered holding the lock; takes both the writer's and the reader's role
-        in that one critical section, writes, and reads its own reply."""
+        reading. Entered holding the lock; takes the reader's role in that one critical
+        section, writes its frame itself and reads its own reply. (It does not take the
+        writer's role: a record goes out whole, so others may write meanwhile, and
+        nothing of this thread's is queued before it.)"""
         lock = self._lock
         seq = self._next_seq
         self._next_seq = seq + 1
         call = _Call()
         self._waiters[seq] = call
-        self._writing = True
         self._leader = True
         self._io_users += 1
         lock.release()
+        got_it = False
         try:
+            chunk = _wire.encode_transaction(seq, handle, code, False, data, (), 0)
             try:
-                chunk = _wire.encode_transaction(seq, handle, code, False, data, (), 0)
                 try:
                     self._call.send(chunk)
                 except BlockingIOError:  # non-blocking while an event loop shares it
                     self._sendmsg(self._call, chunk, [])  # waits for room
             except OSError as exc:
-                lock.acquire()
-                self._writing = False
-                lock.release()
                 self._shutdown(f"sending failed: {exc.strerror or exc}")
                 raise DeadRemoteObjectError(f"{self.name}: peer is gone ({exc})") from None
-            lock.acquire()
-            if self._wqueue and not self._closed:
-                lock.release()
-                self._flush()  # frames others queued meanwhile; clears _writing
-            else:
-                self._writing = False
-                lock.release()
             # Poll for the reply a moment before sleeping on it (see _busypoll).
             waiter = self._call_busy_poll
             started = _now_ns()
             polled = waiter.window_ns != 0 and waiter.poll(self._poller.poll, started)
             parcel = self._read_own_reply(seq)
             if parcel is not None:
+                got_it = True
                 if not polled:
                     waiter.waited(_now_ns() - started)
                 return parcel
             self._lead(call, None)
         finally:
+            error = ""
             lock.acquire()
+            if got_it:  # counted here, in the one critical section on the way out
+                self._replies_received += 1
+                if self._deferred_releases:
+                    try:
+                        self._apply_deferred_releases_locked()
+                    except ProtocolError as exc:
+                        error = exc.message
             self._leader = False
             self._io_users -= 1
             self._waiters.pop(seq, None)
@@ -785,6 +786,8 @@ class Connection:
             if self._closed:
                 self._close_sockets_if_idle_locked()
             lock.release()
+            if error:  # the reply is still good: the caller gets it, the link closes
+                self._shutdown(f"protocol error from the peer: {error}")
         reply = call.reply
         if reply is None:  # _lead only returns without our reply when the link died
             raise DeadRemoteObjectError(f"{self.name}: {self._close_reason}")
@@ -794,7 +797,7 @@ class Connection:
 
     def _read_own_reply(self, seq: int) -> MessageParcel | None:
         """The reader's hot path: read one record; if it is just the successful plain reply
-        to ``seq``, return its parcel (the caller's ``finally`` then drops the waiter).
+        to ``seq``, return its parcel (the caller then counts it and drops the waiter).
         Otherwise deliver what came as :meth:`_lead` would and return ``None``."""
         buf = _recv_buffers.buf
         try:
@@ -807,20 +810,7 @@ class Connection:
         if not anc and not flags & _TRUNCATED:
             simple = _wire.simple_reply(buf, n)
             if simple is not None and simple[0] == seq and not simple[1]:
-                parcel = MessageParcel._from_wire(buf[_wire.REPLY_DATA_OFFSET:n], [], [])
-                lock = self._lock
-                error = ""
-                lock.acquire()
-                self._replies_received += 1
-                if self._deferred_releases:
-                    try:
-                        self._apply_deferred_releases_locked()
-                    except ProtocolError as exc:
-                        error = exc.message
-                lock.release()
-                if error:  # the reply is still good: the caller gets it, the link closes
-                    self._shutdown(f"protocol error from the peer: {error}")
-                return parcel
+                return MessageParcel._from_wire(buf[_wire.REPLY_DATA_OFFSET:n], [], [])
         frames = self._decode(buf, n, anc, flags)
         if frames is not None:
             self._deliver_replies(frames)
