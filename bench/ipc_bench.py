@@ -266,7 +266,8 @@ def run(quick: bool = False) -> list[dict[str, object]]:
     try:
         # Interleave the contenders, repeat, take medians: the machine is noisy.
         ck, bare, polled, thin, mgr, ppe = [], [], [], [], [], []
-        for _ in range(reps):
+        # Round trips are cheap to sample and the most sensitive to noise: more rounds.
+        for _ in range(reps if quick else 3 * reps):
             ck.append(childkit_rtt(child.proxy, n_rtt))
             bare.append(bare_rtt(n_rtt))
             polled.append(bare_rtt(n_rtt, _POLL_WINDOW_S))

@@ -182,8 +182,12 @@ class AddOne(RemoteStub):
         return 0
 
 
+#: The connection under test, its recording pool, and the peer's call and serve sockets.
+Served = tuple[Connection, RecordingPool, socket.socket, socket.socket]
+
+
 @pytest.fixture
-def served() -> Iterator[tuple[Connection, RecordingPool, socket.socket, socket.socket]]:
+def served() -> Iterator[Served]:
     """A connection serving AddOne, never started (the test drives it), and the raw peer
     sockets: the peer's call socket (requests in, replies out) and its serve socket."""
     local, remote = channel_socketpairs()
@@ -210,8 +214,7 @@ def answer(peer_call: socket.socket, seq: int) -> int:
 
 
 def test_after_answering_the_server_polls_with_its_socket_disarmed(
-    served: tuple[Connection, RecordingPool, socket.socket, socket.socket],
-) -> None:
+    served: Served) -> None:
     conn, pool, peer_call, _ = served
     Skeleton.set_busy_poll_us(10_000)
     conn._serve_busy_poll.window_ns = 10_000_000
@@ -228,8 +231,7 @@ def test_after_answering_the_server_polls_with_its_socket_disarmed(
 
 
 def test_a_poll_that_gives_up_rearms_and_adapts(
-    served: tuple[Connection, RecordingPool, socket.socket, socket.socket],
-) -> None:
+    served: Served) -> None:
     conn, pool, peer_call, _ = served
     Skeleton.set_busy_poll_us(100)
     waiter = conn._serve_busy_poll
@@ -246,8 +248,7 @@ def test_a_poll_that_gives_up_rearms_and_adapts(
 
 
 def test_no_poll_without_a_window_or_while_another_thread_polls(
-    served: tuple[Connection, RecordingPool, socket.socket, socket.socket],
-) -> None:
+    served: Served) -> None:
     conn, pool, _, _ = served
     Skeleton.set_busy_poll_us(100)
     conn._serve_busy_poll.window_ns = 0
@@ -259,8 +260,7 @@ def test_no_poll_without_a_window_or_while_another_thread_polls(
 
 
 def test_only_a_plain_inline_answer_leads_to_polling(
-    served: tuple[Connection, RecordingPool, socket.socket, socket.socket],
-) -> None:
+    served: Served) -> None:
     conn, _, peer_call, _ = served
     data = MessageParcel()
     data.write_int32(1)
