@@ -27,8 +27,9 @@ DOC_PAGE = _report.ROOT / "docs" / "performance.md"
 DOC_CHART = _report.ROOT / "docs" / "img" / "performance.png"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench",
+def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
+    """The flags of ``python -m bench`` (``childkit bench`` mirrors them)."""
+    parser = argparse.ArgumentParser(prog=prog,
                                      description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="small sizes, few repeats: check that every benchmark runs")
@@ -43,30 +44,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
+    """Run (or, with --from-json, only report) the benchmarks; return the exit status.
+
+    ``prog`` names the command in messages (``childkit bench`` calls this too).
+    """
+    args = build_parser(prog).parse_args(argv)
     if args.write_docs and importlib.util.find_spec("matplotlib") is None:
         # Said before a run of a minute, not after it.
-        print("python -m bench: --write-docs draws its chart with matplotlib: "
+        print(f"{prog}: --write-docs draws its chart with matplotlib: "
               "pip install -e '.[bench]'", file=sys.stderr)
         return 2
     if args.from_json is not None:
         try:
             data = json.loads(args.from_json.read_text())
         except (OSError, ValueError) as exc:
-            print(f"python -m bench: cannot read {args.from_json}: {exc}", file=sys.stderr)
+            print(f"{prog}: cannot read {args.from_json}: {exc}", file=sys.stderr)
             return 2
     else:
         only = [n.strip() for n in args.only.split(",")] if args.only else None
         unknown = sorted(set(only or []) - {*_suite.MODULES, "bulk"})
         if unknown:
-            print(f"python -m bench: unknown --only names: {', '.join(unknown)}",
+            print(f"{prog}: unknown --only names: {', '.join(unknown)}",
+                  file=sys.stderr)
+            return 2
+        if args.json.is_dir():  # said before the run, not after it
+            print(f"{prog}: --json {args.json} is a directory; give a file path",
                   file=sys.stderr)
             return 2
         result = _suite.run_all(args.quick, only,
                                 log=lambda s: print(s, file=sys.stderr, flush=True))
         data = _report.to_json(result, args.quick)
-        _report.write_json(data, args.json)
+        try:
+            _report.write_json(data, args.json)
+        except OSError as exc:
+            print(f"{prog}: cannot write {args.json}: {exc}", file=sys.stderr)
+            _report.print_report(data)  # the run is not lost: the table still shows it
+            return 2
     _report.print_report(data)
     if args.from_json is None:
         print(f"\nresults written to {args.json}")
