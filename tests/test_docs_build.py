@@ -21,7 +21,8 @@ def test_docs_build_strict(tmp_path: Path) -> None:
     reference = (site / "reference" / "index.html").read_text()
     for name in ("childkit.start_native_child_process", "childkit.connect",
                  "childkit.ipc.MessageParcel", "childkit.ipc.RemoteProxy",
-                 "childkit.aio.send_request"):
+                 "childkit.aio.send_request", "childkit.aio.connect",
+                 "childkit.sandbox.ResourceLimits"):
         assert f'id="{name}"' in reference, name
-    for page in ("guide", "performance", "sandbox", "api-mapping", "ipc"):
+    for page in ("guide", "performance", "sandbox", "api-mapping", "ipc", "cli", "executor"):
         assert (site / page / "index.html").is_file(), page
