@@ -5,6 +5,7 @@ the bench pass-through and the CLI's documentation page."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import subprocess
@@ -107,6 +108,12 @@ def test_bench_quick_runs_every_benchmark(tmp_path: Path) -> None:
     assert data["quick"] is True and data["failures"] == []
     assert len(data["rows"]) > 5
     assert {"metric", "key"} <= set(data["rows"][0])
+    # The bench extra (installed by CI with the tests) brings the RPC and executor peers:
+    # the quick run must have measured them, not skipped them.
+    peers = {name for row in data["rows"] for name in row.get("peers", {})}
+    for module, peer in (("loky", "loky"), ("Pyro5", "Pyro5"), ("rpyc", "RPyC")):
+        if importlib.util.find_spec(module) is not None:
+            assert any(peer in name for name in peers), (peer, sorted(peers))
 
 
 # ------------------------------------------------------------------ in-process helpers
