@@ -4,6 +4,13 @@ Measures, for both start modes, the time from the start call to a usable child (
 mode: the child's first write on a pipe; IPC mode: a proxy that answered one call),
 interleaving NORMAL and ISOLATED samples so load hits both alike, and prints medians and
 the ratio (the goal: ISOLATED at most 3x NORMAL). Run ``python -m bench.bench_isolated``.
+
+Both contenders start the same way, and as ``bench_start`` starts its children: the entry
+module is preloaded in the launcher (without that, every child imports, and with
+``PYTHONDONTWRITEBYTECODE`` compiles, this module: several ms that would inflate the
+NORMAL baseline and flatter the ratio), and every sample waits until the previous child
+was reaped (its exit callback ran), so that no sample pays for the teardown of the one
+before (an isolated child ends three processes and five namespaces).
 """
 
 from __future__ import annotations
@@ -11,13 +18,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import threading
 import time
 
 import childkit
-from childkit import ChildProcessArgs, ChildProcessOptions, IsolationMode
+from childkit import ChildExitInfo, ChildProcessArgs, ChildProcessOptions, IsolationMode
 from childkit.ipc import MessageOption, MessageParcel, RemoteStub
 
+ENTRY_MODULE = "bench.bench_isolated"
 ISOLATED = ChildProcessOptions(isolation_mode=IsolationMode.ISOLATED)
+_EXIT_TIMEOUT_S = 30.0
 
 
 class _Echo(RemoteStub):
@@ -32,8 +42,6 @@ def on_connect() -> RemoteStub:
 
 
 def main_proc() -> None:
-    import threading
-
     threading.Event().wait()  # until the parent stops it
 
 
@@ -42,41 +50,68 @@ def touch(args: ChildProcessArgs) -> int:
     return 0
 
 
-def args_start(options: ChildProcessOptions | None) -> float:
+class _Exits:
+    """The exit callback: lets a sample wait until its child has been reaped."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._done: set[int] = set()
+        childkit.register_child_process_exit_callback(self)
+
+    def __call__(self, pid: int, info: ChildExitInfo) -> None:
+        with self._cond:
+            self._done.add(pid)
+            self._cond.notify_all()
+
+    def wait(self, pid: int) -> None:
+        with self._cond:
+            if not self._cond.wait_for(lambda: pid in self._done, _EXIT_TIMEOUT_S):
+                raise RuntimeError(f"child {pid} did not exit")
+            self._done.discard(pid)
+
+
+def args_start(exits: _Exits, options: ChildProcessOptions | None) -> float:
     r, w = os.pipe()
     try:
         t = time.perf_counter()
-        childkit.start_native_child_process("bench.bench_isolated:touch",
-                                            ChildProcessArgs("", {"out": w}), options)
+        pid = childkit.start_native_child_process(f"{ENTRY_MODULE}:touch",
+                                                  ChildProcessArgs("", {"out": w}), options)
         os.read(r, 1)
-        return time.perf_counter() - t
+        elapsed = time.perf_counter() - t
     finally:
         os.close(r)
         os.close(w)
+    exits.wait(pid)  # the next sample starts on a quiet machine
+    return elapsed
 
 
-def ipc_start(options: ChildProcessOptions | None) -> float:
+def ipc_start(exits: _Exits, options: ChildProcessOptions | None) -> float:
     t = time.perf_counter()
-    with childkit.connect("bench.bench_isolated", options=options) as child:
+    with childkit.connect(ENTRY_MODULE, options=options) as child:
         with MessageParcel() as data:
             data.write_int32(1)
             child.proxy.send_request(1, data).close()
         elapsed = time.perf_counter() - t
+    exits.wait(child.pid)  # close() waited for the exit; this also waits for the callback
     return elapsed
 
 
 def run(quick: bool = False) -> list[dict[str, object]]:
     """Rows of (metric, childkit isolated, peer = childkit normal, ratio)."""
-    rounds = 3 if quick else 15
+    rounds = 3 if quick else 21
+    childkit.set_preload_modules([ENTRY_MODULE])  # as bench_start: no import in the child
     childkit.prestart_launcher()
-    args_start(ISOLATED)  # the first isolated start probes the machine's layers once
+    exits = _Exits()
+    for _ in range(2):  # warm-up; the first isolated start also probes the machine once
+        args_start(exits, ISOLATED)
+        args_start(exits, None)
     rows: list[dict[str, object]] = []
     for name, fn in (("args-mode start to first write (ms)", args_start),
                      ("IPC-mode start to first reply (ms)", ipc_start)):
         normal, isolated = [], []
         for _ in range(rounds):
-            normal.append(fn(None))
-            isolated.append(fn(ISOLATED))
+            normal.append(fn(exits, None))
+            isolated.append(fn(exits, ISOLATED))
         n, i = statistics.median(normal) * 1e3, statistics.median(isolated) * 1e3
         rows.append({"metric": name, "childkit": i, "peer": "childkit NORMAL child",
                      "peer_value": n, "ratio": i / n, "goal": "<= 3x"})

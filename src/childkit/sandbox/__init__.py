@@ -31,16 +31,22 @@ from childkit.sandbox._probe import probe
 
 def preload() -> None:
     """Do once, in the parent, the work every isolated child would repeat: locate
-    libseccomp (ldconfig), compile the seccomp filter, resolve the interpreter's paths.
+    libseccomp (ldconfig), compile the seccomp filter, resolve the interpreter's paths,
+    read the kernel's last capability and where the initial environment block lies.
     Children forked afterwards start faster. Errors are not raised here: a missing
     library is reported by :func:`probe` and :func:`enter`."""
-    from childkit.sandbox import _filesystem, _seccomp
+    from childkit.sandbox import _capabilities, _environment, _filesystem, _seccomp
 
     try:
-        _seccomp.compile_filter()
+        _seccomp.install_ready()
     except OSError:
         pass
     _filesystem.interpreter_plan()
+    for step in (_capabilities.last_cap, _environment.initial_block):
+        try:
+            step()
+        except (OSError, ValueError, IndexError):
+            pass  # the child tries again and reports what fails
 
 
 __all__ = [

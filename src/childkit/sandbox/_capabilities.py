@@ -27,10 +27,17 @@ class _CapData(ctypes.Structure):
                 ("inheritable", ctypes.c_uint32)]
 
 
+_last_cap: int | None = None
+
+
 def last_cap() -> int:
-    """The highest capability number this kernel knows."""
-    with open("/proc/sys/kernel/cap_last_cap") as f:
-        return int(f.read())
+    """The highest capability number this kernel knows (read once per process; a forked
+    child inherits it, so the launcher reads it for every isolated child)."""
+    global _last_cap
+    if _last_cap is None:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            _last_cap = int(f.read())
+    return _last_cap
 
 
 def drop_all() -> None:
@@ -41,8 +48,12 @@ def drop_all() -> None:
     holds no capability).
     """
     for cap in range(last_cap() + 1):
-        if _syscalls.prctl(_syscalls.PR_CAPBSET_READ, cap) == 1:
+        try:
+            # Dropping one already dropped succeeds: one call per capability, not two.
             _syscalls.prctl(_syscalls.PR_CAPBSET_DROP, cap)
+        except PermissionError:
+            if _syscalls.prctl(_syscalls.PR_CAPBSET_READ, cap) == 1:
+                raise  # still in the bounding set, and we may not drop it
     _syscalls.prctl(_syscalls.PR_CAP_AMBIENT, _syscalls.PR_CAP_AMBIENT_CLEAR_ALL)
     try:
         _syscalls.prctl(_syscalls.PR_SET_SECUREBITS, _SECUREBITS)

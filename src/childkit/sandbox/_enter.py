@@ -124,15 +124,27 @@ def enter(config: SandboxConfig, keep_fds: Sequence[int]) -> None:
         layers.skip("isolation_uid", "a uid of its own needs root (CAP_SETUID and "
                     "CAP_SYS_ADMIN in the initial user namespace)")
 
-    def build() -> None:
-        _namespaces.enter_build_namespace(privileged)
-        _filesystem.build_root(root_plan, config.tmp_size_bytes)
+    writer: _namespaces.MapWriter | None = None
+    if privileged:
+        # Forked now, still outside every namespace, so that its start-up overlaps the
+        # building of the root; it waits until the user namespace exists.
+        try:
+            writer = _namespaces.start_map_writer(inner, outer)
+        except OSError:
+            writer = None  # enter_user_namespace then fails and names its layer
+    try:
+        def build() -> None:
+            _namespaces.enter_build_namespace(privileged)
+            _filesystem.build_root(root_plan, config.tmp_size_bytes)
 
-    built = layers.apply("filesystem", build)
-    if config.isolation_uid and privileged:
-        _report["isolation_uid"] = LayerStatus(True, f"applied (uid {outer})")
-    userns = layers.apply("user_namespace",
-                          lambda: _namespaces.enter_user_namespace(privileged, inner, outer))
+        built = layers.apply("filesystem", build)
+        if config.isolation_uid and privileged:
+            _report["isolation_uid"] = LayerStatus(True, f"applied (uid {outer})")
+        userns = layers.apply("user_namespace", lambda: _namespaces.enter_user_namespace(
+            privileged, inner, outer, writer))
+    finally:
+        if writer is not None:
+            writer.cancel()  # if the user namespace step was not reached: end and reap it
     if not userns and privileged:
         # Without a user namespace, still leave root before anything untrusted runs; if
         # even that fails, no reduced sandbox is acceptable.
@@ -154,7 +166,9 @@ def enter(config: SandboxConfig, keep_fds: Sequence[int]) -> None:
     previous_mask = _supervisor.block_forwarded()
     death_r, death_w = os.pipe()
     status_r, status_w = os.pipe()
-    init = os.fork()
+    # The init runs only childkit's code: no at-fork hooks (the workload's os.fork below
+    # runs them in the process that runs user code).
+    init = _syscalls.fork_without_hooks()
     if init != 0:  # the supervisor, outside the new pid namespace
         os.close(death_r)
         os.close(status_w)

@@ -21,20 +21,33 @@ DEFAULT_PATH = "/usr/bin:/bin"
 def scrub(keep: Iterable[str]) -> None:
     """Remove every variable not in ``keep`` (from ``os.environ`` and the C environment),
     set :data:`FIXED_ENV`, and wipe the initial environment block."""
-    kept = {name: os.environ[name] for name in keep if name in os.environ}
-    os.environ.clear()  # unsetenv() for each: the C-level environ is emptied too
-    os.environ.update(kept)
+    kept = set(keep)
+    for name in [name for name in os.environ if name not in kept]:
+        del os.environ[name]  # unsetenv(): the C-level environ loses it too
     os.environ.update(FIXED_ENV)
     os.environ.setdefault("PATH", DEFAULT_PATH)
     _wipe_initial_block()
 
 
+_initial_block: tuple[int, int] | None = None
+
+
+def initial_block() -> tuple[int, int]:
+    """Where the environment block the kernel copied at exec lies: ``(start, end)``.
+    Read once per process: fork keeps the address space, so the launcher reads it for
+    every child it forks (only an exec would move it, and that starts a new module)."""
+    global _initial_block
+    if _initial_block is None:
+        # Fields 50 and 51 of /proc/self/stat are env_start and env_end (the block
+        # /proc/<pid>/environ reads).
+        with open("/proc/self/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        # fields[0] is field 3 (state), so field N is fields[N - 3].
+        _initial_block = (int(fields[50 - 3]), int(fields[51 - 3]))
+    return _initial_block
+
+
 def _wipe_initial_block() -> None:
-    # Fields 50 and 51 of /proc/self/stat are env_start and env_end (the block the kernel
-    # copied at exec, which /proc/<pid>/environ reads).
-    with open("/proc/self/stat", "rb") as stat:
-        fields = stat.read().rsplit(b")", 1)[1].split()
-    # fields[0] is field 3 (state), so field N is fields[N - 3].
-    start, end = int(fields[50 - 3]), int(fields[51 - 3])
+    start, end = initial_block()
     if 0 < start < end:
         _syscalls.memset(start, 0, end - start)

@@ -32,12 +32,12 @@ def is_privileged() -> bool:
     namespace (so it can mount without a user namespace and map another uid)."""
     if os.geteuid() != 0:
         return False
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("CapEff:"):
-                eff = int(line.split()[1], 16)
-                return bool(eff & (1 << 21)) and bool(eff & (1 << 7)) and bool(eff & (1 << 6))
-    return False
+    try:
+        effective = _capabilities.capabilities()[0]  # capget: no /proc file to parse
+    except OSError:
+        return False
+    wanted = (1 << 21) | (1 << 7) | (1 << 6)  # CAP_SYS_ADMIN, CAP_SETUID, CAP_SETGID
+    return effective & wanted == wanted
 
 
 def _write(path: str, text: str) -> None:
@@ -74,29 +74,69 @@ def enter_build_namespace(privileged: bool) -> None:
     _syscalls.mount(None, "/", None, _syscalls.MS_REC | _syscalls.MS_PRIVATE)
 
 
-def enter_user_namespace(privileged: bool, inner: int, outer: int) -> None:
-    """Create the sandbox's user namespace with the single map ``inner -> outer`` (uid and
-    gid alike) and make ``inner`` this process's uid, gids cleared, keeping a capability
-    set over the new namespace only (for mounting /proc).
+class MapWriter:
+    """A helper process, still outside every namespace, that writes the uid/gid map of the
+    caller's coming user namespace (root cannot map a uid other than its own from
+    inside). Started early (:func:`start_map_writer`) so that its start-up overlaps the
+    building of the root; it holds nothing but its two pipes."""
 
-    ``privileged``: the caller is root in the initial namespace and ``outer`` may be any
-    uid (a helper writes the map); otherwise ``outer`` must be the caller's own uid.
-    Raises OSError if the kernel refuses.
-    """
-    if not privileged:
-        _syscalls.prctl(_syscalls.PR_SET_DUMPABLE, 1)
-        unshare_user_with_own_maps(inner, inner)
-        return
+    def __init__(self, pid: int, go_w: int, done_r: int) -> None:
+        self._pid = pid
+        self._go_w = go_w
+        self._done_r = done_r
+
+    def write_maps(self, unshared: bool) -> str:
+        """Tell the helper whether the caller's user namespace exists (then it writes the
+        maps) and reap it. Returns "" on success, else what went wrong."""
+        if self._pid == 0:
+            return "the uid map writer is gone"
+        pid, self._pid = self._pid, 0
+        try:
+            os.write(self._go_w, b"1" if unshared else b"0")
+        except BrokenPipeError:
+            pass  # it died: its wait status says so
+        finally:
+            os.close(self._go_w)
+        try:
+            message = os.read(self._done_r, 1000).decode(errors="replace")
+        finally:
+            os.close(self._done_r)
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            return message or f"wait status {status}"
+        return ""
+
+    def cancel(self) -> None:
+        """End and reap the helper without writing anything (idempotent)."""
+        if self._pid != 0:
+            self.write_maps(False)
+
+
+def start_map_writer(inner: int, outer: int) -> MapWriter:
+    """Fork the helper that will map ``inner`` (inside) to ``outer`` (outside), uid and
+    gid alike, for this process once it has unshared its user namespace. Call it while
+    single-threaded and still in the initial user namespace, as root. OSError if the
+    fork fails."""
     go_r, go_w = os.pipe()
     done_r, done_w = os.pipe()
     me = os.getpid()
-    helper = os.fork()
+    try:
+        helper = _syscalls.fork_without_hooks()  # it runs only the few lines below
+    except OSError:
+        for fd in (go_r, go_w, done_r, done_w):
+            os.close(fd)
+        raise
     if helper == 0:  # pragma: no cover - runs in the helper process
         code = 1
         try:
-            os.close(go_w)
-            os.close(done_r)
-            if os.read(go_r, 1) == b"1":
+            # Nothing of the child's (its IPC channel above all) stays open here.
+            low = 0
+            for fd in sorted((go_r, done_w)):
+                if fd > low:  # closerange(0, 0) would close every fd
+                    os.closerange(low, fd)
+                low = fd + 1
+            os.closerange(low, 2**31 - 1)
+            if os.read(go_r, 1) == b"1":  # EOF (the caller died) or "0": nothing to do
                 _write(f"/proc/{me}/uid_map", f"{inner} {outer} 1\n")
                 _write(f"/proc/{me}/gid_map", f"{inner} {outer} 1\n")
                 code = 0
@@ -108,20 +148,36 @@ def enter_user_namespace(privileged: bool, inner: int, outer: int) -> None:
         os._exit(code)
     os.close(go_r)
     os.close(done_w)
+    return MapWriter(helper, go_w, done_r)
+
+
+def enter_user_namespace(privileged: bool, inner: int, outer: int,
+                         writer: MapWriter | None = None) -> None:
+    """Create the sandbox's user namespace with the single map ``inner -> outer`` (uid and
+    gid alike) and make ``inner`` this process's uid, gids cleared, keeping a capability
+    set over the new namespace only (for mounting /proc).
+
+    ``privileged``: the caller is root in the initial namespace and ``outer`` may be any
+    uid; ``writer`` (from :func:`start_map_writer` with the same ids) then writes the map
+    and is reaped here whatever happens. Otherwise ``outer`` must be the caller's own uid.
+    Raises OSError if the kernel refuses.
+    """
+    if not privileged:
+        _syscalls.prctl(_syscalls.PR_SET_DUMPABLE, 1)
+        unshare_user_with_own_maps(inner, inner)
+        return
+    if writer is None:
+        raise OSError(errno.EINVAL, "a privileged caller needs a uid map writer")
     failure: OSError | None = None
     try:
         _syscalls.unshare(_syscalls.CLONE_NEWUSER)
     except OSError as exc:
         failure = exc
-    os.write(go_w, b"0" if failure else b"1")
-    os.close(go_w)
-    message = os.read(done_r, 1000).decode(errors="replace")
-    os.close(done_r)
-    _, status = os.waitpid(helper, 0)
+    problem = writer.write_maps(failure is None)
     if failure is not None:
         raise failure
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise OSError(errno.EPERM, f"writing the uid map failed: {message}")
+    if problem:
+        raise OSError(errno.EPERM, f"writing the uid map failed: {problem}")
     # Root of the old namespace holds every capability over the new one; become `inner`
     # without losing them (KEEPCAPS keeps the permitted set, capset re-raises the
     # effective one), and drop the supplementary groups root had.

@@ -100,12 +100,31 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
+_loadable: tuple[ctypes.Array[ctypes.c_char], _SockFprog] | None = None
+
+
+def _sock_fprog() -> _SockFprog:
+    # The program in the form prctl takes, built once per process like the program
+    # itself (the buffer is kept alongside: fprog points into it).
+    global _loadable
+    if _loadable is None:
+        program = compile_filter()
+        buffer = ctypes.create_string_buffer(program, len(program))
+        _loadable = (buffer, _SockFprog(len(program) // _INSN_SIZE, ctypes.addressof(buffer)))
+    return _loadable[1]
+
+
+def install_ready() -> None:
+    """Compile the filter and prepare what :func:`install` hands the kernel, so that a
+    child forked afterwards only makes the one prctl. OSError as for
+    :func:`compile_filter`."""
+    _sock_fprog()
+
+
 def install() -> int:
     """Load the filter into this process (inherited by all it starts; cannot be removed).
     Needs no_new_privs. Returns the filter's length in instructions; raises OSError if
     libseccomp is missing or the kernel refuses the filter."""
-    program = compile_filter()
-    buffer = ctypes.create_string_buffer(program, len(program))
-    fprog = _SockFprog(len(program) // _INSN_SIZE, ctypes.addressof(buffer))
+    fprog = _sock_fprog()
     _syscalls.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(fprog))
     return int(fprog.len)

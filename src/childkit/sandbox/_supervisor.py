@@ -52,7 +52,8 @@ def _forward_to(pid: int) -> None:
 def _close_all_but(keep: set[int]) -> None:
     low = 0
     for fd in sorted(keep):
-        os.closerange(low, fd)
+        if fd > low:  # closerange(0, 0) would close every fd
+            os.closerange(low, fd)
         low = fd + 1
     os.closerange(low, 2**31 - 1)
 
