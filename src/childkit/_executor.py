@@ -180,6 +180,28 @@ class _WorkItem:
 #: Most tasks one batch request carries.
 BATCH_MAX = 256
 
+# Executors whose dispatcher threads run, for the interpreter-exit hook below.
+_live_lock = threading.Lock()
+_live_cores: set[_Core] = set()
+_interpreter_exiting = False
+
+
+def _python_exit() -> None:
+    """At interpreter exit, before the atexit callbacks (so while the launcher still
+    runs): stop every executor and wait for the tasks already submitted to finish, as
+    ``ProcessPoolExecutor`` does; ``submit`` fails from now on."""
+    global _interpreter_exiting
+    with _live_lock:
+        _interpreter_exiting = True
+        cores = list(_live_cores)
+    for core in cores:
+        for thread in core.stop(False):
+            thread.join()
+
+
+# The hook concurrent.futures uses: it runs before the interpreter stops daemon threads.
+threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
+
 
 class _Worker:
     """One child of a slot, with its journal (see _executor_worker)."""
@@ -282,12 +304,26 @@ class _Core:
             self.queue.put(item)
 
     def _start_slots_locked(self) -> None:
+        with _live_lock:
+            if _interpreter_exiting:
+                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+            _live_cores.add(self)
         for slot in range(self.max_workers):
             thread = threading.Thread(target=self._slot_main, args=(slot,), daemon=True,
                                       name=f"childkit-executor-{slot}")
+            self.live_slots += 1  # before start: a slot that ends at once must not be last
+            try:
+                thread.start()
+            except RuntimeError as exc:  # "can't create new thread" (e.g. at finalization)
+                self.live_slots -= 1
+                self.broken = f"a dispatcher thread could not start: {exc}"
+                for _ in self.threads:  # the slots already started end
+                    self.queue.put(None)
+                if not self.threads:
+                    with _live_lock:
+                        _live_cores.discard(self)
+                raise BrokenChildExecutor(self.broken) from exc
             self.threads.append(thread)
-            self.live_slots += 1
-            thread.start()
 
     def stop(self, cancel_futures: bool) -> list[threading.Thread]:
         with self.lock:
@@ -341,6 +377,8 @@ class _Core:
             conn = connect(WORKER_ENTRY, self.options, self.start_timeout)
         except ChildkitError as exc:
             return None, f"a worker could not start: {exc}"
+        except Exception as exc:  # e.g. no thread can start at interpreter finalization
+            return None, f"a worker could not start: {exc!r}"
         try:
             worker = _Worker(conn)
         except (IPCError, OSError) as exc:
@@ -356,6 +394,11 @@ class _Core:
             except (IPCError, ValueError) as exc:
                 ok, value = False, exc
             if not ok:
+                # Logged, as ProcessPoolExecutor's worker logs it: the futures only get
+                # BrokenChildExecutor, which cannot carry every worker's traceback.
+                cause = value.__cause__ if isinstance(value, BaseException) else None
+                _log.critical("Exception in initializer (worker pid %d):\n%s", worker.pid,
+                              cause.tb if isinstance(cause, RemoteTraceback) else repr(value))
                 self._retire(slot, worker, kill=True)
                 reason = f"the initializer failed in a worker: {value!r}"
                 self._break(reason)
@@ -438,7 +481,7 @@ class _Core:
                         keep, ran = self._run(worker, batch[0]), 1
                     else:
                         keep, ran = self._run_batch(worker, batch)
-                except Exception as exc:  # a bug here must not leave futures hanging
+                except BaseException as exc:  # a bug here must not leave futures hanging
                     _log.exception("childkit executor slot %d failed", slot)
                     for i in batch:
                         if not i.future.done():
@@ -460,6 +503,9 @@ class _Core:
                 self.live_slots -= 1
                 last = self.live_slots == 0
                 stopping = self.shutdown
+            if last:
+                with _live_lock:
+                    _live_cores.discard(self)
             if last and failure and not stopping:  # no slot is left to run what is queued
                 self._break(failure)
             elif last:  # tasks queued again behind the stop requests: nobody will run them
@@ -507,7 +553,8 @@ class _Core:
             _running, committed, outcomes = worker.entries(self.codec)
             if committed != done or done > len(batch) or (spilled and done >= len(batch)):
                 raise ew.CodecError("the journal does not match the reply")
-        except Exception as exc:  # a malformed reply: do not trust this worker again
+        except BaseException as exc:  # a malformed reply (or unpickling it raised
+            # SystemExit: a result's __reduce__ runs here): do not trust this worker again
             error = ChildExecutorError(
                 f"worker pid {worker.pid} sent results that cannot be decoded: {exc!r}")
             for i in batch:
@@ -526,7 +573,7 @@ class _Core:
             running, committed, outcomes = worker.entries(self.codec)
             if committed <= len(batch) and running <= len(batch):
                 return running, committed, outcomes
-        except Exception:
+        except BaseException:  # unpickling a result may raise anything, SystemExit too
             pass
         return len(batch), 0, []  # unreadable: blame every task, run none again
 
@@ -567,7 +614,8 @@ class _Core:
         try:
             with reply:
                 ok, value = _read_reply(reply, self.codec)
-        except Exception as exc:  # a malformed reply: do not trust this worker again
+        except BaseException as exc:  # a malformed reply (or unpickling it raised
+            # SystemExit: a result's __reduce__ runs here): do not trust this worker again
             future.set_exception(ChildExecutorError(
                 f"worker pid {worker.pid} sent a result that cannot be decoded: {exc!r}"))
             return False
@@ -687,11 +735,14 @@ class ChildProcessExecutor(Executor):
         return future
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
-        """Schedule ``fn(*args, **kwargs)`` in a worker; return its future.
+        """Schedule ``fn(*args, **kwargs)`` in a worker; return its future. Tasks
+        submitted run to completion even if the interpreter exits first (as with
+        ``ProcessPoolExecutor``), unless ``shutdown(cancel_futures=True)`` drops them.
 
         Raises:
-            RuntimeError: after :meth:`shutdown`.
-            BrokenChildExecutor: if the executor is broken.
+            RuntimeError: after :meth:`shutdown`, or once the interpreter is exiting.
+            BrokenChildExecutor: if the executor is broken, or its dispatcher threads
+                cannot start (then it is broken from now on).
         """
         return self._submit(ew.RUN, (fn, args, kwargs), None)
 

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 import unittest
+import unittest.mock
 import weakref
 from concurrent import futures
+from concurrent.futures import BrokenExecutor
 from typing import Any
 
+import childkit
 from childkit._executor import ChildProcessExecutor, RemoteTraceback, WorkerDiedError
 
 from .util import BaseTestCase, ChildProcessMixin, FileEvent
@@ -178,7 +182,6 @@ class ProcessPoolExecutorTest(ExecutorTest):
         t.assertTrue(started.wait(30))
         busy = self.executor._core.workers
         pids = [w.pid for w in busy.values()]
-        import childkit
         for p in pids:
             childkit.kill_child_process(p)
         for fut in fs:
@@ -226,6 +229,46 @@ class ProcessPoolExecutorTest(ExecutorTest):
                     t.assertEqual(results, [i * 2 for i in range(num_tasks)])
                 finally:
                     executor.shutdown(wait=True, cancel_futures=True)
+
+    def test_max_tasks_early_shutdown(self) -> None:
+        # CPython skips this under fork; recycling works with any start here.
+        t: Any = self
+        executor = ChildProcessExecutor(3, max_tasks_per_child=1)
+        futures = []
+        for i in range(6):
+            futures.append(executor.submit(mul, i, i))
+        executor.shutdown()
+        for i, future in enumerate(futures):
+            t.assertEqual(future.result(), mul(i, i))
+
+    def test_python_finalization_error(self) -> None:
+        # gh-109047: Catch RuntimeError on thread creation
+        # during Python finalization.
+        t: Any = self
+        # Changed: the launcher (and childkit's process-wide threads) start once per
+        # application; start them first so that the mock hits the executor's own
+        # threads, as CPython's hits PPE's. CPython patches
+        # threading._start_joinable_thread (3.13+); 3.11 and 3.12 start threads with
+        # threading._start_new_thread.
+        childkit.prestart_launcher()
+        name = ("_start_joinable_thread" if hasattr(threading, "_start_joinable_thread")
+                else "_start_new_thread")
+        orig_start_new_thread = getattr(threading, name)
+        nthread = 0
+
+        def mock_start_new_thread(func: Any, *args: Any, **kwargs: Any) -> Any:
+            nonlocal nthread
+            if nthread >= 1:
+                raise RuntimeError("can't create new thread at "
+                                   "interpreter shutdown")
+            nthread += 1
+            return orig_start_new_thread(func, *args, **kwargs)
+
+        with unittest.mock.patch.object(threading, name, mock_start_new_thread):
+            executor = ChildProcessExecutor(max_workers=2)
+            with executor, t.assertRaises(BrokenExecutor):  # CPython: BrokenProcessPool
+                list(executor.map(mul, [(2, 3)] * 10))
+            executor.shutdown()
 
 
 class ChildProcessExecutorTest(ChildProcessMixin, ProcessPoolExecutorTest, BaseTestCase):

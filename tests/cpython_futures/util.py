@@ -9,6 +9,8 @@ thread was left, in place of test.support's threading_cleanup / reap_children.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -27,6 +29,45 @@ from childkit._executor import ChildProcessExecutor
 from childkit._manager import manager
 
 SHORT_TIMEOUT = 30.0
+#: test.support.LONG_TIMEOUT is 5 minutes; a deadlock shows long before this.
+LONG_TIMEOUT = 60.0
+#: test.support.PIPE_MAX_SIZE: more than any pipe buffer holds.
+PIPE_MAX_SIZE = 4 * 1024 * 1024 + 1
+_TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def assert_python_ok(*args: str) -> tuple[int, bytes, bytes]:
+    """test.support.script_helper.assert_python_ok: run this Python with ``args`` and
+    assert it exits with 0. This package is importable there as ``cpython_futures``
+    (CPython's scripts import the test module as ``test.test_concurrent_futures``)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_TESTS_DIR, env.get("PYTHONPATH")) if p)
+    proc = subprocess.run([sys.executable, "-X", "faulthandler", *args], env=env,
+                          cwd=_TESTS_DIR, capture_output=True, timeout=120)
+    assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def workers_reaped(pids: list[int], timeout: float = SHORT_TIMEOUT) -> bool:
+    """Every executor's dispatcher thread has ended, and every worker (those of ``pids``
+    too) has exited and childkit reaped it: what CPython's joins of the manager thread
+    and of each of ``executor._processes`` wait for."""
+    deadline = time.monotonic() + timeout
+    while manager().live_count() or any(_alive(p) for p in pids) or any(
+            t.name.startswith("childkit-executor-") for t in threading.enumerate()):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def create_future(state: str = PENDING, exception: BaseException | None = None,
