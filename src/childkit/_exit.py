@@ -4,6 +4,12 @@
 gives ``cb(pid, exit_info)`` with the exit code and the signal kept apart, for children
 of both start modes. Callbacks run on one dedicated thread (``childkit-exit``), in the
 order children were reaped, never on the thread that started or killed the child.
+
+An isolated child ended by one of its resource limits says so in
+:attr:`ChildExitInfo.reason`. The kernel ends it for CPU time (SIGXCPU) and file size
+(SIGXFSZ); for memory, processes and open files the kernel only makes the call fail, so
+the child's runner (:mod:`childkit._launcher_child`) turns an uncaught error of that limit
+into one of the exit codes below, which :func:`limit_reason` reads back.
 """
 
 from __future__ import annotations
@@ -21,13 +27,52 @@ from childkit._errors import ChildkitError, ErrCode
 
 _log = logging.getLogger("childkit")
 
+#: Exit code of an isolated child whose uncaught MemoryError came with a memory limit
+#: (``childkit.sandbox.MEMORY_LIMIT_EXIT_CODE``: the sandbox's own ``sys.excepthook`` uses
+#: it too).
+MEMORY_LIMIT_EXIT_CODE = 86
+#: Exit code of an isolated child whose uncaught error came from creating a process or
+#: thread past ``max_processes``.
+PROCESS_LIMIT_EXIT_CODE = 87
+#: Exit code of an isolated child whose uncaught EMFILE came with ``max_open_files``.
+OPEN_FILES_LIMIT_EXIT_CODE = 88
+
+#: Exit code -> (the limit it names, how the reason reads).
+_EXIT_CODE_LIMITS = {
+    MEMORY_LIMIT_EXIT_CODE: ("memory_bytes", "memory limit ({} bytes) exceeded"),
+    PROCESS_LIMIT_EXIT_CODE: ("max_processes",
+                              "process limit ({} processes and threads) reached"),
+    OPEN_FILES_LIMIT_EXIT_CODE: ("max_open_files", "open files limit ({}) reached"),
+}
+
+#: Signal -> the limit whose excess the kernel signals with it.
+_SIGNAL_LIMITS: dict[int, str] = {_signal.SIGXCPU: "cpu_seconds", _signal.SIGXFSZ: "max_file_size"}
+
+
+def limit_reason(status: int, limits: dict[str, Any]) -> str | None:
+    """Which resource limit ended the isolated child whose raw ``waitpid`` status is
+    ``status`` (``limits``: its ``ResourceLimits`` as a dict); ``None`` if the status does
+    not point at a limit that was set. Never raises for a status ``waitpid`` can give."""
+    if os.WIFSIGNALED(status):  # SIGXCPU, SIGXFSZ: the sandbox words their reasons
+        limit = _SIGNAL_LIMITS.get(os.WTERMSIG(status))
+        if limit is None or limits.get(limit) is None:
+            return None  # e.g. a SIGXCPU sent by kill to a child without a CPU limit
+        from childkit.sandbox import ResourceLimits, exit_reason
+
+        return exit_reason(status, ResourceLimits(**limits))
+    if not os.WIFEXITED(status) or os.WEXITSTATUS(status) not in _EXIT_CODE_LIMITS:
+        return None
+    name, text = _EXIT_CODE_LIMITS[os.WEXITSTATUS(status)]
+    value = limits.get(name)
+    return None if value is None else text.format(value)
+
 
 @dataclass(frozen=True)
 class ChildExitInfo:
     """How a child ended: exactly one of ``exit_code`` and ``signal`` is set.
 
     ``reason`` names the resource limit that ended an isolated child (CPU time, file
-    size, memory), or is ``None``.
+    size, memory, processes, open files; see docs/sandbox.md), or is ``None``.
     """
 
     pid: int
@@ -39,11 +84,7 @@ class ChildExitInfo:
     def from_wait_status(cls, pid: int, status: int,
                          limits: dict[str, Any] | None = None) -> ChildExitInfo:
         """Decode a raw ``waitpid`` status (``limits``: an isolated child's, to say why)."""
-        reason = None
-        if limits is not None:
-            from childkit.sandbox import ResourceLimits, exit_reason
-
-            reason = exit_reason(status, ResourceLimits(**limits))
+        reason = None if limits is None else limit_reason(status, limits)
         if os.WIFSIGNALED(status):
             return cls(pid, None, os.WTERMSIG(status), reason)
         return cls(pid, os.WEXITSTATUS(status), None, reason)

@@ -21,16 +21,20 @@ In order, the child:
    what went wrong; then it exits with status 1);
 6. runs the entry (``func(args)``, native ``Main(args)``, or ``main_proc()``) and exits
    with its int result (``None``/non-int from ``main_proc`` -> 0). An exception prints
-   its traceback on stderr and exits with 1. The child exits when the entry returns,
-   threads it started or not, as an OpenHarmony child does.
+   its traceback on stderr and exits with 1, or, in an isolated child, with the exit
+   code of the resource limit that caused it (:func:`_limit_exit_code`), which the
+   parent's exit callback names. The child exits when the entry returns, threads it
+   started or not, as an OpenHarmony child does.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from types import ModuleType
@@ -48,6 +52,11 @@ from childkit._entry import (
     resolve_ipc_entry,
 )
 from childkit._errors import ChildkitError, ErrCode
+from childkit._exit import (
+    MEMORY_LIMIT_EXIT_CODE,
+    OPEN_FILES_LIMIT_EXIT_CODE,
+    PROCESS_LIMIT_EXIT_CODE,
+)
 from childkit.ipc import Connection, RemoteStub, _busypoll
 
 #: The IPC-mode child's connection to its parent, kept for the child's whole life.
@@ -132,11 +141,12 @@ def run_child(header: dict[str, Any], payload: bytes, fds: list[int], launcher_p
         code = _child(header, payload, fds, launcher_pid, forget_launcher)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:
+    except BaseException as exc:
         try:
             traceback.print_exc()
         except BaseException:
-            pass
+            pass  # e.g. no memory left to format it: the exit code still says why
+        code = _limit_exit_code(exc)
     finally:
         for stream in (sys.stdout, sys.stderr):
             try:
@@ -175,6 +185,7 @@ def _child(header: dict[str, Any], payload: bytes, fds: list[int], launcher_pid:
         # stays outside as the sandbox's supervisor; only the sandboxed one returns.
         try:
             _enter_sandbox(header["sandbox"], [1, 2, status_fd, *given])
+            _enforce_limits(header["sandbox"]["limits"])
         except ChildkitError as exc:
             _report(status_fd, proto.status_error(exc.code, exc.message))
             return 1
@@ -205,6 +216,102 @@ def _enter_sandbox(description: dict[str, Any], keep_fds: list[int]) -> None:
         readonly_paths=tuple(description["readonly_paths"]),
     )
     enter(config, keep_fds)
+
+
+#: An isolated child's resource limits (``ResourceLimits`` as a dict) once it is inside
+#: its sandbox; ``None`` in a normal child.
+_limits: dict[str, Any] | None = None
+
+#: Audit events raised just before a call that creates a process (the call then fails
+#: with EAGAIN at RLIMIT_NPROC). ``subprocess.Popen`` is raised in the Python frame that
+#: then forks, a few instructions later; the others by the failing C call itself.
+_SPAWN_EVENTS = frozenset({"os.fork", "os.forkpty", "os.posix_spawn", "os.posix_spawnp"})
+_SPAWN_FRAME_EVENTS = frozenset({"subprocess.Popen"})
+
+#: Where the last process creation was attempted: (code, frame id, instruction or -1 for
+#: "anywhere in that frame"). An EAGAIN raised exactly there is the fork that failed.
+_last_spawn: tuple[object, int, int] | None = None
+
+
+def _enforce_limits(limits: dict[str, Any]) -> None:
+    """Inside the sandbox, before the entry: make exceeding each limit end the child in a
+    way its exit callback can name (docs/sandbox.md, "Limits")."""
+    global _limits
+    _limits = limits
+    if limits.get("max_file_size") is not None:
+        # Python starts with SIGXFSZ ignored (a write past RLIMIT_FSIZE then only fails
+        # with EFBIG); the default action ends the child with SIGXFSZ, a named reason.
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+    if limits.get("max_processes") is not None:
+        sys.addaudithook(_note_spawn)
+
+
+def _note_spawn(event: str, _args: tuple[object, ...]) -> None:
+    # Called for every audit event of the child: keep the common path to one lookup.
+    if event in _SPAWN_EVENTS or event in _SPAWN_FRAME_EVENTS:
+        global _last_spawn
+        frame = sys._getframe(1)  # the Python frame making the call
+        _last_spawn = (frame.f_code, id(frame),
+                       frame.f_lasti if event in _SPAWN_EVENTS else -1)
+
+
+def _limit_exit_code(exc: BaseException) -> int:
+    """The exit status for an entry that raised ``exc``: the code of the resource limit
+    that caused it in an isolated child, else 1.
+
+    - MemoryError, with a memory limit: :data:`MEMORY_LIMIT_EXIT_CODE`;
+    - EAGAIN raised by the very call that tried to create a process (``os.fork``,
+      ``os.posix_spawn``, ``subprocess``, so ``multiprocessing`` too), or ``RuntimeError:
+      can't start new thread`` while the sandbox holds ``max_processes`` tasks, with a
+      process limit: :data:`PROCESS_LIMIT_EXIT_CODE`;
+    - EMFILE (only RLIMIT_NOFILE gives it to a sandboxed process), with an open-files
+      limit: :data:`OPEN_FILES_LIMIT_EXIT_CODE`.
+    """
+    limits = _limits
+    if limits is None:
+        return 1
+    if isinstance(exc, MemoryError) and limits.get("memory_bytes") is not None:
+        return MEMORY_LIMIT_EXIT_CODE
+    if limits.get("max_processes") is not None and _failed_to_spawn(
+            exc, limits["max_processes"]):
+        return PROCESS_LIMIT_EXIT_CODE
+    if (isinstance(exc, OSError) and exc.errno == errno.EMFILE
+            and limits.get("max_open_files") is not None):
+        return OPEN_FILES_LIMIT_EXIT_CODE
+    return 1
+
+
+def _failed_to_spawn(exc: BaseException, max_processes: int) -> bool:
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next  # the frame the error was raised in
+    if isinstance(exc, OSError) and exc.errno == errno.EAGAIN:
+        spawn = _last_spawn
+        return spawn is not None and spawn[0] is tb.tb_frame.f_code and (
+            spawn[1] == id(tb.tb_frame) and spawn[2] in (-1, tb.tb_lasti))
+    if (isinstance(exc, RuntimeError) and tb.tb_frame.f_code is threading.Thread.start.__code__
+            and "can't start new thread" in str(exc)):
+        # pthread_create says EAGAIN for a full RLIMIT_NPROC and for a stack that does
+        # not fit the address space alike: count, to name only the first.
+        return _sandbox_tasks() >= max_processes
+    return False
+
+
+def _sandbox_tasks() -> int:
+    """Threads of every process in this sandbox but its init (pid 1), or -1 where this is
+    not a pid namespace of its own (a reduced sandbox): ``/proc`` then shows the host."""
+    if os.getpid() != 2:
+        return -1
+    count = 0
+    for name in os.listdir("/proc"):
+        if name.isdigit() and name != "1":
+            try:
+                count += len(os.listdir(f"/proc/{name}/task"))
+            except OSError:
+                pass  # ended meanwhile
+    return count
 
 
 def _take_environment(changes: dict[str, Any] | None) -> None:

@@ -12,14 +12,20 @@ import dataclasses
 import errno
 import os
 import secrets
+import select
 import signal
 import socket
+import struct
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 ENV_SECRET_NAME = "CHILDKIT_SANDBOX_TEST_SECRET"
+#: The name the test's DNS responder answers, and its address (TEST-NET-1, RFC 5737).
+DNS_NAME = "escape-test.childkit.example"
+DNS_ADDRESS = "192.0.2.55"
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -42,6 +48,85 @@ def connect_unix(ctx: dict[str, Any]) -> str:
 
 def resolve_host(ctx: dict[str, Any]) -> str:
     return str(socket.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)[0][4])
+
+
+def _dns_name(labels: str) -> bytes:
+    return b"".join(bytes([len(part)]) + part.encode() for part in labels.split(".")) + b"\0"
+
+
+def resolve_dns(ctx: dict[str, Any]) -> str:
+    """Ask the parent's DNS server (UDP, 127.0.0.1) for the A record of :data:`DNS_NAME`:
+    a real DNS query and answer, as a resolver library would send."""
+    query_id = secrets.randbits(16)
+    question = _dns_name(DNS_NAME) + struct.pack("!HH", 1, 1)  # A, IN
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(10)
+        s.sendto(struct.pack("!6H", query_id, 0x0100, 1, 0, 0, 0) + question,
+                 ("127.0.0.1", ctx["dns_port"]))
+        answer = s.recv(512)
+    ident, flags, _, ancount = struct.unpack("!4H", answer[:8])
+    if ident != query_id or flags & 0x000F or ancount < 1:
+        raise LookupError(f"DNS answer without an address: flags {flags:#x}")
+    rest = answer[12 + len(question):]  # header, then the question echoed back
+    _name, rtype, _cls, _ttl, length = struct.unpack("!HHHIH", rest[:12])
+    address = socket.inet_ntoa(rest[12:12 + length])
+    if rtype != 1 or address != DNS_ADDRESS:
+        raise LookupError(f"unexpected DNS answer {rtype} {address}")
+    return address
+
+
+def _dns_reply(query: bytes) -> bytes | None:
+    """The answer to one DNS query: :data:`DNS_ADDRESS` for an A query of :data:`DNS_NAME`,
+    NXDOMAIN for any other name; ``None`` for what is not a query at all."""
+    if len(query) < 12:
+        return None
+    ident, flags, qdcount = struct.unpack("!3H", query[:6])
+    if flags & 0x8000 or qdcount != 1:
+        return None
+    end = query.find(b"\0", 12)
+    if end < 0 or len(query) < end + 5:
+        return None
+    question = query[12:end + 5]
+    qtype, _ = struct.unpack("!HH", question[-4:])
+    if question[:-4] != _dns_name(DNS_NAME) or qtype != 1:
+        return struct.pack("!6H", ident, 0x8183, 1, 0, 0, 0) + question  # NXDOMAIN
+    record = struct.pack("!HHHIH", 0xC00C, 1, 1, 60, 4) + socket.inet_aton(DNS_ADDRESS)
+    return struct.pack("!6H", ident, 0x8180, 1, 1, 0, 0) + question + record
+
+
+@contextlib.contextmanager
+def dns_server() -> Iterator[int]:
+    """A tiny DNS server on 127.0.0.1 (UDP) answering :func:`_dns_reply`; yields its port.
+    Its thread and fds end with the context."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    wake_r, wake_w = os.pipe()
+
+    def serve() -> None:
+        while True:
+            ready, _, _ = select.select([server.fileno(), wake_r], [], [])
+            if wake_r in ready:
+                return
+            try:
+                query, peer = server.recvfrom(512)
+                reply = _dns_reply(query)
+                if reply is not None:
+                    server.sendto(reply, peer)
+            except OSError:
+                continue  # one bad exchange; the server goes on
+
+    try:
+        server.bind(("127.0.0.1", 0))
+        thread = threading.Thread(target=serve, name="test-dns", daemon=True)
+        thread.start()
+        try:
+            yield server.getsockname()[1]
+        finally:
+            os.write(wake_w, b"x")
+            thread.join()
+    finally:
+        server.close()
+        os.close(wake_r)
+        os.close(wake_w)
 
 
 def read_home_secret(ctx: dict[str, Any]) -> str:
@@ -193,6 +278,20 @@ def find_inherited_fd(ctx: dict[str, Any]) -> str:
     return "found"
 
 
+def find_secret_fd(ctx: dict[str, Any]) -> int:
+    """Look through every open fd for one on the secret file (by device and inode), under
+    whatever number it has; return that number."""
+    wanted = tuple(ctx["secret_file_id"])
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            st = os.fstat(int(name))
+        except OSError:
+            continue  # listdir's own fd, closed by now
+        if (st.st_dev, st.st_ino) == wanted:
+            return int(name)
+    raise LookupError("no fd on the secret file")
+
+
 def read_env_secret(ctx: dict[str, Any]) -> str:
     token = ctx["secret"]
     if os.environ.get(ENV_SECRET_NAME) == token:
@@ -206,30 +305,44 @@ def read_env_secret(ctx: dict[str, Any]) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    """One escape attempt. ``as_nobody``: also meaningful for an unprivileged parent (the
-    action succeeds for a normal unprivileged child)."""
+    """One escape attempt. ``needs``: the privilege a NORMAL child needs for the action to
+    succeed (empty: any user's child can do it). Without it the NORMAL control fails
+    too, so the case proves nothing for an unprivileged parent."""
 
     name: str
     action: Callable[[dict[str, Any]], Any]
-    as_nobody: bool = True
+    needs: str = ""
+
+    @property
+    def as_nobody(self) -> bool:
+        """Meaningful for an unprivileged parent too."""
+        return not self.needs
+
+    def skip_reason(self, root: bool) -> str | None:
+        """Why this case cannot be proven by a parent that is (not) ``root``, or None."""
+        if root or not self.needs:
+            return None
+        return (f"{self.name}: an unprivileged NORMAL child cannot do it either (it needs "
+                f"{self.needs}), so the control would fail; proven in the root run")
 
 
 CASES: tuple[Case, ...] = (
     Case("connect_tcp_loopback", connect_tcp),
     Case("connect_unix_path", connect_unix),
     Case("resolve_host_name", resolve_host),
+    Case("resolve_dns_name", resolve_dns),
     Case("read_parent_home", read_home_secret),
-    Case("read_etc_shadow", read_shadow, as_nobody=False),
+    Case("read_etc_shadow", read_shadow, needs="root (read access to /etc/shadow)"),
     Case("write_readonly_dir", write_readonly_dir),
     Case("write_hidden_dir", write_hidden_dir),
-    Case("write_root", write_root, as_nobody=False),
+    Case("write_root", write_root, needs="root (write access to /)"),
     Case("list_parent_pid", list_parent),
     Case("signal_parent", signal_parent),
     Case("ptrace", ptrace_child),
-    Case("mount", mount_tmpfs, as_nobody=False),
+    Case("mount", mount_tmpfs, needs="CAP_SYS_ADMIN"),
     Case("mount_in_new_user_namespace", mount_in_new_userns),
-    Case("load_kernel_module", load_module, as_nobody=False),
-    Case("change_uid", change_uid, as_nobody=False),
+    Case("load_kernel_module", load_module, needs="CAP_SYS_MODULE"),
+    Case("change_uid", change_uid, needs="CAP_SETUID"),
     Case("inherited_fd", find_inherited_fd),
     Case("env_secret", read_env_secret),
 )
@@ -238,8 +351,8 @@ CASES: tuple[Case, ...] = (
 @contextlib.contextmanager
 def escape_context(workdir: Path, home: Path) -> Iterator[dict[str, Any]]:
     """Everything the actions aim at, owned by this process and released on exit: TCP and
-    Unix listeners, a secret in ``home``, a read-only and a hidden directory, an fd to a
-    secret file, the secret in the environment."""
+    Unix listeners, a DNS server, a secret in ``home``, a read-only and a hidden
+    directory, an fd to a secret file, the secret in the environment."""
     secret = secrets.token_hex(16)
     ro_dir = workdir / "ro"
     hidden = workdir / "hidden"
@@ -266,6 +379,8 @@ def escape_context(workdir: Path, home: Path) -> Iterator[dict[str, Any]]:
         secret_file.write_text(secret)
         inherited = os.open(secret_file, os.O_RDONLY)  # inheritable by fork, like any fd
         stack.callback(os.close, inherited)
+        secret_st = os.fstat(inherited)
+        dns_port = stack.enter_context(dns_server())
         old_env = os.environ.get(ENV_SECRET_NAME)
         os.environ[ENV_SECRET_NAME] = secret
         stack.callback(_restore_env, old_env)
@@ -273,7 +388,8 @@ def escape_context(workdir: Path, home: Path) -> Iterator[dict[str, Any]]:
             "secret": secret, "tcp_port": tcp.getsockname()[1], "unix_path": unix_path,
             "home_secret": home_secret, "ro_dir": str(ro_dir), "hidden_dir": str(hidden),
             "mount_dir": str(mount_dir), "parent_pid": os.getpid(),
-            "inherited_fd": inherited,
+            "inherited_fd": inherited, "secret_file_id": [secret_st.st_dev, secret_st.st_ino],
+            "dns_port": dns_port,
         }
 
 

@@ -1,20 +1,32 @@
-"""Args-mode entry for the isolated-child tests: run one escape attempt and report.
+"""Entries for the isolated-child tests (tests/sandbox/test_isolated_children.py).
 
-Params (JSON): ``actions_file`` (tests/sandbox/escape_actions.py), ``action`` (a function
-name there), ``ctx`` (its targets). Writes ``{"ok": ..., "error": ...}`` to fd "out".
+Args mode: each writes a JSON report to fd "out" (when it gets that far) and returns 0.
+IPC mode (``on_connect``/``main_proc``): a stub that reads the fds it is sent.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import importlib.util
 import json
 import os
 import sys
+import threading
+from typing import Any
 
 from childkit import ChildProcessArgs
+from childkit.ipc import MessageOption, MessageParcel, RemoteStub
+
+
+def _write(args: ChildProcessArgs, report: object) -> None:
+    os.write(args.fds["out"], json.dumps(report).encode())
 
 
 def run(args: ChildProcessArgs) -> int:
+    """Params (JSON): ``actions_file`` (tests/sandbox/escape_actions.py), ``action`` (a
+    function name there), ``ctx`` (its targets). Reports ``{"ok": ..., "error": ...}``;
+    the action gets the child's named fds as ``ctx["fds"]``."""
     params = json.loads(args.entry_params)
     spec = importlib.util.spec_from_file_location("escape_actions", params["actions_file"])
     assert spec is not None and spec.loader is not None
@@ -22,21 +34,153 @@ def run(args: ChildProcessArgs) -> int:
     sys.modules["escape_actions"] = module  # its dataclasses look themselves up there
     spec.loader.exec_module(module)
     try:
-        result = getattr(module, params["action"])(params["ctx"])
+        result = getattr(module, params["action"])(dict(params["ctx"], fds=args.fds))
         report = {"ok": True, "result": repr(result)}
     except BaseException as exc:  # the failure is the expected outcome when isolated
         report = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-    os.write(args.fds["out"], json.dumps(report).encode())
+    _write(args, report)
     return 0
 
 
 def report_identity(args: ChildProcessArgs) -> int:
-    """Write pid, uid and the environment size to fd "out"."""
-    os.write(args.fds["out"], json.dumps(
-        {"pid": os.getpid(), "uid": os.getuid(), "env": sorted(os.environ)}).encode())
+    """Report pid, uid, gid and the environment's names. Params (JSON, optional):
+    ``read`` (a path: report whether its text could be read). With an fd "hold", wait
+    for its EOF before returning (so that children started together live together)."""
+    params = json.loads(args.entry_params or "{}")
+    report: dict[str, Any] = {"pid": os.getpid(), "uid": os.getuid(), "gid": os.getgid(),
+                              "env": sorted(os.environ)}
+    if "read" in params:
+        try:
+            with open(params["read"]) as f:
+                report["read"] = f.read()
+        except OSError as exc:
+            report["read_error"] = errno.errorcode.get(exc.errno or 0, str(exc))
+    _write(args, report)
+    if "hold" in args.fds:
+        os.read(args.fds["hold"], 1)
     return 0
 
 
 def burn_cpu(args: ChildProcessArgs) -> int:
-    while True:
+    """Burn CPU time forever, or for ``float(params)`` seconds of it."""
+    seconds = float(args.entry_params) if args.entry_params else float("inf")
+    while sum(os.times()[:2]) < seconds:
         pass
+    return 0
+
+
+def exceed(args: ChildProcessArgs) -> int:
+    """Do one thing past a resource limit and let the error go uncaught. Params (JSON):
+    ``what`` (memory, processes, threads, open_files, file_size) and ``amount``. Returns
+    0 when all of it succeeds (and releases what it took)."""
+    params = json.loads(args.entry_params)
+    what, amount = params["what"], params["amount"]
+    if what == "memory":
+        return 0 if len(bytearray(amount)) == amount else 1
+    if what == "processes":
+        read_fd, write_fd = os.pipe()
+        pids = []
+        for _ in range(amount):  # on EAGAIN the error escapes; the children end on EOF
+            pid = os.fork()
+            if pid == 0:
+                os.close(write_fd)
+                os.read(read_fd, 1)
+                os._exit(0)
+            pids.append(pid)
+        os.close(write_fd)
+        for pid in pids:
+            os.waitpid(pid, 0)
+        os.close(read_fd)
+        return 0
+    if what == "threads":
+        release = threading.Event()
+        threads = [threading.Thread(target=release.wait) for _ in range(amount)]
+        for thread in threads:
+            thread.start()  # past the limit: RuntimeError, uncaught (the child exits)
+        release.set()
+        for thread in threads:
+            thread.join()
+        return 0
+    if what == "open_files":
+        fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(amount)]
+        for fd in fds:
+            os.close(fd)
+        return 0
+    if what == "file_size":
+        path = f"/tmp/childkit-fsize-{os.getpid()}"
+        with open(path, "wb") as f:
+            f.write(b"\0" * amount)
+        os.unlink(path)
+        return 0
+    raise ValueError(f"nothing to exceed called {what!r}")
+
+
+def proc_status(args: ChildProcessArgs) -> int:
+    """Report the security fields of /proc/self/status."""
+    fields = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            name, _, value = line.partition(":")
+            if name in ("NoNewPrivs", "CapEff", "CapPrm", "CapBnd", "Seccomp"):
+                fields[name] = value.strip()
+    _write(args, fields)
+    return 0
+
+
+#: Kernel-facing calls the seccomp filter refuses, with harmless arguments (x86_64
+#: numbers): keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0), bpf with an
+#: unknown command, kexec_load with no segment and made-up flags.
+KERNEL_CALLS: dict[str, tuple[int, tuple[object, ...]]] = {
+    "keyctl": (250, (ctypes.c_long(0), ctypes.c_long(-3), ctypes.c_long(0))),
+    "bpf": (321, (ctypes.c_long(9999), None, ctypes.c_long(0))),
+    "kexec_load": (246, (ctypes.c_long(0), ctypes.c_long(0), None,
+                         ctypes.c_long(0xDEAD0000))),
+}
+
+
+def kernel_calls(args: ChildProcessArgs) -> int:
+    """Report each of :data:`KERNEL_CALLS`'s errno name ("ok" if it succeeded)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    report = {}
+    for name, (number, call_args) in KERNEL_CALLS.items():
+        ctypes.set_errno(0)
+        result = libc.syscall(number, *call_args)
+        report[name] = "ok" if result >= 0 else errno.errorcode[ctypes.get_errno()]
+    _write(args, report)
+    return 0
+
+
+READ_FD = 1  # data: an fd; reply: the string read from its start
+QUIT = 2  # one-way: main_proc returns 0
+
+_quit = threading.Event()
+
+
+class FdReaderStub(RemoteStub):
+    """Reads the fds the parent sends (the broker pattern)."""
+
+    def __init__(self) -> None:
+        super().__init__("childkit.test.FdReader")
+
+    def on_remote_request(self, code: int, data: MessageParcel, reply: MessageParcel,
+                          option: MessageOption) -> int:
+        if code == READ_FD:
+            fd = data.read_file_descriptor()
+            try:
+                reply.write_string(os.pread(fd, 4096, 0).decode())
+            finally:
+                os.close(fd)
+        elif code == QUIT:
+            _quit.set()
+        else:
+            return 1909001
+        return 0
+
+
+def on_connect() -> RemoteStub:
+    return FdReaderStub()
+
+
+def main_proc() -> int:
+    _quit.wait()
+    return 0
