@@ -16,7 +16,14 @@ KVM's rule for choosing how long to poll:
   below :data:`START_NS` it is zero (no polling) until a short wait grows it again.
 
 So a ping-pong of small requests polls, and a caller of slow requests, or a server whose
-peer calls now and then, soon stops. Polling is off by default on a machine (or an
+peer calls now and then, soon stops.
+
+Polling only pays while a CPU would otherwise idle. When the machine has more runnable
+tasks than CPUs, a polling thread takes the CPU that its peer (or anyone else) needs, and a
+round trip gets many times slower, not faster. So before polling, a waiter looks at how
+many tasks are running or ready to run right now (the fourth field of ``/proc/loadavg``,
+sampled at most every :data:`LOAD_SAMPLE_NS`) and sleeps at once while there are more than
+CPUs. Polling is off by default on a machine (or an
 affinity mask) with one CPU, where it could only delay the peer it waits for. The maximum
 comes from the ``CHILDKIT_BUSY_POLL_US`` environment variable (read at import; children
 inherit it) or ``Skeleton.set_busy_poll_us``; 0 turns polling off.
@@ -39,6 +46,9 @@ MAX_US = 10_000
 START_NS = 10_000
 #: The environment variable that sets the maximum window (microseconds) at import.
 ENV_VAR = "CHILDKIT_BUSY_POLL_US"
+#: How often, at most, the machine's count of runnable tasks is read while waiters poll.
+LOAD_SAMPLE_NS = 2_000_000
+_CROWDED = 1 << 30  # the count when it cannot be read: never poll then
 
 _now_ns = time.perf_counter_ns
 
@@ -66,6 +76,36 @@ def _initial_max_ns() -> int:
 # The process's maximum window, read by every waiter at each wait (a setting, not state
 # shared between waiters: each waiter adapts its own window).
 _max_ns = _initial_max_ns()
+# The last sample of the machine's load, shared by the process's waiters (a cache of a
+# fact about the machine; races between threads only make a sample a little older).
+_cpus = os.cpu_count() or 1
+_sampled_ns = -LOAD_SAMPLE_NS
+_crowded = False
+
+
+def runnable_tasks() -> int:
+    """Tasks running or ready to run on the whole machine now, this one included (from
+    ``/proc/loadavg``); a huge number when that cannot be read (in a sandbox without
+    ``/proc``, say), so that nobody polls blind."""
+    try:
+        fd = os.open("/proc/loadavg", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            text = os.read(fd, 256)
+        finally:
+            os.close(fd)
+        return int(text.split()[3].split(b"/")[0])
+    except (OSError, ValueError, IndexError):
+        return _CROWDED
+
+
+def machine_crowded(now_ns: int) -> bool:
+    """Whether more tasks want to run than there are CPUs (sampled at most every
+    :data:`LOAD_SAMPLE_NS`; ``now_ns`` is ``time.perf_counter_ns()``)."""
+    global _sampled_ns, _crowded
+    if now_ns - _sampled_ns >= LOAD_SAMPLE_NS:
+        _sampled_ns = now_ns
+        _crowded = runnable_tasks() > _cpus
+    return _crowded
 
 
 def reload_from_environment() -> None:
@@ -103,6 +143,8 @@ class BusyPoll:
         limit = _max_ns
         if not limit:  # turned off since this waiter last adapted
             self.window_ns = 0
+            return False
+        if machine_crowded(started_ns):  # polling would take a CPU someone needs
             return False
         end = started_ns + min(self.window_ns, limit)
         while True:
