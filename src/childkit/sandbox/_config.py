@@ -26,8 +26,13 @@ class ResourceLimits:
     SIGKILL a second later); ``max_processes`` the processes and threads of the sandbox
     (RLIMIT_NPROC, counted in its own user namespace: fork/thread creation fails with
     EAGAIN past it); ``max_open_files`` the fd numbers (RLIMIT_NOFILE: EMFILE);
-    ``max_file_size`` the size of any file it writes (RLIMIT_FSIZE: EFBIG, SIGXFSZ ignored)
-    and of its private /tmp.
+    ``max_file_size`` the size of any file it writes (RLIMIT_FSIZE) and of its private /tmp.
+
+    In a child started by childkit, exceeding a limit ends the child and its exit callback
+    names the limit (a write past the file size by SIGXFSZ; an uncaught MemoryError,
+    EAGAIN from a process or thread start, or EMFILE by an exit code): docs/sandbox.md,
+    "Limits". Code that only enters the sandbox (``enter()``) sees the bare kernel
+    behaviour: the failing call (EFBIG, with SIGXFSZ ignored) and nothing more.
     """
 
     memory_bytes: int | None = 2048 * _MIB
