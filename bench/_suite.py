@@ -41,7 +41,7 @@ from typing import Any
 Row = dict[str, Any]
 MiB = 1024 * 1024
 
-#: The metrics issue 6 asks for: key, name, and the module expected to measure it.
+#: The metrics issues 5 and 6 ask for: key, name, and the module expected to measure it.
 EXPECTED: list[tuple[str, str, str]] = [
     ("rtt", "sync round trip", "ipc_bench"),
     ("oneway", "one-way throughput", "ipc_bench"),
@@ -53,12 +53,14 @@ EXPECTED: list[tuple[str, str, str]] = [
     ("start_50", "50 children start", "bench_start"),
     ("memory_50", "memory of 50 idle children", "bench_start"),
     ("executor", "executor small-task throughput", "bench_executor"),
+    ("batched_sync", "batched sync requests against one by one", "bench_batching"),
+    ("array_1g", "NumPy 1 GiB array hand-over", "bench_batching"),
 ]
 
 #: Bench modules run in this order (bench_start first among the child starters: it
 #: chooses the launcher's preload modules, which must happen before the launcher starts).
 MODULES = ["ipc_bench", "bench_start", "bench_isolated", "bench_executor",
-           "bench_sandbox_enter"]
+           "bench_batching", "bench_sandbox_enter"]
 
 
 def row(key: str, metric: str, unit: str, better: str, childkit: float,

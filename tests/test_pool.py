@@ -1,8 +1,13 @@
 """ChildProcessPool: least-loaded hand-out, replacement of dead members with the caller
-told (DeadRemoteObjectError), recycling, the 50-children limit at its edge, clean close."""
+told (DeadRemoteObjectError), recycling, the 50-children limit at its edge, clean close.
+
+This module is also the entry of a pool member that kills itself while answering a
+request (``ENTRY_SELF``: ``on_connect``/``main_proc`` below, imported by the child)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from collections.abc import Iterator
 
@@ -17,10 +22,47 @@ from childkit import ChildkitError, ErrCode
 from childkit._executor import ExecutorParamError
 from childkit._manager import manager
 from childkit._pool import ChildProcessPool
-from childkit.ipc import DeadRemoteObjectError, MessageParcel, RemoteProxy
+from childkit.ipc import (
+    DeadRemoteObjectError,
+    IPCErrorCode,
+    MessageOption,
+    MessageParcel,
+    RemoteProxy,
+    RemoteStub,
+)
 from workers import echo_worker as ew
 
 ENTRY = "workers.echo_worker"
+ENTRY_SELF = "test_pool"  # this module, as a child's entry (see the stub below)
+DIE = 99  # the self-killing member's code: SIGKILL itself while answering
+
+
+class _DyingStub(RemoteStub):
+    """Answers ew.PID and ew.ADD_ONE; on DIE kills its own process mid-request."""
+
+    def __init__(self) -> None:
+        super().__init__("childkit.test.DyingMember")
+
+    def on_remote_request(
+        self, code: int, data: MessageParcel, reply: MessageParcel, option: MessageOption
+    ) -> int:
+        if code == DIE:
+            os.kill(os.getpid(), signal.SIGKILL)  # no reply is ever written
+        if code == ew.PID:
+            reply.write_int32(os.getpid())
+        elif code == ew.ADD_ONE:
+            reply.write_int32(data.read_int32() + 1)
+        else:
+            return 1909001
+        return 0
+
+
+def on_connect() -> RemoteStub:
+    return _DyingStub()
+
+
+def main_proc() -> None:
+    threading.Event().wait()  # until the parent closes it (or it kills itself)
 
 
 @pytest.fixture(autouse=True)
@@ -102,6 +144,78 @@ def test_limit_counts_other_children_at_the_edge() -> None:
     finally:
         for child in others:
             child.close()
+
+
+def test_member_dying_mid_request_fails_that_caller_and_is_replaced() -> None:
+    with ChildProcessPool(ENTRY_SELF, size=2) as pool:
+        with pool.acquire() as proxy:
+            victim = pid_of(proxy)
+            with MessageParcel() as data, pytest.raises(DeadRemoteObjectError) as info:
+                proxy.send_request(DIE, data)  # in flight when its process dies
+        assert info.value.code == IPCErrorCode.OH_IPC_DEAD_REMOTE_OBJECT
+        assert wait_until(lambda: victim not in pool.pids and len(pool.pids) == 2)
+        assert pool.wait_ready(2)
+        assert pool.last_start_error is None
+        assert add_one(pool, 7) == 8
+        # Every member answers: the replacement and the one that never died.
+        with pool.acquire() as a, pool.acquire() as b:
+            assert sorted({pid_of(a), pid_of(b)}) == sorted(pool.pids)
+
+
+def test_pool_send_request_tells_the_caller_its_member_died() -> None:
+    with ChildProcessPool(ENTRY_SELF, size=1) as pool:
+        first = pool.pids[0]
+        with MessageParcel() as data, pytest.raises(DeadRemoteObjectError):
+            pool.send_request(DIE, data)
+        assert pool.wait_ready(1)
+        assert pool.pids != [first]
+        assert add_one(pool, 1) == 2
+
+
+def _pool_start_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "childkit-pool-start")
+
+
+def test_recycling_at_the_limit_keeps_the_pool_full() -> None:
+    # 47 other children + 3 members = 50: a recycled member's replacement cannot start
+    # while the retiring member still holds its slot; it must start once that one is
+    # reaped, not give up and leave the pool smaller.
+    others = []
+    try:
+        for _ in range(47):
+            others.append(childkit.connect(ENTRY))
+        with ChildProcessPool(ENTRY, size=3, max_requests_per_child=1) as pool:
+            assert manager().live_count() == 50
+            for round_ in range(4):
+                with pool.acquire(timeout=60) as proxy:
+                    # The replacement's first try has run (refused: all 50 slots are
+                    # taken while this retiring member answers).
+                    assert wait_until(lambda: _pool_start_threads() == 0, 60)
+                    assert manager().live_count() == 50
+                    assert pid_of(proxy) not in pool.pids
+                assert pool.wait_ready(3), f"round {round_}: {len(pool.pids)} members"
+                assert pool.wait_ready()  # no replacement left pending
+                assert pool.last_start_error is None
+                assert manager().live_count() == 50
+            assert add_one(pool, 0) == 1
+    finally:
+        for child in others:
+            child.close()
+
+
+def test_close_stops_retiring_members_too() -> None:
+    pool = ChildProcessPool(ENTRY, size=1, max_requests_per_child=1)
+    try:
+        with pool.acquire() as proxy:
+            retiring = pid_of(proxy)
+            assert pool.wait_ready(1)
+            pool.close()  # while the retiring member still has a request out
+            assert wait_until(proxy.is_object_dead)
+            with pytest.raises(DeadRemoteObjectError):
+                pid_of(proxy)
+        assert manager().announced_child(retiring) is None
+    finally:
+        pool.close()
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -9,15 +9,17 @@ caller's thread with :class:`~childkit.ipc.DeadRemoteObjectError`, as the IPC ki
 promises. With ``max_requests_per_child``, a member that has been handed out that many
 times takes no new requests, is replaced, and is stopped once its last request returns.
 The pool never starts more children than the process may have (``MAX_CHILDREN``, counting
-the application's other children). :meth:`ChildProcessPool.close` stops every member and
-waits until each is reaped.
+the application's other children): at the limit, a replacement refused because a retiring
+member still holds its slot is started again as soon as that member is reaped.
+:meth:`ChildProcessPool.close` stops every member (retiring ones included) and waits until
+each is reaped.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
 
@@ -74,7 +76,15 @@ class ChildProcessPool:
         self._start_timeout = start_timeout
         self._cond = threading.Condition()
         self._members: list[_Member] = []
+        # Recycled members still answering their last requests: they hold child slots.
+        self._retiring: set[_Member] = set()
+        # Replacements refused at the 50-children limit while a retiring member held a
+        # slot: started when one is reaped (each still counts in ``_starting``).
+        self._deferred = 0
+        self._reaped = 0  # retiring members reaped so far (a refused start retries if it moved)
         self._starting = 0
+        # Called (under the pool's lock) whenever members come or go: asyncio waiters.
+        self._wakers: set[Callable[[], None]] = set()
         self._closed = False
         self._helpers: list[threading.Thread] = []
         self.last_start_error: ChildkitError | None = None
@@ -97,6 +107,22 @@ class ChildProcessPool:
             pass  # it died at once: the next hand-out fails and replaces it
         return member
 
+    def _notify_locked(self) -> None:
+        """Wake every waiter (threads and asyncio tasks): members came, went or failed."""
+        self._cond.notify_all()
+        for wake in list(self._wakers):
+            wake()
+
+    def _add_waker(self, wake: Callable[[], None]) -> None:
+        """Have ``wake()`` called (under the pool's lock, so it must not block) whenever
+        the members change; :func:`childkit.aio.pool_request` waits this way."""
+        with self._cond:
+            self._wakers.add(wake)
+
+    def _remove_waker(self, wake: Callable[[], None]) -> None:
+        with self._cond:
+            self._wakers.discard(wake)
+
     def _on_death(self, member: _Member) -> None:
         with self._cond:
             expected = member.closing
@@ -106,6 +132,7 @@ class ChildProcessPool:
             replace = not expected and self._restart and not self._closed
             if replace:
                 self._starting += 1
+            self._notify_locked()
         member.conn.close(grace=0.0)  # reap it (it is dead already)
         if replace:
             self._replace()
@@ -114,19 +141,32 @@ class ChildProcessPool:
         """Start one member on a helper thread (``self._starting`` already counts it)."""
 
         def run() -> None:
-            try:
-                member = self._start_member()
-            except ChildkitError as exc:
+            while True:
                 with self._cond:
-                    self._starting -= 1
-                    self.last_start_error = exc
-                    self._cond.notify_all()
-                return
+                    reaped = self._reaped
+                try:
+                    member = self._start_member()
+                except ChildkitError as exc:
+                    with self._cond:
+                        if (exc.code == ErrCode.NCP_ERR_MAX_CHILD_PROCESSES_REACHED
+                                and not self._closed):
+                            if self._retiring:
+                                # Our own retiring member holds the slot: start again
+                                # when it is reaped (see _retire).
+                                self._deferred += 1
+                                return
+                            if self._reaped != reaped:
+                                continue  # one was reaped meanwhile: its slot is free
+                        self._starting -= 1
+                        self.last_start_error = exc
+                        self._notify_locked()
+                    return
+                break
             with self._cond:
                 self._starting -= 1
                 if not self._closed:
                     self._members.append(member)
-                    self._cond.notify_all()
+                    self._notify_locked()
                     return
                 member.closing = True
             member.conn.close()
@@ -139,7 +179,17 @@ class ChildProcessPool:
 
     def _retire(self, member: _Member) -> None:
         def run() -> None:
-            member.conn.close()
+            member.conn.close()  # returns once it is reaped: its slot is free
+            with self._cond:
+                self._retiring.discard(member)
+                self._reaped += 1
+                deferred, self._deferred = self._deferred, 0
+                if self._closed:
+                    self._starting -= deferred
+                    deferred = 0
+                self._notify_locked()
+            for _ in range(deferred):
+                self._replace()
 
         thread = threading.Thread(target=run, name="childkit-pool-retire", daemon=True)
         with self._cond:
@@ -173,6 +223,7 @@ class ChildProcessPool:
             if self._max_requests is not None and member.served >= self._max_requests:
                 member.closing = True  # no new hand-outs; stopped after its last return
                 self._members.remove(member)
+                self._retiring.add(member)
                 self._starting += 1
                 recycle = True
             else:
@@ -184,7 +235,7 @@ class ChildProcessPool:
     def _checkin(self, member: _Member) -> None:
         with self._cond:
             member.inflight -= 1
-            done = member.closing and member.inflight == 0 and member not in self._members
+            done = member.inflight == 0 and member in self._retiring
         if done:
             self._retire(member)
 
@@ -234,11 +285,13 @@ class ChildProcessPool:
         wait until each is reaped and every helper thread has ended. Idempotent."""
         with self._cond:
             self._closed = True
-            members = list(self._members)
+            members = [*self._members, *self._retiring]
             self._members.clear()
             for m in members:
                 m.closing = True
-            self._cond.notify_all()
+            self._starting -= self._deferred  # never to be started now
+            self._deferred = 0
+            self._notify_locked()
         for m in members:
             m.conn.close()
         while True:

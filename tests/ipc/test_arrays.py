@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 
 import numpy as np
@@ -113,3 +116,47 @@ def test_read_only_sealed_region_cannot_be_mapped_writable() -> None:
         data.rewind_read_position(0)
         with pytest.raises(IPCError):
             read_array(data, writable=True)
+
+
+# Runs in a fresh interpreter where "import numpy" fails: childkit.ipc must import, its
+# non-array parcels and Ashmem must work, and the array helpers must say NumPy is needed.
+_NO_NUMPY = textwrap.dedent("""
+    import sys
+
+    class _BlockNumpy:
+        def find_spec(self, name, path=None, target=None):
+            if name == "numpy" or name.startswith("numpy."):
+                raise ImportError("numpy is blocked for this test")
+            return None
+
+    sys.meta_path.insert(0, _BlockNumpy())
+    import childkit, childkit.ipc
+    from childkit.ipc import Ashmem, MessageParcel, ParamError, SharedArray, read_array, write_array
+    assert "numpy" not in sys.modules
+    p = MessageParcel()
+    p.write_int32(7)
+    with Ashmem.create("no-numpy", 4096) as region:
+        region.map_read_write()
+        p.write_ashmem(region)
+    assert p.read_int32() == 7
+    with p.read_ashmem() as got:
+        assert got.get_size() == 4096
+    for call in (lambda: write_array(MessageParcel(), [1, 2]),
+                 lambda: read_array(MessageParcel()),
+                 lambda: SharedArray.create(4)):
+        try:
+            call()
+        except ParamError as exc:
+            assert "NumPy" in str(exc), exc
+        else:
+            raise AssertionError("an array helper worked without NumPy")
+    assert "numpy" not in sys.modules
+    print("ok")
+""")
+
+
+def test_ipc_imports_and_works_without_numpy() -> None:
+    done = subprocess.run([sys.executable, "-c", _NO_NUMPY], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
