@@ -39,6 +39,18 @@ def restore_setting() -> Iterator[None]:
     Skeleton.set_busy_poll_us(saved)
 
 
+@pytest.fixture(autouse=True)
+def quiet_machine(request: pytest.FixtureRequest,
+                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rule's tests must not depend on the test machine's load: they see a machine
+    with CPUs to spare and a poller that is never descheduled (tests of that part say
+    ``@pytest.mark.real_load``)."""
+    if "real_load" in request.keywords:
+        return
+    monkeypatch.setattr(_busypoll, "machine_crowded", lambda now_ns: False)
+    monkeypatch.setattr(_busypoll, "PREEMPTED_NS", 10**12)
+
+
 # ---------------------------------------------------------------------------- the rule
 def test_short_waits_grow_the_window_up_to_the_maximum() -> None:
     Skeleton.set_busy_poll_us(100)
@@ -106,6 +118,69 @@ def test_a_lower_maximum_caps_a_window_at_once() -> None:
     started = _busypoll._now_ns()
     assert waiter.poll(lambda timeout: [], started) is False
     assert _busypoll._now_ns() - started < 1_000_000  # 1 us, not 5 ms (generous bound)
+
+
+# ---------------------------------------------------------------------------- load
+@pytest.mark.real_load
+def test_runnable_tasks_reads_the_machine_and_fails_safe(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert 1 <= _busypoll.runnable_tasks() < 1 << 20  # this test is running, at least
+
+    def no_proc(*args: object) -> int:
+        raise PermissionError("no /proc here")
+
+    monkeypatch.setattr(os, "open", no_proc)
+    assert _busypoll.runnable_tasks() > 1 << 20  # unreadable: as if crowded, never poll
+
+
+@pytest.mark.real_load
+def test_a_crowded_machine_stops_polling_for_the_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[int] = []
+    counts = iter([_busypoll._cpus + 1, _busypoll._cpus, _busypoll._cpus])
+
+    def runnable() -> int:
+        reads.append(1)
+        return next(counts)
+
+    monkeypatch.setattr(_busypoll, "runnable_tasks", runnable)
+    monkeypatch.setattr(_busypoll, "_sampled_ns", -10**15)  # (restored after the test)
+    monkeypatch.setattr(_busypoll, "_crowded", False)
+    t = 10**12
+    assert _busypoll.machine_crowded(t) is True  # one more runnable task than CPUs
+    assert _busypoll.machine_crowded(t + _busypoll.CROWDED_BACKOFF_NS - 1) is True
+    assert len(reads) == 1  # not sampled again within the backoff
+    t += _busypoll.CROWDED_BACKOFF_NS
+    assert _busypoll.machine_crowded(t) is False  # exactly as many as CPUs: quiet
+    assert _busypoll.machine_crowded(t + _busypoll.LOAD_SAMPLE_NS - 1) is False
+    assert len(reads) == 2
+    assert _busypoll.machine_crowded(t + _busypoll.LOAD_SAMPLE_NS) is False
+    assert len(reads) == 3  # sampled again after LOAD_SAMPLE_NS
+
+    Skeleton.set_busy_poll_us(100)
+    waiter = BusyPoll()
+    waiter.window_ns = 50_000
+    monkeypatch.setattr(_busypoll, "machine_crowded", lambda now_ns: True)
+
+    def never(timeout: int) -> list[tuple[int, int]]:
+        raise AssertionError("polled on a crowded machine")
+
+    assert waiter.poll(never, _busypoll._now_ns()) is False
+
+
+@pytest.mark.real_load
+def test_a_poller_descheduled_while_polling_backs_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    Skeleton.set_busy_poll_us(10_000)
+    monkeypatch.setattr(_busypoll, "machine_crowded", lambda now_ns: False)
+    clock = iter([1_000, 2_000, 2_000 + _busypoll.PREEMPTED_NS + 1])
+    monkeypatch.setattr(_busypoll, "_now_ns", lambda: next(clock))
+    monkeypatch.setattr(_busypoll, "_crowded", False)  # (both restored after the test)
+    monkeypatch.setattr(_busypoll, "_sampled_ns", 0)
+    waiter = BusyPoll()
+    waiter.window_ns = 5_000_000
+    looks: list[int] = []
+    assert waiter.poll(lambda timeout: looks.append(timeout) or [], 0) is False
+    assert len(looks) == 3  # the third look came after a gap: it gave up there
+    assert _busypoll._crowded is True
+    assert _busypoll._sampled_ns > 2_000 + _busypoll.PREEMPTED_NS  # backing off
 
 
 # ---------------------------------------------------------------------------- settings

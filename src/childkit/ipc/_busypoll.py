@@ -23,10 +23,13 @@ tasks than CPUs, a polling thread takes the CPU that its peer (or anyone else) n
 round trip gets many times slower, not faster. So before polling, a waiter looks at how
 many tasks are running or ready to run right now (the fourth field of ``/proc/loadavg``,
 sampled at most every :data:`LOAD_SAMPLE_NS`) and sleeps at once while there are more than
-CPUs. Polling is off by default on a machine (or an
-affinity mask) with one CPU, where it could only delay the peer it waits for. The maximum
-comes from the ``CHILDKIT_BUSY_POLL_US`` environment variable (read at import; children
-inherit it) or ``Skeleton.set_busy_poll_us``; 0 turns polling off.
+CPUs; a poller that finds itself descheduled in the middle of polling takes that as the
+same sign. Either way the process stops polling for :data:`CROWDED_BACKOFF_NS`.
+
+Polling is off by default on a machine (or an affinity mask) with one CPU, where it could
+only delay the peer it waits for. The maximum comes from the ``CHILDKIT_BUSY_POLL_US``
+environment variable (read at import; children inherit it) or
+``Skeleton.set_busy_poll_us``; 0 turns polling off.
 
 This module knows nothing of frames or connections: a waiter is handed a ``poll`` function.
 """
@@ -48,6 +51,11 @@ START_NS = 10_000
 ENV_VAR = "CHILDKIT_BUSY_POLL_US"
 #: How often, at most, the machine's count of runnable tasks is read while waiters poll.
 LOAD_SAMPLE_NS = 2_000_000
+#: How long nobody polls after the machine was found crowded: polling there costs others
+#: far more than it saves us, so a quiet moment must last before polling again.
+CROWDED_BACKOFF_NS = 20_000_000
+#: A gap this long between two looks while polling means the poller lost its CPU.
+PREEMPTED_NS = 50_000
 _CROWDED = 1 << 30  # the count when it cannot be read: never poll then
 
 _now_ns = time.perf_counter_ns
@@ -100,12 +108,22 @@ def runnable_tasks() -> int:
 
 def machine_crowded(now_ns: int) -> bool:
     """Whether more tasks want to run than there are CPUs (sampled at most every
-    :data:`LOAD_SAMPLE_NS`; ``now_ns`` is ``time.perf_counter_ns()``)."""
+    :data:`LOAD_SAMPLE_NS`, and every :data:`CROWDED_BACKOFF_NS` while it is crowded;
+    ``now_ns`` is ``time.perf_counter_ns()``)."""
     global _sampled_ns, _crowded
     if now_ns - _sampled_ns >= LOAD_SAMPLE_NS:
         _sampled_ns = now_ns
         _crowded = runnable_tasks() > _cpus
+        if _crowded:
+            _sampled_ns += CROWDED_BACKOFF_NS - LOAD_SAMPLE_NS
     return _crowded
+
+
+def _preempted(now_ns: int) -> None:
+    # A poller that lost its CPU in the middle of polling: someone else needed it.
+    global _sampled_ns, _crowded
+    _crowded = True
+    _sampled_ns = now_ns + CROWDED_BACKOFF_NS - LOAD_SAMPLE_NS
 
 
 def reload_from_environment() -> None:
@@ -147,11 +165,19 @@ class BusyPoll:
         if machine_crowded(started_ns):  # polling would take a CPU someone needs
             return False
         end = started_ns + min(self.window_ns, limit)
+        last = started_ns
         while True:
             if poll(0):
                 return True
-            if _now_ns() >= end:
+            now = _now_ns()
+            if now >= end:
+                if now - last > PREEMPTED_NS:
+                    _preempted(now)
                 return False
+            if now - last > PREEMPTED_NS:
+                _preempted(now)
+                return False
+            last = now
 
     def waited(self, waited_ns: int) -> None:
         """Adapt after a wait that polling did not end: the data came ``waited_ns`` after
