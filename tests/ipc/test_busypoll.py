@@ -133,7 +133,8 @@ def test_runnable_tasks_reads_the_machine_and_fails_safe(monkeypatch: pytest.Mon
 
 
 @pytest.mark.real_load
-def test_a_crowded_machine_stops_polling_for_the_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_crowded_machine_stops_polling_until_the_next_sample(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     reads: list[int] = []
     counts = iter([_busypoll._cpus + 1, _busypoll._cpus, _busypoll._cpus])
 
@@ -146,14 +147,14 @@ def test_a_crowded_machine_stops_polling_for_the_backoff(monkeypatch: pytest.Mon
     monkeypatch.setattr(_busypoll, "_crowded", False)
     t = 10**12
     assert _busypoll.machine_crowded(t) is True  # one more runnable task than CPUs
-    assert _busypoll.machine_crowded(t + _busypoll.CROWDED_BACKOFF_NS - 1) is True
-    assert len(reads) == 1  # not sampled again within the backoff
-    t += _busypoll.CROWDED_BACKOFF_NS
+    assert _busypoll.machine_crowded(t + _busypoll.LOAD_SAMPLE_NS - 1) is True
+    assert len(reads) == 1  # not sampled again before LOAD_SAMPLE_NS
+    t += _busypoll.LOAD_SAMPLE_NS
     assert _busypoll.machine_crowded(t) is False  # exactly as many as CPUs: quiet
     assert _busypoll.machine_crowded(t + _busypoll.LOAD_SAMPLE_NS - 1) is False
     assert len(reads) == 2
     assert _busypoll.machine_crowded(t + _busypoll.LOAD_SAMPLE_NS) is False
-    assert len(reads) == 3  # sampled again after LOAD_SAMPLE_NS
+    assert len(reads) == 3
 
     Skeleton.set_busy_poll_us(100)
     waiter = BusyPoll()
@@ -179,8 +180,8 @@ def test_a_poller_descheduled_while_polling_backs_off(monkeypatch: pytest.Monkey
     looks: list[int] = []
     assert waiter.poll(lambda timeout: looks.append(timeout) or [], 0) is False
     assert len(looks) == 3  # the third look came after a gap: it gave up there
-    assert _busypoll._crowded is True
-    assert _busypoll._sampled_ns > 2_000 + _busypoll.PREEMPTED_NS  # backing off
+    assert _busypoll._crowded is True  # until the next sample
+    assert _busypoll._sampled_ns == 2_000 + _busypoll.PREEMPTED_NS + 1
 
 
 # ---------------------------------------------------------------------------- settings

@@ -24,7 +24,9 @@ round trip gets many times slower, not faster. So before polling, a waiter looks
 many tasks are running or ready to run right now (the fourth field of ``/proc/loadavg``,
 sampled at most every :data:`LOAD_SAMPLE_NS`) and sleeps at once while there are more than
 CPUs; a poller that finds itself descheduled in the middle of polling takes that as the
-same sign. Either way the process stops polling for :data:`CROWDED_BACKOFF_NS`.
+same sign. Either way the process's waiters sleep at once until the next sample. (This
+bounds the harm; it cannot see a peer that is about to wake on the CPU we poll on, so on a
+machine whose other CPUs are busy polling still costs a little: see docs/ipc.md.)
 
 Polling is off by default on a machine (or an affinity mask) with one CPU, where it could
 only delay the peer it waits for. The maximum comes from the ``CHILDKIT_BUSY_POLL_US``
@@ -51,9 +53,6 @@ START_NS = 10_000
 ENV_VAR = "CHILDKIT_BUSY_POLL_US"
 #: How often, at most, the machine's count of runnable tasks is read while waiters poll.
 LOAD_SAMPLE_NS = 2_000_000
-#: How long nobody polls after the machine was found crowded: polling there costs others
-#: far more than it saves us, so a quiet moment must last before polling again.
-CROWDED_BACKOFF_NS = 20_000_000
 #: A gap this long between two looks while polling means the poller lost its CPU.
 PREEMPTED_NS = 50_000
 _CROWDED = 1 << 30  # the count when it cannot be read: never poll then
@@ -108,22 +107,20 @@ def runnable_tasks() -> int:
 
 def machine_crowded(now_ns: int) -> bool:
     """Whether more tasks want to run than there are CPUs (sampled at most every
-    :data:`LOAD_SAMPLE_NS`, and every :data:`CROWDED_BACKOFF_NS` while it is crowded;
-    ``now_ns`` is ``time.perf_counter_ns()``)."""
+    :data:`LOAD_SAMPLE_NS`; ``now_ns`` is ``time.perf_counter_ns()``)."""
     global _sampled_ns, _crowded
     if now_ns - _sampled_ns >= LOAD_SAMPLE_NS:
         _sampled_ns = now_ns
         _crowded = runnable_tasks() > _cpus
-        if _crowded:
-            _sampled_ns += CROWDED_BACKOFF_NS - LOAD_SAMPLE_NS
     return _crowded
 
 
 def _preempted(now_ns: int) -> None:
-    # A poller that lost its CPU in the middle of polling: someone else needed it.
+    # A poller that lost its CPU in the middle of polling: someone else needed it. Count
+    # the machine as crowded until the next sample.
     global _sampled_ns, _crowded
     _crowded = True
-    _sampled_ns = now_ns + CROWDED_BACKOFF_NS - LOAD_SAMPLE_NS
+    _sampled_ns = now_ns
 
 
 def reload_from_environment() -> None:
