@@ -804,6 +804,95 @@ def test_batch_of_sync_requests(peer: Peer) -> None:
         r.close()
 
 
+class BatchRecorder(RemoteStub):
+    """Code 1: reply with the int plus one, recording (thread, int). Code 2: reply with a
+    new pipe's read end whose one line is the int (a reply that carries an fd). Code 3:
+    reply with 60 KiB of the int's byte (replies too big to share one record)."""
+
+    def __init__(self) -> None:
+        super().__init__("test.BatchRecorder")
+        self.seen: list[tuple[int, int]] = []
+
+    def on_remote_request(
+        self, code: int, data: MessageParcel, reply: MessageParcel, option: MessageOption
+    ) -> int:
+        value = data.read_int32()
+        self.seen.append((threading.get_ident(), value))
+        if code == 1:
+            reply.write_int32(value + 1)
+        elif code == 2:
+            r, w = os.pipe()
+            os.write(w, f"{value}\n".encode())
+            os.close(w)
+            reply.write_file_descriptor(r)
+            os.close(r)  # the parcel holds its own dup
+        else:
+            reply.write_buffer(bytes([value % 256]) * 60_000)
+        return 0
+
+
+@pytest.fixture
+def batch_pair() -> Iterator[tuple[Connection, Connection, BatchRecorder]]:
+    local, remote = channel_socketpairs()
+    stub = BatchRecorder()
+    a = Connection(*local, name="A")
+    b = Connection(*remote, local_root=stub, name="B")
+    a.start()
+    b.start()
+    assert a.wait_peer_hello(10) is True
+    yield a, b, stub
+    a.close()
+    b.close()
+
+
+def test_sync_batch_of_one_record_runs_in_order_on_one_thread_with_replies_coalesced(
+    batch_pair: tuple[Connection, Connection, BatchRecorder], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, b, stub = batch_pair
+    sent: list[int] = []
+    real_sendmsg = Connection._sendmsg
+
+    def counting(sock: socket.socket, data: bytes, fds: list[int]) -> None:
+        if sock is b._serve:
+            sent.append(len(data))
+        real_sendmsg(sock, data, fds)
+
+    monkeypatch.setattr(Connection, "_sendmsg", staticmethod(counting))
+    proxy = a.root_proxy()
+    replies = proxy.send_requests([(1, int_parcel(i)) for i in range(200)])  # one record
+    assert [r.read_int32() for r in replies] == [i + 1 for i in range(200)]
+    assert [v for _t, v in stub.seen] == list(range(200))  # in order
+    assert len({t for t, _v in stub.seen}) == 1  # on one thread: no hand-off per request
+    assert len(sent) == 1  # all 200 replies in one record
+    for r in replies:
+        r.close()
+
+
+def test_sync_batch_replies_keep_each_fd_with_its_reply(
+    batch_pair: tuple[Connection, Connection, BatchRecorder],
+) -> None:
+    a, _b, _stub = batch_pair
+    fds = fd_count()
+    replies = a.root_proxy().send_requests([(2, int_parcel(i)) for i in range(40)])
+    for i, reply in enumerate(replies):
+        fd = reply.read_file_descriptor()
+        with os.fdopen(fd) as f:
+            assert f.read() == f"{i}\n"  # the fd of reply i is the pipe of request i
+        reply.close()
+    assert wait_until(lambda: fd_count() <= fds)
+
+
+def test_sync_batch_replies_larger_than_a_record_are_split(
+    batch_pair: tuple[Connection, Connection, BatchRecorder],
+) -> None:
+    a, _b, _stub = batch_pair
+    # 12 replies of 60 KB: about 720 KB, more than one 256 KiB record can hold.
+    replies = a.root_proxy().send_requests([(3, int_parcel(i)) for i in range(12)])
+    for i, reply in enumerate(replies):
+        assert reply.read_buffer() == bytes([i]) * 60_000
+        reply.close()
+
+
 def test_batch_of_oneway_requests_in_order(peer: Peer) -> None:
     parcels = [int_parcel(i) for i in range(5000)]
     assert peer.proxy.send_requests([(pm.RECORD, p) for p in parcels], ASYNC) == []

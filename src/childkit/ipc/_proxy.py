@@ -73,9 +73,12 @@ class RemoteProxy(RemoteObject):
         """Send a batch of ``(code, data)`` requests in as few writes as they fit.
 
         One-way (``RequestMode.ASYNC``): returns ``[]`` once queued; the stub gets them in
-        order. Sync: the peer may run them concurrently; returns the replies in request
-        order, and raises the first failure (the other replies are closed). Every code and
-        parcel is checked before anything is sent.
+        order. Sync: the requests that share a record run in order on one work thread of
+        the peer and their replies come back together (a batch larger than a record is read
+        in parts, which may run at the same time), so a request must not wait for a later
+        one of its batch; returns the replies in request order, and raises the first
+        failure (the other replies are closed). Every code and parcel is checked before
+        anything is sent.
         """
         if option is None:
             option = SYNC_OPTION
