@@ -893,6 +893,31 @@ def test_sync_batch_replies_larger_than_a_record_are_split(
         reply.close()
 
 
+def test_a_failure_serving_one_request_of_a_batch_answers_it_and_the_rest(
+    batch_pair: tuple[Connection, Connection, BatchRecorder], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, b, stub = batch_pair
+    real_answer = b._answer
+    calls: list[int] = []
+
+    def failing_third(*args: Any) -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            args[4].close()  # the request's parcel, as _answer would
+            raise RuntimeError("a bug in serving")
+        real_answer(*args)
+
+    monkeypatch.setattr(b, "_answer", failing_third)
+    proxy = a.root_proxy()
+    with pytest.raises(IPCError) as err:
+        proxy.send_requests([(1, int_parcel(i)) for i in range(5)])
+    assert err.value.code == IPCErrorCode.OH_IPC_INNER_ERROR
+    assert "a bug in serving" in err.value.message
+    assert [v for _t, v in stub.seen] == [0, 1, 3, 4]  # the others ran and were answered
+    with proxy.send_request(1, int_parcel(7)) as reply:  # and the link still works
+        assert reply.read_int32() == 8
+
+
 def test_batch_of_oneway_requests_in_order(peer: Peer) -> None:
     parcels = [int_parcel(i) for i in range(5000)]
     assert peer.proxy.send_requests([(pm.RECORD, p) for p in parcels], ASYNC) == []

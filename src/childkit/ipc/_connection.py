@@ -1488,8 +1488,14 @@ class Connection:
         batch = _ReplyBatch()
         try:
             for frame, objects in items:
-                self._answer(frame.seq, frame.handle, frame.code, False,
-                             MessageParcel._from_wire(frame.data, frame.fds, objects), batch)
+                try:
+                    self._answer(frame.seq, frame.handle, frame.code, False,
+                                 MessageParcel._from_wire(frame.data, frame.fds, objects), batch)
+                except Exception as exc:  # a bug here must not leave the rest unanswered
+                    _log.exception("%s: request %d of a batch failed", self.name, frame.code)
+                    self._reply(_wire.encode_error_reply(
+                        frame.seq, IPCErrorCode.OH_IPC_INNER_ERROR,
+                        f"serving the request failed: {exc}"), [], None, batch)
         finally:
             if batch.chunks:
                 self._send_batch(batch)
