@@ -20,7 +20,6 @@ The child is an IPC-mode childkit child whose entry is this module (``on_connect
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import os
 import statistics
@@ -34,6 +33,7 @@ if __package__ in (None, ""):  # run as a file: make "bench" importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import childkit
+from bench._module_main import module_main
 from childkit.ipc import MessageOption, MessageParcel, RemoteProxy, RemoteStub
 
 ENTRY = "bench.bench_batching"
@@ -227,12 +227,7 @@ def _print(rows: list[dict[str, Any]]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
-    args = parser.parse_args()
-    t = time.perf_counter()
-    _print(run(args.quick))
-    print(f"\n(took {time.perf_counter() - t:.1f} s)")
+    module_main(__doc__, run, _print, "small sizes, few repeats")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ Targets from the issue: submit throughput >= 2x ProcessPoolExecutor's; cold firs
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import multiprocessing as mp
 import os
@@ -35,6 +34,7 @@ if __package__ in (None, ""):  # run as a file: make "bench" importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import childkit
+from bench._module_main import module_main
 from childkit._executor import ChildProcessExecutor
 
 WORKERS = 2
@@ -170,12 +170,7 @@ def _print(rows: list[dict[str, Any]]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer tasks and repeats")
-    args = parser.parse_args()
-    t = time.perf_counter()
-    _print(run(args.quick))
-    print(f"\n(took {time.perf_counter() - t:.1f} s)")
+    module_main(__doc__, run, _print, "fewer tasks and repeats")
 
 
 if __name__ == "__main__":
