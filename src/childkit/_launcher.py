@@ -158,6 +158,8 @@ class Launcher:
                 try:
                     _check_spawn(header, fds)
                     _launcher_child.learn_entry(header["entry"], header["mode"])
+                    if header.get("sandbox") is not None:
+                        _launcher_child.learn_sandbox(header["sandbox"])
                     pid = os.fork()
                 except (proto.ProtocolError, OSError) as exc:
                     proto.close_fds(fds)

@@ -38,7 +38,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from childkit import _launcher_protocol as proto
 from childkit import _role, _sysutil
@@ -58,6 +58,10 @@ from childkit._exit import (
     PROCESS_LIMIT_EXIT_CODE,
 )
 from childkit.ipc import Connection, RemoteStub, _busypoll
+
+if TYPE_CHECKING:  # imported by the launcher only once an isolated child is asked for
+    from childkit.sandbox import SandboxConfig
+    from childkit.sandbox._filesystem import RootPlan
 
 #: The IPC-mode child's connection to its parent, kept for the child's whole life.
 _connection: object = None
@@ -163,7 +167,9 @@ def _child(header: dict[str, Any], payload: bytes, fds: list[int], launcher_pid:
     # First of all: the launcher forks a batch of requests back to back, so this child
     # also holds the fds of the requests forked after it (another child's status pipe
     # and sockets) until it closes them; the sooner, the sooner that child's EOFs hold.
-    _sysutil.close_all_fds_except({0, 1, 2, *fds})
+    template = _template_fd(header)
+    _sysutil.close_all_fds_except({0, 1, 2, *fds} if template is None
+                                  else {0, 1, 2, template, *fds})
     _sysutil.set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != launcher_pid:
         return 1  # the launcher died between the fork and the prctl
@@ -206,16 +212,82 @@ def _child(header: dict[str, Any], payload: bytes, fds: list[int], launcher_pid:
     return run()
 
 
-def _enter_sandbox(description: dict[str, Any], keep_fds: list[int]) -> None:
-    from childkit.sandbox import ResourceLimits, SandboxConfig, enter
+#: Sandbox configs built in the launcher, by :func:`_sandbox_key` of their description:
+#: a config is a pure function of it, so each child forked later inherits it built.
+_sandbox_configs: dict[tuple[object, ...], SandboxConfig] = {}
 
-    config = SandboxConfig(
+#: The sandbox prepared for the very next fork: ``(description, config, root plan, fd
+#: of a template of that root or None)``. Set in the launcher just before it forks; the
+#: child finds its own request's description (the same object) here, and the next
+#: request replaces it.
+_next_sandbox: tuple[dict[str, Any], SandboxConfig, RootPlan, int | None] | None = None
+
+#: Whether the launcher may build sandbox roots once and share them (root: see
+#: childkit.sandbox._template); found on first use.
+_use_templates: bool | None = None
+
+
+def _sandbox_key(description: dict[str, Any]) -> tuple[object, ...]:
+    limits = description["limits"]
+    return (tuple(description["readonly_paths"]), description["isolation_uid"],
+            description["allow_reduced"], tuple(sorted(limits.items())))
+
+
+def _sandbox_config(description: dict[str, Any]) -> SandboxConfig:
+    from childkit.sandbox import ResourceLimits, SandboxConfig
+
+    return SandboxConfig(
         limits=ResourceLimits(**description["limits"]),
         isolation_uid=bool(description["isolation_uid"]),
         allow_reduced=bool(description["allow_reduced"]),
         readonly_paths=tuple(description["readonly_paths"]),
     )
-    enter(config, keep_fds)
+
+
+def learn_sandbox(description: Any) -> None:
+    """In the launcher, just before forking an isolated child: build its sandbox config
+    (once per distinct description) and plan its file system view (resolving every path
+    it binds) here, in the warm template, rather than in the child; as root, also find
+    or build a template of that root (:mod:`childkit.sandbox._template`). The plan is
+    made anew for every fork, so it is as fresh as one the child would make. Never
+    raises: whatever fails is left for the child to meet again and report."""
+    global _next_sandbox, _use_templates
+    _next_sandbox = None
+    try:
+        key = _sandbox_key(description)
+        config = _sandbox_configs.get(key)
+        if config is None:
+            config = _sandbox_config(description)
+            if len(_sandbox_configs) < _MAX_KNOWN:
+                _sandbox_configs[key] = config
+        from childkit.sandbox import _filesystem, _namespaces, _template
+
+        root_plan = _filesystem.plan(config.readonly_paths)
+        if _use_templates is None:
+            _use_templates = _namespaces.is_privileged()
+        template = _template.template_for(root_plan) if _use_templates else None
+    except Exception:  # a bad description or path: the child reports it
+        return
+    _next_sandbox = (description, config, root_plan, template)
+
+
+def _template_fd(header: dict[str, Any]) -> int | None:
+    """In the child: the template root the launcher prepared for this very request."""
+    prepared = _next_sandbox
+    if prepared is not None and prepared[0] is header.get("sandbox"):
+        return prepared[3]
+    return None
+
+
+def _enter_sandbox(description: dict[str, Any], keep_fds: list[int]) -> None:
+    from childkit.sandbox._enter import enter_planned
+
+    prepared = _next_sandbox
+    if prepared is not None and prepared[0] is description:
+        _description, config, root_plan, template = prepared
+        enter_planned(config, keep_fds, root_plan, template)
+    else:
+        enter_planned(_sandbox_config(description), keep_fds, None, None)
 
 
 #: An isolated child's resource limits (``ResourceLimits`` as a dict) once it is inside

@@ -95,6 +95,38 @@ def enter(config: SandboxConfig, keep_fds: Sequence[int]) -> None:
     never run the entry. With ``allow_reduced``, :func:`skipped_layers` lists what was
     left out.
     """
+    enter_planned(config, keep_fds, None, None)
+
+
+def enter_planned(config: SandboxConfig, keep_fds: Sequence[int],
+                  root_plan: _filesystem.RootPlan | None, template: int | None) -> None:
+    """:func:`enter`, with the file system view already planned: ``root_plan`` is what
+    ``_filesystem.plan(config.readonly_paths)`` returned just before this process was
+    forked (the launcher plans in its warm process, so the child need not), or ``None``
+    to plan here; ``template``, an fd of a mount namespace holding that very root
+    (:mod:`childkit.sandbox._template`), or ``None`` to build it here. The fd is closed
+    whatever happens. Same promises and errors as :func:`enter`."""
+    owned = _Template(template)
+    try:
+        _enter(config, keep_fds, root_plan, owned)
+    finally:
+        owned.close()
+
+
+class _Template:
+    """The template fd, closed exactly once (its number may be reused afterwards)."""
+
+    def __init__(self, fd: int | None) -> None:
+        self.fd = fd
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def _enter(config: SandboxConfig, keep_fds: Sequence[int],
+           root_plan: _filesystem.RootPlan | None, template: _Template) -> None:
     if not isinstance(config, SandboxConfig):
         raise ChildkitError(ErrCode.NCP_ERR_INVALID_PARAM, "config must be a SandboxConfig")
     if len(os.listdir("/proc/self/task")) != 1:
@@ -104,11 +136,12 @@ def enter(config: SandboxConfig, keep_fds: Sequence[int]) -> None:
                             "enter() must be called in a single-threaded process (fork first)")
     try:
         keep = _fds.validate_keep_fds(keep_fds)
-        root_plan = _filesystem.plan(config.readonly_paths)
+        if root_plan is None:
+            root_plan = _filesystem.plan(config.readonly_paths)
     except ValueError as exc:
         raise ChildkitError(ErrCode.NCP_ERR_INVALID_PARAM, str(exc)) from None
     layers = _Layers(config.allow_reduced)
-    _fds.close_all_except(keep)
+    _fds.close_all_except(keep if template.fd is None else (*keep, template.fd))
     _report["fds"] = LayerStatus(True, "applied")
     try:
         _seccomp.compile_filter()  # libseccomp is only reachable before the pivot
@@ -134,17 +167,68 @@ def enter(config: SandboxConfig, keep_fds: Sequence[int]) -> None:
             writer = None  # enter_user_namespace then fails and names its layer
     try:
         def build() -> None:
+            if template.fd is not None and privileged and _join_template(template):
+                # A private copy of the template's root, with a /tmp of its own.
+                _syscalls.unshare(_syscalls.CLONE_NEWNS)
+                _filesystem.mount_tmp("/tmp", config.tmp_size_bytes)
+                return
             _namespaces.enter_build_namespace(privileged)
             _filesystem.build_root(root_plan, config.tmp_size_bytes)
 
         built = layers.apply("filesystem", build)
+        template.close()  # joined or not, nothing forked later may hold it
         if config.isolation_uid and privileged:
             _report["isolation_uid"] = LayerStatus(True, f"applied (uid {outer})")
         userns = layers.apply("user_namespace", lambda: _namespaces.enter_user_namespace(
             privileged, inner, outer, writer))
-    finally:
+        applied = _later_namespaces(layers, userns, privileged, outer)
+        previous_mask = _supervisor.block_forwarded()
+        death_r, death_w = os.pipe()
+        status_r, status_w = os.pipe()
+        # The init runs only childkit's code: no at-fork hooks (the workload's os.fork
+        # below runs them in the process that runs user code).
+        init = _syscalls.fork_without_hooks()
+    except BaseException:
         if writer is not None:
-            writer.cancel()  # if the user namespace step was not reached: end and reap it
+            writer.cancel()  # end and reap it, whether it wrote the maps or not
+        raise
+    if init != 0:  # the supervisor, outside the new pid namespace
+        os.close(death_r)
+        os.close(status_w)
+        if writer is not None:
+            # Reaped here, off the sandboxed process's path: once it had written the maps
+            # the helper was left to exit on its own (see MapWriter.write_maps).
+            writer.cancel()
+        _supervisor.supervise(init, death_w, status_r)
+    os.close(death_w)
+    os.close(status_r)
+    _supervisor.guard_parent(death_r)
+    # The init applies every remaining layer to itself; the sandboxed process inherits.
+    _inside(config, layers, keep, applied, built, seccomp_problem)
+    workload = os.fork()
+    if workload != 0:
+        _supervisor.run_init(workload, status_w)
+    os.close(status_w)
+    _supervisor.restore_mask(previous_mask)
+
+
+def _join_template(template: _Template) -> bool:
+    """Join the template mount namespace (root and cwd become its root) and close its fd;
+    ``False`` (nothing changed) if the kernel refuses: the root is then built here."""
+    assert template.fd is not None
+    try:
+        _syscalls.setns(template.fd, _syscalls.CLONE_NEWNS)
+    except OSError:
+        return False
+    finally:
+        template.close()
+    return True
+
+
+def _later_namespaces(layers: _Layers, userns: bool, privileged: bool,
+                      outer: int) -> dict[str, bool]:
+    """Leave root if there is no user namespace; unshare the namespaces that come after
+    it. Returns which of them were applied, by layer name."""
     if not userns and privileged:
         # Without a user namespace, still leave root before anything untrusted runs; if
         # even that fails, no reduced sandbox is acceptable.
@@ -162,27 +246,7 @@ def enter(config: SandboxConfig, keep_fds: Sequence[int]) -> None:
         else:
             layers.skip(name, "needs user_namespace")
             applied[name] = False
-
-    previous_mask = _supervisor.block_forwarded()
-    death_r, death_w = os.pipe()
-    status_r, status_w = os.pipe()
-    # The init runs only childkit's code: no at-fork hooks (the workload's os.fork below
-    # runs them in the process that runs user code).
-    init = _syscalls.fork_without_hooks()
-    if init != 0:  # the supervisor, outside the new pid namespace
-        os.close(death_r)
-        os.close(status_w)
-        _supervisor.supervise(init, death_w, status_r)
-    os.close(death_w)
-    os.close(status_r)
-    _supervisor.guard_parent(death_r)
-    # The init applies every remaining layer to itself; the sandboxed process inherits.
-    _inside(config, layers, keep, applied, built, seccomp_problem)
-    workload = os.fork()
-    if workload != 0:
-        _supervisor.run_init(workload, status_w)
-    os.close(status_w)
-    _supervisor.restore_mask(previous_mask)
+    return applied
 
 
 def _inside(config: SandboxConfig, layers: _Layers, keep: tuple[int, ...],

@@ -176,21 +176,53 @@ def _make_mountpoint(path: str, is_dir: bool) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
 
 
-def build_root(root_plan: RootPlan, tmp_size: int) -> None:
+Identity = tuple[int, int]
+
+
+def identities(paths: Iterable[str]) -> tuple[Identity, ...]:
+    """``(st_dev, st_ino)`` of each of ``paths`` (followed): what a bind of it shows.
+    OSError if one is missing."""
+    return tuple((st.st_dev, st.st_ino) for st in map(os.stat, paths))
+
+
+def binds_under_tmp(root_plan: RootPlan) -> bool:
+    """Whether ``root_plan`` puts anything inside the sandbox's /tmp."""
+    return any(_is_within(path, "/tmp") for path in
+               (*root_plan.binds, *(link for link, _target in root_plan.symlinks)))
+
+
+def mount_tmp(target: str, tmp_size: int) -> None:
+    """Mount the sandbox's private, size-capped /tmp (a fresh tmpfs) at ``target``."""
+    _syscalls.mount("tmpfs", target, "tmpfs", _syscalls.MS_NOSUID | _syscalls.MS_NODEV,
+                    f"mode=1777,size={tmp_size},nr_inodes=65536")
+
+
+def build_root(root_plan: RootPlan, tmp_size: int | None,
+               expected: tuple[Identity, ...] | None = None) -> None:
     """Assemble the root described by ``root_plan`` and ``pivot_root`` into it. Must run in
     a private mount namespace where the caller may mount. Raises OSError on failure
-    (then the caller's view may be half built: it must not go on unsandboxed)."""
+    (then the caller's view may be half built: it must not go on unsandboxed).
+
+    ``tmp_size`` ``None`` leaves /tmp an empty mount point (a template's root: each user
+    mounts its own /tmp with :func:`mount_tmp`). ``expected``: the :func:`identities` of
+    ``root_plan.binds`` the caller saw; a bind source that is no longer the same file
+    raises OSError (ESTALE) instead of being bound.
+    """
     sources: dict[str, int] = {}
     try:
         for path in (*root_plan.binds, *DEVICES, "/proc"):
             sources[path] = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        if expected is not None:
+            opened = tuple((st.st_dev, st.st_ino) for st in
+                           (os.fstat(sources[path]) for path in root_plan.binds))
+            if opened != expected:
+                raise OSError(errno.ESTALE, "a read-only path changed while it was planned")
         root = _BUILD_DIR
         _syscalls.mount("tmpfs", root, "tmpfs", _syscalls.MS_NOSUID | _syscalls.MS_NODEV,
                         "mode=0755,size=4m,nr_inodes=16384")
         os.mkdir(root + "/tmp")
-        _syscalls.mount("tmpfs", root + "/tmp", "tmpfs",
-                        _syscalls.MS_NOSUID | _syscalls.MS_NODEV,
-                        f"mode=1777,size={tmp_size},nr_inodes=65536")
+        if tmp_size is not None:
+            mount_tmp(root + "/tmp", tmp_size)
         for device in DEVICES:
             _make_mountpoint(root + device, is_dir=False)
             _bind(sources[device], root + device, _syscalls.MS_NOSUID | _syscalls.MS_NOEXEC,

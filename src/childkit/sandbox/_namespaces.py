@@ -74,6 +74,11 @@ def enter_build_namespace(privileged: bool) -> None:
     _syscalls.mount(None, "/", None, _syscalls.MS_REC | _syscalls.MS_PRIVATE)
 
 
+#: What the helper writes once both maps are written (a failure writes its message,
+#: which never starts with this byte).
+_MAPPED = b"+"
+
+
 class MapWriter:
     """A helper process, still outside every namespace, that writes the uid/gid map of the
     caller's coming user namespace (root cannot map a uid other than its own from
@@ -87,29 +92,45 @@ class MapWriter:
 
     def write_maps(self, unshared: bool) -> str:
         """Tell the helper whether the caller's user namespace exists (then it writes the
-        maps) and reap it. Returns "" on success, else what went wrong."""
-        if self._pid == 0:
+        maps). Returns "" on success, else what went wrong (the helper is then reaped).
+
+        Success returns as soon as the helper says the maps are written, not when it has
+        exited: tearing down a forked interpreter's address space takes most of a
+        millisecond, which the caller need not wait for. :meth:`cancel` reaps it later.
+        """
+        if self._go_w < 0:
             return "the uid map writer is gone"
-        pid, self._pid = self._pid, 0
         try:
             os.write(self._go_w, b"1" if unshared else b"0")
         except BrokenPipeError:
             pass  # it died: its wait status says so
         finally:
             os.close(self._go_w)
+            self._go_w = -1
         try:
-            message = os.read(self._done_r, 1000).decode(errors="replace")
+            answer = os.read(self._done_r, 1000)  # one write of at most 500 bytes
         finally:
             os.close(self._done_r)
-        _, status = os.waitpid(pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            return message or f"wait status {status}"
-        return ""
+        if unshared and answer == _MAPPED:
+            return ""
+        status = self._reap()
+        if not unshared:
+            return ""
+        message = answer.decode(errors="replace")
+        return message or f"wait status {status}"
+
+    def _reap(self) -> int:
+        pid, self._pid = self._pid, 0
+        if pid == 0:
+            return 0
+        return os.waitpid(pid, 0)[1]
 
     def cancel(self) -> None:
-        """End and reap the helper without writing anything (idempotent)."""
-        if self._pid != 0:
+        """End and reap the helper (idempotent): untold, it is told there is nothing to
+        map; told, it is only reaped."""
+        if self._go_w >= 0:
             self.write_maps(False)
+        self._reap()
 
 
 def start_map_writer(inner: int, outer: int) -> MapWriter:
@@ -140,6 +161,7 @@ def start_map_writer(inner: int, outer: int) -> MapWriter:
                 _write(f"/proc/{me}/uid_map", f"{inner} {outer} 1\n")
                 _write(f"/proc/{me}/gid_map", f"{inner} {outer} 1\n")
                 code = 0
+                os.write(done_w, _MAPPED)  # the caller goes on; this process just exits
         except BaseException as exc:
             try:
                 os.write(done_w, str(exc).encode()[:500])
