@@ -167,6 +167,9 @@ def test_pool_send_request_tells_the_caller_its_member_died() -> None:
         first = pool.pids[0]
         with MessageParcel() as data, pytest.raises(DeadRemoteObjectError):
             pool.send_request(DIE, data)
+        # Taken out at once (not when its death recipient's thread runs): the next
+        # hand-out waits for the replacement instead of getting the dead member.
+        assert first not in pool.pids
         assert pool.wait_ready(1)
         assert pool.pids != [first]
         assert add_one(pool, 1) == 2

@@ -255,6 +255,10 @@ class ChildProcessPool:
             yield member.conn.proxy
         finally:
             self._checkin(member)
+            if member.conn.proxy.is_object_dead():
+                # Replace it now, not when its death recipient's thread gets to run: the
+                # caller who just saw it die must not be handed the same member again.
+                self._on_death(member)
 
     def send_request(self, code: int, data: MessageParcel,
                      option: MessageOption | None = None) -> MessageParcel:
