@@ -8,7 +8,8 @@ import socket
 import struct
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import peer_main as pm
 import pytest
@@ -66,20 +67,30 @@ class Adder(RemoteStub):
         return 1909999
 
 
-@pytest.fixture
-def pair() -> Iterator[tuple[Connection, Connection, Adder]]:
-    """Two connected Connections in this process; the second serves an Adder as root."""
+StubT = TypeVar("StubT", bound=RemoteStub)
+
+
+@contextmanager
+def connected(stub: StubT) -> Iterator[tuple[Connection, Connection, StubT]]:
+    """Two connected Connections in this process; the second serves ``stub`` as root."""
     local, remote = channel_socketpairs()
-    stub = Adder()
     a = Connection(*local, name="A")
     b = Connection(*remote, local_root=stub, name="B")
     a.start()
     b.start()
     assert a.wait_peer_hello(10) is True
     assert b.wait_peer_hello(10) is False
-    yield a, b, stub
-    a.close()
-    b.close()
+    try:
+        yield a, b, stub
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[Connection, Connection, Adder]]:
+    with connected(Adder()) as linked:
+        yield linked
 
 
 @pytest.fixture
@@ -833,16 +844,8 @@ class BatchRecorder(RemoteStub):
 
 @pytest.fixture
 def batch_pair() -> Iterator[tuple[Connection, Connection, BatchRecorder]]:
-    local, remote = channel_socketpairs()
-    stub = BatchRecorder()
-    a = Connection(*local, name="A")
-    b = Connection(*remote, local_root=stub, name="B")
-    a.start()
-    b.start()
-    assert a.wait_peer_hello(10) is True
-    yield a, b, stub
-    a.close()
-    b.close()
+    with connected(BatchRecorder()) as linked:
+        yield linked
 
 
 def test_sync_batch_of_one_record_runs_in_order_on_one_thread_with_replies_coalesced(
