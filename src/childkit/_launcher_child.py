@@ -271,23 +271,28 @@ def learn_sandbox(description: Any) -> None:
     _next_sandbox = (description, config, root_plan, template)
 
 
-def _template_fd(header: dict[str, Any]) -> int | None:
-    """In the child: the template root the launcher prepared for this very request."""
+def _prepared(description: object) -> tuple[SandboxConfig, RootPlan, int | None] | None:
+    """In the child: what the launcher prepared for this very request's sandbox."""
     prepared = _next_sandbox
-    if prepared is not None and prepared[0] is header.get("sandbox"):
-        return prepared[3]
-    return None
+    if prepared is None or description is None or prepared[0] is not description:
+        return None
+    return prepared[1], prepared[2], prepared[3]
+
+
+def _template_fd(header: dict[str, Any]) -> int | None:
+    """In the child: the template root the launcher prepared for this request, if any."""
+    prepared = _prepared(header.get("sandbox"))
+    return None if prepared is None else prepared[2]
 
 
 def _enter_sandbox(description: dict[str, Any], keep_fds: list[int]) -> None:
     from childkit.sandbox._enter import enter_planned
 
-    prepared = _next_sandbox
-    if prepared is not None and prepared[0] is description:
-        _description, config, root_plan, template = prepared
-        enter_planned(config, keep_fds, root_plan, template)
-    else:
+    prepared = _prepared(description)
+    if prepared is None:
         enter_planned(_sandbox_config(description), keep_fds, None, None)
+    else:
+        enter_planned(prepared[0], keep_fds, prepared[1], prepared[2])
 
 
 #: An isolated child's resource limits (``ResourceLimits`` as a dict) once it is inside

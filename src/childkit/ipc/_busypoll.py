@@ -167,12 +167,10 @@ class BusyPoll:
             if poll(0):
                 return True
             now = _now_ns()
-            if now >= end:
-                if now - last > PREEMPTED_NS:
-                    _preempted(now)
-                return False
-            if now - last > PREEMPTED_NS:
+            if now - last > PREEMPTED_NS:  # descheduled between two looks
                 _preempted(now)
+                return False
+            if now >= end:
                 return False
             last = now
 
