@@ -110,14 +110,16 @@ def test_polling_off_means_no_look_at_all() -> None:
     assert waiter.window_ns == 0  # short waits do not grow it while off
 
 
-def test_a_lower_maximum_caps_a_window_at_once() -> None:
+def test_a_lower_maximum_caps_a_window_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     Skeleton.set_busy_poll_us(10_000)
     waiter = BusyPoll()
     waiter.window_ns = 5_000_000
     Skeleton.set_busy_poll_us(1)
-    started = _busypoll._now_ns()
-    assert waiter.poll(lambda timeout: [], started) is False
-    assert _busypoll._now_ns() - started < 1_000_000  # 1 us, not 5 ms (generous bound)
+    clock = iter(range(0, 10_000_000, 400))  # a fake clock: 0.4 us per look
+    monkeypatch.setattr(_busypoll, "_now_ns", lambda: next(clock))
+    looks: list[int] = []
+    assert waiter.poll(lambda timeout: looks.append(timeout) or [], 0) is False
+    assert len(looks) == 4  # gave up once 1 us (the new maximum) had passed, not 5 ms
 
 
 # ---------------------------------------------------------------------------- load
