@@ -22,11 +22,11 @@ def non_pool_threads() -> set[threading.Thread]:
 class Peer:
     """A peer process serving ``peer_main.EchoStub`` over a fresh connection."""
 
-    def __init__(self) -> None:
+    def __init__(self, env: dict[str, str] | None = None) -> None:
         local, remote = channel_socketpairs()
         self.proc = subprocess.Popen(
             [sys.executable, str(PEER_MAIN), str(remote[0].fileno()), str(remote[1].fileno())],
-            pass_fds=[s.fileno() for s in remote],
+            pass_fds=[s.fileno() for s in remote], env=env,
         )
         for sock in remote:
             sock.close()

@@ -43,6 +43,7 @@ RELEASE = 16
 RECORD_TOTAL = 17  # one-way: add an int to a running total (no list growth)
 GET_TOTAL = 18
 SUM_ARRAY = 19  # data: a shared array; reply: its sum (double), then it is doubled in place
+USES_SPEEDUPS = 20  # reply: a bool, whether this peer runs the C twins of the hot path
 DESCRIPTOR = "childkit.test.Echo"
 
 
@@ -115,6 +116,10 @@ class EchoStub(RemoteStub):
             reply.write_remote_object(data.read_remote_object())
         elif code == PID:
             reply.write_int32(os.getpid())
+        elif code == USES_SPEEDUPS:
+            from childkit.ipc import _accel
+
+            reply.write_bool(_accel.speedups is not None)
         elif code == SLEEP_UNTIL_RELEASED:
             if not self.released.wait(30):
                 raise IPCError(1909001, "never released")

@@ -379,9 +379,10 @@ class CountingBusyPoll(BusyPoll):
         self.looks = 0
         self.caught = 0
 
-    def poll(self, poll: Callable[[int], list[tuple[int, int]]], started_ns: int) -> bool:
+    def poll(self, poll: Callable[[int], list[tuple[int, int]]], started_ns: int,
+             fd: int = -1) -> bool:
         self.looks += 1
-        caught = super().poll(poll, started_ns)
+        caught = super().poll(poll, started_ns, fd)
         self.caught += caught
         return caught
 

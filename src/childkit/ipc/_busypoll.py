@@ -43,6 +43,8 @@ import os
 import time
 from collections.abc import Callable
 
+from childkit.ipc import _accel
+
 #: The default maximum window, in microseconds.
 DEFAULT_MAX_US = 100
 #: The largest maximum window that may be set, in microseconds.
@@ -58,6 +60,9 @@ PREEMPTED_NS = 50_000
 _CROWDED = 1 << 30  # the count when it cannot be read: never poll then
 
 _now_ns = time.perf_counter_ns
+# The polling loop's C twin (childkit/ipc/_speedups.c), if built and not turned off.
+_poll_readable: Callable[[int, int, int], int] | None = (
+    _accel.speedups.poll_readable if _accel.speedups is not None else None)
 
 
 def _initial_max_ns() -> int:
@@ -152,9 +157,12 @@ class BusyPoll:
     def __init__(self) -> None:
         self.window_ns = min(START_NS * 4, _max_ns)
 
-    def poll(self, poll: Callable[[int], list[tuple[int, int]]], started_ns: int) -> bool:
+    def poll(self, poll: Callable[[int], list[tuple[int, int]]], started_ns: int,
+             fd: int = -1) -> bool:
         """Call ``poll(0)`` until it reports something or the window, counted from
-        ``started_ns``, closes. True when something came while polling."""
+        ``started_ns``, closes. True when something came while polling. Given the ``fd``
+        that ``poll`` watches, the C twin looks at it instead (without the GIL, and
+        without a Python call per look)."""
         limit = _max_ns
         if not limit:  # turned off since this waiter last adapted
             self.window_ns = 0
@@ -162,6 +170,11 @@ class BusyPoll:
         if machine_crowded(started_ns):  # polling would take a CPU someone needs
             return False
         end = started_ns + min(self.window_ns, limit)
+        if fd >= 0 and _poll_readable is not None:
+            seen = _poll_readable(fd, end, PREEMPTED_NS)
+            if seen < 0:  # descheduled between two looks
+                _preempted(_now_ns())
+            return seen > 0
         last = started_ns
         while True:
             if poll(0):

@@ -772,7 +772,8 @@ class Connection:
             # Poll for the reply a moment before sleeping on it (see _busypoll).
             waiter = self._call_busy_poll
             started = _now_ns()
-            polled = waiter.window_ns != 0 and waiter.poll(self._poller.poll, started)
+            polled = waiter.window_ns != 0 and waiter.poll(self._poller.poll, started,
+                                                           self._call_fd)
             parcel = self._read_own_reply(seq)
             if parcel is not None:
                 got_it = True
@@ -1200,7 +1201,7 @@ class Connection:
             return False
         try:
             self._pool.disarm(self._serve_fd)
-            if waiter.poll(self._serve_poller.poll, started):
+            if waiter.poll(self._serve_poller.poll, started, self._serve_fd):
                 return True
             self._pool.rearm(self._serve_fd)
         finally:

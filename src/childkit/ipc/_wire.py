@@ -14,7 +14,9 @@ from __future__ import annotations
 import mmap
 import struct
 from collections.abc import Sequence
+from types import ModuleType
 
+from childkit.ipc import _accel
 from childkit.ipc._errors import ProtocolError
 from childkit.ipc._parcel import MAX_PARCEL_DATA, MAX_PARCEL_FDS, MAX_PARCEL_OBJECTS
 
@@ -416,3 +418,32 @@ def decode_record(data: bytes | bytearray | memoryview, fds: Sequence[int]) -> l
     if fd_pos != len(fds):
         raise ProtocolError(f"record carried {len(fds)} fds but its frames claim {fd_pos}")
     return frames
+
+
+# ----------------------------------------------------------------------- C twins
+# The hot path's functions above have C twins (``_speedups.c``; see ``_accel``). The Python
+# ones stay the reference: kept under ``py_*`` names, and the tests fuzz both against each
+# other.
+py_encode_transaction = encode_transaction
+py_encode_reply = encode_reply
+py_simple_request = simple_request
+py_simple_reply = simple_reply
+
+
+def _checked(module: ModuleType | None) -> ModuleType | None:
+    # Built from another checkout's constants? Then its frames would not be ours.
+    if module is None or (
+        module.MAX_RECORD_BYTES, module.MAX_PARCEL_DATA, module.TXN_DATA_OFFSET,
+        module.REPLY_DATA_OFFSET,
+    ) != (MAX_RECORD_BYTES, MAX_PARCEL_DATA, TXN_DATA_OFFSET, REPLY_DATA_OFFSET):
+        return None
+    return module
+
+
+#: The C twins in use for frames, or ``None`` (the Python functions are used).
+speedups = _checked(_accel.speedups)
+if speedups is not None:
+    encode_transaction = speedups.encode_transaction
+    encode_reply = speedups.encode_reply
+    simple_request = speedups.simple_request
+    simple_reply = speedups.simple_reply

@@ -1,0 +1,389 @@
+/*
+ * childkit.ipc._speedups: C versions of the IPC hot path's pure functions.
+ *
+ * Each function here has a pure-Python twin that stays the reference (the frame
+ * functions in _wire.py, the polling loop in _busypoll.py); _wire and _busypoll use these
+ * when the module was built, and the tests check both against each other (fuzzed with
+ * hypothesis). Nothing here knows of connections, threads or parcels: bytes and numbers
+ * in, bytes and numbers out, plus one loop of poll(2) calls made without the GIL.
+ *
+ * Why C: a small sync request spends most of its time in a few Python calls per side
+ * (struct packing, header checks, a Python-level polling loop that releases and takes the
+ * GIL on every look). Here each is one call.
+ *
+ * The frame layouts are _wire's (all little-endian):
+ *   transaction: <BBHI header (type, flags, n_fds, body length) + <QIIIH (seq, handle,
+ *                code, data length, n_objects), then the data, then <BI per object
+ *   reply:       <BBHI header + <QiIH (seq, status, data length, n_objects), ...
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+/* Keep in step with _wire.py and _parcel.py; _wire checks them at import and does not use
+ * this module if any differs. */
+#define F_TRANSACTION 2
+#define F_REPLY 3
+#define FLAG_ONEWAY 0x01
+#define HEADER_SIZE 8
+#define TXN_FRAME_SIZE 30   /* header + <QIIIH */
+#define REPLY_FRAME_SIZE 26 /* header + <QiIH */
+#define OBJ_SIZE 5          /* <BI */
+#define MAX_RECORD_BYTES (256 * 1024)
+#define MAX_PARCEL_DATA (200 * 1024)
+
+static PyObject *struct_error; /* struct.error: what the Python twins raise */
+
+static void put_u16(unsigned char *p, uint16_t v) {
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+}
+
+static void put_u32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put_u64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint16_t get_u16(const unsigned char *p) {
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static uint32_t get_u32(const unsigned char *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+           ((uint32_t)p[3] << 24);
+}
+
+static uint64_t get_u64(const unsigned char *p) {
+    return (uint64_t)get_u32(p) | ((uint64_t)get_u32(p + 4) << 32);
+}
+
+/* An int argument that must fit in [lo, hi] (as struct's pack checks it). */
+static int int_arg(PyObject *obj, const char *what, long long lo, unsigned long long hi,
+                   unsigned long long *out) {
+    if (!PyLong_Check(obj)) {
+        PyErr_Format(struct_error, "required argument is not an integer (%s)", what);
+        return -1;
+    }
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (overflow > 0) {
+        unsigned long long u = PyLong_AsUnsignedLongLong(obj);
+        if (u == (unsigned long long)-1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            goto out_of_range;
+        }
+        if (u > hi) goto out_of_range;
+        *out = u;
+        return 0;
+    }
+    if (overflow < 0 || v < lo || (v >= 0 && (unsigned long long)v > hi)) goto out_of_range;
+    *out = (unsigned long long)v;
+    return 0;
+out_of_range:
+    PyErr_Format(struct_error, "%s is out of range for its frame field", what);
+    return -1;
+}
+
+/* The object table: a sequence of (kind, handle) pairs, each packed as <BI. */
+static int objects_size(PyObject *objects, Py_ssize_t *count) {
+    Py_ssize_t n = PySequence_Size(objects);
+    if (n < 0) return -1;
+    if (n > 0xFFFF) {
+        PyErr_SetString(struct_error, "too many objects for one frame");
+        return -1;
+    }
+    *count = n;
+    return 0;
+}
+
+static int write_objects(unsigned char *p, PyObject *objects, Py_ssize_t count) {
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PySequence_GetItem(objects, i);
+        if (item == NULL) return -1;
+        PyObject *kind_obj = NULL, *handle_obj = NULL;
+        int ok = PyTuple_Check(item) && PyTuple_GET_SIZE(item) == 2;
+        if (ok) {
+            kind_obj = PyTuple_GET_ITEM(item, 0);
+            handle_obj = PyTuple_GET_ITEM(item, 1);
+        }
+        unsigned long long kind, handle;
+        if (!ok) {
+            PyErr_SetString(PyExc_TypeError, "an object reference is a (kind, handle) tuple");
+            Py_DECREF(item);
+            return -1;
+        }
+        if (int_arg(kind_obj, "object kind", 0, 0xFF, &kind) < 0 ||
+            int_arg(handle_obj, "object handle", 0, 0xFFFFFFFFULL, &handle) < 0) {
+            Py_DECREF(item);
+            return -1;
+        }
+        Py_DECREF(item);
+        p[i * OBJ_SIZE] = (unsigned char)kind;
+        put_u32(p + i * OBJ_SIZE + 1, (uint32_t)handle);
+    }
+    return 0;
+}
+
+/* Header + fixed body + data + objects in one new bytes object. ``fixed`` is the fixed
+ * body already packed (after the 8-byte header), ``fixed_size`` its size. */
+static PyObject *build_frame(int ftype, int flags, unsigned long long n_fds,
+                             const unsigned char *fixed, Py_ssize_t fixed_size,
+                             PyObject *data_obj, PyObject *objects) {
+    Py_buffer data;
+    Py_ssize_t n_objects;
+    if (PyObject_GetBuffer(data_obj, &data, PyBUF_SIMPLE) < 0) return NULL;
+    if (objects_size(objects, &n_objects) < 0) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    unsigned long long body_len =
+        (unsigned long long)fixed_size + (unsigned long long)data.len + OBJ_SIZE * n_objects;
+    if (data.len > 0xFFFFFFFFLL || body_len > 0xFFFFFFFFULL) {
+        PyBuffer_Release(&data);
+        PyErr_SetString(struct_error, "parcel data too large for one frame");
+        return NULL;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, HEADER_SIZE + (Py_ssize_t)body_len);
+    if (out == NULL) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    unsigned char *p = (unsigned char *)PyBytes_AS_STRING(out);
+    p[0] = (unsigned char)ftype;
+    p[1] = (unsigned char)flags;
+    put_u16(p + 2, (uint16_t)n_fds);
+    put_u32(p + 4, (uint32_t)body_len);
+    memcpy(p + HEADER_SIZE, fixed, (size_t)fixed_size);
+    /* the data length and object count end the fixed body */
+    put_u32(p + HEADER_SIZE + fixed_size - 6, (uint32_t)data.len);
+    put_u16(p + HEADER_SIZE + fixed_size - 2, (uint16_t)n_objects);
+    memcpy(p + HEADER_SIZE + fixed_size, data.buf, (size_t)data.len);
+    PyBuffer_Release(&data);
+    if (n_objects && write_objects(p + HEADER_SIZE + body_len - OBJ_SIZE * n_objects,
+                                   objects, n_objects) < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
+}
+
+PyDoc_STRVAR(encode_transaction_doc,
+"encode_transaction(seq, handle, code, oneway, data, objects, n_fds) -> bytes\n\n"
+"One transaction frame (as _wire.encode_transaction).");
+
+static PyObject *encode_transaction(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "encode_transaction takes 7 arguments");
+        return NULL;
+    }
+    unsigned long long seq, handle, code, n_fds;
+    if (int_arg(args[0], "seq", 0, UINT64_MAX, &seq) < 0 ||
+        int_arg(args[1], "handle", 0, 0xFFFFFFFFULL, &handle) < 0 ||
+        int_arg(args[2], "code", 0, 0xFFFFFFFFULL, &code) < 0 ||
+        int_arg(args[6], "n_fds", 0, 0xFFFF, &n_fds) < 0)
+        return NULL;
+    int oneway = PyObject_IsTrue(args[3]);
+    if (oneway < 0) return NULL;
+    unsigned char fixed[TXN_FRAME_SIZE - HEADER_SIZE];
+    put_u64(fixed, seq);
+    put_u32(fixed + 8, (uint32_t)handle);
+    put_u32(fixed + 12, (uint32_t)code);
+    return build_frame(F_TRANSACTION, oneway ? FLAG_ONEWAY : 0, n_fds, fixed, sizeof fixed,
+                       args[4], args[5]);
+}
+
+PyDoc_STRVAR(encode_reply_doc,
+"encode_reply(seq, status, data, objects, n_fds) -> bytes\n\n"
+"One parcel reply frame (as _wire.encode_reply).");
+
+static PyObject *encode_reply(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "encode_reply takes 5 arguments");
+        return NULL;
+    }
+    unsigned long long seq, status, n_fds;
+    if (int_arg(args[0], "seq", 0, UINT64_MAX, &seq) < 0 ||
+        int_arg(args[1], "status", INT32_MIN, INT32_MAX, &status) < 0 ||
+        int_arg(args[4], "n_fds", 0, 0xFFFF, &n_fds) < 0)
+        return NULL;
+    unsigned char fixed[REPLY_FRAME_SIZE - HEADER_SIZE];
+    put_u64(fixed, seq);
+    put_u32(fixed + 8, (uint32_t)(int32_t)(long long)status);
+    return build_frame(F_REPLY, 0, n_fds, fixed, sizeof fixed, args[2], args[3]);
+}
+
+/* The first ``need`` bytes of a receive buffer, or NULL with struct.error set. */
+static int header_view(PyObject *buf_obj, Py_buffer *view, Py_ssize_t need) {
+    if (PyObject_GetBuffer(buf_obj, view, PyBUF_SIMPLE) < 0) return -1;
+    if (view->len < need) {
+        PyBuffer_Release(view);
+        PyErr_Format(struct_error, "unpack_from requires a buffer of at least %zd bytes",
+                     need);
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(simple_request_doc,
+"simple_request(buf, size) -> (seq, handle, code) | None\n\n"
+"As _wire.simple_request: the record is exactly one plain sync transaction.");
+
+static PyObject *simple_request(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "simple_request takes 2 arguments");
+        return NULL;
+    }
+    Py_ssize_t size = PyLong_AsSsize_t(args[1]);
+    if (size == -1 && PyErr_Occurred()) return NULL;
+    if (size < TXN_FRAME_SIZE || size > MAX_RECORD_BYTES) Py_RETURN_NONE;
+    Py_buffer view;
+    if (header_view(args[0], &view, TXN_FRAME_SIZE) < 0) return NULL;
+    const unsigned char *p = view.buf;
+    PyObject *result = Py_None;
+    uint32_t data_len = get_u32(p + 24);
+    if (p[0] == F_TRANSACTION && p[1] == 0 && get_u16(p + 2) == 0 && get_u16(p + 28) == 0 &&
+        get_u32(p + 4) == (uint64_t)(size - HEADER_SIZE) &&
+        data_len == (uint64_t)(size - TXN_FRAME_SIZE) && data_len <= MAX_PARCEL_DATA) {
+        result = Py_BuildValue("(KkK)", (unsigned long long)get_u64(p + 8),
+                               (unsigned long)get_u32(p + 16),
+                               (unsigned long long)get_u32(p + 20));
+    } else {
+        Py_INCREF(result);
+    }
+    PyBuffer_Release(&view);
+    return result;
+}
+
+PyDoc_STRVAR(simple_reply_doc,
+"simple_reply(buf, size) -> (seq, status) | None\n\n"
+"As _wire.simple_reply: the record is exactly one plain parcel reply.");
+
+static PyObject *simple_reply(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "simple_reply takes 2 arguments");
+        return NULL;
+    }
+    Py_ssize_t size = PyLong_AsSsize_t(args[1]);
+    if (size == -1 && PyErr_Occurred()) return NULL;
+    if (size < REPLY_FRAME_SIZE || size > MAX_RECORD_BYTES) Py_RETURN_NONE;
+    Py_buffer view;
+    if (header_view(args[0], &view, REPLY_FRAME_SIZE) < 0) return NULL;
+    const unsigned char *p = view.buf;
+    PyObject *result = Py_None;
+    uint32_t data_len = get_u32(p + 20);
+    if (p[0] == F_REPLY && p[1] == 0 && get_u16(p + 2) == 0 && get_u16(p + 24) == 0 &&
+        get_u32(p + 4) == (uint64_t)(size - HEADER_SIZE) &&
+        data_len == (uint64_t)(size - REPLY_FRAME_SIZE) && data_len <= MAX_PARCEL_DATA) {
+        result = Py_BuildValue("(Ki)", (unsigned long long)get_u64(p + 8),
+                               (int)(int32_t)get_u32(p + 16));
+    } else {
+        Py_INCREF(result);
+    }
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static long long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* time.perf_counter_ns's clock on Linux */
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+PyDoc_STRVAR(poll_readable_doc,
+"poll_readable(fd, end_ns, preempted_ns) -> int\n\n"
+"Look at ``fd`` with poll(2) and a zero timeout, without the GIL, until it is readable\n"
+"(or has an error or hang-up): 1; until ``time.perf_counter_ns()`` reaches ``end_ns``: 0;\n"
+"or until two looks lie more than ``preempted_ns`` apart (this thread lost its CPU): -1.\n"
+"Looks at least once. Raises OSError if poll(2) fails (not for EINTR, which is retried).");
+
+static PyObject *poll_readable(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "poll_readable takes 3 arguments");
+        return NULL;
+    }
+    int fd = PyObject_AsFileDescriptor(args[0]);
+    if (fd < 0) return NULL;
+    long long end = PyLong_AsLongLong(args[1]);
+    if (end == -1 && PyErr_Occurred()) return NULL;
+    long long preempted = PyLong_AsLongLong(args[2]);
+    if (preempted == -1 && PyErr_Occurred()) return NULL;
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    int result, saved_errno = 0;
+    Py_BEGIN_ALLOW_THREADS
+    long long last = now_ns();
+    for (;;) {
+        int n = poll(&pfd, 1, 0);
+        if (n > 0) {
+            result = 1;
+            break;
+        }
+        if (n < 0 && errno != EINTR) {
+            saved_errno = errno;
+            result = -2;
+            break;
+        }
+        long long now = now_ns();
+        if (now - last > preempted) {
+            result = -1;
+            break;
+        }
+        if (now >= end) {
+            result = 0;
+            break;
+        }
+        last = now;
+    }
+    Py_END_ALLOW_THREADS
+    if (result == -2) {
+        errno = saved_errno;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromLong(result);
+}
+
+static PyMethodDef methods[] = {
+    {"encode_transaction", (PyCFunction)(void (*)(void))encode_transaction, METH_FASTCALL,
+     encode_transaction_doc},
+    {"encode_reply", (PyCFunction)(void (*)(void))encode_reply, METH_FASTCALL,
+     encode_reply_doc},
+    {"simple_request", (PyCFunction)(void (*)(void))simple_request, METH_FASTCALL,
+     simple_request_doc},
+    {"simple_reply", (PyCFunction)(void (*)(void))simple_reply, METH_FASTCALL,
+     simple_reply_doc},
+    {"poll_readable", (PyCFunction)(void (*)(void))poll_readable, METH_FASTCALL,
+     poll_readable_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "childkit.ipc._speedups",
+    "C versions of the IPC hot path's pure functions (see _wire and _busypoll).", -1,
+    methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__speedups(void) {
+    PyObject *struct_mod = PyImport_ImportModule("struct");
+    if (struct_mod == NULL) return NULL;
+    struct_error = PyObject_GetAttrString(struct_mod, "error");
+    Py_DECREF(struct_mod);
+    if (struct_error == NULL) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    if (PyModule_AddIntConstant(m, "MAX_RECORD_BYTES", MAX_RECORD_BYTES) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_PARCEL_DATA", MAX_PARCEL_DATA) < 0 ||
+        PyModule_AddIntConstant(m, "TXN_DATA_OFFSET", TXN_FRAME_SIZE) < 0 ||
+        PyModule_AddIntConstant(m, "REPLY_DATA_OFFSET", REPLY_FRAME_SIZE) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,25 @@
+"""Types of the C twins in _speedups.c (see _wire and _busypoll for what they promise)."""
+
+import mmap
+from collections.abc import Sequence
+
+MAX_RECORD_BYTES: int
+MAX_PARCEL_DATA: int
+TXN_DATA_OFFSET: int
+REPLY_DATA_OFFSET: int
+
+def encode_transaction(
+    seq: int, handle: int, code: int, oneway: bool, data: bytes | bytearray,
+    objects: Sequence[tuple[int, int]], n_fds: int,
+) -> bytes: ...
+def encode_reply(
+    seq: int, status: int, data: bytes | bytearray, objects: Sequence[tuple[int, int]],
+    n_fds: int,
+) -> bytes: ...
+def simple_request(
+    buf: bytes | bytearray | memoryview | mmap.mmap, size: int
+) -> tuple[int, int, int] | None: ...
+def simple_reply(
+    buf: bytes | bytearray | memoryview | mmap.mmap, size: int
+) -> tuple[int, int] | None: ...
+def poll_readable(fd: int, end_ns: int, preempted_ns: int) -> int: ...
