@@ -7,7 +7,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import peer_main as pm
 import pytest
@@ -48,6 +48,7 @@ def quiet_machine(request: pytest.FixtureRequest,
     if "real_load" in request.keywords:
         return
     monkeypatch.setattr(_busypoll, "machine_crowded", lambda now_ns: False)
+    monkeypatch.setattr(_busypoll, "_crowded", False)  # the last sample, read inline
     monkeypatch.setattr(_busypoll, "PREEMPTED_NS", 10**12)
 
 
@@ -173,6 +174,7 @@ def test_a_crowded_machine_stops_polling_until_the_next_sample(
 def test_a_poller_descheduled_while_polling_backs_off(monkeypatch: pytest.MonkeyPatch) -> None:
     Skeleton.set_busy_poll_us(10_000)
     monkeypatch.setattr(_busypoll, "machine_crowded", lambda now_ns: False)
+    monkeypatch.setattr(_busypoll, "_crowded", False)  # the last sample, read inline
     clock = iter([1_000, 2_000, 2_000 + _busypoll.PREEMPTED_NS + 1])
     monkeypatch.setattr(_busypoll, "_now_ns", lambda: next(clock))
     monkeypatch.setattr(_busypoll, "_crowded", False)  # (both restored after the test)
@@ -372,19 +374,18 @@ def test_the_pool_wakes_for_data_that_came_while_disarmed() -> None:
 
 # ---------------------------------------------------------------------------- end to end
 class CountingBusyPoll(BusyPoll):
-    __slots__ = ("caught", "looks")
+    """Counts the waits that polled (in C with the I/O, or through :meth:`poll`)."""
+
+    __slots__ = ("looks",)
 
     def __init__(self) -> None:
         super().__init__()
         self.looks = 0
-        self.caught = 0
 
-    def poll(self, poll: Callable[[int], list[tuple[int, int]]], started_ns: int,
-             fd: int = -1) -> bool:
-        self.looks += 1
-        caught = super().poll(poll, started_ns, fd)
-        self.caught += caught
-        return caught
+    def poll_end(self, started_ns: int) -> int:
+        end = super().poll_end(started_ns)
+        self.looks += end != 0
+        return end
 
 
 def test_calls_through_a_real_peer_poll_and_lose_nothing() -> None:

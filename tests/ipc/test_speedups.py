@@ -9,7 +9,9 @@ missing build a failure here instead of a skip.
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
 import socket
 import struct
 import threading
@@ -31,6 +33,7 @@ from childkit.ipc import (
     RequestMode,
     _accel,
     _busypoll,
+    _connection,
     _wire,
 )
 from childkit.ipc._parcel import MAX_PARCEL_DATA
@@ -64,6 +67,7 @@ def test_the_hot_path_uses_the_c_twins() -> None:
     assert _wire.simple_request is C.simple_request
     assert _wire.simple_reply is C.simple_reply
     assert _busypoll._poll_readable is C.poll_readable
+    assert _connection._exchange is C.exchange
 
 
 def test_a_module_built_with_other_limits_is_not_used() -> None:
@@ -285,3 +289,130 @@ def test_a_peer_with_or_without_the_c_twins_speaks_the_same_protocol(
             assert [reply.read_int32() for _ in range(count)] == list(range(50))
     finally:
         peer.close()
+
+
+# ---------------------------------------------------------------------------- exchange
+# The kernel echoes MSG_CMSG_CLOEXEC in msg_flags, as socket.recvmsg_into shows it too.
+ECHO = int(socket.MSG_CMSG_CLOEXEC)
+def _answer(sock: socket.socket, reply: bytes, fds: list[int] | None = None) -> None:
+    sock.recv(65536)
+    if fds:
+        sock.sendmsg([reply], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(
+            f"{len(fds)}i", *fds))])
+    else:
+        sock.send(reply)
+
+
+def test_exchange_sends_polls_and_reads_one_record(pair: Any) -> None:
+    a, b = pair
+    buf = bytearray(1024)
+    answer = threading.Thread(target=_answer, args=(b, b"pong"))
+    answer.start()
+    n, anc, flags, seen, err = C.exchange(a.fileno(), b"ping", buf,
+                                          time.perf_counter_ns() + 30 * 10**9, 10**12)
+    answer.join(30)
+    assert (n, anc, flags, seen, err) == (4, [], ECHO, 1, 0)
+    assert buf[:4] == b"pong"
+    # Not polling (end 0): it sleeps in the read instead; seen stays 0.
+    answer = threading.Thread(target=_answer, args=(b, b"again"))
+    answer.start()
+    assert C.exchange(a.fileno(), b"ping", buf, 0, 10**12) == (5, [], ECHO, 0, 0)
+    answer.join(30)
+
+
+def test_exchange_hands_over_fds_as_recvmsg_does(pair: Any) -> None:
+    a, b = pair
+    r, w = os.pipe()
+    try:
+        answer = threading.Thread(target=_answer, args=(b, b"fds", [r, w]))
+        answer.start()
+        n, anc, flags, _seen, err = C.exchange(a.fileno(), b"ping", bytearray(64), 0, 10**12)
+        answer.join(30)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert (n, flags, err) == (3, ECHO, 0)
+    [(level, kind, data)] = anc
+    assert (level, kind, len(data)) == (socket.SOL_SOCKET, socket.SCM_RIGHTS, 8)
+    got = struct.unpack("2i", data)
+    try:
+        for fd in got:
+            assert os.get_inheritable(fd) is False  # MSG_CMSG_CLOEXEC, as the Python path
+        os.write(got[1], b"x")
+        assert os.read(got[0], 1) == b"x"
+    finally:
+        for fd in got:
+            os.close(fd)
+
+
+def test_exchange_reports_a_truncated_record_and_the_peer_closing(pair: Any) -> None:
+    a, b = pair
+    answer = threading.Thread(target=_answer, args=(b, b"0123456789"))
+    answer.start()
+    n, _anc, flags, _seen, err = C.exchange(a.fileno(), b"ping", bytearray(4), 0, 10**12)
+    answer.join(30)
+    assert (n, bool(flags & socket.MSG_TRUNC), err) == (4, True, 0)
+    closer = threading.Thread(target=lambda: (b.recv(64), b.close()))
+    closer.start()
+    assert C.exchange(a.fileno(), b"ping", bytearray(4), 0, 10**12)[:3] == (0, [], ECHO)
+    closer.join(30)
+
+
+def test_exchange_raises_only_for_the_send(pair: Any) -> None:
+    a, b = pair
+    b.close()
+    with pytest.raises(BrokenPipeError):  # nothing went out: the caller must know
+        C.exchange(a.fileno(), b"ping", bytearray(4), 0, 10**12)
+
+
+def test_exchange_on_a_non_blocking_socket(pair: Any) -> None:
+    a, b = pair
+    a.setblocking(False)
+    # Nothing to read: the read's errno comes back, the record went out.
+    assert C.exchange(a.fileno(), b"ping", bytearray(4), 0, 10**12) == (
+        -1, [], 0, 0, errno.EAGAIN)
+    assert b.recv(64) == b"ping"
+    # A full socket: BlockingIOError, nothing sent.
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    with pytest.raises(BlockingIOError):
+        while True:
+            C.exchange(a.fileno(), bytes(2048), bytearray(4), 0, 10**12)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("handler_raises", [False, True])
+def test_exchange_runs_signal_handlers_while_it_sleeps(pair: Any, handler_raises: bool
+                                                       ) -> None:
+    a, b = pair
+    handled = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        handled.set()
+        if handler_raises:
+            raise _Interrupted
+
+    def interrupt_then_answer() -> None:
+        b.recv(64)  # the request is out: the caller sleeps (or is about to) in its read
+        while not handled.is_set():  # until the handler ran (a signal may come early)
+            signal.pthread_kill(main, signal.SIGUSR1)
+            handled.wait(0.05)
+        b.send(b"pong")
+
+    main = threading.get_ident()
+    saved = signal.signal(signal.SIGUSR1, handler)
+    helper = threading.Thread(target=interrupt_then_answer)
+    try:
+        helper.start()
+        if handler_raises:
+            with pytest.raises(_Interrupted):
+                C.exchange(a.fileno(), b"ping", bytearray(8), 0, 10**12)
+        else:
+            assert C.exchange(a.fileno(), b"ping", bytearray(8), 0, 10**12) == (
+                4, [], ECHO, 0, 0)
+        helper.join(30)
+    finally:
+        signal.signal(signal.SIGUSR1, saved)
+    assert handled.is_set()

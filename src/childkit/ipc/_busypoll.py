@@ -120,9 +120,9 @@ def machine_crowded(now_ns: int) -> bool:
     return _crowded
 
 
-def _preempted(now_ns: int) -> None:
-    # A poller that lost its CPU in the middle of polling: someone else needed it. Count
-    # the machine as crowded until the next sample.
+def lost_cpu(now_ns: int) -> None:
+    """A poller lost its CPU in the middle of polling: someone else needed it. Count the
+    machine as crowded until the next sample."""
     global _sampled_ns, _crowded
     _crowded = True
     _sampled_ns = now_ns
@@ -157,23 +157,33 @@ class BusyPoll:
     def __init__(self) -> None:
         self.window_ns = min(START_NS * 4, _max_ns)
 
+    def poll_end(self, started_ns: int) -> int:
+        """When a wait that began at ``started_ns`` stops polling, or 0 if it should not
+        poll at all (polling off, a zero window, a crowded machine). For a caller that
+        polls in C along with its I/O (``_speedups.exchange``); :meth:`poll` is the rest."""
+        limit = _max_ns
+        if not limit:  # turned off since this waiter last adapted
+            self.window_ns = 0
+            return 0
+        # Polling would take a CPU someone needs? (machine_crowded, inlined: the hot path)
+        if _crowded if started_ns - _sampled_ns < LOAD_SAMPLE_NS else machine_crowded(
+                started_ns):
+            return 0
+        return started_ns + min(self.window_ns, limit) if self.window_ns else 0
+
     def poll(self, poll: Callable[[int], list[tuple[int, int]]], started_ns: int,
              fd: int = -1) -> bool:
         """Call ``poll(0)`` until it reports something or the window, counted from
         ``started_ns``, closes. True when something came while polling. Given the ``fd``
         that ``poll`` watches, the C twin looks at it instead (without the GIL, and
         without a Python call per look)."""
-        limit = _max_ns
-        if not limit:  # turned off since this waiter last adapted
-            self.window_ns = 0
+        end = self.poll_end(started_ns)
+        if not end:
             return False
-        if machine_crowded(started_ns):  # polling would take a CPU someone needs
-            return False
-        end = started_ns + min(self.window_ns, limit)
         if fd >= 0 and _poll_readable is not None:
             seen = _poll_readable(fd, end, PREEMPTED_NS)
             if seen < 0:  # descheduled between two looks
-                _preempted(_now_ns())
+                lost_cpu(_now_ns())
             return seen > 0
         last = started_ns
         while True:
@@ -181,7 +191,7 @@ class BusyPoll:
                 return True
             now = _now_ns()
             if now - last > PREEMPTED_NS:  # descheduled between two looks
-                _preempted(now)
+                lost_cpu(now)
                 return False
             if now >= end:
                 return False

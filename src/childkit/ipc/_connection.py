@@ -17,6 +17,7 @@ stub, with the peer's reference count), proxies to the peer's stubs, and one-way
 from __future__ import annotations
 
 import collections
+import errno
 import logging
 import mmap
 import os
@@ -29,8 +30,8 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
-from childkit.ipc import _skeleton, _wire
-from childkit.ipc._busypoll import BusyPoll
+from childkit.ipc import _accel, _skeleton, _wire
+from childkit.ipc._busypoll import PREEMPTED_NS, BusyPoll, lost_cpu
 from childkit.ipc._errors import (
     DeadRemoteObjectError,
     IPCError,
@@ -62,6 +63,12 @@ _CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _RECV_FLAGS = int(socket.MSG_CMSG_CLOEXEC)
 _TRUNCATED = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
 _DONTWAIT = int(socket.MSG_DONTWAIT)
+# A read that failed with one of these lost nothing: the caller reads again later.
+_RETRY_LATER = frozenset({errno.EAGAIN, errno.EINTR})
+# A sync caller's send, poll and read in one C call (see _transact_alone), if built.
+_exchange: Callable[[int, bytes, mmap.mmap, int, int],
+                    tuple[int, list[tuple[int, int, bytes]], int, int, int]] | None = (
+    _accel.speedups.exchange if _accel.speedups is not None else None)
 _SNDBUF = 1 << 20
 #: A one-way queue of one object longer than this stops reading until it drains.
 ASYNC_BACKLOG = 4096
@@ -761,25 +768,42 @@ class Connection:
         got_it = False
         try:
             chunk = _wire.encode_transaction(seq, handle, code, False, data, (), 0)
-            try:
-                try:
-                    self._call.send(chunk)
-                except BlockingIOError:  # non-blocking while an event loop shares it
-                    self._sendmsg(self._call, chunk, [])  # waits for room
-            except OSError as exc:
-                self._shutdown(f"sending failed: {exc.strerror or exc}")
-                raise DeadRemoteObjectError(f"{self.name}: peer is gone ({exc})") from None
-            # Poll for the reply a moment before sleeping on it (see _busypoll).
+            # Send, poll for the reply a moment before sleeping on it (see _busypoll), read
+            # one record: in C, one call without the GIL; else three socket calls.
             waiter = self._call_busy_poll
             started = _now_ns()
-            polled = waiter.window_ns != 0 and waiter.poll(self._poller.poll, started,
-                                                           self._call_fd)
-            parcel = self._read_own_reply(seq)
-            if parcel is not None:
-                got_it = True
-                if not polled:
-                    waiter.waited(_now_ns() - started)
-                return parcel
+            buf = _recv_buffers.buf
+            if _exchange is not None:
+                try:
+                    n, anc, flags, seen, err = _exchange(
+                        self._call_fd, chunk, buf, waiter.poll_end(started), PREEMPTED_NS)
+                except BlockingIOError:  # non-blocking while an event loop shares it
+                    n, anc, flags, seen, err = self._exchange_slowly(chunk, buf, waiter,
+                                                                     started)
+                except OSError as exc:
+                    self._shutdown(f"sending failed: {exc.strerror or exc}")
+                    raise DeadRemoteObjectError(
+                        f"{self.name}: peer is gone ({exc})") from None
+                if seen < 0:  # descheduled while polling
+                    lost_cpu(_now_ns())
+            else:
+                n, anc, flags, seen, err = self._exchange_slowly(chunk, buf, waiter, started)
+            polled = seen > 0
+            if err and err not in _RETRY_LATER:
+                self._shutdown(f"receiving failed: {os.strerror(err)}")
+            # If it is just the successful plain reply to this call, that is the answer;
+            # otherwise deliver what came as _lead would, and lead.
+            if n >= 0:
+                if not anc and not flags & _TRUNCATED:
+                    simple = _wire.simple_reply(buf, n)
+                    if simple is not None and simple[0] == seq and not simple[1]:
+                        got_it = True
+                        if not polled:
+                            waiter.waited(_now_ns() - started)
+                        return MessageParcel._from_wire(buf[_wire.REPLY_DATA_OFFSET:n], [], [])
+                frames = self._decode(buf, n, anc, flags)
+                if frames is not None:
+                    self._deliver_replies(frames)
             self._lead(call, None)
         finally:
             error = ""
@@ -808,26 +832,24 @@ class Connection:
             return MessageParcel._from_wire(reply.data, reply.fds, [])
         return self._reply_parcel(reply, code, call.objects)
 
-    def _read_own_reply(self, seq: int) -> MessageParcel | None:
-        """The reader's hot path: read one record; if it is just the successful plain reply
-        to ``seq``, return its parcel (the caller then counts it and drops the waiter).
-        Otherwise deliver what came as :meth:`_lead` would and return ``None``."""
-        buf = _recv_buffers.buf
+    def _exchange_slowly(self, chunk: bytes, buf: mmap.mmap, waiter: BusyPoll,
+                         started: int) -> tuple[int, list[tuple[int, int, bytes]], int, int, int]:
+        """``_speedups.exchange`` with Python's socket calls (no C twins here, or an event
+        loop shares the socket, which is then non-blocking): send ``chunk``, poll, read."""
+        try:
+            try:
+                self._call.send(chunk)
+            except BlockingIOError:  # non-blocking while an event loop shares it
+                self._sendmsg(self._call, chunk, [])  # waits for room
+        except OSError as exc:
+            self._shutdown(f"sending failed: {exc.strerror or exc}")
+            raise DeadRemoteObjectError(f"{self.name}: peer is gone ({exc})") from None
+        seen = waiter.window_ns != 0 and waiter.poll(self._poller.poll, started, self._call_fd)
         try:
             n, anc, flags, _ = self._call.recvmsg_into([buf], _ANC_SPACE, _RECV_FLAGS)
-        except (BlockingIOError, InterruptedError):
-            return None  # the socket is non-blocking while an event loop shares it
         except OSError as exc:
-            self._shutdown(f"receiving failed: {exc.strerror or exc}")
-            return None
-        if not anc and not flags & _TRUNCATED:
-            simple = _wire.simple_reply(buf, n)
-            if simple is not None and simple[0] == seq and not simple[1]:
-                return MessageParcel._from_wire(buf[_wire.REPLY_DATA_OFFSET:n], [], [])
-        frames = self._decode(buf, n, anc, flags)
-        if frames is not None:
-            self._deliver_replies(frames)
-        return None
+            return -1, [], 0, int(seen), exc.errno or errno.EIO
+        return n, anc, flags, int(seen), 0
 
     def transact_batch(
         self, handle: int, requests: list[tuple[int, MessageParcel]], option: MessageOption
@@ -1234,8 +1256,8 @@ class Connection:
                 # reading the set without the lock is safe, since earlier records were
                 # queued before this one was read.)
                 self._pool.rearm(self._serve_fd)
-                self._answer(simple[0], simple[1], simple[2], False, MessageParcel._from_wire(
-                    buf[_wire.TXN_DATA_OFFSET:n], [], []))
+                self._answer_plain(simple[0], simple[1], simple[2],
+                                   buf[_wire.TXN_DATA_OFFSET:n])
                 return True
             run = _wire.oneway_run(buf, n)
             if run is not None:
@@ -1463,6 +1485,48 @@ class Connection:
             chunk = _wire.encode_error_reply(seq, exc.code, exc.message)
             fds = []
         self._reply(chunk, fds, reply, batch)
+
+    def _answer_plain(self, seq: int, handle: int, code: int, data: bytes) -> None:
+        """:meth:`_answer` for the hot path, one plain sync request (no fds, no objects):
+        the same steps, with what cannot happen to such a request left out."""
+        entry = self._exports.get(handle)
+        if entry is None:
+            self._answer(seq, handle, code, False, MessageParcel._from_wire(data, [], []))
+            return
+        parcel = MessageParcel._from_wire(data, [], [])
+        status, detail, reply = invoke_stub(
+            entry[0], code, parcel, SYNC_OPTION,  # type: ignore[arg-type]
+            self.peer_pid, self.peer_uid, local=False)
+        parcel._closed = True  # close(): it holds no fds, objects or finalizer
+        if status or reply._fds or reply._objects:
+            if status:
+                reply.close()
+                self._reply(_wire.encode_error_reply(seq, status, detail), [], None, None)
+                return
+            fds = reply._fds
+            try:
+                refs = self._refs_for_send(reply._objects) if reply._objects else []
+                chunk = _wire.encode_reply(seq, 0, reply._buf, refs, len(fds))
+            except IPCError as exc:
+                chunk = _wire.encode_error_reply(seq, exc.code, exc.message)
+                fds = []
+            self._reply(chunk, fds, reply, None)
+            return
+        chunk = _wire.encode_reply(seq, 0, reply._buf, (), 0)
+        reply.close()
+        if self._closed:
+            return
+        lock = self._lock  # counted before it is sent (see _send_reply)
+        lock.acquire()
+        self._replies_sent += 1
+        lock.release()
+        try:
+            try:
+                self._serve.send(chunk)
+            except BlockingIOError:
+                self._sendmsg(self._serve, chunk, [])  # waits for room
+        except OSError as exc:
+            self._shutdown(f"sending a reply failed: {exc.strerror or exc}")
 
     def _reply(self, chunk: bytes, fds: list[int], parcel: MessageParcel | None,
                batch: _ReplyBatch | None) -> None:

@@ -23,6 +23,7 @@
 #include <poll.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 /* Keep in step with _wire.py and _parcel.py; _wire checks them at import and does not use
@@ -298,6 +299,23 @@ static long long now_ns(void) {
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+/* Spin on poll(2) until fd is readable (1), end_ns passes (0), or two looks lie more
+ * than preempted_ns apart (-1); on a poll(2) failure, -2 with errno set. Call without
+ * the GIL. */
+static int spin_until_readable(int fd, long long end, long long preempted) {
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    long long last = now_ns();
+    for (;;) {
+        int n = poll(&pfd, 1, 0);
+        if (n > 0) return 1;
+        if (n < 0 && errno != EINTR) return -2;
+        long long now = now_ns();
+        if (now - last > preempted) return -1;
+        if (now >= end) return 0;
+        last = now;
+    }
+}
+
 PyDoc_STRVAR(poll_readable_doc,
 "poll_readable(fd, end_ns, preempted_ns) -> int\n\n"
 "Look at ``fd`` with poll(2) and a zero timeout, without the GIL, until it is readable\n"
@@ -316,38 +334,122 @@ static PyObject *poll_readable(PyObject *self, PyObject *const *args, Py_ssize_t
     if (end == -1 && PyErr_Occurred()) return NULL;
     long long preempted = PyLong_AsLongLong(args[2]);
     if (preempted == -1 && PyErr_Occurred()) return NULL;
-    struct pollfd pfd = {.fd = fd, .events = POLLIN};
     int result, saved_errno = 0;
     Py_BEGIN_ALLOW_THREADS
-    long long last = now_ns();
-    for (;;) {
-        int n = poll(&pfd, 1, 0);
-        if (n > 0) {
-            result = 1;
-            break;
-        }
-        if (n < 0 && errno != EINTR) {
-            saved_errno = errno;
-            result = -2;
-            break;
-        }
-        long long now = now_ns();
-        if (now - last > preempted) {
-            result = -1;
-            break;
-        }
-        if (now >= end) {
-            result = 0;
-            break;
-        }
-        last = now;
-    }
+    result = spin_until_readable(fd, end, preempted);
+    saved_errno = errno;
     Py_END_ALLOW_THREADS
     if (result == -2) {
         errno = saved_errno;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     return PyLong_FromLong(result);
+}
+
+/* Room for the control data of one record: every fd a record may carry (253, the
+ * kernel's SCM_MAX_FD) plus credentials. */
+#define CONTROL_SPACE (CMSG_SPACE(253 * sizeof(int)) + CMSG_SPACE(sizeof(struct ucred)))
+
+/* recvmsg's ancillary data as socket.recvmsg gives it: [(level, type, data), ...]. */
+static PyObject *ancillary_list(struct msghdr *msg) {
+    PyObject *list = PyList_New(0);
+    if (list == NULL) return NULL;
+    if (msg->msg_controllen == 0) return list;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c != NULL; c = CMSG_NXTHDR(msg, c)) {
+        if (c->cmsg_len < CMSG_LEN(0)) break;
+        PyObject *item = Py_BuildValue(
+            "(iiy#)", c->cmsg_level, c->cmsg_type, (const char *)CMSG_DATA(c),
+            (Py_ssize_t)(c->cmsg_len - CMSG_LEN(0)));
+        if (item == NULL || PyList_Append(list, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    return list;
+}
+
+PyDoc_STRVAR(exchange_doc,
+"exchange(fd, record, buf, end_ns, preempted_ns) -> (n, ancdata, msg_flags, seen, error)\n\n"
+"A caller's whole wait for one reply in one call, without the GIL: send ``record`` on the\n"
+"socket ``fd``; if ``end_ns`` is not 0, look at the socket as poll_readable does until then\n"
+"(``seen``: 1, 0 or -1 as poll_readable returns; 0 when not polling); then read one record\n"
+"into ``buf`` as ``socket.recvmsg_into([buf], ..., MSG_CMSG_CLOEXEC)`` would, giving its size,\n"
+"ancillary data and flags. Signals that interrupt a call run their handlers (an exception\n"
+"from one propagates, the record may then have been sent) and the call goes on.\n"
+"Raises OSError when sending fails (BlockingIOError when the socket is non-blocking and\n"
+"full: nothing was sent). A failed read is not raised: ``error`` is its errno (0 when\n"
+"the read succeeded), so that the caller knows the record went out.");
+
+static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "exchange takes 5 arguments");
+        return NULL;
+    }
+    int fd = PyObject_AsFileDescriptor(args[0]);
+    if (fd < 0) return NULL;
+    long long end = PyLong_AsLongLong(args[3]);
+    if (end == -1 && PyErr_Occurred()) return NULL;
+    long long preempted = PyLong_AsLongLong(args[4]);
+    if (preempted == -1 && PyErr_Occurred()) return NULL;
+    Py_buffer record, buf;
+    if (PyObject_GetBuffer(args[1], &record, PyBUF_SIMPLE) < 0) return NULL;
+    if (PyObject_GetBuffer(args[2], &buf, PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&record);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    ssize_t n;
+    int saved_errno = 0, seen = 0;
+    for (;;) { /* send, retrying after signals */
+        Py_BEGIN_ALLOW_THREADS
+        n = send(fd, record.buf, (size_t)record.len, 0);
+        saved_errno = errno;
+        Py_END_ALLOW_THREADS
+        if (n >= 0) break;
+        if (saved_errno != EINTR) {
+            errno = saved_errno;
+            PyErr_SetFromErrno(PyExc_OSError);
+            goto done;
+        }
+        if (PyErr_CheckSignals() < 0) goto done;
+    }
+    union {
+        char bytes[CONTROL_SPACE];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {.iov_base = buf.buf, .iov_len = (size_t)buf.len};
+    struct msghdr msg;
+    for (;;) { /* poll, then read, retrying after signals */
+        memset(&msg, 0, sizeof msg);
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.bytes;
+        msg.msg_controllen = sizeof control.bytes;
+        Py_BEGIN_ALLOW_THREADS
+        if (end != 0 && seen == 0) {
+            seen = spin_until_readable(fd, end, preempted);
+            if (seen == -2) seen = 0; /* poll failed: the read below reports why */
+            end = 0;
+        }
+        n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+        saved_errno = errno;
+        Py_END_ALLOW_THREADS
+        if (n >= 0 || saved_errno != EINTR) break;
+        if (PyErr_CheckSignals() < 0) goto done;
+    }
+    if (n < 0) {
+        result = Py_BuildValue("(n[]iii)", (Py_ssize_t)-1, 0, seen, saved_errno);
+        goto done;
+    }
+    PyObject *anc = ancillary_list(&msg);
+    if (anc == NULL) goto done;
+    result = Py_BuildValue("(nNiii)", (Py_ssize_t)n, anc, msg.msg_flags, seen, 0);
+done:
+    PyBuffer_Release(&record);
+    PyBuffer_Release(&buf);
+    return result;
 }
 
 static PyMethodDef methods[] = {
@@ -361,6 +463,7 @@ static PyMethodDef methods[] = {
      simple_reply_doc},
     {"poll_readable", (PyCFunction)(void (*)(void))poll_readable, METH_FASTCALL,
      poll_readable_doc},
+    {"exchange", (PyCFunction)(void (*)(void))exchange, METH_FASTCALL, exchange_doc},
     {NULL, NULL, 0, NULL},
 };
 
