@@ -292,7 +292,9 @@ def _enter_sandbox(description: dict[str, Any], keep_fds: list[int]) -> None:
     if prepared is None:
         enter_planned(_sandbox_config(description), keep_fds, None, None)
     else:
-        enter_planned(prepared[0], keep_fds, prepared[1], prepared[2])
+        # The launcher found out whether it is privileged (it never changes its
+        # credentials), so this copy of it need not ask the kernel again.
+        enter_planned(prepared[0], keep_fds, prepared[1], prepared[2], _use_templates)
 
 
 #: An isolated child's resource limits (``ResourceLimits`` as a dict) once it is inside

@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import signal
+import threading
 from collections.abc import Callable, Sequence
 
 from childkit._errors import ChildkitError, ErrCode
@@ -99,16 +101,20 @@ def enter(config: SandboxConfig, keep_fds: Sequence[int]) -> None:
 
 
 def enter_planned(config: SandboxConfig, keep_fds: Sequence[int],
-                  root_plan: _filesystem.RootPlan | None, template: int | None) -> None:
+                  root_plan: _filesystem.RootPlan | None, template: int | None,
+                  privileged: bool | None = None) -> None:
     """:func:`enter`, with the file system view already planned: ``root_plan`` is what
     ``_filesystem.plan(config.readonly_paths)`` returned just before this process was
     forked (the launcher plans in its warm process, so the child need not), or ``None``
     to plan here; ``template``, an fd of a mount namespace holding that very root
     (:mod:`childkit.sandbox._template`), or ``None`` to build it here. The fd is closed
-    whatever happens. Same promises and errors as :func:`enter`."""
+    whatever happens. ``privileged``: what ``_namespaces.is_privileged()`` said in the
+    process this one was forked from, which has not changed its credentials since (the
+    launcher never does), or ``None`` to find out here. Same promises and errors as
+    :func:`enter`."""
     owned = _Template(template)
     try:
-        _enter(config, keep_fds, root_plan, owned)
+        _enter(config, keep_fds, root_plan, owned, privileged)
     finally:
         owned.close()
 
@@ -126,7 +132,8 @@ class _Template:
 
 
 def _enter(config: SandboxConfig, keep_fds: Sequence[int],
-           root_plan: _filesystem.RootPlan | None, template: _Template) -> None:
+           root_plan: _filesystem.RootPlan | None, template: _Template,
+           known_privileged: bool | None) -> None:
     if not isinstance(config, SandboxConfig):
         raise ChildkitError(ErrCode.NCP_ERR_INVALID_PARAM, "config must be a SandboxConfig")
     if len(os.listdir("/proc/self/task")) != 1:
@@ -150,66 +157,155 @@ def _enter(config: SandboxConfig, keep_fds: Sequence[int],
     else:
         seccomp_problem = None
 
-    privileged = _namespaces.is_privileged()
+    privileged = (_namespaces.is_privileged() if known_privileged is None
+                  else known_privileged)
     outer = _outer_uid(config, privileged)
     inner = outer if privileged else os.geteuid()
     if config.isolation_uid and not privileged:
         layers.skip("isolation_uid", "a uid of its own needs root (CAP_SETUID and "
                     "CAP_SYS_ADMIN in the initial user namespace)")
 
-    writer: _namespaces.MapWriter | None = None
-    if privileged:
-        # Forked now, still outside every namespace, so that its start-up overlaps the
-        # building of the root; it waits until the user namespace exists.
-        try:
-            writer = _namespaces.start_map_writer(inner, outer)
-        except OSError:
-            writer = None  # enter_user_namespace then fails and names its layer
-    try:
-        def build() -> None:
-            if template.fd is not None and privileged and _join_template(template):
-                # A private copy of the template's root, with a /tmp of its own.
-                _syscalls.unshare(_syscalls.CLONE_NEWNS)
-                _filesystem.mount_tmp("/tmp", config.tmp_size_bytes)
-                return
-            _namespaces.enter_build_namespace(privileged)
-            _filesystem.build_root(root_plan, config.tmp_size_bytes)
+    def build() -> None:
+        if template.fd is not None and privileged and _join_template(template):
+            # A private copy of the template's root, with a /tmp of its own.
+            _syscalls.unshare(_syscalls.CLONE_NEWNS)
+            _filesystem.mount_tmp("/tmp", config.tmp_size_bytes)
+            return
+        _namespaces.enter_build_namespace(privileged)
+        _filesystem.build_root(root_plan, config.tmp_size_bytes)
 
-        built = layers.apply("filesystem", build)
-        template.close()  # joined or not, nothing forked later may hold it
-        if config.isolation_uid and privileged:
-            _report["isolation_uid"] = LayerStatus(True, f"applied (uid {outer})")
-        userns = layers.apply("user_namespace", lambda: _namespaces.enter_user_namespace(
-            privileged, inner, outer, writer))
-        applied = _later_namespaces(layers, userns, privileged, outer)
-        previous_mask = _supervisor.block_forwarded()
-        death_r, death_w = os.pipe()
-        status_r, status_w = os.pipe()
-        # The init runs only childkit's code: no at-fork hooks (the workload's os.fork
-        # below runs them in the process that runs user code).
-        init = _syscalls.fork_without_hooks()
+    built = layers.apply("filesystem", build)
+    template.close()  # joined or not, nothing forked later may hold it
+    if config.isolation_uid and privileged:
+        _report["isolation_uid"] = LayerStatus(True, f"applied (uid {outer})")
+    previous_mask = _supervisor.block_forwarded()
+    death_r, death_w = os.pipe()
+    status_r, status_w = os.pipe()
+    try:
+        init = _clone_init(privileged, inner, outer)
+        if init is None:  # refused: the same namespaces one by one, naming what fails
+            init, applied = _fork_init_one_by_one(config, layers, privileged, inner, outer)
+            extra_processes = 2  # the supervisor lives in the user namespace too
+        else:
+            applied = _all_namespaces_applied()
+            extra_processes = 1  # the init; the supervisor stayed outside
     except BaseException:
-        if writer is not None:
-            writer.cancel()  # end and reap it, whether it wrote the maps or not
+        for fd in (death_r, death_w, status_r, status_w):
+            os.close(fd)
+        _supervisor.restore_mask(previous_mask)
         raise
     if init != 0:  # the supervisor, outside the new pid namespace
         os.close(death_r)
         os.close(status_w)
-        if writer is not None:
-            # Reaped here, off the sandboxed process's path: once it had written the maps
-            # the helper was left to exit on its own (see MapWriter.write_maps).
-            writer.cancel()
         _supervisor.supervise(init, death_w, status_r)
     os.close(death_w)
     os.close(status_r)
     _supervisor.guard_parent(death_r)
     # The init applies every remaining layer to itself; the sandboxed process inherits.
-    _inside(config, layers, keep, applied, built, seccomp_problem)
-    workload = os.fork()
+    _inside(config, layers, keep, applied, built, seccomp_problem, extra_processes)
+    # Without the interpreter's fork handling either: the process that called enter()
+    # was forked with it (os.fork ran every at-fork hook, re-seeded random, reset the
+    # threading module), and neither it nor the init has run anything but childkit's
+    # single-threaded code since; the sandboxed process just goes on from there, as it
+    # would have had the caller itself been forked into the sandbox. That handling costs
+    # the new process about a millisecond of copy-on-write faults.
+    workload = _syscalls.fork_without_hooks()
     if workload != 0:
         _supervisor.run_init(workload, status_w)
+    _own_thread_id()
     os.close(status_w)
     _supervisor.restore_mask(previous_mask)
+
+
+#: What the caller writes to the init once its uid/gid maps are written.
+_MAPPED = b"+"
+
+
+def _clone_init(privileged: bool, inner: int, outer: int) -> int | None:
+    """Fork the init straight into every namespace of the sandbox (one clone) and, from
+    outside, write its uid/gid maps: no helper process, one system call for all seven
+    namespaces. Returns 0 in the init (which then has uid ``inner`` and a capability set
+    over its own namespaces only), the init's pid in the caller, or ``None`` in the
+    caller when the kernel refused the clone or the maps (nothing is left behind: an
+    init already forked is killed and reaped)."""
+    if not privileged:
+        # After a uid change (a launcher that dropped root) this process is non-dumpable,
+        # and so would be the init, whose /proc files would then be root's.
+        _syscalls.prctl(_syscalls.PR_SET_DUMPABLE, 1)
+    go_r, go_w = os.pipe()
+    try:
+        # The init runs only childkit's code: no at-fork hooks (the workload's os.fork
+        # runs them in the process that runs user code).
+        init = _syscalls.clone_process(_namespaces.SANDBOX_NAMESPACES)
+    except OSError:
+        os.close(go_r)
+        os.close(go_w)
+        return None
+    if init == 0:
+        os.close(go_w)
+        go = os.read(go_r, 1)  # EOF: the caller gave up (and kills this process) or died
+        os.close(go_r)
+        if go != _MAPPED:
+            os._exit(1)
+        if privileged:
+            try:
+                _namespaces.become_inner(inner)
+            except OSError as exc:  # its maps exist: only a kernel bug gets here
+                raise SandboxUnavailable("user_namespace", _describe(exc)) from None
+        return 0
+    os.close(go_r)
+    try:
+        _namespaces.write_child_maps(init, privileged, inner, outer)
+        os.write(go_w, _MAPPED)
+    except OSError:
+        os.kill(init, signal.SIGKILL)
+        os.waitpid(init, 0)
+        return None
+    finally:
+        os.close(go_w)
+    return init
+
+
+def _all_namespaces_applied() -> dict[str, bool]:
+    """In the init made by :func:`_clone_init`: record every namespace as applied."""
+    _report["user_namespace"] = LayerStatus(True, "applied")
+    for name, _flag in _namespaces.LATER_NAMESPACES:
+        _report[name] = LayerStatus(True, "applied")
+    return {name: True for name, _flag in _namespaces.LATER_NAMESPACES}
+
+
+def _fork_init_one_by_one(config: SandboxConfig, layers: _Layers, privileged: bool,
+                          inner: int, outer: int) -> tuple[int, dict[str, bool]]:
+    """The careful way, after :func:`_clone_init` failed: the user namespace (its maps
+    written by a helper process when root), then each later namespace, one unshare at a
+    time so that a failure names its layer (or is skipped under ``allow_reduced``); then
+    fork the init. Returns what ``fork`` did and which namespaces were applied."""
+    writer: _namespaces.MapWriter | None = None
+    if privileged:
+        try:
+            writer = _namespaces.start_map_writer(inner, outer)
+        except OSError:
+            writer = None  # enter_user_namespace then fails and names its layer
+    try:
+        userns = layers.apply("user_namespace", lambda: _namespaces.enter_user_namespace(
+            privileged, inner, outer, writer))
+        applied = _later_namespaces(layers, userns, privileged, outer)
+        init = _syscalls.fork_without_hooks()
+    except BaseException:
+        if writer is not None:
+            writer.cancel()  # end and reap it, whether it wrote the maps or not
+        raise
+    if init != 0 and writer is not None:
+        writer.cancel()  # its child, reaped here (the init just drops its copy)
+    return init, applied
+
+
+def _own_thread_id() -> None:
+    # The one thing os.fork's handling would change here: threading's record of the
+    # main thread's kernel id (else it names the caller's thread, outside).
+    set_native_id = getattr(threading.main_thread(), "_set_native_id", None)
+    if set_native_id is not None:
+        set_native_id()
 
 
 def _join_template(template: _Template) -> bool:
@@ -250,7 +346,8 @@ def _later_namespaces(layers: _Layers, userns: bool, privileged: bool,
 
 
 def _inside(config: SandboxConfig, layers: _Layers, keep: tuple[int, ...],
-            applied: dict[str, bool], built: bool, seccomp_problem: str | None) -> None:
+            applied: dict[str, bool], built: bool, seccomp_problem: str | None,
+            extra_processes: int) -> None:
     """The rest, in the init (pid 1 of the new pid namespace)."""
     if applied["pid_namespace"] and built:
         layers.apply("pid_namespace", _filesystem.mount_proc)
@@ -264,7 +361,7 @@ def _inside(config: SandboxConfig, layers: _Layers, keep: tuple[int, ...],
     _stdio_to_null(keep)
     _environment.scrub(config.keep_env)
     _report["environment"] = LayerStatus(True, "applied")
-    layers.apply("limits", lambda: _limits.apply(config.limits, extra_processes=2))
+    layers.apply("limits", lambda: _limits.apply(config.limits, extra_processes))
     layers.apply("no_new_privs", _capabilities.set_no_new_privs)
     layers.apply("landlock", lambda: _landlock.restrict(
         read_paths=["/"], write_paths=["/tmp"], device_paths=_filesystem.DEVICES))

@@ -2,16 +2,24 @@
 
 Two steps. ``enter_build_namespace`` gives the caller a private mount namespace to build
 the sandbox root in (as root: just the mount namespace; unprivileged: a user namespace in
-which it is root, mapped to its own uid). ``enter_user_namespace`` then creates the
-user namespace the child lives in, mapping one uid (``inner`` inside, ``outer`` outside)
-and nothing else; ``unshare_one`` adds the other namespaces under it, one at a time so a
-failure names its layer. Root cannot map a uid other than its own from inside the new
-namespace, so a short-lived helper process, still outside, writes that map.
+which it is root, mapped to its own uid). Then the namespaces the child lives in, each
+with one uid (``inner`` inside, ``outer`` outside) mapped and nothing else:
+
+* the usual way, :data:`SANDBOX_NAMESPACES` all at once: the caller forks the sandbox's
+  init straight into them (``_syscalls.clone_process``) and, still outside, writes the
+  new process's maps (:func:`write_child_maps`); the init then takes its uid
+  (:func:`become_inner`);
+* after that fails, one at a time, so that the failure names its layer:
+  ``enter_user_namespace`` (root cannot map a uid other than its own from inside the new
+  namespace, so a short-lived helper process, still outside, writes that map) and then
+  ``unshare_one`` for each of :data:`LATER_NAMESPACES`.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
+import operator
 import os
 
 from childkit.sandbox import _capabilities, _syscalls
@@ -25,6 +33,10 @@ LATER_NAMESPACES: tuple[tuple[str, int], ...] = (
     ("uts_namespace", _syscalls.CLONE_NEWUTS),
     ("cgroup_namespace", _syscalls.CLONE_NEWCGROUP),
 )
+
+#: Every namespace of the sandbox: the user namespace and, owned by it, the later ones.
+SANDBOX_NAMESPACES: int = functools.reduce(
+    operator.or_, (flag for _name, flag in LATER_NAMESPACES), _syscalls.CLONE_NEWUSER)
 
 
 def is_privileged() -> bool:
@@ -200,6 +212,32 @@ def enter_user_namespace(privileged: bool, inner: int, outer: int,
         raise failure
     if problem:
         raise OSError(errno.EPERM, f"writing the uid map failed: {problem}")
+    become_inner(inner)
+
+
+def write_child_maps(pid: int, privileged: bool, inner: int, outer: int) -> None:
+    """From outside: give process ``pid``, just forked into a user namespace of its own
+    (:data:`SANDBOX_NAMESPACES`), its single map, uid and gid alike.
+
+    ``privileged`` (root in the initial namespace): ``inner -> outer``, any ``outer``;
+    supplementary groups are left to :func:`become_inner`. Otherwise the caller is root
+    of the user namespace it built its root in: ``inner`` maps to the caller's own
+    euid/egid there, as a process mapping itself would do, and setgroups is denied (it
+    already is, inherited from that namespace). Raises OSError if the kernel refuses.
+    """
+    uid, gid = (outer, outer) if privileged else (os.geteuid(), os.getegid())
+    base = f"/proc/{pid}/"
+    _write(base + "uid_map", f"{inner} {uid} 1\n")
+    if not privileged:
+        _write(base + "setgroups", "deny\n")
+    _write(base + "gid_map", f"{inner} {gid} 1\n")
+
+
+def become_inner(inner: int) -> None:
+    """In a process created as root in a new user namespace whose map is ``inner ->
+    outer`` (root itself unmapped): take ``inner`` as every uid and gid, clear the
+    supplementary groups, and keep a full capability set over the new namespace only
+    (for mounting /proc). Raises OSError if the kernel refuses."""
     # Root of the old namespace holds every capability over the new one; become `inner`
     # without losing them (KEEPCAPS keeps the permitted set, capset re-raises the
     # effective one), and drop the supplementary groups root had.

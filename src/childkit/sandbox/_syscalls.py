@@ -15,10 +15,10 @@ _libc_gil = ctypes.PyDLL(None, use_errno=True)
 # x86_64 and aarch64 (asm-generic) numbers of the calls glibc has no wrapper for.
 _MACHINE = os.uname().machine
 _NR: dict[str, dict[str, int]] = {
-    "x86_64": {"pivot_root": 155, "capset": 126, "capget": 125,
+    "x86_64": {"pivot_root": 155, "capset": 126, "capget": 125, "clone": 56,
                "landlock_create_ruleset": 444, "landlock_add_rule": 445,
                "landlock_restrict_self": 446, "mount_setattr": 442},
-    "aarch64": {"pivot_root": 41, "capset": 91, "capget": 90,
+    "aarch64": {"pivot_root": 41, "capset": 91, "capget": 90, "clone": 220,
                 "landlock_create_ruleset": 444, "landlock_add_rule": 445,
                 "landlock_restrict_self": 446, "mount_setattr": 442},
 }
@@ -65,6 +65,7 @@ def resolve_functions() -> None:
     for name in ("unshare", "setns", "mount", "umount2", "syscall", "prctl", "sethostname"):
         getattr(_libc, name)
     _libc_gil.fork  # noqa: B018 (the lookup is the point)
+    _libc_gil.syscall  # noqa: B018
 
 
 def syscall_number(name: str) -> int:
@@ -163,11 +164,42 @@ def fork_without_hooks() -> int:
     ``os.register_at_fork`` hook and re-initialises the threading module, which in a
     forked Python touches a few hundred pages: about 1 ms of copy-on-write faults).
 
-    Only for the sandbox's own helper processes (the uid-map writer, the init): the caller
-    must be single-threaded, so every lock is in a consistent state in the child (fork is
-    called with the GIL held, as ``os.fork`` does), and the child must run only
-    childkit's code: it exits with ``os._exit`` or starts the process that runs user code
-    with ``os.fork``, which runs the hooks there. Returns 0 in the child and the child's
-    pid in the parent; OSError on failure.
+    Only for the sandbox's own processes (the uid-map writer, the init, the sandboxed
+    process): the caller must be single-threaded, so every lock is in a consistent state
+    in the child (fork is called with the GIL held, as ``os.fork`` does), must itself
+    descend from an ``os.fork`` (which ran the hooks) through childkit's code only, and
+    the child must run only childkit's code until it is the sandboxed process (see
+    ``_enter``). Returns 0 in the child and the child's pid in the parent; OSError on
+    failure.
     """
     return _check(_libc_gil.fork(), "fork")
+
+
+_SIGCHLD = 17  # the same number on every Linux architecture
+
+
+def clone_process(namespaces: int) -> int:
+    """clone(2) as a fork (a copy-on-write copy of the caller, which gets SIGCHLD when it
+    ends) whose child starts in new namespaces: ``namespaces`` holds ``CLONE_NEW*``
+    flags only. With ``CLONE_NEWUSER`` the others are owned by the new user namespace,
+    in which the child holds every capability (and no uid until its maps are written).
+
+    The same rules as :func:`fork_without_hooks` apply (single-threaded caller, GIL held,
+    no at-fork hooks, the child runs only childkit's code), and more: glibc's fork
+    bookkeeping is skipped too, so the child's cached thread id is its parent's; nothing
+    childkit runs there reads it (glibc's ``raise`` asks the kernel), and the ``os.fork``
+    with which the child starts the process that runs user code sets it right there.
+    Returns 0 in the child, its pid in the caller; OSError (nothing created) on failure.
+    """
+    if namespaces & ~_ALL_NAMESPACES:
+        raise OSError(22, f"clone_process takes CLONE_NEW* flags only, not {namespaces:#x}")
+    number = syscall_number("clone")
+    # flags, new stack (none: the child continues on a copy of this one), parent tid,
+    # child tid, tls: all unused. On aarch64 the last two are swapped; both are 0.
+    return _check(_libc_gil.syscall(ctypes.c_long(number), ctypes.c_ulong(namespaces | _SIGCHLD),
+                                    ctypes.c_void_p(0), ctypes.c_void_p(0), ctypes.c_void_p(0),
+                                    ctypes.c_ulong(0)), "clone")
+
+
+_ALL_NAMESPACES = (CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER
+                   | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWTIME)
