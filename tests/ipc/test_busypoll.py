@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import socket
 import threading
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from childkit.ipc import (
     _wire,
     channel_socketpairs,
 )
+from childkit.ipc import _connection as _connection
 from childkit.ipc._busypoll import START_NS, BusyPoll
 from childkit.ipc._threadpool import default_pool
 
@@ -231,10 +233,12 @@ def test_environment_variable(monkeypatch: pytest.MonkeyPatch, caplog: pytest.Lo
 
 # ---------------------------------------------------------------------------- the server side
 class RecordingPool:
-    """Stands in for the work thread pool: records what the connection asks of it."""
+    """Stands in for the work thread pool: records what the connection asks of it. It has
+    no epoll of its own, so the connection disarms through it, not in C."""
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.epoll_fileno = -1
 
     def register(self, fd: int, on_readable: object) -> None:
         self.calls.append("register")
@@ -293,20 +297,32 @@ def answer(peer_call: socket.socket, seq: int) -> int:
     return MessageParcel._from_wire(record[_wire.REPLY_DATA_OFFSET:], [], []).read_int32()
 
 
+def serve(conn: Connection) -> bytes | None:
+    """Read one record and run it, as a work thread does; the reply to send, if any."""
+    record = conn._read_serve()
+    assert record is not None
+    return conn._serve_record(*record)
+
+
 def test_after_answering_the_server_polls_with_its_socket_disarmed(
     served: Served) -> None:
     conn, pool, peer_call, _ = served
     Skeleton.set_busy_poll_us(10_000)
     conn._serve_busy_poll.window_ns = 10_000_000
     peer_call.send(request(1, 41))
-    assert conn._serve_one_record() is True  # a plain sync request, answered inline
+    reply = serve(conn)  # a plain sync request, answered inline
+    assert reply
     assert pool.calls == ["rearm"]  # re-armed before running: others may serve meanwhile
-    assert answer(peer_call, 1) == 42
     peer_call.send(request(2, 1))  # waiting before the poll starts: found at once
-    assert conn._poll_next_request() is True
-    assert pool.calls == ["rearm", "disarm"]  # still disarmed: the caller reads it
-    assert conn._serve_one_record() is True
+    following = conn._reply_and_poll(reply)
+    assert following is not None and following[0] == len(request(2, 1))
+    assert pool.calls == ["rearm", "disarm"]  # still disarmed: the caller serves it
+    assert answer(peer_call, 1) == 42  # the reply went out before the poll
+    reply = conn._serve_record(*following)
     assert pool.calls == ["rearm", "disarm", "rearm"]
+    conn._serve_busy_poll.window_ns = 10_000
+    assert conn._reply_and_poll(reply) is None  # nothing more comes
+    assert pool.calls == ["rearm", "disarm", "rearm", "disarm", "rearm"]
     assert answer(peer_call, 2) == 2
 
 
@@ -316,38 +332,98 @@ def test_a_poll_that_gives_up_rearms_and_adapts(
     Skeleton.set_busy_poll_us(100)
     waiter = conn._serve_busy_poll
     waiter.window_ns = 20_000
-    assert conn._poll_next_request() is False  # nothing comes within 20 us
+    assert conn._reply_and_poll(b"") is None  # nothing comes within 20 us
     assert pool.calls == ["disarm", "rearm"]  # never left disarmed
     assert conn._serve_idle_since != 0
     # The next request comes much later than the maximum: the window halves.
     conn._serve_idle_since -= 1_000_000_000
     peer_call.send(request(1, 1))
-    assert conn._serve_one_record() is True
+    reply = serve(conn)
+    assert reply is not None
+    conn._send_reply_record(reply)
     assert answer(peer_call, 1) == 2
     assert waiter.window_ns == 10_000 and conn._serve_idle_since == 0
 
 
 def test_no_poll_without_a_window_or_while_another_thread_polls(
     served: Served) -> None:
-    conn, pool, _, _ = served
+    conn, pool, peer_call, _ = served
     Skeleton.set_busy_poll_us(100)
     conn._serve_busy_poll.window_ns = 0
-    assert conn._poll_next_request() is False
+    peer_call.send(request(1, 1))
+    assert conn._reply_and_poll(serve(conn) or b"") is None
+    assert answer(peer_call, 1) == 2  # the reply still goes out
     conn._serve_busy_poll.window_ns = 50_000
-    with conn._serve_polling:  # one poller per connection: a poll object is not reentrant
-        assert conn._poll_next_request() is False
-    assert pool.calls == []  # the socket stayed armed both times
+    with conn._serve_polling:  # one poller per connection
+        assert conn._reply_and_poll(b"") is None
+    assert pool.calls == ["rearm"]  # only before the stub ran: it stayed armed since
 
 
 def test_only_a_plain_inline_answer_leads_to_polling(
     served: Served) -> None:
-    conn, _, peer_call, _ = served
+    conn, pool, peer_call, _ = served
     data = MessageParcel()
     data.write_int32(1)
     oneway = _wire.encode_transaction(0, 0, 1, True, data._buf, (), 0)
     peer_call.send(oneway)
-    assert conn._serve_one_record() is False  # one-way: no reply, nothing to wait for
-    assert conn._serve_one_record() is False  # nothing there (EAGAIN): re-armed
+    assert serve(conn) is None  # one-way: no reply, nothing to wait for
+    assert conn._read_serve() is None  # nothing there (EAGAIN): re-armed
+    assert pool.calls[-1] == "rearm"
+
+
+class EpollPool(RecordingPool):
+    """A recording pool with a real epoll, which the C twin disarms by itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoll = select.epoll()
+        self.epoll_fileno = self.epoll.fileno()
+
+    def register(self, fd: int, on_readable: object) -> None:
+        super().register(fd, on_readable)
+        self.epoll.register(fd, select.EPOLLIN | select.EPOLLONESHOT)
+
+    def rearm(self, fd: int) -> None:
+        super().rearm(fd)
+        self.epoll.modify(fd, select.EPOLLIN | select.EPOLLONESHOT)
+
+    def disarm(self, fd: int) -> None:
+        super().disarm(fd)
+        self.epoll.modify(fd, select.EPOLLONESHOT)
+
+
+@pytest.mark.skipif(_connection._exchange is None, reason="needs the C twins (_speedups)")
+def test_the_c_twin_disarms_the_socket_in_the_pools_epoll() -> None:
+    local, remote = channel_socketpairs()
+    pool = EpollPool()
+    conn = Connection(*local, local_root=AddOne(), pool=pool)  # type: ignore[arg-type]
+    conn._serve.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
+    peer_call = remote[0]
+    peer_call.settimeout(30)
+    try:
+        pool.register(conn._serve_fd, None)
+        Skeleton.set_busy_poll_us(10_000)
+        conn._serve_busy_poll.window_ns = 10_000_000
+        peer_call.send(request(1, 41))
+        assert pool.epoll.poll(0) == [(conn._serve_fd, select.EPOLLIN)]  # armed: reported
+        reply = serve(conn)
+        assert reply
+        peer_call.send(request(2, 1))
+        following = conn._reply_and_poll(reply)
+        assert following is not None
+        assert pool.calls == ["register", "rearm"]  # the disarm was done in C
+        peer_call.send(request(3, 1))  # readable, but disarmed: the pool is not told
+        assert pool.epoll.poll(0) == []
+        reply = conn._serve_record(*following)  # re-armed before the stub runs
+        assert pool.epoll.poll(0) == [(conn._serve_fd, select.EPOLLIN)]
+        assert answer(peer_call, 1) == 42
+        conn._send_reply_record(reply or b"")
+        assert answer(peer_call, 2) == 2
+    finally:
+        conn.close()
+        pool.epoll.close()
+        for sock in remote:
+            sock.close()
 
 
 def test_the_pool_wakes_for_data_that_came_while_disarmed() -> None:

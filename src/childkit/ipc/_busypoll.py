@@ -147,6 +147,30 @@ def max_us() -> int:
     return _max_ns // 1000
 
 
+def spin(poll: Callable[[int], list[tuple[int, int]]], started_ns: int, end_ns: int,
+         fd: int = -1) -> bool:
+    """Call ``poll(0)`` until it reports something (True) or ``end_ns`` passes (False).
+    Looks at least once. Two looks more than :data:`PREEMPTED_NS` apart (counted from
+    ``started_ns``) mean this thread lost its CPU: :func:`lost_cpu`, and False. With the
+    ``fd`` that ``poll`` watches, ``_speedups.poll_readable`` does it in C."""
+    if fd >= 0 and _poll_readable is not None:
+        seen = _poll_readable(fd, end_ns, PREEMPTED_NS)
+        if seen < 0:
+            lost_cpu(_now_ns())
+        return seen > 0
+    last = started_ns
+    while True:
+        if poll(0):
+            return True
+        now = _now_ns()
+        if now - last > PREEMPTED_NS:
+            lost_cpu(now)
+            return False
+        if now >= end_ns:
+            return False
+        last = now
+
+
 class BusyPoll:
     """One waiter's adaptive window. Not locked: one thread uses it at a time, and a race
     between two would only blur the heuristic, never lose data (polling decides nothing
@@ -178,24 +202,7 @@ class BusyPoll:
         that ``poll`` watches, the C twin looks at it instead (without the GIL, and
         without a Python call per look)."""
         end = self.poll_end(started_ns)
-        if not end:
-            return False
-        if fd >= 0 and _poll_readable is not None:
-            seen = _poll_readable(fd, end, PREEMPTED_NS)
-            if seen < 0:  # descheduled between two looks
-                lost_cpu(_now_ns())
-            return seen > 0
-        last = started_ns
-        while True:
-            if poll(0):
-                return True
-            now = _now_ns()
-            if now - last > PREEMPTED_NS:  # descheduled between two looks
-                lost_cpu(now)
-                return False
-            if now >= end:
-                return False
-            last = now
+        return spin(poll, started_ns, end, fd) if end else False
 
     def waited(self, waited_ns: int) -> None:
         """Adapt after a wait that polling did not end: the data came ``waited_ns`` after

@@ -30,7 +30,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
-from childkit.ipc import _accel, _skeleton, _wire
+from childkit.ipc import _accel, _busypoll, _skeleton, _wire
 from childkit.ipc._busypoll import PREEMPTED_NS, BusyPoll, lost_cpu
 from childkit.ipc._errors import (
     DeadRemoteObjectError,
@@ -66,8 +66,7 @@ _DONTWAIT = int(socket.MSG_DONTWAIT)
 # A read that failed with one of these lost nothing: the caller reads again later.
 _RETRY_LATER = frozenset({errno.EAGAIN, errno.EINTR})
 # A sync caller's send, poll and read in one C call (see _transact_alone), if built.
-_exchange: Callable[[int, bytes, mmap.mmap, int, int],
-                    tuple[int, list[tuple[int, int, bytes]], int, int, int]] | None = (
+_exchange: Callable[..., tuple[int, list[tuple[int, int, bytes]], int, int, int]] | None = (
     _accel.speedups.exchange if _accel.speedups is not None else None)
 _SNDBUF = 1 << 20
 #: A one-way queue of one object longer than this stops reading until it drains.
@@ -107,6 +106,7 @@ class _Call:
 _Request = tuple[_wire.Transaction, list[RemoteObject]]  # a request and its resolved objects
 _OnewayRun = list[tuple[int, bytes]]  # a record of plain one-way requests: (code, data)
 _Queued = _Request | _OnewayRun  # what waits in an object's one-way queue
+_Record = tuple[int, list[tuple[int, int, bytes]], int]  # a received record: size, ancdata, flags
 
 
 class _AsyncCall(_Call):
@@ -773,21 +773,24 @@ class Connection:
             waiter = self._call_busy_poll
             started = _now_ns()
             buf = _recv_buffers.buf
-            if _exchange is not None:
-                try:
-                    n, anc, flags, seen, err = _exchange(
-                        self._call_fd, chunk, buf, waiter.poll_end(started), PREEMPTED_NS)
-                except BlockingIOError:  # non-blocking while an event loop shares it
-                    n, anc, flags, seen, err = self._exchange_slowly(chunk, buf, waiter,
-                                                                     started)
-                except OSError as exc:
-                    self._shutdown(f"sending failed: {exc.strerror or exc}")
-                    raise DeadRemoteObjectError(
-                        f"{self.name}: peer is gone ({exc})") from None
-                if seen < 0:  # descheduled while polling
-                    lost_cpu(_now_ns())
-            else:
-                n, anc, flags, seen, err = self._exchange_slowly(chunk, buf, waiter, started)
+            result = None
+            try:
+                if _exchange is not None:
+                    try:
+                        result = _exchange(self._call_fd, chunk, buf, waiter.poll_end(started),
+                                           PREEMPTED_NS)
+                    except BlockingIOError:  # non-blocking while an event loop shares it
+                        pass  # nothing was sent: the Python calls wait for room
+                if result is None:
+                    result = self._exchange_slowly(
+                        self._call, self._poller.poll, self._call_fd, chunk, buf, started,
+                        waiter.poll_end(started))
+            except OSError as exc:  # only sending raises
+                self._shutdown(f"sending failed: {exc.strerror or exc}")
+                raise DeadRemoteObjectError(f"{self.name}: peer is gone ({exc})") from None
+            n, anc, flags, seen, err = result
+            if seen < 0:  # descheduled while polling (in C)
+                lost_cpu(_now_ns())
             polled = seen > 0
             if err and err not in _RETRY_LATER:
                 self._shutdown(f"receiving failed: {os.strerror(err)}")
@@ -832,21 +835,20 @@ class Connection:
             return MessageParcel._from_wire(reply.data, reply.fds, [])
         return self._reply_parcel(reply, code, call.objects)
 
-    def _exchange_slowly(self, chunk: bytes, buf: mmap.mmap, waiter: BusyPoll,
-                         started: int) -> tuple[int, list[tuple[int, int, bytes]], int, int, int]:
+    def _exchange_slowly(self, sock: socket.socket, poll: Callable[[int], object], fd: int,
+                         chunk: bytes, buf: mmap.mmap, started: int, end: int,
+                         ) -> tuple[int, list[tuple[int, int, bytes]], int, int, int]:
         """``_speedups.exchange`` with Python's socket calls (no C twins here, or an event
-        loop shares the socket, which is then non-blocking): send ``chunk``, poll, read."""
-        try:
+        loop shares the socket, which is then non-blocking): send ``chunk`` on ``sock``
+        (unless empty), poll until ``end`` (unless 0), read one record."""
+        if chunk:
             try:
-                self._call.send(chunk)
+                sock.send(chunk)
             except BlockingIOError:  # non-blocking while an event loop shares it
-                self._sendmsg(self._call, chunk, [])  # waits for room
-        except OSError as exc:
-            self._shutdown(f"sending failed: {exc.strerror or exc}")
-            raise DeadRemoteObjectError(f"{self.name}: peer is gone ({exc})") from None
-        seen = waiter.window_ns != 0 and waiter.poll(self._poller.poll, started, self._call_fd)
+                self._sendmsg(sock, chunk, [])  # waits for room
+        seen = end != 0 and _busypoll.spin(poll, started, end, fd)  # type: ignore[arg-type]
         try:
-            n, anc, flags, _ = self._call.recvmsg_into([buf], _ANC_SPACE, _RECV_FLAGS)
+            n, anc, flags, _ = sock.recvmsg_into([buf], _ANC_SPACE, _RECV_FLAGS)
         except OSError as exc:
             return -1, [], 0, int(seen), exc.errno or errno.EIO
         return n, anc, flags, int(seen), 0
@@ -1197,7 +1199,8 @@ class Connection:
 
     # ------------------------------------------------------------------ serving
     def _on_serve_readable(self) -> None:
-        """Pool callback: read one record of the peer's requests and run them."""
+        """Pool callback: read the peer's requests and run them; after answering a plain
+        sync request on this thread, poll for the next one (see :meth:`_reply_and_poll`)."""
         lock = self._lock
         lock.acquire()
         if self._closed or not self._sockets_open:
@@ -1206,43 +1209,91 @@ class Connection:
         self._io_users += 1
         lock.release()
         try:
-            while self._serve_one_record() and self._poll_next_request():
-                pass
+            record = self._read_serve()
+            while record is not None:
+                reply = self._serve_record(*record)
+                record = None if reply is None else self._reply_and_poll(reply)
         finally:
             self._io_done()
 
-    def _poll_next_request(self) -> bool:
-        """After answering a plain sync request inline, poll the serve socket for the next
-        request for the adaptive window (see _busypoll), with the socket disarmed in the
-        pool so that no other work thread wakes for it. True when something came: the
-        caller reads it (which re-arms the socket); otherwise the socket is re-armed here."""
-        waiter = self._serve_busy_poll
-        started = _now_ns()
-        if not waiter.window_ns or self._closed or not self._serve_polling.acquire(False):
-            self._serve_idle_since = started
-            return False
+    def _read_serve(self) -> _Record | None:
+        """Read one record from the serve socket into this thread's receive buffer: its
+        size, ancillary data and flags; ``None`` (re-armed) if nothing was there."""
         try:
-            self._pool.disarm(self._serve_fd)
-            if waiter.poll(self._serve_poller.poll, started, self._serve_fd):
-                return True
-            self._pool.rearm(self._serve_fd)
-        finally:
-            self._serve_polling.release()
-        self._serve_idle_since = started
-        return False
-
-    def _serve_one_record(self) -> bool:
-        """Read one record from the serve socket and run or queue its requests. True when
-        it was one plain sync request, answered on this thread."""
-        buf = _recv_buffers.buf
-        try:
-            n, anc, flags, _ = self._serve.recvmsg_into([buf], _ANC_SPACE, _RECV_FLAGS)
+            n, anc, flags, _ = self._serve.recvmsg_into([_recv_buffers.buf], _ANC_SPACE,
+                                                        _RECV_FLAGS)
         except (BlockingIOError, InterruptedError):
             self._pool.rearm(self._serve_fd)
-            return False
+            return None
         except OSError as exc:
             self._shutdown(f"receiving failed: {exc.strerror or exc}")
-            return False
+            return None
+        return n, anc, flags
+
+    def _reply_and_poll(self, reply: bytes) -> _Record | None:
+        """Send ``reply`` (a plain sync request's answer; ``b""``: it went out already),
+        then poll the serve socket for the next request for the adaptive window (see
+        _busypoll), with the socket disarmed in the pool so that no other work thread
+        wakes for it, and read it: in C, one call without the GIL. Returns the next record
+        (the socket still disarmed: serving it re-arms), or ``None`` (the socket re-armed,
+        or the link closed)."""
+        if reply:
+            lock = self._lock  # counted before it is sent (see _send_reply)
+            lock.acquire()
+            self._replies_sent += 1
+            lock.release()
+        waiter = self._serve_busy_poll
+        started = _now_ns()
+        end = 0
+        if waiter.window_ns and not self._closed and self._serve_polling.acquire(False):
+            end = waiter.poll_end(started)  # one poller per connection at a time
+            if not end:
+                self._serve_polling.release()
+        if not end:
+            if reply:
+                self._send_reply_record(reply)
+            self._serve_idle_since = started
+            return None
+        buf = _recv_buffers.buf
+        try:
+            epfd = self._pool.epoll_fileno
+            if _exchange is not None and epfd >= 0:
+                n, anc, flags, seen, err = _exchange(self._serve_fd, reply, buf, end,
+                                                     PREEMPTED_NS, epfd)
+                if seen < 0:  # descheduled while polling (in C)
+                    lost_cpu(_now_ns())
+            else:
+                self._pool.disarm(self._serve_fd)
+                n, anc, flags, seen, err = self._exchange_slowly(
+                    self._serve, self._serve_poller.poll, self._serve_fd, reply, buf,
+                    started, end)
+        except BlockingIOError:  # the peer reads slowly: wait for room, do not poll
+            self._pool.rearm(self._serve_fd)
+            self._send_reply_record(reply)
+            self._serve_idle_since = started
+            return None
+        except OSError as exc:
+            self._shutdown(f"sending a reply failed: {exc.strerror or exc}")
+            return None
+        finally:
+            self._serve_polling.release()
+        if n >= 0:
+            if seen <= 0:  # it came after the window: adapt to how late
+                waiter.waited(_now_ns() - started)
+            return n, anc, flags
+        if err in _RETRY_LATER:
+            self._pool.rearm(self._serve_fd)
+            self._serve_idle_since = started
+        else:
+            self._shutdown(f"receiving failed: {os.strerror(err)}")
+        return None
+
+    def _serve_record(self, n: int, anc: list[tuple[int, int, bytes]], flags: int,
+                      ) -> bytes | None:
+        """Run or queue the requests of the record of ``n`` bytes in this thread's receive
+        buffer. When it was one plain sync request answered on this thread, returns its
+        reply for the caller to send (``b""`` when it went out already); else ``None``."""
+        buf = _recv_buffers.buf
         if self._serve_idle_since:
             # The last poll for a request gave up (or did not run): adapt its window to
             # how long this one took to come.
@@ -1256,16 +1307,15 @@ class Connection:
                 # reading the set without the lock is safe, since earlier records were
                 # queued before this one was read.)
                 self._pool.rearm(self._serve_fd)
-                self._answer_plain(simple[0], simple[1], simple[2],
-                                   buf[_wire.TXN_DATA_OFFSET:n])
-                return True
+                return self._answer_plain(simple[0], simple[1], simple[2],
+                                          buf[_wire.TXN_DATA_OFFSET:n])
             run = _wire.oneway_run(buf, n)
             if run is not None:
                 self._serve_oneway_run(*run)
-                return False
+                return None
         frames = self._decode(buf, n, anc, flags)
         if frames is None:
-            return False
+            return None
         if not self._peer_greeted and anc:
             creds = _received_creds(anc)
             if creds is not None:
@@ -1278,7 +1328,7 @@ class Connection:
                 # One sync request with fds: run it on this thread, as above.
                 self._pool.rearm(self._serve_fd)
                 self._dispatch(frame, [])
-                return True
+                return b""
         sync: list[_Request] = []
         drain: list[int] = []
         error = ""
@@ -1330,7 +1380,7 @@ class Connection:
         if error:
             close_fds([fd for t, _objs in sync for fd in t.fds])
             self._shutdown(f"protocol error from the peer: {error}")
-            return False
+            return None
         self._pool.rearm(self._serve_fd)
         if len(sync) > 1:
             self._run_batch(sync)
@@ -1338,7 +1388,7 @@ class Connection:
             self._dispatch(*sync[0])
         for handle in drain:
             self._drain_async(handle)
-        return False
+        return None
 
     def _enqueue_locked(self, handle: int, entry: _Queued, count: int) -> None:
         queue = self._async_queues.get(handle)
@@ -1486,23 +1536,25 @@ class Connection:
             fds = []
         self._reply(chunk, fds, reply, batch)
 
-    def _answer_plain(self, seq: int, handle: int, code: int, data: bytes) -> None:
+    def _answer_plain(self, seq: int, handle: int, code: int, data: bytes) -> bytes:
         """:meth:`_answer` for the hot path, one plain sync request (no fds, no objects):
-        the same steps, with what cannot happen to such a request left out."""
+        the same steps, with what cannot happen to such a request left out. Returns the
+        reply record for the caller to send, or ``b""`` if it went out already (a reply
+        with fds or objects)."""
         entry = self._exports.get(handle)
         if entry is None:
-            self._answer(seq, handle, code, False, MessageParcel._from_wire(data, [], []))
-            return
+            return _wire.encode_error_reply(
+                seq, IPCErrorCode.OH_IPC_DEAD_REMOTE_OBJECT,
+                f"no object with handle {handle} (released or never exported)")
         parcel = MessageParcel._from_wire(data, [], [])
         status, detail, reply = invoke_stub(
             entry[0], code, parcel, SYNC_OPTION,  # type: ignore[arg-type]
             self.peer_pid, self.peer_uid, local=False)
         parcel._closed = True  # close(): it holds no fds, objects or finalizer
-        if status or reply._fds or reply._objects:
-            if status:
-                reply.close()
-                self._reply(_wire.encode_error_reply(seq, status, detail), [], None, None)
-                return
+        if status:
+            reply.close()
+            return _wire.encode_error_reply(seq, status, detail)
+        if reply._fds or reply._objects:
             fds = reply._fds
             try:
                 refs = self._refs_for_send(reply._objects) if reply._objects else []
@@ -1511,22 +1563,10 @@ class Connection:
                 chunk = _wire.encode_error_reply(seq, exc.code, exc.message)
                 fds = []
             self._reply(chunk, fds, reply, None)
-            return
+            return b""
         chunk = _wire.encode_reply(seq, 0, reply._buf, (), 0)
         reply.close()
-        if self._closed:
-            return
-        lock = self._lock  # counted before it is sent (see _send_reply)
-        lock.acquire()
-        self._replies_sent += 1
-        lock.release()
-        try:
-            try:
-                self._serve.send(chunk)
-            except BlockingIOError:
-                self._sendmsg(self._serve, chunk, [])  # waits for room
-        except OSError as exc:
-            self._shutdown(f"sending a reply failed: {exc.strerror or exc}")
+        return chunk
 
     def _reply(self, chunk: bytes, fds: list[int], parcel: MessageParcel | None,
                batch: _ReplyBatch | None) -> None:
@@ -1593,14 +1633,21 @@ class Connection:
         lock.acquire()
         self._replies_sent += 1
         lock.release()
-        try:
-            if fds:
+        if fds:
+            try:
                 self._sendmsg(self._serve, chunk, fds)
-            else:
-                try:
-                    self._serve.send(chunk)
-                except BlockingIOError:
-                    self._sendmsg(self._serve, chunk, fds)  # waits for room
+            except OSError as exc:
+                self._shutdown(f"sending a reply failed: {exc.strerror or exc}")
+        else:
+            self._send_reply_record(chunk)
+
+    def _send_reply_record(self, chunk: bytes) -> None:
+        """Send a reply record without fds (already counted in ``_replies_sent``)."""
+        try:
+            try:
+                self._serve.send(chunk)
+            except BlockingIOError:
+                self._sendmsg(self._serve, chunk, [])  # waits for room
         except OSError as exc:
             self._shutdown(f"sending a reply failed: {exc.strerror or exc}")
 

@@ -23,6 +23,7 @@
 #include <poll.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -371,21 +372,32 @@ static PyObject *ancillary_list(struct msghdr *msg) {
 }
 
 PyDoc_STRVAR(exchange_doc,
-"exchange(fd, record, buf, end_ns, preempted_ns) -> (n, ancdata, msg_flags, seen, error)\n\n"
-"A caller's whole wait for one reply in one call, without the GIL: send ``record`` on the\n"
-"socket ``fd``; if ``end_ns`` is not 0, look at the socket as poll_readable does until then\n"
-"(``seen``: 1, 0 or -1 as poll_readable returns; 0 when not polling); then read one record\n"
-"into ``buf`` as ``socket.recvmsg_into([buf], ..., MSG_CMSG_CLOEXEC)`` would, giving its size,\n"
-"ancillary data and flags. Signals that interrupt a call run their handlers (an exception\n"
-"from one propagates, the record may then have been sent) and the call goes on.\n"
-"Raises OSError when sending fails (BlockingIOError when the socket is non-blocking and\n"
-"full: nothing was sent). A failed read is not raised: ``error`` is its errno (0 when\n"
-"the read succeeded), so that the caller knows the record went out.");
+"exchange(fd, record, buf, end_ns, preempted_ns, epfd=-1)\n"
+"    -> (n, ancdata, msg_flags, seen, error)\n\n"
+"One side's turn of a request/reply exchange in one call, without the GIL: send\n"
+"``record`` on the socket ``fd`` (unless it is empty); if ``end_ns`` is not 0, look at\n"
+"the socket as poll_readable does until then (``seen``: 1, 0 or -1 as poll_readable\n"
+"returns; 0 when not polling); then read one record into ``buf`` as\n"
+"``socket.recvmsg_into([buf], ..., MSG_CMSG_CLOEXEC)`` would, giving its size, ancillary\n"
+"data and flags. With ``epfd`` (and ``end_ns``), ``fd`` is first disarmed in that epoll\n"
+"(events EPOLLONESHOT only, as IPCThreadPool.disarm does; a failure is ignored, as\n"
+"there), so that no thread waiting in it wakes for what this one polls for.\n"
+"Signals that interrupt a call run their handlers (an exception from one propagates;\n"
+"the record may then have been sent) and the call goes on. Raises OSError when sending\n"
+"fails (BlockingIOError when the socket is non-blocking and full: nothing was sent). A\n"
+"failed read is not raised: ``error`` is its errno (0 when the read succeeded; EAGAIN\n"
+"from a non-blocking socket with nothing to read), so the caller knows the record went\n"
+"out.");
 
 static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "exchange takes 5 arguments");
+    if (nargs != 5 && nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "exchange takes 5 or 6 arguments");
         return NULL;
+    }
+    int epfd = -1;
+    if (nargs == 6) {
+        epfd = _PyLong_AsInt(args[5]);
+        if (epfd == -1 && PyErr_Occurred()) return NULL;
     }
     int fd = PyObject_AsFileDescriptor(args[0]);
     if (fd < 0) return NULL;
@@ -402,7 +414,12 @@ static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t narg
     PyObject *result = NULL;
     ssize_t n;
     int saved_errno = 0, seen = 0;
+    if (epfd >= 0 && end != 0) {
+        struct epoll_event ev = {.events = EPOLLONESHOT, .data.fd = fd};
+        epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev);
+    }
     for (;;) { /* send, retrying after signals */
+        if (record.len == 0) break;
         Py_BEGIN_ALLOW_THREADS
         n = send(fd, record.buf, (size_t)record.len, 0);
         saved_errno = errno;

@@ -38,6 +38,7 @@ class IPCThreadPool:
         self._handlers: dict[int, Callable[[], None]] = {}
         self._tasks: collections.deque[Callable[[], None]] = collections.deque()
         self._epoll = select.epoll()
+        self._epoll_fd = self._epoll.fileno()
         self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK | os.EFD_SEMAPHORE)
         self._epoll.register(self._wake_fd, select.EPOLLIN)
         self._closed = False
@@ -79,6 +80,12 @@ class IPCThreadPool:
             self._epoll.modify(fd, select.EPOLLONESHOT)
         except (OSError, ValueError):
             pass
+
+    @property
+    def epoll_fileno(self) -> int:
+        """The pool's epoll fd, for a thread that disarms a registered fd itself in C, as
+        :meth:`disarm` does (``_speedups.exchange``); -1 once the pool is closed."""
+        return -1 if self._closed else self._epoll_fd
 
     def unregister(self, fd: int) -> None:
         """Stop watching ``fd``; a callback already running finishes."""
