@@ -23,11 +23,12 @@ from childkit.ipc import (
     RemoteStub,
     RequestMode,
     Skeleton,
+    _accel,
     _busypoll,
+    _connection,
     _wire,
     channel_socketpairs,
 )
-from childkit.ipc import _connection as _connection
 from childkit.ipc._busypoll import START_NS, BusyPoll
 from childkit.ipc._threadpool import default_pool
 
@@ -252,6 +253,12 @@ class RecordingPool:
     def disarm(self, fd: int) -> None:
         self.calls.append("disarm")
 
+    def hold(self, fd: int) -> None:
+        self.rearm(fd)  # as the real pool does without the C twins
+
+    def unhold(self, fd: int) -> bool:
+        return False
+
     def submit(self, task: object) -> None:
         raise AssertionError("nothing here needs a task")
 
@@ -372,7 +379,7 @@ def test_only_a_plain_inline_answer_leads_to_polling(
 
 
 class EpollPool(RecordingPool):
-    """A recording pool with a real epoll, which the C twin disarms by itself."""
+    """A recording pool with a real epoll, which the C twins disarm and hold."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -391,35 +398,58 @@ class EpollPool(RecordingPool):
         super().disarm(fd)
         self.epoll.modify(fd, select.EPOLLONESHOT)
 
+    def hold(self, fd: int) -> None:
+        self.calls.append("hold")
+        assert _accel.speedups.hold(self.epoll_fileno, fd,
+                                    select.EPOLLIN | select.EPOLLONESHOT) is True
+
+    def unhold(self, fd: int) -> bool:
+        return bool(_accel.speedups.unhold(fd))
+
 
 @pytest.mark.skipif(_connection._exchange is None, reason="needs the C twins (_speedups)")
-def test_the_c_twin_disarms_the_socket_in_the_pools_epoll() -> None:
+def test_the_c_twins_keep_the_socket_disarmed_from_request_to_request() -> None:
+    """A held socket needs no epoll_ctl between requests; one held too long is re-armed by
+    the watcher, and the next poll disarms it again (in C)."""
     local, remote = channel_socketpairs()
     pool = EpollPool()
     conn = Connection(*local, local_root=AddOne(), pool=pool)  # type: ignore[arg-type]
     conn._serve.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
     peer_call = remote[0]
     peer_call.settimeout(30)
+    limit = _accel.speedups.set_hold_limit(10**12)  # the watcher waits: this test's pace
     try:
         pool.register(conn._serve_fd, None)
         Skeleton.set_busy_poll_us(10_000)
         conn._serve_busy_poll.window_ns = 10_000_000
         peer_call.send(request(1, 41))
         assert pool.epoll.poll(0) == [(conn._serve_fd, select.EPOLLIN)]  # armed: reported
-        reply = serve(conn)
+        reply = serve(conn)  # held: still disarmed while the request runs
         assert reply
         peer_call.send(request(2, 1))
-        following = conn._reply_and_poll(reply)
+        assert pool.epoll.poll(0) == []  # readable, but disarmed: the pool is not told
+        following = conn._reply_and_poll(reply)  # no disarm needed: it never re-armed
         assert following is not None
-        assert pool.calls == ["register", "rearm"]  # the disarm was done in C
-        peer_call.send(request(3, 1))  # readable, but disarmed: the pool is not told
+        assert pool.calls == ["register", "hold"]
+        peer_call.send(request(3, 1))
         assert pool.epoll.poll(0) == []
-        reply = conn._serve_record(*following)  # re-armed before the stub runs
-        assert pool.epoll.poll(0) == [(conn._serve_fd, select.EPOLLIN)]
+        reply = conn._serve_record(*following)  # held again
+        assert pool.calls == ["register", "hold", "hold"]
+        # This request "runs long": the watcher re-arms the socket after the hold limit.
+        _accel.speedups.set_hold_limit(2_000_000)
+        assert pool.epoll.poll(30) == [(conn._serve_fd, select.EPOLLIN)]
         assert answer(peer_call, 1) == 42
-        conn._send_reply_record(reply or b"")
+        following = conn._reply_and_poll(reply or b"")  # unheld meanwhile: disarms in C
+        assert following is not None  # request 3
+        assert pool.calls == ["register", "hold", "hold"]  # (the disarm was in C)
+        peer_call.send(request(4, 1))
+        assert pool.epoll.poll(0) == []
         assert answer(peer_call, 2) == 2
+        conn._send_reply_record(conn._serve_record(*following) or b"")
+        assert answer(peer_call, 3) == 2
     finally:
+        _accel.speedups.set_hold_limit(limit)
+        _accel.speedups.drop_holds(conn._serve_fd)
         conn.close()
         pool.epoll.close()
         for sock in remote:

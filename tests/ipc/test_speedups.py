@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import signal
 import socket
 import struct
@@ -416,3 +417,140 @@ def test_exchange_runs_signal_handlers_while_it_sleeps(pair: Any, handler_raises
     finally:
         signal.signal(signal.SIGUSR1, saved)
     assert handled.is_set()
+
+
+# ---------------------------------------------------------------------------- holds
+ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
+
+
+@pytest.fixture
+def armed(pair: Any) -> Any:
+    """A socket pair whose ``b`` end is registered EPOLLONESHOT in an epoll (armed)."""
+    a, b = pair
+    ep = select.epoll()
+    ep.register(b.fileno(), ONESHOT_IN)
+    limit = C.set_hold_limit(10**12)  # the watcher waits unless a test says otherwise
+    yield a, b, ep
+    C.set_hold_limit(limit)
+    C.drop_holds(b.fileno())
+    ep.close()
+
+
+def test_exchange_disarms_in_the_epoll_it_is_given(armed: Any) -> None:
+    a, b, ep = armed
+    # b's turn: send "reply", disarm b in ep, poll b, read what a sent meanwhile.
+    a.send(b"next")
+    assert C.exchange(b.fileno(), b"reply", bytearray(8), time.perf_counter_ns() + 10**9,
+                      10**12, ep.fileno()) == (4, [], ECHO, 1, 0)
+    assert a.recv(8) == b"reply"
+    a.send(b"more")  # readable again, but b is disarmed: the epoll stays silent
+    assert ep.poll(0) == []
+    ep.modify(b.fileno(), ONESHOT_IN)
+    assert ep.poll(0) == [(b.fileno(), select.EPOLLIN)]
+
+
+def test_a_short_hold_keeps_the_fd_disarmed(armed: Any) -> None:
+    _a, b, ep = armed
+    ep.modify(b.fileno(), select.EPOLLONESHOT)  # disarmed, as when its callback runs
+    assert C.hold(ep.fileno(), b.fileno(), ONESHOT_IN) is True
+    assert C.unhold(b.fileno()) is True  # still disarmed: the caller's to re-arm
+    assert C.unhold(b.fileno()) is False  # not held any more
+
+
+def test_the_watcher_rearms_a_hold_that_lasts(armed: Any) -> None:
+    a, b, ep = armed
+    ep.modify(b.fileno(), select.EPOLLONESHOT)
+    a.send(b"x")
+    assert C.hold(ep.fileno(), b.fileno(), ONESHOT_IN) is True
+    assert ep.poll(0) == []
+    C.set_hold_limit(1_000_000)  # 1 ms
+    assert ep.poll(30) == [(b.fileno(), select.EPOLLIN)]  # re-armed by the watcher
+    assert C.unhold(b.fileno()) is False
+
+
+def test_a_hold_is_the_holders_alone(armed: Any) -> None:
+    _a, b, ep = armed
+    assert C.hold(ep.fileno(), b.fileno(), ONESHOT_IN) is True
+    other: list[bool] = []
+    thread = threading.Thread(target=lambda: other.append(C.unhold(b.fileno())))
+    thread.start()
+    thread.join(30)
+    assert other == [False]  # another thread cannot end it
+    assert C.unhold(b.fileno()) is True
+
+
+def test_dropped_holds_are_never_rearmed(armed: Any) -> None:
+    a, b, ep = armed
+    ep.modify(b.fileno(), select.EPOLLONESHOT)
+    a.send(b"x")
+    assert C.hold(ep.fileno(), b.fileno(), ONESHOT_IN) is True
+    C.drop_holds(b.fileno())  # as IPCThreadPool.unregister does
+    C.set_hold_limit(1_000)
+    # The watcher has nothing to do: b stays disarmed. (50 ms of waiting for what must
+    # not come: with a 1 us limit the watcher would have re-armed it long before.)
+    assert C.unhold(b.fileno()) is False
+    assert ep.poll(0.05) == []
+
+
+def test_a_thread_that_sleeps_for_a_reply_gives_up_its_holds(armed: Any) -> None:
+    """The reply it waits for may need its held socket served (a callback into a
+    callback): exchange re-arms what the thread holds before it sleeps in the read."""
+    a, b, ep = armed
+    ep.modify(b.fileno(), select.EPOLLONESHOT)
+    assert C.hold(ep.fileno(), b.fileno(), ONESHOT_IN) is True
+    c, d = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+    def peer() -> None:  # answers only once the held socket is served (re-armed)
+        d.recv(64)
+        a.send(b"callback")
+        assert ep.poll(30) == [(b.fileno(), select.EPOLLIN)]
+        d.send(b"done")
+
+    thread = threading.Thread(target=peer)
+    thread.start()
+    try:
+        assert C.exchange(c.fileno(), b"call", bytearray(8), 0, 10**12)[0] == 4
+    finally:
+        thread.join(30)
+        c.close()
+        d.close()
+    assert C.unhold(b.fileno()) is False
+
+
+def test_release_holds_rearms_what_this_thread_holds(armed: Any) -> None:
+    a, b, ep = armed
+    ep.modify(b.fileno(), select.EPOLLONESHOT)
+    a.send(b"x")
+    assert C.hold(ep.fileno(), b.fileno(), ONESHOT_IN) is True
+    C.release_holds()
+    assert ep.poll(0) == [(b.fileno(), select.EPOLLIN)]
+
+
+def test_holds_work_in_a_forked_child(armed: Any) -> None:
+    a, b, ep = armed
+    assert C.hold(ep.fileno(), b.fileno(), ONESHOT_IN) is True  # the watcher runs here
+    pid = os.fork()
+    if pid == 0:  # only this thread exists: no watcher, no holds of the parent's
+        code = 1
+        try:
+            fresh = select.epoll()
+            fresh.register(b.fileno(), select.EPOLLONESHOT)
+            a.send(b"x")
+            C.set_hold_limit(1_000_000)
+            if C.unhold(b.fileno()) is False and C.hold(fresh.fileno(), b.fileno(),
+                                                         ONESHOT_IN):
+                code = 0 if fresh.poll(30) == [(b.fileno(), select.EPOLLIN)] else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert C.unhold(b.fileno()) is True  # the parent's hold is untouched
+
+
+def test_bad_hold_arguments_are_refused() -> None:
+    with pytest.raises(ValueError):
+        C.hold(-1, 5, 1)
+    with pytest.raises(ValueError):
+        C.set_hold_limit(999)
+    with pytest.raises(TypeError):
+        C.hold(1, 2)

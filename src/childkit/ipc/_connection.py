@@ -68,6 +68,8 @@ _RETRY_LATER = frozenset({errno.EAGAIN, errno.EINTR})
 # A sync caller's send, poll and read in one C call (see _transact_alone), if built.
 _exchange: Callable[..., tuple[int, list[tuple[int, int, bytes]], int, int, int]] | None = (
     _accel.speedups.exchange if _accel.speedups is not None else None)
+_release_holds: Callable[[], None] | None = (
+    _accel.speedups.release_holds if _accel.speedups is not None else None)
 _SNDBUF = 1 << 20
 #: A one-way queue of one object longer than this stops reading until it drains.
 ASYNC_BACKLOG = 4096
@@ -934,6 +936,8 @@ class Connection:
         return MessageParcel._from_wire(reply.data, reply.fds, objects)
 
     def _await_reply(self, call: _Call, seq: int, timeout: float | None) -> _wire.Reply:
+        if _release_holds is not None:
+            _release_holds()  # about to sleep: what this thread holds must be served
         deadline = None if timeout is None else time.monotonic() + timeout
         lock = self._lock
         while True:
@@ -1237,6 +1241,7 @@ class Connection:
         wakes for it, and read it: in C, one call without the GIL. Returns the next record
         (the socket still disarmed: serving it re-arms), or ``None`` (the socket re-armed,
         or the link closed)."""
+        disarmed = self._pool.unhold(self._serve_fd)
         if reply:
             lock = self._lock  # counted before it is sent (see _send_reply)
             lock.acquire()
@@ -1250,6 +1255,8 @@ class Connection:
             if not end:
                 self._serve_polling.release()
         if not end:
+            if disarmed:
+                self._pool.rearm(self._serve_fd)
             if reply:
                 self._send_reply_record(reply)
             self._serve_idle_since = started
@@ -1259,11 +1266,12 @@ class Connection:
             epfd = self._pool.epoll_fileno
             if _exchange is not None and epfd >= 0:
                 n, anc, flags, seen, err = _exchange(self._serve_fd, reply, buf, end,
-                                                     PREEMPTED_NS, epfd)
+                                                     PREEMPTED_NS, -1 if disarmed else epfd)
                 if seen < 0:  # descheduled while polling (in C)
                     lost_cpu(_now_ns())
             else:
-                self._pool.disarm(self._serve_fd)
+                if not disarmed:
+                    self._pool.disarm(self._serve_fd)
                 n, anc, flags, seen, err = self._exchange_slowly(
                     self._serve, self._serve_poller.poll, self._serve_fd, reply, buf,
                     started, end)
@@ -1306,7 +1314,10 @@ class Connection:
                 # run it on this thread. (No one-way requests to its object are pending:
                 # reading the set without the lock is safe, since earlier records were
                 # queued before this one was read.)
-                self._pool.rearm(self._serve_fd)
+                # The socket stays disarmed while it runs (the pool re-arms it if the
+                # request takes long), so that polling for the next one needs no
+                # epoll_ctl either (see IPCThreadPool.hold).
+                self._pool.hold(self._serve_fd)
                 return self._answer_plain(simple[0], simple[1], simple[2],
                                           buf[_wire.TXN_DATA_OFFSET:n])
             run = _wire.oneway_run(buf, n)

@@ -21,6 +21,8 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -347,6 +349,214 @@ static PyObject *poll_readable(PyObject *self, PyObject *const *args, Py_ssize_t
     return PyLong_FromLong(result);
 }
 
+/* ------------------------------------------------------------------------ holds
+ *
+ * A work thread that has read a plain request would re-arm its socket in the pool's epoll
+ * before running the stub (so that other threads serve the connection meanwhile) and
+ * disarm it again to poll for the next request: two epoll_ctl calls per request. A *hold*
+ * skips both: the socket stays disarmed while the thread runs one short request, and a
+ * watcher thread (a plain pthread, it never takes the GIL) re-arms it if the hold lasts
+ * longer than hold_limit_ns. A thread that is about to sleep waiting for a reply of its
+ * own (exchange, release_holds) gives up its holds first: the reply may depend on a
+ * request the peer sends to the held socket (a callback into a callback).
+ */
+#define MAX_HOLDS 64
+#define WATCH_IDLE_NS 50000000LL /* the watcher sleeps for good after this long idle */
+
+struct hold {
+    int active, fd, epfd;
+    uint32_t events;
+    long long since;
+    pthread_t owner;
+};
+
+static struct hold holds[MAX_HOLDS];
+static pthread_mutex_t holds_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t holds_cond;
+static int watcher_running, watcher_parked;
+static long long hold_limit_ns = 1000000, last_hold_ns;
+
+static void rearm_locked(struct hold *h) {
+    struct epoll_event ev = {.events = h->events, .data.fd = h->fd};
+    epoll_ctl(h->epfd, EPOLL_CTL_MOD, h->fd, &ev); /* a closed fd: nothing to wake for */
+    h->active = 0;
+}
+
+static void *watch_holds(void *unused) {
+    pthread_mutex_lock(&holds_lock);
+    for (;;) {
+        long long now = now_ns(), wake = 0;
+        for (int i = 0; i < MAX_HOLDS; i++) {
+            if (!holds[i].active) continue;
+            long long due = holds[i].since + hold_limit_ns;
+            if (due <= now)
+                rearm_locked(&holds[i]);
+            else if (wake == 0 || due < wake)
+                wake = due;
+        }
+        if (wake == 0 && now - last_hold_ns > WATCH_IDLE_NS) {
+            watcher_parked = 1; /* nothing held for a while: sleep until the next hold */
+            pthread_cond_wait(&holds_cond, &holds_lock);
+            watcher_parked = 0;
+            continue;
+        }
+        if (wake == 0) wake = now + hold_limit_ns;
+        struct timespec ts = {.tv_sec = wake / 1000000000LL, .tv_nsec = wake % 1000000000LL};
+        pthread_cond_timedwait(&holds_cond, &holds_lock, &ts);
+    }
+    return NULL;
+}
+
+static int start_watcher_locked(void) {
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&holds_cond, &attr);
+    pthread_condattr_destroy(&attr);
+    pthread_attr_t tattr;
+    pthread_attr_init(&tattr);
+    pthread_attr_setdetachstate(&tattr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&tattr, 64 * 1024);
+    /* the watcher must not take signals meant for the interpreter's main thread */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_t thread;
+    int rc = pthread_create(&thread, &tattr, watch_holds, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&tattr);
+    if (rc == 0) watcher_running = 1;
+    return rc;
+}
+
+/* In a forked child only the forking thread exists: no watcher, no holds of others. */
+static void holds_prepare_fork(void) { pthread_mutex_lock(&holds_lock); }
+static void holds_parent_after_fork(void) { pthread_mutex_unlock(&holds_lock); }
+static void holds_child_after_fork(void) {
+    memset(holds, 0, sizeof holds);
+    watcher_running = watcher_parked = 0;
+    pthread_mutex_init(&holds_lock, NULL);
+}
+
+/* Re-arm every fd this thread holds (it is about to sleep). */
+static void release_own_holds(void) {
+    pthread_t self = pthread_self();
+    pthread_mutex_lock(&holds_lock);
+    for (int i = 0; i < MAX_HOLDS; i++)
+        if (holds[i].active && pthread_equal(holds[i].owner, self)) rearm_locked(&holds[i]);
+    pthread_mutex_unlock(&holds_lock);
+}
+
+PyDoc_STRVAR(hold_doc,
+"hold(epfd, fd, events) -> bool\n\n"
+"Keep ``fd``, registered EPOLLONESHOT in ``epfd`` and disarmed now, disarmed while this\n"
+"thread runs one short task for it; the watcher re-arms it with ``events`` if the hold\n"
+"lasts longer than the hold limit, and so does this thread if it sleeps for a reply of\n"
+"its own (exchange, release_holds). End it with unhold(fd). False when it cannot be held\n"
+"(every slot taken, or no watcher thread): the caller re-arms ``fd`` itself.");
+
+static PyObject *hold(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "hold takes 3 arguments");
+        return NULL;
+    }
+    int epfd = _PyLong_AsInt(args[0]), fd = _PyLong_AsInt(args[1]);
+    long events = PyLong_AsLong(args[2]);
+    if (PyErr_Occurred()) return NULL;
+    if (fd < 0 || epfd < 0) {
+        PyErr_SetString(PyExc_ValueError, "hold needs an fd and an epoll fd");
+        return NULL;
+    }
+    long long now = now_ns();
+    int held = 0;
+    pthread_mutex_lock(&holds_lock);
+    if (watcher_running || start_watcher_locked() == 0) {
+        struct hold *slot = NULL;
+        pthread_t self_thread = pthread_self();
+        for (int i = 0; i < MAX_HOLDS; i++) {
+            if (holds[i].active && holds[i].fd == fd &&
+                pthread_equal(holds[i].owner, self_thread)) { /* held already: renew */
+                slot = &holds[i];
+                break;
+            }
+            if (!holds[i].active && slot == NULL) slot = &holds[i];
+        }
+        if (slot != NULL) {
+            *slot = (struct hold){1, fd, epfd, (uint32_t)events, now, self_thread};
+            last_hold_ns = now;
+            held = 1;
+            if (watcher_parked) pthread_cond_signal(&holds_cond);
+        }
+    }
+    pthread_mutex_unlock(&holds_lock);
+    return PyBool_FromLong(held);
+}
+
+PyDoc_STRVAR(unhold_doc,
+"unhold(fd) -> bool\n\n"
+"End this thread's hold on ``fd``: True if it is still disarmed (the caller re-arms it,\n"
+"or polls it itself), False if it was re-armed meanwhile (or this thread did not hold it).");
+
+static PyObject *unhold(PyObject *self, PyObject *arg) {
+    int fd = _PyLong_AsInt(arg);
+    if (fd == -1 && PyErr_Occurred()) return NULL;
+    int held = 0;
+    pthread_t self_thread = pthread_self();
+    pthread_mutex_lock(&holds_lock);
+    for (int i = 0; i < MAX_HOLDS; i++) {
+        if (holds[i].active && holds[i].fd == fd && pthread_equal(holds[i].owner, self_thread)) {
+            holds[i].active = 0;
+            held = 1;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&holds_lock);
+    return PyBool_FromLong(held);
+}
+
+PyDoc_STRVAR(drop_holds_doc,
+"drop_holds(fd) -> None\n\n"
+"Forget every thread's hold on ``fd`` without re-arming it (it is being unregistered:\n"
+"the watcher must not touch it, or a later fd with its number).");
+
+static PyObject *drop_holds(PyObject *self, PyObject *arg) {
+    int fd = _PyLong_AsInt(arg);
+    if (fd == -1 && PyErr_Occurred()) return NULL;
+    pthread_mutex_lock(&holds_lock);
+    for (int i = 0; i < MAX_HOLDS; i++)
+        if (holds[i].active && holds[i].fd == fd) holds[i].active = 0;
+    pthread_mutex_unlock(&holds_lock);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(release_holds_doc,
+"release_holds() -> None\n\n"
+"Re-arm every fd this thread holds (before it sleeps on something).");
+
+static PyObject *release_holds(PyObject *self, PyObject *unused) {
+    release_own_holds();
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(set_hold_limit_doc,
+"set_hold_limit(ns) -> int\n\n"
+"How long a hold may last before the watcher re-arms its fd; returns the previous limit.");
+
+static PyObject *set_hold_limit(PyObject *self, PyObject *arg) {
+    long long ns = PyLong_AsLongLong(arg);
+    if (ns == -1 && PyErr_Occurred()) return NULL;
+    if (ns < 1000) {
+        PyErr_SetString(PyExc_ValueError, "the hold limit is at least 1000 ns");
+        return NULL;
+    }
+    pthread_mutex_lock(&holds_lock);
+    long long previous = hold_limit_ns;
+    hold_limit_ns = ns;
+    if (watcher_running) pthread_cond_signal(&holds_cond);
+    pthread_mutex_unlock(&holds_lock);
+    return PyLong_FromLongLong(previous);
+}
+
 /* Room for the control data of one record: every fd a record may carry (253, the
  * kernel's SCM_MAX_FD) plus credentials. */
 #define CONTROL_SPACE (CMSG_SPACE(253 * sizeof(int)) + CMSG_SPACE(sizeof(struct ucred)))
@@ -450,6 +660,7 @@ static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t narg
             if (seen == -2) seen = 0; /* poll failed: the read below reports why */
             end = 0;
         }
+        if (seen <= 0) release_own_holds(); /* about to sleep in the read */
         n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
         saved_errno = errno;
         Py_END_ALLOW_THREADS
@@ -481,6 +692,11 @@ static PyMethodDef methods[] = {
     {"poll_readable", (PyCFunction)(void (*)(void))poll_readable, METH_FASTCALL,
      poll_readable_doc},
     {"exchange", (PyCFunction)(void (*)(void))exchange, METH_FASTCALL, exchange_doc},
+    {"hold", (PyCFunction)(void (*)(void))hold, METH_FASTCALL, hold_doc},
+    {"unhold", unhold, METH_O, unhold_doc},
+    {"drop_holds", drop_holds, METH_O, drop_holds_doc},
+    {"release_holds", release_holds, METH_NOARGS, release_holds_doc},
+    {"set_hold_limit", set_hold_limit, METH_O, set_hold_limit_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -496,6 +712,11 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     struct_error = PyObject_GetAttrString(struct_mod, "error");
     Py_DECREF(struct_mod);
     if (struct_error == NULL) return NULL;
+    if (pthread_atfork(holds_prepare_fork, holds_parent_after_fork,
+                       holds_child_after_fork) != 0) {
+        PyErr_SetString(PyExc_RuntimeError, "pthread_atfork failed");
+        return NULL;
+    }
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     if (PyModule_AddIntConstant(m, "MAX_RECORD_BYTES", MAX_RECORD_BYTES) < 0 ||

@@ -19,11 +19,18 @@ import select
 import threading
 from collections.abc import Callable
 
+from childkit.ipc import _accel
+
 MIN_WORK_THREADS = 1
 MAX_WORK_THREADS = 32
 DEFAULT_WORK_THREADS = 16
 
 _ONESHOT_IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLONESHOT
+# Holds (see IPCThreadPool.hold) need the C twins' watcher thread.
+_hold: Callable[[int, int, int], bool] | None = (
+    _accel.speedups.hold if _accel.speedups is not None else None)
+_unhold: Callable[[int], bool] | None = (
+    _accel.speedups.unhold if _accel.speedups is not None else None)
 
 
 class IPCThreadPool:
@@ -81,6 +88,22 @@ class IPCThreadPool:
         except (OSError, ValueError):
             pass
 
+    def hold(self, fd: int) -> None:
+        """Keep ``fd`` (disarmed: its callback runs) disarmed while this thread runs one
+        short task for it, instead of :meth:`rearm` before the task and :meth:`disarm`
+        after it: two ``epoll_ctl`` calls saved on the hot path. A watcher thread re-arms
+        it if the task lasts longer than the hold limit (1 ms), and so does this thread
+        when it sleeps for a reply of its own (the reply may need another thread to serve
+        ``fd``). End with :meth:`unhold`. Without the C twins (``_speedups``) this is
+        :meth:`rearm`."""
+        if _hold is None or self._closed or not _hold(self._epoll_fd, fd, _ONESHOT_IN):
+            self.rearm(fd)
+
+    def unhold(self, fd: int) -> bool:
+        """End :meth:`hold`: True if ``fd`` is still disarmed (the caller re-arms it, or
+        polls it itself first), False if it is armed (re-armed meanwhile, or not held)."""
+        return _unhold is not None and _unhold(fd)
+
     @property
     def epoll_fileno(self) -> int:
         """The pool's epoll fd, for a thread that disarms a registered fd itself in C, as
@@ -89,6 +112,8 @@ class IPCThreadPool:
 
     def unregister(self, fd: int) -> None:
         """Stop watching ``fd``; a callback already running finishes."""
+        if _accel.speedups is not None:  # the watcher must not touch it (or its number)
+            _accel.speedups.drop_holds(fd)
         with self._lock:
             self._handlers.pop(fd, None)
         try:
