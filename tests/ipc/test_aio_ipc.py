@@ -69,7 +69,7 @@ def test_cancelled_call_leaves_connection_usable(peer: Peer, run: Callable[..., 
     async def main() -> int:
         task = asyncio.ensure_future(
             aio.send_request(peer.proxy, pm.SLEEP_UNTIL_RELEASED, MessageParcel()))
-        assert await asyncio.to_thread(wait_until, lambda: len(peer.conn._waiters) == 1)
+        assert await asyncio.to_thread(wait_until, lambda: peer.conn.outstanding_calls() == 1)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -151,7 +151,7 @@ def test_peer_death_fails_awaited_calls(peer: Peer, run: Callable[..., Any]) -> 
     async def main() -> None:
         tasks = [asyncio.ensure_future(aio.send_request(peer.proxy, pm.BLOCK, MessageParcel()))
                  for _ in range(10)]
-        assert await asyncio.to_thread(wait_until, lambda: len(peer.conn._waiters) == 10)
+        assert await asyncio.to_thread(wait_until, lambda: peer.conn.outstanding_calls() == 10)
         peer.proc.kill()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         assert all(isinstance(r, DeadRemoteObjectError) for r in results)
@@ -183,7 +183,7 @@ def test_sync_calls_work_on_a_call_socket_an_event_loop_made_non_blocking(
 
     # A long wait: this thread reads (nothing comes until another thread releases it).
     def release_once_waiting() -> None:
-        assert wait_until(lambda: len(peer.conn._waiters) == 1)
+        assert wait_until(lambda: peer.conn.outstanding_calls() == 1)
         peer.proxy.send_request(pm.RELEASE, MessageParcel()).close()
 
     releaser = threading.Thread(target=release_once_waiting)

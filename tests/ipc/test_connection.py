@@ -451,7 +451,7 @@ def test_peer_death_fails_100_concurrent_calls_and_calls_recipients_once(peer: P
         t.start()
     started.wait()
     # Let the calls reach the peer (they block there), then kill it.
-    assert wait_until(lambda: len(peer.conn._waiters) == calls)
+    assert wait_until(lambda: peer.conn.outstanding_calls() == calls)
     peer.proc.kill()
     for t in threads:
         t.join(10)
@@ -479,7 +479,7 @@ def test_death_detected_within_a_second_of_the_kill(peer: Peer) -> None:
 
     t = threading.Thread(target=call)
     t.start()
-    assert wait_until(lambda: len(peer.conn._waiters) == 1)
+    assert wait_until(lambda: peer.conn.outstanding_calls() == 1)
     peer.proc.kill()
     # Not a speed assertion on our code: the kernel closes the socket on exit, and the
     # blocked reader must notice it promptly rather than after some timeout of ours.

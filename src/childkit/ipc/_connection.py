@@ -233,6 +233,7 @@ class Connection:
         self._io_users = 0  # threads inside a socket call; sockets close when it drops to 0
         # Sync calls.
         self._waiters: dict[int, _Call] = {}
+        self._lone_seq = 0  # the call of a thread in _transact_alone (maybe not a waiter)
         self._next_seq = 1
         self._leader = False
         # When an event loop reads the call socket (for awaited calls) instead of a thread.
@@ -302,6 +303,12 @@ class Connection:
             if self._closed:
                 raise DeadRemoteObjectError(f"{self.name}: {self._close_reason}")
         raise IPCTimeoutError(f"{self.name}: no greeting from the peer within {timeout} s")
+
+    def outstanding_calls(self) -> int:
+        """Sync calls sent (or being sent) on this connection and not yet answered."""
+        with self._lock:
+            lone = self._lone_seq != 0 and self._lone_seq not in self._waiters
+            return len(self._waiters) + lone
 
     @property
     def closed(self) -> bool:
@@ -762,11 +769,13 @@ class Connection:
         lock = self._lock
         seq = self._next_seq
         self._next_seq = seq + 1
-        call = _Call()
-        self._waiters[seq] = call
         self._leader = True
+        self._lone_seq = seq
         self._io_users += 1
         lock.release()
+        # The waiter is registered only if the reply does not come first thing: until
+        # then this thread is the only reader, and only a reader hands out replies.
+        call: _Call | None = None
         got_it = False
         try:
             chunk = _wire.encode_transaction(seq, handle, code, False, data, (), 0)
@@ -798,14 +807,18 @@ class Connection:
                 self._shutdown(f"receiving failed: {os.strerror(err)}")
             # If it is just the successful plain reply to this call, that is the answer;
             # otherwise deliver what came as _lead would, and lead.
+            if n >= 0 and not anc and not flags & _TRUNCATED:
+                simple = _wire.simple_reply(buf, n)
+                if simple is not None and simple[0] == seq and not simple[1]:
+                    got_it = True
+                    if not polled:
+                        waiter.waited(_now_ns() - started)
+                    return MessageParcel._from_wire(buf[_wire.REPLY_DATA_OFFSET:n], [], [])
+            call = _Call()
+            lock.acquire()
+            self._waiters[seq] = call
+            lock.release()
             if n >= 0:
-                if not anc and not flags & _TRUNCATED:
-                    simple = _wire.simple_reply(buf, n)
-                    if simple is not None and simple[0] == seq and not simple[1]:
-                        got_it = True
-                        if not polled:
-                            waiter.waited(_now_ns() - started)
-                        return MessageParcel._from_wire(buf[_wire.REPLY_DATA_OFFSET:n], [], [])
                 frames = self._decode(buf, n, anc, flags)
                 if frames is not None:
                     self._deliver_replies(frames)
@@ -821,8 +834,10 @@ class Connection:
                     except ProtocolError as exc:
                         error = exc.message
             self._leader = False
+            self._lone_seq = 0
             self._io_users -= 1
-            self._waiters.pop(seq, None)
+            if call is not None:
+                self._waiters.pop(seq, None)
             if self._waiters:
                 self._cond.notify_all()  # let another caller read
             if self._closed:
@@ -830,7 +845,7 @@ class Connection:
             lock.release()
             if error:  # the reply is still good: the caller gets it, the link closes
                 self._shutdown(f"protocol error from the peer: {error}")
-        reply = call.reply
+        reply = call.reply if call is not None else None
         if reply is None:  # _lead only returns without our reply when the link died
             raise DeadRemoteObjectError(f"{self.name}: {self._close_reason}")
         if not reply.status and not reply.objects:
