@@ -24,7 +24,7 @@ import peer_main as pm
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from ipc_helpers import Peer
+from ipc_helpers import Peer, wait_until
 from test_wire_fuzz import DATA, FUZZ, I32, N_FDS, OBJECTS, U32, U64
 
 from childkit.ipc import (
@@ -554,3 +554,26 @@ def test_bad_hold_arguments_are_refused() -> None:
         C.set_hold_limit(999)
     with pytest.raises(TypeError):
         C.hold(1, 2)
+
+
+def test_exchange_reports_a_lost_cpu_and_still_reads(pair: Any) -> None:
+    a, b = pair
+    caller = threading.get_native_id()
+
+    def sleeping() -> bool:
+        with open(f"/proc/self/task/{caller}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "S"
+
+    def answer_once_it_sleeps() -> None:
+        b.recv(64)
+        assert wait_until(sleeping)  # past its polling, asleep in the read
+        b.send(b"late")
+
+    answer = threading.Thread(target=answer_once_it_sleeps)
+    answer.start()
+    # Any gap between two reads exceeds a negative threshold: as if descheduled. It stops
+    # polling, says so, and sleeps in the read instead.
+    result = C.exchange(a.fileno(), b"ping", bytearray(8), time.perf_counter_ns() + 10**10,
+                        -1)
+    answer.join(30)
+    assert result == (4, [], ECHO, -1, 0)

@@ -561,6 +561,15 @@ static PyObject *set_hold_limit(PyObject *self, PyObject *arg) {
  * kernel's SCM_MAX_FD) plus credentials. */
 #define CONTROL_SPACE (CMSG_SPACE(253 * sizeof(int)) + CMSG_SPACE(sizeof(struct ucred)))
 
+static void reset_msghdr(struct msghdr *msg, struct iovec *iov, char *control,
+                         size_t control_len) {
+    memset(msg, 0, sizeof *msg);
+    msg->msg_iov = iov;
+    msg->msg_iovlen = 1;
+    msg->msg_control = control;
+    msg->msg_controllen = control_len;
+}
+
 /* recvmsg's ancillary data as socket.recvmsg gives it: [(level, type, data), ...]. */
 static PyObject *ancillary_list(struct msghdr *msg) {
     PyObject *list = PyList_New(0);
@@ -585,9 +594,10 @@ PyDoc_STRVAR(exchange_doc,
 "exchange(fd, record, buf, end_ns, preempted_ns, epfd=-1)\n"
 "    -> (n, ancdata, msg_flags, seen, error)\n\n"
 "One side's turn of a request/reply exchange in one call, without the GIL: send\n"
-"``record`` on the socket ``fd`` (unless it is empty); if ``end_ns`` is not 0, look at\n"
-"the socket as poll_readable does until then (``seen``: 1, 0 or -1 as poll_readable\n"
-"returns; 0 when not polling); then read one record into ``buf`` as\n"
+"``record`` on the socket ``fd`` (unless it is empty); if ``end_ns`` is not 0, try\n"
+"non-blocking reads until then, with poll_readable's rules (``seen``: 1 when one got the\n"
+"record, 0 when the window closed or no polling, -1 on a lost CPU); then, if none got\n"
+"it, read (sleeping if the socket blocks); one record into ``buf``, as\n"
 "``socket.recvmsg_into([buf], ..., MSG_CMSG_CLOEXEC)`` would, giving its size, ancillary\n"
 "data and flags. With ``epfd`` (and ``end_ns``), ``fd`` is first disarmed in that epoll\n"
 "(events EPOLLONESHOT only, as IPCThreadPool.disarm does; a failure is ignored, as\n"
@@ -649,20 +659,41 @@ static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t narg
     struct iovec iov = {.iov_base = buf.buf, .iov_len = (size_t)buf.len};
     struct msghdr msg;
     for (;;) { /* poll, then read, retrying after signals */
-        memset(&msg, 0, sizeof msg);
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.bytes;
-        msg.msg_controllen = sizeof control.bytes;
         Py_BEGIN_ALLOW_THREADS
+        n = -1;
+        saved_errno = EAGAIN;
         if (end != 0 && seen == 0) {
-            seen = spin_until_readable(fd, end, preempted);
-            if (seen == -2) seen = 0; /* poll failed: the read below reports why */
+            /* Polling is reading: non-blocking reads until one returns the record (no
+             * poll(2) and then a read: one system call fewer once it is there). */
+            long long last = now_ns();
+            for (;;) {
+                reset_msghdr(&msg, &iov, control.bytes, sizeof control.bytes);
+                n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+                if (n >= 0) {
+                    seen = 1;
+                    break;
+                }
+                saved_errno = errno;
+                if (saved_errno != EAGAIN && saved_errno != EWOULDBLOCK &&
+                    saved_errno != EINTR)
+                    break; /* a real failure: reported below */
+                long long now = now_ns();
+                if (now - last > preempted) {
+                    seen = -1;
+                    break;
+                }
+                if (now >= end) break;
+                last = now;
+            }
             end = 0;
         }
-        if (seen <= 0) release_own_holds(); /* about to sleep in the read */
-        n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
-        saved_errno = errno;
+        if (n < 0 && (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK ||
+                      saved_errno == EINTR)) {
+            release_own_holds(); /* about to sleep in the read */
+            reset_msghdr(&msg, &iov, control.bytes, sizeof control.bytes);
+            n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+            saved_errno = errno;
+        }
         Py_END_ALLOW_THREADS
         if (n >= 0 || saved_errno != EINTR) break;
         if (PyErr_CheckSignals() < 0) goto done;
