@@ -4,6 +4,7 @@ mirroring and signal forwarding, fd passing into the sandbox, and what is inside
 from __future__ import annotations
 
 import array
+import errno
 import os
 import signal
 import socket
@@ -360,3 +361,113 @@ def test_readonly_without_mount_setattr(tmp_path: Path,
     target.joinpath("new").unlink()
     outcome = harness.run(_write_into, ctx, SandboxConfig(readonly_paths=(str(target),)))
     assert outcome.errno == 30, outcome.describe()  # EROFS
+
+
+def _set_secrets(ctx: dict[str, Any]) -> None:
+    import ctypes
+
+    os.environ["CHILDKIT_SECRET"] = "hunter2"
+    os.environ["LANG"] = "C.UTF-8"
+    # Set in the C environment only (as a C library would): os.environ never sees it.
+    ctypes.CDLL(None).setenv(b"CHILDKIT_C_ONLY", b"c-secret", 1)
+
+
+def _environment_view(ctx: dict[str, Any]) -> dict[str, Any]:
+    import ctypes
+
+    getenv = ctypes.CDLL(None).getenv
+    getenv.restype = ctypes.c_char_p
+    with open("/proc/self/environ", "rb") as f:
+        initial = f.read()
+    return {"env": dict(os.environ),
+            "c": {name: (getenv(name.encode()) or b"").decode()
+                  for name in ("CHILDKIT_SECRET", "CHILDKIT_C_ONLY", "LANG", "HOME", "PATH")},
+            "initial_block_zeroed": initial.strip(b"\0") == b""}
+
+
+def test_environment_scrub_clears_python_and_c_environment() -> None:
+    """The scrub empties os.environ and the C environment at once (clearenv): a variable
+    only C code set is gone too; kept and fixed ones are set in both."""
+    normal = harness.run(_environment_view, {}, None, prepare=_set_secrets)
+    assert normal.ok, normal.describe()
+    seen = normal.report["value"]  # type: ignore[index]
+    assert seen["c"]["CHILDKIT_C_ONLY"] == "c-secret" and seen["c"]["CHILDKIT_SECRET"]
+    outcome = harness.run(_environment_view, {}, SandboxConfig(keep_env=("LANG",)),
+                          prepare=_set_secrets)
+    assert outcome.ok, outcome.describe()
+    view = outcome.report["value"]  # type: ignore[index]
+    assert view["env"] == {"LANG": "C.UTF-8", "HOME": "/tmp", "TMPDIR": "/tmp",
+                           "PATH": "/usr/bin:/bin"}
+    assert view["c"] == {"CHILDKIT_SECRET": "", "CHILDKIT_C_ONLY": "", "LANG": "C.UTF-8",
+                         "HOME": "/tmp", "PATH": "/usr/bin:/bin"}
+    assert view["initial_block_zeroed"]
+
+
+def _collector_state(ctx: dict[str, Any]) -> dict[str, Any]:
+    import gc
+
+    return {"enabled": gc.isenabled(), "collected": gc.collect() >= 0}
+
+
+def _collector_off(ctx: dict[str, Any]) -> None:
+    import gc
+
+    gc.disable()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_sandboxed_process_gets_its_collector_back(enabled: bool) -> None:
+    """enter() runs without garbage collection (a collection copies pages) but hands the
+    sandboxed process the collector as the caller had it."""
+    outcome = harness.run(_collector_state, {}, SandboxConfig(),
+                          prepare=None if enabled else _collector_off)
+    assert outcome.ok, outcome.describe()
+    assert outcome.report["value"] == {"enabled": enabled,  # type: ignore[index]
+                                       "collected": True}
+
+
+def _failed_enter_collector(ctx: dict[str, Any]) -> dict[str, Any]:
+    import gc
+
+    r, w = os.pipe()
+    os.close(w)  # a closed fd in keep_fds: enter refuses before anything forks
+    try:
+        sandbox.enter(SandboxConfig(), keep_fds=[w])
+    except ChildkitError as exc:
+        return {"code": int(exc.code), "enabled": gc.isenabled()}
+    finally:
+        os.close(r)
+    return {"code": None, "enabled": gc.isenabled()}
+
+
+def test_failed_enter_restores_the_collector() -> None:
+    outcome = harness.run(_failed_enter_collector, {}, None)
+    assert outcome.ok, outcome.describe()
+    assert outcome.report["value"] == {  # type: ignore[index]
+        "code": int(ErrCode.NCP_ERR_INVALID_PARAM), "enabled": True}
+
+
+def _drop_without_setpcap(ctx: dict[str, Any]) -> dict[str, Any]:
+    from childkit.sandbox import _capabilities, _syscalls
+
+    if os.geteuid() == 0:
+        os.setresuid(65534, 65534, 65534)  # loses CAP_SETPCAP, keeps the bounding set
+    bounded = _syscalls.prctl(_syscalls.PR_CAPBSET_READ, 0) == 1
+    try:
+        _capabilities.drop_all()
+    except OSError as exc:
+        return {"bounded": bounded, "errno": exc.errno, "message": str(exc)}
+    return {"bounded": bounded, "errno": None, "message": ""}
+
+
+def test_capability_drop_refused_names_the_capability() -> None:
+    """Without CAP_SETPCAP the bounding set cannot be emptied: drop_all says so, naming
+    the first capability it could not drop (unless the set was already empty)."""
+    outcome = harness.run(_drop_without_setpcap, {}, None)
+    assert outcome.ok, outcome.describe()
+    result = outcome.report["value"]  # type: ignore[index]
+    if result["bounded"]:
+        assert result["errno"] == errno.EPERM, result
+        assert "PR_CAPBSET_DROP, 0" in result["message"], result
+    else:  # a bounding set already empty: nothing to refuse
+        assert result["errno"] is None, result

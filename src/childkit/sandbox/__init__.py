@@ -32,8 +32,9 @@ from childkit.sandbox._probe import probe
 def preload() -> None:
     """Do once, in the parent, the work every isolated child would repeat: locate
     libseccomp (ldconfig), compile the seccomp filter, resolve the interpreter's paths
-    and the libc functions the sandbox calls, read the kernel's last capability and
-    where the initial environment block lies.
+    and the libc functions the sandbox calls, make the arguments of the capability drop
+    (reading the kernel's last capability) and find where the initial environment
+    block lies.
     Children forked afterwards start faster. Errors are not raised here: a missing
     library is reported by :func:`probe` and :func:`enter`."""
     from childkit.sandbox import _capabilities, _environment, _filesystem, _seccomp, _syscalls
@@ -47,7 +48,7 @@ def preload() -> None:
     except AttributeError:
         pass  # a libc without one of them: the child's call reports it
     _filesystem.interpreter_plan()
-    for step in (_capabilities.last_cap, _environment.initial_block):
+    for step in (_capabilities.drop_arguments, _environment.initial_block):
         try:
             step()
         except (OSError, ValueError, IndexError):

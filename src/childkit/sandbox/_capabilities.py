@@ -9,6 +9,8 @@ inheritable sets, with the securebits locked so uid 0 would not bring them back.
 from __future__ import annotations
 
 import ctypes
+import errno
+import os
 
 from childkit.sandbox import _syscalls
 
@@ -40,6 +42,20 @@ def last_cap() -> int:
     return _last_cap
 
 
+_drop_arguments: tuple[ctypes.c_int, ctypes.c_ulong, tuple[ctypes.c_ulong, ...]] | None = None
+
+
+def drop_arguments() -> tuple[ctypes.c_int, ctypes.c_ulong, tuple[ctypes.c_ulong, ...]]:
+    """The ctypes arguments of the ``PR_CAPBSET_DROP`` calls :func:`drop_all` makes (the
+    option, a zero, one per capability), made once per process (the launcher makes them
+    for every isolated child). OSError if the last capability cannot be read."""
+    global _drop_arguments
+    if _drop_arguments is None:
+        _drop_arguments = (ctypes.c_int(_syscalls.PR_CAPBSET_DROP), ctypes.c_ulong(0),
+                           tuple(ctypes.c_ulong(cap) for cap in range(last_cap() + 1)))
+    return _drop_arguments
+
+
 def drop_all() -> None:
     """Drop every capability from every set of this process, irrevocably.
 
@@ -47,13 +63,16 @@ def drop_all() -> None:
     the bounding set was already reduced by whoever started us, and we go on only if it
     holds no capability).
     """
-    for cap in range(last_cap() + 1):
-        try:
-            # Dropping one already dropped succeeds: one call per capability, not two.
-            _syscalls.prctl(_syscalls.PR_CAPBSET_DROP, cap)
-        except PermissionError:
-            if _syscalls.prctl(_syscalls.PR_CAPBSET_READ, cap) == 1:
-                raise  # still in the bounding set, and we may not drop it
+    option, zero, caps = drop_arguments()
+    prctl = _syscalls.libc_prctl()
+    for cap, arg in enumerate(caps):
+        # Dropping one already dropped succeeds: one call per capability, not two. The
+        # arguments were made once (in the launcher): about half the cost of each call.
+        if prctl(option, arg, zero, zero, zero) != 0:
+            err = ctypes.get_errno()
+            if err != errno.EPERM or _syscalls.prctl(_syscalls.PR_CAPBSET_READ, cap) == 1:
+                # still in the bounding set, and we may not drop it
+                raise OSError(err, f"prctl(PR_CAPBSET_DROP, {cap}): {os.strerror(err)}")
     _syscalls.prctl(_syscalls.PR_CAP_AMBIENT, _syscalls.PR_CAP_AMBIENT_CLEAR_ALL)
     try:
         _syscalls.prctl(_syscalls.PR_SET_SECUREBITS, _SECUREBITS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import gc
 import os
 import signal
 import threading
@@ -113,10 +114,25 @@ def enter_planned(config: SandboxConfig, keep_fds: Sequence[int],
     launcher never does), or ``None`` to find out here. Same promises and errors as
     :func:`enter`."""
     owned = _Template(template)
+    # No garbage collection while the sandbox is made: a collection in the init or the
+    # sandboxed process walks (so copies, page by page) whatever objects were allocated
+    # since the caller's last one, for garbage that childkit's few lines here do not
+    # make. The supervisor and the init keep it off (they run a fixed loop); the
+    # sandboxed process freezes what it inherited (as the launcher did before forking:
+    # those objects then never cost it a page) and gets the collector back as it was.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         _enter(config, keep_fds, root_plan, owned, privileged)
+    except BaseException:
+        if collecting:
+            gc.enable()
+        raise
     finally:
         owned.close()
+    gc.freeze()
+    if collecting:
+        gc.enable()
 
 
 class _Template:

@@ -21,11 +21,21 @@ DEFAULT_PATH = "/usr/bin:/bin"
 def scrub(keep: Iterable[str]) -> None:
     """Remove every variable not in ``keep`` (from ``os.environ`` and the C environment),
     set :data:`FIXED_ENV`, and wipe the initial environment block."""
-    kept = set(keep)
-    for name in [name for name in os.environ if name not in kept]:
-        del os.environ[name]  # unsetenv(): the C-level environ loses it too
-    os.environ.update(FIXED_ENV)
-    os.environ.setdefault("PATH", DEFAULT_PATH)
+    survivors = {name: os.environ[name] for name in keep if name in os.environ}
+    survivors.update(FIXED_ENV)
+    survivors.setdefault("PATH", DEFAULT_PATH)
+    # The whole C environment at once (clearenv), and os.environ's mapping emptied in
+    # one call: removing variables one by one costs an unsetenv, two encodings and a
+    # mapping deletion each, every one touching (so copying) pages of this forked
+    # process; then only the survivors are set again, through os.environ (putenv).
+    _syscalls.clearenv()
+    data = getattr(os.environ, "_data", None)
+    if isinstance(data, dict):
+        data.clear()
+    else:  # another os.environ implementation: the slow, public way
+        for name in list(os.environ):
+            del os.environ[name]
+    os.environ.update(survivors)
     _wipe_initial_block()
 
 

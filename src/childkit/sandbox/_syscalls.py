@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Callable
 
 _libc = ctypes.CDLL(None, use_errno=True)
 # The same libc, called with the GIL held (for fork: see fork_without_hooks).
@@ -62,7 +63,8 @@ def resolve_functions() -> None:
     """Look up, once, every libc function the wrappers below call. ctypes resolves a
     function on first use (dlsym, then a new function object: tens of microseconds
     each); done in the launcher, every isolated child inherits them resolved."""
-    for name in ("unshare", "setns", "mount", "umount2", "syscall", "prctl", "sethostname"):
+    for name in ("unshare", "setns", "mount", "umount2", "syscall", "prctl", "sethostname",
+                 "clearenv"):
         getattr(_libc, name)
     _libc_gil.fork  # noqa: B018 (the lookup is the point)
     _libc_gil.syscall  # noqa: B018
@@ -136,6 +138,12 @@ def pivot_root(new_root: str, put_old: str) -> None:
                          os.fsencode(new_root), os.fsencode(put_old)), "pivot_root")
 
 
+def libc_prctl() -> Callable[..., int]:
+    """libc's prctl itself, for hot loops that pass ready-made ctypes arguments (an int
+    option, four unsigned longs) and check the result (-1 and errno) themselves."""
+    return _libc.prctl
+
+
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     """prctl(2); returns the call's result."""
     return _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
@@ -152,6 +160,13 @@ def raw_syscall(name: str, *args: int | ctypes.c_void_p | ctypes.c_char_p) -> in
     """syscall(2) by name with integer/pointer arguments; the result, or OSError."""
     conv = [ctypes.c_long(a) if isinstance(a, int) else a for a in args]
     return _check(_libc.syscall(ctypes.c_long(syscall_number(name)), *conv), name)
+
+
+def clearenv() -> None:
+    """clearenv(3): empty the C environment (``environ``) of this process. OSError if
+    libc reports a failure."""
+    if _libc.clearenv() != 0:
+        raise OSError(ctypes.get_errno(), "clearenv failed")
 
 
 def memset(address: int, value: int, length: int) -> None:
