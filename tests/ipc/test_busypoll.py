@@ -361,8 +361,9 @@ def test_no_poll_without_a_window_or_while_another_thread_polls(
     assert conn._reply_and_poll(serve(conn) or b"") is None
     assert answer(peer_call, 1) == 2  # the reply still goes out
     conn._serve_busy_poll.window_ns = 50_000
-    with conn._serve_polling:  # one poller per connection
-        assert conn._reply_and_poll(b"") is None
+    conn._serve_polling = True  # another thread polls: one poller per connection
+    assert conn._reply_and_poll(b"") is None
+    conn._serve_polling = False
     assert pool.calls == ["rearm"]  # only before the stub ran: it stayed armed since
 
 

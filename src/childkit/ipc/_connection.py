@@ -248,7 +248,7 @@ class Connection:
         self._serve_poller = select.poll()
         self._serve_poller.register(self._serve_fd, select.POLLIN)
         self._serve_busy_poll = BusyPoll()
-        self._serve_polling = threading.Lock()
+        self._serve_polling = False  # a thread polls the serve socket (set under the lock)
         self._serve_idle_since = 0  # when polling for the next request gave up (ns)
         # Writing the call socket: frames queue here while another thread writes.
         self._wqueue: list[tuple[bytes, list[int]]] = []
@@ -1257,18 +1257,17 @@ class Connection:
         (the socket still disarmed: serving it re-arms), or ``None`` (the socket re-armed,
         or the link closed)."""
         disarmed = self._pool.unhold(self._serve_fd)
-        if reply:
-            lock = self._lock  # counted before it is sent (see _send_reply)
-            lock.acquire()
-            self._replies_sent += 1
-            lock.release()
         waiter = self._serve_busy_poll
         started = _now_ns()
         end = 0
-        if waiter.window_ns and not self._closed and self._serve_polling.acquire(False):
-            end = waiter.poll_end(started)  # one poller per connection at a time
-            if not end:
-                self._serve_polling.release()
+        lock = self._lock
+        lock.acquire()
+        if reply:
+            self._replies_sent += 1  # counted before it is sent (see _send_reply)
+        if waiter.window_ns and not self._closed and not self._serve_polling:
+            end = waiter.poll_end(started)
+            self._serve_polling = end != 0  # one poller per connection at a time
+        lock.release()
         if not end:
             if disarmed:
                 self._pool.rearm(self._serve_fd)
@@ -1299,7 +1298,7 @@ class Connection:
             self._shutdown(f"sending a reply failed: {exc.strerror or exc}")
             return None
         finally:
-            self._serve_polling.release()
+            self._serve_polling = False
         if n >= 0:
             if seen <= 0:  # it came after the window: adapt to how late
                 waiter.waited(_now_ns() - started)
@@ -1591,7 +1590,7 @@ class Connection:
             self._reply(chunk, fds, reply, None)
             return b""
         chunk = _wire.encode_reply(seq, 0, reply._buf, (), 0)
-        reply.close()
+        reply._closed = True  # close(): it holds no fds, objects or finalizer
         return chunk
 
     def _reply(self, chunk: bytes, fds: list[int], parcel: MessageParcel | None,
