@@ -429,6 +429,7 @@ def test_the_c_twins_keep_the_socket_disarmed_from_request_to_request() -> None:
         assert reply
         peer_call.send(request(2, 1))
         assert pool.epoll.poll(0) == []  # readable, but disarmed: the pool is not told
+        conn._run_started = _busypoll._now_ns()  # it ran quickly (not at this test's pace)
         following = conn._reply_and_poll(reply)  # no disarm needed: it never re-armed
         assert following is not None
         assert pool.calls == ["register", "hold"]
@@ -535,3 +536,43 @@ def test_calls_through_a_real_peer_poll_and_lose_nothing() -> None:
             assert reply.read_int64() == expected
     finally:
         peer.close()
+
+
+@pytest.mark.skipif(_connection._exchange is None, reason="needs the C twins (_speedups)")
+def test_after_a_long_request_the_next_is_not_held() -> None:
+    """A request that ran long may well again: the next one re-arms the socket first, so
+    other threads serve the connection meanwhile; quick ones go back to holding."""
+    local, remote = channel_socketpairs()
+    pool = EpollPool()
+    conn = Connection(*local, local_root=AddOne(), pool=pool)  # type: ignore[arg-type]
+    conn._serve.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
+    peer_call = remote[0]
+    peer_call.settimeout(30)
+    try:
+        pool.register(conn._serve_fd, None)
+        Skeleton.set_busy_poll_us(10_000)
+        conn._serve_busy_poll.window_ns = 10_000_000
+        peer_call.send(request(1, 1))
+        reply = serve(conn)
+        assert pool.calls == ["register", "hold"]
+        conn._run_started -= 1_000_000_000  # as if the stub had run for a second
+        peer_call.send(request(2, 1))
+        following = conn._reply_and_poll(reply or b"")
+        assert following is not None
+        reply = conn._serve_record(*following)
+        assert pool.calls == ["register", "hold", "rearm"]  # not held
+        peer_call.send(request(3, 1))
+        conn._run_started = _busypoll._now_ns()  # a quick one again
+        following = conn._reply_and_poll(reply or b"")
+        assert following is not None
+        reply = conn._serve_record(*following)
+        assert pool.calls == ["register", "hold", "rearm", "hold"]
+        conn._pool.unhold(conn._serve_fd)
+        conn._send_reply_record(reply or b"")
+        assert [answer(peer_call, seq) for seq in (1, 2, 3)] == [2, 2, 2]
+    finally:
+        _accel.speedups.drop_holds(conn._serve_fd)
+        conn.close()
+        pool.epoll.close()
+        for sock in remote:
+            sock.close()

@@ -63,6 +63,9 @@ _CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _RECV_FLAGS = int(socket.MSG_CMSG_CLOEXEC)
 _TRUNCATED = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
 _DONTWAIT = int(socket.MSG_DONTWAIT)
+# A plain request is run holding the serve socket (see _serve_record) only while the one
+# before it ran shorter than this: one that takes longer may well again, and others wait.
+_HOLD_RUNS_NS = 100_000
 # A read that failed with one of these lost nothing: the caller reads again later.
 _RETRY_LATER = frozenset({errno.EAGAIN, errno.EINTR})
 # A sync caller's send, poll and read in one C call (see _transact_alone), if built.
@@ -249,6 +252,9 @@ class Connection:
         self._serve_poller.register(self._serve_fd, select.POLLIN)
         self._serve_busy_poll = BusyPoll()
         self._serve_polling = False  # a thread polls the serve socket (set under the lock)
+        # How long the last plain request answered inline ran (ns), and when it started.
+        self._last_run_ns = 0
+        self._run_started = 0
         self._serve_idle_since = 0  # when polling for the next request gave up (ns)
         # Writing the call socket: frames queue here while another thread writes.
         self._wqueue: list[tuple[bytes, list[int]]] = []
@@ -1259,6 +1265,7 @@ class Connection:
         disarmed = self._pool.unhold(self._serve_fd)
         waiter = self._serve_busy_poll
         started = _now_ns()
+        self._last_run_ns = started - self._run_started
         end = 0
         lock = self._lock
         lock.acquire()
@@ -1328,10 +1335,17 @@ class Connection:
                 # run it on this thread. (No one-way requests to its object are pending:
                 # reading the set without the lock is safe, since earlier records were
                 # queued before this one was read.)
-                # The socket stays disarmed while it runs (the pool re-arms it if the
-                # request takes long), so that polling for the next one needs no
-                # epoll_ctl either (see IPCThreadPool.hold).
-                self._pool.hold(self._serve_fd)
+                # In a ping-pong of quick requests (this thread will poll for the next
+                # one, and the last one took little time) the socket stays disarmed
+                # while it runs, so polling afterwards needs no epoll_ctl either; the
+                # pool re-arms it if it runs long (see IPCThreadPool.hold). Otherwise it
+                # is re-armed now, so other threads may serve the connection meanwhile.
+                now = _now_ns()
+                if self._serve_busy_poll.window_ns and self._last_run_ns < _HOLD_RUNS_NS:
+                    self._pool.hold(self._serve_fd)
+                else:
+                    self._pool.rearm(self._serve_fd)
+                self._run_started = now
                 return self._answer_plain(simple[0], simple[1], simple[2],
                                           buf[_wire.TXN_DATA_OFFSET:n])
             run = _wire.oneway_run(buf, n)
