@@ -408,54 +408,60 @@ class EpollPool(RecordingPool):
         return bool(_accel.speedups.unhold(fd))
 
 
-@pytest.mark.skipif(_connection._exchange is None, reason="needs the C twins (_speedups)")
-def test_the_c_twins_keep_the_socket_disarmed_from_request_to_request() -> None:
-    """A held socket needs no epoll_ctl between requests; one held too long is re-armed by
-    the watcher, and the next poll disarms it again (in C)."""
+@pytest.fixture
+def epoll_served() -> Iterator[tuple[Connection, EpollPool, socket.socket]]:
+    """``served``, with a pool that has a real epoll (the C twins disarm and hold in it);
+    the serve socket registered there, armed. Holds wait for the test unless it says."""
     local, remote = channel_socketpairs()
     pool = EpollPool()
     conn = Connection(*local, local_root=AddOne(), pool=pool)  # type: ignore[arg-type]
     conn._serve.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
-    peer_call = remote[0]
-    peer_call.settimeout(30)
-    limit = _accel.speedups.set_hold_limit(10**12)  # the watcher waits: this test's pace
-    try:
-        pool.register(conn._serve_fd, None)
-        Skeleton.set_busy_poll_us(10_000)
-        conn._serve_busy_poll.window_ns = 10_000_000
-        peer_call.send(request(1, 41))
-        assert pool.epoll.poll(0) == [(conn._serve_fd, select.EPOLLIN)]  # armed: reported
-        reply = serve(conn)  # held: still disarmed while the request runs
-        assert reply
-        peer_call.send(request(2, 1))
-        assert pool.epoll.poll(0) == []  # readable, but disarmed: the pool is not told
-        conn._run_started = _busypoll._now_ns()  # it ran quickly (not at this test's pace)
-        following = conn._reply_and_poll(reply)  # no disarm needed: it never re-armed
-        assert following is not None
-        assert pool.calls == ["register", "hold"]
-        peer_call.send(request(3, 1))
-        assert pool.epoll.poll(0) == []
-        reply = conn._serve_record(*following)  # held again
-        assert pool.calls == ["register", "hold", "hold"]
-        # This request "runs long": the watcher re-arms the socket after the hold limit.
-        _accel.speedups.set_hold_limit(2_000_000)
-        assert pool.epoll.poll(30) == [(conn._serve_fd, select.EPOLLIN)]
-        assert answer(peer_call, 1) == 42
-        following = conn._reply_and_poll(reply or b"")  # unheld meanwhile: disarms in C
-        assert following is not None  # request 3
-        assert pool.calls == ["register", "hold", "hold"]  # (the disarm was in C)
-        peer_call.send(request(4, 1))
-        assert pool.epoll.poll(0) == []
-        assert answer(peer_call, 2) == 2
-        conn._send_reply_record(conn._serve_record(*following) or b"")
-        assert answer(peer_call, 3) == 2
-    finally:
-        _accel.speedups.set_hold_limit(limit)
-        _accel.speedups.drop_holds(conn._serve_fd)
-        conn.close()
-        pool.epoll.close()
-        for sock in remote:
-            sock.close()
+    remote[0].settimeout(30)
+    pool.register(conn._serve_fd, None)
+    limit = _accel.speedups.set_hold_limit(10**12)
+    yield conn, pool, remote[0]
+    _accel.speedups.set_hold_limit(limit)
+    _accel.speedups.drop_holds(conn._serve_fd)
+    conn.close()
+    pool.epoll.close()
+    for sock in remote:
+        sock.close()
+
+
+@pytest.mark.skipif(_connection._exchange is None, reason="needs the C twins (_speedups)")
+def test_the_c_twins_keep_the_socket_disarmed_from_request_to_request(
+        epoll_served: tuple[Connection, EpollPool, socket.socket]) -> None:
+    """A held socket needs no epoll_ctl between requests; one held too long is re-armed by
+    the watcher, and the next poll disarms it again (in C)."""
+    conn, pool, peer_call = epoll_served
+    Skeleton.set_busy_poll_us(10_000)
+    conn._serve_busy_poll.window_ns = 10_000_000
+    peer_call.send(request(1, 41))
+    assert pool.epoll.poll(0) == [(conn._serve_fd, select.EPOLLIN)]  # armed: reported
+    reply = serve(conn)  # held: still disarmed while the request runs
+    assert reply
+    peer_call.send(request(2, 1))
+    assert pool.epoll.poll(0) == []  # readable, but disarmed: the pool is not told
+    conn._run_started = _busypoll._now_ns()  # it ran quickly (not at this test's pace)
+    following = conn._reply_and_poll(reply)  # no disarm needed: it never re-armed
+    assert following is not None
+    assert pool.calls == ["register", "hold"]
+    peer_call.send(request(3, 1))
+    assert pool.epoll.poll(0) == []
+    reply = conn._serve_record(*following)  # held again
+    assert pool.calls == ["register", "hold", "hold"]
+    # This request "runs long": the watcher re-arms the socket after the hold limit.
+    _accel.speedups.set_hold_limit(2_000_000)
+    assert pool.epoll.poll(30) == [(conn._serve_fd, select.EPOLLIN)]
+    assert answer(peer_call, 1) == 42
+    following = conn._reply_and_poll(reply or b"")  # unheld meanwhile: disarms in C
+    assert following is not None  # request 3
+    assert pool.calls == ["register", "hold", "hold"]  # (the disarm was in C)
+    peer_call.send(request(4, 1))
+    assert pool.epoll.poll(0) == []
+    assert answer(peer_call, 2) == 2
+    conn._send_reply_record(conn._serve_record(*following) or b"")
+    assert answer(peer_call, 3) == 2
 
 
 def test_the_pool_wakes_for_data_that_came_while_disarmed() -> None:
@@ -539,40 +545,28 @@ def test_calls_through_a_real_peer_poll_and_lose_nothing() -> None:
 
 
 @pytest.mark.skipif(_connection._exchange is None, reason="needs the C twins (_speedups)")
-def test_after_a_long_request_the_next_is_not_held() -> None:
+def test_after_a_long_request_the_next_is_not_held(
+        epoll_served: tuple[Connection, EpollPool, socket.socket]) -> None:
     """A request that ran long may well again: the next one re-arms the socket first, so
     other threads serve the connection meanwhile; quick ones go back to holding."""
-    local, remote = channel_socketpairs()
-    pool = EpollPool()
-    conn = Connection(*local, local_root=AddOne(), pool=pool)  # type: ignore[arg-type]
-    conn._serve.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
-    peer_call = remote[0]
-    peer_call.settimeout(30)
-    try:
-        pool.register(conn._serve_fd, None)
-        Skeleton.set_busy_poll_us(10_000)
-        conn._serve_busy_poll.window_ns = 10_000_000
-        peer_call.send(request(1, 1))
-        reply = serve(conn)
-        assert pool.calls == ["register", "hold"]
-        conn._run_started -= 1_000_000_000  # as if the stub had run for a second
-        peer_call.send(request(2, 1))
-        following = conn._reply_and_poll(reply or b"")
-        assert following is not None
-        reply = conn._serve_record(*following)
-        assert pool.calls == ["register", "hold", "rearm"]  # not held
-        peer_call.send(request(3, 1))
-        conn._run_started = _busypoll._now_ns()  # a quick one again
-        following = conn._reply_and_poll(reply or b"")
-        assert following is not None
-        reply = conn._serve_record(*following)
-        assert pool.calls == ["register", "hold", "rearm", "hold"]
-        conn._pool.unhold(conn._serve_fd)
-        conn._send_reply_record(reply or b"")
-        assert [answer(peer_call, seq) for seq in (1, 2, 3)] == [2, 2, 2]
-    finally:
-        _accel.speedups.drop_holds(conn._serve_fd)
-        conn.close()
-        pool.epoll.close()
-        for sock in remote:
-            sock.close()
+    conn, pool, peer_call = epoll_served
+    Skeleton.set_busy_poll_us(10_000)
+    conn._serve_busy_poll.window_ns = 10_000_000
+    peer_call.send(request(1, 1))
+    reply = serve(conn)
+    assert pool.calls == ["register", "hold"]
+    conn._run_started -= 1_000_000_000  # as if the stub had run for a second
+    peer_call.send(request(2, 1))
+    following = conn._reply_and_poll(reply or b"")
+    assert following is not None
+    reply = conn._serve_record(*following)
+    assert pool.calls == ["register", "hold", "rearm"]  # not held
+    peer_call.send(request(3, 1))
+    conn._run_started = _busypoll._now_ns()  # a quick one again
+    following = conn._reply_and_poll(reply or b"")
+    assert following is not None
+    reply = conn._serve_record(*following)
+    assert pool.calls == ["register", "hold", "rearm", "hold"]
+    conn._pool.unhold(conn._serve_fd)
+    conn._send_reply_record(reply or b"")
+    assert [answer(peer_call, seq) for seq in (1, 2, 3)] == [2, 2, 2]

@@ -449,6 +449,13 @@ def test_exchange_disarms_in_the_epoll_it_is_given(armed: Any) -> None:
     assert ep.poll(0) == [(b.fileno(), select.EPOLLIN)]
 
 
+def hold_readable(a: socket.socket, b: socket.socket, ep: select.epoll) -> None:
+    """``b`` disarmed (as while its callback runs), readable, and held by this thread."""
+    ep.modify(b.fileno(), select.EPOLLONESHOT)
+    a.send(b"x")
+    assert C.hold(ep.fileno(), b.fileno(), ONESHOT_IN) is True
+
+
 def test_a_short_hold_keeps_the_fd_disarmed(armed: Any) -> None:
     _a, b, ep = armed
     ep.modify(b.fileno(), select.EPOLLONESHOT)  # disarmed, as when its callback runs
@@ -459,9 +466,7 @@ def test_a_short_hold_keeps_the_fd_disarmed(armed: Any) -> None:
 
 def test_the_watcher_rearms_a_hold_that_lasts(armed: Any) -> None:
     a, b, ep = armed
-    ep.modify(b.fileno(), select.EPOLLONESHOT)
-    a.send(b"x")
-    assert C.hold(ep.fileno(), b.fileno(), ONESHOT_IN) is True
+    hold_readable(a, b, ep)
     assert ep.poll(0) == []
     C.set_hold_limit(1_000_000)  # 1 ms
     assert ep.poll(30) == [(b.fileno(), select.EPOLLIN)]  # re-armed by the watcher
@@ -481,9 +486,7 @@ def test_a_hold_is_the_holders_alone(armed: Any) -> None:
 
 def test_dropped_holds_are_never_rearmed(armed: Any) -> None:
     a, b, ep = armed
-    ep.modify(b.fileno(), select.EPOLLONESHOT)
-    a.send(b"x")
-    assert C.hold(ep.fileno(), b.fileno(), ONESHOT_IN) is True
+    hold_readable(a, b, ep)
     C.drop_holds(b.fileno())  # as IPCThreadPool.unregister does
     C.set_hold_limit(1_000)
     # The watcher has nothing to do: b stays disarmed. (50 ms of waiting for what must
@@ -519,9 +522,7 @@ def test_a_thread_that_sleeps_for_a_reply_gives_up_its_holds(armed: Any) -> None
 
 def test_release_holds_rearms_what_this_thread_holds(armed: Any) -> None:
     a, b, ep = armed
-    ep.modify(b.fileno(), select.EPOLLONESHOT)
-    a.send(b"x")
-    assert C.hold(ep.fileno(), b.fileno(), ONESHOT_IN) is True
+    hold_readable(a, b, ep)
     C.release_holds()
     assert ep.poll(0) == [(b.fileno(), select.EPOLLIN)]
 

@@ -1566,11 +1566,16 @@ class Connection:
             reply.close()
             self._reply(_wire.encode_error_reply(seq, status, detail), [], None, batch)
             return
+        self._reply_with(seq, reply, batch)
+
+    def _reply_with(self, seq: int, reply: MessageParcel, batch: _ReplyBatch | None) -> None:
+        """Send ``reply`` (a stub's successful reply, with any fds and objects) as the
+        answer to request ``seq``, or add it to ``batch``; it is closed once sent."""
         fds = reply._fds
         try:
             refs = self._refs_for_send(reply._objects) if reply._objects else []
             chunk = _wire.encode_reply(seq, 0, reply._buf, refs, len(fds))
-        except IPCError as exc:
+        except IPCError as exc:  # an object that cannot be sent: the caller learns why
             chunk = _wire.encode_error_reply(seq, exc.code, exc.message)
             fds = []
         self._reply(chunk, fds, reply, batch)
@@ -1594,14 +1599,7 @@ class Connection:
             reply.close()
             return _wire.encode_error_reply(seq, status, detail)
         if reply._fds or reply._objects:
-            fds = reply._fds
-            try:
-                refs = self._refs_for_send(reply._objects) if reply._objects else []
-                chunk = _wire.encode_reply(seq, 0, reply._buf, refs, len(fds))
-            except IPCError as exc:
-                chunk = _wire.encode_error_reply(seq, exc.code, exc.message)
-                fds = []
-            self._reply(chunk, fds, reply, None)
+            self._reply_with(seq, reply, None)
             return b""
         chunk = _wire.encode_reply(seq, 0, reply._buf, (), 0)
         reply._closed = True  # close(): it holds no fds, objects or finalizer
