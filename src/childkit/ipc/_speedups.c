@@ -237,34 +237,44 @@ static int header_view(PyObject *buf_obj, Py_buffer *view, Py_ssize_t need) {
     return 0;
 }
 
+/* Whether the ``size`` bytes of a receive buffer (args: buf, size) are exactly one plain
+ * frame of type ``ftype``: no flags, fds or objects, its lengths adding up to ``size``, and
+ * its parcel within MAX_PARCEL_DATA. Copies the frame's fixed part (``frame_size`` bytes)
+ * into ``head``. 1: plain, 0: not, -1: an exception is set. The object count is the
+ * fixed part's last field and the data length the one before it, in both frame types. */
+static int plain_frame(PyObject *const *args, Py_ssize_t nargs, const char *name,
+                       int ftype, Py_ssize_t frame_size, unsigned char *head) {
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "%s takes 2 arguments", name);
+        return -1;
+    }
+    Py_ssize_t size = PyLong_AsSsize_t(args[1]);
+    if (size == -1 && PyErr_Occurred()) return -1;
+    if (size < frame_size || size > MAX_RECORD_BYTES) return 0;
+    Py_buffer view;
+    if (header_view(args[0], &view, frame_size) < 0) return -1;
+    memcpy(head, view.buf, (size_t)frame_size);
+    PyBuffer_Release(&view);
+    uint32_t data_len = get_u32(head + frame_size - 6);
+    return head[0] == ftype && head[1] == 0 && get_u16(head + 2) == 0 &&
+           get_u16(head + frame_size - 2) == 0 &&
+           get_u32(head + 4) == (uint64_t)(size - HEADER_SIZE) &&
+           data_len == (uint64_t)(size - frame_size) && data_len <= MAX_PARCEL_DATA;
+}
+
 PyDoc_STRVAR(simple_request_doc,
 "simple_request(buf, size) -> (seq, handle, code) | None\n\n"
 "As _wire.simple_request: the record is exactly one plain sync transaction.");
 
 static PyObject *simple_request(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "simple_request takes 2 arguments");
-        return NULL;
+    unsigned char p[TXN_FRAME_SIZE];
+    int plain = plain_frame(args, nargs, "simple_request", F_TRANSACTION, TXN_FRAME_SIZE, p);
+    if (plain <= 0) {
+        if (plain < 0) return NULL;
+        Py_RETURN_NONE;
     }
-    Py_ssize_t size = PyLong_AsSsize_t(args[1]);
-    if (size == -1 && PyErr_Occurred()) return NULL;
-    if (size < TXN_FRAME_SIZE || size > MAX_RECORD_BYTES) Py_RETURN_NONE;
-    Py_buffer view;
-    if (header_view(args[0], &view, TXN_FRAME_SIZE) < 0) return NULL;
-    const unsigned char *p = view.buf;
-    PyObject *result = Py_None;
-    uint32_t data_len = get_u32(p + 24);
-    if (p[0] == F_TRANSACTION && p[1] == 0 && get_u16(p + 2) == 0 && get_u16(p + 28) == 0 &&
-        get_u32(p + 4) == (uint64_t)(size - HEADER_SIZE) &&
-        data_len == (uint64_t)(size - TXN_FRAME_SIZE) && data_len <= MAX_PARCEL_DATA) {
-        result = Py_BuildValue("(KkK)", (unsigned long long)get_u64(p + 8),
-                               (unsigned long)get_u32(p + 16),
-                               (unsigned long long)get_u32(p + 20));
-    } else {
-        Py_INCREF(result);
-    }
-    PyBuffer_Release(&view);
-    return result;
+    return Py_BuildValue("(KkK)", (unsigned long long)get_u64(p + 8),
+                         (unsigned long)get_u32(p + 16), (unsigned long long)get_u32(p + 20));
 }
 
 PyDoc_STRVAR(simple_reply_doc,
@@ -272,28 +282,14 @@ PyDoc_STRVAR(simple_reply_doc,
 "As _wire.simple_reply: the record is exactly one plain parcel reply.");
 
 static PyObject *simple_reply(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "simple_reply takes 2 arguments");
-        return NULL;
+    unsigned char p[REPLY_FRAME_SIZE];
+    int plain = plain_frame(args, nargs, "simple_reply", F_REPLY, REPLY_FRAME_SIZE, p);
+    if (plain <= 0) {
+        if (plain < 0) return NULL;
+        Py_RETURN_NONE;
     }
-    Py_ssize_t size = PyLong_AsSsize_t(args[1]);
-    if (size == -1 && PyErr_Occurred()) return NULL;
-    if (size < REPLY_FRAME_SIZE || size > MAX_RECORD_BYTES) Py_RETURN_NONE;
-    Py_buffer view;
-    if (header_view(args[0], &view, REPLY_FRAME_SIZE) < 0) return NULL;
-    const unsigned char *p = view.buf;
-    PyObject *result = Py_None;
-    uint32_t data_len = get_u32(p + 20);
-    if (p[0] == F_REPLY && p[1] == 0 && get_u16(p + 2) == 0 && get_u16(p + 24) == 0 &&
-        get_u32(p + 4) == (uint64_t)(size - HEADER_SIZE) &&
-        data_len == (uint64_t)(size - REPLY_FRAME_SIZE) && data_len <= MAX_PARCEL_DATA) {
-        result = Py_BuildValue("(Ki)", (unsigned long long)get_u64(p + 8),
-                               (int)(int32_t)get_u32(p + 16));
-    } else {
-        Py_INCREF(result);
-    }
-    PyBuffer_Release(&view);
-    return result;
+    return Py_BuildValue("(Ki)", (unsigned long long)get_u64(p + 8),
+                         (int)(int32_t)get_u32(p + 16));
 }
 
 static long long now_ns(void) {
