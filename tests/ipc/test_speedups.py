@@ -15,6 +15,8 @@ import select
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import types
@@ -578,3 +580,24 @@ def test_exchange_reports_a_lost_cpu_and_still_reads(pair: Any) -> None:
                         -1)
     answer.join(30)
     assert result == (4, [], ECHO, -1, 0)
+
+
+def test_without_a_watcher_thread_nothing_is_held() -> None:
+    """At a process limit the watcher cannot start: holds are refused (the pool then
+    re-arms as without the C twins) and nothing breaks."""
+    code = (
+        "import os, resource, select, socket\n"
+        "from childkit.ipc import _speedups as C\n"
+        "if os.geteuid() == 0:  # root's own uid ignores RLIMIT_NPROC: become nobody\n"
+        "    os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
+        "a, b = socket.socketpair()\n"
+        "ep = select.epoll()\n"
+        "ep.register(b.fileno(), select.EPOLLONESHOT)\n"
+        "resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))\n"
+        "print(C.hold(ep.fileno(), b.fileno(), 1), C.hold(ep.fileno(), b.fileno(), 1),\n"
+        "      C.unhold(b.fileno()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False", "False"]

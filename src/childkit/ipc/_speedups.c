@@ -370,6 +370,7 @@ static struct hold holds[MAX_HOLDS];
 static pthread_mutex_t holds_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t holds_cond;
 static int watcher_running, watcher_parked;
+static int watcher_failed; /* pthread_create refused (a process limit): no holds here */
 static long long hold_limit_ns = 1000000, last_hold_ns;
 
 static void rearm_locked(struct hold *h) {
@@ -421,7 +422,10 @@ static int start_watcher_locked(void) {
     int rc = pthread_create(&thread, &tattr, watch_holds, NULL);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&tattr);
-    if (rc == 0) watcher_running = 1;
+    if (rc == 0)
+        watcher_running = 1;
+    else
+        watcher_failed = 1; /* do not try again on every request */
     return rc;
 }
 
@@ -430,7 +434,7 @@ static void holds_prepare_fork(void) { pthread_mutex_lock(&holds_lock); }
 static void holds_parent_after_fork(void) { pthread_mutex_unlock(&holds_lock); }
 static void holds_child_after_fork(void) {
     memset(holds, 0, sizeof holds);
-    watcher_running = watcher_parked = 0;
+    watcher_running = watcher_parked = watcher_failed = 0;
     pthread_mutex_init(&holds_lock, NULL);
 }
 
@@ -466,7 +470,7 @@ static PyObject *hold(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     long long now = now_ns();
     int held = 0;
     pthread_mutex_lock(&holds_lock);
-    if (watcher_running || start_watcher_locked() == 0) {
+    if (watcher_running || (!watcher_failed && start_watcher_locked() == 0)) {
         struct hold *slot = NULL;
         pthread_t self_thread = pthread_self();
         for (int i = 0; i < MAX_HOLDS; i++) {
