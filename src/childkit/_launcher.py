@@ -101,12 +101,20 @@ class Launcher:
     # ------------------------------------------------------------------ main loop
     def run(self) -> None:
         """Serve requests until the application goes away; then kill and reap children."""
+        refill = False
         try:
             while True:
-                for fd, _events in self._poll.poll():
+                # While there is work, poll only looks (timeout 0): stocking fresh
+                # network namespaces for isolated children is done when nothing waits.
+                events = self._poll.poll(0 if refill else None)
+                if not events and refill:
+                    refill = _launcher_child.refill_netns()
+                    continue
+                for fd, _events in events:
                     if fd == self._sock_fd:
                         if not self._on_request():
                             return
+                        refill = True
                     else:
                         self._reap(fd)
         except (BrokenPipeError, ConnectionResetError):
@@ -162,12 +170,14 @@ class Launcher:
                         _launcher_child.learn_sandbox(header["sandbox"])
                     pid = os.fork()
                 except (proto.ProtocolError, OSError) as exc:
+                    _launcher_child.sandbox_forked()
                     proto.close_fds(fds)
                     proto.send(self._sock, {"op": "failed", "id": request_id,
                                             "message": f"{type(exc).__name__}: {exc}"})
                     continue
                 if pid == 0:
                     _launcher_child.run_child(header, payload, fds, os.getppid(), self._forget)
+                _launcher_child.sandbox_forked()  # its network namespace is the child's
                 proto.close_fds(fds)  # the child has its copies
                 forked.append((request_id, pid))
         finally:

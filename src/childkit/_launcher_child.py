@@ -167,9 +167,7 @@ def _child(header: dict[str, Any], payload: bytes, fds: list[int], launcher_pid:
     # First of all: the launcher forks a batch of requests back to back, so this child
     # also holds the fds of the requests forked after it (another child's status pipe
     # and sockets) until it closes them; the sooner, the sooner that child's EOFs hold.
-    template = _template_fd(header)
-    _sysutil.close_all_fds_except({0, 1, 2, *fds} if template is None
-                                  else {0, 1, 2, template, *fds})
+    _sysutil.close_all_fds_except({0, 1, 2, *fds, *_sandbox_fds(header)})
     _sysutil.set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != launcher_pid:
         return 1  # the launcher died between the fork and the prctl
@@ -217,10 +215,12 @@ def _child(header: dict[str, Any], payload: bytes, fds: list[int], launcher_pid:
 _sandbox_configs: dict[tuple[object, ...], SandboxConfig] = {}
 
 #: The sandbox prepared for the very next fork: ``(description, config, root plan, fd
-#: of a template of that root or None)``. Set in the launcher just before it forks; the
-#: child finds its own request's description (the same object) here, and the next
-#: request replaces it.
-_next_sandbox: tuple[dict[str, Any], SandboxConfig, RootPlan, int | None] | None = None
+#: of a template of that root or None, fd of a fresh network namespace or None)``. Set
+#: in the launcher just before it forks; the child finds its own request's description
+#: (the same object) here, and the next request replaces it. The network namespace fd
+#: is the launcher's to close right after that fork (:func:`sandbox_forked`).
+_next_sandbox: tuple[dict[str, Any], SandboxConfig, RootPlan, int | None, int | None] | None \
+    = None
 
 #: Whether the launcher may build sandbox roots once and share them (root: see
 #: childkit.sandbox._template); found on first use.
@@ -252,7 +252,7 @@ def learn_sandbox(description: Any) -> None:
     made anew for every fork, so it is as fresh as one the child would make. Never
     raises: whatever fails is left for the child to meet again and report."""
     global _next_sandbox, _use_templates
-    _next_sandbox = None
+    sandbox_forked()
     try:
         key = _sandbox_key(description)
         config = _sandbox_configs.get(key)
@@ -260,7 +260,7 @@ def learn_sandbox(description: Any) -> None:
             config = _sandbox_config(description)
             if len(_sandbox_configs) < _MAX_KNOWN:
                 _sandbox_configs[key] = config
-        from childkit.sandbox import _filesystem, _namespaces, _template
+        from childkit.sandbox import _filesystem, _namespaces, _netns, _template
 
         root_plan = _filesystem.plan(config.readonly_paths)
         if _use_templates is None:
@@ -268,21 +268,52 @@ def learn_sandbox(description: Any) -> None:
         template = _template.template_for(root_plan) if _use_templates else None
     except Exception:  # a bad description or path: the child reports it
         return
-    _next_sandbox = (description, config, root_plan, template)
+    # Last, so that nothing above can fail with a namespace taken: this child's alone.
+    netns = _netns.take() if _use_templates else None
+    _next_sandbox = (description, config, root_plan, template, netns)
 
 
-def _prepared(description: object) -> tuple[SandboxConfig, RootPlan, int | None] | None:
+def sandbox_forked() -> None:
+    """In the launcher, once the child a sandbox was prepared for is forked (or failed to
+    be): forget that preparation and close its network namespace fd, which belongs to
+    that one child (every later fork must not inherit it)."""
+    global _next_sandbox
+    prepared, _next_sandbox = _next_sandbox, None
+    if prepared is not None and prepared[4] is not None:
+        os.close(prepared[4])
+
+
+def refill_netns() -> bool:
+    """In the launcher, while idle: add one fresh network namespace to the stock if a
+    privileged launcher that has started isolated children is short of them. Returns
+    whether more are wanted. Raises ``childkit.sandbox._netns.HomeLost`` (the launcher
+    must end) if it could not return to its own network namespace."""
+    if not _use_templates:
+        return False
+    from childkit.sandbox import _netns
+
+    if not _netns.wanted():
+        return False
+    _netns.refill_one()
+    return _netns.wanted()
+
+
+def _prepared(description: object) -> tuple[SandboxConfig, RootPlan, int | None,
+                                               int | None] | None:
     """In the child: what the launcher prepared for this very request's sandbox."""
     prepared = _next_sandbox
     if prepared is None or description is None or prepared[0] is not description:
         return None
-    return prepared[1], prepared[2], prepared[3]
+    return prepared[1], prepared[2], prepared[3], prepared[4]
 
 
-def _template_fd(header: dict[str, Any]) -> int | None:
-    """In the child: the template root the launcher prepared for this request, if any."""
+def _sandbox_fds(header: dict[str, Any]) -> set[int]:
+    """In the child: the fds the launcher prepared for this request's sandbox (a template
+    root, a fresh network namespace), which it keeps until it has joined them."""
     prepared = _prepared(header.get("sandbox"))
-    return None if prepared is None else prepared[2]
+    if prepared is None:
+        return set()
+    return {fd for fd in prepared[2:] if fd is not None}
 
 
 def _enter_sandbox(description: dict[str, Any], keep_fds: list[int]) -> None:
@@ -293,8 +324,11 @@ def _enter_sandbox(description: dict[str, Any], keep_fds: list[int]) -> None:
         enter_planned(_sandbox_config(description), keep_fds, None, None)
     else:
         # The launcher found out whether it is privileged (it never changes its
-        # credentials), so this copy of it need not ask the kernel again.
-        enter_planned(prepared[0], keep_fds, prepared[1], prepared[2], _use_templates)
+        # credentials), so this copy of it need not ask the kernel again; and this
+        # process is a fork of the single-threaded launcher that has run only childkit's
+        # code since, so it is single-threaded too.
+        enter_planned(prepared[0], keep_fds, prepared[1], prepared[2], _use_templates,
+                      netns=prepared[3], single_threaded=True)
 
 
 #: An isolated child's resource limits (``ResourceLimits`` as a dict) once it is inside

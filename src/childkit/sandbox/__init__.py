@@ -33,11 +33,20 @@ def preload() -> None:
     """Do once, in the parent, the work every isolated child would repeat: locate
     libseccomp (ldconfig), compile the seccomp filter, resolve the interpreter's paths
     and the libc functions the sandbox calls, make the arguments of the capability drop
-    (reading the kernel's last capability) and find where the initial environment
-    block lies.
+    (reading the kernel's last capability) and of raising the init's effective
+    capabilities, prepare the Landlock ruleset and find where
+    the initial environment block lies.
     Children forked afterwards start faster. Errors are not raised here: a missing
     library is reported by :func:`probe` and :func:`enter`."""
-    from childkit.sandbox import _capabilities, _environment, _filesystem, _seccomp, _syscalls
+    from childkit.sandbox import (
+        _capabilities,
+        _enter,
+        _environment,
+        _filesystem,
+        _landlock,
+        _seccomp,
+        _syscalls,
+    )
 
     try:
         _seccomp.install_ready()
@@ -48,7 +57,9 @@ def preload() -> None:
     except AttributeError:
         pass  # a libc without one of them: the child's call reports it
     _filesystem.interpreter_plan()
-    for step in (_capabilities.drop_arguments, _environment.initial_block):
+    for step in (_capabilities.drop_arguments, _capabilities.raise_arguments,
+                 _environment.initial_block,
+                 lambda: _landlock.prepare(*_enter.LANDLOCK_PATHS)):
         try:
             step()
         except (OSError, ValueError, IndexError):

@@ -85,15 +85,51 @@ def drop_all() -> None:
         raise OSError(1, "capabilities remain after capset")
 
 
+class _RaiseArguments:
+    """The ctypes objects :func:`raise_effective` passes to capget/capset, made once per
+    process (the launcher makes them for every isolated child's init, which would
+    otherwise build them in a freshly forked process: a few hundred microseconds of
+    first use and copy-on-write faults)."""
+
+    def __init__(self) -> None:
+        self.header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+        self.data = (_CapData * 2)()
+        self.halves = (self.data[0], self.data[1])  # views of self.data, not copies
+        self.header_address = ctypes.c_void_p(ctypes.addressof(self.header))
+        self.data_address = ctypes.c_void_p(ctypes.addressof(self.data))
+        self.capget = ctypes.c_long(_syscalls.syscall_number("capget"))
+        self.capset = ctypes.c_long(_syscalls.syscall_number("capset"))
+
+
+_raise_arguments: _RaiseArguments | None = None
+
+
+def raise_arguments() -> _RaiseArguments:
+    """The arguments of :func:`raise_effective`, made once per process. OSError (ENOSYS)
+    on a machine whose capget/capset numbers are unknown."""
+    global _raise_arguments
+    if _raise_arguments is None:
+        _raise_arguments = _RaiseArguments()
+    return _raise_arguments
+
+
 def raise_effective() -> None:
-    """Make the effective set equal the permitted set (after a uid change with KEEPCAPS)."""
-    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
-    _syscalls.raw_syscall("capget", ctypes.addressof(header), ctypes.addressof(data))
-    for half in data:
+    """Make the effective set equal the permitted set (after a uid change with KEEPCAPS).
+    OSError if the kernel refuses."""
+    args = raise_arguments()
+    # Whatever a caller before left in them: the version (capget rewrites it on a
+    # mismatch) and this process (pid 0).
+    args.header.version = _LINUX_CAPABILITY_VERSION_3
+    args.header.pid = 0
+    syscall = _syscalls.libc_syscall()
+    if syscall(args.capget, args.header_address, args.data_address) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"capget: {os.strerror(err)}")
+    for half in args.halves:
         half.effective = half.permitted
-    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    _syscalls.raw_syscall("capset", ctypes.addressof(header), ctypes.addressof(data))
+    if syscall(args.capset, args.header_address, args.data_address) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"capset: {os.strerror(err)}")
 
 
 def capabilities() -> tuple[int, int, int]:

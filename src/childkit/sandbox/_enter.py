@@ -34,6 +34,10 @@ ISOLATION_UID_BASE = 2_000_000_000
 
 _report: dict[str, LayerStatus] = {}
 
+#: Landlock's paths inside the sandbox: read (and execute) beneath, write beneath, devices.
+LANDLOCK_PATHS: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] = (
+    ("/",), ("/tmp",), _filesystem.DEVICES)
+
 
 def layer_report() -> dict[str, LayerStatus]:
     """In a sandboxed process: each layer and whether :func:`enter` applied it (with the
@@ -103,7 +107,8 @@ def enter(config: SandboxConfig, keep_fds: Sequence[int]) -> None:
 
 def enter_planned(config: SandboxConfig, keep_fds: Sequence[int],
                   root_plan: _filesystem.RootPlan | None, template: int | None,
-                  privileged: bool | None = None) -> None:
+                  privileged: bool | None = None, *, netns: int | None = None,
+                  single_threaded: bool = False) -> None:
     """:func:`enter`, with the file system view already planned: ``root_plan`` is what
     ``_filesystem.plan(config.readonly_paths)`` returned just before this process was
     forked (the launcher plans in its warm process, so the child need not), or ``None``
@@ -111,9 +116,16 @@ def enter_planned(config: SandboxConfig, keep_fds: Sequence[int],
     (:mod:`childkit.sandbox._template`), or ``None`` to build it here. The fd is closed
     whatever happens. ``privileged``: what ``_namespaces.is_privileged()`` said in the
     process this one was forked from, which has not changed its credentials since (the
-    launcher never does), or ``None`` to find out here. Same promises and errors as
-    :func:`enter`."""
+    launcher never does), or ``None`` to find out here. ``netns``: an fd of a fresh
+    network namespace no process has joined (:mod:`childkit.sandbox._netns`), made for
+    this process alone, which a privileged caller joins so that its init lives there
+    rather than in one its clone creates (closed whatever happens, like ``template``),
+    or ``None``: the clone creates it.
+    ``single_threaded``: the caller knows this process is single-threaded (a fork of the
+    single-threaded launcher that has run only childkit's code since), so it is not
+    checked again. Same promises and errors as :func:`enter`."""
     owned = _Template(template)
+    fresh_netns = _Template(netns)
     # No garbage collection while the sandbox is made: a collection in the init or the
     # sandboxed process walks (so copies, page by page) whatever objects were allocated
     # since the caller's last one, for garbage that childkit's few lines here do not
@@ -123,20 +135,23 @@ def enter_planned(config: SandboxConfig, keep_fds: Sequence[int],
     collecting = gc.isenabled()
     gc.disable()
     try:
-        _enter(config, keep_fds, root_plan, owned, privileged)
+        _enter(config, keep_fds, root_plan, owned, privileged, fresh_netns,
+               single_threaded)
     except BaseException:
         if collecting:
             gc.enable()
         raise
     finally:
         owned.close()
+        fresh_netns.close()
     gc.freeze()
     if collecting:
         gc.enable()
 
 
 class _Template:
-    """The template fd, closed exactly once (its number may be reused afterwards)."""
+    """A namespace fd (a template root, a fresh network namespace), closed exactly once
+    (its number may be reused afterwards)."""
 
     def __init__(self, fd: int | None) -> None:
         self.fd = fd
@@ -149,10 +164,10 @@ class _Template:
 
 def _enter(config: SandboxConfig, keep_fds: Sequence[int],
            root_plan: _filesystem.RootPlan | None, template: _Template,
-           known_privileged: bool | None) -> None:
+           known_privileged: bool | None, netns: _Template, single_threaded: bool) -> None:
     if not isinstance(config, SandboxConfig):
         raise ChildkitError(ErrCode.NCP_ERR_INVALID_PARAM, "config must be a SandboxConfig")
-    if len(os.listdir("/proc/self/task")) != 1:
+    if not single_threaded and len(os.listdir("/proc/self/task")) != 1:
         # unshare(CLONE_NEWUSER) refuses threaded callers, and the other threads would
         # stay outside every layer.
         raise ChildkitError(ErrCode.NCP_ERR_INVALID_PARAM,
@@ -164,7 +179,7 @@ def _enter(config: SandboxConfig, keep_fds: Sequence[int],
     except ValueError as exc:
         raise ChildkitError(ErrCode.NCP_ERR_INVALID_PARAM, str(exc)) from None
     layers = _Layers(config.allow_reduced)
-    _fds.close_all_except(keep if template.fd is None else (*keep, template.fd))
+    _fds.close_all_except((*keep, *(fd for fd in (template.fd, netns.fd) if fd is not None)))
     _report["fds"] = LayerStatus(True, "applied")
     try:
         _seccomp.compile_filter()  # libseccomp is only reachable before the pivot
@@ -192,13 +207,14 @@ def _enter(config: SandboxConfig, keep_fds: Sequence[int],
 
     built = layers.apply("filesystem", build)
     template.close()  # joined or not, nothing forked later may hold it
+    joined_netns = _join_fresh_netns(netns, privileged)  # its fd closed either way
     if config.isolation_uid and privileged:
         _report["isolation_uid"] = LayerStatus(True, f"applied (uid {outer})")
     previous_mask = _supervisor.block_forwarded()
     death_r, death_w = os.pipe()
     status_r, status_w = os.pipe()
     try:
-        init = _clone_init(privileged, inner, outer)
+        init = _clone_init(privileged, inner, outer, joined_netns)
         if init is None:  # refused: the same namespaces one by one, naming what fails
             init, applied = _fork_init_one_by_one(config, layers, privileged, inner, outer)
             extra_processes = 2  # the supervisor lives in the user namespace too
@@ -237,10 +253,11 @@ def _enter(config: SandboxConfig, keep_fds: Sequence[int],
 _MAPPED = b"+"
 
 
-def _clone_init(privileged: bool, inner: int, outer: int) -> int | None:
+def _clone_init(privileged: bool, inner: int, outer: int, joined_netns: bool) -> int | None:
     """Fork the init straight into every namespace of the sandbox (one clone) and, from
     outside, write its uid/gid maps: no helper process, one system call for all seven
-    namespaces. Returns 0 in the init (which then has uid ``inner`` and a capability set
+    namespaces (six when the caller has ``joined_netns``, a fresh network namespace the
+    init then inherits). Returns 0 in the init (which then has uid ``inner`` and a capability set
     over its own namespaces only), the init's pid in the caller, or ``None`` in the
     caller when the kernel refused the clone or the maps (nothing is left behind: an
     init already forked is killed and reaped)."""
@@ -252,7 +269,9 @@ def _clone_init(privileged: bool, inner: int, outer: int) -> int | None:
     try:
         # The init runs only childkit's code: no at-fork hooks (the workload's os.fork
         # runs them in the process that runs user code).
-        init = _syscalls.clone_process(_namespaces.SANDBOX_NAMESPACES)
+        init = _syscalls.clone_process(
+            _namespaces.SANDBOX_NAMESPACES & ~_syscalls.CLONE_NEWNET if joined_netns
+            else _namespaces.SANDBOX_NAMESPACES)
     except OSError:
         os.close(go_r)
         os.close(go_w)
@@ -324,6 +343,25 @@ def _own_thread_id() -> None:
         set_native_id()
 
 
+def _join_fresh_netns(netns: _Template, privileged: bool) -> bool:
+    """As a ``privileged`` caller, join the fresh network namespace ``netns`` holds, if
+    any; close its fd in any case (it is used once, and nothing forked later may hold
+    it). ``False`` if nothing was joined: the init's clone then creates a namespace. The
+    init cannot administer a joined one: its owner is the initial user namespace."""
+    if netns.fd is None:
+        return False
+    if not privileged:
+        netns.close()
+        return False
+    try:
+        _syscalls.setns(netns.fd, _syscalls.CLONE_NEWNET)
+    except OSError:
+        return False
+    finally:
+        netns.close()
+    return True
+
+
 def _join_template(template: _Template) -> bool:
     """Join the template mount namespace (root and cwd become its root) and close its fd;
     ``False`` (nothing changed) if the kernel refuses: the root is then built here."""
@@ -379,8 +417,7 @@ def _inside(config: SandboxConfig, layers: _Layers, keep: tuple[int, ...],
     _report["environment"] = LayerStatus(True, "applied")
     layers.apply("limits", lambda: _limits.apply(config.limits, extra_processes))
     layers.apply("no_new_privs", _capabilities.set_no_new_privs)
-    layers.apply("landlock", lambda: _landlock.restrict(
-        read_paths=["/"], write_paths=["/tmp"], device_paths=_filesystem.DEVICES))
+    layers.apply("landlock", lambda: _landlock.restrict(*LANDLOCK_PATHS))
     layers.apply("capabilities", _capabilities.drop_all)
     if seccomp_problem is not None:
         layers.skip("seccomp", seccomp_problem)

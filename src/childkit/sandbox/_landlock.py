@@ -11,7 +11,9 @@ is a pre-release (1.0.0.dev5) and adds nothing the three syscalls need.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
+import stat
 from collections.abc import Iterable
 
 from childkit.sandbox import _syscalls
@@ -62,12 +64,32 @@ def _handled_fs(abi: int) -> int:
     return rights
 
 
-def restrict(read_paths: Iterable[str], write_paths: Iterable[str],
-             device_paths: Iterable[str]) -> int:
-    """Restrict this process (and all it starts) to: read/execute beneath ``read_paths``,
-    everything beneath ``write_paths``, read/write (no ioctl) of ``device_paths``; no TCP;
-    signals and abstract Unix sockets scoped to the sandbox. Needs no_new_privs. Returns
-    the ABI used; raises OSError if Landlock is missing or refuses a rule."""
+@dataclasses.dataclass(frozen=True)
+class Ruleset:
+    """What a ruleset is made of, worked out ahead (:func:`prepare`): the ABI, the
+    ``landlock_create_ruleset`` argument and, per path, the rights to allow beneath it
+    (a directory) and on it (anything else)."""
+
+    abi: int
+    attr: _RulesetAttr
+    size: int
+    rules: tuple[tuple[str, int, int], ...]
+
+
+#: Rulesets prepared, by their paths: a parent (the launcher) prepares the sandbox's once
+#: and every child forked later inherits it, instead of asking the kernel for the ABI
+#: and building the same structures anew (tens of microseconds of first use each).
+_prepared: dict[tuple[tuple[str, ...], ...], Ruleset] = {}
+
+
+def prepare(read_paths: Iterable[str], write_paths: Iterable[str],
+            device_paths: Iterable[str]) -> Ruleset:
+    """The ruleset :func:`restrict` makes for these paths, prepared (once per distinct
+    set of paths; no path is opened here). OSError if Landlock is missing."""
+    key = (tuple(read_paths), tuple(write_paths), tuple(device_paths))
+    known = _prepared.get(key)
+    if known is not None:
+        return known
     abi = abi_version()
     handled = _handled_fs(abi)
     attr = _RulesetAttr(handled, 0, 0)
@@ -78,24 +100,40 @@ def restrict(read_paths: Iterable[str], write_paths: Iterable[str],
         attr.scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL
     else:
         size = 16  # older kernels reject the unknown trailing field
-    ruleset = _syscalls.raw_syscall("landlock_create_ruleset", ctypes.addressof(attr), size, 0)
+    rules = tuple((path, rights & handled, rights & handled & _FILE_RIGHTS)
+                  for paths, rights in ((key[0], EXECUTE | READ_FILE | READ_DIR),
+                                        (key[1], handled),
+                                        (key[2], READ_FILE | WRITE_FILE))
+                  for path in paths)
+    ruleset = Ruleset(abi, attr, size, rules)
+    _prepared[key] = ruleset
+    return ruleset
+
+
+def restrict(read_paths: Iterable[str], write_paths: Iterable[str],
+             device_paths: Iterable[str]) -> int:
+    """Restrict this process (and all it starts) to: read/execute beneath ``read_paths``,
+    everything beneath ``write_paths``, read/write (no ioctl) of ``device_paths``; no TCP;
+    signals and abstract Unix sockets scoped to the sandbox. Needs no_new_privs. Returns
+    the ABI used; raises OSError if Landlock is missing or refuses a rule. Uses what
+    :func:`prepare` prepared for the same paths, if anything."""
+    prepared = prepare(read_paths, write_paths, device_paths)
+    ruleset = _syscalls.raw_syscall("landlock_create_ruleset", ctypes.addressof(prepared.attr),
+                                    prepared.size, 0)
     try:
-        for paths, rights in ((read_paths, EXECUTE | READ_FILE | READ_DIR),
-                              (write_paths, handled),
-                              (device_paths, READ_FILE | WRITE_FILE)):
-            for path in paths:
-                _add_path_rule(ruleset, path, rights & handled)
+        for path, dir_rights, file_rights in prepared.rules:
+            _add_path_rule(ruleset, path, dir_rights, file_rights)
         _syscalls.raw_syscall("landlock_restrict_self", ruleset, 0)
     finally:
         os.close(ruleset)
-    return abi
+    return prepared.abi
 
 
-def _add_path_rule(ruleset: int, path: str, rights: int) -> None:
+def _add_path_rule(ruleset: int, path: str, dir_rights: int, file_rights: int) -> None:
     fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
     try:
-        if not os.path.isdir(path):
-            rights &= _FILE_RIGHTS
+        # fstat of the fd opened: what the rule is really about (no second path walk).
+        rights = dir_rights if stat.S_ISDIR(os.fstat(fd).st_mode) else file_rights
         rule = _PathBeneathAttr(rights, fd)
         _syscalls.raw_syscall("landlock_add_rule", ruleset, _RULE_PATH_BENEATH,
                               ctypes.addressof(rule), 0)

@@ -144,6 +144,12 @@ def libc_prctl() -> Callable[..., int]:
     return _libc.prctl
 
 
+def libc_syscall() -> Callable[..., int]:
+    """libc's syscall itself, for callers that pass ready-made ctypes arguments and check
+    the result (-1 and errno) themselves."""
+    return _libc.syscall
+
+
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     """prctl(2); returns the call's result."""
     return _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
