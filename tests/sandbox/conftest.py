@@ -26,3 +26,15 @@ def _no_leaks() -> Iterator[None]:
     yield
     assert set(os.listdir("/proc/self/fd")) == fds, "a test leaked an fd"
     assert _children() <= children, "a test left a child process (or zombie)"
+
+
+@pytest.fixture(scope="module")
+def launcher_and_probe() -> None:
+    """For tests that start children through the public calls: the launcher and the
+    sandbox probe live for the whole process, so start them before the per-test leak
+    checks take their baseline (``pytestmark = pytest.mark.usefixtures(...)``)."""
+    import childkit
+    from childkit import _options
+
+    childkit.prestart_launcher()
+    _options._sandbox_layers()

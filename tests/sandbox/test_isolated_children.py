@@ -12,13 +12,13 @@ import errno
 import json
 import os
 import signal
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import escape_actions as ea
 import pytest
+from exit_waiter import Exits
 
 import childkit
 from childkit import ChildProcessArgs, ChildProcessOptions, ErrCode, IsolationMode
@@ -42,40 +42,7 @@ def _options(ctx: dict[str, Any], **kwargs: Any) -> ChildProcessOptions:
                                readonly_paths=(ACTIONS_FILE, ctx["ro_dir"]), **kwargs)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _launcher_and_probe() -> None:
-    """The launcher and the sandbox probe live for the whole process: start them before
-    the per-test leak checks take their baseline."""
-    from childkit import _options
-
-    childkit.prestart_launcher()
-    _options._sandbox_layers()
-
-
-class _Exits:
-    """Collects exit infos through the public exit callback (registered while in use)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._infos: dict[int, childkit.ChildExitInfo] = {}
-
-    def __enter__(self) -> _Exits:
-        childkit.register_child_process_exit_callback(self._on_exit)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        childkit.unregister_child_process_exit_callback(self._on_exit)
-
-    def _on_exit(self, pid: int, info: childkit.ChildExitInfo) -> None:
-        with self._cond:
-            self._infos[pid] = info
-            self._cond.notify_all()
-
-    def wait(self, pid: int) -> childkit.ChildExitInfo:
-        with self._cond:
-            assert self._cond.wait_for(lambda: pid in self._infos, timeout=60), \
-                f"child {pid} did not exit"
-            return self._infos[pid]
+pytestmark = pytest.mark.usefixtures("launcher_and_probe")
 
 
 def _read_all(fd: int) -> bytes:
@@ -106,7 +73,7 @@ def _run_with_exit(entry: str, params: str, options: ChildProcessOptions | None,
                    ) -> tuple[dict[str, Any] | None, childkit.ChildExitInfo]:
     """Run an args-mode child to its end: what it wrote to fd "out" (JSON, or None) and
     how it ended, as the exit callback reported it."""
-    with _Exits() as exits:
+    with Exits() as exits:
         pid, r = _start(entry, params, options, fds)
         try:
             data = _read_all(r)
@@ -287,7 +254,7 @@ def test_isolation_uid_gives_each_child_a_uid_of_its_own(ctx: dict[str, Any]) ->
     hold_r, hold_w = os.pipe()
     started: list[tuple[int, int]] = []
     try:
-        with _Exits() as exits:
+        with Exits() as exits:
             try:
                 for _ in range(2):
                     started.append(_start(f"{ENTRY}:report_identity", params,

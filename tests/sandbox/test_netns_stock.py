@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import escape_actions as ea
 import pytest
 import sandbox_harness as harness
+from exit_waiter import Exits
 
 import childkit
 from childkit import ChildProcessArgs, ChildProcessOptions, IsolationMode
@@ -34,45 +34,12 @@ ISOLATED = ChildProcessOptions(isolation_mode=IsolationMode.ISOLATED,
                                readonly_paths=(ACTIONS_FILE,))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _launcher_and_probe() -> None:
-    """The launcher and the sandbox probe live for the whole process: start them before
-    the per-test leak checks take their baseline."""
-    from childkit import _options
-
-    childkit.prestart_launcher()
-    _options._sandbox_layers()
-
-
-class _Exits:
-    """Waits, through the public exit callback, until children were reaped (their
-    pidfds closed) so that the leak check sees none open."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._ended: set[int] = set()
-
-    def __enter__(self) -> _Exits:
-        childkit.register_child_process_exit_callback(self._on_exit)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        childkit.unregister_child_process_exit_callback(self._on_exit)
-
-    def _on_exit(self, pid: int, info: childkit.ChildExitInfo) -> None:
-        with self._cond:
-            self._ended.add(pid)
-            self._cond.notify_all()
-
-    def wait(self, pid: int) -> None:
-        with self._cond:
-            assert self._cond.wait_for(lambda: pid in self._ended, timeout=60), \
-                f"child {pid} did not exit"
+pytestmark = pytest.mark.usefixtures("launcher_and_probe")
 
 
 @pytest.fixture()
-def exits() -> Iterator[_Exits]:
-    with _Exits() as waiter:
+def exits() -> Iterator[Exits]:
+    with Exits() as waiter:
         yield waiter
 
 
@@ -86,7 +53,7 @@ def _net_fds(pid: int) -> int:
     return count
 
 
-def _stocked_launcher(exits: _Exits) -> None:
+def _stocked_launcher(exits: Exits) -> None:
     """Start (and end) an isolated child, then, as root, wait until the launcher has
     filled its stock (its own namespace's fd and STOCK_SIZE fresh ones)."""
     r, w = os.pipe()
@@ -168,7 +135,7 @@ class _Held:
 
 
 @pytest.fixture()
-def held(exits: _Exits) -> Iterator[list[_Held]]:
+def held(exits: Exits) -> Iterator[list[_Held]]:
     children: list[_Held] = []
     try:
         yield children
@@ -180,7 +147,7 @@ def held(exits: _Exits) -> Iterator[list[_Held]]:
 
 
 def test_isolated_children_at_once_have_their_own_network_namespaces(
-        held: list[_Held], exits: _Exits) -> None:
+        held: list[_Held], exits: Exits) -> None:
     parent = os.stat("/proc/self/ns/net").st_ino
     _stocked_launcher(exits)
     # Three back to back: more than the stock holds, so the last may meet an empty one.
@@ -210,7 +177,7 @@ def test_a_normal_child_stays_in_its_parents_network_namespace(held: list[_Held]
 
 @pytest.mark.parametrize("options", [None, ISOLATED], ids=["normal", "isolated"])
 def test_no_namespace_fd_of_the_launcher_reaches_a_child(
-        options: ChildProcessOptions | None, exits: _Exits) -> None:
+        options: ChildProcessOptions | None, exits: Exits) -> None:
     """Started right after an isolated child (so the launcher holds its stock and, as
     root, templates), a child holds no namespace fd at all."""
     _stocked_launcher(exits)

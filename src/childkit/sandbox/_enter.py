@@ -353,25 +353,26 @@ def _join_fresh_netns(netns: _Template, privileged: bool) -> bool:
     if not privileged:
         netns.close()
         return False
-    try:
-        _syscalls.setns(netns.fd, _syscalls.CLONE_NEWNET)
-    except OSError:
-        return False
-    finally:
-        netns.close()
-    return True
+    return _join_and_close(netns, _syscalls.CLONE_NEWNET)
 
 
 def _join_template(template: _Template) -> bool:
     """Join the template mount namespace (root and cwd become its root) and close its fd;
     ``False`` (nothing changed) if the kernel refuses: the root is then built here."""
     assert template.fd is not None
+    return _join_and_close(template, _syscalls.CLONE_NEWNS)
+
+
+def _join_and_close(namespace: _Template, nstype: int) -> bool:
+    """``setns`` into the namespace ``namespace.fd`` holds and close the fd, whatever
+    happens; ``False`` (nothing changed) if the kernel refuses."""
+    assert namespace.fd is not None
     try:
-        _syscalls.setns(template.fd, _syscalls.CLONE_NEWNS)
+        _syscalls.setns(namespace.fd, nstype)
     except OSError:
         return False
     finally:
-        template.close()
+        namespace.close()
     return True
 
 

@@ -1,0 +1,34 @@
+"""Waiting for children to end through the public exit callback (no sleeps, no polling)."""
+
+from __future__ import annotations
+
+import threading
+
+import childkit
+
+
+class Exits:
+    """Collects exit infos through ``register_child_process_exit_callback`` while in use
+    (a context manager); :meth:`wait` blocks until a given child was reaped."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._infos: dict[int, childkit.ChildExitInfo] = {}
+
+    def __enter__(self) -> Exits:
+        childkit.register_child_process_exit_callback(self._on_exit)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        childkit.unregister_child_process_exit_callback(self._on_exit)
+
+    def _on_exit(self, pid: int, info: childkit.ChildExitInfo) -> None:
+        with self._cond:
+            self._infos[pid] = info
+            self._cond.notify_all()
+
+    def wait(self, pid: int) -> childkit.ChildExitInfo:
+        with self._cond:
+            assert self._cond.wait_for(lambda: pid in self._infos, timeout=60), \
+                f"child {pid} did not exit"
+            return self._infos[pid]
