@@ -371,7 +371,7 @@ static pthread_mutex_t holds_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t holds_cond;
 static int watcher_running, watcher_parked;
 static int watcher_failed; /* pthread_create refused (a process limit): no holds here */
-static long long hold_limit_ns = 1000000, last_hold_ns;
+static long long hold_limit_ns = 2000000, last_hold_ns; /* 2 ms */
 
 static void rearm_locked(struct hold *h) {
     struct epoll_event ev = {.events = h->events, .data.fd = h->fd};

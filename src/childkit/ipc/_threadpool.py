@@ -92,7 +92,7 @@ class IPCThreadPool:
         """Keep ``fd`` (disarmed: its callback runs) disarmed while this thread runs one
         short task for it, instead of :meth:`rearm` before the task and :meth:`disarm`
         after it: two ``epoll_ctl`` calls saved on the hot path. A watcher thread re-arms
-        it if the task lasts longer than the hold limit (1 ms), and so does this thread
+        it if the task lasts longer than the hold limit (2 ms), and so does this thread
         when it sleeps for a reply of its own (the reply may need another thread to serve
         ``fd``). End with :meth:`unhold`. Without the C twins (``_speedups``) this is
         :meth:`rearm`."""
