@@ -142,7 +142,8 @@ def test_runnable_tasks_reads_the_machine_and_fails_safe(monkeypatch: pytest.Mon
 def test_a_crowded_machine_stops_polling_until_the_next_sample(
         monkeypatch: pytest.MonkeyPatch) -> None:
     reads: list[int] = []
-    counts = iter([_busypoll._cpus + 1, _busypoll._cpus, _busypoll._cpus])
+    over, quiet = _busypoll._cpus + 1, _busypoll._cpus
+    counts = iter([over, quiet, over, over, over, quiet])
 
     def runnable() -> int:
         reads.append(1)
@@ -151,16 +152,24 @@ def test_a_crowded_machine_stops_polling_until_the_next_sample(
     monkeypatch.setattr(_busypoll, "runnable_tasks", runnable)
     monkeypatch.setattr(_busypoll, "_sampled_ns", -10**15)  # (restored after the test)
     monkeypatch.setattr(_busypoll, "_crowded", False)
+    monkeypatch.setattr(_busypoll, "_over_before", False)
+    period = _busypoll.LOAD_SAMPLE_NS
     t = 10**12
-    assert _busypoll.machine_crowded(t) is True  # one more runnable task than CPUs
-    assert _busypoll.machine_crowded(t + _busypoll.LOAD_SAMPLE_NS - 1) is True
-    assert len(reads) == 1  # not sampled again before LOAD_SAMPLE_NS
-    t += _busypoll.LOAD_SAMPLE_NS
+    # One sample with one more runnable task than CPUs: a moment's task, keep polling.
+    assert _busypoll.machine_crowded(t) is False
+    t += period
     assert _busypoll.machine_crowded(t) is False  # exactly as many as CPUs: quiet
-    assert _busypoll.machine_crowded(t + _busypoll.LOAD_SAMPLE_NS - 1) is False
-    assert len(reads) == 2
-    assert _busypoll.machine_crowded(t + _busypoll.LOAD_SAMPLE_NS) is False
-    assert len(reads) == 3
+    t += period
+    assert _busypoll.machine_crowded(t) is False  # over once more: still a moment
+    t += period
+    assert _busypoll.machine_crowded(t) is True  # over twice running: crowded
+    assert _busypoll.machine_crowded(t + period - 1) is True
+    assert len(reads) == 4  # not sampled again before LOAD_SAMPLE_NS
+    t += period
+    assert _busypoll.machine_crowded(t) is True  # still over
+    t += period
+    assert _busypoll.machine_crowded(t) is False  # quiet again
+    assert len(reads) == 6
 
     Skeleton.set_busy_poll_us(100)
     waiter = BusyPoll()

@@ -23,7 +23,7 @@ tasks than CPUs, a polling thread takes the CPU that its peer (or anyone else) n
 round trip gets many times slower, not faster. So before polling, a waiter looks at how
 many tasks are running or ready to run right now (the fourth field of ``/proc/loadavg``,
 sampled at most every :data:`LOAD_SAMPLE_NS`) and sleeps at once while there are more than
-CPUs; a poller that finds itself descheduled in the middle of polling takes that as the
+CPUs in two samples running; a poller that finds itself descheduled in the middle of polling takes that as the
 same sign. Either way the process's waiters sleep at once until the next sample. (This
 bounds the harm; it cannot see a peer that is about to wake on the CPU we poll on, so on a
 machine whose other CPUs are busy polling still costs a little: see docs/ipc.md.)
@@ -93,6 +93,7 @@ _max_ns = _initial_max_ns()
 _cpus = os.cpu_count() or 1
 _sampled_ns = -LOAD_SAMPLE_NS
 _crowded = False
+_over_before = False  # whether the last sample had more runnable tasks than CPUs
 
 
 def runnable_tasks() -> int:
@@ -111,12 +112,17 @@ def runnable_tasks() -> int:
 
 
 def machine_crowded(now_ns: int) -> bool:
-    """Whether more tasks want to run than there are CPUs (sampled at most every
-    :data:`LOAD_SAMPLE_NS`; ``now_ns`` is ``time.perf_counter_ns()``)."""
-    global _sampled_ns, _crowded
+    """Whether more tasks want to run than there are CPUs, in this sample and the one
+    before (sampled at most every :data:`LOAD_SAMPLE_NS`; ``now_ns`` is
+    ``time.perf_counter_ns()``). One sample over is not enough: a task that runs for a
+    moment (a kernel worker, a timer's thread) would stop polling for a whole sample
+    period, while a task that keeps a CPU busy is still there at the next sample."""
+    global _sampled_ns, _crowded, _over_before
     if now_ns - _sampled_ns >= LOAD_SAMPLE_NS:
         _sampled_ns = now_ns
-        _crowded = runnable_tasks() > _cpus
+        over = runnable_tasks() > _cpus
+        _crowded = over and _over_before
+        _over_before = over
     return _crowded
 
 
