@@ -23,10 +23,11 @@ tasks than CPUs, a polling thread takes the CPU that its peer (or anyone else) n
 round trip gets many times slower, not faster. So before polling, a waiter looks at how
 many tasks are running or ready to run right now (the fourth field of ``/proc/loadavg``,
 sampled at most every :data:`LOAD_SAMPLE_NS`) and sleeps at once while there are more than
-CPUs in two samples running; a poller that finds itself descheduled in the middle of polling takes that as the
-same sign. Either way the process's waiters sleep at once until the next sample. (This
-bounds the harm; it cannot see a peer that is about to wake on the CPU we poll on, so on a
-machine whose other CPUs are busy polling still costs a little: see docs/ipc.md.)
+CPUs in two samples running; a poller that finds itself descheduled in the middle of
+polling takes that as the same sign. Either way the process's waiters sleep at once until
+the next sample. (This bounds the harm; it cannot see a peer that is about to wake on the
+CPU we poll on, so on a machine whose other CPUs are busy polling still costs a little:
+see docs/ipc.md.)
 
 Polling is off by default on a machine (or an affinity mask) with one CPU, where it could
 only delay the peer it waits for. The maximum comes from the ``CHILDKIT_BUSY_POLL_US``
