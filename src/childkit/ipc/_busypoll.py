@@ -196,11 +196,12 @@ class BusyPoll:
         if not limit:  # turned off since this waiter last adapted
             self.window_ns = 0
             return 0
+        window = self.window_ns
         # Polling would take a CPU someone needs? (machine_crowded, inlined: the hot path)
-        if _crowded if started_ns - _sampled_ns < LOAD_SAMPLE_NS else machine_crowded(
-                started_ns):
+        if not window or (_crowded if started_ns - _sampled_ns < LOAD_SAMPLE_NS
+                          else machine_crowded(started_ns)):
             return 0
-        return started_ns + min(self.window_ns, limit) if self.window_ns else 0
+        return started_ns + (window if window < limit else limit)
 
     def poll(self, poll: Callable[[int], list[tuple[int, int]]], started_ns: int,
              fd: int = -1) -> bool:

@@ -709,6 +709,18 @@ class Connection:
                 poller.poll()
 
     # ------------------------------------------------------------------ sync calls
+    def call(self, handle: int, code: int, parcel: MessageParcel) -> MessageParcel:
+        """:meth:`transact` with the default option (sync, no timeout), for arguments the
+        caller has checked: the hot path, with fewer steps to the lone caller's."""
+        if not (parcel._fds or parcel._objects or parcel._closed):
+            lock = self._lock
+            lock.acquire()
+            if not (self._closed or self._writing or self._leader or self._wqueue
+                    or self._gc_releases):
+                return self._transact_alone(handle, code, parcel._buf)  # releases the lock
+            lock.release()
+        return self.transact(handle, code, parcel, SYNC_OPTION)
+
     def transact(
         self, handle: int, code: int, parcel: MessageParcel, option: MessageOption
     ) -> MessageParcel:

@@ -53,6 +53,9 @@ class RemoteProxy(RemoteObject):
         :class:`DeadRemoteObjectError` if the proxy is closed or the peer is gone,
         :class:`IPCTimeoutError` when the timeout passes, or the stub's own error code.
         """
+        if (option is None and code.__class__ is int and 0 < code <= 0xFFFFFF
+                and data.__class__ is MessageParcel and not self._closed):
+            return self._conn.call(self._handle, code, data)  # the common case, checked
         if code.__class__ is not int or not 0 < code <= 0xFFFFFF:
             check_request_code(code)
         if data.__class__ is not MessageParcel and not isinstance(data, MessageParcel):
