@@ -634,68 +634,75 @@ static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t narg
     PyObject *result = NULL;
     ssize_t n;
     int saved_errno = 0, seen = 0;
-    if (epfd >= 0 && end != 0) {
-        struct epoll_event ev = {.events = EPOLLONESHOT, .data.fd = fd};
-        epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev);
-    }
-    for (;;) { /* send, retrying after signals */
-        if (record.len == 0) break;
-        Py_BEGIN_ALLOW_THREADS
-        n = send(fd, record.buf, (size_t)record.len, 0);
-        saved_errno = errno;
-        Py_END_ALLOW_THREADS
-        if (n >= 0) break;
-        if (saved_errno != EINTR) {
-            errno = saved_errno;
-            PyErr_SetFromErrno(PyExc_OSError);
-            goto done;
-        }
-        if (PyErr_CheckSignals() < 0) goto done;
-    }
     union {
         char bytes[CONTROL_SPACE];
         struct cmsghdr align;
     } control;
     struct iovec iov = {.iov_base = buf.buf, .iov_len = (size_t)buf.len};
     struct msghdr msg;
-    for (;;) { /* poll, then read, retrying after signals */
+    int disarm = epfd >= 0 && end != 0, sent = record.len == 0;
+    for (;;) { /* all of it without the GIL; it is taken again only to run signal handlers */
+        int send_failed = 0;
         Py_BEGIN_ALLOW_THREADS
-        n = -1;
-        saved_errno = EAGAIN;
-        if (end != 0 && seen == 0) {
-            /* Polling is reading: non-blocking reads until one returns the record (no
-             * poll(2) and then a read: one system call fewer once it is there). */
-            long long last = now_ns();
-            for (;;) {
-                reset_msghdr(&msg, &iov, control.bytes, sizeof control.bytes);
-                n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-                if (n >= 0) {
-                    seen = 1;
-                    break;
-                }
-                saved_errno = errno;
-                if (saved_errno != EAGAIN && saved_errno != EWOULDBLOCK &&
-                    saved_errno != EINTR)
-                    break; /* a real failure: reported below */
-                long long now = now_ns();
-                if (now - last > preempted) {
-                    seen = -1;
-                    break;
-                }
-                if (now >= end) break;
-                last = now;
-            }
-            end = 0;
+        if (disarm) {
+            struct epoll_event ev = {.events = EPOLLONESHOT, .data.fd = fd};
+            epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev); /* a failure: as IPCThreadPool.disarm */
+            disarm = 0;
         }
-        if (n < 0 && (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK ||
-                      saved_errno == EINTR)) {
-            release_own_holds(); /* about to sleep in the read */
-            reset_msghdr(&msg, &iov, control.bytes, sizeof control.bytes);
-            n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+        if (!sent) {
+            n = send(fd, record.buf, (size_t)record.len, 0);
             saved_errno = errno;
+            if (n >= 0)
+                sent = 1;
+            else
+                send_failed = 1;
+        }
+        if (sent) {
+            n = -1;
+            saved_errno = EAGAIN;
+            if (end != 0 && seen == 0) {
+                /* Polling is reading: non-blocking reads until one returns the record (no
+                 * poll(2) and then a read: one system call fewer once it is there). */
+                long long last = now_ns();
+                for (;;) {
+                    reset_msghdr(&msg, &iov, control.bytes, sizeof control.bytes);
+                    n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+                    if (n >= 0) {
+                        seen = 1;
+                        break;
+                    }
+                    saved_errno = errno;
+                    if (saved_errno != EAGAIN && saved_errno != EWOULDBLOCK &&
+                        saved_errno != EINTR)
+                        break; /* a real failure: reported below */
+                    long long now = now_ns();
+                    if (now - last > preempted) {
+                        seen = -1;
+                        break;
+                    }
+                    if (now >= end) break;
+                    last = now;
+                }
+                end = 0;
+            }
+            if (n < 0 && (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK ||
+                          saved_errno == EINTR)) {
+                release_own_holds(); /* about to sleep in the read */
+                reset_msghdr(&msg, &iov, control.bytes, sizeof control.bytes);
+                n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+                saved_errno = errno;
+            }
         }
         Py_END_ALLOW_THREADS
-        if (n >= 0 || saved_errno != EINTR) break;
+        if (send_failed) {
+            if (saved_errno != EINTR) {
+                errno = saved_errno;
+                PyErr_SetFromErrno(PyExc_OSError);
+                goto done;
+            }
+        } else if (n >= 0 || saved_errno != EINTR) {
+            break;
+        }
         if (PyErr_CheckSignals() < 0) goto done;
     }
     if (n < 0) {
