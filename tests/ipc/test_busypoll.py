@@ -410,8 +410,8 @@ class EpollPool(RecordingPool):
 
     def hold(self, fd: int) -> None:
         self.calls.append("hold")
-        assert _accel.speedups.hold(self.epoll_fileno, fd,
-                                    select.EPOLLIN | select.EPOLLONESHOT) is True
+        assert _accel.speedups.hold(self.epoll_fileno,
+                                    select.EPOLLIN | select.EPOLLONESHOT, fd) is True
 
     def unhold(self, fd: int) -> bool:
         return bool(_accel.speedups.unhold(fd))

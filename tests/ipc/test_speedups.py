@@ -455,13 +455,13 @@ def hold_readable(a: socket.socket, b: socket.socket, ep: select.epoll) -> None:
     """``b`` disarmed (as while its callback runs), readable, and held by this thread."""
     ep.modify(b.fileno(), select.EPOLLONESHOT)
     a.send(b"x")
-    assert C.hold(ep.fileno(), b.fileno(), ONESHOT_IN) is True
+    assert C.hold(ep.fileno(), ONESHOT_IN, b.fileno()) is True
 
 
 def test_a_short_hold_keeps_the_fd_disarmed(armed: Any) -> None:
     _a, b, ep = armed
     ep.modify(b.fileno(), select.EPOLLONESHOT)  # disarmed, as when its callback runs
-    assert C.hold(ep.fileno(), b.fileno(), ONESHOT_IN) is True
+    assert C.hold(ep.fileno(), ONESHOT_IN, b.fileno()) is True
     assert C.unhold(b.fileno()) is True  # still disarmed: the caller's to re-arm
     assert C.unhold(b.fileno()) is False  # not held any more
 
@@ -477,7 +477,7 @@ def test_the_watcher_rearms_a_hold_that_lasts(armed: Any) -> None:
 
 def test_a_hold_is_the_holders_alone(armed: Any) -> None:
     _a, b, ep = armed
-    assert C.hold(ep.fileno(), b.fileno(), ONESHOT_IN) is True
+    assert C.hold(ep.fileno(), ONESHOT_IN, b.fileno()) is True
     other: list[bool] = []
     thread = threading.Thread(target=lambda: other.append(C.unhold(b.fileno())))
     thread.start()
@@ -502,7 +502,7 @@ def test_a_thread_that_sleeps_for_a_reply_gives_up_its_holds(armed: Any) -> None
     callback): exchange re-arms what the thread holds before it sleeps in the read."""
     a, b, ep = armed
     ep.modify(b.fileno(), select.EPOLLONESHOT)
-    assert C.hold(ep.fileno(), b.fileno(), ONESHOT_IN) is True
+    assert C.hold(ep.fileno(), ONESHOT_IN, b.fileno()) is True
     c, d = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
     def peer() -> None:  # answers only once the held socket is served (re-armed)
@@ -531,7 +531,7 @@ def test_release_holds_rearms_what_this_thread_holds(armed: Any) -> None:
 
 def test_holds_work_in_a_forked_child(armed: Any) -> None:
     a, b, ep = armed
-    assert C.hold(ep.fileno(), b.fileno(), ONESHOT_IN) is True  # the watcher runs here
+    assert C.hold(ep.fileno(), ONESHOT_IN, b.fileno()) is True  # the watcher runs here
     pid = os.fork()
     if pid == 0:  # only this thread exists: no watcher, no holds of the parent's
         code = 1
@@ -540,8 +540,8 @@ def test_holds_work_in_a_forked_child(armed: Any) -> None:
             fresh.register(b.fileno(), select.EPOLLONESHOT)
             a.send(b"x")
             C.set_hold_limit(1_000_000)
-            if C.unhold(b.fileno()) is False and C.hold(fresh.fileno(), b.fileno(),
-                                                         ONESHOT_IN):
+            if C.unhold(b.fileno()) is False and C.hold(fresh.fileno(), ONESHOT_IN,
+                                                         b.fileno()):
                 code = 0 if fresh.poll(30) == [(b.fileno(), select.EPOLLIN)] else 2
         finally:
             os._exit(code)
@@ -588,8 +588,8 @@ def test_exchange_reports_a_lost_cpu_and_still_reads(pair: Any) -> None:
 
 
 def test_without_a_watcher_thread_nothing_is_held() -> None:
-    """At a process limit the watcher cannot start: holds are refused (the pool then
-    re-arms as without the C twins) and nothing breaks."""
+    """At a process limit the watcher cannot start: holds are refused, and the fd is
+    re-armed at once instead (as without the C twins); nothing breaks."""
     code = (
         "import os, resource, select, socket\n"
         "from childkit.ipc import _speedups as C\n"
@@ -599,10 +599,13 @@ def test_without_a_watcher_thread_nothing_is_held() -> None:
         "ep = select.epoll()\n"
         "ep.register(b.fileno(), select.EPOLLONESHOT)\n"
         "resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))\n"
-        "print(C.hold(ep.fileno(), b.fileno(), 1), C.hold(ep.fileno(), b.fileno(), 1),\n"
-        "      C.unhold(b.fileno()))\n"
+        "a.send(b'x')\n"
+        "print(ep.poll(0) == [], C.hold(ep.fileno(), 1, b.fileno()),\n"
+        "      ep.poll(0) == [(b.fileno(), select.EPOLLIN)],\n"
+        "      C.hold(ep.fileno(), 1, b.fileno()), C.unhold(b.fileno()))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["False", "False", "False"]
+    # disarmed; not held; re-armed instead (readable, reported); not held; nothing held
+    assert out.stdout.split() == ["True", "False", "True", "False", "False"]

@@ -448,20 +448,21 @@ static void release_own_holds(void) {
 }
 
 PyDoc_STRVAR(hold_doc,
-"hold(epfd, fd, events) -> bool\n\n"
+"hold(epfd, events, fd) -> bool\n\n"
 "Keep ``fd``, registered EPOLLONESHOT in ``epfd`` and disarmed now, disarmed while this\n"
 "thread runs one short task for it; the watcher re-arms it with ``events`` if the hold\n"
 "lasts longer than the hold limit, and so does this thread if it sleeps for a reply of\n"
-"its own (exchange, release_holds). End it with unhold(fd). False when it cannot be held\n"
-"(every slot taken, or no watcher thread): the caller re-arms ``fd`` itself.");
+"its own (exchange, release_holds). End it with unhold(fd). When it cannot be held (every\n"
+"slot taken, or no watcher thread), ``fd`` is re-armed at once and the result is False.\n"
+"(``fd`` comes last so that ``functools.partial(hold, epfd, events)`` is a pool's hold.)");
 
 static PyObject *hold(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "hold takes 3 arguments");
         return NULL;
     }
-    int epfd = _PyLong_AsInt(args[0]), fd = _PyLong_AsInt(args[1]);
-    long events = PyLong_AsLong(args[2]);
+    int epfd = _PyLong_AsInt(args[0]), fd = _PyLong_AsInt(args[2]);
+    long events = PyLong_AsLong(args[1]);
     if (PyErr_Occurred()) return NULL;
     if (fd < 0 || epfd < 0) {
         PyErr_SetString(PyExc_ValueError, "hold needs an fd and an epoll fd");
@@ -489,6 +490,10 @@ static PyObject *hold(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         }
     }
     pthread_mutex_unlock(&holds_lock);
+    if (!held) { /* as the pool's rearm would */
+        struct epoll_event ev = {.events = (uint32_t)events, .data.fd = fd};
+        epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev);
+    }
     return PyBool_FromLong(held);
 }
 

@@ -14,6 +14,7 @@ callback. It also runs plain tasks (:meth:`IPCThreadPool.submit`), woken by an e
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import select
 import threading
@@ -46,6 +47,21 @@ class IPCThreadPool:
         self._tasks: collections.deque[Callable[[], None]] = collections.deque()
         self._epoll = select.epoll()
         self._epoll_fd = self._epoll.fileno()
+        #: ``hold(fd)``: keep ``fd`` (disarmed: its callback runs) disarmed while this
+        #: thread runs one short task for it, instead of :meth:`rearm` before the task and
+        #: :meth:`disarm` after it: two ``epoll_ctl`` calls saved on the hot path. A watcher
+        #: thread re-arms it if the task lasts longer than the hold limit (2 ms), and so
+        #: does this thread when it sleeps for a reply of its own (the reply may need
+        #: another thread to serve ``fd``). End with :attr:`unhold`. Without the C twins
+        #: (``_speedups``) this is :meth:`rearm`. (Straight into C: the hot path.)
+        self.hold: Callable[[int], object] = (
+            functools.partial(_hold, self._epoll_fd, _ONESHOT_IN) if _hold is not None
+            else self._hold_here)
+        #: ``unhold(fd) -> bool``: end this thread's :attr:`hold`: True if ``fd`` is still
+        #: disarmed (the caller re-arms it, or polls it itself first), False if it is armed
+        #: (re-armed meanwhile, or not held).
+        self.unhold: Callable[[int], bool] = (
+            _unhold if _unhold is not None else self._unhold_here)
         self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK | os.EFD_SEMAPHORE)
         self._epoll.register(self._wake_fd, select.EPOLLIN)
         self._closed = False
@@ -88,21 +104,15 @@ class IPCThreadPool:
         except (OSError, ValueError):
             pass
 
-    def hold(self, fd: int) -> None:
-        """Keep ``fd`` (disarmed: its callback runs) disarmed while this thread runs one
-        short task for it, instead of :meth:`rearm` before the task and :meth:`disarm`
-        after it: two ``epoll_ctl`` calls saved on the hot path. A watcher thread re-arms
-        it if the task lasts longer than the hold limit (2 ms), and so does this thread
-        when it sleeps for a reply of its own (the reply may need another thread to serve
-        ``fd``). End with :meth:`unhold`. Without the C twins (``_speedups``) this is
-        :meth:`rearm`."""
-        if _hold is None or self._closed or not _hold(self._epoll_fd, fd, _ONESHOT_IN):
-            self.rearm(fd)
+    def _hold_here(self, fd: int) -> object:
+        """:attr:`hold` without the C twins: :meth:`rearm`."""
+        self.rearm(fd)
+        return False
 
-    def unhold(self, fd: int) -> bool:
-        """End :meth:`hold`: True if ``fd`` is still disarmed (the caller re-arms it, or
-        polls it itself first), False if it is armed (re-armed meanwhile, or not held)."""
-        return _unhold is not None and _unhold(fd)
+    @staticmethod
+    def _unhold_here(fd: int) -> bool:
+        """:attr:`unhold` without the C twins: nothing was held."""
+        return False
 
     @property
     def epoll_fileno(self) -> int:
@@ -186,6 +196,7 @@ class IPCThreadPool:
     def _forget_after_fork(self) -> None:
         # In a forked child the threads are gone and the epoll instance is shared with the
         # parent: drop both without touching the parent's registrations.
+        self.hold = self._hold_here  # (rearm: a no-op on the closed epoll)
         try:
             self._epoll.close()
         finally:
