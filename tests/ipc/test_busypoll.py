@@ -8,7 +8,7 @@ import os
 import select
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import peer_main as pm
 import pytest
@@ -55,6 +55,13 @@ def quiet_machine(request: pytest.FixtureRequest,
     monkeypatch.setattr(_busypoll, "PREEMPTED_NS", 10**12)
 
 
+def poll_window(waiter: BusyPoll, poll: Callable[[int], list[tuple[int, int]]],
+                started_ns: int) -> bool:
+    """One wait's polling, as the connection does it: the waiter's window, then spin."""
+    end = waiter.poll_end(started_ns)
+    return bool(end) and _busypoll.spin(poll, started_ns, end)
+
+
 # ---------------------------------------------------------------------------- the rule
 def test_short_waits_grow_the_window_up_to_the_maximum() -> None:
     Skeleton.set_busy_poll_us(100)
@@ -91,11 +98,11 @@ def test_poll_stops_at_data_or_at_the_end_of_the_window() -> None:
         looks.append(timeout)
         return [(3, 1)] if len(looks) == 3 else []
 
-    assert waiter.poll(ready_on_third, _busypoll._now_ns()) is True
+    assert poll_window(waiter, ready_on_third, _busypoll._now_ns()) is True
     assert len(looks) == 3
     waiter.window_ns = 200_000
     started = _busypoll._now_ns()
-    assert waiter.poll(lambda timeout: [], started) is False
+    assert poll_window(waiter, lambda timeout: [], started) is False
     assert _busypoll._now_ns() - started >= 200_000
 
 
@@ -108,7 +115,7 @@ def test_polling_off_means_no_look_at_all() -> None:
     def never(timeout: int) -> list[tuple[int, int]]:
         raise AssertionError("polled while polling is off")
 
-    assert waiter.poll(never, _busypoll._now_ns()) is False
+    assert poll_window(waiter, never, _busypoll._now_ns()) is False
     assert waiter.window_ns == 0
     waiter.waited(1_000)
     assert waiter.window_ns == 0  # short waits do not grow it while off
@@ -122,7 +129,7 @@ def test_a_lower_maximum_caps_a_window_at_once(monkeypatch: pytest.MonkeyPatch) 
     clock = iter(range(0, 10_000_000, 400))  # a fake clock: 0.4 us per look
     monkeypatch.setattr(_busypoll, "_now_ns", lambda: next(clock))
     looks: list[int] = []
-    assert waiter.poll(lambda timeout: looks.append(timeout) or [], 0) is False
+    assert poll_window(waiter, lambda timeout: looks.append(timeout) or [], 0) is False
     assert len(looks) == 4  # gave up once 1 us (the new maximum) had passed, not 5 ms
 
 
@@ -179,7 +186,7 @@ def test_a_crowded_machine_stops_polling_until_the_next_sample(
     def never(timeout: int) -> list[tuple[int, int]]:
         raise AssertionError("polled on a crowded machine")
 
-    assert waiter.poll(never, _busypoll._now_ns()) is False
+    assert poll_window(waiter, never, _busypoll._now_ns()) is False
 
 
 @pytest.mark.real_load
@@ -194,7 +201,7 @@ def test_a_poller_descheduled_while_polling_backs_off(monkeypatch: pytest.Monkey
     waiter = BusyPoll()
     waiter.window_ns = 5_000_000
     looks: list[int] = []
-    assert waiter.poll(lambda timeout: looks.append(timeout) or [], 0) is False
+    assert poll_window(waiter, lambda timeout: looks.append(timeout) or [], 0) is False
     assert len(looks) == 3  # the third look came after a gap: it gave up there
     assert _busypoll._crowded is True  # until the next sample
     assert _busypoll._sampled_ns == 2_000 + _busypoll.PREEMPTED_NS + 1

@@ -34,7 +34,8 @@ only delay the peer it waits for. The maximum comes from the ``CHILDKIT_BUSY_POL
 environment variable (read at import; children inherit it) or
 ``Skeleton.set_busy_poll_us``; 0 turns polling off.
 
-This module knows nothing of frames or connections: a waiter is handed a ``poll`` function.
+This module knows nothing of frames or connections: :func:`spin` is handed a ``poll``
+function (or the fd it watches).
 """
 
 from __future__ import annotations
@@ -190,8 +191,9 @@ class BusyPoll:
 
     def poll_end(self, started_ns: int) -> int:
         """When a wait that began at ``started_ns`` stops polling, or 0 if it should not
-        poll at all (polling off, a zero window, a crowded machine). For a caller that
-        polls in C along with its I/O (``_speedups.exchange``); :meth:`poll` is the rest."""
+        poll at all (polling off, a zero window, a crowded machine). The caller then polls
+        until that time: with :func:`spin`, or in C along with its I/O
+        (``_speedups.exchange``)."""
         limit = _max_ns
         if not limit:  # turned off since this waiter last adapted
             self.window_ns = 0
@@ -202,15 +204,6 @@ class BusyPoll:
                           else machine_crowded(started_ns)):
             return 0
         return started_ns + (window if window < limit else limit)
-
-    def poll(self, poll: Callable[[int], list[tuple[int, int]]], started_ns: int,
-             fd: int = -1) -> bool:
-        """Call ``poll(0)`` until it reports something or the window, counted from
-        ``started_ns``, closes. True when something came while polling. Given the ``fd``
-        that ``poll`` watches, the C twin looks at it instead (without the GIL, and
-        without a Python call per look)."""
-        end = self.poll_end(started_ns)
-        return spin(poll, started_ns, end, fd) if end else False
 
     def waited(self, waited_ns: int) -> None:
         """Adapt after a wait that polling did not end: the data came ``waited_ns`` after
