@@ -586,3 +586,37 @@ def test_after_a_long_request_the_next_is_not_held(
     conn._pool.unhold(conn._serve_fd)
     conn._send_reply_record(reply or b"")
     assert [answer(peer_call, seq) for seq in (1, 2, 3)] == [2, 2, 2]
+
+
+@pytest.mark.skipif(_connection._exchange is None, reason="needs the C twins (_speedups)")
+def test_a_reply_that_does_not_fit_waits_and_leaves_the_socket_armed(
+        epoll_served: tuple[Connection, EpollPool, socket.socket]) -> None:
+    """The peer reads slowly: its queue is full when the reply is due. The work thread
+    does not poll then; it re-arms the socket (so other threads serve the connection),
+    waits for room, and the reply arrives whole once the peer reads."""
+    conn, pool, peer_call = epoll_served
+    Skeleton.set_busy_poll_us(10_000)
+    conn._serve_busy_poll.window_ns = 10_000_000
+    peer_call.send(request(1, 41))
+    reply = serve(conn)
+    assert reply
+    filler = bytes(60_000)
+    while True:  # fill the peer's queue: the next send on the serve socket would block
+        try:
+            conn._serve.send(filler)
+        except BlockingIOError:
+            break
+    result: list[object] = []
+    replier = threading.Thread(target=lambda: result.append(conn._reply_and_poll(reply)))
+    replier.start()
+    got = peer_call.recv(_wire.MAX_RECORD_BYTES)
+    while len(got) == len(filler):  # the peer reads: room for the reply
+        got = peer_call.recv(_wire.MAX_RECORD_BYTES)
+    replier.join(30)
+    assert not replier.is_alive()
+    assert result == [None]  # it did not poll for a next request
+    assert _wire.simple_reply(got, len(got)) == (1, 0)
+    assert MessageParcel._from_wire(got[_wire.REPLY_DATA_OFFSET:], [], []).read_int32() == 42
+    peer_call.send(request(2, 1))  # the socket is armed again: the pool hears of it
+    assert pool.epoll.poll(30) == [(conn._serve_fd, select.EPOLLIN)]
+    assert "rearm" in pool.calls

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from exit_waiter import Exits
 import childkit
 from childkit import ChildProcessArgs, ChildProcessOptions, IsolationMode
 from childkit.sandbox import SandboxConfig, _enter, _netns
+from leakcheck import wait_until
 
 ROOT = os.geteuid() == 0
 ENTRY = "workers.escape_entry:run"
@@ -72,10 +72,8 @@ def _stocked_launcher(exits: Exits) -> None:
     if not ROOT:
         return
     launcher = childkit.prestart_launcher()
-    deadline = time.monotonic() + 30
-    while _net_fds(launcher) < _netns.STOCK_SIZE + 1:
-        assert time.monotonic() < deadline, "the launcher did not stock network namespaces"
-        time.sleep(0.01)  # polling a condition another process makes true
+    assert wait_until(lambda: _net_fds(launcher) >= _netns.STOCK_SIZE + 1, timeout=30), \
+        "the launcher did not stock network namespaces"
 
 
 def _params(action: str) -> str:

@@ -801,19 +801,18 @@ class Connection:
             # one record: in C, one call without the GIL; else three socket calls.
             waiter = self._call_busy_poll
             started = _now_ns()
+            end = waiter.poll_end(started)
             buf = _recv_buffers.buf
             result = None
             try:
                 if _exchange is not None:
                     try:
-                        result = _exchange(self._call_fd, chunk, buf, waiter.poll_end(started),
-                                           PREEMPTED_NS)
+                        result = _exchange(self._call_fd, chunk, buf, end, PREEMPTED_NS)
                     except BlockingIOError:  # non-blocking while an event loop shares it
                         pass  # nothing was sent: the Python calls wait for room
                 if result is None:
-                    result = self._exchange_slowly(
-                        self._call, self._poller.poll, self._call_fd, chunk, buf, started,
-                        waiter.poll_end(started))
+                    result = self._exchange_slowly(self._call, self._poller.poll,
+                                                   self._call_fd, chunk, buf, started, end)
             except OSError as exc:  # only sending raises
                 self._shutdown(f"sending failed: {exc.strerror or exc}")
                 raise DeadRemoteObjectError(f"{self.name}: peer is gone ({exc})") from None
@@ -870,7 +869,8 @@ class Connection:
             return MessageParcel._from_wire(reply.data, reply.fds, [])
         return self._reply_parcel(reply, code, call.objects)
 
-    def _exchange_slowly(self, sock: socket.socket, poll: Callable[[int], object], fd: int,
+    def _exchange_slowly(self, sock: socket.socket,
+                         poll: Callable[[int], list[tuple[int, int]]], fd: int,
                          chunk: bytes, buf: mmap.mmap, started: int, end: int,
                          ) -> tuple[int, list[tuple[int, int, bytes]], int, int, int]:
         """``_speedups.exchange`` with Python's socket calls (no C twins here, or an event
@@ -881,7 +881,7 @@ class Connection:
                 sock.send(chunk)
             except BlockingIOError:  # non-blocking while an event loop shares it
                 self._sendmsg(sock, chunk, [])  # waits for room
-        seen = end != 0 and _busypoll.spin(poll, started, end, fd)  # type: ignore[arg-type]
+        seen = end != 0 and _busypoll.spin(poll, started, end, fd)
         try:
             n, anc, flags, _ = sock.recvmsg_into([buf], _ANC_SPACE, _RECV_FLAGS)
         except OSError as exc:

@@ -124,8 +124,8 @@ def enter_planned(config: SandboxConfig, keep_fds: Sequence[int],
     ``single_threaded``: the caller knows this process is single-threaded (a fork of the
     single-threaded launcher that has run only childkit's code since), so it is not
     checked again. Same promises and errors as :func:`enter`."""
-    owned = _Template(template)
-    fresh_netns = _Template(netns)
+    owned = _NamespaceFd(template)
+    fresh_netns = _NamespaceFd(netns)
     # No garbage collection while the sandbox is made: a collection in the init or the
     # sandboxed process walks (so copies, page by page) whatever objects were allocated
     # since the caller's last one, for garbage that childkit's few lines here do not
@@ -149,7 +149,7 @@ def enter_planned(config: SandboxConfig, keep_fds: Sequence[int],
         gc.enable()
 
 
-class _Template:
+class _NamespaceFd:
     """A namespace fd (a template root, a fresh network namespace), closed exactly once
     (its number may be reused afterwards)."""
 
@@ -163,8 +163,8 @@ class _Template:
 
 
 def _enter(config: SandboxConfig, keep_fds: Sequence[int],
-           root_plan: _filesystem.RootPlan | None, template: _Template,
-           known_privileged: bool | None, netns: _Template, single_threaded: bool) -> None:
+           root_plan: _filesystem.RootPlan | None, template: _NamespaceFd,
+           known_privileged: bool | None, netns: _NamespaceFd, single_threaded: bool) -> None:
     if not isinstance(config, SandboxConfig):
         raise ChildkitError(ErrCode.NCP_ERR_INVALID_PARAM, "config must be a SandboxConfig")
     if not single_threaded and len(os.listdir("/proc/self/task")) != 1:
@@ -343,7 +343,7 @@ def _own_thread_id() -> None:
         set_native_id()
 
 
-def _join_fresh_netns(netns: _Template, privileged: bool) -> bool:
+def _join_fresh_netns(netns: _NamespaceFd, privileged: bool) -> bool:
     """As a ``privileged`` caller, join the fresh network namespace ``netns`` holds, if
     any; close its fd in any case (it is used once, and nothing forked later may hold
     it). ``False`` if nothing was joined: the init's clone then creates a namespace. The
@@ -356,14 +356,14 @@ def _join_fresh_netns(netns: _Template, privileged: bool) -> bool:
     return _join_and_close(netns, _syscalls.CLONE_NEWNET)
 
 
-def _join_template(template: _Template) -> bool:
+def _join_template(template: _NamespaceFd) -> bool:
     """Join the template mount namespace (root and cwd become its root) and close its fd;
     ``False`` (nothing changed) if the kernel refuses: the root is then built here."""
     assert template.fd is not None
     return _join_and_close(template, _syscalls.CLONE_NEWNS)
 
 
-def _join_and_close(namespace: _Template, nstype: int) -> bool:
+def _join_and_close(namespace: _NamespaceFd, nstype: int) -> bool:
     """``setns`` into the namespace ``namespace.fd`` holds and close the fd, whatever
     happens; ``False`` (nothing changed) if the kernel refuses."""
     assert namespace.fd is not None
