@@ -61,7 +61,21 @@ LOAD_SAMPLE_NS = 2_000_000
 PREEMPTED_NS = 50_000
 _CROWDED = 1 << 30  # the count when it cannot be read: never poll then
 
+#: The rule's one clock (``time.perf_counter_ns``, CLOCK_MONOTONIC): every waiter reads the
+#: time through :func:`now_ns`, so a test can replace it with a fake one.
 _now_ns = time.perf_counter_ns
+
+
+def now_ns() -> int:
+    """The time on the rule's clock, in nanoseconds (what ``started_ns`` arguments mean)."""
+    return _now_ns()
+
+
+def _sample_fresh(now_ns: int) -> bool:
+    # A sample is fresh for LOAD_SAMPLE_NS after it was taken, and never when it lies in
+    # the future of ``now_ns``: a sample stamped by another clock (a fake one, or a clock
+    # that started later) must be retaken, not trusted until that clock catches up.
+    return 0 <= now_ns - _sampled_ns < LOAD_SAMPLE_NS
 # The polling loop's C twin (childkit/ipc/_speedups.c), if built and not turned off.
 _poll_readable: Callable[[int, int, int], int] | None = (
     _accel.speedups.poll_readable if _accel.speedups is not None else None)
@@ -120,7 +134,7 @@ def machine_crowded(now_ns: int) -> bool:
     moment (a kernel worker, a timer's thread) would stop polling for a whole sample
     period, while a task that keeps a CPU busy is still there at the next sample."""
     global _sampled_ns, _crowded, _over_before
-    if now_ns - _sampled_ns >= LOAD_SAMPLE_NS:
+    if not _sample_fresh(now_ns):
         _sampled_ns = now_ns
         over = runnable_tasks() > _cpus
         _crowded = over and _over_before
@@ -200,7 +214,7 @@ class BusyPoll:
             return 0
         window = self.window_ns
         # Polling would take a CPU someone needs? (machine_crowded, inlined: the hot path)
-        if not window or (_crowded if started_ns - _sampled_ns < LOAD_SAMPLE_NS
+        if not window or (_crowded if 0 <= started_ns - _sampled_ns < LOAD_SAMPLE_NS
                           else machine_crowded(started_ns)):
             return 0
         return started_ns + (window if window < limit else limit)
