@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as a file: make "bench" importable
 
 import childkit
 from bench._module_main import module_main
-from childkit._executor import ChildProcessExecutor
+from childkit.pool._executor import ChildProcessExecutor
 
 WORKERS = 2
 CHUNK = 500
@@ -92,7 +92,7 @@ def throughput(n: int, reps: int) -> dict[str, dict[str, float]]:
 
 _COLD_LAUNCHER = (
     "import sys, time; sys.path.insert(0, sys.argv[1]); t = time.perf_counter(); "
-    "from childkit._executor import ChildProcessExecutor; "
+    "from childkit.pool._executor import ChildProcessExecutor; "
     "from bench.bench_executor import tiny; ex = ChildProcessExecutor(2); "
     "ex.submit(tiny, 1).result(); print(time.perf_counter() - t); ex.shutdown()"
 )

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import childkit
 from childkit import ChildExitInfo
-from childkit._manager import manager
+from childkit.process._manager import manager
 from leakcheck import fd_count as fd_count  # re-exported for the child tests
 from leakcheck import wait_until as wait_until
 

@@ -16,7 +16,6 @@ import uvloop
 import childkit
 from child_helpers import no_child_leaks, wait_until
 from childkit import ErrCode, aio
-from childkit._manager import manager
 from childkit.ipc import (
     DeadRemoteObjectError,
     IPCErrorCode,
@@ -25,6 +24,7 @@ from childkit.ipc import (
     ParamError,
     RequestMode,
 )
+from childkit.process._manager import manager
 from workers import echo_worker as ew
 
 LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
@@ -114,8 +114,8 @@ def test_start_errors_raise(run: Callable[..., Any]) -> None:
 
 
 def test_pool_and_executor_from_the_loop(run: Callable[..., Any]) -> None:
-    from childkit._executor import ChildProcessExecutor
-    from childkit._pool import ChildProcessPool
+    from childkit.pool._executor import ChildProcessExecutor
+    from childkit.pool._pool import ChildProcessPool
 
     async def main() -> tuple[list[int], list[int]]:
         with ChildProcessPool("workers.echo_worker", size=2) as pool:
@@ -236,7 +236,7 @@ def test_start_abandoned_by_a_closed_loop_stops_its_child() -> None:
 
 
 def test_cancelled_pool_request_returns_its_member(run: Callable[..., Any]) -> None:
-    from childkit._pool import ChildProcessPool
+    from childkit.pool._pool import ChildProcessPool
 
     async def main() -> list[int]:
         with ChildProcessPool(ENTRY, size=1) as pool:
@@ -263,7 +263,7 @@ def test_cancelled_pool_request_returns_its_member(run: Callable[..., Any]) -> N
 
 
 def test_cancelled_pool_wait_for_a_member_leaves_no_waiter(run: Callable[..., Any]) -> None:
-    from childkit._pool import ChildProcessPool
+    from childkit.pool._pool import ChildProcessPool
 
     async def main() -> int:
         with ChildProcessPool(ENTRY, size=1, max_requests_per_child=1) as pool:
@@ -299,7 +299,7 @@ def test_cancelled_pool_wait_for_a_member_leaves_no_waiter(run: Callable[..., An
 
 
 def test_cancelled_executor_call_leaves_the_executor_usable(run: Callable[..., Any]) -> None:
-    from childkit._executor import ChildProcessExecutor
+    from childkit.pool._executor import ChildProcessExecutor
 
     async def main() -> list[int]:
         with ChildProcessExecutor(1) as executor:

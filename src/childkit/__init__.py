@@ -7,8 +7,20 @@ stub the parent talks to over :mod:`childkit.ipc`). Children are forked from a
 pre-started launcher process, so a start costs about a fork.
 """
 
-from childkit._args import ChildProcessArgs, get_current_child_process_args
-from childkit._children import (
+from childkit.common._errors import ChildkitError, ErrCode
+from childkit.entry._args import ChildProcessArgs, get_current_child_process_args
+from childkit.pool._executor import (
+    BrokenChildExecutor,
+    ChildExecutorError,
+    ChildProcessExecutor,
+    ChildTaskError,
+    ExecutorParamError,
+    RemoteTraceback,
+    TaskTimeoutError,
+    WorkerDiedError,
+)
+from childkit.pool._pool import ChildProcessPool
+from childkit.process._children import (
     ChildConnection,
     connect,
     create_native_child_process,
@@ -20,21 +32,9 @@ from childkit._children import (
     start_native_child_process,
     unregister_child_process_exit_callback,
 )
-from childkit._errors import ChildkitError, ErrCode
-from childkit._executor import (
-    BrokenChildExecutor,
-    ChildExecutorError,
-    ChildProcessExecutor,
-    ChildTaskError,
-    ExecutorParamError,
-    RemoteTraceback,
-    TaskTimeoutError,
-    WorkerDiedError,
-)
-from childkit._exit import ChildExitInfo
-from childkit._manager import MAX_CHILDREN, START_TIMEOUT
-from childkit._options import ChildProcessOptions, IsolationMode
-from childkit._pool import ChildProcessPool
+from childkit.process._exit import ChildExitInfo
+from childkit.process._manager import MAX_CHILDREN, START_TIMEOUT
+from childkit.process._options import ChildProcessOptions, IsolationMode
 
 __all__ = [
     "MAX_CHILDREN",

@@ -23,19 +23,19 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
-from childkit import _children
-from childkit._errors import ChildkitError, ErrCode
-from childkit._manager import START_TIMEOUT, Child, manager
-from childkit._options import ChildProcessOptions
+from childkit.common._errors import ChildkitError, ErrCode
 from childkit.ipc._connection import Connection
 from childkit.ipc._errors import DeadRemoteObjectError, ParamError
 from childkit.ipc._option import SYNC_OPTION, MessageOption
 from childkit.ipc._parcel import MessageParcel
 from childkit.ipc._proxy import RemoteProxy
 from childkit.ipc._stub import check_request_code
+from childkit.process import _children as _children
+from childkit.process._manager import START_TIMEOUT, Child, manager
+from childkit.process._options import ChildProcessOptions
 
 if TYPE_CHECKING:
-    from childkit._pool import ChildProcessPool, _Member
+    from childkit.pool._pool import ChildProcessPool, _Member
 
 __all__ = [
     "AsyncChildConnection",

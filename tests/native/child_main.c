@@ -1,8 +1,8 @@
 /*
  * The seed article's parameter-passing child ("Main"), made observable: for every fd in
  * the list, in list order, it writes one line "params=<entryParams>;fd=<fdName>\n"
- * through that fd. tests/test_entry.py builds this into a .so and runs it in a forked
- * child through childkit._entry.resolve_args_entry.
+ * through that fd. tests/entry/test_entries.py builds this into a .so and runs it in a forked
+ * child through childkit.entry._entries.resolve_args_entry.
  *
  * LayoutProbe exists so a test can check the struct layout from C's side: it writes
  * sizeof/offsetof figures through the first fd.

@@ -34,7 +34,7 @@ def launcher_and_probe() -> None:
     sandbox probe live for the whole process, so start them before the per-test leak
     checks take their baseline (``pytestmark = pytest.mark.usefixtures(...)``)."""
     import childkit
-    from childkit import _options
+    from childkit.process import _options
 
     childkit.prestart_launcher()
     _options._sandbox_layers()

@@ -340,7 +340,7 @@ def test_limits_and_readonly_paths_need_isolated_mode() -> None:
 
 
 def test_missing_layer_refuses_unless_reduced_is_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
-    from childkit import _options
+    from childkit.process import _options
     from childkit.sandbox import LayerStatus
 
     real = _options._sandbox_layers()
@@ -361,6 +361,7 @@ def test_missing_layer_refuses_unless_reduced_is_allowed(monkeypatch: pytest.Mon
 
 def test_memory_exit_code_is_the_sandbox_s() -> None:
     """The runner and a bare ``enter()``'s excepthook end a child the same way."""
-    from childkit import _exit, sandbox
+    from childkit import sandbox
+    from childkit.process import _exit
 
     assert _exit.MEMORY_LIMIT_EXIT_CODE == sandbox.MEMORY_LIMIT_EXIT_CODE

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from childkit import ChildProcessArgs, get_current_child_process_args, start_native_child_process
-from childkit._errors import ChildkitError
+from childkit.common._errors import ChildkitError
 
 
 def write_params(args: ChildProcessArgs) -> int:

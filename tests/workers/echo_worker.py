@@ -10,7 +10,7 @@ import os
 import threading
 
 from childkit import get_current_child_process_args, start_native_child_process
-from childkit._errors import ChildkitError
+from childkit.common._errors import ChildkitError
 from childkit.ipc import MessageOption, MessageParcel, RemoteStub, RequestMode, Skeleton
 
 ADD_ONE = 1

@@ -4,6 +4,9 @@ Parcels (:class:`MessageParcel`), stubs that serve requests (:class:`RemoteStub`
 that send them (:class:`RemoteProxy`), request options (:class:`MessageOption`), the
 calling identity and work threads (:class:`Skeleton`), shared memory (:class:`Ashmem`),
 and the errors they raise (:class:`IPCError` with an :class:`IPCErrorCode`).
+
+May import: the standard library and its own modules only; no other layer of childkit (the
+launcher, the child processes, the pools and the C API all build on it).
 """
 
 from childkit.ipc._arrays import SharedArray, read_array, write_array

@@ -11,6 +11,9 @@ Public face::
 - :func:`layer_report`, :func:`skipped_layers`: in the sandboxed process, what was applied.
 - :func:`exit_reason`: which resource limit ended a child, from its wait status.
 - :func:`preload`: resolve libseccomp once in the parent so each child need not.
+
+May import: :mod:`childkit.common` and the standard library (plus pyseccomp); never the
+IPC kit or the layers above (the launcher applies it to a child it forked).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from childkit._errors import ChildkitError, ErrCode
+from childkit.common._errors import ChildkitError, ErrCode
 
 #: The layers, in the order :func:`childkit.sandbox.enter` applies them.
 LAYERS: tuple[str, ...] = (

@@ -10,7 +10,7 @@ import signal
 import threading
 from collections.abc import Callable, Sequence
 
-from childkit._errors import ChildkitError, ErrCode
+from childkit.common._errors import ChildkitError, ErrCode
 from childkit.sandbox import (
     _capabilities,
     _environment,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from childkit._errors import ChildkitError, ErrCode
+from childkit.common._errors import ChildkitError, ErrCode
 
 
 class SandboxUnavailable(ChildkitError):

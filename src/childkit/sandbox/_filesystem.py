@@ -51,10 +51,8 @@ class RootPlan:
 
 def interpreter_paths() -> list[str]:
     """The host paths this interpreter needs to keep running and importing childkit."""
-    import childkit
-
-    paths = [sys.base_prefix, sys.prefix, sys.exec_prefix, sys.base_exec_prefix,
-             os.path.dirname(os.path.abspath(childkit.__file__))]
+    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # childkit/
+    paths = [sys.base_prefix, sys.prefix, sys.exec_prefix, sys.base_exec_prefix, package_dir]
     paths.extend(p for p in _LIBRARY_DIRS if os.path.lexists(p))
     executable = sys.executable and os.path.realpath(sys.executable)
     if executable:

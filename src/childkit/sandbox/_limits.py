@@ -8,10 +8,9 @@ import signal
 import sys
 from types import TracebackType
 
+# The exit status of an isolated child whose code let a MemoryError escape.
+from childkit.common._exit_codes import MEMORY_LIMIT_EXIT_CODE as MEMORY_LIMIT_EXIT_CODE
 from childkit.sandbox._config import ResourceLimits
-
-#: The exit status of an isolated child whose code let a MemoryError escape.
-MEMORY_LIMIT_EXIT_CODE = 86
 
 
 def apply(limits: ResourceLimits, extra_processes: int = 0) -> None:

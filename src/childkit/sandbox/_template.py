@@ -8,7 +8,7 @@ helper's mount namespace open by an fd. A child then ``setns``-es into that name
 with the same flags, as building it would give, in a fraction of the time.
 
 A template is used only while it is fresh: before each fork the launcher plans the view
-anew (see :func:`childkit._launcher_child.learn_sandbox`) and compares every bind source's
+anew (see :func:`childkit.launcher._child.learn_sandbox`) and compares every bind source's
 ``(st_dev, st_ino)`` with the ones the template bound; a changed plan or a replaced file
 builds a new template. Only a privileged parent (root with CAP_SYS_ADMIN) uses templates:
 joining a mount namespace needs CAP_SYS_ADMIN over its owner, and an unprivileged child

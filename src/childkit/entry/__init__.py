@@ -1,0 +1,9 @@
+"""What a child runs and with what: entry strings (``"pkg.mod:func"``, ``"worker"``,
+``"libx.so:Main"``) parsed and resolved, the start-up args (``ChildProcessArgs``, the
+child's current args) and the C ``NativeChildProcess_Args`` layout handed to a native entry.
+The parent checks entries and args with it before a start; a forked child resolves and runs
+them.
+
+May import: :mod:`childkit.ipc` (the stub an IPC entry returns), :mod:`childkit.common`.
+Kept light (no eager imports here): the launcher template imports it before forking.
+"""

@@ -1,0 +1,523 @@
+"""What runs in a freshly forked child, from the fork to ``os._exit``.
+
+The launcher forks and calls :func:`run_child` in the new process; it never returns.
+In order, the child:
+
+1. becomes a child (:func:`childkit.common._role.set_role`: it may not start children) and
+   closes every fd except stdin/stdout/stderr, its status pipe and the fds it was
+   given: no other fd of the parent, the launcher or a sibling leaks in;
+2. asks for ``SIGKILL`` when the launcher dies (and exits at once if it already has: no
+   orphans), and restores the default ``SIGINT`` handling the launcher turned off;
+3. takes its name (``setproctitle`` for ``ps``'s command column, ``PR_SET_NAME`` for
+   its ``comm``), the parent's working directory, ``sys.path`` and environment as they
+   were when the start call was made, so relative paths and module names mean what they meant there;
+4. args mode: dups the named fds to new numbers in name order (as OpenHarmony's child
+   sees them; the dups are inheritable, the received copies are closed), installs the
+   args for :func:`childkit.get_current_child_process_args`, resolves the entry;
+   IPC mode: resolves the module, calls ``on_connect()``, starts the IPC connection on
+   the two sockets it was given with that stub as its root. What the launcher learnt
+   of the entry before forking (:func:`learn_entry`) is used instead of redoing it;
+5. reports the outcome on the status pipe and closes it (a failure: the error code and
+   what went wrong; then it exits with status 1);
+6. runs the entry (``func(args)``, native ``Main(args)``, or ``main_proc()``) and exits
+   with its int result (``None``/non-int from ``main_proc`` -> 0). An exception prints
+   its traceback on stderr and exits with 1, or, in an isolated child, with the exit
+   code of the resource limit that caused it (:func:`_limit_exit_code`), which the
+   parent's exit callback names. The child exits when the entry returns, threads it
+   started or not, as an OpenHarmony child does.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from childkit.common import _role as _role
+from childkit.common import _sysutil as _sysutil
+from childkit.common._errors import ChildkitError, ErrCode
+from childkit.common._exit_codes import (
+    MEMORY_LIMIT_EXIT_CODE,
+    OPEN_FILES_LIMIT_EXIT_CODE,
+    PROCESS_LIMIT_EXIT_CODE,
+)
+from childkit.entry._args import ChildProcessArgs, set_current_child_process_args
+from childkit.entry._entries import (
+    MAIN_PROC,
+    ON_CONNECT,
+    ParsedEntry,
+    parse_entry,
+    resolve_args_entry,
+    resolve_ipc_entry,
+)
+from childkit.ipc import Connection, RemoteStub, _busypoll
+from childkit.launcher import _protocol as proto
+
+if TYPE_CHECKING:  # imported by the launcher only once an isolated child is asked for
+    from childkit.sandbox import SandboxConfig
+    from childkit.sandbox._filesystem import RootPlan
+
+#: The IPC-mode child's connection to its parent, kept for the child's whole life.
+_connection: object = None
+
+#: Whether ``setproctitle`` also sets the kernel's ``comm`` name (it does on Linux once
+#: initialised); the launcher finds out once, and children then skip their own prctl.
+title_sets_comm = False
+
+IpcFunctions = tuple[Callable[[], object], Callable[[], object]]
+
+#: What the launcher already knows of an entry, by ``(entry, mode)``: it parsed it and,
+#: for an IPC-mode module it had imported itself (a preload module), looked up the two
+#: functions. Filled in the launcher before it forks, so every child inherits the
+#: result instead of redoing the work (and copying every page that work writes).
+_known: dict[tuple[str, str], tuple[ParsedEntry, IpcFunctions | None]] = {}
+_MAX_KNOWN = 256
+
+
+def learn_entry(entry: str, mode: str) -> None:
+    """In the launcher, before forking a child for ``entry``: parse it once and, for an
+    IPC-mode module the launcher has imported, look up its functions. Never raises: an
+    entry that does not parse or resolve is left for the child to report."""
+    key = (entry, mode)
+    if key in _known or len(_known) >= _MAX_KNOWN or mode not in ("args", "ipc"):
+        return
+    try:
+        parsed = parse_entry(entry, mode="args" if mode == "args" else "ipc")
+        _known[key] = (parsed, _imported_ipc_functions(parsed))
+    except Exception:  # whatever it is, the child meets it again and reports it
+        return
+
+
+def forget_entries() -> None:
+    """In the launcher, after importing more modules: what was learnt may be stale."""
+    _known.clear()
+
+
+def _imported_ipc_functions(parsed: ParsedEntry) -> IpcFunctions | None:
+    # Only plain lookups in a module the launcher imported itself: no import, and no
+    # module __getattr__ (user code) runs in the launcher. Anything else is resolved in
+    # the child, as always (after entering its sandbox).
+    if parsed.mode != "ipc" or parsed.kind != "python":
+        return None
+    module = sys.modules.get(parsed.target)
+    if not isinstance(module, ModuleType):
+        return None
+    namespace = vars(module)
+    spec = namespace.get("__spec__")
+    if spec is not None and getattr(spec, "_initializing", False):
+        return None
+    on_connect, main_proc = namespace.get(ON_CONNECT), namespace.get(MAIN_PROC)
+    if not callable(on_connect) or not callable(main_proc):
+        return None
+    return on_connect, main_proc
+
+
+def _parsed(entry: str, mode: str) -> tuple[ParsedEntry, IpcFunctions | None]:
+    known = _known.get((entry, mode))
+    if known is not None:
+        return known
+    return parse_entry(entry, mode="args" if mode == "args" else "ipc"), None
+
+
+class _StartupFailed(Exception):
+    def __init__(self, code: ErrCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def run_child(header: dict[str, Any], payload: bytes, fds: list[int], launcher_pid: int,
+              forget_launcher: Callable[[], None]) -> NoReturn:
+    """Become the child described by a spawn request; never returns.
+
+    ``fds`` are ``[status_w, *given]`` as received; ``forget_launcher`` drops (without
+    closing) the launcher's own Python objects that wrap fds, so nothing closes an fd
+    number later reused by the child.
+    """
+    code = 1
+    try:
+        code = _child(header, payload, fds, launcher_pid, forget_launcher)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException as exc:
+        try:
+            traceback.print_exc()
+        except BaseException:
+            pass  # e.g. no memory left to format it: the exit code still says why
+        code = _limit_exit_code(exc)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except BaseException:
+                pass
+        os._exit(code & 0xFF if code >= 0 else 1)
+
+
+def _child(header: dict[str, Any], payload: bytes, fds: list[int], launcher_pid: int,
+           forget_launcher: Callable[[], None]) -> int:
+    _role.set_role("child")
+    # First of all: the launcher forks a batch of requests back to back, so this child
+    # also holds the fds of the requests forked after it (another child's status pipe
+    # and sockets) until it closes them; the sooner, the sooner that child's EOFs hold.
+    _sysutil.close_all_fds_except({0, 1, 2, *fds, *_sandbox_fds(header)})
+    _sysutil.set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != launcher_pid:
+        return 1  # the launcher died between the fork and the prctl
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    forget_launcher()
+    status_fd, given = fds[0], fds[1:]
+
+    _take_name(header)
+    try:
+        os.chdir(header["cwd"])
+    except OSError:
+        pass  # the parent's directory is gone; the launcher's will do
+    sys.path[:] = header["sys_path"]
+    sys.argv[:] = [header["entry"]]
+    _take_environment(header.get("env"))
+
+    if header.get("sandbox") is not None:
+        # Before anything of the entry is imported: its code is untrusted. This process
+        # stays outside as the sandbox's supervisor; only the sandboxed one returns.
+        try:
+            _enter_sandbox(header["sandbox"], [1, 2, status_fd, *given])
+            _enforce_limits(header["sandbox"]["limits"])
+        except ChildkitError as exc:
+            _report(status_fd, proto.status_error(exc.code, exc.message))
+            return 1
+        except Exception as exc:
+            _report(status_fd, proto.status_error(
+                ErrCode.NCP_ERR_INTERNAL, f"entering the sandbox failed: {exc}"))
+            return 1
+
+    try:
+        if header["mode"] == "args":
+            run = _prepare_args_child(header, payload, given)
+        else:
+            run = _prepare_ipc_child(header, given)
+    except _StartupFailed as exc:
+        _report(status_fd, proto.status_error(exc.code, exc.message))
+        return 1
+    _report(status_fd, proto.status_ok())
+    return run()
+
+
+#: Sandbox configs built in the launcher, by :func:`_sandbox_key` of their description:
+#: a config is a pure function of it, so each child forked later inherits it built.
+_sandbox_configs: dict[tuple[object, ...], SandboxConfig] = {}
+
+#: The sandbox prepared for the very next fork: ``(description, config, root plan, fd
+#: of a template of that root or None, fd of a fresh network namespace or None)``. Set
+#: in the launcher just before it forks; the child finds its own request's description
+#: (the same object) here, and the next request replaces it. The network namespace fd
+#: is the launcher's to close right after that fork (:func:`sandbox_forked`).
+_next_sandbox: tuple[dict[str, Any], SandboxConfig, RootPlan, int | None, int | None] | None \
+    = None
+
+#: Whether the launcher may build sandbox roots once and share them (root: see
+#: childkit.sandbox._template); found on first use.
+_use_templates: bool | None = None
+
+
+def _sandbox_key(description: dict[str, Any]) -> tuple[object, ...]:
+    limits = description["limits"]
+    return (tuple(description["readonly_paths"]), description["isolation_uid"],
+            description["allow_reduced"], tuple(sorted(limits.items())))
+
+
+def _sandbox_config(description: dict[str, Any]) -> SandboxConfig:
+    from childkit.sandbox import ResourceLimits, SandboxConfig
+
+    return SandboxConfig(
+        limits=ResourceLimits(**description["limits"]),
+        isolation_uid=bool(description["isolation_uid"]),
+        allow_reduced=bool(description["allow_reduced"]),
+        readonly_paths=tuple(description["readonly_paths"]),
+    )
+
+
+def learn_sandbox(description: Any) -> None:
+    """In the launcher, just before forking an isolated child: build its sandbox config
+    (once per distinct description) and plan its file system view (resolving every path
+    it binds) here, in the warm template, rather than in the child; as root, also find
+    or build a template of that root (:mod:`childkit.sandbox._template`). The plan is
+    made anew for every fork, so it is as fresh as one the child would make. Never
+    raises: whatever fails is left for the child to meet again and report."""
+    global _next_sandbox, _use_templates
+    sandbox_forked()
+    try:
+        key = _sandbox_key(description)
+        config = _sandbox_configs.get(key)
+        if config is None:
+            config = _sandbox_config(description)
+            if len(_sandbox_configs) < _MAX_KNOWN:
+                _sandbox_configs[key] = config
+        from childkit.sandbox import _filesystem, _namespaces, _netns, _template
+
+        root_plan = _filesystem.plan(config.readonly_paths)
+        if _use_templates is None:
+            _use_templates = _namespaces.is_privileged()
+        template = _template.template_for(root_plan) if _use_templates else None
+    except Exception:  # a bad description or path: the child reports it
+        return
+    # Last, so that nothing above can fail with a namespace taken: this child's alone.
+    netns = _netns.take() if _use_templates else None
+    _next_sandbox = (description, config, root_plan, template, netns)
+
+
+def sandbox_forked() -> None:
+    """In the launcher, once the child a sandbox was prepared for is forked (or failed to
+    be): forget that preparation and close its network namespace fd, which belongs to
+    that one child (every later fork must not inherit it)."""
+    global _next_sandbox
+    prepared, _next_sandbox = _next_sandbox, None
+    if prepared is not None and prepared[4] is not None:
+        os.close(prepared[4])
+
+
+def refill_netns() -> bool:
+    """In the launcher, while idle: add one fresh network namespace to the stock if a
+    privileged launcher that has started isolated children is short of them. Returns
+    whether more are wanted. Raises ``childkit.sandbox._netns.HomeLost`` (the launcher
+    must end) if it could not return to its own network namespace."""
+    if not _use_templates:
+        return False
+    from childkit.sandbox import _netns
+
+    if not _netns.wanted():
+        return False
+    _netns.refill_one()
+    return _netns.wanted()
+
+
+def _prepared(description: object) -> tuple[SandboxConfig, RootPlan, int | None,
+                                               int | None] | None:
+    """In the child: what the launcher prepared for this very request's sandbox."""
+    prepared = _next_sandbox
+    if prepared is None or description is None or prepared[0] is not description:
+        return None
+    return prepared[1], prepared[2], prepared[3], prepared[4]
+
+
+def _sandbox_fds(header: dict[str, Any]) -> set[int]:
+    """In the child: the fds the launcher prepared for this request's sandbox (a template
+    root, a fresh network namespace), which it keeps until it has joined them."""
+    prepared = _prepared(header.get("sandbox"))
+    if prepared is None:
+        return set()
+    return {fd for fd in prepared[2:] if fd is not None}
+
+
+def _enter_sandbox(description: dict[str, Any], keep_fds: list[int]) -> None:
+    from childkit.sandbox._enter import enter_planned
+
+    prepared = _prepared(description)
+    if prepared is None:
+        enter_planned(_sandbox_config(description), keep_fds, None, None)
+    else:
+        # The launcher found out whether it is privileged (it never changes its
+        # credentials), so this copy of it need not ask the kernel again; and this
+        # process is a fork of the single-threaded launcher that has run only childkit's
+        # code since, so it is single-threaded too.
+        enter_planned(prepared[0], keep_fds, prepared[1], prepared[2], _use_templates,
+                      netns=prepared[3], single_threaded=True)
+
+
+#: An isolated child's resource limits (``ResourceLimits`` as a dict) once it is inside
+#: its sandbox; ``None`` in a normal child.
+_limits: dict[str, Any] | None = None
+
+#: Audit events raised just before a call that creates a process (the call then fails
+#: with EAGAIN at RLIMIT_NPROC). ``subprocess.Popen`` is raised in the Python frame that
+#: then forks, a few instructions later; the others by the failing C call itself.
+_SPAWN_EVENTS = frozenset({"os.fork", "os.forkpty", "os.posix_spawn", "os.posix_spawnp"})
+_SPAWN_FRAME_EVENTS = frozenset({"subprocess.Popen"})
+
+#: Where the last process creation was attempted: (code, frame id, instruction or -1 for
+#: "anywhere in that frame"). An EAGAIN raised exactly there is the fork that failed.
+_last_spawn: tuple[object, int, int] | None = None
+
+
+def _enforce_limits(limits: dict[str, Any]) -> None:
+    """Inside the sandbox, before the entry: make exceeding each limit end the child in a
+    way its exit callback can name (docs/sandbox.md, "Limits")."""
+    global _limits
+    _limits = limits
+    if limits.get("max_file_size") is not None:
+        # Python starts with SIGXFSZ ignored (a write past RLIMIT_FSIZE then only fails
+        # with EFBIG); the default action ends the child with SIGXFSZ, a named reason.
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+    if limits.get("max_processes") is not None:
+        sys.addaudithook(_note_spawn)
+
+
+def _note_spawn(event: str, _args: tuple[object, ...]) -> None:
+    # Called for every audit event of the child: keep the common path to one lookup.
+    if event in _SPAWN_EVENTS or event in _SPAWN_FRAME_EVENTS:
+        global _last_spawn
+        frame = sys._getframe(1)  # the Python frame making the call
+        _last_spawn = (frame.f_code, id(frame),
+                       frame.f_lasti if event in _SPAWN_EVENTS else -1)
+
+
+def _limit_exit_code(exc: BaseException) -> int:
+    """The exit status for an entry that raised ``exc``: the code of the resource limit
+    that caused it in an isolated child, else 1.
+
+    - MemoryError, with a memory limit: :data:`MEMORY_LIMIT_EXIT_CODE`;
+    - EAGAIN raised by the very call that tried to create a process (``os.fork``,
+      ``os.posix_spawn``, ``subprocess``, so ``multiprocessing`` too), or ``RuntimeError:
+      can't start new thread`` while the sandbox holds ``max_processes`` tasks, with a
+      process limit: :data:`PROCESS_LIMIT_EXIT_CODE`;
+    - EMFILE (only RLIMIT_NOFILE gives it to a sandboxed process), with an open-files
+      limit: :data:`OPEN_FILES_LIMIT_EXIT_CODE`.
+    """
+    limits = _limits
+    if limits is None:
+        return 1
+    if isinstance(exc, MemoryError) and limits.get("memory_bytes") is not None:
+        return MEMORY_LIMIT_EXIT_CODE
+    if limits.get("max_processes") is not None and _failed_to_spawn(
+            exc, limits["max_processes"]):
+        return PROCESS_LIMIT_EXIT_CODE
+    if (isinstance(exc, OSError) and exc.errno == errno.EMFILE
+            and limits.get("max_open_files") is not None):
+        return OPEN_FILES_LIMIT_EXIT_CODE
+    return 1
+
+
+def _failed_to_spawn(exc: BaseException, max_processes: int) -> bool:
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next  # the frame the error was raised in
+    if isinstance(exc, OSError) and exc.errno == errno.EAGAIN:
+        spawn = _last_spawn
+        return spawn is not None and spawn[0] is tb.tb_frame.f_code and (
+            spawn[1] == id(tb.tb_frame) and spawn[2] in (-1, tb.tb_lasti))
+    if (isinstance(exc, RuntimeError) and tb.tb_frame.f_code is threading.Thread.start.__code__
+            and "can't start new thread" in str(exc)):
+        # pthread_create says EAGAIN for a full RLIMIT_NPROC and for a stack that does
+        # not fit the address space alike: count, to name only the first.
+        return _sandbox_tasks() >= max_processes
+    return False
+
+
+def _sandbox_tasks() -> int:
+    """Threads of every process in this sandbox but its init (pid 1), or -1 where this is
+    not a pid namespace of its own (a reduced sandbox): ``/proc`` then shows the host."""
+    if os.getpid() != 2:
+        return -1
+    count = 0
+    for name in os.listdir("/proc"):
+        if name.isdigit() and name != "1":
+            try:
+                count += len(os.listdir(f"/proc/{name}/task"))
+            except OSError:
+                pass  # ended meanwhile
+    return count
+
+
+def _take_environment(changes: dict[str, Any] | None) -> None:
+    # The launcher's environment is the application's as it was when the launcher
+    # started; these are the changes made since, so the child sees os.environ as it was
+    # at the start call. (An isolated child then keeps only what its sandbox allows.)
+    if not changes:
+        return
+    for name in changes["unset"]:
+        os.environ.pop(name, None)
+    os.environ.update(changes["set"])
+    if _busypoll.ENV_VAR in changes["set"] or _busypoll.ENV_VAR in changes["unset"]:
+        _busypoll.reload_from_environment()  # read at import, in the launcher
+
+
+def _take_name(header: dict[str, Any]) -> None:
+    name = header["process_name"]
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(name)
+    except ImportError:
+        pass  # a declared dependency; without it only the comm name changes
+    else:
+        if title_sets_comm:
+            return
+    _sysutil.set_comm(name)
+
+
+def _report(status_fd: int, report: bytes) -> None:
+    try:
+        os.write(status_fd, report)  # blocking: all of it goes (the starter reads to EOF)
+    except OSError:
+        pass  # the starter gave up (timeout) and closed its end
+    os.close(status_fd)
+
+
+def _prepare_args_child(header: dict[str, Any], payload: bytes,
+                        given: list[int]) -> Callable[[], int]:
+    names: list[str] = header["fd_names"]
+    received = dict(zip(names, given, strict=True))
+    placed: dict[str, int] = {}
+    # New numbers in name order: OpenHarmony hands them over sorted by name (std::map).
+    for name in sorted(received, key=lambda n: n.encode("utf-8")):
+        new = os.dup(received[name])
+        os.set_inheritable(new, True)
+        placed[name] = new
+    for fd in given:
+        os.close(fd)
+    try:
+        args = ChildProcessArgs(payload.decode("utf-8"), placed)
+        set_current_child_process_args(args)
+        runner = resolve_args_entry(_parsed(header["entry"], "args")[0])
+    except ChildkitError as exc:
+        raise _StartupFailed(exc.code, exc.message) from None
+    except Exception as exc:
+        raise _StartupFailed(ErrCode.NCP_ERR_INTERNAL,
+                             f"child set-up failed: {type(exc).__name__}: {exc}") from None
+    return lambda: runner(args)
+
+
+def _prepare_ipc_child(header: dict[str, Any], given: list[int]) -> Callable[[], int]:
+    call_fd, serve_fd = given
+    entry = header["entry"]
+    try:
+        parsed, functions = _parsed(entry, "ipc")
+        on_connect, main_proc = functions or resolve_ipc_entry(parsed)
+    except ChildkitError as exc:
+        raise _StartupFailed(exc.code, exc.message) from None
+    try:
+        stub = on_connect()
+    except Exception as exc:
+        traceback.print_exc()
+        raise _StartupFailed(
+            ErrCode.NCP_ERR_CONNECTION_FAILED,
+            f"on_connect() of {entry!r} raised {type(exc).__name__}: {exc}",
+        ) from None
+    if not isinstance(stub, RemoteStub):
+        raise _StartupFailed(
+            ErrCode.NCP_ERR_CONNECTION_FAILED,
+            f"on_connect() of {entry!r} returned {type(stub).__name__}, not a RemoteStub",
+        )
+    conn = Connection(socket.socket(fileno=call_fd), socket.socket(fileno=serve_fd),
+                      local_root=stub, name=f"child {os.getpid()} to its parent")
+    conn.start()
+    global _connection
+    _connection = conn  # lives as long as the child does
+
+    def run() -> int:
+        result = main_proc()
+        if isinstance(result, int) and not isinstance(result, bool):
+            return result
+        return 0
+
+    return run

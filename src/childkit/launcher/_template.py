@@ -1,0 +1,307 @@
+"""The launcher: a pre-forked template process that forks children on request.
+
+``python -m childkit.launcher._template CONTROL_FD PARENT_PID`` (or its ``-c`` equivalent, which
+first puts the application's copy of childkit on ``sys.path``) is started by the application's
+manager (:mod:`childkit.process._manager`), one per application process, as a fresh interpreter
+(never a fork of the possibly multi-threaded application). Like HarmonyOS appspawn or
+Android's zygote it imports, once, what children need (childkit, ctypes, the IPC kit and
+the application's preload modules, see :func:`childkit.set_preload_modules`), freezes
+those objects out of the garbage collector's reach (so children do not copy the pages
+on write by collecting them), and then forks a child per request. Forking an
+initialised interpreter costs about a millisecond; a fresh one costs tens.
+
+The launcher stays single-threaded (forking a threaded process is unsafe), so its
+loop is a ``poll`` over the control socket and one pidfd per live child:
+
+* a readable pidfd means that child exited: it is reaped at once (no zombie stays)
+  and ``exited`` with the wait status goes to the application;
+* a spawn request is forked (:mod:`childkit.launcher._child` runs in the child) and
+  answered with ``forked`` and a pidfd of the child, which lets the application signal
+  it without pid-reuse races. Requests that arrive together (a burst of starts) are
+  taken together and forked back to back, then answered in one record: between forks
+  the launcher writes as few pages as it can, since each page it writes after a fork
+  is copied.
+
+It dies with the application: ``PR_SET_PDEATHSIG`` (the manager starts it from its
+own long-lived thread, since the signal follows the parent *thread*) and end-of-file
+on the control socket. On end-of-file it kills and reaps its children first; on
+``SIGKILL`` its children get their own ``PR_SET_PDEATHSIG``. So no child outlives the
+application. A record it cannot parse also ends it (after killing its children); the
+manager then starts a fresh launcher on next use. The protocol is in
+:mod:`childkit.launcher._protocol`.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import os
+import select
+import signal
+import socket
+import sys
+from typing import Any
+
+from childkit.common import _role as _role
+from childkit.common import _sysutil as _sysutil
+from childkit.common._errors import ErrCode  # noqa: F401
+
+# Imported here so that every child inherits them already initialised.
+from childkit.entry import _args as _args
+from childkit.launcher import _child as _launcher_child
+from childkit.launcher import _protocol as proto
+
+#: The most waiting requests taken (and spawns forked back to back) at once: a large
+#: burst is answered in slices, so the application starts on the first children's
+#: connections while the launcher forks the next ones. One ``forked`` record answers a
+#: batch, so it must fit the pidfds of all of them.
+MAX_BATCH = 16
+assert MAX_BATCH <= proto.MAX_RECORD_FDS
+
+
+class Launcher:
+    """The template's state: the control socket and its live children (pidfd -> pid)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._sock_fd = sock.fileno()
+        self._children: dict[int, int] = {}
+        self._poll = select.poll()
+        self._poll.register(self._sock_fd, select.POLLIN)
+
+    # ------------------------------------------------------------------ set-up
+    def configure(self) -> bool:
+        """Read the ``config`` record, import the preload modules, say ``ready``."""
+        got = proto.recv(self._sock)
+        if got is None:
+            return False
+        header, _payload, fds = got
+        proto.close_fds(fds)
+        if header["op"] != "config":
+            raise proto.ProtocolError(f"expected config, got {header['op']!r}")
+        sys.path[:] = [p for p in header.get("sys_path", []) if isinstance(p, str)]
+        errors = self._preload(header.get("preload", []))
+        self._freeze()
+        proto.send(self._sock, {"op": "ready", "pid": os.getpid(), "preload_errors": errors})
+        return True
+
+    @staticmethod
+    def _preload(modules: list[Any]) -> list[str]:
+        errors = []
+        for name in modules:
+            try:
+                importlib.import_module(str(name))
+            except BaseException as exc:  # a broken module must not kill the template
+                errors.append(f"{name}: {type(exc).__name__}: {exc}")
+        return errors
+
+    @staticmethod
+    def _freeze() -> None:
+        # Collect once, then move everything to the permanent generation: a child's
+        # collector then never touches (and so never copies) the template's objects.
+        gc.collect()
+        gc.freeze()
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> None:
+        """Serve requests until the application goes away; then kill and reap children."""
+        refill = False
+        try:
+            while True:
+                # While there is work, poll only looks (timeout 0): stocking fresh
+                # network namespaces for isolated children is done when nothing waits.
+                events = self._poll.poll(0 if refill else None)
+                if not events and refill:
+                    refill = _launcher_child.refill_netns()
+                    continue
+                for fd, _events in events:
+                    if fd == self._sock_fd:
+                        if not self._on_request():
+                            return
+                        refill = True
+                    else:
+                        self._reap(fd)
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the application is gone
+        finally:
+            self._kill_all()
+
+    def _on_request(self) -> bool:
+        # Every request already waiting is taken at once, so that a burst of starts is
+        # forked back to back (see _spawn_batch); other requests keep their place.
+        records, still_open = proto.recv_waiting(self._sock, MAX_BATCH)
+        batch: list[proto.Record] = []
+        try:
+            while records:
+                header, payload, fds = records.pop(0)
+                if header["op"] == "spawn":
+                    batch.append((header, payload, fds))
+                    continue
+                self._spawn_batch(batch)
+                proto.close_fds(fds)
+                if header["op"] != "preload":
+                    raise proto.ProtocolError(f"unknown request {header['op']!r}")
+                errors = self._preload(header.get("modules", []))
+                _launcher_child.forget_entries()
+                self._freeze()
+                proto.send(self._sock, {"op": "preloaded", "errors": errors})
+            self._spawn_batch(batch)
+        finally:
+            # Only after an error: the requests not handled yet give back their fds.
+            for _header, _payload, fds in batch + records:
+                proto.close_fds(fds)
+        return still_open
+
+    def _spawn_batch(self, batch: list[proto.Record]) -> None:
+        """Fork a child for each spawn request in ``batch`` (emptied), back to back; then
+        answer them all.
+
+        Between two forks the launcher does as little as it can: every page it writes
+        after a fork is copied (the new child shares it), and each answer wakes the
+        application, which then competes for the CPU with the next fork.
+        """
+        forked: list[tuple[Any, int]] = []  # (request id, pid)
+        try:
+            while batch:
+                header, payload, fds = batch.pop(0)
+                request_id = header.get("id")
+                if header.get("sandbox") is not None and not self._sandbox_ready:
+                    self._prepare_sandbox()
+                try:
+                    _check_spawn(header, fds)
+                    _launcher_child.learn_entry(header["entry"], header["mode"])
+                    if header.get("sandbox") is not None:
+                        _launcher_child.learn_sandbox(header["sandbox"])
+                    pid = os.fork()
+                except (proto.ProtocolError, OSError) as exc:
+                    _launcher_child.sandbox_forked()
+                    proto.close_fds(fds)
+                    proto.send(self._sock, {"op": "failed", "id": request_id,
+                                            "message": f"{type(exc).__name__}: {exc}"})
+                    continue
+                if pid == 0:
+                    _launcher_child.run_child(header, payload, fds, os.getppid(), self._forget)
+                _launcher_child.sandbox_forked()  # its network namespace is the child's
+                proto.close_fds(fds)  # the child has its copies
+                forked.append((request_id, pid))
+        finally:
+            # Whatever happened, every forked child is watched (reaped, killed at the end).
+            answers: list[list[Any]] = []
+            pidfds: list[int] = []
+            for request_id, pid in forked:
+                pidfd = os.pidfd_open(pid)
+                self._children[pidfd] = pid
+                self._poll.register(pidfd, select.POLLIN)
+                answers.append([request_id, pid])
+                pidfds.append(pidfd)
+        if answers:
+            proto.send(self._sock, {"op": "forked", "children": answers}, fds=pidfds)
+
+    _sandbox_ready = False
+
+    def _prepare_sandbox(self) -> None:
+        # Once, in the template: find libseccomp, compile the filter, resolve the
+        # interpreter's paths. Every isolated child forked later inherits the result
+        # instead of redoing it.
+        self._sandbox_ready = True
+        try:
+            from childkit import sandbox
+
+            sandbox.preload()
+        except Exception:
+            return  # each child's enter() reports what is missing
+        self._freeze()
+
+    def _forget(self) -> None:
+        # In a child: drop the socket object without closing its fd (the child closes
+        # all fds by number), so its finaliser can never close a reused number.
+        self._sock.detach()
+        self._children.clear()
+
+    def _reap(self, pidfd: int) -> None:
+        pid = self._children.pop(pidfd)
+        self._poll.unregister(pidfd)
+        os.close(pidfd)
+        _pid, status = os.waitpid(pid, 0)
+        proto.send(self._sock, {"op": "exited", "pid": pid, "status": status})
+
+    def _kill_all(self) -> None:
+        for pidfd in self._children:
+            try:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            except OSError:
+                pass  # already gone
+        for pidfd, pid in self._children.items():
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            os.close(pidfd)
+        self._children.clear()
+
+
+def _check_spawn(header: dict[str, Any], fds: list[int]) -> None:
+    """Check a spawn request's shape (the application builds it; this catches bugs)."""
+    for key, kind in (("mode", str), ("entry", str), ("process_name", str), ("cwd", str),
+                      ("fd_names", list), ("sys_path", list)):
+        if not isinstance(header.get(key), kind):
+            raise proto.ProtocolError(f"spawn request field {key!r} is missing or not {kind}")
+    env = header.get("env")
+    if env is not None and not (
+        isinstance(env, dict) and isinstance(env.get("set"), dict)
+        and isinstance(env.get("unset"), list)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in env["set"].items())
+        and all(isinstance(k, str) for k in env["unset"])
+    ):
+        raise proto.ProtocolError("spawn request field 'env' is not {set: {str: str}, "
+                                  "unset: [str]}")
+    wanted = 1 + (len(header["fd_names"]) if header["mode"] == "args" else 2)
+    if header["mode"] not in ("args", "ipc") or len(fds) != wanted:
+        raise proto.ProtocolError(
+            f"spawn request mode {header['mode']!r} came with {len(fds)} fds, not {wanted}"
+        )
+
+
+def _init_proctitle() -> None:
+    # setproctitle's first call moves argv and environ aside to make room for long
+    # titles (about 2 ms); doing it here once spares every child that cost.
+    try:
+        import setproctitle
+    except ImportError:
+        return
+    setproctitle.setproctitle("childkit-launcher")
+    # Once initialised, setproctitle also sets the comm name on Linux (1.3 does): if a
+    # second call shows that here, children need no prctl of their own for it.
+    setproctitle.setproctitle("childkit-launcher")
+    try:
+        with open("/proc/self/comm", "rb") as f:
+            comm = f.read().strip()
+    except OSError:
+        comm = b""
+    _launcher_child.title_sets_comm = comm == b"childkit-launcher"[:_sysutil.COMM_LIMIT]
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: ``argv`` is ``[prog, CONTROL_FD, PARENT_PID]``."""
+    _role.set_role("launcher")
+    control_fd, parent_pid = int(argv[1]), int(argv[2])
+    # Die with the application's manager thread; if it is already gone, stop now.
+    _sysutil.set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        return 1
+    # Ctrl-C in a terminal signals the whole process group; the application decides.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_proctitle()
+    _sysutil.set_comm("childkit-launch")  # after the title, which may have set it too
+    sock = socket.socket(fileno=control_fd)
+    launcher = Launcher(sock)
+    try:
+        if launcher.configure():
+            launcher.run()
+    finally:
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,828 @@
+"""ChildProcessExecutor: a ``concurrent.futures.Executor`` over IPC-mode children.
+
+Each worker slot is a dispatcher thread in this process that owns one child (started
+from the launcher with :func:`childkit.connect`, running :mod:`childkit.pool._executor_worker`)
+and sends it one task at a time as a sync request. Idle slots pull from one queue, so
+the least loaded worker takes the next task. Because a worker only ever has one request
+in flight, a crash or a timeout is always the fault of that request: only its future
+fails, the slot starts a new child, and the executor keeps working (there is no
+whole-pool breakage like ``BrokenProcessPool``).
+
+Tasks go to the child pickled (by reference, like ``ProcessPoolExecutor``); results come
+back in the executor's ``result_codec`` and exceptions always in a safe form (type name,
+message, traceback text), never unpickled. See docs/executor.md.
+"""
+
+from __future__ import annotations
+
+import builtins
+import itertools
+import logging
+import os
+import pickle
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import BrokenExecutor, Executor, Future
+from concurrent.futures import TimeoutError as FuturesTimeoutError
+from typing import Any, Literal, ParamSpec, TypeVar
+
+from childkit.common._errors import ChildkitError, ErrCode
+from childkit.ipc import (
+    Ashmem,
+    DeadRemoteObjectError,
+    IPCError,
+    IPCTimeoutError,
+    MessageOption,
+    MessageParcel,
+    RequestMode,
+)
+from childkit.pool import _executor_worker as ew
+from childkit.process._children import ChildConnection, connect
+from childkit.process._exit import ChildExitInfo
+from childkit.process._manager import MAX_CHILDREN, START_TIMEOUT
+from childkit.process._options import ChildProcessOptions, IsolationMode
+
+_log = logging.getLogger("childkit")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+ResultCodec = Literal["safe", "pickle"]
+
+WORKER_ENTRY = "childkit.pool._executor_worker"
+_STOP_OPTION = MessageOption(RequestMode.ASYNC)
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+class ExecutorParamError(ChildkitError, ValueError):
+    """A bad executor or pool argument (``NCP_ERR_INVALID_PARAM``; also a ValueError)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrCode.NCP_ERR_INVALID_PARAM, message)
+
+
+class ChildExecutorError(Exception):
+    """Base of the errors a task of a :class:`ChildProcessExecutor` fails with."""
+
+
+class RemoteTraceback(Exception):
+    """The child's formatted traceback, set as ``__cause__`` of a task's exception."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb
+
+
+class ChildTaskError(ChildExecutorError):
+    """A task raised an exception that is not a builtin one: its type's module and
+    qualified name, its message and the child's traceback text are kept."""
+
+    def __init__(self, type_module: str, type_name: str, message: str, remote_traceback: str):
+        super().__init__(f"{type_module}.{type_name}: {message}")
+        self.type_module = type_module
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
+
+
+class WorkerDiedError(ChildExecutorError):
+    """The worker running this task died (a crash, ``os._exit``, a kill): only this task
+    fails; the worker is replaced."""
+
+    def __init__(self, pid: int, exit_info: ChildExitInfo | None) -> None:
+        how = "and was not reaped in time" if exit_info is None else _describe(exit_info)
+        super().__init__(f"the worker process (pid {pid}) running this task died {how}; "
+                         "it was replaced")
+        self.pid = pid
+        self.exit_info = exit_info
+
+
+class TaskTimeoutError(ChildExecutorError, TimeoutError):
+    """The task ran longer than its timeout: its worker was killed and replaced."""
+
+    def __init__(self, timeout: float, pid: int) -> None:
+        super().__init__(f"the task ran longer than its {timeout:g} s timeout; its worker "
+                         f"(pid {pid}) was killed and replaced")
+        self.timeout = timeout
+        self.pid = pid
+
+
+class BrokenChildExecutor(ChildExecutorError, BrokenExecutor):
+    """No worker can run tasks: every worker failed to start, or the initializer failed."""
+
+
+def _describe(info: ChildExitInfo) -> str:
+    if info.signal is not None:
+        import signal
+
+        try:
+            name = signal.Signals(info.signal).name
+        except ValueError:
+            name = str(info.signal)
+        return f"(killed by {name})"
+    return f"(exit code {info.exit_code})"
+
+
+def rebuild_exception(module: str, name: str, message: str, tb: str,
+                      args: tuple[Any, ...] | None = None) -> BaseException:
+    """The parent-side exception for a child's: an instance of the builtin class when the
+    type is a builtin ``Exception`` that takes a message, else :class:`ChildTaskError`;
+    either way with :class:`RemoteTraceback` as ``__cause__``. Nothing is unpickled."""
+    exc: BaseException | None = None
+    if module == "builtins":
+        cls = getattr(builtins, name, None)
+        if isinstance(cls, type) and issubclass(cls, Exception):
+            try:
+                exc = cls(*args) if args is not None else cls(message) if message else cls()
+            except Exception:
+                exc = None
+    if exc is None:
+        exc = ChildTaskError(module, name, message, tb)
+    exc.__cause__ = RemoteTraceback(tb)
+    return exc
+
+
+def _read_reply(reply: MessageParcel, codec: int) -> tuple[bool, Any]:
+    """(True, result) or (False, exception) from a worker's reply."""
+    status = reply.read_int8()
+    if status == ew.OK:
+        blob = ew.read_blob(reply)
+        if codec == ew.CODEC_PICKLE:
+            return True, pickle.loads(blob)
+        return True, ew.safe_loads(blob)
+    if status == ew.RAISED:
+        return _outcome(status, ew.read_blob(reply), codec)
+    raise ew.CodecError(f"unknown reply status {status}")
+
+
+# ---------------------------------------------------------------------------- work items
+
+
+class _WorkItem:
+    __slots__ = ("code", "future", "payload", "started", "timeout")
+
+    def __init__(self, future: Future[Any], code: int, payload: bytes,
+                 timeout: float | None) -> None:
+        self.future = future
+        self.code = code
+        self.payload = payload
+        self.timeout = timeout
+        self.started = False  # set running already (a batch item queued again)
+
+
+#: Most tasks one batch request carries.
+BATCH_MAX = 256
+
+# Executors whose dispatcher threads run, for the interpreter-exit hook below.
+_live_lock = threading.Lock()
+_live_cores: set[_Core] = set()
+_interpreter_exiting = False
+
+
+def _python_exit() -> None:
+    """At interpreter exit, before the atexit callbacks (so while the launcher still
+    runs): stop every executor and wait for the tasks already submitted to finish, as
+    ``ProcessPoolExecutor`` does; ``submit`` fails from now on."""
+    global _interpreter_exiting
+    with _live_lock:
+        _interpreter_exiting = True
+        cores = list(_live_cores)
+    for core in cores:
+        for thread in core.stop(False):
+            thread.join()
+
+
+# The hook concurrent.futures uses: it runs before the interpreter stops daemon threads.
+threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
+
+
+class _Worker:
+    """One child of a slot, with its journal (see _executor_worker)."""
+
+    __slots__ = ("conn", "region", "view")
+
+    def __init__(self, conn: ChildConnection) -> None:
+        self.conn = conn
+        self.region = Ashmem.create("childkit-executor-journal", ew.JOURNAL_SIZE)
+        try:
+            self.region.map_read_write()
+            self.view: memoryview | None = self.region.buffer()
+            with MessageParcel() as data:
+                data.write_ashmem(self.region)
+                conn.proxy.send_request(ew.JOURNAL, data).close()
+        except BaseException:
+            self.close_journal()
+            raise
+
+    @property
+    def pid(self) -> int:
+        return self.conn.pid
+
+    def close_journal(self) -> None:
+        if self.view is not None:
+            self.view.release()
+            self.view = None
+        self.region.close()
+
+    def entries(self, codec: int) -> tuple[int, int, list[tuple[bool, Any]]]:
+        """(running, committed, outcomes) from the journal."""
+        assert self.view is not None
+        view = self.view
+        running, committed, _end = ew.JOURNAL_HEADER.unpack_from(view, 0)
+        offset = ew.JOURNAL_HEADER.size
+        out: list[tuple[bool, Any]] = []
+        for _ in range(committed):
+            status, length = ew.JOURNAL_ENTRY.unpack_from(view, offset)
+            offset += ew.JOURNAL_ENTRY.size
+            out.append(_outcome(status, bytes(view[offset:offset + length]), codec))
+            offset += length
+        return running, committed, out
+
+
+def _outcome(status: int, blob: bytes, codec: int) -> tuple[bool, Any]:
+    if status == ew.OK:
+        return True, pickle.loads(blob) if codec == ew.CODEC_PICKLE else ew.safe_loads(blob)
+    if status == ew.RAISED:
+        parts = ew.safe_loads(blob)
+        if not (isinstance(parts, tuple) and len(parts) == 5
+                and all(isinstance(p, str) for p in parts[:4])
+                and (parts[4] is None or isinstance(parts[4], tuple))):
+            raise ew.CodecError("malformed exception record")
+        module, name, message, tb, args = parts
+        return False, rebuild_exception(module, name, message, tb, args)
+    raise ew.CodecError(f"unknown outcome status {status}")
+
+
+def _check_timeout(timeout: object) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
+            or not timeout > 0 or timeout == float("inf"):
+        raise ExecutorParamError(f"timeout must be a positive number of seconds or None, "
+                                 f"not {timeout!r}")
+    return float(timeout)
+
+
+class _Core:
+    """The executor's state, shared with its dispatcher threads (which never hold the
+    executor itself, so an executor nobody references can be collected and stopped)."""
+
+    def __init__(self, max_workers: int, options: ChildProcessOptions, codec: int,
+                 max_tasks_per_child: int | None, init_payload: bytes | None,
+                 task_timeout: float | None, start_timeout: float) -> None:
+        self.max_workers = max_workers
+        self.options = options
+        self.codec = codec
+        self.max_tasks_per_child = max_tasks_per_child
+        self.init_payload = init_payload
+        self.task_timeout = task_timeout
+        self.start_timeout = start_timeout
+        self.queue: queue.SimpleQueue[_WorkItem | None] = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.threads: list[threading.Thread] = []
+        self.live_slots = 0
+        self.shutdown = False
+        self.broken: str | None = None
+        self.workers: dict[int, _Worker] = {}  # slot -> its current worker
+
+    # ------------------------------------------------------------------ submitting
+    def put(self, item: _WorkItem) -> None:
+        with self.lock:
+            if self.broken is not None:
+                raise BrokenChildExecutor(self.broken)
+            if self.shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if not self.threads:
+                self._start_slots_locked()
+            self.queue.put(item)
+
+    def _start_slots_locked(self) -> None:
+        with _live_lock:
+            if _interpreter_exiting:
+                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+            _live_cores.add(self)
+        for slot in range(self.max_workers):
+            thread = threading.Thread(target=self._slot_main, args=(slot,), daemon=True,
+                                      name=f"childkit-executor-{slot}")
+            self.live_slots += 1  # before start: a slot that ends at once must not be last
+            try:
+                thread.start()
+            except RuntimeError as exc:  # "can't create new thread" (e.g. at finalization)
+                self.live_slots -= 1
+                self.broken = f"a dispatcher thread could not start: {exc}"
+                for _ in self.threads:  # the slots already started end
+                    self.queue.put(None)
+                if not self.threads:
+                    with _live_lock:
+                        _live_cores.discard(self)
+                raise BrokenChildExecutor(self.broken) from exc
+            self.threads.append(thread)
+
+    def stop(self, cancel_futures: bool) -> list[threading.Thread]:
+        with self.lock:
+            self.shutdown = True
+            threads = list(self.threads)
+        if cancel_futures:
+            self._drain(lambda item: item.future.cancel())
+        for _ in threads:
+            self.queue.put(None)
+        return threads
+
+    def _drain(self, action: Callable[[_WorkItem], object]) -> None:
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                action(item)
+            else:
+                self.queue.put(None)  # keep the stop request for a slot
+                return
+
+    def _drain_orphans(self) -> None:
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None and (item.started
+                                     or item.future.set_running_or_notify_cancel()):
+                item.future.set_exception(ChildExecutorError(
+                    "the executor shut down before this task could run (its worker died "
+                    "before the task reached it)"))
+
+    def _break(self, reason: str) -> None:
+        with self.lock:
+            if self.broken is None:
+                self.broken = reason
+
+        def fail(item: _WorkItem) -> None:
+            if item.future.set_running_or_notify_cancel():
+                item.future.set_exception(BrokenChildExecutor(reason))
+
+        self._drain(fail)
+
+    # ------------------------------------------------------------------ a slot
+    def _start_worker(self, slot: int) -> tuple[_Worker | None, str]:
+        """A new, initialized worker for ``slot``, or (None, why) if none can start."""
+        try:
+            conn = connect(WORKER_ENTRY, self.options, self.start_timeout)
+        except ChildkitError as exc:
+            return None, f"a worker could not start: {exc}"
+        except Exception as exc:  # e.g. no thread can start at interpreter finalization
+            return None, f"a worker could not start: {exc!r}"
+        try:
+            worker = _Worker(conn)
+        except (IPCError, OSError) as exc:
+            conn.close(grace=0.0)
+            return None, f"a worker could not start: {exc!r}"
+        if self.init_payload is not None:
+            try:
+                with MessageParcel() as data:
+                    ew.write_blob(data, self.init_payload)
+                    reply = conn.proxy.send_request(ew.INIT, data)
+                with reply:
+                    ok, value = _read_reply(reply, ew.CODEC_SAFE)
+            except (IPCError, ValueError) as exc:
+                ok, value = False, exc
+            if not ok:
+                # Logged, as ProcessPoolExecutor's worker logs it: the futures only get
+                # BrokenChildExecutor, which cannot carry every worker's traceback.
+                cause = value.__cause__ if isinstance(value, BaseException) else None
+                _log.critical("Exception in initializer (worker pid %d):\n%s", worker.pid,
+                              cause.tb if isinstance(cause, RemoteTraceback) else repr(value))
+                self._retire(slot, worker, kill=True)
+                reason = f"the initializer failed in a worker: {value!r}"
+                self._break(reason)
+                return None, reason
+        with self.lock:
+            self.workers[slot] = worker
+        return worker, ""
+
+    def _retire(self, slot: int, worker: _Worker | None, *, kill: bool) -> None:
+        with self.lock:
+            self.workers.pop(slot, None)
+        if worker is None:
+            return
+        conn = worker.conn
+        if kill:
+            conn.close(grace=0.0)
+        else:
+            try:
+                with MessageParcel() as data:
+                    conn.proxy.send_request(ew.STOP, data, _STOP_OPTION)
+            except IPCError:
+                pass  # already gone
+            if conn.wait(2.0) is None:
+                conn.close(grace=1.0)
+            else:
+                conn.close()
+        worker.close_journal()
+
+    def _take(self, first: _WorkItem, backlog: list[_WorkItem | None],
+              room: int) -> list[_WorkItem]:
+        """``first`` and, if it can be batched, more queued tasks: a fair share of the
+        backlog (so idle slots get work too), at most ``room``."""
+        batch = [first]
+        if first.timeout is not None or self.task_timeout is not None:
+            return batch
+        want = min(BATCH_MAX, room, self.queue.qsize() // self.max_workers + 1) - 1
+        while want > 0:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None or item.timeout is not None:
+                backlog.append(item)  # run it next, alone
+                break
+            batch.append(item)
+            want -= 1
+        return batch
+
+    def _slot_main(self, slot: int) -> None:
+        worker: _Worker | None = None
+        done = 0
+        failure = ""
+        backlog: list[_WorkItem | None] = []
+        try:
+            while True:
+                if worker is None:  # start (or replace) before taking a task
+                    worker, failure = self._start_worker(slot)
+                    if worker is None:
+                        return
+                item = backlog.pop(0) if backlog else self.queue.get()
+                if item is None:
+                    return
+                if worker.conn.proxy.is_object_dead():  # it died while idle: replace it
+                    backlog.insert(0, item)
+                    self._retire(slot, worker, kill=True)
+                    worker, done = None, 0
+                    continue
+                room = (BATCH_MAX if self.max_tasks_per_child is None
+                        else self.max_tasks_per_child - done)
+                batch = [i for i in self._take(item, backlog, room)
+                         if i.started or i.future.set_running_or_notify_cancel()]
+                if not batch:
+                    continue
+                if self.broken is not None:
+                    for i in batch:
+                        i.future.set_exception(BrokenChildExecutor(self.broken))
+                    continue
+                try:
+                    if len(batch) == 1:
+                        keep, ran = self._run(worker, batch[0]), 1
+                    else:
+                        keep, ran = self._run_batch(worker, batch)
+                except BaseException as exc:  # a bug here must not leave futures hanging
+                    _log.exception("childkit executor slot %d failed", slot)
+                    for i in batch:
+                        if not i.future.done():
+                            i.future.set_exception(ChildExecutorError(
+                                f"the executor failed running this task: {exc!r}"))
+                    keep, ran = False, len(batch)
+                done += ran
+                if not keep or (self.max_tasks_per_child is not None
+                                and done >= self.max_tasks_per_child):
+                    self._retire(slot, worker, kill=not keep)
+                    worker, done = None, 0
+        finally:
+            if worker is not None:
+                self._retire(slot, worker, kill=False)
+            for left in backlog:  # a stop request, or a task another slot must run
+                if left is not None:
+                    self.queue.put(left)
+            with self.lock:
+                self.live_slots -= 1
+                last = self.live_slots == 0
+                stopping = self.shutdown
+            if last:
+                with _live_lock:
+                    _live_cores.discard(self)
+            if last and failure and not stopping:  # no slot is left to run what is queued
+                self._break(failure)
+            elif last:  # tasks queued again behind the stop requests: nobody will run them
+                self._drain_orphans()
+
+    def _requeue(self, items: list[_WorkItem]) -> None:
+        for item in items:  # never started in the child: another worker runs them
+            item.started = True
+            self.queue.put(item)
+
+    def _run_batch(self, worker: _Worker, batch: list[_WorkItem]) -> tuple[bool, int]:
+        """Run RUN / RUN_CHUNK items in one request, outcomes through the journal. Returns (worker
+        still usable, tasks it ran)."""
+        assert worker.view is not None
+        # Cleared here, not only in the child: a worker that dies before it starts the
+        # batch must not leave the previous batch's record to be read as this one's.
+        ew.JOURNAL_HEADER.pack_into(worker.view, 0, 0, 0, ew.JOURNAL_HEADER.size)
+        try:
+            with MessageParcel() as data:
+                data.write_int8(self.codec)
+                ew.write_blob(data, pickle.dumps([(i.code, i.payload) for i in batch],
+                                                 protocol=pickle.HIGHEST_PROTOCOL))
+                reply = worker.conn.proxy.send_request(ew.RUN_BATCH, data)
+        except DeadRemoteObjectError:
+            info = worker.conn.wait(10.0)
+            running, committed, outcomes = self._journal(worker, batch)
+            self._settle(batch[:committed], outcomes)
+            # The task running when the worker died (none if it died before the batch
+            # reached it, e.g. killed while idle: then every task runs elsewhere).
+            if running > committed:
+                batch[committed].future.set_exception(WorkerDiedError(worker.pid, info))
+                committed += 1
+            self._requeue(batch[committed:])
+            return False, committed
+        except IPCError as exc:  # the batch did not fit a parcel (a stub failure)
+            self._requeue(batch[1:])
+            batch[0].future.set_exception(ChildExecutorError(f"the task could not be run: {exc}"))
+            return True, 1
+        try:
+            with reply:
+                done = reply.read_int32()
+                status = reply.read_int8()
+                spilled = None if status == -1 else _outcome(status, ew.read_blob(reply),
+                                                             self.codec)
+            _running, committed, outcomes = worker.entries(self.codec)
+            if committed != done or done > len(batch) or (spilled and done >= len(batch)):
+                raise ew.CodecError("the journal does not match the reply")
+        except BaseException as exc:  # a malformed reply (or unpickling it raised
+            # SystemExit: a result's __reduce__ runs here): do not trust this worker again
+            error = ChildExecutorError(
+                f"worker pid {worker.pid} sent results that cannot be decoded: {exc!r}")
+            for i in batch:
+                i.future.set_exception(error)
+            return False, len(batch)
+        self._settle(batch[:done], outcomes)
+        if spilled is not None:
+            self._settle([batch[done]], [spilled])
+            done += 1
+        self._requeue(batch[done:])
+        return True, done
+
+    def _journal(self, worker: _Worker,
+                 batch: list[_WorkItem]) -> tuple[int, int, list[tuple[bool, Any]]]:
+        try:
+            running, committed, outcomes = worker.entries(self.codec)
+            if committed <= len(batch) and running <= len(batch):
+                return running, committed, outcomes
+        except BaseException:  # unpickling a result may raise anything, SystemExit too
+            pass
+        return len(batch), 0, []  # unreadable: blame every task, run none again
+
+    @staticmethod
+    def _settle(items: list[_WorkItem], outcomes: list[tuple[bool, Any]]) -> None:
+        for item, (ok, value) in zip(items, outcomes, strict=True):
+            if ok:
+                item.future.set_result(value)
+            else:
+                item.future.set_exception(value)
+
+    def _run(self, worker: _Worker, item: _WorkItem) -> bool:
+        """Run one item on ``worker``; settle its future. False if the worker is lost."""
+        future = item.future
+        timeout = item.timeout if item.timeout is not None else self.task_timeout
+        option = MessageOption(timeout=timeout) if timeout is not None else None
+        assert worker.view is not None
+        ew.JOURNAL_HEADER.pack_into(worker.view, 0, 0, 0, ew.JOURNAL_HEADER.size)
+        try:
+            with MessageParcel() as data:
+                data.write_int8(self.codec)
+                ew.write_blob(data, item.payload)
+                reply = worker.conn.proxy.send_request(item.code, data, option)
+        except IPCTimeoutError:
+            worker.conn.close(grace=0.0)
+            future.set_exception(TaskTimeoutError(timeout or 0.0, worker.pid))
+            return False
+        except DeadRemoteObjectError:
+            info = worker.conn.wait(10.0)
+            if ew.JOURNAL_HEADER.unpack_from(worker.view, 0)[0] == 0:
+                self._requeue([item])  # it died before the task reached it: run it elsewhere
+            else:
+                future.set_exception(WorkerDiedError(worker.pid, info))
+            return False
+        except IPCError as exc:  # the task did not fit a parcel, or a stub failure
+            future.set_exception(ChildExecutorError(f"the task could not be run: {exc}"))
+            return True
+        try:
+            with reply:
+                ok, value = _read_reply(reply, self.codec)
+        except BaseException as exc:  # a malformed reply (or unpickling it raised
+            # SystemExit: a result's __reduce__ runs here): do not trust this worker again
+            future.set_exception(ChildExecutorError(
+                f"worker pid {worker.pid} sent a result that cannot be decoded: {exc!r}"))
+            return False
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+        return True
+
+
+def _chunks(iterables: tuple[Iterable[Any], ...], chunksize: int) -> Iterator[list[Any]]:
+    """``map``'s calls, ``chunksize`` at a time: items of the one iterable, or tuples of
+    arguments when there are several (see :func:`_executor_worker.run_chunk`)."""
+    it: Iterator[Any] = iter(iterables[0]) if len(iterables) == 1 else zip(
+        *iterables, strict=False)
+    while chunk := list(itertools.islice(it, chunksize)):
+        yield chunk
+
+
+class ChildProcessExecutor(Executor):
+    """A ``concurrent.futures.Executor`` whose workers are childkit children.
+
+    Args:
+        max_workers: worker processes (default: the CPU count), 1..``MAX_CHILDREN``;
+            started on the first submit, from the launcher (a fork each).
+        isolation_mode: ``IsolationMode.NORMAL`` or ``ISOLATED`` (workers sandboxed;
+            their functions must come from modules the sandbox can read).
+        max_tasks_per_child: replace a worker after it ran this many tasks.
+        initializer: run once in every new worker; if it raises, the executor is
+            broken (as ``ProcessPoolExecutor``): :class:`BrokenChildExecutor`.
+        initargs: the arguments of ``initializer``.
+        task_timeout: seconds any task may run (see also :meth:`submit_with_timeout`);
+            an overrun fails that task with :class:`TaskTimeoutError` and replaces its
+            worker.
+        result_codec: ``"pickle"`` (results are unpickled: the default for NORMAL
+            workers, which run the caller's own code) or ``"safe"`` (None, bool, int,
+            float, str, bytes, list, tuple, dict; the default for ISOLATED). ISOLATED
+            with ``"pickle"`` needs ``allow_pickle_results=True``.
+        options: a full :class:`ChildProcessOptions` (its isolation mode wins).
+        start_timeout: seconds a worker may take to start.
+
+    Raises:
+        ExecutorParamError: (a ``ValueError`` and ``ChildkitError`` with
+            ``NCP_ERR_INVALID_PARAM``) for a bad argument, saying which.
+        TypeError: if ``initializer`` is not callable.
+    """
+
+    def __init__(self, max_workers: int | None = None,
+                 isolation_mode: IsolationMode = IsolationMode.NORMAL,
+                 max_tasks_per_child: int | None = None,
+                 initializer: Callable[..., object] | None = None,
+                 initargs: tuple[Any, ...] = (), *,
+                 task_timeout: float | None = None,
+                 result_codec: ResultCodec | None = None,
+                 allow_pickle_results: bool = False,
+                 options: ChildProcessOptions | None = None,
+                 start_timeout: float = START_TIMEOUT) -> None:
+        if max_workers is None:
+            max_workers = min(os.cpu_count() or 1, MAX_CHILDREN)
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int):
+            raise ExecutorParamError(f"max_workers must be an int, not {max_workers!r}")
+        if max_workers <= 0:
+            raise ExecutorParamError("max_workers must be greater than 0")
+        if max_workers > MAX_CHILDREN:
+            raise ExecutorParamError(f"max_workers is {max_workers}; a process may have "
+                                     f"at most {MAX_CHILDREN} children")
+        if max_tasks_per_child is not None and (
+                isinstance(max_tasks_per_child, bool) or not isinstance(max_tasks_per_child, int)
+                or max_tasks_per_child < 1):
+            raise ExecutorParamError("max_tasks_per_child must be >= 1")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        if options is None:
+            options = ChildProcessOptions(isolation_mode=isolation_mode)
+        elif not isinstance(options, ChildProcessOptions):
+            raise ExecutorParamError(f"options must be a ChildProcessOptions, not {options!r}")
+        isolated = options.isolation_mode == IsolationMode.ISOLATED
+        if result_codec is None:
+            result_codec = "safe" if isolated else "pickle"
+        if result_codec not in ("safe", "pickle"):
+            raise ExecutorParamError(f"result_codec must be 'safe' or 'pickle', "
+                                     f"not {result_codec!r}")
+        if result_codec == "pickle" and isolated and allow_pickle_results is not True:
+            raise ExecutorParamError(
+                "ISOLATED workers run untrusted code: their pickled results would run code "
+                "in this process when unpickled; use result_codec='safe', or pass "
+                "allow_pickle_results=True if you trust them")
+        init_payload = None
+        if initializer is not None:
+            init_payload = pickle.dumps((initializer, tuple(initargs)),
+                                        protocol=pickle.HIGHEST_PROTOCOL)
+        if isinstance(start_timeout, bool) or not isinstance(start_timeout, int | float) \
+                or not start_timeout > 0:
+            raise ExecutorParamError(f"start_timeout must be a positive number, "
+                                     f"not {start_timeout!r}")
+        self._max_workers = max_workers
+        self.result_codec: ResultCodec = result_codec
+        self._core = _Core(max_workers, options,
+                           ew.CODEC_PICKLE if result_codec == "pickle" else ew.CODEC_SAFE,
+                           max_tasks_per_child, init_payload, _check_timeout(task_timeout),
+                           float(start_timeout))
+        # An executor dropped without shutdown() stops its workers when collected.
+        self._finalizer = weakref.finalize(self, _Core.stop, self._core, False)
+
+    # ------------------------------------------------------------------ submitting
+    def _submit(self, code: int, payload_obj: object, timeout: float | None) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            payload = pickle.dumps(payload_obj, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # as ProcessPoolExecutor: the future fails, not submit
+            with self._core.lock:
+                if self._core.shutdown:
+                    raise RuntimeError("cannot schedule new futures after shutdown") from None
+            future.set_exception(exc)
+            return future
+        self._core.put(_WorkItem(future, code, payload, timeout))
+        return future
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        """Schedule ``fn(*args, **kwargs)`` in a worker; return its future. Tasks
+        submitted run to completion even if the interpreter exits first (as with
+        ``ProcessPoolExecutor``), unless ``shutdown(cancel_futures=True)`` drops them.
+
+        Raises:
+            RuntimeError: after :meth:`shutdown`, or once the interpreter is exiting.
+            BrokenChildExecutor: if the executor is broken, or its dispatcher threads
+                cannot start (then it is broken from now on).
+        """
+        return self._submit(ew.RUN, (fn, args, kwargs), None)
+
+    def submit_with_timeout(self, fn: Callable[P, T], timeout: float | None, /,
+                            *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        """Like :meth:`submit`, but the task may run at most ``timeout`` seconds: after
+        that its worker is killed and replaced and the future fails with
+        :class:`TaskTimeoutError` (a ``TimeoutError``). ``None``: the executor's
+        ``task_timeout``.
+
+        Raises:
+            ExecutorParamError: for a timeout that is not a positive number or None.
+        """
+        return self._submit(ew.RUN, (fn, args, kwargs), _check_timeout(timeout))
+
+    def map(self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: float | None = None,
+            chunksize: int = 1) -> Iterator[T]:
+        """``map(fn, *iterables)`` in the workers, ``chunksize`` calls per request.
+
+        As ``ProcessPoolExecutor.map``: the iterables are consumed at once; the returned
+        iterator raises ``TimeoutError`` if a result is not ready ``timeout`` seconds
+        after this call, and the first exception of a call (which fails its chunk).
+        """
+        if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        end_time = None if timeout is None else timeout + time.monotonic()
+        spread = len(iterables) != 1
+        fs = [self._submit(ew.RUN_CHUNK, (fn, chunk, spread), None)
+              for chunk in _chunks(iterables, chunksize)]
+
+        def result_iterator() -> Iterator[T]:
+            try:
+                fs.reverse()
+                while fs:
+                    future = fs.pop()
+                    try:
+                        if end_time is None:
+                            chunk = future.result()
+                        else:
+                            chunk = future.result(end_time - time.monotonic())
+                    except BaseException:
+                        future.cancel()
+                        raise
+                    del future
+                    # Hand the items over one by one, keeping no reference to those
+                    # already yielded (the chunk list is the future's result too).
+                    chunk.reverse()
+                    while chunk:
+                        yield chunk.pop()
+            finally:
+                for future in fs:
+                    future.cancel()
+
+        return result_iterator()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop accepting tasks; with ``cancel_futures`` cancel those not started. With
+        ``wait``, return once every started task is done and every worker has exited
+        and been reaped. Idempotent."""
+        threads = self._core.stop(cancel_futures)
+        if wait:
+            for thread in threads:
+                if thread is not threading.current_thread():
+                    thread.join()
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Pids of the workers now running (for monitoring and tests)."""
+        with self._core.lock:
+            return [w.pid for w in self._core.workers.values()]
+
+
+__all__ = [
+    "BrokenChildExecutor",
+    "ChildExecutorError",
+    "ChildProcessExecutor",
+    "ChildTaskError",
+    "ExecutorParamError",
+    "FuturesTimeoutError",
+    "RemoteTraceback",
+    "TaskTimeoutError",
+    "WorkerDiedError",
+]

@@ -1,0 +1,440 @@
+"""The public calls that start, connect to, watch and kill native children.
+
+Both start modes of OpenHarmony's ``native_child_process.h``, on :mod:`childkit.process._manager`:
+
+* args mode, :func:`start_native_child_process` (``OH_Ability_StartNativeChildProcess``):
+  the child calls ``"pkg.mod:func"`` or native ``"libx.so:Main"`` with its
+  :class:`~childkit.ChildProcessArgs`; the call returns the pid once the entry resolved;
+* IPC mode, :func:`create_native_child_process` (``OH_Ability_CreateNativeChildProcess``):
+  the child module's ``on_connect()`` stub becomes reachable through a
+  :class:`~childkit.ipc.RemoteProxy` handed to ``on_started`` on another thread, and
+  :func:`connect`, its blocking, ``with``-statement face.
+
+Errors found before a call returns raise :class:`~childkit.ChildkitError`; in IPC mode
+the ones found later reach ``on_started(code, None)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import keyword
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+from childkit.common._errors import ChildkitError, ErrCode
+from childkit.entry._args import ChildProcessArgs
+from childkit.entry._entries import ParsedEntry, parse_entry
+from childkit.ipc import (
+    Connection,
+    DeadRemoteObjectError,
+    IPCTimeoutError,
+    RemoteProxy,
+    channel_socketpairs,
+)
+from childkit.process._exit import ChildExitInfo, ExitCallback
+from childkit.process._manager import START_TIMEOUT, Child, check_not_in_child, manager
+from childkit.process._options import ChildProcessOptions, IsolationMode
+
+_log = logging.getLogger("childkit")
+
+OnStarted = Callable[[ErrCode, RemoteProxy | None], object]
+
+
+def _invalid(message: str) -> ChildkitError:
+    return ChildkitError(ErrCode.NCP_ERR_INVALID_PARAM, message)
+
+
+def _check_options(options: ChildProcessOptions | None) -> ChildProcessOptions:
+    if options is None:
+        return ChildProcessOptions()
+    if not isinstance(options, ChildProcessOptions):
+        raise _invalid(f"options must be a ChildProcessOptions, not {type(options).__name__}")
+    options.validate()
+    options.check_supported()
+    return options
+
+
+def _deadline(timeout: float) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
+            or not math.isfinite(timeout) or timeout <= 0:
+        raise _invalid(f"timeout must be a positive number of seconds, not {timeout!r}")
+    return time.monotonic() + timeout
+
+
+def _process_name(options: ChildProcessOptions, entry: str) -> str:
+    return options.process_name or f"childkit:{entry}"
+
+
+def _entry_files(parsed: ParsedEntry) -> list[str]:
+    """What an isolated child must read to load its entry, found without importing it:
+    the top-level package directory (or module file) on ``sys.path``, the ``.py`` file,
+    or a library given by path (a library on the search path is under /usr/lib)."""
+    if parsed.kind != "python":
+        path = os.path.abspath(parsed.target)
+        return [path] if os.path.exists(path) else []
+    top = parsed.target.split(".")[0]
+    for base in sys.path:
+        if not isinstance(base, str):
+            continue
+        base = os.path.abspath(base or ".")
+        for candidate in (os.path.join(base, top), os.path.join(base, top + ".py")):
+            if os.path.exists(candidate):
+                return [candidate]
+        if os.path.isdir(base):
+            for name in os.listdir(base):
+                if name.startswith(top + ".") and name.endswith(".so"):
+                    return [os.path.join(base, name)]
+    return []  # a module the interpreter's own paths provide, or none: resolving says so
+
+
+def _sandbox_header(options: ChildProcessOptions,
+                    parsed: ParsedEntry | str) -> dict[str, Any] | None:
+    """The sandbox an ISOLATED child enters, as plain data for the spawn request.
+
+    ``parsed`` may be the IPC-mode entry text, parsed here only if it is needed.
+    """
+    if options.isolation_mode != IsolationMode.ISOLATED:
+        return None
+    from childkit.sandbox import ResourceLimits
+
+    if isinstance(parsed, str):
+        parsed = parse_entry(parsed, mode="ipc")
+
+    limits = options.limits or ResourceLimits()
+    return {
+        "limits": dataclasses.asdict(limits),
+        "isolation_uid": options.isolation_uid,
+        "allow_reduced": options.allow_reduced_sandbox,
+        "readonly_paths": [*options.readonly_paths, *_entry_files(parsed)],
+    }
+
+
+# ---------------------------------------------------------------------------- args mode
+
+
+def start_native_child_process(entry: str, args: ChildProcessArgs | None = None,
+                               options: ChildProcessOptions | None = None, *,
+                               timeout: float = START_TIMEOUT) -> int:
+    """Start a child that runs ``entry`` with ``args``; return its pid.
+
+    ``entry`` is ``"pkg.mod:func"`` (called as ``func(args)``; an int result is the exit
+    code) or ``"[path/]libx.so:Main"`` (``dlopen``ed in the child and called as
+    ``void Main(NativeChildProcess_Args)``). The child gets dups of ``args.fds`` under
+    the same names (new numbers, in name order) and no other fd of this process; the
+    caller keeps its own fds. The call returns once the child has resolved its entry, so
+    an unknown module, library or function is reported here; the child exits when the
+    entry returns, and registered exit callbacks hear of it.
+
+    Raises:
+        ChildkitError: ``NCP_ERR_ALREADY_IN_CHILD`` in a child;
+            ``NCP_ERR_INVALID_PARAM`` for a malformed entry, bad args (over 150 KB of
+            params, over 16 fds, a bad fd name, a closed fd), bad options or timeout;
+            ``NCP_ERR_NOT_SUPPORTED`` for ``IsolationMode.ISOLATED`` where a sandbox
+            layer is missing (unless ``allow_reduced_sandbox``);
+            ``NCP_ERR_MAX_CHILD_PROCESSES_REACHED`` with 50 children live;
+            ``NCP_ERR_LIB_LOADING_FAILED`` if the module, library or function cannot be
+            loaded (the message says which and why); ``NCP_ERR_TIMEOUT`` if the child
+            has not resolved its entry within ``timeout`` seconds (it is killed);
+            ``NCP_ERR_SERVICE_ERROR`` if the launcher fails; ``NCP_ERR_INTERNAL`` if
+            the child dies while starting.
+    """
+    check_not_in_child()
+    parsed = parse_entry(entry, mode="args")
+    if args is None:
+        args = ChildProcessArgs()
+    if not isinstance(args, ChildProcessArgs):
+        raise _invalid(f"args must be a ChildProcessArgs, not {type(args).__name__}")
+    args.validate()
+    opts = _check_options(options)
+    deadline = _deadline(timeout)
+    names = list(args.fds)
+    mgr = manager()
+    mgr.reserve()
+    child = mgr.spawn(mode="args", entry=entry, params=args.entry_params, fd_names=names,
+                      fds=[args.fds[n] for n in names],
+                      process_name=_process_name(opts, entry), deadline=deadline,
+                      sandbox=_sandbox_header(opts, parsed))
+    mgr.announce(child)
+    return child.pid
+
+
+# ---------------------------------------------------------------------------- IPC mode
+
+
+def _prepare_ipc(entry: str, options: ChildProcessOptions | None,
+                 timeout: float) -> tuple[ChildProcessOptions, float]:
+    check_not_in_child()
+    parsed: ParsedEntry = parse_entry(entry, mode="ipc")
+    if parsed.kind == "native":
+        raise ChildkitError(
+            ErrCode.NCP_ERR_NOT_SUPPORTED,
+            f"IPC-mode children from a native library ({entry!r}) are not supported: "
+            "childkit's stubs are Python objects; give a module or .py file that defines "
+            "on_connect() and main_proc()",
+        )
+    opts = _check_options(options)
+    deadline = _deadline(timeout)
+    manager().reserve()
+    return opts, deadline
+
+
+def _start_ipc(entry: str, opts: ChildProcessOptions,
+               deadline: float) -> tuple[Child, Connection, RemoteProxy]:
+    """Start an IPC-mode child in a reserved slot; return it with a live root proxy."""
+    mgr = manager()
+    local, remote = channel_socketpairs()
+    ours: list[Connection] = []
+
+    def open_our_end() -> None:
+        # Runs while the launcher forks: the child's sockets are in flight (so ours
+        # can go), and our end serves before the child greets, so the greeting is
+        # taken in by an IPC work thread while this thread reads the start-up report.
+        remote[0].close()
+        remote[1].close()
+        conn = Connection(local[0], local[1], name="connection to a starting child")
+        ours.append(conn)
+        conn.start()
+
+    try:
+        child = mgr.spawn(mode="ipc", entry=entry, params="", fd_names=[],
+                          fds=[remote[0].fileno(), remote[1].fileno()],
+                          process_name=_process_name(opts, entry), deadline=deadline,
+                          meanwhile=open_our_end,
+                          sandbox=_sandbox_header(opts, entry))
+    except BaseException:
+        if ours:
+            ours[0].close()
+        else:
+            for sock in (*local, *remote):
+                sock.close()
+        raise
+    conn = ours[0]
+    conn.name = f"connection to child {child.pid}"
+    try:
+        if not conn.wait_peer_hello(max(0.001, deadline - time.monotonic())):
+            raise ChildkitError(ErrCode.NCP_ERR_CONNECTION_FAILED,
+                                f"child {child.pid} offered no root object")
+        proxy = conn.root_proxy()
+    except BaseException as exc:
+        conn.close()
+        mgr.discard(child)
+        if isinstance(exc, IPCTimeoutError):
+            raise ChildkitError(ErrCode.NCP_ERR_TIMEOUT,
+                                f"child {child.pid} did not greet in time; it was killed") from None
+        if isinstance(exc, DeadRemoteObjectError):
+            raise ChildkitError(ErrCode.NCP_ERR_CONNECTION_FAILED,
+                                f"child {child.pid} closed the connection while "
+                                "starting") from None
+        raise
+    mgr.announce(child)
+    return child, conn, proxy
+
+
+def create_native_child_process(entry: str, on_started: OnStarted,
+                                options: ChildProcessOptions | None = None, *,
+                                timeout: float = START_TIMEOUT) -> None:
+    """Start an IPC-mode child; ``on_started(code, proxy)`` tells how it went.
+
+    ``entry`` is a module (``"pkg.worker"``) or file (``"path/to/worker.py"``) defining
+    ``on_connect()`` (returns the :class:`~childkit.ipc.RemoteStub` the parent talks
+    to) and ``main_proc()`` (the child's work; the child exits when it returns).
+    ``on_started`` is called exactly once, on a thread that is not the caller's, with
+    ``(ErrCode.NCP_NO_ERROR, proxy)``, or with an error code and ``None``:
+    ``NCP_ERR_LIB_LOADING_FAILED`` (module missing, or without ``on_connect`` /
+    ``main_proc``), ``NCP_ERR_CONNECTION_FAILED`` (``on_connect()`` raised or returned
+    no stub, or the child died or hung up while starting), ``NCP_ERR_TIMEOUT`` (not
+    connected within ``timeout`` seconds; the child is killed),
+    ``NCP_ERR_SERVICE_ERROR`` (the launcher failed), ``NCP_ERR_INTERNAL``. The child's
+    pid is ``proxy.connection.peer_pid``; exit callbacks hear of its exit. An IPC-mode
+    child has no start-up args (:func:`~childkit.get_current_child_process_args`
+    returns ``None`` there) and cannot start children of its own.
+
+    Raises:
+        ChildkitError: ``NCP_ERR_ALREADY_IN_CHILD`` in a child;
+            ``NCP_ERR_INVALID_PARAM`` for a malformed entry, a non-callable
+            ``on_started``, bad options or timeout; ``NCP_ERR_NOT_SUPPORTED`` for
+            ``IsolationMode.ISOLATED`` without the sandbox's layers, or a native
+            library entry;
+            ``NCP_ERR_MAX_CHILD_PROCESSES_REACHED`` with 50 children live.
+    """
+    if not callable(on_started):
+        raise _invalid(f"on_started must be callable, not {type(on_started).__name__}")
+    opts, deadline = _prepare_ipc(entry, options, timeout)
+
+    def start() -> None:
+        try:
+            _child, _conn, proxy = _start_ipc(entry, opts, deadline)
+        except ChildkitError as exc:
+            _call_on_started(on_started, exc.code, None)
+        except Exception:  # a bug: still call back exactly once
+            _log.exception("starting IPC child %r failed", entry)
+            _call_on_started(on_started, ErrCode.NCP_ERR_INTERNAL, None)
+        else:
+            _call_on_started(on_started, ErrCode.NCP_NO_ERROR, proxy)
+
+    try:
+        threading.Thread(target=start, name="childkit-start", daemon=True).start()
+    except RuntimeError as exc:  # "can't start new thread": give the slot back
+        manager().release()
+        raise ChildkitError(ErrCode.NCP_ERR_INTERNAL, f"cannot start a thread: {exc}") from None
+
+
+def _call_on_started(on_started: OnStarted, code: ErrCode, proxy: RemoteProxy | None) -> None:
+    try:
+        on_started(code, proxy)
+    except Exception:
+        _log.exception("on_started callback %r failed", on_started)
+
+
+class ChildConnection:
+    """A started IPC-mode child: ``pid``, ``proxy`` (to its root stub), and its end.
+
+    Use it in a ``with`` statement: leaving it calls :meth:`close`.
+    """
+
+    def __init__(self, child: Child, conn: Connection, proxy: RemoteProxy) -> None:
+        self._child = child
+        self._conn = conn
+        self.pid: int = child.pid
+        self.proxy: RemoteProxy = proxy
+
+    @property
+    def exit_info(self) -> ChildExitInfo | None:
+        """How the child ended, once it has been reaped; ``None`` while it runs."""
+        return self._child.exit_info
+
+    def wait(self, timeout: float | None = None) -> ChildExitInfo | None:
+        """Wait up to ``timeout`` seconds (``None``: for ever) for the child to end."""
+        self._child.exited.wait(timeout)
+        return self._child.exit_info
+
+    def close(self, grace: float = 2.0) -> ChildExitInfo | None:
+        """Close the connection (every proxy of it dies) and stop the child.
+
+        The child gets ``SIGTERM`` (it may catch it to clean up) and, if still running
+        after ``grace`` seconds, ``SIGKILL``. Returns how it ended (``None`` only if it
+        could not be reaped within 10 s of the kill). Idempotent.
+        """
+        self._conn.close()
+        mgr = manager()
+        if mgr.signal_child(self._child, signal.SIGTERM) and \
+                not self._child.exited.wait(grace):
+            mgr.signal_child(self._child, signal.SIGKILL)
+        self._child.exited.wait(10.0)
+        return self._child.exit_info
+
+    def __enter__(self) -> ChildConnection:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "running" if self._child.exit_info is None else repr(self._child.exit_info)
+        return f"<ChildConnection pid={self.pid} {state}>"
+
+
+def connect(entry: str, options: ChildProcessOptions | None = None,
+            timeout: float = START_TIMEOUT) -> ChildConnection:
+    """Start an IPC-mode child and wait until its root proxy is usable.
+
+    The blocking face of :func:`create_native_child_process`: same entry and options,
+    but errors raise :class:`~childkit.ChildkitError` with the code ``on_started``
+    would have received. ``with connect(...) as child:`` closes the proxy and stops
+    the child on leaving (see :meth:`ChildConnection.close`).
+    """
+    opts, deadline = _prepare_ipc(entry, options, timeout)
+    child, conn, proxy = _start_ipc(entry, opts, deadline)
+    return ChildConnection(child, conn, proxy)
+
+
+# ---------------------------------------------------------------------------- the rest
+
+
+def kill_child_process(pid: int) -> None:
+    """Kill (``SIGKILL``) a live child this process started; its exit callbacks fire.
+
+    Returns once the signal is sent; the child is reaped and reported asynchronously.
+
+    Raises:
+        ChildkitError: ``NCP_ERR_INVALID_PARAM`` if ``pid`` is not an int;
+            ``NCP_ERR_INVALID_PID`` if it is not a live child of this process (never
+            one, already exited, or still starting).
+    """
+    if isinstance(pid, bool) or not isinstance(pid, int):
+        raise _invalid(f"pid must be an int, not {type(pid).__name__}")
+    mgr = manager()
+    child = mgr.announced_child(pid)
+    if child is None or not mgr.signal_child(child, signal.SIGKILL):
+        raise ChildkitError(ErrCode.NCP_ERR_INVALID_PID,
+                            f"pid {pid} is not a live child process of this process")
+
+
+def register_child_process_exit_callback(callback: ExitCallback) -> None:
+    """Call ``callback(pid, exit_info)`` on the ``childkit-exit`` thread whenever a child
+    of this process (either mode) exits. Registering the same callback twice keeps one.
+
+    Raises:
+        ChildkitError: ``NCP_ERR_INVALID_PARAM`` if ``callback`` is not callable.
+    """
+    manager().exit_callbacks.register(callback)
+
+
+def unregister_child_process_exit_callback(callback: ExitCallback) -> None:
+    """Stop calling ``callback`` on child exits.
+
+    Raises:
+        ChildkitError: ``NCP_ERR_CALLBACK_NOT_EXIST`` if it is not registered.
+    """
+    manager().exit_callbacks.unregister(callback)
+
+
+def is_native_child_process_supported() -> bool:
+    """Whether this process may start native children: a Linux application process
+    (not a child) whose kernel has pidfds."""
+    if not sys.platform.startswith("linux") or not hasattr(os, "pidfd_open"):
+        return False
+    try:
+        check_not_in_child()
+        os.close(os.pidfd_open(os.getpid()))
+    except (ChildkitError, OSError):
+        return False
+    return True
+
+
+def set_preload_modules(modules: Iterable[str]) -> None:
+    """Have the launcher import ``modules`` so that children start with them loaded.
+
+    Call it early: the launcher imports them when it starts (or at once if it is
+    running). A module that fails to import is logged and skipped; children then
+    import it themselves.
+
+    Raises:
+        ChildkitError: ``NCP_ERR_INVALID_PARAM`` for a name that is not a dotted Python
+            module name.
+    """
+    names = [modules] if isinstance(modules, str) else list(modules)
+    for name in names:
+        if not isinstance(name, str) or not name or not all(
+                p.isidentifier() and not keyword.iskeyword(p) for p in name.split(".")):
+            raise _invalid(f"preload module {name!r} is not a dotted Python module name")
+    manager().set_preload_modules(names)
+
+
+def prestart_launcher(timeout: float = 60.0) -> int:
+    """Start the launcher now rather than on the first child start; return its pid.
+
+    Raises:
+        ChildkitError: ``NCP_ERR_ALREADY_IN_CHILD`` in a child;
+            ``NCP_ERR_SERVICE_ERROR`` or ``NCP_ERR_TIMEOUT`` if it cannot start.
+    """
+    return manager().ensure_launcher(timeout)

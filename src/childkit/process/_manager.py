@@ -1,0 +1,663 @@
+"""The application side: the launcher it owns, the registry of live children, spawning.
+
+One :class:`Manager` per application process (:func:`manager`). It owns:
+
+* the launcher (:mod:`childkit.launcher._template`), started lazily on first use from the
+  manager's own long-lived thread (``childkit-manager``), which also reads everything the
+  launcher sends. ``PR_SET_PDEATHSIG`` follows the thread that started a process, so
+  starting the launcher from whichever user thread came first would kill it when that
+  thread ended. If the launcher dies it is started again on next use; its children die
+  with it (their own death signal) and are reported as killed by ``SIGKILL``.
+* the registry of children (pid -> :class:`Child`), each with a pidfd from the
+  launcher, so signals never reach a recycled pid. At most :data:`MAX_CHILDREN` live
+  children or starts in progress; a slot frees when the child has been reaped.
+* the exit callbacks (:class:`childkit.process._exit.ExitCallbacks`).
+
+A start (:meth:`Manager.spawn`) sends one request with the fds to pass, waits for the
+``forked`` answer, then reads the child's start-up report from a pipe the child holds.
+A child whose start fails is reaped before the error is reported (so its slot is free
+and no zombie or stray process remains) and is never announced to exit callbacks:
+the caller never learnt its pid.
+"""
+
+from __future__ import annotations
+
+import atexit
+import errno
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from childkit.common import _role as _role
+from childkit.common._errors import ChildkitError, ErrCode
+from childkit.launcher import _protocol as proto
+from childkit.process._exit import ChildExitInfo, ExitCallbacks
+
+_log = logging.getLogger("childkit")
+
+#: Live native children per application process (OpenHarmony: 50 since API 15).
+MAX_CHILDREN = 50
+#: Default seconds a start may take, from the call to a started child.
+START_TIMEOUT = 30.0
+#: Seconds the launcher may take to start and import the preload modules.
+LAUNCHER_TIMEOUT = 60.0
+#: Seconds to wait for a child that failed to start (and so exits at once) to be reaped.
+_REAP_TIMEOUT = 10.0
+
+Mode = Literal["args", "ipc"]
+
+# The launcher imports childkit from where this process did, installed or not.
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_LAUNCHER_BOOT = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from childkit.launcher._template import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+@dataclass(eq=False)
+class Child:
+    """One child: its pid, a pidfd (owned by the manager until reaped), its state.
+
+    ``announced`` is set once the start call succeeded: only then do exit callbacks
+    hear of the child, and only then may :func:`childkit.kill_child_process` touch it.
+    """
+
+    pid: int
+    pidfd: int
+    mode: Mode
+    announced: bool = False
+    exit_info: ChildExitInfo | None = None
+    limits: dict[str, Any] | None = None  # an isolated child's resource limits
+    exited: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(eq=False)
+class _Pending:
+    """A spawn request waiting for the launcher's ``forked`` or ``failed``."""
+
+    mode: Mode
+    done: threading.Event = field(default_factory=threading.Event)
+    child: Child | None = None
+    error: ChildkitError | None = None
+
+
+class Manager:
+    """The per-process child manager. Thread-safe; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._children: dict[int, Child] = {}
+        self._reserved = 0
+        self._pending: dict[int, _Pending] = {}
+        self._next_id = 1
+        self.exit_callbacks = ExitCallbacks()
+        self._preload: list[str] = []
+        # The environment the launcher was started with: a child gets the changes made
+        # to os.environ since (see _env_changes).
+        self._launcher_env: dict[str, str] = {}
+        # Launcher state: "idle" (none), "starting", "ready".
+        self._state = "idle"
+        self._failures = 0
+        self._last_error = ""
+        self._sock: socket.socket | None = None
+        self._launcher_pid = 0
+        self._thread: threading.Thread | None = None
+        self._closing = False
+
+    # ------------------------------------------------------------------ slots
+    def reserve(self) -> None:
+        """Take a child slot for a start about to begin.
+
+        Raises:
+            ChildkitError: ``NCP_ERR_ALREADY_IN_CHILD`` in a child (or the launcher);
+                ``NCP_ERR_MAX_CHILD_PROCESSES_REACHED`` with 50 children live or starting.
+        """
+        check_not_in_child()
+        with self._lock:
+            busy = len(self._children) + self._reserved
+            if busy >= MAX_CHILDREN:
+                raise ChildkitError(
+                    ErrCode.NCP_ERR_MAX_CHILD_PROCESSES_REACHED,
+                    f"this process already has {busy} native children live or starting; "
+                    f"at most {MAX_CHILDREN} are allowed (a slot frees when one exits)",
+                )
+            self._reserved += 1
+
+    def release(self) -> None:
+        """Give back a slot taken by :meth:`reserve` whose start never forked."""
+        with self._lock:
+            self._reserved -= 1
+
+    # ------------------------------------------------------------------ spawning
+    def spawn(self, *, mode: Mode, entry: str, params: str, fd_names: list[str],
+              fds: list[int], process_name: str, deadline: float,
+              meanwhile: Callable[[], object] | None = None,
+              sandbox: dict[str, Any] | None = None) -> Child:
+        """Start a child in a slot taken by :meth:`reserve` (consumed here, either way).
+
+        Returns the child once its start-up report said all is well (for IPC mode:
+        the connection is up on the child's side). The child is not announced yet:
+        the caller calls :meth:`announce` when it hands the pid out. ``meanwhile`` runs
+        once the request is on its way (``fds`` may be closed then), while the launcher
+        forks: work that overlaps the child's start. If it raises and the child still
+        reports success, the child is killed and reaped and the exception propagates
+        (a failure the child reports takes precedence: it is the cause).
+
+        Raises:
+            ChildkitError: ``NCP_ERR_SERVICE_ERROR`` if the launcher cannot start or
+                dies; ``NCP_ERR_INVALID_PARAM`` if one of ``fds`` was closed meanwhile;
+                ``NCP_ERR_INTERNAL`` if the fork fails or a child dies before reporting;
+                ``NCP_ERR_TIMEOUT`` if ``deadline`` (a ``time.monotonic()`` value) passes
+                (the child is killed); the child's own code (e.g.
+                ``NCP_ERR_LIB_LOADING_FAILED``, ``NCP_ERR_CONNECTION_FAILED``) with its
+                message if it could not start.
+        """
+        forked = False
+        try:
+            sock = self._ensure_launcher(deadline)
+            status_r, status_w = os.pipe2(os.O_CLOEXEC)
+            try:
+                pending = _Pending(mode)
+                with self._lock:
+                    request_id = self._next_id
+                    self._next_id += 1
+                    self._pending[request_id] = pending
+                header: dict[str, Any] = {
+                    "op": "spawn", "id": request_id, "mode": mode, "entry": entry,
+                    "fd_names": fd_names, "process_name": process_name,
+                    "cwd": _cwd(), "sys_path": _absolute_sys_path(),
+                    "sandbox": sandbox,
+                }
+                env = self._env_changes()
+                if env is not None:
+                    header["env"] = env
+                try:
+                    self._send(sock, header, params.encode("utf-8"), [status_w, *fds])
+                finally:
+                    os.close(status_w)
+                failure: BaseException | None = None
+                if meanwhile is not None:
+                    try:
+                        meanwhile()
+                    except BaseException as exc:
+                        failure = exc
+                child = self._await_fork(request_id, pending, deadline)
+                forked = True
+                if sandbox is not None:
+                    child.limits = sandbox["limits"]
+                # The child's own report comes first: if it failed to start, that is
+                # why ``meanwhile`` failed too (e.g. it hung up before our greeting).
+                self._await_report(child, status_r, deadline)
+                if failure is not None:
+                    self._kill_and_reap(child)
+                    raise failure
+                return child
+            finally:
+                os.close(status_r)
+        finally:
+            if not forked:
+                self.release()
+
+    def _env_changes(self) -> dict[str, Any] | None:
+        """What a child must change in the launcher's environment to have this process's
+        current one (``{"set": {...}, "unset": [...]}``), or ``None`` if nothing: children
+        see ``os.environ`` as it is at the start call, as a forked process would."""
+        current = dict(os.environ)
+        base = self._launcher_env
+        if current == base:
+            return None
+        return {"set": {k: v for k, v in current.items() if base.get(k) != v},
+                "unset": [k for k in base if k not in current]}
+
+    def _send(self, sock: socket.socket, header: dict[str, Any], payload: bytes,
+              fds: list[int]) -> None:
+        try:
+            proto.send(sock, header, payload, fds)
+        except proto.RecordTooLarge as exc:
+            with self._lock:
+                self._pending.pop(header["id"], None)
+            env = len(json.dumps(header.get("env", {})))
+            raise ChildkitError(
+                ErrCode.NCP_ERR_INVALID_PARAM,
+                f"the start request is {exc.size} bytes, more than the launcher takes "
+                f"({proto.MAX_RECORD}); {env} of them are changes made to os.environ since "
+                "the launcher started: make them before the first child starts, or smaller",
+            ) from None
+        except OSError as exc:
+            with self._lock:
+                self._pending.pop(header["id"], None)
+            if exc.errno == errno.EBADF:  # one of the caller's fds was closed meanwhile
+                raise ChildkitError(ErrCode.NCP_ERR_INVALID_PARAM,
+                                    "a file descriptor to pass was closed before the "
+                                    "child could receive it") from None
+            raise ChildkitError(ErrCode.NCP_ERR_SERVICE_ERROR,
+                                f"cannot reach the launcher: {exc}") from None
+
+    def _await_fork(self, request_id: int, pending: _Pending, deadline: float) -> Child:
+        if not pending.done.wait(max(0.0, deadline - time.monotonic())):
+            with self._lock:
+                self._pending.pop(request_id, None)
+                if pending.child is None:  # the answer may have raced the timeout
+                    raise ChildkitError(ErrCode.NCP_ERR_TIMEOUT,
+                                        "the launcher did not answer the start request in time")
+        if pending.error is not None:
+            raise pending.error
+        assert pending.child is not None
+        return pending.child
+
+    def _await_report(self, child: Child, status_r: int, deadline: float) -> None:
+        chunks: list[bytes] = []
+        poller = select.poll()
+        poller.register(status_r, select.POLLIN)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not poller.poll(left * 1000):
+                self._kill_and_reap(child)
+                raise ChildkitError(
+                    ErrCode.NCP_ERR_TIMEOUT,
+                    f"child {child.pid} did not finish starting in time; it was killed",
+                )
+            data = os.read(status_r, 65536)
+            if not data:
+                break
+            chunks.append(data)
+        report = b"".join(chunks)
+        if not report:
+            info = self._wait_reaped(child)
+            raise ChildkitError(
+                ErrCode.NCP_ERR_INTERNAL if child.mode == "args"
+                else ErrCode.NCP_ERR_CONNECTION_FAILED,
+                f"child {child.pid} died during start-up ({_describe(info)}) before "
+                "reporting; see its stderr",
+            )
+        try:
+            code, message = proto.parse_status(report)
+            err = ErrCode(code)
+        except (proto.ProtocolError, ValueError) as exc:
+            self._kill_and_reap(child)
+            raise ChildkitError(ErrCode.NCP_ERR_INTERNAL,
+                                f"child {child.pid} sent a bad start-up report: {exc}") from None
+        if err != ErrCode.NCP_NO_ERROR:
+            self._wait_reaped(child)
+            raise ChildkitError(err, message)
+
+    def announce(self, child: Child) -> None:
+        """Hand ``child`` to the user: exit callbacks and kill now apply to it."""
+        with self._lock:
+            child.announced = True
+            info = child.exit_info
+        if info is not None:  # it exited before the start call could return
+            self.exit_callbacks.notify(info)
+
+    def discard(self, child: Child) -> None:
+        """Kill a started child the caller will not hand out (a later step failed)."""
+        self._kill_and_reap(child)
+
+    # ------------------------------------------------------------------ children
+    def signal_child(self, child: Child, signum: int) -> bool:
+        """Send ``signum`` through the child's pidfd; ``False`` if it was already reaped."""
+        with self._lock:
+            if child.exit_info is not None or child.pid not in self._children:
+                return False
+            try:
+                signal.pidfd_send_signal(child.pidfd, signum)
+            except ProcessLookupError:
+                return False  # exited, not yet reaped: it is on its way out anyway
+            return True
+
+    def announced_child(self, pid: int) -> Child | None:
+        """The live, announced child with this pid, if any."""
+        with self._lock:
+            child = self._children.get(pid)
+            return child if child is not None and child.announced else None
+
+    def live_count(self) -> int:
+        """Children live or starting (what the 50 limit counts)."""
+        with self._lock:
+            return len(self._children) + self._reserved
+
+    def _kill_and_reap(self, child: Child) -> ChildExitInfo | None:
+        self.signal_child(child, signal.SIGKILL)
+        return self._wait_reaped(child)
+
+    @staticmethod
+    def _wait_reaped(child: Child) -> ChildExitInfo | None:
+        child.exited.wait(_REAP_TIMEOUT)
+        return child.exit_info
+
+    # ------------------------------------------------------------------ preload
+    def set_preload_modules(self, modules: list[str]) -> None:
+        """Remember modules for the launcher to import; a running launcher imports them now."""
+        with self._lock:
+            for name in modules:
+                if name not in self._preload:
+                    self._preload.append(name)
+            sock = self._sock if self._state == "ready" else None
+        if sock is not None:
+            try:
+                proto.send(sock, {"op": "preload", "modules": list(modules)})
+            except OSError:
+                pass  # the launcher died; the next one imports them at start
+
+    def ensure_launcher(self, timeout: float = LAUNCHER_TIMEOUT) -> int:
+        """Start the launcher now if it is not running; return its pid.
+
+        Raises:
+            ChildkitError: ``NCP_ERR_ALREADY_IN_CHILD`` in a child;
+                ``NCP_ERR_SERVICE_ERROR`` if it cannot be started.
+        """
+        check_not_in_child()
+        self._ensure_launcher(time.monotonic() + timeout)
+        return self._launcher_pid
+
+    # ------------------------------------------------------------------ the launcher
+    def _ensure_launcher(self, deadline: float) -> socket.socket:
+        with self._cond:
+            seen_failures = self._failures
+            while True:
+                if self._state == "ready" and self._sock is not None:
+                    return self._sock
+                if self._failures != seen_failures:
+                    raise ChildkitError(ErrCode.NCP_ERR_SERVICE_ERROR,
+                                        f"the launcher could not start: {self._last_error}")
+                if self._state == "idle":
+                    self._state = "starting"
+                    if self._thread is None:
+                        self._thread = threading.Thread(target=self._run, daemon=True,
+                                                        name="childkit-manager")
+                        self._thread.start()
+                        self.exit_callbacks.start()
+                    self._cond.notify_all()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ChildkitError(ErrCode.NCP_ERR_TIMEOUT,
+                                        "the launcher did not become ready in time")
+                self._cond.wait(left)
+
+    def _run(self) -> None:
+        # The manager thread: starts launchers (so that their death signal is tied to
+        # this thread, which lives as long as the process) and reads what they send.
+        while True:
+            with self._cond:
+                while self._state != "starting":
+                    self._cond.wait()
+            try:
+                proc, sock = self._start_launcher()
+            except Exception as exc:
+                with self._cond:
+                    self._state = "idle"
+                    self._failures += 1
+                    self._last_error = f"{type(exc).__name__}: {exc}"
+                    self._cond.notify_all()
+                continue
+            try:
+                self._serve(sock)
+            finally:
+                try:
+                    self._launcher_lost(proc, sock)
+                except Exception:  # never let the manager thread die: starts would hang
+                    _log.exception("childkit: cleaning up after the launcher failed")
+
+    def _start_launcher(self) -> tuple[subprocess.Popen[bytes], socket.socket]:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for s in (mine, theirs):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, proto.SOCKET_BUFFER)
+        try:
+            env = dict(os.environ)
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _LAUNCHER_BOOT, _PACKAGE_ROOT, str(theirs.fileno()),
+                 str(os.getpid())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, close_fds=True,
+                env=env,
+            )
+            self._launcher_env = env
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            theirs.close()
+        try:
+            with self._lock:
+                preload = list(self._preload)
+            proto.send(mine, {"op": "config", "preload": preload,
+                              "sys_path": [p for p in sys.path if isinstance(p, str)]})
+            if not select.select([mine], [], [], LAUNCHER_TIMEOUT)[0]:
+                raise TimeoutError(f"no answer within {LAUNCHER_TIMEOUT} s")
+            got = proto.recv(mine)
+            if got is None:
+                raise RuntimeError(f"it exited at start-up (status {proc.wait()})")
+            header, _payload, fds = got
+            proto.close_fds(fds)
+            if header["op"] != "ready":
+                raise proto.ProtocolError(f"expected ready, got {header['op']!r}")
+        except BaseException:
+            mine.close()
+            proc.kill()
+            proc.wait()
+            raise
+        for problem in header.get("preload_errors", []):
+            _log.warning("childkit launcher could not preload %s", problem)
+        with self._cond:
+            self._sock = mine
+            self._launcher_pid = proc.pid
+            self._state = "ready"
+            self._cond.notify_all()
+        return proc, mine
+
+    def _serve(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                got = proto.recv(sock)
+            except proto.ProtocolError as exc:
+                _log.error("childkit launcher sent a bad record: %s", exc)
+                return
+            except OSError:
+                return
+            if got is None:
+                return
+            header, _payload, fds = got
+            try:
+                self._dispatch(header, fds)
+            except Exception:  # a malformed record is a launcher bug: start a new one
+                proto.close_fds(fds)
+                _log.exception("childkit launcher sent a record the manager cannot use")
+                return
+
+    def _dispatch(self, header: dict[str, Any], fds: list[int]) -> None:
+        op = header["op"]
+        if op == "forked":
+            self._on_forked(header, fds)
+        elif op == "failed":
+            proto.close_fds(fds)
+            self._on_failed(header)
+        elif op == "exited":
+            proto.close_fds(fds)
+            pid = int(header["pid"])
+            status = int(header["status"])
+            with self._lock:
+                known = self._children.get(pid)
+                limits = known.limits if known is not None else None
+            self._on_exited(pid, ChildExitInfo.from_wait_status(pid, status, limits))
+        else:
+            proto.close_fds(fds)  # "preloaded" and anything newer: nothing to do
+
+    def _on_forked(self, header: dict[str, Any], fds: list[int]) -> None:
+        # Checked whole before any pidfd is handed to a Child: on a malformed record
+        # _serve closes every fd that came with it.
+        answers = [(int(request_id), int(pid)) for request_id, pid in header["children"]]
+        if len(answers) != len(fds):
+            raise proto.ProtocolError(f"{len(answers)} children came with {len(fds)} pidfds")
+        unwanted: list[Child] = []
+        with self._lock:
+            for (request_id, pid), pidfd in zip(answers, fds, strict=True):
+                pending = self._pending.pop(request_id, None)
+                child = Child(pid, pidfd, pending.mode if pending else "args")
+                self._children[child.pid] = child
+                if pending is None:  # its starter timed out waiting: nobody wants it
+                    unwanted.append(child)
+                    continue
+                self._reserved -= 1  # the slot passes from the start to the child
+                pending.child = child
+                pending.done.set()
+        for child in unwanted:
+            threading.Thread(target=self._kill_and_reap, args=(child,), daemon=True).start()
+
+    def _on_failed(self, header: dict[str, Any]) -> None:
+        with self._lock:
+            pending = self._pending.pop(header.get("id"), None)  # type: ignore[arg-type]
+        if pending is not None:
+            pending.error = ChildkitError(ErrCode.NCP_ERR_INTERNAL,
+                                          f"the launcher could not fork: {header.get('message')}")
+            pending.done.set()
+
+    def _on_exited(self, pid: int, info: ChildExitInfo) -> None:
+        with self._lock:
+            child = self._children.pop(pid, None)
+            if child is None:
+                return
+            child.exit_info = info
+            os.close(child.pidfd)
+            child.pidfd = -1
+            announced = child.announced
+            self._cond.notify_all()
+        child.exited.set()
+        if announced:
+            self.exit_callbacks.notify(info)
+
+    def _launcher_lost(self, proc: subprocess.Popen[bytes], sock: socket.socket) -> None:
+        with self._cond:
+            self._state = "idle"
+            self._sock = None
+            pending = list(self._pending.values())
+            self._pending.clear()
+            children = list(self._children.values())
+            self._cond.notify_all()
+        closing = self._closing
+        if not closing:
+            _log.warning("childkit launcher (pid %d) exited; its children died with it", proc.pid)
+        try:
+            # Closing: the launcher saw end-of-file and kills and reaps its children
+            # before it exits; give it that time. Otherwise it is gone or broken.
+            proc.wait(timeout=5.0 if closing else 0.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        sock.close()
+        for p in pending:
+            p.error = ChildkitError(ErrCode.NCP_ERR_SERVICE_ERROR,
+                                    "the launcher exited before starting the child")
+            p.done.set()
+        # The children die of their own PR_SET_PDEATHSIG (SIGKILL) and are reaped by
+        # init; a pidfd turns readable once a process has exited.
+        deadline = time.monotonic() + _REAP_TIMEOUT
+        for child in children:
+            if child.pidfd >= 0:
+                select.select([child.pidfd], [], [], max(0.0, deadline - time.monotonic()))
+            self._on_exited(child.pid, ChildExitInfo(child.pid, None, signal.SIGKILL))
+
+    # ------------------------------------------------------------------ shutdown
+    def shutdown(self) -> None:
+        """At interpreter exit: close the launcher's socket and wait for it to reap and
+        kill every child, so no child outlives a normally exiting application."""
+        with self._lock:
+            self._closing = True
+            sock = self._sock
+            pid = self._launcher_pid
+        if sock is None:
+            return
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        deadline = time.monotonic() + 5.0
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            return
+        try:
+            select.select([pidfd], [], [], max(0.0, deadline - time.monotonic()))
+        finally:
+            os.close(pidfd)
+
+    def forget_after_fork(self) -> None:
+        """In a forked copy of the application: close the fds this copy inherited."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        for child in self._children.values():
+            try:
+                os.close(child.pidfd)
+            except OSError:
+                pass
+
+
+def _absolute_sys_path() -> list[str]:
+    # Relative entries ('' under `python -c`, the REPL) mean the caller's directory; a
+    # child, above all an isolated one whose cwd is the sandbox's, needs it spelled out.
+    return [os.path.abspath(p) if not os.path.isabs(p) else p
+            for p in sys.path if isinstance(p, str)]
+
+
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:
+        return "/"
+
+
+def _describe(info: ChildExitInfo | None) -> str:
+    if info is None:
+        return "not reaped yet"
+    if info.signal is not None:
+        try:
+            return f"killed by {signal.Signals(info.signal).name}"
+        except ValueError:
+            return f"killed by signal {info.signal}"
+    return f"exit code {info.exit_code}"
+
+
+def check_not_in_child() -> None:
+    """Raise ``NCP_ERR_ALREADY_IN_CHILD`` in a child (or the launcher itself)."""
+    role = _role.current_role()
+    if role != "app":
+        raise ChildkitError(
+            ErrCode.NCP_ERR_ALREADY_IN_CHILD,
+            "a native child process cannot start children of its own"
+            if role == "child" else "the childkit launcher cannot start children",
+        )
+
+
+_manager: Manager | None = None
+_manager_lock = threading.Lock()
+
+
+def manager() -> Manager:
+    """This process's manager, made on first use."""
+    global _manager
+    with _manager_lock:
+        if _manager is None:
+            _manager = Manager()
+            atexit.register(_manager.shutdown)
+        return _manager
+
+
+def _after_fork_in_child() -> None:
+    global _manager, _manager_lock
+    old, _manager = _manager, None
+    _manager_lock = threading.Lock()
+    if old is not None and _role.current_role() == "app":
+        old.forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
