@@ -456,12 +456,24 @@ PyDoc_STRVAR(hold_doc,
 "slot taken, or no watcher thread), ``fd`` is re-armed at once and the result is False.\n"
 "(``fd`` comes last so that ``functools.partial(hold, epfd, events)`` is a pool's hold.)");
 
+/* An fd (a C int) from a Python int, with public API only (3.13 removed _PyLong_AsInt):
+   -1 with OverflowError set when it does not fit, as PyLong_AsLong fails. */
+static int as_int(PyObject *obj) {
+    long value = PyLong_AsLong(obj);
+    if (value == -1 && PyErr_Occurred()) return -1;
+    if (value > INT_MAX || value < INT_MIN) {
+        PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to C int");
+        return -1;
+    }
+    return (int)value;
+}
+
 static PyObject *hold(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "hold takes 3 arguments");
         return NULL;
     }
-    int epfd = _PyLong_AsInt(args[0]), fd = _PyLong_AsInt(args[2]);
+    int epfd = as_int(args[0]), fd = as_int(args[2]);
     long events = PyLong_AsLong(args[1]);
     if (PyErr_Occurred()) return NULL;
     if (fd < 0 || epfd < 0) {
@@ -503,7 +515,7 @@ PyDoc_STRVAR(unhold_doc,
 "or polls it itself), False if it was re-armed meanwhile (or this thread did not hold it).");
 
 static PyObject *unhold(PyObject *self, PyObject *arg) {
-    int fd = _PyLong_AsInt(arg);
+    int fd = as_int(arg);
     if (fd == -1 && PyErr_Occurred()) return NULL;
     int held = 0;
     pthread_t self_thread = pthread_self();
@@ -525,7 +537,7 @@ PyDoc_STRVAR(drop_holds_doc,
 "the watcher must not touch it, or a later fd with its number).");
 
 static PyObject *drop_holds(PyObject *self, PyObject *arg) {
-    int fd = _PyLong_AsInt(arg);
+    int fd = as_int(arg);
     if (fd == -1 && PyErr_Occurred()) return NULL;
     pthread_mutex_lock(&holds_lock);
     for (int i = 0; i < MAX_HOLDS; i++)
@@ -621,7 +633,7 @@ static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t narg
     }
     int epfd = -1;
     if (nargs == 6) {
-        epfd = _PyLong_AsInt(args[5]);
+        epfd = as_int(args[5]);
         if (epfd == -1 && PyErr_Occurred()) return NULL;
     }
     int fd = PyObject_AsFileDescriptor(args[0]);
