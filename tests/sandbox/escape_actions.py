@@ -47,6 +47,46 @@ def connect_unix(ctx: dict[str, Any]) -> str:
     return "connected"
 
 
+def connect_unix_visible(ctx: dict[str, Any]) -> str:
+    """Connect to a listening socket (mode 0777) inside a directory the sandbox may read:
+    a read-only bind does not stop ``connect()`` (issue 12, class 4)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(ctx["visible_unix_path"])
+        s.sendall(b"ping")
+        if s.recv(4) != b"pong":
+            raise ConnectionError("no answer from the service")
+    return "talked to the service"
+
+
+def connect_abstract(ctx: dict[str, Any]) -> str:
+    """Connect to the parent's abstract Unix socket (no path at all)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(ctx["abstract_name"].encode("latin-1"))
+    return "connected"
+
+
+_NETLINK_KOBJECT_UEVENT = 15
+
+
+def netlink_uevent_socket(ctx: dict[str, Any]) -> str:
+    """Open a kernel uevent socket and join its broadcast group (any user may)."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_KOBJECT_UEVENT) as s:
+        s.bind((0, 1))
+    return "bound"
+
+
+def netlink_uevent(ctx: dict[str, Any]) -> str:
+    """Receive one of the host's device events (the test's context makes one every
+    100 ms while it lives: issue 12, class 5)."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_KOBJECT_UEVENT) as s:
+        s.bind((0, 1))
+        s.settimeout(10)
+        event = s.recv(8192)
+    return event.split(b"\0", 1)[0].decode(errors="replace")
+
+
 def resolve_host(ctx: dict[str, Any]) -> str:
     return str(socket.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)[0][4])
 
@@ -330,6 +370,10 @@ class Case:
 CASES: tuple[Case, ...] = (
     Case("connect_tcp_loopback", connect_tcp),
     Case("connect_unix_path", connect_unix),
+    Case("connect_unix_in_readonly_path", connect_unix_visible),
+    Case("connect_abstract_unix", connect_abstract),
+    Case("netlink_uevent_socket", netlink_uevent_socket),
+    Case("netlink_host_uevent", netlink_uevent, needs="root (to make a host uevent)"),
     Case("resolve_host_name", resolve_host),
     Case("resolve_dns_name", resolve_dns),
     Case("read_parent_home", read_home_secret),
@@ -371,6 +415,14 @@ def escape_context(workdir: Path, home: Path) -> Iterator[dict[str, Any]]:
         unix.bind(unix_path)
         os.chmod(unix_path, 0o777)
         unix.listen(16)
+        visible_unix_path = str(ro_dir / "service.sock")
+        stack.enter_context(_pong_service(visible_unix_path))
+        abstract = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        abstract_name = f"\0childkit-escape-{secret}"
+        abstract.bind(abstract_name.encode("latin-1"))
+        abstract.listen(16)
+        if os.geteuid() == 0:
+            stack.enter_context(_uevents())
         fd, home_secret = tempfile.mkstemp(prefix="childkit-secret-", dir=home)
         stack.callback(os.unlink, home_secret)
         os.write(fd, secret.encode())
@@ -390,8 +442,71 @@ def escape_context(workdir: Path, home: Path) -> Iterator[dict[str, Any]]:
             "home_secret": home_secret, "ro_dir": str(ro_dir), "hidden_dir": str(hidden),
             "mount_dir": str(mount_dir), "parent_pid": os.getpid(),
             "inherited_fd": inherited, "secret_file_id": [secret_st.st_dev, secret_st.st_ino],
-            "dns_port": dns_port,
+            "dns_port": dns_port, "visible_unix_path": visible_unix_path,
+            "abstract_name": abstract_name,
         }
+
+
+@contextlib.contextmanager
+def _pong_service(path: str) -> Iterator[None]:
+    """A host service on a Unix socket at ``path`` (mode 0777): answers "pong" to whatever
+    connects and sends. Its thread and fds end with the context."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    wake_r, wake_w = os.pipe()
+
+    def serve() -> None:
+        while True:
+            ready, _, _ = select.select([server.fileno(), wake_r], [], [])
+            if wake_r in ready:
+                return
+            try:
+                conn, _ = server.accept()
+                with conn:
+                    conn.settimeout(10)
+                    if conn.recv(4):
+                        conn.sendall(b"pong")
+            except OSError:
+                continue  # one bad client; the service goes on
+
+    try:
+        server.bind(path)
+        os.chmod(path, 0o777)
+        server.listen(16)
+        thread = threading.Thread(target=serve, name="test-unix-service", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            os.write(wake_w, b"x")
+            thread.join()
+    finally:
+        server.close()
+        os.close(wake_r)
+        os.close(wake_w)
+
+
+#: A device whose "change" event any root may ask for, harmlessly.
+UEVENT_FILE = "/sys/devices/virtual/mem/null/uevent"
+
+
+@contextlib.contextmanager
+def _uevents() -> Iterator[None]:
+    """As root: make the kernel broadcast a "change" uevent of /dev/null every 100 ms while
+    the context lives (what a host's device events look like to a listener)."""
+    stop = threading.Event()
+
+    def trigger() -> None:
+        while not stop.wait(0.1):
+            with contextlib.suppress(OSError), open(UEVENT_FILE, "w") as f:
+                f.write("change")
+
+    thread = threading.Thread(target=trigger, name="test-uevents", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _restore_env(old: str | None) -> None:

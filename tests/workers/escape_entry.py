@@ -1,7 +1,8 @@
 """Entries for the isolated-child tests (tests/sandbox/test_isolated_children.py).
 
 Args mode: each writes a JSON report to fd "out" (when it gets that far) and returns 0.
-IPC mode (``on_connect``/``main_proc``): a stub that reads the fds it is sent.
+IPC mode (``on_connect``/``main_proc``): a stub that reads the fds it is sent and runs a
+representative workload (:func:`representative_workload`) on request.
 """
 
 from __future__ import annotations
@@ -177,10 +178,109 @@ class FdReaderStub(RemoteStub):
         return 0
 
 
-def on_connect() -> RemoteStub:
-    return FdReaderStub()
-
-
 def main_proc() -> int:
     _quit.wait()
     return 0
+
+
+# ---------------------------------------------------------------- the seccomp workload
+
+WORKLOAD = 3  # data: an fd; reply: a JSON report, an Ashmem and a remote object
+CALL_BACK = 1  # to the stub a WORKLOAD reply carries: reply with an int32 + 1
+
+
+class _EchoBack(RemoteStub):
+    def __init__(self) -> None:
+        super().__init__("childkit.test.EchoBack")
+
+    def on_remote_request(self, code: int, data: MessageParcel, reply: MessageParcel,
+                          option: MessageOption) -> int:
+        reply.write_int32(data.read_int32() + 1)
+        return 0
+
+
+def representative_workload(fd: int) -> dict[str, Any]:
+    """What a sandboxed interpreter typically does (the seccomp allow-list must let all of
+    it through): imports (stdlib C extensions, NumPy), threads, a thread pool, asyncio
+    with its self-pipe and an executor, a fork and wait, files in /tmp, randomness,
+    hashing, compression, mmap, socketpairs, reading a passed fd, time, signals."""
+    import asyncio
+    import concurrent.futures
+    import decimal
+    import hashlib
+    import mmap
+    import random
+    import signal
+    import socket
+    import subprocess  # noqa: F401 - imported only: its import-time calls must pass
+    import tempfile
+    import time
+    import zlib
+
+    import numpy
+
+    report: dict[str, Any] = {}
+    matrix = numpy.arange(256 * 256, dtype=numpy.float64).reshape(256, 256)
+    report["numpy"] = float(numpy.linalg.norm(matrix @ matrix.T))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        report["threads"] = sum(pool.map(lambda n: n * n, range(100)))
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(0.001)
+        return await loop.run_in_executor(None, sum, range(10))
+
+    report["asyncio"] = asyncio.run(main())
+    pid = os.fork()
+    if pid == 0:
+        os._exit(7)
+    report["fork"] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    with tempfile.NamedTemporaryFile(dir="/tmp") as f:
+        f.write(b"x" * 100_000)
+        f.flush()
+        with mmap.mmap(f.fileno(), 0) as mapped:
+            report["mmap"] = len(mapped)
+    report["hash"] = hashlib.sha256(os.urandom(64) + random.randbytes(8)).hexdigest()[:8]
+    report["zlib"] = len(zlib.decompress(zlib.compress(b"a" * 10_000)))
+    report["decimal"] = str(decimal.Decimal(1) / decimal.Decimal(7))[:6]
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(b"ping")
+        report["socketpair"] = b.recv(4).decode()
+    report["fd"] = os.pread(fd, 100, 0).decode()
+    signal.pthread_sigmask(signal.SIG_BLOCK, ())  # (a request runs in a pool thread)
+    os.kill(os.getpid(), signal.SIGURG)  # ignored by default
+    report["time"] = time.monotonic() > 0 and time.time() > 0
+    report["cwd"] = os.getcwd()
+    report["isatty"] = os.isatty(0)
+    return report
+
+
+class WorkloadStub(FdReaderStub):
+    """:class:`FdReaderStub` that also runs :func:`representative_workload` (WORKLOAD)."""
+
+    def on_remote_request(self, code: int, data: MessageParcel, reply: MessageParcel,
+                          option: MessageOption) -> int:
+        if code != WORKLOAD:
+            return super().on_remote_request(code, data, reply, option)
+        from childkit.ipc import Ashmem
+
+        fd = data.read_file_descriptor()
+        try:
+            report = representative_workload(fd)
+        finally:
+            os.close(fd)
+        reply.write_string(json.dumps(report))
+        shared = Ashmem.create("workload", 4096)
+        try:
+            shared.map_read_write()
+            shared.write(b"from the child")
+            reply.write_ashmem(shared)
+        finally:
+            shared.close()
+        reply.write_remote_object(_EchoBack())
+        return 0
+
+
+def on_connect() -> RemoteStub:
+    return WorkloadStub()

@@ -1,13 +1,14 @@
-"""seccomp-bpf: refuse the system calls a sandboxed Python never needs.
+"""seccomp-bpf: the kernel refuses every system call the policy does not name.
 
-A deny-list with EPERM (not a kill), so code that probes a call gets a clear
-``PermissionError`` instead of dying. Calls of the other ABIs of the machine (i386, x32)
-are killed by libseccomp's bad-architecture action, so they cannot slip past the list.
-New namespaces are refused both through unshare/setns and through clone's flags; clone3
-answers ENOSYS (its flags live in memory a filter cannot read) so libc falls back to
-clone, as Chromium and Docker do. libseccomp (through PyPI ``pyseccomp``) compiles the
-rules to BPF once, in the parent when it called ``preload``; the child only hands the
-program to the kernel (prctl PR_SET_SECCOMP).
+The policy (:mod:`childkit.sandbox._policy`) is a default-deny allow-list: a call it
+does not name answers EPERM (not a kill, so code that probes a call gets a clear
+``PermissionError`` instead of dying). Calls of the other ABIs of the machine (i386,
+x32) are killed by libseccomp's bad-architecture action, so they cannot slip past it.
+clone3 answers ENOSYS (its flags live in memory a filter cannot read) so libc falls back
+to clone, whose namespace flags the filter refuses, as Chromium and Docker do.
+libseccomp (through PyPI ``pyseccomp``) compiles the rules to BPF once (a binary tree
+of the call numbers), in the parent when it called ``preload``; the child only hands
+the program to the kernel (prctl PR_SET_SECCOMP).
 """
 
 from __future__ import annotations
@@ -16,35 +17,13 @@ import ctypes
 import errno
 import os
 from types import ModuleType
+from typing import Any
 
-from childkit.sandbox import _syscalls
+from childkit.sandbox import _policy, _syscalls
 
-#: Refused with EPERM: file system and namespace changes, other processes' memory, the
-#: kernel itself (modules, kexec, keys, bpf, perf, clocks, reboot), io_uring (whose
-#: requests bypass this filter), userfaultfd and handle-based opens (old escape tools).
-DENIED: tuple[str, ...] = (
-    "mount", "umount2", "pivot_root", "chroot", "move_mount", "open_tree", "fsopen",
-    "fsconfig", "fsmount", "fspick", "mount_setattr", "setns", "unshare",
-    "ptrace", "process_vm_readv", "process_vm_writev", "process_madvise", "kcmp",
-    "pidfd_getfd", "kexec_load", "kexec_file_load", "init_module", "finit_module",
-    "delete_module", "keyctl", "add_key", "request_key", "bpf", "perf_event_open",
-    "userfaultfd", "io_uring_setup", "io_uring_enter", "io_uring_register", "swapon",
-    "swapoff", "reboot", "syslog", "acct", "quotactl", "quotactl_fd", "lookup_dcookie",
-    "iopl", "ioperm", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
-    "sethostname", "setdomainname", "name_to_handle_at", "open_by_handle_at",
-    "fanotify_init", "vhangup", "nfsservctl", "personality", "uselib", "_sysctl",
-)
-
-_NAMESPACE_FLAGS = (
-    _syscalls.CLONE_NEWNS, _syscalls.CLONE_NEWCGROUP, _syscalls.CLONE_NEWUTS,
-    _syscalls.CLONE_NEWIPC, _syscalls.CLONE_NEWUSER, _syscalls.CLONE_NEWPID,
-    _syscalls.CLONE_NEWNET, _syscalls.CLONE_NEWTIME,
-)
 _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
 _INSN_SIZE = 8  # struct sock_filter
-_TIOCSTI = 0x5412  # push characters into a terminal's input: a classic escape
-_TIOCLINUX = 0x541C
 
 
 def load_library() -> ModuleType:
@@ -67,21 +46,22 @@ def compile_filter() -> bytes:
     if _program is not None:
         return _program
     sc = load_library()
-    filt = sc.SyscallFilter(defaction=sc.ALLOW)
-    eperm = sc.ERRNO(errno.EPERM)
-    for name in DENIED:
-        try:
-            number = sc.resolve_syscall(sc.Arch.NATIVE, name)
-        except (ValueError, OSError):
-            continue
-        if number < 0:
-            continue  # no such call on this architecture
-        filt.add_rule(eperm, name)
-    for flag in _NAMESPACE_FLAGS:
-        filt.add_rule(eperm, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
-    filt.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
-    for request in (_TIOCSTI, _TIOCLINUX):
-        filt.add_rule(eperm, "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, request))
+    filt = sc.SyscallFilter(defaction=sc.ERRNO(errno.EPERM))
+    try:
+        filt.set_attr(sc.Attr.CTL_OPTIMIZE, 2)  # a binary tree, not a linear scan
+    except (OSError, RuntimeError, ValueError):
+        pass  # an older libseccomp: the same rules, checked in order
+    for name in _policy.ALLOWED:
+        _add(sc, filt, sc.ALLOW, name)
+    for name in _policy.ENOSYS_CALLS:
+        _add(sc, filt, sc.ERRNO(errno.ENOSYS), name)
+    for rule in _policy.ARGUMENT_RULES:
+        _add(sc, filt, sc.ALLOW, rule.call,
+             sc.Arg(rule.index, sc.MASKED_EQ, rule.mask, rule.value))
+    for kind in _policy.SOCKETPAIR_TYPES:
+        _add(sc, filt, sc.ALLOW, "socketpair",
+             sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, _policy.SOCKETPAIR_DOMAIN),
+             sc.Arg(1, sc.MASKED_EQ, _policy.SOCKET_TYPE_MASK, kind))
     fd = os.memfd_create("childkit-seccomp", os.MFD_CLOEXEC)
     try:
         with os.fdopen(os.dup(fd), "wb") as out:
@@ -94,6 +74,18 @@ def compile_filter() -> bytes:
         raise OSError(errno.EINVAL, "libseccomp produced no BPF program")
     _program = program
     return program
+
+
+def _add(sc: ModuleType, filt: Any, action: Any, name: str, *args: Any) -> None:
+    # A call this architecture does not have (e.g. a newer one, or one only i386 has)
+    # has nothing to allow.
+    try:
+        number = sc.resolve_syscall(sc.Arch.NATIVE, name)
+    except (ValueError, OSError):
+        return
+    if number < 0:
+        return
+    filt.add_rule(action, name, *args)
 
 
 class _SockFprog(ctypes.Structure):
