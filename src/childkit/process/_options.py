@@ -15,7 +15,8 @@
 * ``limits`` (ISOLATED only): a :class:`childkit.sandbox.ResourceLimits` (memory, CPU
   time, processes/threads, open files, file size); ``None`` takes the sandbox defaults.
 * ``readonly_paths`` (ISOLATED only): more host files or directories the child may read
-  (the interpreter and the entry's own module are always readable).
+  (the interpreter and the entry's own module are always readable); any sequence of
+  ``str`` or ``os.PathLike`` paths (a list too), kept as a tuple of ``str``.
 * ``allow_reduced_sandbox`` (ISOLATED only): start even when some sandbox layer cannot
   be applied on this machine (the default refuses, naming the missing layer).
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import os
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -102,6 +104,12 @@ class ChildProcessOptions:
             raise _invalid(
                 f"isolation_mode {mode!r} is not an IsolationMode (0 NORMAL or 1 ISOLATED)"
             ) from None
+        paths = self.readonly_paths
+        if not isinstance(paths, str | bytes | tuple) and hasattr(paths, "__iter__"):
+            paths = tuple(paths)  # any sequence (a list too): kept as a tuple
+        if isinstance(paths, tuple) and all(isinstance(p, str | os.PathLike) for p in paths):
+            paths = tuple(os.fspath(p) for p in paths)
+        object.__setattr__(self, "readonly_paths", paths)
         self.validate()
 
     def validate(self) -> None:
@@ -126,7 +134,8 @@ class ChildProcessOptions:
                 raise _invalid("limits need isolation_mode=IsolationMode.ISOLATED")
         if not isinstance(self.readonly_paths, tuple) or not all(
                 isinstance(p, str) for p in self.readonly_paths):
-            raise _invalid("readonly_paths must be a tuple of path strings")
+            raise _invalid("readonly_paths must be a sequence of paths (str or os.PathLike), "
+                           f"not {self.readonly_paths!r}")
         if self.readonly_paths and not isolated:
             raise _invalid("readonly_paths need isolation_mode=IsolationMode.ISOLATED")
         if not isinstance(self.allow_reduced_sandbox, bool):
