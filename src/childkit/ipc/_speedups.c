@@ -29,45 +29,22 @@
 #include <sys/socket.h>
 #include <time.h>
 
-/* Keep in step with _wire.py and _parcel.py; _wire checks them at import and does not use
- * this module if any differs. */
-#define F_TRANSACTION 2
-#define F_REPLY 3
-#define FLAG_ONEWAY 0x01
-#define HEADER_SIZE 8
-#define TXN_FRAME_SIZE 30   /* header + <QIIIH */
-#define REPLY_FRAME_SIZE 26 /* header + <QiIH */
-#define OBJ_SIZE 5          /* <BI */
-#define MAX_RECORD_BYTES (256 * 1024)
-#define MAX_PARCEL_DATA (200 * 1024)
+#include "ck_internal.h"
+
+/* The frame constants and code are ck_frame.c's (src/childkit/native/csrc), shared with
+ * libipc_capi.so; _wire checks the constants this module exports at import and does not
+ * use it if any differs from its own. */
+#define F_TRANSACTION CK__F_TRANSACTION
+#define F_REPLY CK__F_REPLY
+#define FLAG_ONEWAY CK__FLAG_ONEWAY
+#define HEADER_SIZE CK__HEADER_SIZE
+#define TXN_FRAME_SIZE CK__TXN_FRAME_SIZE
+#define REPLY_FRAME_SIZE CK__REPLY_FRAME_SIZE
+#define OBJ_SIZE CK__OBJ_SIZE
+#define MAX_RECORD_BYTES CK__MAX_RECORD_BYTES
+#define MAX_PARCEL_DATA CK__MAX_PARCEL_DATA
 
 static PyObject *struct_error; /* struct.error: what the Python twins raise */
-
-static void put_u16(unsigned char *p, uint16_t v) {
-    p[0] = (unsigned char)v;
-    p[1] = (unsigned char)(v >> 8);
-}
-
-static void put_u32(unsigned char *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static void put_u64(unsigned char *p, uint64_t v) {
-    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint16_t get_u16(const unsigned char *p) {
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-static uint32_t get_u32(const unsigned char *p) {
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
-}
-
-static uint64_t get_u64(const unsigned char *p) {
-    return (uint64_t)get_u32(p) | ((uint64_t)get_u32(p + 4) << 32);
-}
 
 /* An int argument that must fit in [lo, hi] (as struct's pack checks it). */
 static int int_arg(PyObject *obj, const char *what, long long lo, unsigned long long hi,
@@ -131,17 +108,15 @@ static int write_objects(unsigned char *p, PyObject *objects, Py_ssize_t count) 
             return -1;
         }
         Py_DECREF(item);
-        p[i * OBJ_SIZE] = (unsigned char)kind;
-        put_u32(p + i * OBJ_SIZE + 1, (uint32_t)handle);
+        ck__frame_put_object(p + i * OBJ_SIZE, (int)kind, (uint32_t)handle);
     }
     return 0;
 }
 
-/* Header + fixed body + data + objects in one new bytes object. ``fixed`` is the fixed
- * body already packed (after the 8-byte header), ``fixed_size`` its size. */
-static PyObject *build_frame(int ftype, int flags, unsigned long long n_fds,
-                             const unsigned char *fixed, Py_ssize_t fixed_size,
-                             PyObject *data_obj, PyObject *objects) {
+/* One transaction (ftype F_TRANSACTION: a = handle, b = code) or parcel reply (F_REPLY:
+ * a = status) frame in one new bytes object; the head is written by ck_frame.c. */
+static PyObject *build_frame(int ftype, int oneway, unsigned long long n_fds, uint64_t seq,
+                             uint32_t a, uint32_t b, PyObject *data_obj, PyObject *objects) {
     Py_buffer data;
     Py_ssize_t n_objects;
     if (PyObject_GetBuffer(data_obj, &data, PyBUF_SIMPLE) < 0) return NULL;
@@ -149,6 +124,7 @@ static PyObject *build_frame(int ftype, int flags, unsigned long long n_fds,
         PyBuffer_Release(&data);
         return NULL;
     }
+    Py_ssize_t fixed_size = ftype == F_TRANSACTION ? CK__TXN_FIXED : CK__REPLY_FIXED;
     unsigned long long body_len =
         (unsigned long long)fixed_size + (unsigned long long)data.len + OBJ_SIZE * n_objects;
     if (data.len > 0xFFFFFFFFLL || body_len > 0xFFFFFFFFULL) {
@@ -162,14 +138,12 @@ static PyObject *build_frame(int ftype, int flags, unsigned long long n_fds,
         return NULL;
     }
     unsigned char *p = (unsigned char *)PyBytes_AS_STRING(out);
-    p[0] = (unsigned char)ftype;
-    p[1] = (unsigned char)flags;
-    put_u16(p + 2, (uint16_t)n_fds);
-    put_u32(p + 4, (uint32_t)body_len);
-    memcpy(p + HEADER_SIZE, fixed, (size_t)fixed_size);
-    /* the data length and object count end the fixed body */
-    put_u32(p + HEADER_SIZE + fixed_size - 6, (uint32_t)data.len);
-    put_u16(p + HEADER_SIZE + fixed_size - 2, (uint16_t)n_objects);
+    if (ftype == F_TRANSACTION)
+        ck__frame_put_txn_head(p, seq, a, b, oneway, (uint32_t)data.len, (uint16_t)n_objects,
+                               (uint16_t)n_fds);
+    else
+        ck__frame_put_reply_head(p, 0, seq, (int32_t)a, (uint32_t)data.len,
+                                 (uint16_t)n_objects, (uint16_t)n_fds);
     memcpy(p + HEADER_SIZE + fixed_size, data.buf, (size_t)data.len);
     PyBuffer_Release(&data);
     if (n_objects && write_objects(p + HEADER_SIZE + body_len - OBJ_SIZE * n_objects,
@@ -197,11 +171,7 @@ static PyObject *encode_transaction(PyObject *self, PyObject *const *args, Py_ss
         return NULL;
     int oneway = PyObject_IsTrue(args[3]);
     if (oneway < 0) return NULL;
-    unsigned char fixed[TXN_FRAME_SIZE - HEADER_SIZE];
-    put_u64(fixed, seq);
-    put_u32(fixed + 8, (uint32_t)handle);
-    put_u32(fixed + 12, (uint32_t)code);
-    return build_frame(F_TRANSACTION, oneway ? FLAG_ONEWAY : 0, n_fds, fixed, sizeof fixed,
+    return build_frame(F_TRANSACTION, oneway, n_fds, seq, (uint32_t)handle, (uint32_t)code,
                        args[4], args[5]);
 }
 
@@ -219,10 +189,8 @@ static PyObject *encode_reply(PyObject *self, PyObject *const *args, Py_ssize_t 
         int_arg(args[1], "status", INT32_MIN, INT32_MAX, &status) < 0 ||
         int_arg(args[4], "n_fds", 0, 0xFFFF, &n_fds) < 0)
         return NULL;
-    unsigned char fixed[REPLY_FRAME_SIZE - HEADER_SIZE];
-    put_u64(fixed, seq);
-    put_u32(fixed + 8, (uint32_t)(int32_t)(long long)status);
-    return build_frame(F_REPLY, 0, n_fds, fixed, sizeof fixed, args[2], args[3]);
+    return build_frame(F_REPLY, 0, n_fds, seq, (uint32_t)(int32_t)(long long)status, 0, args[2],
+                       args[3]);
 }
 
 /* The first ``need`` bytes of a receive buffer, or NULL with struct.error set. */
@@ -255,11 +223,7 @@ static int plain_frame(PyObject *const *args, Py_ssize_t nargs, const char *name
     if (header_view(args[0], &view, frame_size) < 0) return -1;
     memcpy(head, view.buf, (size_t)frame_size);
     PyBuffer_Release(&view);
-    uint32_t data_len = get_u32(head + frame_size - 6);
-    return head[0] == ftype && head[1] == 0 && get_u16(head + 2) == 0 &&
-           get_u16(head + frame_size - 2) == 0 &&
-           get_u32(head + 4) == (uint64_t)(size - HEADER_SIZE) &&
-           data_len == (uint64_t)(size - frame_size) && data_len <= MAX_PARCEL_DATA;
+    return ck__frame_is_plain(head, (size_t)size, ftype);
 }
 
 PyDoc_STRVAR(simple_request_doc,
@@ -273,8 +237,8 @@ static PyObject *simple_request(PyObject *self, PyObject *const *args, Py_ssize_
         if (plain < 0) return NULL;
         Py_RETURN_NONE;
     }
-    return Py_BuildValue("(KkK)", (unsigned long long)get_u64(p + 8),
-                         (unsigned long)get_u32(p + 16), (unsigned long long)get_u32(p + 20));
+    return Py_BuildValue("(KkK)", (unsigned long long)ck__get_u64(p + 8),
+                         (unsigned long)ck__get_u32(p + 16), (unsigned long long)ck__get_u32(p + 20));
 }
 
 PyDoc_STRVAR(simple_reply_doc,
@@ -288,8 +252,8 @@ static PyObject *simple_reply(PyObject *self, PyObject *const *args, Py_ssize_t 
         if (plain < 0) return NULL;
         Py_RETURN_NONE;
     }
-    return Py_BuildValue("(Ki)", (unsigned long long)get_u64(p + 8),
-                         (int)(int32_t)get_u32(p + 16));
+    return Py_BuildValue("(Ki)", (unsigned long long)ck__get_u64(p + 8),
+                         (int)(int32_t)ck__get_u32(p + 16));
 }
 
 static long long now_ns(void) {
@@ -735,6 +699,70 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(decode_record_frames_doc,
+"decode_record_frames(record, n_fds) -> list[tuple]\n\n"
+"ck_frame.c's record decoder (the one libipc_capi.so uses), for the conformance tests:\n"
+"one (type, flags, fd_start, n_fds, seq, handle, code, status, count, after_replies,\n"
+"version, data, objects) tuple per frame, objects a list of (kind, handle). Raises\n"
+"ValueError with the decoder's reason for a record the protocol refuses.");
+
+static PyObject *decode_record_frames(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "decode_record_frames takes 2 arguments");
+        return NULL;
+    }
+    Py_ssize_t n_fds = PyLong_AsSsize_t(args[1]);
+    if (n_fds == -1 && PyErr_Occurred()) return NULL;
+    if (n_fds < 0) {
+        PyErr_SetString(PyExc_ValueError, "n_fds must be >= 0");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    ck__frame_t *frames;
+    char err[200];
+    long n = ck__record_decode(view.buf, (size_t)view.len, (size_t)n_fds, &frames, err,
+                               sizeof err);
+    PyObject *out = NULL;
+    if (n == -1) {
+        PyErr_SetString(PyExc_ValueError, err);
+    } else if (n < 0) {
+        PyErr_NoMemory();
+    } else if ((out = PyList_New(n)) != NULL) {
+        for (long i = 0; i < n; i++) {
+            const ck__frame_t *f = &frames[i];
+            PyObject *objects = PyList_New((Py_ssize_t)f->n_objects);
+            if (objects == NULL) goto fail;
+            for (size_t k = 0; k < f->n_objects; k++) {
+                const unsigned char *o = f->objects + k * CK__OBJ_SIZE;
+                PyObject *ref = Py_BuildValue("(ik)", o[0], (unsigned long)ck__get_u32(o + 1));
+                if (ref == NULL) {
+                    Py_DECREF(objects);
+                    goto fail;
+                }
+                PyList_SET_ITEM(objects, (Py_ssize_t)k, ref);
+            }
+            PyObject *item = Py_BuildValue(
+                "(iinnKkkikKiy#N)", f->type, f->flags, (Py_ssize_t)f->fd_start,
+                (Py_ssize_t)f->n_fds, (unsigned long long)f->seq, (unsigned long)f->handle,
+                (unsigned long)f->code, (int)f->status, (unsigned long)f->count,
+                (unsigned long long)f->after_replies, f->version,
+                f->data != NULL ? (const char *)f->data : "", (Py_ssize_t)f->data_len,
+                objects);
+            if (item == NULL) goto fail;
+            PyList_SET_ITEM(out, i, item);
+        }
+    }
+    free(frames);
+    PyBuffer_Release(&view);
+    return out;
+fail:
+    Py_DECREF(out);
+    free(frames);
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"encode_transaction", (PyCFunction)(void (*)(void))encode_transaction, METH_FASTCALL,
      encode_transaction_doc},
@@ -752,6 +780,8 @@ static PyMethodDef methods[] = {
     {"drop_holds", drop_holds, METH_O, drop_holds_doc},
     {"release_holds", release_holds, METH_NOARGS, release_holds_doc},
     {"set_hold_limit", set_hold_limit, METH_O, set_hold_limit_doc},
+    {"decode_record_frames", (PyCFunction)(void (*)(void))decode_record_frames, METH_FASTCALL,
+     decode_record_frames_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,0 +1,150 @@
+/*
+ * childkit's native kit: the one internal header (everything here is ck__ / CK__).
+ *
+ * Shared by libipc_capi.so and by childkit.ipc._speedups (which builds ck_frame.c too), so
+ * the frame code of docs/wire-format.md exists once in C. Keep the constants in step with
+ * ipc/_wire.py and ipc/_parcel.py: _wire checks the speedups' copies at import, and
+ * tests/native/test_wire_conformance.py runs both decoders over one corpus.
+ */
+#ifndef CK_INTERNAL_H
+#define CK_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------------ wire constants */
+#define CK__PROTOCOL_VERSION 1
+#define CK__F_HELLO 1
+#define CK__F_TRANSACTION 2
+#define CK__F_REPLY 3
+#define CK__F_RELEASE 4
+#define CK__FLAG_ONEWAY 0x01   /* on TRANSACTION */
+#define CK__FLAG_HAS_ROOT 0x01 /* on HELLO */
+#define CK__FLAG_ERROR 0x01    /* on REPLY */
+#define CK__OBJ_SENDER_STUB 1
+#define CK__OBJ_RECEIVER_STUB 2
+
+#define CK__HEADER_SIZE 8
+#define CK__HELLO_BODY 4
+#define CK__TXN_FIXED 22   /* <QIIIH */
+#define CK__REPLY_FIXED 18 /* <QiIH */
+#define CK__RELEASE_BODY 16
+#define CK__TXN_FRAME_SIZE (CK__HEADER_SIZE + CK__TXN_FIXED)
+#define CK__REPLY_FRAME_SIZE (CK__HEADER_SIZE + CK__REPLY_FIXED)
+#define CK__OBJ_SIZE 5 /* <BI */
+
+#define CK__MAX_RECORD_BYTES (256 * 1024)
+#define CK__MAX_RECORD_FDS 253
+#define CK__MAX_DETAIL_BYTES 4096
+#define CK__MAX_PARCEL_DATA 204800
+#define CK__MAX_PARCEL_FDS 64
+#define CK__MAX_PARCEL_OBJECTS 256
+
+/* ------------------------------------------------------------------ little-endian */
+static inline void ck__put_u16(unsigned char *p, uint16_t v) {
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+}
+static inline void ck__put_u32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static inline void ck__put_u64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static inline uint16_t ck__get_u16(const unsigned char *p) {
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+static inline uint32_t ck__get_u32(const unsigned char *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+           ((uint32_t)p[3] << 24);
+}
+static inline uint64_t ck__get_u64(const unsigned char *p) {
+    return (uint64_t)ck__get_u32(p) | ((uint64_t)ck__get_u32(p + 4) << 32);
+}
+
+/* ------------------------------------------------------------------ frames (ck_frame.c) */
+/* One decoded frame: views into the record it came from (valid while the record is). */
+typedef struct ck__frame_s {
+    int type;               /* CK__F_* */
+    int flags;
+    size_t fd_start;        /* its fds: the record's fds[fd_start .. fd_start + n_fds) */
+    size_t n_fds;
+    uint64_t seq;           /* TRANSACTION, REPLY */
+    uint32_t handle;        /* TRANSACTION, RELEASE */
+    uint32_t code;          /* TRANSACTION */
+    int32_t status;         /* REPLY */
+    uint32_t count;         /* RELEASE */
+    uint64_t after_replies; /* RELEASE */
+    int version;            /* HELLO */
+    const unsigned char *data; /* parcel data, or an ERROR reply's detail (not NUL-ended) */
+    size_t data_len;
+    const unsigned char *objects; /* n_objects references of CK__OBJ_SIZE bytes */
+    size_t n_objects;
+} ck__frame_t;
+
+/* Writes the 30-byte head of a transaction frame carrying data_len bytes, n_objects
+ * references and n_fds fds (the data and objects follow it). */
+void ck__frame_put_txn_head(unsigned char *out, uint64_t seq, uint32_t handle, uint32_t code,
+                            int oneway, uint32_t data_len, uint16_t n_objects, uint16_t n_fds);
+/* Writes the 26-byte head of a reply frame (flags: 0 or CK__FLAG_ERROR). */
+void ck__frame_put_reply_head(unsigned char *out, int flags, uint64_t seq, int32_t status,
+                              uint32_t data_len, uint16_t n_objects, uint16_t n_fds);
+/* Writes a 12-byte HELLO frame. */
+void ck__frame_put_hello(unsigned char *out, int has_root);
+/* Writes a 24-byte RELEASE frame. */
+void ck__frame_put_release(unsigned char *out, uint32_t handle, uint32_t count,
+                           uint64_t after_replies);
+/* Writes one object reference (5 bytes). */
+void ck__frame_put_object(unsigned char *out, int kind, uint32_t handle);
+
+/* 1 if the size bytes of buf (a record that came without fds) are exactly one plain frame
+ * of ftype (CK__F_TRANSACTION sync, or CK__F_REPLY without ERROR): no flags, fds or
+ * objects, lengths adding up, data within CK__MAX_PARCEL_DATA. Else 0. Reads at most the
+ * frame head, and only when size covers it. */
+int ck__frame_is_plain(const unsigned char *buf, size_t size, int ftype);
+
+/* Splits a record of size bytes that came with n_fds fds into frames, checked as
+ * docs/wire-format.md says. On success returns the count and sets *frames to a malloc'ed
+ * array the caller frees (views into buf). On a protocol error returns -1 and writes why
+ * into err (errlen bytes, NUL-terminated); *frames is NULL. Out of memory: -2. Never
+ * touches the fds. */
+long ck__record_decode(const unsigned char *buf, size_t size, size_t n_fds,
+                       ck__frame_t **frames, char *err, size_t errlen);
+
+/* ------------------------------------------------------------------ parcels (ck_parcel.c) */
+/* Value tags of the parcel data (docs/wire-format.md "Parcel data"). */
+enum {
+    CK__T_INT8 = 1, CK__T_INT16, CK__T_INT32, CK__T_INT64,
+    CK__T_UINT8, CK__T_UINT16, CK__T_UINT32, CK__T_UINT64,
+    CK__T_FLOAT, CK__T_DOUBLE, CK__T_BOOL, CK__T_STRING, CK__T_BYTES, CK__T_TOKEN,
+    CK__T_FD, CK__T_REMOTE, CK__T_ASHMEM,
+};
+
+/* The end of one value in a parcel: in the tagged wire data and in OpenHarmony's layout. */
+typedef struct ck__mark_s {
+    uint32_t wire_end;
+    uint32_t oh_end;
+} ck__mark_t;
+
+/* OHIPCParcel. Owns data, marks, fds (closed on destroy) and keep (the NUL-terminated
+ * copies handed out by ReadString/ReadBuffer, freed on destroy). Reads go forward from
+ * value r_idx; the read position is marks[r_idx - 1] (0 when r_idx is 0). */
+struct OHIPCParcel {
+    unsigned char *data;
+    size_t len, cap;
+    ck__mark_t *marks;
+    size_t n_marks, marks_cap;
+    size_t r_idx;
+    int *fds;
+    size_t n_fds;
+    void **keep;
+    size_t n_keep, keep_cap;
+};
+
+/* A parcel for reading data a peer sent: copies the len bytes of data, takes ownership of
+ * the n_fds fds (closed with the parcel, or here on failure). The values are indexed up to
+ * the first malformed one (reads past it fail). NULL without memory. */
+struct OHIPCParcel *ck__parcel_from_wire(const unsigned char *data, size_t len, int *fds,
+                                         size_t n_fds);
+
+#endif /* CK_INTERNAL_H */
