@@ -7,8 +7,8 @@ stub the parent talks to over :mod:`childkit.ipc`). Children are forked from a
 pre-started launcher process, so a start costs about a fork.
 """
 
-from childkit.common._errors import ChildkitError, ErrCode
-from childkit.entry._args import ChildProcessArgs, get_current_child_process_args
+from childkit.common import ChildkitError, ErrCode
+from childkit.entry import ChildProcessArgs, get_current_child_process_args
 from childkit.pool._executor import (
     BrokenChildExecutor,
     ChildExecutorError,
@@ -20,8 +20,13 @@ from childkit.pool._executor import (
     WorkerDiedError,
 )
 from childkit.pool._pool import ChildProcessPool
-from childkit.process._children import (
+from childkit.process import (
+    MAX_CHILDREN,
+    START_TIMEOUT,
     ChildConnection,
+    ChildExitInfo,
+    ChildProcessOptions,
+    IsolationMode,
     connect,
     create_native_child_process,
     is_native_child_process_supported,
@@ -32,9 +37,6 @@ from childkit.process._children import (
     start_native_child_process,
     unregister_child_process_exit_callback,
 )
-from childkit.process._exit import ChildExitInfo
-from childkit.process._manager import MAX_CHILDREN, START_TIMEOUT
-from childkit.process._options import ChildProcessOptions, IsolationMode
 
 __all__ = [
     "MAX_CHILDREN",

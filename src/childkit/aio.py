@@ -23,16 +23,14 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
-from childkit.common._errors import ChildkitError, ErrCode
+from childkit.common import ChildkitError, ErrCode
 from childkit.ipc._connection import Connection
 from childkit.ipc._errors import DeadRemoteObjectError, ParamError
 from childkit.ipc._option import SYNC_OPTION, MessageOption
 from childkit.ipc._parcel import MessageParcel
 from childkit.ipc._proxy import RemoteProxy
 from childkit.ipc._stub import check_request_code
-from childkit.process import _children as _children
-from childkit.process._manager import START_TIMEOUT, Child, manager
-from childkit.process._options import ChildProcessOptions
+from childkit.process import START_TIMEOUT, Child, ChildConnection, ChildProcessOptions, IPCStart
 
 if TYPE_CHECKING:
     from childkit.pool._pool import ChildProcessPool, _Member
@@ -125,7 +123,7 @@ class AsyncProxy:
         return f"<AsyncProxy {self.proxy!r}>"
 
 
-class AsyncChildConnection(_children.ChildConnection):
+class AsyncChildConnection(ChildConnection):
     """What :func:`connect` returns: a :class:`~childkit.ChildConnection` whose
     ``aproxy`` is its root proxy as an :class:`AsyncProxy`."""
 
@@ -169,7 +167,7 @@ def _wake(future: asyncio.Future[None]) -> None:
 async def _start(entry: str, options: ChildProcessOptions | None,
                  timeout: float) -> AsyncChildConnection:
     loop = asyncio.get_running_loop()
-    opts, deadline = _children._prepare_ipc(entry, options, timeout)  # takes a slot
+    starting = IPCStart(entry, options, timeout)  # takes a slot
     box = _Start()
     woken: asyncio.Future[None] = loop.create_future()
 
@@ -177,7 +175,7 @@ async def _start(entry: str, options: ChildProcessOptions | None,
         result: AsyncChildConnection | None = None
         error: BaseException | None = None
         try:
-            child, conn, proxy = _children._start_ipc(entry, opts, deadline)
+            child, conn, proxy = starting.run()
             result = AsyncChildConnection(child, conn, proxy)
         except BaseException as exc:
             error = exc
@@ -198,7 +196,7 @@ async def _start(entry: str, options: ChildProcessOptions | None,
     try:
         threading.Thread(target=run, name="childkit-start", daemon=True).start()
     except RuntimeError as exc:  # "can't start new thread": give the slot back
-        manager().release()
+        starting.cancel()
         raise ChildkitError(ErrCode.NCP_ERR_INTERNAL, f"cannot start a thread: {exc}") from None
     try:
         await woken

@@ -6,15 +6,15 @@ import os
 import threading
 
 from childkit.cli._demo_worker import ADD, DESCRIPTOR, PID, QUIT
-from childkit.entry._args import ChildProcessArgs
+from childkit.entry import ChildProcessArgs
 from childkit.ipc import MessageOption, MessageParcel, RequestMode
-from childkit.process._children import (
+from childkit.process import (
+    ChildExitInfo,
     connect,
     register_child_process_exit_callback,
     start_native_child_process,
     unregister_child_process_exit_callback,
 )
-from childkit.process._exit import ChildExitInfo
 
 WORKER = "childkit.cli._demo_worker"
 

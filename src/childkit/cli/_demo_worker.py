@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 
-from childkit.entry._args import ChildProcessArgs, get_current_child_process_args
+from childkit.entry import ChildProcessArgs, get_current_child_process_args
 from childkit.ipc import MessageOption, MessageParcel, RemoteStub, Skeleton
 
 DESCRIPTOR = "childkit.demo.Calculator"

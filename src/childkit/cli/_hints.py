@@ -6,7 +6,7 @@ none is missing); the command prints it under the error's name and message.
 
 from __future__ import annotations
 
-from childkit.common._errors import ErrCode
+from childkit.common import ErrCode
 from childkit.ipc._errors import IPCErrorCode
 
 HINTS: dict[ErrCode, str] = {

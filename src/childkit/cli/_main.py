@@ -20,8 +20,8 @@ from typing import Any
 
 from childkit.cli._hints import HINTS as _HINTS
 from childkit.cli._hints import ipc_hint
-from childkit.common._errors import ChildkitError, ErrCode
-from childkit.entry._args import MAX_ENTRY_PARAMS_BYTES, MAX_FDS
+from childkit.common import ChildkitError, ErrCode
+from childkit.entry import MAX_ENTRY_PARAMS_BYTES, MAX_FDS
 from childkit.ipc._errors import IPCError, IPCErrorCode
 
 _LIMIT_KEYS = {"mem": "memory_bytes", "cpu": "cpu_seconds", "nproc": "max_processes",

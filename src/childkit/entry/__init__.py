@@ -5,5 +5,9 @@ The parent checks entries and args with it before a start; a forked child resolv
 them.
 
 May import: :mod:`childkit.ipc` (the stub an IPC entry returns), :mod:`childkit.common`.
-Kept light (no eager imports here): the launcher template imports it before forking.
 """
+
+from childkit.entry._args import MAX_ENTRY_PARAMS_BYTES as MAX_ENTRY_PARAMS_BYTES
+from childkit.entry._args import MAX_FDS as MAX_FDS
+from childkit.entry._args import ChildProcessArgs as ChildProcessArgs
+from childkit.entry._args import get_current_child_process_args as get_current_child_process_args

@@ -29,7 +29,7 @@ from concurrent.futures import BrokenExecutor, Executor, Future
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from typing import Any, Literal, ParamSpec, TypeVar
 
-from childkit.common._errors import ChildkitError, ErrCode
+from childkit.common import ChildkitError, ErrCode
 from childkit.ipc import (
     Ashmem,
     DeadRemoteObjectError,
@@ -40,10 +40,15 @@ from childkit.ipc import (
     RequestMode,
 )
 from childkit.pool import _executor_worker as ew
-from childkit.process._children import ChildConnection, connect
-from childkit.process._exit import ChildExitInfo
-from childkit.process._manager import MAX_CHILDREN, START_TIMEOUT
-from childkit.process._options import ChildProcessOptions, IsolationMode
+from childkit.process import (
+    MAX_CHILDREN,
+    START_TIMEOUT,
+    ChildConnection,
+    ChildExitInfo,
+    ChildProcessOptions,
+    IsolationMode,
+    connect,
+)
 
 _log = logging.getLogger("childkit")
 

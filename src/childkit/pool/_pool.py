@@ -23,12 +23,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
 
-from childkit.common._errors import ChildkitError, ErrCode
+from childkit.common import ChildkitError, ErrCode
 from childkit.ipc import DeadRemoteObjectError, MessageOption, MessageParcel, RemoteProxy
 from childkit.pool._executor import ExecutorParamError
-from childkit.process._children import ChildConnection, connect
-from childkit.process._manager import MAX_CHILDREN, START_TIMEOUT, manager
-from childkit.process._options import ChildProcessOptions
+from childkit.process import (
+    MAX_CHILDREN,
+    START_TIMEOUT,
+    ChildConnection,
+    ChildProcessOptions,
+    connect,
+    manager,
+)
 
 
 class _Member:

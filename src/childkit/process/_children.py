@@ -16,7 +16,9 @@ the ones found later reach ``on_started(code, None)``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import keyword
 import logging
 import math
@@ -25,7 +27,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -40,7 +42,7 @@ from childkit.ipc import (
     channel_socketpairs,
 )
 from childkit.process._exit import ChildExitInfo, ExitCallback
-from childkit.process._manager import START_TIMEOUT, Child, check_not_in_child, manager
+from childkit.process._manager import START_TIMEOUT, Child, Slot, check_not_in_child, manager
 from childkit.process._options import ChildProcessOptions, IsolationMode
 
 _log = logging.getLogger("childkit")
@@ -157,16 +159,67 @@ def start_native_child_process(entry: str, args: ChildProcessArgs | None = None,
     deadline = _deadline(timeout)
     names = list(args.fds)
     mgr = manager()
-    mgr.reserve()
-    child = mgr.spawn(mode="args", entry=entry, params=args.entry_params, fd_names=names,
-                      fds=[args.fds[n] for n in names],
-                      process_name=_process_name(opts, entry), deadline=deadline,
-                      sandbox=_sandbox_header(opts, parsed))
+    with mgr.reserve() as slot, _out_of_resources("start the child"):
+        child = mgr.spawn(slot, mode="args", entry=entry, params=args.entry_params,
+                          fd_names=names, fds=[args.fds[n] for n in names],
+                          process_name=_process_name(opts, entry), deadline=deadline,
+                          sandbox=_sandbox_header(opts, parsed))
     mgr.announce(child)
     return child.pid
 
 
+@contextlib.contextmanager
+def _out_of_resources(doing: str) -> Iterator[None]:
+    """Turn the OSError of a resource this process ran out of (fds, memory, processes)
+    while it tried to ``doing`` into ``NCP_ERR_INTERNAL`` with a message naming it."""
+    try:
+        yield
+    except OSError as exc:
+        what = _EXHAUSTED.get(exc.errno or 0)
+        if what is None:
+            raise
+        raise ChildkitError(ErrCode.NCP_ERR_INTERNAL,
+                            f"cannot {doing}: {what} ({exc.strerror})") from exc
+
+
+#: errno -> the resource it says ran out.
+_EXHAUSTED = {
+    errno.EMFILE: "this process has as many open files as RLIMIT_NOFILE allows",
+    errno.ENFILE: "the system has as many open files as it allows",
+    errno.ENOMEM: "out of memory",
+    errno.ENOBUFS: "out of socket buffer memory",
+    errno.EAGAIN: "out of processes or threads (RLIMIT_NPROC)",
+}
+
+
 # ---------------------------------------------------------------------------- IPC mode
+
+
+class IPCStart:
+    """One IPC-mode start, checked and holding its child slot (from :func:`connect`,
+    :func:`create_native_child_process` and ``childkit.aio``): :meth:`run` it once, on
+    any thread, or :meth:`cancel` it. It owns the slot until :meth:`run` passes it to
+    the child, and gives it back on every failure.
+
+    Raises (the constructor): what :func:`create_native_child_process` raises.
+    """
+
+    def __init__(self, entry: str, options: ChildProcessOptions | None,
+                 timeout: float) -> None:
+        self.entry = entry
+        self._options, self._deadline = _prepare_ipc(entry, options, timeout)
+        self._slot = manager().reserve()
+
+    def run(self) -> tuple[Child, Connection, RemoteProxy]:
+        """Start the child and wait for its root proxy; raises ``ChildkitError`` with the
+        code ``on_started`` would get (``NCP_ERR_INTERNAL`` naming the resource when
+        this process is out of fds, memory or threads)."""
+        with self._slot, _out_of_resources("start the child"):
+            return _start_ipc(self.entry, self._options, self._deadline, self._slot)
+
+    def cancel(self) -> None:
+        """Give the slot back without starting (the start will not run)."""
+        self._slot.release()
 
 
 def _prepare_ipc(entry: str, options: ChildProcessOptions | None,
@@ -182,13 +235,12 @@ def _prepare_ipc(entry: str, options: ChildProcessOptions | None,
         )
     opts = _check_options(options)
     deadline = _deadline(timeout)
-    manager().reserve()
     return opts, deadline
 
 
-def _start_ipc(entry: str, opts: ChildProcessOptions,
-               deadline: float) -> tuple[Child, Connection, RemoteProxy]:
-    """Start an IPC-mode child in a reserved slot; return it with a live root proxy."""
+def _start_ipc(entry: str, opts: ChildProcessOptions, deadline: float,
+               slot: Slot) -> tuple[Child, Connection, RemoteProxy]:
+    """Start an IPC-mode child in ``slot``; return it with a live root proxy."""
     mgr = manager()
     local, remote = channel_socketpairs()
     ours: list[Connection] = []
@@ -204,7 +256,7 @@ def _start_ipc(entry: str, opts: ChildProcessOptions,
         conn.start()
 
     try:
-        child = mgr.spawn(mode="ipc", entry=entry, params="", fd_names=[],
+        child = mgr.spawn(slot, mode="ipc", entry=entry, params="", fd_names=[],
                           fds=[remote[0].fileno(), remote[1].fileno()],
                           process_name=_process_name(opts, entry), deadline=deadline,
                           meanwhile=open_our_end,
@@ -267,11 +319,11 @@ def create_native_child_process(entry: str, on_started: OnStarted,
     """
     if not callable(on_started):
         raise _invalid(f"on_started must be callable, not {type(on_started).__name__}")
-    opts, deadline = _prepare_ipc(entry, options, timeout)
+    starting = IPCStart(entry, options, timeout)
 
     def start() -> None:
         try:
-            _child, _conn, proxy = _start_ipc(entry, opts, deadline)
+            _child, _conn, proxy = starting.run()
         except ChildkitError as exc:
             _call_on_started(on_started, exc.code, None)
         except Exception:  # a bug: still call back exactly once
@@ -283,7 +335,7 @@ def create_native_child_process(entry: str, on_started: OnStarted,
     try:
         threading.Thread(target=start, name="childkit-start", daemon=True).start()
     except RuntimeError as exc:  # "can't start new thread": give the slot back
-        manager().release()
+        starting.cancel()
         raise ChildkitError(ErrCode.NCP_ERR_INTERNAL, f"cannot start a thread: {exc}") from None
 
 
@@ -352,8 +404,7 @@ def connect(entry: str, options: ChildProcessOptions | None = None,
     would have received. ``with connect(...) as child:`` closes the proxy and stops
     the child on leaving (see :meth:`ChildConnection.close`).
     """
-    opts, deadline = _prepare_ipc(entry, options, timeout)
-    child, conn, proxy = _start_ipc(entry, opts, deadline)
+    child, conn, proxy = IPCStart(entry, options, timeout).run()
     return ChildConnection(child, conn, proxy)
 
 

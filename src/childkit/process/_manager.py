@@ -81,11 +81,45 @@ class Child:
     exited: threading.Event = field(default_factory=threading.Event)
 
 
+class Slot:
+    """One of the :data:`MAX_CHILDREN` child slots, taken by :meth:`Manager.reserve` for
+    one start, which owns it until it ends in exactly one of two ways: passed to the
+    child the launcher forked for that start (the manager does that when the launcher
+    answers), or given back with :meth:`release`. Both are idempotent, so every failure
+    path of a start may release it without counting who released it first; used as a
+    context manager, it is given back when the block raises.
+    """
+
+    __slots__ = ("_held", "_manager")
+
+    def __init__(self, manager: Manager) -> None:
+        self._manager = manager
+        self._held = True  # guarded by the manager's lock
+
+    @property
+    def held(self) -> bool:
+        """Whether the start still holds the slot (not yet passed on or released)."""
+        return self._held
+
+    def release(self) -> None:
+        """Give the slot back, unless it already went to a child or was given back."""
+        self._manager._end_slot(self)
+
+    def __enter__(self) -> Slot:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        if exc_type is not None:
+            self.release()
+
+
 @dataclass(eq=False)
 class _Pending:
     """A spawn request waiting for the launcher's ``forked`` or ``failed``."""
 
     mode: Mode
+    slot: Slot
     done: threading.Event = field(default_factory=threading.Event)
     child: Child | None = None
     error: ChildkitError | None = None
@@ -116,8 +150,10 @@ class Manager:
         self._closing = False
 
     # ------------------------------------------------------------------ slots
-    def reserve(self) -> None:
-        """Take a child slot for a start about to begin.
+    def reserve(self) -> Slot:
+        """Take a child slot for a start about to begin; the caller owns the returned
+        :class:`Slot` until :meth:`spawn` passes it to the forked child, and must give it
+        back on every other way out (``with mgr.reserve() as slot:`` does).
 
         Raises:
             ChildkitError: ``NCP_ERR_ALREADY_IN_CHILD`` in a child (or the launcher);
@@ -133,18 +169,26 @@ class Manager:
                     f"at most {MAX_CHILDREN} are allowed (a slot frees when one exits)",
                 )
             self._reserved += 1
+            return Slot(self)
 
-    def release(self) -> None:
-        """Give back a slot taken by :meth:`reserve` whose start never forked."""
+    def _end_slot(self, slot: Slot) -> None:
         with self._lock:
+            self._end_slot_locked(slot)
+
+    def _end_slot_locked(self, slot: Slot) -> None:
+        # The one place a reservation ends, whether the slot goes to a child (which then
+        # counts in _children) or back to the pool: at most once per slot.
+        if slot._held:
+            slot._held = False
             self._reserved -= 1
 
     # ------------------------------------------------------------------ spawning
-    def spawn(self, *, mode: Mode, entry: str, params: str, fd_names: list[str],
+    def spawn(self, slot: Slot, *, mode: Mode, entry: str, params: str, fd_names: list[str],
               fds: list[int], process_name: str, deadline: float,
               meanwhile: Callable[[], object] | None = None,
               sandbox: dict[str, Any] | None = None) -> Child:
-        """Start a child in a slot taken by :meth:`reserve` (consumed here, either way).
+        """Start a child in ``slot`` (from :meth:`reserve`): the slot passes to the child
+        once the launcher has forked it, and is given back if no child was forked.
 
         Returns the child once its start-up report said all is well (for IPC mode:
         the connection is up on the child's side). The child is not announced yet:
@@ -163,12 +207,11 @@ class Manager:
                 ``NCP_ERR_LIB_LOADING_FAILED``, ``NCP_ERR_CONNECTION_FAILED``) with its
                 message if it could not start.
         """
-        forked = False
         try:
             sock = self._ensure_launcher(deadline)
             status_r, status_w = os.pipe2(os.O_CLOEXEC)
             try:
-                pending = _Pending(mode)
+                pending = _Pending(mode, slot)
                 with self._lock:
                     request_id = self._next_id
                     self._next_id += 1
@@ -193,7 +236,6 @@ class Manager:
                     except BaseException as exc:
                         failure = exc
                 child = self._await_fork(request_id, pending, deadline)
-                forked = True
                 if sandbox is not None:
                     child.limits = sandbox["limits"]
                 # The child's own report comes first: if it failed to start, that is
@@ -206,8 +248,7 @@ class Manager:
             finally:
                 os.close(status_r)
         finally:
-            if not forked:
-                self.release()
+            slot.release()  # a no-op once the slot went to the forked child
 
     def _env_changes(self) -> dict[str, Any] | None:
         """What a child must change in the launcher's environment to have this process's
@@ -507,7 +548,7 @@ class Manager:
                 if pending is None:  # its starter timed out waiting: nobody wants it
                     unwanted.append(child)
                     continue
-                self._reserved -= 1  # the slot passes from the start to the child
+                self._end_slot_locked(pending.slot)  # the slot passes to the child
                 pending.child = child
                 pending.done.set()
         for child in unwanted:
