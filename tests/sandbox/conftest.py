@@ -1,4 +1,5 @@
-"""Every sandbox test leaves no fd open and no child (running or zombie) behind."""
+"""Every sandbox test leaves no fd open, no child (running or zombie) and no sandbox
+cgroup behind."""
 
 from __future__ import annotations
 
@@ -21,11 +22,17 @@ def _children() -> set[int]:
 
 @pytest.fixture(autouse=True)
 def _no_leaks() -> Iterator[None]:
+    from childkit.sandbox import _cgroups
+
     fds = set(os.listdir("/proc/self/fd"))
     children = _children()
+    groups = set(_cgroups.leftovers())
     yield
     assert set(os.listdir("/proc/self/fd")) == fds, "a test leaked an fd"
     assert _children() <= children, "a test left a child process (or zombie)"
+    # Every isolated child's cgroup is gone once it has been reaped (by the supervisor
+    # itself, or by the launcher when it reaps a supervisor killed with SIGKILL).
+    assert set(_cgroups.leftovers()) <= groups, "a test left a sandbox's cgroup"
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,9 @@ from childkit.sandbox import (
     ResourceLimits,
     SandboxConfig,
     SandboxUnavailable,
+    _cgroups,
     _filesystem,
+    _namespaces,
     _seccomp,
     exit_reason,
     probe,
@@ -106,9 +108,12 @@ def test_enter_refuses_threaded_caller() -> None:
 def test_probe_reports_every_layer() -> None:
     layers = probe()
     assert set(layers) == set(LAYERS)
-    # This machine (kernel 6.18) supports every layer; a uid of its own needs root.
+    # This machine (kernel 6.18) supports every layer; a uid of its own needs root, and
+    # so do the cgroups that hold the limits for all of a child's processes together.
     if os.geteuid() != 0:
         assert not layers.pop("isolation_uid").supported
+        aggregate = layers.pop("aggregate_limits")
+        assert not aggregate.supported and "per process" in aggregate.reason, aggregate
     assert all(s.supported for s in layers.values()), layers
 
 
@@ -217,7 +222,8 @@ def test_inside_view(tmp_path: Path) -> None:
     assert set(view["env"]) <= {"LANG", "HOME", "TMPDIR", "PATH"}
     assert view["hostname"] == "isolated" and view["interfaces"] == ["lo"]
     # isolation_uid is reported only when asked for.
-    assert all(view["report"].values())
+    assert all(applied for name, applied in view["report"].items()
+               if name != "aggregate_limits" or os.geteuid() == 0), view["report"]
     assert set(view["report"]) == set(LAYERS) - {"isolation_uid"}
     assert not Path("/tmp/inside").exists()  # its /tmp was its own
 
@@ -314,7 +320,8 @@ def test_supervisor_mirrors_exit_code(code: int) -> None:
 
 def test_sandboxed_process_dies_with_supervisor() -> None:
     """SIGKILL to the supervisor cannot be forwarded; PDEATHSIG ends the sandbox anyway:
-    the write end of a pipe only the sandboxed process holds gets closed."""
+    the write end of a pipe only the sandboxed process holds gets closed. The supervisor
+    could not remove the sandbox's cgroup (root): ``release`` after the reap does."""
     ready_r, ready_w = os.pipe()
     hold_r, hold_w = os.pipe()
     pid = os.fork()
@@ -330,10 +337,19 @@ def test_sandboxed_process_dies_with_supervisor() -> None:
         assert os.read(ready_r, 1) == b"r"
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+        left = [path for path in _cgroups.leftovers() if path.endswith(f"-{pid}")]
+        assert bool(left) == _cgroups_in_use(), left
+        sandbox.release(pid)
         assert os.read(hold_r, 1) == b""  # EOF: every holder is gone
+        assert not [path for path in _cgroups.leftovers() if path.endswith(f"-{pid}")]
     finally:
         os.close(ready_r)
         os.close(hold_r)
+
+
+def _cgroups_in_use() -> bool:
+    """Whether a sandbox with the default limits gets a cgroup here (root, controllers)."""
+    return _namespaces.is_privileged() and bool(_cgroups.plan(ResourceLimits()))
 
 
 def test_missing_libseccomp_is_an_oserror(monkeypatch: pytest.MonkeyPatch) -> None:

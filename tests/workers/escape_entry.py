@@ -70,6 +70,61 @@ def burn_cpu(args: ChildProcessArgs) -> int:
     return 0
 
 
+def spread(args: ChildProcessArgs) -> int:
+    """Spread work over processes, each within a per-process limit, all together past it
+    (issue 12, classes 6 and 7). Params (JSON): ``procs`` (how many are forked) and
+    ``cpu_s`` (CPU seconds each burns) or ``bytes`` (resident bytes each holds until all
+    hold theirs). Returns 0 when all of it is done; a process killed on the way (the OOM
+    killer: SIGKILL) is reported as an uncaught MemoryError."""
+    import select
+    import signal
+
+    params = json.loads(args.entry_params)
+    ready_r, ready_w = os.pipe()
+    release_r, release_w = os.pipe()
+    pids = []
+    for _ in range(params["procs"]):
+        pid = os.fork()
+        if pid == 0:
+            os.close(ready_r)
+            os.close(release_w)
+            if "cpu_s" in params:
+                while sum(os.times()[:2]) < params["cpu_s"]:
+                    pass
+            else:
+                held = b"\1" * params["bytes"]  # written, so resident
+                os.write(ready_w, b"r")
+                os.read(release_r, 1)
+                del held
+            os._exit(0)
+        pids.append(pid)
+    os.close(ready_w)
+    os.close(release_r)
+    pidfds = [os.pidfd_open(pid) for pid in pids]
+    try:
+        if "bytes" in params:  # until all hold theirs, or one of them died
+            readies = 0
+            while readies < len(pids):
+                ready, _, _ = select.select([ready_r, *pidfds], [], [])
+                if ready_r not in ready:
+                    break
+                readies += len(os.read(ready_r, len(pids)))
+        os.close(release_w)
+        release_w = -1
+        statuses = [os.waitpid(pid, 0)[1] for pid in pids]
+        killed = [status for status in statuses
+                  if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL]
+    finally:
+        for fd in pidfds:
+            os.close(fd)
+        os.close(ready_r)
+        if release_w >= 0:
+            os.close(release_w)
+    if killed:
+        raise MemoryError(f"{len(killed)} of {len(pids)} processes were killed")
+    return 0
+
+
 def exceed(args: ChildProcessArgs) -> int:
     """Do one thing past a resource limit and let the error go uncaught. Params (JSON):
     ``what`` (memory, processes, threads, open_files, file_size) and ``amount``. Returns

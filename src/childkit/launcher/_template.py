@@ -223,6 +223,10 @@ class Launcher:
         self._poll.unregister(pidfd)
         os.close(pidfd)
         _pid, status = os.waitpid(pid, 0)
+        if self._sandbox_ready:  # an isolated child's cgroup, if its supervisor left it
+            from childkit import sandbox
+
+            sandbox.release(pid)
         proto.send(self._sock, {"op": "exited", "pid": pid, "status": status})
 
     def _kill_all(self) -> None:
@@ -236,6 +240,10 @@ class Launcher:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
+            if self._sandbox_ready:
+                from childkit import sandbox
+
+                sandbox.release(pid)
             os.close(pidfd)
         self._children.clear()
 

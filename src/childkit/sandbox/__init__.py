@@ -11,6 +11,8 @@ Public face::
 - :func:`layer_report`, :func:`skipped_layers`: in the sandboxed process, what was applied.
 - :func:`exit_reason`: which resource limit ended a child, from its wait status.
 - :func:`preload`: resolve libseccomp once in the parent so each child need not.
+- :func:`release`: after reaping an isolated child, remove what its sandbox left (its
+  cgroup, when its supervisor could not).
 
 May import: :mod:`childkit.common` and the standard library (plus pyseccomp); never the
 IPC kit or the layers above (the launcher applies it to a child it forked).
@@ -43,6 +45,7 @@ def preload() -> None:
     library is reported by :func:`probe` and :func:`enter`."""
     from childkit.sandbox import (
         _capabilities,
+        _cgroups,
         _enter,
         _environment,
         _filesystem,
@@ -60,6 +63,7 @@ def preload() -> None:
     except AttributeError:
         pass  # a libc without one of them: the child's call reports it
     _filesystem.interpreter_plan()
+    _cgroups.hierarchies()
     for step in (_capabilities.drop_arguments, _capabilities.raise_arguments,
                  _environment.initial_block,
                  lambda: _landlock.prepare(*_enter.LANDLOCK_PATHS)):
@@ -67,6 +71,16 @@ def preload() -> None:
             step()
         except (OSError, ValueError, IndexError):
             pass  # the child tries again and reports what fails
+
+
+def release(pid: int) -> None:
+    """After reaping ``pid``, a process that called :func:`enter` (its supervisor): remove
+    its sandbox's cgroup if it is still there (killing what is left in it), as happens
+    when the supervisor was killed with SIGKILL. Cheap when there is nothing to remove;
+    never raises."""
+    from childkit.sandbox import _cgroups
+
+    _cgroups.remove_named(pid)
 
 
 __all__ = [
@@ -85,5 +99,6 @@ __all__ = [
     "layer_report",
     "preload",
     "probe",
+    "release",
     "skipped_layers",
 ]

@@ -6,8 +6,10 @@ from collections.abc import Mapping
 
 from childkit.sandbox._config import LayerStatus
 
-#: Layers an isolated child only needs when asked for (``isolation_uid=True``).
-OPTIONAL_LAYERS: frozenset[str] = frozenset({"isolation_uid"})
+#: Layers an isolated child goes without when this machine lacks them: a uid of its own
+#: is only given when asked for (``isolation_uid=True``); without cgroups the limits
+#: hold per process (the report says what that multiplies to).
+OPTIONAL_LAYERS: frozenset[str] = frozenset({"isolation_uid", "aggregate_limits"})
 
 
 def full_sandbox_available(layers: Mapping[str, LayerStatus]) -> bool:
@@ -27,6 +29,8 @@ def check_text(layers: Mapping[str, LayerStatus]) -> str:
                      f"{', '.join(missing)})")
     else:
         lines.append("every layer is supported: isolated children get the full sandbox")
-    if any(not layers[name].supported for name in OPTIONAL_LAYERS if name in layers):
+    if "isolation_uid" in layers and not layers["isolation_uid"].supported:
         lines.append("isolation_uid=True is refused here (needs root)")
+    if "aggregate_limits" in layers and not layers["aggregate_limits"].supported:
+        lines.append("limits hold per process here, not for a child's processes together")
     return "\n".join(lines)

@@ -11,7 +11,8 @@ from childkit.common._errors import ChildkitError, ErrCode
 LAYERS: tuple[str, ...] = (
     "user_namespace", "mount_namespace", "pid_namespace", "network_namespace",
     "ipc_namespace", "uts_namespace", "cgroup_namespace", "filesystem", "isolation_uid",
-    "limits", "landlock", "capabilities", "no_new_privs", "seccomp", "environment", "fds",
+    "limits", "aggregate_limits", "landlock", "capabilities", "no_new_privs", "seccomp",
+    "environment", "fds",
 )
 
 _MIB = 1024 * 1024
@@ -21,23 +22,31 @@ _MIB = 1024 * 1024
 class ResourceLimits:
     """Per-child resource limits (``None``: no limit of that kind).
 
+    ``memory_bytes`` caps memory, ``cpu_seconds`` the CPU time, ``max_processes`` the
+    processes and threads: of the child **with all its processes together** where the
+    kernel gives the launcher cgroups (root; v2 or v1 controllers), and per process only
+    otherwise (``childkit sandbox-check`` says which, and what the per-process limits
+    multiply to: up to ``max_processes`` x ``memory_bytes``, which is why
+    ``max_processes`` defaults to a small 32). Per process, always and beneath:
     ``memory_bytes`` caps the address space (RLIMIT_AS: an allocation past it fails,
-    MemoryError in Python); ``cpu_seconds`` the CPU time (RLIMIT_CPU: SIGXCPU at the limit,
-    SIGKILL a second later); ``max_processes`` the processes and threads of the sandbox
-    (RLIMIT_NPROC, counted in its own user namespace: fork/thread creation fails with
-    EAGAIN past it); ``max_open_files`` the fd numbers (RLIMIT_NOFILE: EMFILE);
-    ``max_file_size`` the size of any file it writes (RLIMIT_FSIZE) and of its private /tmp.
+    MemoryError in Python); ``cpu_seconds`` the CPU time (RLIMIT_CPU: SIGXCPU at the
+    limit, SIGKILL a second later); ``max_processes`` the processes and threads of the
+    sandbox (RLIMIT_NPROC, counted in its own user namespace: fork/thread creation fails
+    with EAGAIN past it); ``max_open_files`` the fd numbers (RLIMIT_NOFILE: EMFILE);
+    ``max_file_size`` the size of any file it writes (RLIMIT_FSIZE) and of its private
+    /tmp. Together, past ``memory_bytes`` the kernel's OOM killer ends a process of the
+    child, past ``cpu_seconds`` each gets SIGXCPU (SIGKILL a second later).
 
     In a child started by childkit, exceeding a limit ends the child and its exit callback
-    names the limit (a write past the file size by SIGXFSZ; an uncaught MemoryError,
-    EAGAIN from a process or thread start, or EMFILE by an exit code): docs/sandbox.md,
-    "Limits". Code that only enters the sandbox (``enter()``) sees the bare kernel
-    behaviour: the failing call (EFBIG, with SIGXFSZ ignored) and nothing more.
+    names the limit (a write past the file size by SIGXFSZ; an uncaught MemoryError or
+    the OOM killer, EAGAIN from a process or thread start, or EMFILE by an exit code):
+    docs/sandbox.md, "Limits". Code that only enters the sandbox (``enter()``) sees the
+    bare kernel behaviour: the failing call (EFBIG, with SIGXFSZ ignored) and nothing more.
     """
 
     memory_bytes: int | None = 2048 * _MIB
     cpu_seconds: int | None = None
-    max_processes: int | None = 64
+    max_processes: int | None = 32
     max_open_files: int | None = 256
     max_file_size: int | None = 64 * _MIB
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from childkit.common._errors import ChildkitError, ErrCode
 from childkit.sandbox import (
     _capabilities,
+    _cgroups,
     _environment,
     _fds,
     _filesystem,
@@ -46,8 +47,10 @@ def layer_report() -> dict[str, LayerStatus]:
 
 
 def skipped_layers() -> dict[str, str]:
-    """In a sandboxed process: the layers skipped under ``allow_reduced``, with why."""
-    return {name: s.reason for name, s in _report.items() if not s.supported}
+    """In a sandboxed process: the layers skipped under ``allow_reduced``, with why (not
+    ``aggregate_limits``: without cgroups the limits hold per process, by design)."""
+    return {name: s.reason for name, s in _report.items()
+            if not s.supported and name != "aggregate_limits"}
 
 
 class _Layers:
@@ -205,7 +208,13 @@ def _enter(config: SandboxConfig, keep_fds: Sequence[int],
         _namespaces.enter_build_namespace(privileged)
         _filesystem.build_root(root_plan, config.tmp_size_bytes)
 
-    built = layers.apply("filesystem", build)
+    # The cgroup first: the supervisor then lives in the sandbox's root, without /sys.
+    group = _make_group(config, privileged)
+    try:
+        built = layers.apply("filesystem", build)
+    except BaseException:
+        _drop_group(group)
+        raise
     template.close()  # joined or not, nothing forked later may hold it
     joined_netns = _join_fresh_netns(netns, privileged)  # its fd closed either way
     if config.isolation_uid and privileged:
@@ -214,8 +223,10 @@ def _enter(config: SandboxConfig, keep_fds: Sequence[int],
     death_r, death_w = os.pipe()
     status_r, status_w = os.pipe()
     try:
-        init = _clone_init(privileged, inner, outer, joined_netns)
+        init, group = _clone_init(privileged, inner, outer, joined_netns, group)
         if init is None:  # refused: the same namespaces one by one, naming what fails
+            _drop_group(group)
+            group = None
             init, applied = _fork_init_one_by_one(config, layers, privileged, inner, outer)
             extra_processes = 2  # the supervisor lives in the user namespace too
         else:
@@ -224,12 +235,15 @@ def _enter(config: SandboxConfig, keep_fds: Sequence[int],
     except BaseException:
         for fd in (death_r, death_w, status_r, status_w):
             os.close(fd)
+        if group is not None:
+            _cgroups.remove(group)
         _supervisor.restore_mask(previous_mask)
         raise
     if init != 0:  # the supervisor, outside the new pid namespace
         os.close(death_r)
         os.close(status_w)
-        _supervisor.supervise(init, death_w, status_r)
+        _supervisor.supervise(init, death_w, status_r, group, config.limits.cpu_seconds)
+    _report_aggregate(config, group)
     os.close(death_w)
     os.close(status_r)
     _supervisor.guard_parent(death_r)
@@ -249,18 +263,52 @@ def _enter(config: SandboxConfig, keep_fds: Sequence[int],
     _supervisor.restore_mask(previous_mask)
 
 
-#: What the caller writes to the init once its uid/gid maps are written.
+#: What the caller writes to the init once its uid/gid maps are written (and it is in
+#: the sandbox's cgroup, or there is none or it could not join it: alone).
 _MAPPED = b"+"
+_MAPPED_ALONE = b"-"
 
 
-def _clone_init(privileged: bool, inner: int, outer: int, joined_netns: bool) -> int | None:
+def _make_group(config: SandboxConfig, privileged: bool) -> _cgroups.Group | None:
+    """The sandbox's cgroup (aggregate limits), made by a privileged caller; ``None`` when
+    no limit can be held together here (the rlimits alone then apply)."""
+    if not privileged:
+        return None
+    try:
+        return _cgroups.create(config.limits, os.getpid())
+    except OSError:
+        return None
+
+
+def _drop_group(group: _cgroups.Group | None) -> None:
+    if group is not None:
+        _cgroups.remove(group)
+
+
+def _report_aggregate(config: SandboxConfig, group: _cgroups.Group | None) -> None:
+    """In the init: record whether the limits hold for all processes together. An
+    optional layer: without cgroups the rlimits hold per process (never refused)."""
+    if group is not None and group.aggregate:
+        _report["aggregate_limits"] = LayerStatus(True, "applied: " + ", ".join(
+            sorted(group.aggregate)) + f" for all its processes together (cgroup "
+            f"v{group.version})")
+    else:
+        _report["aggregate_limits"] = LayerStatus(False, "per process only (rlimits): "
+                                                  + _cgroups.describe(config.limits))
+
+
+def _clone_init(privileged: bool, inner: int, outer: int, joined_netns: bool,
+                group: _cgroups.Group | None = None,
+                ) -> tuple[int | None, _cgroups.Group | None]:
     """Fork the init straight into every namespace of the sandbox (one clone) and, from
     outside, write its uid/gid maps: no helper process, one system call for all seven
     namespaces (six when the caller has ``joined_netns``, a fresh network namespace the
-    init then inherits). Returns 0 in the init (which then has uid ``inner`` and a capability set
-    over its own namespaces only), the init's pid in the caller, or ``None`` in the
+    init then inherits), and put it into ``group`` (the sandbox's cgroup) if given.
+    Returns 0 in the init (which then has uid ``inner`` and a capability set over its
+    own namespaces only), the init's pid in the caller, or ``None`` in the
     caller when the kernel refused the clone or the maps (nothing is left behind: an
-    init already forked is killed and reaped)."""
+    init already forked is killed and reaped); with the group the init is in (``group``,
+    or ``None`` if it could not join it)."""
     if not privileged:
         # After a uid change (a launcher that dropped root) this process is non-dumpable,
         # and so would be the init, whose /proc files would then be root's.
@@ -275,30 +323,49 @@ def _clone_init(privileged: bool, inner: int, outer: int, joined_netns: bool) ->
     except OSError:
         os.close(go_r)
         os.close(go_w)
-        return None
+        return None, group
     if init == 0:
         os.close(go_w)
         go = os.read(go_r, 1)  # EOF: the caller gave up (and kills this process) or died
         os.close(go_r)
-        if go != _MAPPED:
+        if go not in (_MAPPED, _MAPPED_ALONE):
             os._exit(1)
+        if group is not None:
+            group.close()  # no fd of a host directory goes further in
+            if go == _MAPPED_ALONE:
+                group = None  # the caller could not put it into the group
         if privileged:
             try:
                 _namespaces.become_inner(inner)
             except OSError as exc:  # its maps exist: only a kernel bug gets here
                 raise SandboxUnavailable("user_namespace", _describe(exc)) from None
-        return 0
+        return 0, group
     os.close(go_r)
     try:
         _namespaces.write_child_maps(init, privileged, inner, outer)
-        os.write(go_w, _MAPPED)
+        group = _join_group(group, init)
+        os.write(go_w, _MAPPED if group is not None else _MAPPED_ALONE)
     except OSError:
         os.kill(init, signal.SIGKILL)
         os.waitpid(init, 0)
-        return None
+        return None, group
     finally:
         os.close(go_w)
-    return init
+    return init, group
+
+
+def _join_group(group: _cgroups.Group | None, init: int) -> _cgroups.Group | None:
+    """Put ``init`` (not yet running anything: all it starts will be in it too) into the
+    sandbox's cgroup; ``None`` if there is none or the kernel refuses (the group is then
+    removed and the rlimits alone apply)."""
+    if group is None:
+        return None
+    try:
+        _cgroups.add(group, init)
+    except OSError:
+        _cgroups.remove(group)
+        return None
+    return group
 
 
 def _all_namespaces_applied() -> dict[str, bool]:

@@ -8,9 +8,10 @@ import select
 import signal
 import time
 
-from childkit.sandbox._config import LAYERS, LayerStatus, SandboxConfig
+from childkit.sandbox._config import LAYERS, LayerStatus, ResourceLimits, SandboxConfig
 
 _PROBE_TIMEOUT_S = 30.0
+_PROBE_CPU_S = 3600
 
 
 def probe() -> dict[str, LayerStatus]:
@@ -23,7 +24,9 @@ def probe() -> dict[str, LayerStatus]:
     from childkit.sandbox._enter import enter, layer_report
 
     read_fd, write_fd = os.pipe()
-    config = SandboxConfig(allow_reduced=True, isolation_uid=os.geteuid() == 0)
+    # A CPU limit too, so that the report says how every limit is held.
+    config = SandboxConfig(allow_reduced=True, isolation_uid=os.geteuid() == 0,
+                           limits=ResourceLimits(cpu_seconds=_PROBE_CPU_S))
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the probe child
         code = 0

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import os
 import resource
+import select
 import signal
 from typing import NoReturn
 
-from childkit.sandbox import _syscalls
+from childkit.common._exit_codes import MEMORY_LIMIT_EXIT_CODE
+from childkit.sandbox import _cgroups, _syscalls
 
 #: Signals passed on from the supervisor to the init and from the init to the sandboxed
 #: process.
@@ -72,14 +74,19 @@ def guard_parent(death_r: int) -> None:
         os.close(death_r)
 
 
-def supervise(init: int, death_w: int, status_r: int) -> NoReturn:
+def supervise(init: int, death_w: int, status_r: int, group: _cgroups.Group | None = None,
+              cpu_seconds: int | None = None) -> NoReturn:
     """The supervisor: forward signals to ``init``, wait for it, read the sandboxed
     process's wait status from ``status_r`` and end the same way. Never returns. Every fd
     but ``death_w`` and ``status_r`` is closed first, so the IPC channel's only holder is
-    the sandboxed process."""
+    the sandboxed process. With ``group`` (the sandbox's cgroup): hold ``cpu_seconds``
+    for all its processes together if the group counts CPU time, report an end by the
+    OOM killer as the memory limit's, and remove the group once the init has ended."""
     try:
         _forward_to(init)
-        _close_all_but({death_w, status_r})
+        _close_all_but({death_w, status_r, *(group.fds() if group is not None else ())})
+        if group is not None and group.cpu_file is not None and cpu_seconds is not None:
+            _watch_cpu(init, group, cpu_seconds)
         while True:
             pid, status = os.waitpid(init, 0)
             if pid == init and (os.WIFEXITED(status) or os.WIFSIGNALED(status)):
@@ -87,9 +94,58 @@ def supervise(init: int, death_w: int, status_r: int) -> NoReturn:
         reported = os.read(status_r, 32)
         if reported:
             status = int(reported)
+        if group is not None:
+            if (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+                    and _cgroups.oom_killed(group)):
+                status = MEMORY_LIMIT_EXIT_CODE << 8  # ended by the group's memory limit
+            _cgroups.remove(group)  # every process of the namespace is gone by now
     except BaseException:
         os._exit(_EX_SOFTWARE)  # short of a bug this cannot happen; never return
     mirror(status)
+
+
+#: After SIGXCPU, the sandbox is killed this much later if it is still there (as the
+#: hard RLIMIT_CPU is one second above the soft one).
+_CPU_GRACE_S = 1.0
+
+
+def _watch_cpu(init: int, group: _cgroups.Group, budget: int) -> None:
+    """Until ``init`` ends: when the group's processes have used ``budget`` CPU seconds
+    together, SIGXCPU to each of them but the init, and SIGKILL to the init (so to the
+    whole namespace) ``_CPU_GRACE_S`` later if it is still there. Wakes only when the
+    budget could be spent at the earliest (what is left of it spread over every CPU)."""
+    pidfd = os.pidfd_open(init)
+    try:
+        cpus = max(1, len(os.sched_getaffinity(0)))
+        signalled = False
+        while True:
+            if signalled:
+                timeout = _CPU_GRACE_S
+            else:
+                left = budget - _cgroups.cpu_seconds(group)
+                if left <= 0:
+                    for pid in _cgroups.members(group):
+                        if pid != init:
+                            _kill(pid, signal.SIGXCPU)
+                    signalled = True
+                    timeout = _CPU_GRACE_S
+                else:
+                    timeout = max(left / cpus, 0.01)
+            ready, _, _ = select.select([pidfd], [], [], timeout)
+            if ready:
+                return  # the init ended
+            if signalled:
+                _kill(init, signal.SIGKILL)
+                return
+    finally:
+        os.close(pidfd)
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def run_init(workload: int, status_w: int) -> NoReturn:

@@ -1,0 +1,362 @@
+"""Aggregate limits: one cgroup per isolated child, holding all its processes together.
+
+Rlimits are per process: with ``cpu_seconds=1`` four forked processes use four seconds,
+with ``memory_bytes=512 MiB`` each holds 512 MiB (issue 12, classes 6 and 7). Where the
+kernel offers cgroups to this process (root, in practice), the supervisor makes a group
+for the sandbox before it clones the init, so the init and everything it starts are in
+it, and the kernel counts them together:
+
+- ``memory_bytes``: resident memory (and swap) of the whole sandbox, tmpfs pages of its
+  private /tmp included (v2 ``memory.max`` + ``memory.swap.max``; v1
+  ``memory.limit_in_bytes`` + ``memory.memsw.limit_in_bytes``). Past it the kernel's
+  OOM killer ends a process of the group (SIGKILL); the supervisor reports the
+  sandboxed process's end then as the memory limit's exit code.
+- ``max_processes``: processes and threads together (``pids.max``).
+- ``cpu_seconds``: no controller caps a total, so the supervisor reads the group's CPU
+  time (v2 ``cpu.stat``, v1 ``cpuacct.usage``), waking only when the budget could be
+  spent at the earliest, and past it sends SIGXCPU to the sandboxed process, SIGKILL to
+  the whole sandbox a second later: what RLIMIT_CPU does to one process.
+
+The per-process rlimits stay in force beneath (they are the fallback, and catch a single
+process early with an error it can handle). A controller the kernel does not offer
+leaves its limit per process, and :func:`describe` says so. The group is removed by the
+supervisor when the init has ended (every process of the pid namespace is gone by then),
+and again, after killing what is left, by :func:`remove_named` in the launcher when it
+reaps the supervisor (a supervisor killed with SIGKILL cannot clean up).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import signal
+import time
+
+from childkit.sandbox._config import ResourceLimits
+
+#: Group names: the supervisor's pid, which the launcher knows when it reaps it.
+_PREFIX = "childkit-sandbox-"
+_REMOVE_TRIES = 200  # each after a short wait: the kernel ends the last tasks
+
+
+@dataclasses.dataclass(frozen=True)
+class Hierarchy:
+    """Where this process's cgroup lies in one mounted hierarchy (v1: per controller)."""
+
+    version: int
+    controllers: frozenset[str]
+    path: str  # this process's own cgroup directory in it
+
+
+@dataclasses.dataclass
+class Group:
+    """One sandbox's cgroup: a directory per hierarchy, held by fds (the supervisor lives
+    in the sandbox's mount namespace, where /sys is absent), and which limits it holds.
+
+    ``dirs``: per hierarchy, an fd of the parent directory, the group's name in it and
+    an fd of the group's own directory. ``cpu_file``/``events_file``: where its CPU
+    time is read and OOM kills are counted (a name in the first directory holding that
+    controller), when that limit is held together."""
+
+    dirs: list[tuple[int, str, int]]
+    version: int
+    cpu_file: tuple[int, str] | None
+    events_file: tuple[int, str] | None
+    aggregate: frozenset[str]
+
+    def fds(self) -> set[int]:
+        """Every fd the group holds (kept open by the supervisor)."""
+        return {fd for parent, _name, own in self.dirs for fd in (parent, own)}
+
+    def close(self) -> None:
+        """Close the group's fds (the init does, at once: no fd of a host directory may
+        reach the sandboxed process); the group itself stays."""
+        for fd in self.fds():
+            os.close(fd)
+        self.dirs = []
+
+
+_hierarchies: tuple[Hierarchy, ...] | None = None
+
+
+def hierarchies() -> tuple[Hierarchy, ...]:
+    """The cgroup hierarchies this process is in (found once per process: the launcher
+    finds them before forking). Empty when none is mounted where this process sees it."""
+    global _hierarchies
+    if _hierarchies is None:
+        _hierarchies = tuple(_find_hierarchies())
+    return _hierarchies
+
+
+def _find_hierarchies() -> list[Hierarchy]:
+    try:
+        with open("/proc/self/cgroup") as f:
+            own = [line.rstrip("\n").split(":", 2) for line in f]
+        with open("/proc/self/mountinfo") as f:
+            mounts = f.read().splitlines()
+    except OSError:
+        return []
+    found = []
+    for mount in mounts:
+        fields, _, rest = mount.partition(" - ")
+        parts, extra = fields.split(), rest.split()
+        if len(parts) < 5 or len(extra) < 3 or extra[0] not in ("cgroup", "cgroup2"):
+            continue
+        root, point = parts[3], parts[4]
+        if extra[0] == "cgroup2":
+            version, controllers = 2, _v2_controllers(point)
+            mine = [path for hid, names, path in own if hid == "0" and names == ""]
+        else:
+            version = 1
+            controllers = frozenset(extra[2].split(",")) & {"memory", "pids", "cpuacct"}
+            mine = [path for _hid, names, path in own
+                    if controllers and controllers <= set(names.split(","))]
+        if not controllers or not mine or not (mine[0] + "/").startswith(root.rstrip("/") + "/"):
+            continue
+        relative = mine[0][len(root.rstrip("/")):]
+        found.append(Hierarchy(version, controllers, point + relative))
+    return found
+
+
+def _v2_controllers(point: str) -> frozenset[str]:
+    # The controllers a child group of ours can use: those enabled in our own group's
+    # subtree (we never enable one: that would move other processes' accounting).
+    try:
+        with open(os.path.join(point, "cgroup.subtree_control")) as f:
+            enabled = set(f.read().split())
+    except OSError:
+        return frozenset()
+    return frozenset(enabled & {"memory", "pids"}) | {"cpuacct"}  # cpu.stat is always there
+
+
+def plan(limits: ResourceLimits) -> dict[str, Hierarchy]:
+    """Which hierarchy would hold each limit set in ``limits`` (by field name); a limit
+    missing from the result stays per process. Only hierarchies this process can write
+    count (root, or a delegated subtree)."""
+    wanted = {"memory_bytes": "memory", "max_processes": "pids", "cpu_seconds": "cpuacct"}
+    result: dict[str, Hierarchy] = {}
+    for field, controller in wanted.items():
+        if getattr(limits, field) is None:
+            continue
+        for hierarchy in hierarchies():
+            if controller in hierarchy.controllers and os.access(hierarchy.path, os.W_OK):
+                result[field] = hierarchy
+                break
+    return result
+
+
+def create(limits: ResourceLimits, owner: int) -> Group | None:
+    """Make the group of the sandbox supervised by process ``owner`` and set ``limits``
+    in it; ``None`` if no limit can be held together here. Raises OSError if the kernel
+    refuses (the caller then keeps the per-process limits only). Nothing is left behind
+    on failure."""
+    planned = plan(limits)
+    if not planned:
+        return None
+    name = f"{_PREFIX}{owner}"
+    group = Group([], max(h.version for h in planned.values()), None, None,
+                  frozenset(planned))
+    try:
+        for hierarchy in dict.fromkeys(planned.values()):
+            parent = os.open(hierarchy.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.mkdir(name, 0o755, dir_fd=parent)
+                own = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=parent)
+            except OSError:
+                os.close(parent)
+                raise
+            group.dirs.append((parent, name, own))
+            held = {field for field, h in planned.items() if h == hierarchy}
+            if "memory_bytes" in held:
+                group.events_file = (own, _set_memory(own, hierarchy.version,
+                                                      limits.memory_bytes))
+            if "max_processes" in held:
+                assert limits.max_processes is not None
+                _write(own, "pids.max", str(limits.max_processes + 1))  # + the init
+            if "cpu_seconds" in held:
+                group.cpu_file = (own, "cpu.stat" if hierarchy.version == 2
+                                  else "cpuacct.usage")
+    except OSError:
+        remove(group)
+        raise
+    return group
+
+
+def _set_memory(directory: int, version: int, limit: int | None) -> str:
+    assert limit is not None
+    if version == 2:
+        _write(directory, "memory.max", str(limit))
+        _write_if_there(directory, "memory.swap.max", "0")
+        return "memory.events"
+    _write(directory, "memory.limit_in_bytes", str(limit))
+    _write_if_there(directory, "memory.memsw.limit_in_bytes", str(limit))  # no swap past it
+    return "memory.oom_control"
+
+
+def _write(directory: int, name: str, value: str) -> None:
+    fd = os.open(name, os.O_WRONLY | os.O_CLOEXEC, dir_fd=directory)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def _write_if_there(directory: int, name: str, value: str) -> None:
+    try:
+        _write(directory, name, value)
+    except FileNotFoundError:
+        pass  # a kernel without swap accounting
+
+
+def _read(where: tuple[int, str]) -> str:
+    fd = os.open(where[1], os.O_RDONLY | os.O_CLOEXEC, dir_fd=where[0])
+    try:
+        return os.read(fd, 65536).decode()
+    finally:
+        os.close(fd)
+
+
+def add(group: Group, pid: int) -> None:
+    """Move process ``pid`` (not yet running anything: the init, before it is told to
+    go) into every directory of ``group``. OSError if the kernel refuses."""
+    for _parent, _name, own in group.dirs:
+        _write(own, "cgroup.procs", str(pid))
+
+
+def members(group: Group) -> list[int]:
+    """The processes in the group (pids as this process sees them)."""
+    found: set[int] = set()
+    for _parent, _name, own in group.dirs:
+        try:
+            found.update(int(p) for p in _read((own, "cgroup.procs")).split())
+        except (OSError, ValueError):
+            continue
+    return sorted(found)
+
+
+def cpu_seconds(group: Group) -> float:
+    """The CPU time (user + system) the group's processes used, together, in seconds."""
+    assert group.cpu_file is not None
+    text = _read(group.cpu_file)
+    if group.cpu_file[1] == "cpu.stat":
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name == "usage_usec":
+                return int(value) / 1e6
+        return 0.0
+    return int(text) / 1e9
+
+
+def oom_killed(group: Group) -> bool:
+    """Whether the kernel's OOM killer ended a process of the group (its memory limit)."""
+    if group.events_file is None:
+        return False
+    try:
+        for line in _read(group.events_file).splitlines():
+            name, _, value = line.partition(" ")
+            if name == "oom_kill" and int(value) > 0:
+                return True
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def remove(group: Group) -> None:
+    """Remove the group and close its fds: its processes are killed first (there are none
+    once the init has ended). Never raises; a group the kernel will not remove is left
+    (and listed by :func:`leftovers`)."""
+    for parent, name, own in group.dirs:
+        _remove_dir(parent, name, own)
+    group.close()
+
+
+def remove_named(owner: int) -> None:
+    """Remove the group of the sandbox that process ``owner`` supervised, if it is still
+    there (the launcher calls this when it reaps ``owner``). Never raises."""
+    for hierarchy in hierarchies():
+        try:
+            parent = os.open(hierarchy.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            name = f"{_PREFIX}{owner}"
+            try:
+                own = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=parent)
+            except OSError:
+                continue  # removed already (the usual case), or never made
+            try:
+                _remove_dir(parent, name, own)
+            finally:
+                os.close(own)
+        finally:
+            os.close(parent)
+
+
+def leftovers() -> list[str]:
+    """Every sandbox group under this process's cgroups (for tests and diagnostics)."""
+    found: list[str] = []
+    for hierarchy in hierarchies():
+        try:
+            names = os.listdir(hierarchy.path)
+        except OSError:
+            continue
+        found.extend(os.path.join(hierarchy.path, name) for name in names
+                     if name.startswith(_PREFIX))
+    return found
+
+
+def _remove_dir(parent: int, name: str, own: int) -> None:
+    for attempt in range(_REMOVE_TRIES):
+        try:
+            os.rmdir(name, dir_fd=parent)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                return  # not ours to remove (permissions): nothing more to try
+        _kill_members(own)
+        time.sleep(0.0005 * min(attempt + 1, 20))  # the kernel is ending them
+
+
+def _kill_members(own: int) -> None:
+    try:
+        pids = [int(p) for p in _read((own, "cgroup.procs")).split()]
+    except (OSError, ValueError):
+        return
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def describe(limits: ResourceLimits) -> str:
+    """What the limits of ``limits`` are here: held together, or per process and what
+    that multiplies to."""
+    planned = plan(limits)
+    together = [f for f in ("memory_bytes", "cpu_seconds", "max_processes") if f in planned]
+    apart = [f for f in ("memory_bytes", "cpu_seconds")
+             if f not in planned and getattr(limits, f) is not None]
+    parts = []
+    if together:
+        versions = sorted({f"v{planned[f].version}" for f in together})
+        parts.append(f"{', '.join(together)} for all its processes together (cgroup "
+                     f"{'/'.join(versions)})")
+    if apart:
+        parts.append(f"{', '.join(apart)} per process only{_product(limits, apart)}")
+    return "; ".join(parts) or "no memory, CPU or process limit set"
+
+
+def _product(limits: ResourceLimits, fields: list[str]) -> str:
+    if limits.max_processes is None:
+        return " (no process limit: no ceiling for the whole child)"
+    products = []
+    if "memory_bytes" in fields and limits.memory_bytes is not None:
+        total = limits.memory_bytes * limits.max_processes
+        products.append(f"memory up to {limits.max_processes} x "
+                        f"{limits.memory_bytes >> 20} MiB = {total >> 20} MiB")
+    if "cpu_seconds" in fields and limits.cpu_seconds is not None:
+        products.append(f"CPU up to {limits.max_processes} x {limits.cpu_seconds} s")
+    return f" ({'; '.join(products)} for the whole child)" if products else ""
