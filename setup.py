@@ -55,7 +55,7 @@ setup(
         Extension(
             "childkit.ipc._speedups",
             sources=["src/childkit/ipc/_speedups.c", "src/childkit/native/csrc/ck_frame.c"],
-            include_dirs=["src/childkit/native/csrc"],
+            include_dirs=["src/childkit/native/csrc", "src/childkit/native/include/IPCKit"],
             depends=["src/childkit/native/csrc/ck_internal.h"],
             optional=True,
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Werror"],

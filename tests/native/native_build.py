@@ -19,6 +19,11 @@ from childkit import native
 HERE = Path(__file__).resolve().parent
 #: The kit's C sources and internal header (for programs that test internals).
 CSRC = Path(native.__file__).resolve().parent / "csrc"
+#: The sources of libipc_capi.so, for programs built from them (internals, sanitizers).
+KIT_SOURCES = sorted(CSRC.glob("ck_*.c"))
+#: Compiler flags for those programs: the kit's include directories.
+KIT_INTERNAL_FLAGS = [f"-I{CSRC}", f"-I{CSRC.parent / 'include' / 'IPCKit'}",
+                      f"-I{CSRC.parent / 'include'}", "-D_GNU_SOURCE"]
 STRICT = ["-O1", "-g", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter"]
 
 Build = Callable[..., Path]

@@ -44,7 +44,7 @@ int main(int argc, char **argv) {
     if (argc != 3) return 2;
     size_t len;
     unsigned char *data = unhex(argv[2], &len);
-    OHIPCParcel *p = ck__parcel_from_wire(data, len, NULL, 0);
+    OHIPCParcel *p = ck__parcel_from_wire(data, len, NULL, 0, NULL, 0);
     free(data);
     if (p == NULL) return 3;
     if (strcmp(argv[1], "read-string") == 0) {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 
-from native_build import CSRC, Build
+from native_build import KIT_INTERNAL_FLAGS, KIT_SOURCES, Build
 
 from childkit.ipc import MessageParcel
 
@@ -19,9 +19,8 @@ def test_parcel_selftest(cc: Build) -> None:
 
 def _wire_tool(cc: Build) -> str:
     # Built from the kit's sources with its internal header: it prints a parcel's wire data.
-    return str(cc("parcel_wire", ["parcel_wire.c", CSRC / "ck_parcel.c", CSRC / "ck_frame.c"],
-                  kit=False, flags=[f"-I{CSRC}", f"-I{CSRC.parent / 'include' / 'IPCKit'}",
-                                    f"-I{CSRC.parent / 'include'}", "-D_GNU_SOURCE"]))
+    return str(cc("parcel_wire", ["parcel_wire.c", *KIT_SOURCES], kit=False,
+                  flags=KIT_INTERNAL_FLAGS))
 
 
 def test_c_writes_what_python_reads(cc: Build) -> None:

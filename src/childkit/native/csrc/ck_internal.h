@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ipc_cremote_object.h"
+
 /* ------------------------------------------------------------------ wire constants */
 #define CK__PROTOCOL_VERSION 1
 #define CK__F_HELLO 1
@@ -120,6 +122,13 @@ enum {
     CK__T_FD, CK__T_REMOTE, CK__T_ASHMEM,
 };
 
+/* A remote object a parcel refers to (T_REMOTE values index these); holds one reference. */
+enum { CK__POBJ_STUB = 1, CK__POBJ_REMOTE = 2 };
+typedef struct ck__pobj_s {
+    int kind;  /* CK__POBJ_* */
+    void *ptr; /* struct OHIPCRemoteStub * or ck__remote_t * */
+} ck__pobj_t;
+
 /* The end of one value in a parcel: in the tagged wire data and in OpenHarmony's layout. */
 typedef struct ck__mark_s {
     uint32_t wire_end;
@@ -139,12 +148,117 @@ struct OHIPCParcel {
     size_t n_fds;
     void **keep;
     size_t n_keep, keep_cap;
+    ck__pobj_t *objs; /* owned references */
+    size_t n_objs;
 };
 
 /* A parcel for reading data a peer sent: copies the len bytes of data, takes ownership of
- * the n_fds fds (closed with the parcel, or here on failure). The values are indexed up to
- * the first malformed one (reads past it fail). NULL without memory. */
+ * the n_fds fds and the n_objs object references (released with the parcel, or here on
+ * failure). The values are indexed up to the first malformed one (reads past it fail).
+ * NULL without memory. */
 struct OHIPCParcel *ck__parcel_from_wire(const unsigned char *data, size_t len, int *fds,
-                                         size_t n_fds);
+                                         size_t n_fds, ck__pobj_t *objs, size_t n_objs);
+/* Moves the contents of src into dst (whose old contents are released); frees src. */
+void ck__parcel_replace(struct OHIPCParcel *dst, struct OHIPCParcel *src);
+
+/* ------------------------------------------------------------------ objects (ck_object.c) */
+typedef struct ck__conn_s ck__conn_t;
+typedef struct ck__deathlink_s ck__deathlink_t;
+/* One death recipient added to one remote (holds a recipient reference). */
+struct ck__deathlink_s {
+    struct OHIPCDeathRecipient *recipient;
+    ck__deathlink_t *next;
+};
+
+/* OHIPCRemoteStub: a local object. refs: the creator's (OH_IPCRemoteStub_Destroy drops it),
+ * one per parcel that holds it, one per connection that exports it. The destroy callback
+ * runs when the last goes, on whichever thread drops it. */
+struct OHIPCRemoteStub {
+    int refs; /* atomic */
+    char *descriptor;
+    OH_OnRemoteRequestCallback on_request;
+    OH_OnRemoteDestroyCallback on_destroy;
+    void *user_data;
+};
+void ck__stub_ref(struct OHIPCRemoteStub *stub);
+void ck__stub_unref(struct OHIPCRemoteStub *stub);
+
+/* One object of the peer, shared by every proxy box and parcel that refers to it.
+ * refs, wire_refs and recipients are guarded by conn's lock. */
+typedef struct ck__remote_s {
+    ck__conn_t *conn; /* a reference */
+    uint32_t handle;
+    int refs;
+    uint32_t wire_refs;          /* SENDER_STUB references received: what RELEASE returns */
+    ck__deathlink_t *recipients; /* notified once when conn dies */
+} ck__remote_t;
+void ck__remote_ref(ck__remote_t *remote);
+void ck__remote_unref(ck__remote_t *remote);
+
+/* OHIPCRemoteProxy: a box holding one reference to a remote (OpenHarmony: a new box per
+ * read; OH_IPCRemoteProxy_Destroy frees the box). */
+struct OHIPCRemoteProxy {
+    ck__remote_t *remote;
+};
+/* A new box for remote (takes over the caller's reference), or NULL (reference dropped). */
+struct OHIPCRemoteProxy *ck__proxy_box(ck__remote_t *remote);
+
+void ck__pobj_ref(const ck__pobj_t *obj);
+void ck__pobj_unref(const ck__pobj_t *obj);
+
+/* Runs the death recipients of a list (each once), then releases the list. */
+void ck__deathlinks_fire(ck__deathlink_t *links);
+
+/* ------------------------------------------------------------------ connections (ck_conn.c) */
+/* The request codes childkit reserves (ipc/_stub.py): the descriptor, and a ping. */
+#define CK__INTERFACE_TRANSACTION 0x5F4E5446u
+#define CK__PING_TRANSACTION 0x5F504E47u
+/* The status of a sync call whose timeout passed (ipc/_errors.py CK_IPC_TIMEOUT). */
+#define CK__IPC_TIMEOUT 1901900
+
+/* Starts a connection on the two sockets (taken over; closed when the connection is
+ * freed), serving root as handle 0 (may be NULL): sends HELLO and starts its reader
+ * thread. Returns it with one reference for the caller, or NULL with why in err. */
+ck__conn_t *ck__conn_start(int call_fd, int serve_fd, struct OHIPCRemoteStub *root, char *err,
+                           size_t errlen);
+void ck__conn_ref(ck__conn_t *conn);
+void ck__conn_unref(ck__conn_t *conn);
+/* Fails every call, runs death recipients once, stops serving; idempotent. */
+void ck__conn_close(ck__conn_t *conn, const char *reason);
+int ck__conn_is_dead(ck__conn_t *conn);
+/* The peer's root object (a new reference) once its HELLO came within timeout_ms; NULL
+ * if it has none, died, or did not greet in time. */
+ck__remote_t *ck__conn_peer_root(ck__conn_t *conn, int timeout_ms);
+/* Sends one request to remote. Sync (oneway 0): waits up to timeout_ms (0: no limit) and
+ * replaces reply's contents with the answer; the status is the stub's or an OH_IPC_*. */
+int ck__conn_transact(ck__remote_t *remote, uint32_t code, const struct OHIPCParcel *data,
+                      struct OHIPCParcel *reply, int oneway, uint32_t timeout_ms);
+/* Whether lock-protected remote lists may be touched: the connection's lock. */
+void ck__conn_lock(ck__conn_t *conn);
+void ck__conn_unlock(ck__conn_t *conn);
+/* Forgets remote (its last reference went) and sends the RELEASE it owes, outside locks.
+ * Called with the lock held; returns with it released. */
+void ck__conn_forget_remote_locked(ck__conn_t *conn, ck__remote_t *remote);
+
+/* childkit's private, exported entry: see ck_conn.c. */
+int childkit_ipc_connect(int call_fd, int serve_fd, struct OHIPCRemoteStub *root, int timeout_ms,
+                         struct OHIPCRemoteProxy **peer_root, char *err, size_t errlen);
+
+/* ------------------------------------------------------------------ work threads (ck_pool.c) */
+/* Runs fn(arg) on an IPC work thread (starting one if none is idle and fewer than the
+ * maximum run). 0, or -1 if no thread exists and none could start (fn not called). */
+int ck__pool_submit(void (*fn)(void *), void *arg);
+int ck__pool_set_max(int n);
+void ck__pool_join(void);
+void ck__pool_stop(void);
+
+/* ------------------------------------------------------------------ identity (ck_skeleton.c) */
+typedef struct ck__identity_s {
+    int handling; /* this thread runs a request */
+    int local;
+    uint64_t pid, uid;
+} ck__identity_t;
+/* This thread's calling identity (thread-local). */
+ck__identity_t *ck__identity(void);
 
 #endif /* CK_INTERNAL_H */

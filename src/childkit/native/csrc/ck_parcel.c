@@ -84,14 +84,26 @@ static void close_fds_from(OHIPCParcel *p, size_t keep) {
     while (p->n_fds > keep) close(p->fds[--p->n_fds]);
 }
 
+static void drop_objs_from(OHIPCParcel *p, size_t keep) {
+    while (p->n_objs > keep) ck__pobj_unref(&p->objs[--p->n_objs]);
+}
+
+/* Releases everything p holds; p is left empty. */
+static void clear(OHIPCParcel *p) {
+    close_fds_from(p, 0);
+    drop_objs_from(p, 0);
+    for (size_t i = 0; i < p->n_keep; i++) free(p->keep[i]);
+    free(p->keep);
+    free(p->objs);
+    free(p->fds);
+    free(p->marks);
+    free(p->data);
+    memset(p, 0, sizeof *p);
+}
+
 CK__EXPORT void OH_IPCParcel_Destroy(OHIPCParcel *parcel) {
     if (parcel == NULL) return;
-    close_fds_from(parcel, 0);
-    for (size_t i = 0; i < parcel->n_keep; i++) free(parcel->keep[i]);
-    free(parcel->keep);
-    free(parcel->fds);
-    free(parcel->marks);
-    free(parcel->data);
+    clear(parcel);
     free(parcel);
 }
 
@@ -138,11 +150,11 @@ CK__EXPORT int OH_IPCParcel_RewindReadPosition(OHIPCParcel *parcel, uint32_t new
     return OH_IPC_SUCCESS;
 }
 
-/* The fds and remote objects a value at data[start] refers to end below the returned
- * index + 1; -1 if it refers to none. */
-static long fd_index(const OHIPCParcel *p, size_t start) {
+/* The fd (or with objects set, remote object) index of the value at data[start]; -1 if it
+ * refers to none. */
+static long ref_index(const OHIPCParcel *p, size_t start, int objects) {
     int tag = p->data[start];
-    if (tag != CK__T_FD && tag != CK__T_ASHMEM) return -1;
+    if (objects ? tag != CK__T_REMOTE : tag != CK__T_FD && tag != CK__T_ASHMEM) return -1;
     return (long)ck__get_u32(p->data + start + 1);
 }
 
@@ -150,13 +162,16 @@ CK__EXPORT int OH_IPCParcel_RewindWritePosition(OHIPCParcel *parcel, uint32_t ne
     if (parcel == NULL) return OH_IPC_CHECK_PARAM_ERROR;
     long idx = boundary(parcel, newWritePos);
     if (idx < 0) return OH_IPC_INNER_ERROR;
-    /* fds are added in value order, so the last kept fd value says how many stay. */
-    size_t keep_fds = 0;
+    /* fds and objects are added in value order: the kept values say how many stay. */
+    size_t keep_fds = 0, keep_objs = 0;
     for (size_t i = 0; i < (size_t)idx; i++) {
-        long k = fd_index(parcel, wire_pos(parcel, i));
+        long k = ref_index(parcel, wire_pos(parcel, i), 0);
         if (k >= 0 && (size_t)k + 1 > keep_fds) keep_fds = (size_t)k + 1;
+        k = ref_index(parcel, wire_pos(parcel, i), 1);
+        if (k >= 0 && (size_t)k + 1 > keep_objs) keep_objs = (size_t)k + 1;
     }
     close_fds_from(parcel, keep_fds);
+    drop_objs_from(parcel, keep_objs);
     parcel->n_marks = (size_t)idx;
     parcel->len = wire_pos(parcel, parcel->n_marks);
     if (parcel->r_idx > parcel->n_marks) parcel->r_idx = parcel->n_marks;
@@ -290,6 +305,32 @@ CK__EXPORT int OH_IPCParcel_WriteFileDescriptor(OHIPCParcel *parcel, int32_t fd)
     }
     parcel->fds[parcel->n_fds++] = copy;
     return OH_IPC_SUCCESS;
+}
+
+/* A reference to obj (taking one more reference to it). */
+static int put_object(OHIPCParcel *p, int kind, void *ptr) {
+    if (p->n_objs >= CK__MAX_PARCEL_OBJECTS) return OH_IPC_PARCEL_WRITE_ERROR;
+    ck__pobj_t *objs = realloc(p->objs, (p->n_objs + 1) * sizeof *objs);
+    if (objs == NULL) return OH_IPC_PARCEL_WRITE_ERROR;
+    p->objs = objs;
+    unsigned char index[4];
+    ck__put_u32(index, (uint32_t)p->n_objs);
+    int rc = put_value(p, CK__T_REMOTE, index, 4, NULL, 0, CK__FLAT_OBJECT);
+    if (rc != OH_IPC_SUCCESS) return rc;
+    p->objs[p->n_objs].kind = kind;
+    p->objs[p->n_objs].ptr = ptr;
+    ck__pobj_ref(&p->objs[p->n_objs++]);
+    return OH_IPC_SUCCESS;
+}
+
+CK__EXPORT int OH_IPCParcel_WriteRemoteStub(OHIPCParcel *parcel, const OHIPCRemoteStub *stub) {
+    if (parcel == NULL || stub == NULL) return OH_IPC_CHECK_PARAM_ERROR;
+    return put_object(parcel, CK__POBJ_STUB, (void *)stub);
+}
+
+CK__EXPORT int OH_IPCParcel_WriteRemoteProxy(OHIPCParcel *parcel, const OHIPCRemoteProxy *proxy) {
+    if (parcel == NULL || proxy == NULL) return OH_IPC_CHECK_PARAM_ERROR;
+    return put_object(parcel, CK__POBJ_REMOTE, proxy->remote);
 }
 
 /* ------------------------------------------------------------------ reading */
@@ -426,16 +467,46 @@ CK__EXPORT int OH_IPCParcel_ReadFileDescriptor(const OHIPCParcel *parcel, int32_
     return OH_IPC_SUCCESS;
 }
 
+/* The next remote object reference if it is of kind, else NULL (nothing moves). */
+static void *take_object(const OHIPCParcel *parcel, int kind) {
+    if (parcel == NULL) return NULL;
+    size_t n;
+    const unsigned char *v = peek(parcel, CK__T_REMOTE, &n);
+    if (v == NULL || n != 4) return NULL;
+    uint32_t index = ck__get_u32(v);
+    if (index >= parcel->n_objs || parcel->objs[index].kind != kind) return NULL;
+    mut(parcel)->r_idx++;
+    return parcel->objs[index].ptr;
+}
+
+/* The stub stays the parcel's (and its creator's): borrowed. A proxy of the peer's object
+ * read here gives NULL (OH_IPCParcel_ReadRemoteProxy reads it). */
+CK__EXPORT OHIPCRemoteStub *OH_IPCParcel_ReadRemoteStub(const OHIPCParcel *parcel) {
+    return take_object(parcel, CK__POBJ_STUB);
+}
+
+/* A new box with its own reference. A stub of this process sent back gives NULL
+ * (OH_IPCParcel_ReadRemoteStub reads it). */
+CK__EXPORT OHIPCRemoteProxy *OH_IPCParcel_ReadRemoteProxy(const OHIPCParcel *parcel) {
+    ck__remote_t *remote = take_object(parcel, CK__POBJ_REMOTE);
+    if (remote == NULL) return NULL;
+    ck__remote_ref(remote);
+    OHIPCRemoteProxy *box = ck__proxy_box(remote);
+    if (box == NULL) mut(parcel)->r_idx--;
+    return box;
+}
+
 /* ------------------------------------------------------------------ append */
 /* All of data's values after parcel's, its fds dup'ed and their indices renumbered; on any
  * failure parcel is as it was. */
 CK__EXPORT int OH_IPCParcel_Append(OHIPCParcel *parcel, const OHIPCParcel *data) {
     if (parcel == NULL || data == NULL || parcel == data) return OH_IPC_CHECK_PARAM_ERROR;
-    size_t old_marks = parcel->n_marks, old_fds = parcel->n_fds;
+    size_t old_marks = parcel->n_marks, old_fds = parcel->n_fds, old_objs = parcel->n_objs;
     uint32_t old_oh = (uint32_t)oh_pos(parcel, old_marks);
     if (data->len + parcel->len > CK__MAX_PARCEL_DATA ||
         oh_pos(data, data->n_marks) + old_oh > CK__MAX_PARCEL_DATA ||
-        parcel->n_fds + data->n_fds > CK__MAX_PARCEL_FDS)
+        parcel->n_fds + data->n_fds > CK__MAX_PARCEL_FDS ||
+        parcel->n_objs + data->n_objs > CK__MAX_PARCEL_OBJECTS)
         return OH_IPC_PARCEL_WRITE_ERROR;
     for (size_t i = 0; i < data->n_marks; i++) {
         size_t start = wire_pos(data, i), end = data->marks[i].wire_end;
@@ -446,14 +517,20 @@ CK__EXPORT int OH_IPCParcel_Append(OHIPCParcel *parcel, const OHIPCParcel *data)
             uint32_t index = ck__get_u32(v + 1);
             rc = index < data->n_fds ? OH_IPCParcel_WriteFileDescriptor(parcel, data->fds[index])
                                      : OH_IPC_PARCEL_WRITE_ERROR;
-        } else if (v[0] == CK__T_REMOTE || v[0] == CK__T_ASHMEM) {
-            rc = OH_IPC_PARCEL_WRITE_ERROR; /* kinds C parcels cannot carry yet */
+        } else if (v[0] == CK__T_REMOTE) {
+            uint32_t index = ck__get_u32(v + 1);
+            rc = index < data->n_objs
+                     ? put_object(parcel, data->objs[index].kind, data->objs[index].ptr)
+                     : OH_IPC_PARCEL_WRITE_ERROR;
+        } else if (v[0] == CK__T_ASHMEM) {
+            rc = OH_IPC_PARCEL_WRITE_ERROR; /* C has no ashmem calls to read it with */
         } else {
             rc = put_value(parcel, v[0], v + 1, end - start - 1, NULL, 0, oh_len);
         }
         if (rc != OH_IPC_SUCCESS) {
             OH_IPCParcel_RewindWritePosition(parcel, old_oh);
             close_fds_from(parcel, old_fds);
+            drop_objs_from(parcel, old_objs);
             return OH_IPC_PARCEL_WRITE_ERROR;
         }
     }
@@ -464,7 +541,7 @@ CK__EXPORT int OH_IPCParcel_Append(OHIPCParcel *parcel, const OHIPCParcel *data)
 /* OpenHarmony bytes of the well-formed value at data[pos] (its end in *end), or 0 if the
  * value is malformed: unknown tag, lengths past the end, an fd index past n_fds. */
 static size_t walk_value(const unsigned char *d, size_t len, size_t pos, size_t n_fds,
-                         size_t *end) {
+                         size_t n_objs, size_t *end) {
     static const unsigned char fixed[] = {
         [CK__T_INT8] = 1, [CK__T_INT16] = 2, [CK__T_INT32] = 4, [CK__T_INT64] = 8,
         [CK__T_UINT8] = 1, [CK__T_UINT16] = 2, [CK__T_UINT32] = 4, [CK__T_UINT64] = 8,
@@ -491,30 +568,37 @@ static size_t walk_value(const unsigned char *d, size_t len, size_t pos, size_t 
     if (tag <= 0 || (size_t)tag >= sizeof fixed || fixed[tag] == 0 || left < fixed[tag])
         return 0;
     if (tag == CK__T_FD && ck__get_u32(v) >= n_fds) return 0;
+    if (tag == CK__T_REMOTE && ck__get_u32(v) >= n_objs) return 0;
     *end = pos + 1 + fixed[tag];
     if (tag == CK__T_FD || tag == CK__T_REMOTE) return CK__FLAT_OBJECT;
     return fixed[tag] <= 4 ? 4 : 8;
 }
 
 struct OHIPCParcel *ck__parcel_from_wire(const unsigned char *data, size_t len, int *fds,
-                                         size_t n_fds) {
+                                         size_t n_fds, ck__pobj_t *objs, size_t n_objs) {
     OHIPCParcel *p = OH_IPCParcel_Create();
     int *own = n_fds ? malloc(n_fds * sizeof(int)) : NULL;
-    if (p == NULL || (n_fds && own == NULL) ||
+    ck__pobj_t *own_objs = n_objs ? malloc(n_objs * sizeof *own_objs) : NULL;
+    if (p == NULL || (n_fds && own == NULL) || (n_objs && own_objs == NULL) ||
         (len && grow((void **)&p->data, &p->cap, len, 1) < 0)) {
         for (size_t i = 0; i < n_fds; i++) close(fds[i]);
+        for (size_t i = 0; i < n_objs; i++) ck__pobj_unref(&objs[i]);
         free(own);
+        free(own_objs);
         OH_IPCParcel_Destroy(p);
         return NULL;
     }
     if (n_fds) memcpy(own, fds, n_fds * sizeof(int));
     p->fds = own;
     p->n_fds = n_fds;
+    if (n_objs) memcpy(own_objs, objs, n_objs * sizeof *objs);
+    p->objs = own_objs;
+    p->n_objs = n_objs;
     if (len) memcpy(p->data, data, len);
     p->len = len;
     size_t pos = 0, oh = 0;
     while (pos < len) {
-        size_t end, oh_len = walk_value(p->data, len, pos, n_fds, &end);
+        size_t end, oh_len = walk_value(p->data, len, pos, n_fds, n_objs, &end);
         if (oh_len == 0 || oh + oh_len > UINT32_MAX) break; /* unreadable from here on */
         if (grow((void **)&p->marks, &p->marks_cap, p->n_marks + 1, sizeof(ck__mark_t)) < 0)
             break;
@@ -526,4 +610,10 @@ struct OHIPCParcel *ck__parcel_from_wire(const unsigned char *data, size_t len, 
     }
     p->len = wire_pos(p, p->n_marks); /* a malformed tail is dropped: nothing reads it */
     return p;
+}
+
+void ck__parcel_replace(struct OHIPCParcel *dst, struct OHIPCParcel *src) {
+    clear(dst);
+    *dst = *src;
+    free(src);
 }

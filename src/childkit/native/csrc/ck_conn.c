@@ -1,0 +1,1054 @@
+/*
+ * One IPC connection of the C kit: the two SOCK_SEQPACKET sockets of docs/wire-format.md,
+ * the objects exported to the peer and imported from it, outstanding calls, and the
+ * reader thread of the serve socket. The C twin of ipc/_connection.py, speaking the same
+ * frames (ck_frame.c), so either side of a link may be C or Python.
+ *
+ * Threads:
+ *  - the serve reader (one per connection) reads the peer's records: HELLO, RELEASE, and
+ *    requests, which it hands to the work threads (ck_pool.c); one-way requests to an
+ *    object run in order on one thread at a time (a sync request to an object with one-way
+ *    requests pending waits in the same queue);
+ *  - sync callers read their own replies: one caller at a time reads the call socket and
+ *    hands the others their replies (no thread hop for a lone caller).
+ * Any protocol error, EOF or failed send closes the connection (ck__conn_close): every
+ * call fails with OH_IPC_DEAD_REMOTE_OBJECT and each death recipient runs once, on a
+ * thread of its own.
+ *
+ * Ownership: the connection owns both sockets (closed when its last reference goes).
+ * References: the starter's, the serve reader's, one per remote and per queued job.
+ * Everything below marked "guarded" is guarded by lock.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ck_internal.h"
+#include "ipc_error_code.h"
+
+#define CK__CONTROL_SPACE (CMSG_SPACE(CK__MAX_RECORD_FDS * sizeof(int)) + CMSG_SPACE(sizeof(struct ucred)))
+
+/* A request waiting in an object's one-way queue, or on its way to a work thread. */
+typedef struct job_s {
+    ck__conn_t *conn; /* a reference */
+    struct export_s *export;
+    uint64_t seq;
+    uint32_t code;
+    int oneway;
+    OHIPCParcel *data;
+    uint64_t pid, uid;
+    struct job_s *next;
+} job_t;
+
+/* An object this side exports. Entries stay allocated while a drain runs over them. */
+typedef struct export_s {
+    OHIPCRemoteStub *stub; /* a reference */
+    uint32_t handle;
+    uint64_t count; /* SENDER_STUB references sent, less those released (root: unused) */
+    int gone;       /* released or closed: requests to it fail */
+    int busy;       /* a drain job runs its queue */
+    job_t *qhead, *qtail;
+    struct export_s *next;
+} export_t;
+
+typedef struct waiter_s {
+    uint64_t seq;
+    int done, status;
+    OHIPCParcel *reply;
+    struct waiter_s *next;
+} waiter_t;
+
+typedef struct release_s {
+    uint32_t handle, count;
+    uint64_t after;
+    struct release_s *next;
+} release_t;
+
+struct ck__conn_s {
+    pthread_mutex_t lock;
+    pthread_cond_t changed; /* a reply came, the reader role is free, HELLO came, or death */
+    int refs;               /* atomic */
+    int call_fd, serve_fd;
+    int dead;               /* atomic; set once */
+    char reason[160];       /* guarded */
+    export_t *exports;      /* guarded */
+    uint32_t next_handle;   /* guarded */
+    ck__remote_t **imports; /* guarded */
+    size_t n_imports, imports_cap;
+    uint64_t next_seq;       /* guarded: the next sync call's seq (from 1) */
+    waiter_t *waiters;       /* guarded */
+    int reading;             /* guarded: a caller reads the call socket */
+    uint64_t replies_sent, replies_received; /* guarded */
+    release_t *deferred;     /* guarded */
+    size_t n_deferred;
+    int greeted, peer_has_root; /* guarded */
+    uint64_t peer_pid, peer_uid;
+};
+
+void ck__conn_lock(ck__conn_t *conn) { pthread_mutex_lock(&conn->lock); }
+void ck__conn_unlock(ck__conn_t *conn) { pthread_mutex_unlock(&conn->lock); }
+int ck__conn_is_dead(ck__conn_t *conn) { return __atomic_load_n(&conn->dead, __ATOMIC_ACQUIRE); }
+void ck__conn_ref(ck__conn_t *conn) { __atomic_add_fetch(&conn->refs, 1, __ATOMIC_RELAXED); }
+
+static void free_exports(export_t *e) {
+    while (e != NULL) {
+        export_t *next = e->next;
+        free(e);
+        e = next;
+    }
+}
+
+void ck__conn_unref(ck__conn_t *conn) {
+    if (__atomic_sub_fetch(&conn->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
+    close(conn->call_fd);
+    close(conn->serve_fd);
+    free_exports(conn->exports);
+    for (release_t *r = conn->deferred; r != NULL;) {
+        release_t *next = r->next;
+        free(r);
+        r = next;
+    }
+    free(conn->imports);
+    pthread_cond_destroy(&conn->changed);
+    pthread_mutex_destroy(&conn->lock);
+    free(conn);
+}
+
+/* ------------------------------------------------------------------ socket I/O */
+static void close_all(const int *fds, size_t n) {
+    for (size_t i = 0; i < n; i++) close(fds[i]);
+}
+
+/* Sends one record; 0, or -1 (the peer is gone, or the kernel refused). */
+static int send_record(int fd, const unsigned char *buf, size_t len, const int *fds, size_t n_fds) {
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    union {
+        char space[CMSG_SPACE(CK__MAX_PARCEL_FDS * sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (n_fds) {
+        msg.msg_control = control.space;
+        msg.msg_controllen = CMSG_SPACE(n_fds * sizeof(int));
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(n_fds * sizeof(int));
+        memcpy(CMSG_DATA(cmsg), fds, n_fds * sizeof(int));
+    }
+    for (;;) {
+        ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        if (n == (ssize_t)len) return 0;
+        if (n < 0 && errno == EINTR) continue;
+        return -1;
+    }
+}
+
+/* One received record: its size (0 at EOF), or -1 (error; reason in why). The fds that
+ * came are in fds (the caller owns them, also on error); cred is set if the kernel
+ * stamped credentials. */
+static ssize_t recv_record(int fd, unsigned char *buf, int *fds, size_t *n_fds,
+                           struct ucred *cred, int *has_cred, const char **why) {
+    struct iovec iov = {.iov_base = buf, .iov_len = CK__MAX_RECORD_BYTES};
+    union {
+        char space[CK__CONTROL_SPACE];
+        struct cmsghdr align;
+    } control;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space,
+                         .msg_controllen = sizeof control.space};
+    ssize_t n;
+    do n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    *n_fds = 0;
+    *has_cred = 0;
+    if (n < 0) {
+        *why = "reading the socket failed";
+        return -1;
+    }
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET) continue;
+        if (c->cmsg_type == SCM_RIGHTS) {
+            size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            if (*n_fds + k > CK__MAX_RECORD_FDS) k = CK__MAX_RECORD_FDS - *n_fds;
+            memcpy(fds + *n_fds, CMSG_DATA(c), k * sizeof(int));
+            *n_fds += k;
+        } else if (c->cmsg_type == SCM_CREDENTIALS && c->cmsg_len >= CMSG_LEN(sizeof *cred)) {
+            memcpy(cred, CMSG_DATA(c), sizeof *cred);
+            *has_cred = 1;
+        }
+    }
+    if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+        *why = "protocol error from the peer: a record or its fds were truncated";
+        return -1;
+    }
+    if (n == 0 && *n_fds) {
+        *why = "protocol error from the peer: fds without a record";
+        return -1;
+    }
+    return n;
+}
+
+/* ------------------------------------------------------------------ objects on the wire */
+static export_t *find_export(ck__conn_t *conn, uint32_t handle) {
+    for (export_t *e = conn->exports; e != NULL; e = e->next)
+        if (e->handle == handle && !e->gone) return e;
+    return NULL;
+}
+
+/* Wire references for a parcel's objects (guarded): stubs are exported (one more
+ * reference each), proxies of this connection's remotes go back as RECEIVER_STUB. A proxy
+ * of another connection cannot be forwarded by the C kit: OH_IPC_INNER_ERROR. */
+static int encode_objects_locked(ck__conn_t *conn, const OHIPCParcel *p, unsigned char *out) {
+    for (size_t i = 0; i < p->n_objs; i++) {
+        const ck__pobj_t *o = &p->objs[i];
+        if (o->kind == CK__POBJ_REMOTE) {
+            ck__remote_t *r = o->ptr;
+            if (r->conn != conn) return OH_IPC_INNER_ERROR;
+            ck__frame_put_object(out + i * CK__OBJ_SIZE, CK__OBJ_RECEIVER_STUB, r->handle);
+            continue;
+        }
+        export_t *e = NULL;
+        for (export_t *x = conn->exports; x != NULL; x = x->next)
+            if (x->stub == o->ptr && !x->gone) e = x;
+        if (e == NULL) {
+            if ((e = calloc(1, sizeof *e)) == NULL) return OH_IPC_INNER_ERROR;
+            e->stub = o->ptr;
+            ck__stub_ref(e->stub);
+            e->handle = conn->next_handle++;
+            e->next = conn->exports;
+            conn->exports = e;
+        }
+        if (e->handle != 0) e->count++;
+        ck__frame_put_object(out + i * CK__OBJ_SIZE, CK__OBJ_SENDER_STUB, e->handle);
+    }
+    return OH_IPC_SUCCESS;
+}
+
+/* The remote for the peer's handle (guarded), created if new; NULL without memory. */
+static ck__remote_t *import_locked(ck__conn_t *conn, uint32_t handle) {
+    for (size_t i = 0; i < conn->n_imports; i++)
+        if (conn->imports[i]->handle == handle) return conn->imports[i];
+    if (conn->n_imports == conn->imports_cap) {
+        size_t cap = conn->imports_cap ? conn->imports_cap * 2 : 8;
+        ck__remote_t **grown = realloc(conn->imports, cap * sizeof *grown);
+        if (grown == NULL) return NULL;
+        conn->imports = grown;
+        conn->imports_cap = cap;
+    }
+    ck__remote_t *r = calloc(1, sizeof *r);
+    if (r == NULL) return NULL;
+    r->conn = conn;
+    r->handle = handle;
+    ck__conn_ref(conn);
+    conn->imports[conn->n_imports++] = r;
+    return r;
+}
+
+/* A parcel for a received frame's data, fds and objects (guarded). On failure (-1: a
+ * protocol error, why set; -2: no memory) nothing is left held, fds included. */
+static int parcel_locked(ck__conn_t *conn, const ck__frame_t *f, int *fds, OHIPCParcel **out,
+                         const char **why) {
+    ck__pobj_t objs[CK__MAX_PARCEL_OBJECTS];
+    size_t n = 0;
+    int rc = 0;
+    for (; n < f->n_objects; n++) {
+        const unsigned char *ref = f->objects + n * CK__OBJ_SIZE;
+        uint32_t handle = ck__get_u32(ref + 1);
+        if (ref[0] == CK__OBJ_RECEIVER_STUB) {
+            export_t *e = find_export(conn, handle);
+            if (e == NULL) {
+                *why = "protocol error from the peer: it sent back an object not exported here";
+                rc = -1;
+                break;
+            }
+            objs[n].kind = CK__POBJ_STUB;
+            objs[n].ptr = e->stub;
+            ck__stub_ref(e->stub);
+        } else {
+            ck__remote_t *r = import_locked(conn, handle);
+            if (r == NULL) {
+                rc = -2;
+                break;
+            }
+            r->refs++;
+            if (handle != 0) r->wire_refs++;
+            objs[n].kind = CK__POBJ_REMOTE;
+            objs[n].ptr = r;
+        }
+    }
+    if (rc != 0) {
+        /* Unreferencing needs the lock for remotes: done by the caller's caller, so keep
+         * it simple and exact here by dropping the counts directly. */
+        for (size_t i = 0; i < n; i++) {
+            if (objs[i].kind == CK__POBJ_STUB) {
+                ck__stub_unref(objs[i].ptr);
+            } else {
+                ck__remote_t *r = objs[i].ptr;
+                r->refs--;
+                if (r->handle != 0) r->wire_refs--;
+            }
+        }
+        close_all(fds, f->n_fds);
+        return rc;
+    }
+    pthread_mutex_unlock(&conn->lock); /* from_wire may drop references on failure */
+    *out = ck__parcel_from_wire(f->data, f->data_len, fds, f->n_fds, objs, n);
+    pthread_mutex_lock(&conn->lock);
+    return *out == NULL ? -2 : 0;
+}
+
+/* ------------------------------------------------------------------ death */
+typedef struct {
+    ck__deathlink_t *links;
+} deaths_t;
+
+static void *fire_deaths(void *arg) {
+    deaths_t *d = arg;
+    ck__deathlinks_fire(d->links);
+    free(d);
+    return NULL;
+}
+
+void ck__conn_close(ck__conn_t *conn, const char *reason) {
+    pthread_mutex_lock(&conn->lock);
+    if (conn->dead) {
+        pthread_mutex_unlock(&conn->lock);
+        return;
+    }
+    __atomic_store_n(&conn->dead, 1, __ATOMIC_RELEASE);
+    snprintf(conn->reason, sizeof conn->reason, "%s", reason);
+    ck__deathlink_t *links = NULL;
+    for (size_t i = 0; i < conn->n_imports; i++) {
+        ck__deathlink_t *l = conn->imports[i]->recipients;
+        conn->imports[i]->recipients = NULL;
+        while (l != NULL) { /* splice each remote's list onto links */
+            ck__deathlink_t *next = l->next;
+            l->next = links;
+            links = l;
+            l = next;
+        }
+    }
+    /* Exports end here: the stubs' connection references go after the unlock. */
+    OHIPCRemoteStub **stubs = NULL;
+    size_t n_stubs = 0;
+    for (export_t *e = conn->exports; e != NULL; e = e->next) {
+        if (!e->gone) n_stubs++;
+    }
+    stubs = calloc(n_stubs ? n_stubs : 1, sizeof *stubs);
+    n_stubs = 0;
+    for (export_t *e = conn->exports; e != NULL; e = e->next) {
+        if (e->gone) continue;
+        e->gone = 1;
+        if (stubs != NULL) stubs[n_stubs++] = e->stub;
+    }
+    pthread_cond_broadcast(&conn->changed);
+    pthread_mutex_unlock(&conn->lock);
+    shutdown(conn->call_fd, SHUT_RDWR); /* wakes every reader */
+    shutdown(conn->serve_fd, SHUT_RDWR);
+    for (size_t i = 0; i < n_stubs; i++) ck__stub_unref(stubs[i]);
+    free(stubs);
+    if (links != NULL) {
+        deaths_t *d = malloc(sizeof *d);
+        pthread_t thread;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (d != NULL) d->links = links;
+        if (d == NULL || pthread_create(&thread, &attr, fire_deaths, d) != 0) {
+            free(d);
+            ck__deathlinks_fire(links); /* no thread to spare: here, still outside the lock */
+        }
+        pthread_attr_destroy(&attr);
+    }
+}
+
+/* ------------------------------------------------------------------ releases */
+void ck__conn_forget_remote_locked(ck__conn_t *conn, ck__remote_t *remote) {
+    for (size_t i = 0; i < conn->n_imports; i++) {
+        if (conn->imports[i] == remote) {
+            conn->imports[i] = conn->imports[--conn->n_imports];
+            break;
+        }
+    }
+    unsigned char frame[CK__HEADER_SIZE + CK__RELEASE_BODY];
+    int send = !conn->dead && remote->handle != 0 && remote->wire_refs > 0;
+    if (send) ck__frame_put_release(frame, remote->handle, remote->wire_refs, conn->replies_sent);
+    pthread_mutex_unlock(&conn->lock);
+    if (send && send_record(conn->call_fd, frame, sizeof frame, NULL, 0) < 0)
+        ck__conn_close(conn, "sending a release failed: the peer is gone");
+}
+
+/* Applies (or defers) a RELEASE (guarded); stubs whose last export went are added to
+ * drop. -1 with why set for a protocol error. */
+static int apply_release_locked(ck__conn_t *conn, uint32_t handle, uint32_t count,
+                                uint64_t after, OHIPCRemoteStub **drop, size_t *n_drop,
+                                const char **why) {
+    if (after > conn->replies_received) {
+        if (after >= conn->next_seq) {
+            *why = "protocol error from the peer: release refers to replies to requests never sent";
+            return -1;
+        }
+        release_t *r = malloc(sizeof *r);
+        if (conn->n_deferred >= 65536 || r == NULL) {
+            free(r);
+            *why = "protocol error from the peer: too many releases waiting for replies";
+            return -1;
+        }
+        r->handle = handle;
+        r->count = count;
+        r->after = after;
+        r->next = conn->deferred;
+        conn->deferred = r;
+        conn->n_deferred++;
+        return 0;
+    }
+    export_t *e = find_export(conn, handle);
+    if (e == NULL) {
+        *why = "protocol error from the peer: it released a handle not exported here";
+        return -1;
+    }
+    if (handle == 0) return 0;
+    if (count > e->count) {
+        *why = "protocol error from the peer: it released a handle more times than it got it";
+        return -1;
+    }
+    e->count -= count;
+    if (e->count == 0) {
+        e->gone = 1;
+        drop[(*n_drop)++] = e->stub;
+    }
+    return 0;
+}
+
+/* Deferred releases whose replies have all come (guarded). */
+static int apply_deferred_locked(ck__conn_t *conn, OHIPCRemoteStub **drop, size_t *n_drop,
+                                 size_t max_drop, const char **why) {
+    for (release_t **at = &conn->deferred; *at != NULL && *n_drop < max_drop;) {
+        release_t *r = *at;
+        if (r->after > conn->replies_received) {
+            at = &r->next;
+            continue;
+        }
+        *at = r->next;
+        conn->n_deferred--;
+        int rc = apply_release_locked(conn, r->handle, r->count, r->after, drop, n_drop, why);
+        free(r);
+        if (rc < 0) return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ sending */
+/* Builds and sends one transaction or reply frame for parcel p with its fds. */
+static int send_parcel(ck__conn_t *conn, int fd, int is_reply, uint64_t seq, uint32_t handle,
+                       uint32_t code, int32_t status, int oneway, const OHIPCParcel *p,
+                       int count_reply) {
+    size_t head = is_reply ? CK__REPLY_FRAME_SIZE : CK__TXN_FRAME_SIZE;
+    size_t len = head + p->len + CK__OBJ_SIZE * p->n_objs;
+    unsigned char *buf = malloc(len);
+    if (buf == NULL) return OH_IPC_INNER_ERROR;
+    pthread_mutex_lock(&conn->lock);
+    if (conn->dead) {
+        pthread_mutex_unlock(&conn->lock);
+        free(buf);
+        return OH_IPC_DEAD_REMOTE_OBJECT;
+    }
+    int rc = encode_objects_locked(conn, p, buf + head + p->len);
+    if (rc == OH_IPC_SUCCESS && count_reply) conn->replies_sent++;
+    pthread_mutex_unlock(&conn->lock);
+    if (rc != OH_IPC_SUCCESS) {
+        free(buf);
+        return rc;
+    }
+    if (is_reply)
+        ck__frame_put_reply_head(buf, 0, seq, status, (uint32_t)p->len, (uint16_t)p->n_objs,
+                                 (uint16_t)p->n_fds);
+    else
+        ck__frame_put_txn_head(buf, seq, handle, code, oneway, (uint32_t)p->len,
+                               (uint16_t)p->n_objs, (uint16_t)p->n_fds);
+    memcpy(buf + head, p->data, p->len);
+    rc = send_record(fd, buf, len, p->fds, p->n_fds);
+    free(buf);
+    if (rc < 0) {
+        ck__conn_close(conn, "sending failed: the peer is gone");
+        return OH_IPC_DEAD_REMOTE_OBJECT;
+    }
+    return OH_IPC_SUCCESS;
+}
+
+static void send_error_reply(ck__conn_t *conn, uint64_t seq, int32_t status, const char *detail) {
+    size_t n = strlen(detail);
+    unsigned char buf[CK__REPLY_FRAME_SIZE + 256];
+    if (n > 256) n = 256;
+    ck__frame_put_reply_head(buf, CK__FLAG_ERROR, seq, status, (uint32_t)n, 0, 0);
+    memcpy(buf + CK__REPLY_FRAME_SIZE, detail, n);
+    pthread_mutex_lock(&conn->lock);
+    conn->replies_sent++;
+    pthread_mutex_unlock(&conn->lock);
+    if (send_record(conn->serve_fd, buf, CK__REPLY_FRAME_SIZE + n, NULL, 0) < 0)
+        ck__conn_close(conn, "sending a reply failed: the peer is gone");
+}
+
+/* ------------------------------------------------------------------ serving requests */
+/* A stub's status as IPCKit passes it on: 0, or a user code in [1909000, 1909999]. */
+static int32_t clamp_status(int status) {
+    if (status == 0 || (status >= OH_IPC_USER_ERROR_CODE_MIN && status <= OH_IPC_USER_ERROR_CODE_MAX))
+        return status;
+    return OH_IPC_INVALID_USER_ERROR_CODE;
+}
+
+static void run_job(job_t *job) {
+    ck__conn_t *conn = job->conn;
+    OHIPCRemoteStub *stub = job->export->stub;
+    OHIPCParcel *reply = OH_IPCParcel_Create();
+    ck__identity_t *id = ck__identity(), saved = *id;
+    int32_t status;
+    id->handling = 1;
+    id->local = 0;
+    id->pid = job->pid;
+    id->uid = job->uid;
+    if (reply == NULL) {
+        status = OH_IPC_INNER_ERROR;
+    } else if (job->code == CK__INTERFACE_TRANSACTION) {
+        status = OH_IPCParcel_WriteString(reply, stub->descriptor);
+    } else if (job->code == CK__PING_TRANSACTION) {
+        status = 0;
+    } else if (job->code < 0x01 || job->code > 0x00FFFFFF) {
+        status = OH_IPC_CODE_OUT_OF_RANGE;
+    } else {
+        status = clamp_status(stub->on_request(job->code, job->data, reply, stub->user_data));
+    }
+    *id = saved;
+    if (!job->oneway) {
+        if (status == 0) {
+            int rc = send_parcel(conn, conn->serve_fd, 1, job->seq, 0, 0, 0, 0, reply, 1);
+            if (rc != OH_IPC_SUCCESS && rc != OH_IPC_DEAD_REMOTE_OBJECT) {
+                char detail[96];
+                snprintf(detail, sizeof detail, "the reply could not be sent (%d)", rc);
+                send_error_reply(conn, job->seq, rc, detail);
+            }
+        } else {
+            char detail[96];
+            snprintf(detail, sizeof detail, "the stub '%.40s' answered %d", stub->descriptor,
+                     (int)status);
+            send_error_reply(conn, job->seq, status, detail);
+        }
+    }
+    OH_IPCParcel_Destroy(reply);
+    OH_IPCParcel_Destroy(job->data);
+}
+
+static void finish_job(job_t *job) {
+    ck__conn_t *conn = job->conn;
+    ck__stub_unref(job->export->stub);
+    free(job);
+    ck__conn_unref(conn);
+}
+
+static void sync_job(void *arg) {
+    job_t *job = arg;
+    run_job(job);
+    finish_job(job);
+}
+
+/* Runs an object's queue in order until it is empty. */
+static void drain_job(void *arg) {
+    job_t *first = arg; /* a placeholder naming the export; holds the references */
+    ck__conn_t *conn = first->conn;
+    export_t *e = first->export;
+    for (;;) {
+        pthread_mutex_lock(&conn->lock);
+        job_t *job = e->qhead;
+        if (job == NULL) {
+            e->busy = 0;
+            pthread_mutex_unlock(&conn->lock);
+            break;
+        }
+        e->qhead = job->next;
+        if (e->qhead == NULL) e->qtail = NULL;
+        pthread_mutex_unlock(&conn->lock);
+        run_job(job);
+        finish_job(job);
+    }
+    finish_job(first);
+}
+
+/* ------------------------------------------------------------------ the serve reader */
+typedef struct {
+    void (*fn)(void *);
+    job_t *job;
+} todo_t;
+
+/* Queues a request (guarded): a sync request to an idle object goes straight to a work
+ * thread; a one-way one, or any request to an object with one-way requests pending, joins
+ * the object's queue, which one drain job runs in order. */
+static int queue_job_locked(ck__conn_t *conn, job_t *job, todo_t *todo, size_t *n_todo) {
+    export_t *e = job->export;
+    if (!job->oneway && !e->busy) {
+        todo[*n_todo].fn = sync_job;
+        todo[(*n_todo)++].job = job;
+        return 0;
+    }
+    if (e->qtail != NULL) e->qtail->next = job;
+    else e->qhead = job;
+    e->qtail = job;
+    if (e->busy) return 0;
+    job_t *drain = calloc(1, sizeof *drain); /* the drain's own references */
+    if (drain == NULL) return -1;
+    e->busy = 1;
+    drain->conn = conn;
+    drain->export = e;
+    ck__conn_ref(conn);
+    ck__stub_ref(e->stub);
+    todo[*n_todo].fn = drain_job;
+    todo[(*n_todo)++].job = drain;
+    return 0;
+}
+
+/* Handles one record from the serve socket (its fds are handed on or closed); -1 with why
+ * set ends the connection. */
+static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size, int *fds,
+                        size_t n_fds, const struct ucred *cred, int has_cred,
+                        const char **why) {
+    static __thread char err[200];
+    ck__frame_t *frames;
+    long n = ck__record_decode(buf, size, n_fds, &frames, err, sizeof err);
+    if (n < 0) {
+        close_all(fds, n_fds);
+        *why = n == -1 ? err : "no memory for a record";
+        return -1;
+    }
+    todo_t *todo = calloc((size_t)n + 1, sizeof *todo);
+    size_t max_drop = (size_t)n + 64;
+    OHIPCRemoteStub **drop = calloc(max_drop, sizeof *drop);
+    size_t n_todo = 0, n_drop = 0;
+    uint64_t *dead_seqs = calloc((size_t)n + 1, sizeof *dead_seqs);
+    size_t n_dead = 0;
+    int rc = 0;
+    long i = 0;
+    if (todo == NULL || drop == NULL || dead_seqs == NULL) {
+        *why = "no memory for a record";
+        rc = -1;
+    }
+    pthread_mutex_lock(&conn->lock);
+    for (; rc == 0 && i < n; i++) {
+        const ck__frame_t *f = &frames[i];
+        if (f->type == CK__F_HELLO) {
+            if (conn->greeted) {
+                *why = "protocol error from the peer: second hello";
+                rc = -1;
+                break;
+            }
+            conn->greeted = 1;
+            conn->peer_has_root = f->flags & CK__FLAG_HAS_ROOT;
+            /* The kernel's word on who sent it (SO_PASSCRED), never the peer's. */
+            conn->peer_pid = has_cred ? (uint64_t)cred->pid : 0;
+            conn->peer_uid = has_cred ? (uint64_t)cred->uid : (uint64_t)-1;
+            int off = 0; /* credentials were for the greeting: stop paying for them */
+            setsockopt(conn->serve_fd, SOL_SOCKET, SO_PASSCRED, &off, sizeof off);
+            pthread_cond_broadcast(&conn->changed);
+        } else if (f->type == CK__F_RELEASE) {
+            if (n_drop >= max_drop - 1) {
+                *why = "protocol error from the peer: too many releases in one record";
+                rc = -1;
+            } else {
+                rc = apply_release_locked(conn, f->handle, f->count, f->after_replies, drop,
+                                          &n_drop, why);
+            }
+        } else if (f->type == CK__F_TRANSACTION) {
+            export_t *e = find_export(conn, f->handle);
+            if (e == NULL) { /* gone: a sync caller hears so, a one-way request is dropped */
+                close_all(fds + f->fd_start, f->n_fds);
+                if (!(f->flags & CK__FLAG_ONEWAY)) dead_seqs[n_dead++] = f->seq;
+                continue;
+            }
+            job_t *job = calloc(1, sizeof *job);
+            if (job == NULL) {
+                close_all(fds + f->fd_start, f->n_fds);
+                *why = "no memory for a request";
+                rc = -1;
+                break;
+            }
+            /* The job's references first: parcel_locked lets go of the lock for a while,
+             * and a release in that time must not free the stub under us. */
+            ck__conn_ref(conn);
+            ck__stub_ref(e->stub);
+            int prc = parcel_locked(conn, f, fds + f->fd_start, &job->data, why);
+            if (prc < 0) {
+                free(job);
+                drop[n_drop++] = e->stub;
+                ck__conn_unref(conn); /* not the last: this thread holds one */
+                if (prc == -2) *why = "no memory for a request";
+                rc = -1;
+                break;
+            }
+            job->conn = conn;
+            job->export = e;
+            job->seq = f->seq;
+            job->code = f->code;
+            job->oneway = f->flags & CK__FLAG_ONEWAY;
+            job->pid = conn->peer_pid;
+            job->uid = conn->peer_uid;
+            if (queue_job_locked(conn, job, todo, &n_todo) < 0) {
+                *why = "no memory for a request";
+                rc = -1;
+            }
+        } else {
+            close_all(fds + f->fd_start, f->n_fds);
+            *why = "protocol error from the peer: a reply arrived on the serve socket";
+            rc = -1;
+        }
+    }
+    if (rc < 0) /* the frames not reached still hold their fds */
+        for (long k = i + 1; k < n; k++) close_all(fds + frames[k].fd_start, frames[k].n_fds);
+    pthread_mutex_unlock(&conn->lock);
+    for (size_t k = 0; k < n_todo; k++) {
+        if (ck__pool_submit(todo[k].fn, todo[k].job) < 0) {
+            *why = "no IPC work thread could start";
+            todo[k].fn(todo[k].job); /* run here rather than lose it */
+        }
+    }
+    for (size_t k = 0; k < n_dead; k++)
+        send_error_reply(conn, dead_seqs[k], OH_IPC_DEAD_REMOTE_OBJECT,
+                         "the object was released");
+    for (size_t k = 0; k < n_drop; k++) ck__stub_unref(drop[k]);
+    free(dead_seqs);
+    free(todo);
+    free(drop);
+    free(frames);
+    return rc;
+}
+
+static void *serve_thread(void *arg) {
+    ck__conn_t *conn = arg;
+    unsigned char *buf = malloc(CK__MAX_RECORD_BYTES);
+    int fds[CK__MAX_RECORD_FDS];
+    const char *why = "no memory for the receive buffer";
+    while (buf != NULL) {
+        size_t n_fds;
+        struct ucred cred;
+        int has_cred;
+        ssize_t n = recv_record(conn->serve_fd, buf, fds, &n_fds, &cred, &has_cred, &why);
+        if (n <= 0) {
+            close_all(fds, n_fds);
+            if (n == 0) why = "the peer closed the connection";
+            break;
+        }
+        if (serve_record(conn, buf, (size_t)n, fds, n_fds, &cred, has_cred, &why) < 0) break;
+    }
+    free(buf);
+    ck__conn_close(conn, why);
+    ck__conn_unref(conn);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ starting */
+ck__conn_t *ck__conn_start(int call_fd, int serve_fd, struct OHIPCRemoteStub *root, char *err,
+                           size_t errlen) {
+    ck__conn_t *conn = calloc(1, sizeof *conn);
+    if (conn == NULL) {
+        snprintf(err, errlen, "no memory for a connection");
+        return NULL;
+    }
+    pthread_mutex_init(&conn->lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&conn->changed, &attr);
+    pthread_condattr_destroy(&attr);
+    conn->refs = 2; /* the caller's and the serve reader's */
+    conn->call_fd = call_fd;
+    conn->serve_fd = serve_fd;
+    conn->next_seq = 1;
+    conn->next_handle = 1;
+    int on = 1; /* the kernel stamps the peer's HELLO with its pid and uid */
+    setsockopt(serve_fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof on);
+    if (root != NULL) {
+        export_t *e = calloc(1, sizeof *e);
+        if (e == NULL) {
+            snprintf(err, errlen, "no memory for a connection");
+            conn->refs = 1;
+            ck__conn_unref(conn);
+            return NULL;
+        }
+        e->stub = root;
+        ck__stub_ref(root);
+        e->handle = 0;
+        conn->exports = e;
+    }
+    unsigned char hello[CK__HEADER_SIZE + CK__HELLO_BODY];
+    ck__frame_put_hello(hello, root != NULL);
+    pthread_t thread;
+    pthread_attr_t tattr;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_attr_init(&tattr);
+    pthread_attr_setdetachstate(&tattr, PTHREAD_CREATE_DETACHED);
+    int rc = send_record(call_fd, hello, sizeof hello, NULL, 0);
+    if (rc == 0) {
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        rc = pthread_create(&thread, &tattr, serve_thread, conn) == 0 ? 0 : -2;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+    pthread_attr_destroy(&tattr);
+    if (rc < 0) {
+        snprintf(err, errlen, rc == -1 ? "sending hello failed: the peer is gone"
+                                       : "the connection's reader thread could not start");
+        ck__conn_close(conn, err);
+        conn->refs = 1;
+        ck__conn_unref(conn);
+        return NULL;
+    }
+    return conn;
+}
+
+static long long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits on changed until deadline (ms on CLOCK_MONOTONIC; 0: none). */
+static void wait_changed(ck__conn_t *conn, long long deadline) {
+    if (deadline == 0) {
+        pthread_cond_wait(&conn->changed, &conn->lock);
+        return;
+    }
+    struct timespec ts = {.tv_sec = deadline / 1000, .tv_nsec = (deadline % 1000) * 1000000};
+    pthread_cond_timedwait(&conn->changed, &conn->lock, &ts);
+}
+
+ck__remote_t *ck__conn_peer_root(ck__conn_t *conn, int timeout_ms) {
+    long long deadline = now_ms() + timeout_ms;
+    pthread_mutex_lock(&conn->lock);
+    while (!conn->greeted && !conn->dead && now_ms() < deadline) wait_changed(conn, deadline);
+    ck__remote_t *r = NULL;
+    if (conn->greeted && conn->peer_has_root && !conn->dead && (r = import_locked(conn, 0)))
+        r->refs++;
+    pthread_mutex_unlock(&conn->lock);
+    return r;
+}
+
+/* ------------------------------------------------------------------ calling */
+/* Handles a record from the call socket (guarded): replies go to their waiters. */
+static int take_replies_locked(ck__conn_t *conn, const unsigned char *buf, size_t size,
+                               int *fds, size_t n_fds, OHIPCRemoteStub **drop, size_t *n_drop,
+                               size_t max_drop, const char **why) {
+    static __thread char err[200];
+    ck__frame_t *frames;
+    long n = ck__record_decode(buf, size, n_fds, &frames, err, sizeof err);
+    if (n < 0) {
+        close_all(fds, n_fds);
+        *why = n == -1 ? err : "no memory for a record";
+        return -1;
+    }
+    int rc = 0;
+    long i = 0;
+    for (; rc == 0 && i < n; i++) {
+        const ck__frame_t *f = &frames[i];
+        if (f->type != CK__F_REPLY) {
+            close_all(fds + f->fd_start, f->n_fds);
+            *why = "protocol error from the peer: a request arrived on the call socket";
+            rc = -1;
+            break;
+        }
+        if (f->seq == 0 || f->seq >= conn->next_seq) {
+            close_all(fds + f->fd_start, f->n_fds);
+            *why = "protocol error from the peer: a reply to a request never sent";
+            rc = -1;
+            break;
+        }
+        conn->replies_received++;
+        waiter_t *w = conn->waiters, **at = &conn->waiters;
+        while (w != NULL && w->seq != f->seq) {
+            at = &w->next;
+            w = w->next;
+        }
+        if (w == NULL) { /* its caller timed out: dropped */
+            close_all(fds + f->fd_start, f->n_fds);
+            continue;
+        }
+        *at = w->next;
+        if (f->flags & CK__FLAG_ERROR) {
+            w->status = f->status != 0 ? f->status : OH_IPC_INNER_ERROR;
+        } else {
+            int prc = parcel_locked(conn, f, fds + f->fd_start, &w->reply, why);
+            if (prc == -1) {
+                rc = -1;
+                break;
+            }
+            w->status = prc == -2 ? OH_IPC_INNER_ERROR : f->status;
+        }
+        w->done = 1;
+    }
+    if (rc < 0)
+        for (long k = i + 1; k < n; k++) close_all(fds + frames[k].fd_start, frames[k].n_fds);
+    if (rc == 0) rc = apply_deferred_locked(conn, drop, n_drop, max_drop, why);
+    free(frames);
+    return rc;
+}
+
+/* This thread's receive buffer for replies (freed when the thread exits). */
+static pthread_key_t buf_key;
+static pthread_once_t buf_once = PTHREAD_ONCE_INIT;
+static void make_buf_key(void) { pthread_key_create(&buf_key, free); }
+
+static unsigned char *reply_buffer(void) {
+    pthread_once(&buf_once, make_buf_key);
+    unsigned char *buf = pthread_getspecific(buf_key);
+    if (buf == NULL && (buf = malloc(CK__MAX_RECORD_BYTES)) != NULL)
+        pthread_setspecific(buf_key, buf);
+    return buf;
+}
+
+/* Waits for w's reply (guarded; the lock is held on entry and exit). One waiter at a time
+ * reads the call socket; the others sleep until it hands them their replies. */
+static void wait_reply_locked(ck__conn_t *conn, waiter_t *w, long long deadline) {
+    static __thread int fds[CK__MAX_RECORD_FDS];
+    while (!w->done) {
+        if (conn->dead) {
+            w->status = OH_IPC_DEAD_REMOTE_OBJECT;
+            break;
+        }
+        long long left = deadline ? deadline - now_ms() : -1;
+        if (deadline && left <= 0) {
+            w->status = CK__IPC_TIMEOUT;
+            break;
+        }
+        if (conn->reading) {
+            wait_changed(conn, deadline);
+            continue;
+        }
+        conn->reading = 1;
+        pthread_mutex_unlock(&conn->lock);
+        const char *why = NULL;
+        unsigned char *buf = reply_buffer();
+        struct pollfd pfd = {.fd = conn->call_fd, .events = POLLIN};
+        int ready = buf == NULL ? -1 : poll(&pfd, 1, left > INT32_MAX ? INT32_MAX : (int)left);
+        ssize_t size = 0;
+        size_t n_fds = 0;
+        if (ready > 0) {
+            struct ucred cred;
+            int has_cred;
+            size = recv_record(conn->call_fd, buf, fds, &n_fds, &cred, &has_cred, &why);
+            if (size == 0) why = "the peer closed the connection";
+            if (size <= 0) close_all(fds, n_fds);
+        } else if (ready < 0 && (buf == NULL || errno != EINTR)) {
+            why = "waiting for a reply failed";
+        }
+        OHIPCRemoteStub *drop[64];
+        size_t n_drop = 0;
+        pthread_mutex_lock(&conn->lock);
+        conn->reading = 0;
+        if (size > 0 && take_replies_locked(conn, buf, (size_t)size, fds, n_fds, drop, &n_drop,
+                                            64, &why) == 0)
+            why = NULL;
+        pthread_cond_broadcast(&conn->changed);
+        if (why != NULL || n_drop) {
+            pthread_mutex_unlock(&conn->lock);
+            for (size_t k = 0; k < n_drop; k++) ck__stub_unref(drop[k]);
+            if (why != NULL) ck__conn_close(conn, why);
+            pthread_mutex_lock(&conn->lock);
+        }
+    }
+    if (!w->done) { /* timed out or died: forget it (a late reply is dropped) */
+        for (waiter_t **at = &conn->waiters; *at != NULL; at = &(*at)->next) {
+            if (*at == w) {
+                *at = w->next;
+                break;
+            }
+        }
+    }
+}
+
+int ck__conn_transact(ck__remote_t *remote, uint32_t code, const struct OHIPCParcel *data,
+                      struct OHIPCParcel *reply, int oneway, uint32_t timeout_ms) {
+    ck__conn_t *conn = remote->conn;
+    waiter_t w = {0};
+    long long deadline = timeout_ms ? now_ms() + timeout_ms : 0;
+    pthread_mutex_lock(&conn->lock);
+    if (conn->dead) {
+        pthread_mutex_unlock(&conn->lock);
+        return OH_IPC_DEAD_REMOTE_OBJECT;
+    }
+    if (!oneway) {
+        w.seq = conn->next_seq++;
+        w.next = conn->waiters;
+        conn->waiters = &w;
+    }
+    pthread_mutex_unlock(&conn->lock);
+    int rc = send_parcel(conn, conn->call_fd, 0, w.seq, remote->handle, code, 0, oneway, data, 0);
+    pthread_mutex_lock(&conn->lock);
+    if (rc != OH_IPC_SUCCESS) {
+        if (!oneway) {
+            for (waiter_t **at = &conn->waiters; *at != NULL; at = &(*at)->next) {
+                if (*at == &w) {
+                    *at = w.next;
+                    break;
+                }
+            }
+        }
+        pthread_mutex_unlock(&conn->lock);
+        return rc;
+    }
+    if (!oneway) wait_reply_locked(conn, &w, deadline);
+    pthread_mutex_unlock(&conn->lock);
+    if (oneway) return OH_IPC_SUCCESS;
+    if (w.reply != NULL) {
+        if (w.status == 0) ck__parcel_replace(reply, w.reply);
+        else OH_IPCParcel_Destroy(w.reply);
+    }
+    return w.status;
+}
+
+/* ------------------------------------------------------------------ the kit's own entry */
+/* childkit's private entry (declared in ck_internal.h; used by the launcher's native
+ * children and libchild_process.so): serves root (may be NULL) on the connection of the
+ * two sockets, which it takes over (closed on failure too). With peer_root non-NULL it
+ * waits up to timeout_ms for the peer's HELLO and stores a proxy to the peer's root there
+ * (NULL if the peer has none). The connection lives until the peer closes it or it fails;
+ * it holds its own reference meanwhile. Returns OH_IPC_SUCCESS, or an error with why in
+ * err. */
+__attribute__((visibility("default"))) int childkit_ipc_connect(int call_fd, int serve_fd,
+                                                                OHIPCRemoteStub *root,
+                                                                int timeout_ms,
+                                                                OHIPCRemoteProxy **peer_root,
+                                                                char *err, size_t errlen) {
+    char scratch[160];
+    if (err == NULL || errlen == 0) {
+        err = scratch;
+        errlen = sizeof scratch;
+    }
+    err[0] = '\0';
+    if (call_fd < 0 || serve_fd < 0 || call_fd == serve_fd) {
+        snprintf(err, errlen, "bad socket fds %d and %d", call_fd, serve_fd);
+        if (call_fd >= 0) close(call_fd);
+        if (serve_fd >= 0 && serve_fd != call_fd) close(serve_fd);
+        return OH_IPC_CHECK_PARAM_ERROR;
+    }
+    ck__conn_t *conn = ck__conn_start(call_fd, serve_fd, root, err, errlen);
+    if (conn == NULL) return OH_IPC_INNER_ERROR;
+    int rc = OH_IPC_SUCCESS;
+    if (peer_root != NULL) {
+        *peer_root = NULL;
+        ck__remote_t *r = ck__conn_peer_root(conn, timeout_ms);
+        if (r != NULL) {
+            *peer_root = ck__proxy_box(r);
+            if (*peer_root == NULL) rc = OH_IPC_INNER_ERROR;
+        } else if (ck__conn_is_dead(conn)) {
+            pthread_mutex_lock(&conn->lock);
+            snprintf(err, errlen, "%s", conn->reason);
+            pthread_mutex_unlock(&conn->lock);
+            rc = OH_IPC_DEAD_REMOTE_OBJECT;
+        }
+    }
+    ck__conn_unref(conn); /* the serve reader keeps it while the link lives */
+    return rc;
+}

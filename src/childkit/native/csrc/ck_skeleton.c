@@ -1,0 +1,86 @@
+/*
+ * IPCKit's skeleton: the calling identity of the request a thread runs, and the work
+ * thread calls. The identity is thread-local; ck_conn.c sets it around each request from
+ * the kernel-stamped credentials of the peer's HELLO (never the peer's word).
+ *
+ * Token ids: Linux has no access tokens, so OH_IPCSkeleton_Get*TokenId return 0, which
+ * OpenHarmony uses for "no token" (docs/native.md).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ck_internal.h"
+#include "ipc_cskeleton.h"
+#include "ipc_error_code.h"
+
+#define CK__EXPORT __attribute__((visibility("default")))
+
+static __thread ck__identity_t identity;
+
+ck__identity_t *ck__identity(void) { return &identity; }
+
+CK__EXPORT void OH_IPCSkeleton_JoinWorkThread(void) { ck__pool_join(); }
+
+CK__EXPORT void OH_IPCSkeleton_StopWorkThread(void) { ck__pool_stop(); }
+
+CK__EXPORT uint64_t OH_IPCSkeleton_GetCallingTokenId(void) { return 0; }
+
+CK__EXPORT uint64_t OH_IPCSkeleton_GetFirstTokenId(void) { return 0; }
+
+CK__EXPORT uint64_t OH_IPCSkeleton_GetSelfTokenId(void) { return 0; }
+
+CK__EXPORT uint64_t OH_IPCSkeleton_GetCallingPid(void) {
+    return identity.handling ? identity.pid : (uint64_t)getpid();
+}
+
+CK__EXPORT uint64_t OH_IPCSkeleton_GetCallingUid(void) {
+    return identity.handling ? identity.uid : (uint64_t)getuid();
+}
+
+CK__EXPORT int OH_IPCSkeleton_IsLocalCalling(void) {
+    return !identity.handling || identity.local;
+}
+
+CK__EXPORT int OH_IPCSkeleton_SetMaxWorkThreadNum(const int maxThreadNum) {
+    return ck__pool_set_max(maxThreadNum) == 0 ? OH_IPC_SUCCESS : OH_IPC_CHECK_PARAM_ERROR;
+}
+
+CK__EXPORT int OH_IPCSkeleton_IsHandlingTransaction(void) { return identity.handling; }
+
+/* The identity travels as "pid:uid:local:handling" text (its format is childkit's own:
+ * only OH_IPCSkeleton_SetCallingIdentity reads it). After the reset the thread acts as
+ * itself: its own pid and uid, a local call. */
+CK__EXPORT int OH_IPCSkeleton_ResetCallingIdentity(char **identityOut, int32_t *len,
+                                                   OH_IPC_MemAllocator allocator) {
+    if (identityOut == NULL || len == NULL || allocator == NULL) return OH_IPC_CHECK_PARAM_ERROR;
+    char text[96];
+    int n = snprintf(text, sizeof text, "%" PRIu64 ":%" PRIu64 ":%d:%d",
+                     OH_IPCSkeleton_GetCallingPid(), OH_IPCSkeleton_GetCallingUid(),
+                     OH_IPCSkeleton_IsLocalCalling(), identity.handling);
+    char *out = allocator(n + 1);
+    if (out == NULL) return OH_IPC_MEM_ALLOCATOR_ERROR;
+    memcpy(out, text, (size_t)n + 1);
+    *identityOut = out;
+    *len = n + 1;
+    identity.pid = (uint64_t)getpid();
+    identity.uid = (uint64_t)getuid();
+    identity.local = 1;
+    return OH_IPC_SUCCESS;
+}
+
+CK__EXPORT int OH_IPCSkeleton_SetCallingIdentity(const char *identityIn) {
+    if (identityIn == NULL) return OH_IPC_CHECK_PARAM_ERROR;
+    uint64_t pid, uid;
+    int local, handling, used = 0;
+    if (sscanf(identityIn, "%" SCNu64 ":%" SCNu64 ":%d:%d%n", &pid, &uid, &local, &handling,
+               &used) != 4 || identityIn[used] != '\0' || (local != 0 && local != 1) ||
+        (handling != 0 && handling != 1))
+        return OH_IPC_CHECK_PARAM_ERROR;
+    identity.pid = pid;
+    identity.uid = uid;
+    identity.local = local;
+    return OH_IPC_SUCCESS;
+}

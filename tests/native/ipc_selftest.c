@@ -1,0 +1,393 @@
+/*
+ * C parent and C child over libipc_capi.so (tests/native/test_ipc_c.py builds and runs it):
+ * the parent forks a child that serves a root stub on childkit's wire protocol, then
+ * checks requests, replies, user errors, fds, objects passed both ways (a parent stub
+ * called back by the child), one-way ordering, timeouts, the descriptor, skeleton calls,
+ * reference counts (destroy callbacks) and death recipients. Prints "FAIL <line>: <what>"
+ * per failed check; the exit status is the number of failures.
+ *
+ *   ipc_selftest            the whole run
+ *   ipc_selftest loop N     N create/send/destroy rounds (the sanitizer test's leak check)
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <IPCKit/ipc_kit.h>
+
+/* childkit's private entry (exported by libipc_capi.so for the launcher). */
+int childkit_ipc_connect(int call_fd, int serve_fd, OHIPCRemoteStub *root, int timeout_ms,
+                         OHIPCRemoteProxy **peer_root, char *err, size_t errlen);
+
+static int failures;
+#define CHECK(cond)                                          \
+    do {                                                     \
+        if (!(cond)) {                                       \
+            printf("FAIL %d: %s\n", __LINE__, #cond);        \
+            fflush(stdout);                                  \
+            failures++;                                      \
+        }                                                    \
+    } while (0)
+
+enum {
+    ECHO = 1,       /* int32 x -> x + 1 */
+    CALL_BACK = 2,  /* a proxy: calls ECHO on it with 41, answers what it got */
+    WRITE_FD = 3,   /* an fd: writes "hi" to it */
+    LOG = 4,        /* one-way: appends an int32 to the log */
+    GET_LOG = 5,    /* answers the log's length, then its values */
+    USER_ERR = 6,   /* answers 1909001 */
+    BAD_ERR = 7,    /* answers 7 (not a user code) */
+    SLOW = 8,       /* sleeps 1.5 s */
+    IDENTITY = 9,   /* answers calling pid, uid, handling, local */
+    KEEP = 10,      /* keeps the proxy it got (the parent's stub stays referenced) */
+    DROP = 11,      /* destroys the kept proxy (the parent's stub is released) */
+    DIE = 12,       /* exits the child */
+    ROUND_TRIP = 13, /* a stub sent in the data comes back in the reply */
+};
+
+static void *alloc(int32_t len) { return malloc((size_t)len); }
+
+/* ------------------------------------------------------------------ the child */
+static int log_values[1000];
+static int log_len;
+static OHIPCRemoteProxy *kept;
+
+static int child_request(uint32_t code, const OHIPCParcel *data, OHIPCParcel *reply, void *ud) {
+    int32_t x;
+    switch (code) {
+    case ECHO:
+        if (OH_IPCParcel_ReadInt32(data, &x) != OH_IPC_SUCCESS) return 1909100;
+        return OH_IPCParcel_WriteInt32(reply, x + 1);
+    case CALL_BACK: {
+        OHIPCRemoteProxy *cb = OH_IPCParcel_ReadRemoteProxy(data);
+        if (cb == NULL) return 1909101;
+        OHIPCParcel *d = OH_IPCParcel_Create(), *r = OH_IPCParcel_Create();
+        OH_IPCParcel_WriteInt32(d, 41);
+        int rc = OH_IPCRemoteProxy_SendRequest(cb, ECHO, d, r, NULL);
+        int32_t got = -1;
+        if (rc == 0) OH_IPCParcel_ReadInt32(r, &got);
+        OH_IPCParcel_Destroy(d);
+        OH_IPCParcel_Destroy(r);
+        OH_IPCRemoteProxy_Destroy(cb);
+        return rc ? 1909102 : OH_IPCParcel_WriteInt32(reply, got);
+    }
+    case WRITE_FD: {
+        int32_t fd;
+        if (OH_IPCParcel_ReadFileDescriptor(data, &fd) != OH_IPC_SUCCESS) return 1909103;
+        ssize_t n = write(fd, "hi", 2);
+        close(fd);
+        return n == 2 ? 0 : 1909104;
+    }
+    case LOG:
+        if (OH_IPCParcel_ReadInt32(data, &x) == OH_IPC_SUCCESS && log_len < 1000)
+            log_values[log_len++] = x;
+        return 0;
+    case GET_LOG:
+        OH_IPCParcel_WriteInt32(reply, log_len);
+        for (int i = 0; i < log_len; i++) OH_IPCParcel_WriteInt32(reply, log_values[i]);
+        return 0;
+    case USER_ERR:
+        return 1909001;
+    case BAD_ERR:
+        return 7;
+    case SLOW: {
+        struct timespec ts = {1, 500000000};
+        nanosleep(&ts, NULL);
+        return 0;
+    }
+    case IDENTITY:
+        OH_IPCParcel_WriteUint64(reply, OH_IPCSkeleton_GetCallingPid());
+        OH_IPCParcel_WriteUint64(reply, OH_IPCSkeleton_GetCallingUid());
+        OH_IPCParcel_WriteInt32(reply, OH_IPCSkeleton_IsHandlingTransaction());
+        OH_IPCParcel_WriteInt32(reply, OH_IPCSkeleton_IsLocalCalling());
+        return 0;
+    case KEEP:
+        kept = OH_IPCParcel_ReadRemoteProxy(data);
+        return kept != NULL ? 0 : 1909105;
+    case DROP:
+        OH_IPCRemoteProxy_Destroy(kept);
+        kept = NULL;
+        return 0;
+    case DIE:
+        _exit(0);
+    case ROUND_TRIP: {
+        OHIPCRemoteProxy *p = OH_IPCParcel_ReadRemoteProxy(data);
+        if (p == NULL) return 1909106;
+        int rc = OH_IPCParcel_WriteRemoteProxy(reply, p);
+        OH_IPCRemoteProxy_Destroy(p);
+        return rc;
+    }
+    }
+    return 1909999;
+}
+
+static void run_child(int call_fd, int serve_fd) {
+    OHIPCRemoteStub *root = OH_IPCRemoteStub_Create("test.IChild", child_request, NULL, NULL);
+    char err[160];
+    if (childkit_ipc_connect(call_fd, serve_fd, root, 0, NULL, err, sizeof err) != 0) {
+        fprintf(stderr, "child: %s\n", err);
+        _exit(3);
+    }
+    OH_IPCRemoteStub_Destroy(root); /* the connection keeps its own reference */
+    OH_IPCSkeleton_JoinWorkThread(); /* serves until the process ends */
+    _exit(0);
+}
+
+/* ------------------------------------------------------------------ the parent */
+static int parent_request(uint32_t code, const OHIPCParcel *data, OHIPCParcel *reply, void *ud) {
+    int32_t x;
+    if (code != ECHO || OH_IPCParcel_ReadInt32(data, &x) != OH_IPC_SUCCESS) return 1909200;
+    return OH_IPCParcel_WriteInt32(reply, x + 1);
+}
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static int destroyed, died, recipient_destroyed;
+
+static void on_destroy(void *ud) {
+    pthread_mutex_lock(&mu);
+    destroyed++;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+}
+static void on_death(void *ud) {
+    pthread_mutex_lock(&mu);
+    died++;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+}
+static void on_recipient_destroy(void *ud) {
+    pthread_mutex_lock(&mu);
+    recipient_destroyed++;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+}
+
+/* Waits (30 s at most) until *counter reaches want. */
+static int wait_for(int *counter, int want) {
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 30;
+    pthread_mutex_lock(&mu);
+    while (*counter < want)
+        if (pthread_cond_timedwait(&cv, &mu, &deadline) == ETIMEDOUT) break;
+    int ok = *counter >= want;
+    pthread_mutex_unlock(&mu);
+    return ok;
+}
+
+static int call(OHIPCRemoteProxy *p, uint32_t code, OHIPCParcel *d, OHIPCParcel *r) {
+    return OH_IPCRemoteProxy_SendRequest(p, code, d, r, NULL);
+}
+
+static OHIPCRemoteProxy *start(pid_t *pid) {
+    int a[2], b[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, a) < 0 ||
+        socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, b) < 0)
+        return NULL;
+    /* a[0] is the parent's call socket, paired with the child's serve socket a[1]. Serve
+     * sockets pass credentials from the start, so the kernel stamps each side's HELLO
+     * (as ipc/_connection.py's channel_socketpairs does). */
+    int on = 1;
+    setsockopt(a[1], SOL_SOCKET, SO_PASSCRED, &on, sizeof on);
+    setsockopt(b[1], SOL_SOCKET, SO_PASSCRED, &on, sizeof on);
+    *pid = fork();
+    if (*pid == 0) {
+        close(a[0]);
+        close(b[1]);
+        run_child(b[0], a[1]);
+    }
+    close(a[1]);
+    close(b[0]);
+    OHIPCRemoteProxy *root = NULL;
+    char err[160];
+    int rc = childkit_ipc_connect(a[0], b[1], NULL, 30000, &root, err, sizeof err);
+    if (rc != 0) printf("connect: %d %s\n", rc, err);
+    return root;
+}
+
+static void full_run(void) {
+    pid_t pid;
+    OHIPCRemoteProxy *root = start(&pid);
+    CHECK(root != NULL);
+    if (root == NULL) return;
+    OHIPCParcel *d = OH_IPCParcel_Create(), *r = OH_IPCParcel_Create();
+    int32_t v = 0;
+
+    /* argument checks */
+    CHECK(OH_IPCRemoteProxy_SendRequest(NULL, ECHO, d, r, NULL) == OH_IPC_CHECK_PARAM_ERROR);
+    CHECK(OH_IPCRemoteProxy_SendRequest(root, ECHO, NULL, r, NULL) == OH_IPC_CHECK_PARAM_ERROR);
+    CHECK(OH_IPCRemoteProxy_SendRequest(root, ECHO, d, NULL, NULL) == OH_IPC_CHECK_PARAM_ERROR);
+    CHECK(OH_IPCRemoteProxy_SendRequest(root, 0, d, r, NULL) == OH_IPC_CODE_OUT_OF_RANGE);
+    CHECK(OH_IPCRemoteProxy_SendRequest(root, 0x01000000, d, r, NULL) == OH_IPC_CODE_OUT_OF_RANGE);
+    OH_IPC_MessageOption bad = {(OH_IPC_RequestMode)5, 0, NULL};
+    CHECK(OH_IPCRemoteProxy_SendRequest(root, ECHO, d, r, &bad) == OH_IPC_CHECK_PARAM_ERROR);
+    CHECK(OH_IPCRemoteStub_Create(NULL, parent_request, NULL, NULL) == NULL);
+    CHECK(OH_IPCRemoteStub_Create("x", NULL, NULL, NULL) == NULL);
+    CHECK(OH_IPCRemoteStub_Create("", parent_request, NULL, NULL) == NULL);
+    CHECK(OH_IPCDeathRecipient_Create(NULL, NULL, NULL) == NULL);
+    CHECK(OH_IPCRemoteProxy_IsRemoteDead(NULL) == 1);
+    CHECK(OH_IPCRemoteProxy_AddDeathRecipient(NULL, NULL) == OH_IPC_CHECK_PARAM_ERROR);
+    CHECK(OH_IPCRemoteProxy_RemoveDeathRecipient(root, NULL) == OH_IPC_CHECK_PARAM_ERROR);
+    OH_IPCRemoteStub_Destroy(NULL);
+    OH_IPCRemoteProxy_Destroy(NULL);
+    OH_IPCDeathRecipient_Destroy(NULL);
+
+    /* a request and its reply */
+    OH_IPCParcel_WriteInt32(d, 6);
+    CHECK(call(root, ECHO, d, r) == OH_IPC_SUCCESS);
+    CHECK(OH_IPCParcel_ReadInt32(r, &v) == OH_IPC_SUCCESS && v == 7);
+    CHECK(OH_IPCRemoteProxy_IsRemoteDead(root) == 0);
+
+    /* user errors pass through; others become OH_IPC_INVALID_USER_ERROR_CODE */
+    CHECK(call(root, USER_ERR, d, r) == 1909001);
+    CHECK(call(root, BAD_ERR, d, r) == OH_IPC_INVALID_USER_ERROR_CODE);
+
+    /* the descriptor, through the allocator */
+    char *desc = NULL;
+    int32_t len = 0;
+    CHECK(OH_IPCRemoteProxy_GetInterfaceDescriptor(root, &desc, &len, alloc) == OH_IPC_SUCCESS);
+    CHECK(desc != NULL && strcmp(desc, "test.IChild") == 0 && len == 12);
+    free(desc);
+    CHECK(OH_IPCRemoteProxy_GetInterfaceDescriptor(root, &desc, &len, NULL) ==
+          OH_IPC_CHECK_PARAM_ERROR);
+
+    /* the calling identity the child sees is the kernel's */
+    OHIPCParcel *empty = OH_IPCParcel_Create();
+    OHIPCParcel *idr = OH_IPCParcel_Create();
+    uint64_t cpid = 0, cuid = 1;
+    int32_t handling = 0, local = 1;
+    CHECK(call(root, IDENTITY, empty, idr) == OH_IPC_SUCCESS);
+    OH_IPCParcel_ReadUint64(idr, &cpid);
+    OH_IPCParcel_ReadUint64(idr, &cuid);
+    OH_IPCParcel_ReadInt32(idr, &handling);
+    OH_IPCParcel_ReadInt32(idr, &local);
+    CHECK(cpid == (uint64_t)getpid() && cuid == (uint64_t)getuid() && handling == 1 && local == 0);
+    CHECK(OH_IPCSkeleton_IsHandlingTransaction() == 0 && OH_IPCSkeleton_IsLocalCalling() == 1);
+    CHECK(OH_IPCSkeleton_GetCallingPid() == (uint64_t)getpid());
+    OH_IPCParcel_Destroy(idr);
+
+    /* an fd crosses: the child writes into our pipe */
+    int pipefd[2];
+    CHECK(pipe(pipefd) == 0);
+    OHIPCParcel *fdp = OH_IPCParcel_Create();
+    OH_IPCParcel_WriteFileDescriptor(fdp, pipefd[1]);
+    close(pipefd[1]);
+    CHECK(call(root, WRITE_FD, fdp, r) == OH_IPC_SUCCESS);
+    OH_IPCParcel_Destroy(fdp); /* the last write end goes: read sees EOF after "hi" */
+    char got[8] = {0};
+    CHECK(read(pipefd[0], got, sizeof got) == 2 && memcmp(got, "hi", 2) == 0);
+    close(pipefd[0]);
+
+    /* a parent stub, called back by the child while our call waits */
+    OHIPCRemoteStub *cb = OH_IPCRemoteStub_Create("test.ICallback", parent_request, on_destroy,
+                                                  NULL);
+    OHIPCParcel *cbp = OH_IPCParcel_Create();
+    OH_IPCParcel_WriteRemoteStub(cbp, cb);
+    CHECK(call(root, CALL_BACK, cbp, r) == OH_IPC_SUCCESS);
+    CHECK(OH_IPCParcel_ReadInt32(r, &v) == OH_IPC_SUCCESS && v == 42);
+    /* the child keeps a proxy to it: our destroy does not free it until the child lets go */
+    CHECK(call(root, KEEP, cbp, r) == OH_IPC_SUCCESS);
+    /* the same stub sent and sent back comes home as the stub itself */
+    CHECK(call(root, ROUND_TRIP, cbp, r) == OH_IPC_SUCCESS);
+    CHECK(OH_IPCParcel_ReadRemoteStub(r) == cb);
+    OH_IPCParcel_Destroy(cbp);
+    OH_IPCParcel_Destroy(r);
+    r = OH_IPCParcel_Create();
+    OH_IPCRemoteStub_Destroy(cb);
+    CHECK(destroyed == 0);
+    CHECK(call(root, DROP, empty, r) == OH_IPC_SUCCESS);
+    CHECK(wait_for(&destroyed, 1)); /* the child's RELEASE freed it */
+
+    /* one-way requests run in order */
+    OH_IPC_MessageOption async = {OH_IPC_REQUEST_MODE_ASYNC, 0, NULL};
+    for (int i = 0; i < 500; i++) {
+        OHIPCParcel *one = OH_IPCParcel_Create();
+        OH_IPCParcel_WriteInt32(one, i);
+        CHECK(OH_IPCRemoteProxy_SendRequest(root, LOG, one, NULL, &async) == OH_IPC_SUCCESS);
+        OH_IPCParcel_Destroy(one);
+    }
+    CHECK(call(root, GET_LOG, empty, r) == OH_IPC_SUCCESS); /* queued behind them */
+    int32_t n = 0, ordered = 1;
+    OH_IPCParcel_ReadInt32(r, &n);
+    for (int i = 0; i < n; i++) {
+        OH_IPCParcel_ReadInt32(r, &v);
+        if (v != i) ordered = 0;
+    }
+    CHECK(n == 500 && ordered);
+
+    /* a timeout: the call gives up, the late reply is dropped, the link stays usable */
+    OH_IPC_MessageOption quick = {OH_IPC_REQUEST_MODE_SYNC, 1, NULL};
+    CHECK(OH_IPCRemoteProxy_SendRequest(root, SLOW, empty, r, &quick) == 1901900);
+    OHIPCParcel *d2 = OH_IPCParcel_Create(), *r2 = OH_IPCParcel_Create();
+    OH_IPCParcel_WriteInt32(d2, 1);
+    CHECK(call(root, ECHO, d2, r2) == OH_IPC_SUCCESS);
+    CHECK(OH_IPCParcel_ReadInt32(r2, &v) == OH_IPC_SUCCESS && v == 2);
+
+    /* death: recipients run once, calls fail with OH_IPC_DEAD_REMOTE_OBJECT */
+    OHIPCDeathRecipient *rec = OH_IPCDeathRecipient_Create(on_death, on_recipient_destroy, NULL);
+    OHIPCDeathRecipient *removed = OH_IPCDeathRecipient_Create(on_death, NULL, NULL);
+    CHECK(OH_IPCRemoteProxy_AddDeathRecipient(root, rec) == OH_IPC_SUCCESS);
+    CHECK(OH_IPCRemoteProxy_AddDeathRecipient(root, removed) == OH_IPC_SUCCESS);
+    CHECK(OH_IPCRemoteProxy_RemoveDeathRecipient(root, removed) == OH_IPC_SUCCESS);
+    CHECK(OH_IPCRemoteProxy_RemoveDeathRecipient(root, removed) == OH_IPC_CHECK_PARAM_ERROR);
+    OH_IPCDeathRecipient_Destroy(removed);
+    CHECK(call(root, DIE, empty, r) == OH_IPC_DEAD_REMOTE_OBJECT);
+    CHECK(wait_for(&died, 1));
+    CHECK(OH_IPCRemoteProxy_IsRemoteDead(root) == 1);
+    CHECK(call(root, ECHO, d2, r2) == OH_IPC_DEAD_REMOTE_OBJECT);
+    CHECK(OH_IPCRemoteProxy_AddDeathRecipient(root, rec) == OH_IPC_DEAD_REMOTE_OBJECT);
+    OH_IPCDeathRecipient_Destroy(rec);
+    CHECK(wait_for(&recipient_destroyed, 1));
+    CHECK(died == 1);
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    OH_IPCRemoteProxy_Destroy(root);
+    OH_IPCParcel_Destroy(d);
+    OH_IPCParcel_Destroy(r);
+    OH_IPCParcel_Destroy(d2);
+    OH_IPCParcel_Destroy(r2);
+    OH_IPCParcel_Destroy(empty);
+}
+
+/* Rounds of connect, requests with objects and fds, and teardown: the leak check's work. */
+static void loop(int rounds) {
+    for (int k = 0; k < rounds; k++) {
+        pid_t pid;
+        OHIPCRemoteProxy *root = start(&pid);
+        CHECK(root != NULL);
+        if (root == NULL) return;
+        for (int i = 0; i < 20; i++) {
+            OHIPCParcel *d = OH_IPCParcel_Create(), *r = OH_IPCParcel_Create();
+            OHIPCRemoteStub *cb = OH_IPCRemoteStub_Create("loop.ICallback", parent_request,
+                                                          NULL, NULL);
+            OH_IPCParcel_WriteRemoteStub(d, cb);
+            CHECK(call(root, CALL_BACK, d, r) == OH_IPC_SUCCESS);
+            OH_IPCRemoteStub_Destroy(cb);
+            OH_IPCParcel_Destroy(d);
+            OH_IPCParcel_Destroy(r);
+        }
+        OHIPCParcel *e = OH_IPCParcel_Create(), *r = OH_IPCParcel_Create();
+        CHECK(call(root, DIE, e, r) == OH_IPC_DEAD_REMOTE_OBJECT);
+        waitpid(pid, NULL, 0);
+        OH_IPCParcel_Destroy(e);
+        OH_IPCParcel_Destroy(r);
+        OH_IPCRemoteProxy_Destroy(root);
+    }
+}
+
+int main(int argc, char **argv) {
+    signal(SIGPIPE, SIG_IGN);
+    if (argc == 3 && strcmp(argv[1], "loop") == 0) loop(atoi(argv[2]));
+    else full_run();
+    printf("%d failures\n", failures);
+    return failures;
+}
