@@ -1,7 +1,7 @@
 """``python -m bench``: every childkit benchmark beside its peers, in one table.
 
 Runs each bench module that exists (ipc_bench, bench_start, bench_isolated,
-bench_executor, bench_sandbox_enter, bench_batching), adds the RPC peers (Pyro5, RPyC,
+bench_executor, bench_sandbox_enter, bench_batching, bench_curves), adds the RPC peers (Pyro5, RPyC,
 loky), a 1 GiB hand-over and the machine's bare limits, prints the table and writes
 bench/results/latest.json. ``--write-docs`` also rewrites docs/performance.md and
 docs/img/performance.png; ``--quick`` uses small sizes and few repeats (CI: it only checks

@@ -55,12 +55,14 @@ EXPECTED: list[tuple[str, str, str]] = [
     ("executor", "executor small-task throughput", "bench_executor"),
     ("batched_sync", "batched sync requests against one by one", "bench_batching"),
     ("array_1g", "NumPy 1 GiB array hand-over", "bench_batching"),
+    ("echo_8", "sync echo against payload size", "bench_curves"),
+    ("threads_1", "sync throughput against caller threads", "bench_curves"),
 ]
 
 #: Bench modules run in this order (bench_start first among the child starters: it
 #: chooses the launcher's preload modules, which must happen before the launcher starts).
 MODULES = ["ipc_bench", "bench_start", "bench_isolated", "bench_executor",
-           "bench_batching", "bench_sandbox_enter"]
+           "bench_batching", "bench_sandbox_enter", "bench_curves"]
 
 
 def row(key: str, metric: str, unit: str, better: str, childkit: float,

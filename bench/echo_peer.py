@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import sys
 import threading
 
 from childkit.ipc import Connection, MessageOption, MessageParcel, RemoteStub
 
-ADD_ONE, COUNT, GET_COUNT, TOUCH_ASHMEM = 1, 2, 3, 4
+ADD_ONE, COUNT, GET_COUNT, TOUCH_ASHMEM, ECHO, FAULTS = 1, 2, 3, 4, 5, 6
 
 
 class BenchStub(RemoteStub):
@@ -37,6 +38,10 @@ class BenchStub(RemoteStub):
                 reply.write_int32(view[0] + view[len(view) - 1])
                 reply.write_int64(len(view))
                 view.release()
+        elif code == ECHO:  # the payload back, as a caller of a parser would get it
+            reply.write_buffer(data.read_buffer())
+        elif code == FAULTS:  # this process's minor page faults so far
+            reply.write_int64(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
         return 0
 
 
