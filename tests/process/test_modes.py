@@ -378,10 +378,14 @@ def test_ipc_entry_as_a_py_file() -> None:
         assert add_one(child.proxy, 1) == 2
 
 
-def test_ipc_native_library_and_bad_callbacks_are_refused() -> None:
-    with pytest.raises(ChildkitError) as info:
-        childkit.create_native_child_process("libworker.so", lambda c, p: None)
-    assert info.value.code == ErrCode.NCP_ERR_NOT_SUPPORTED
+def test_ipc_missing_native_library_and_bad_callbacks_are_refused() -> None:
+    # A library is served by the C kit in the child (tests/native/test_native_child.py);
+    # one that does not load is reported to on_started.
+    got: list[ErrCode] = []
+    done = threading.Event()
+    childkit.create_native_child_process(
+        "libchildkit-no-such-worker.so", lambda c, p: (got.append(c), done.set()))
+    assert done.wait(60) and got == [ErrCode.NCP_ERR_LIB_LOADING_FAILED]
     with pytest.raises(ChildkitError) as info:
         childkit.create_native_child_process("workers.echo_worker", "not callable")  # type: ignore[arg-type]
     assert info.value.code == ErrCode.NCP_ERR_INVALID_PARAM

@@ -11,10 +11,10 @@ Two modes, as in AbilityKit:
 * ``"ipc"`` (``OH_Ability_CreateNativeChildProcess``): the entry names a whole module
   that provides ``on_connect()`` (returns the child's root stub, or ``None``) and
   ``main_proc()`` (the child's work; the child exits when it returns). Either a dotted
-  module ``"pkg.worker"`` or a file ``"path/to/worker.py"``. A native library
-  (``"libworker.so"``) parses, but resolving it answers ``NCP_ERR_NOT_SUPPORTED``:
-  childkit's IPC objects are Python objects, so a C ``NativeChildProcess_OnConnect``
-  has no ``OHIPCRemoteStub`` to return.
+  module ``"pkg.worker"`` or a file ``"path/to/worker.py"``, or a native library
+  (``"libworker.so"``) exporting ``NativeChildProcess_OnConnect`` and
+  ``NativeChildProcess_MainProc``, which the launcher's child hands to the C kit
+  (``childkit.native._child``); :func:`resolve_ipc_entry` resolves Python ones only.
 
 Parsing (parent side) checks syntax only and imports nothing; resolving (child side)
 imports or ``dlopen``s and reports what failed with ``NCP_ERR_LIB_LOADING_FAILED``.
@@ -298,7 +298,8 @@ def resolve_ipc_entry(
     A dotted module is imported; a ``.py`` path is loaded under a unique module name.
 
     Raises:
-        ChildkitError: ``NCP_ERR_NOT_SUPPORTED`` for a native library;
+        ChildkitError: ``NCP_ERR_NOT_SUPPORTED`` for a native library (the C kit
+            resolves those: ``childkit.native._child.prepare``);
             ``NCP_ERR_LIB_LOADING_FAILED`` if the module cannot be imported or loaded,
             or lacks (or has a non-callable) ``on_connect`` or ``main_proc``, naming it;
             ``NCP_ERR_INVALID_PARAM`` if ``parsed`` is not an IPC-mode entry.
@@ -310,9 +311,8 @@ def resolve_ipc_entry(
     if parsed.kind == "native":
         raise ChildkitError(
             ErrCode.NCP_ERR_NOT_SUPPORTED,
-            f"IPC-mode children from a native library ({_quote(parsed.text)}) are not "
-            "supported: childkit's IPC stubs are Python objects; give a Python module "
-            "or .py file that defines on_connect() and main_proc()",
+            f"{_quote(parsed.text)} is a native library: the launcher's child serves it "
+            "with the C kit (childkit.native), not through Python's on_connect()",
         )
     if parsed.kind == "pyfile":
         module = _load_pyfile(parsed.target)

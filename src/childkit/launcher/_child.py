@@ -14,7 +14,9 @@ In order, the child:
 4. args mode: dups the named fds to new numbers in name order (as OpenHarmony's child
    sees them; the dups are inheritable, the received copies are closed), installs the
    args for :func:`childkit.get_current_child_process_args`, resolves the entry;
-   IPC mode: resolves the module, calls ``on_connect()``, starts the IPC connection on
+   IPC mode: resolves the module, calls ``on_connect()`` (a C library: ``dlopen``, its
+   ``NativeChildProcess_OnConnect()`` served by the C kit, ``childkit.native._child``),
+   starts the IPC connection on
    the two sockets it was given with that stub as its root. What the launcher learnt
    of the entry before forking (:func:`learn_entry`) is used instead of redoing it;
 5. reports the outcome on the status pipe and closes it (a failure: the error code and
@@ -59,6 +61,7 @@ from childkit.entry._entries import (
 )
 from childkit.ipc import Connection, RemoteStub, _busypoll
 from childkit.launcher import _protocol as proto
+from childkit.native import _child as native_child
 
 if TYPE_CHECKING:  # imported by the launcher only once an isolated child is asked for
     from childkit.sandbox import SandboxConfig
@@ -492,6 +495,8 @@ def _prepare_ipc_child(header: dict[str, Any], given: list[int]) -> Callable[[],
     entry = header["entry"]
     try:
         parsed, functions = _parsed(entry, "ipc")
+        if parsed.kind == "native":  # a C library: the C kit serves it (childkit.native)
+            return native_child.prepare(parsed.target, entry, call_fd, serve_fd)
         on_connect, main_proc = functions or resolve_ipc_entry(parsed)
     except ChildkitError as exc:
         raise _StartupFailed(exc.code, exc.message) from None

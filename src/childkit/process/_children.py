@@ -225,14 +225,9 @@ class IPCStart:
 def _prepare_ipc(entry: str, options: ChildProcessOptions | None,
                  timeout: float) -> tuple[ChildProcessOptions, float]:
     check_not_in_child()
-    parsed: ParsedEntry = parse_entry(entry, mode="ipc")
-    if parsed.kind == "native":
-        raise ChildkitError(
-            ErrCode.NCP_ERR_NOT_SUPPORTED,
-            f"IPC-mode children from a native library ({entry!r}) are not supported: "
-            "childkit's stubs are Python objects; give a module or .py file that defines "
-            "on_connect() and main_proc()",
-        )
+    # A library ("libx.so") is served by the C kit in the child (childkit.native): its
+    # loading and NativeChildProcess_OnConnect() outcome come back as the start's status.
+    parse_entry(entry, mode="ipc")
     opts = _check_options(options)
     deadline = _deadline(timeout)
     return opts, deadline
@@ -313,8 +308,7 @@ def create_native_child_process(entry: str, on_started: OnStarted,
         ChildkitError: ``NCP_ERR_ALREADY_IN_CHILD`` in a child;
             ``NCP_ERR_INVALID_PARAM`` for a malformed entry, a non-callable
             ``on_started``, bad options or timeout; ``NCP_ERR_NOT_SUPPORTED`` for
-            ``IsolationMode.ISOLATED`` without the sandbox's layers, or a native
-            library entry;
+            ``IsolationMode.ISOLATED`` without the sandbox's layers;
             ``NCP_ERR_MAX_CHILD_PROCESSES_REACHED`` with 50 children live.
     """
     if not callable(on_started):
