@@ -180,7 +180,7 @@ def test_batch_results_larger_than_the_journal(tmp_path: object) -> None:
 def test_worker_killed_while_idle_costs_no_task() -> None:
     import childkit
 
-    with ChildProcessExecutor(2) as ex:
+    with ChildProcessExecutor(2, prestart=True) as ex:
         assert ex.submit(add, 1).result() == 1
         assert wait_until(lambda: len(ex.worker_pids) == 2)
         for p in ex.worker_pids:

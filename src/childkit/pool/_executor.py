@@ -16,6 +16,7 @@ message, traceback text), never unpickled. See docs/executor.md.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import itertools
 import logging
 import os
@@ -27,6 +28,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import BrokenExecutor, Executor, Future
 from concurrent.futures import TimeoutError as FuturesTimeoutError
+from multiprocessing.context import BaseContext
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from childkit.common import ChildkitError, ErrCode
@@ -40,6 +42,12 @@ from childkit.ipc import (
     RequestMode,
 )
 from childkit.pool import _executor_worker as ew
+from childkit.pool._main_script import (
+    MainNotImportableError,
+    MainScript,
+    check_reachable,
+    main_script,
+)
 from childkit.process import (
     MAX_CHILDREN,
     START_TIMEOUT,
@@ -68,6 +76,12 @@ class ExecutorParamError(ChildkitError, ValueError):
 
     def __init__(self, message: str) -> None:
         super().__init__(ErrCode.NCP_ERR_INVALID_PARAM, message)
+
+
+class ExecutorParamTypeError(ExecutorParamError, TypeError):
+    """An executor argument of the wrong type where ``ProcessPoolExecutor`` raises a
+    ``TypeError`` (a non-callable ``initializer``): both a ``TypeError`` and an
+    :class:`ExecutorParamError` (``NCP_ERR_INVALID_PARAM``)."""
 
 
 class ChildExecutorError(Exception):
@@ -171,14 +185,15 @@ def _read_reply(reply: MessageParcel, codec: int) -> tuple[bool, Any]:
 
 
 class _WorkItem:
-    __slots__ = ("code", "future", "payload", "started", "timeout")
+    __slots__ = ("code", "future", "needs_main", "payload", "started", "timeout")
 
     def __init__(self, future: Future[Any], code: int, payload: bytes,
-                 timeout: float | None) -> None:
+                 timeout: float | None, needs_main: bool = False) -> None:
         self.future = future
         self.code = code
         self.payload = payload
         self.timeout = timeout
+        self.needs_main = needs_main  # it refers to __main__: the worker runs the script
         self.started = False  # set running already (a batch item queued again)
 
 
@@ -211,10 +226,11 @@ threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
 class _Worker:
     """One child of a slot, with its journal (see _executor_worker)."""
 
-    __slots__ = ("conn", "region", "view")
+    __slots__ = ("conn", "has_main", "region", "view")
 
     def __init__(self, conn: ChildConnection) -> None:
         self.conn = conn
+        self.has_main = False  # it has run the parent's main script (see _main_script)
         self.region = Ashmem.create("childkit-executor-journal", ew.JOURNAL_SIZE)
         try:
             self.region.map_read_write()
@@ -281,18 +297,25 @@ class _Core:
 
     def __init__(self, max_workers: int, options: ChildProcessOptions, codec: int,
                  max_tasks_per_child: int | None, init_payload: bytes | None,
-                 task_timeout: float | None, start_timeout: float) -> None:
+                 task_timeout: float | None, start_timeout: float,
+                 init_needs_main: bool = False) -> None:
         self.max_workers = max_workers
         self.options = options
         self.codec = codec
         self.max_tasks_per_child = max_tasks_per_child
         self.init_payload = init_payload
+        self.init_needs_main = init_needs_main
+        self.main: MainScript | None = main_script()
         self.task_timeout = task_timeout
         self.start_timeout = start_timeout
         self.queue: queue.SimpleQueue[_WorkItem | None] = queue.SimpleQueue()
         self.lock = threading.Lock()
         self.threads: list[threading.Thread] = []
         self.live_slots = 0
+        # Slots about to take another task (each marks itself just before it settles a
+        # task's future, so a submit made as soon as a result is seen finds it); a
+        # submit takes one, or starts another slot when there is none.
+        self.idle_slots = 0
         self.shutdown = False
         self.broken: str | None = None
         self.workers: dict[int, _Worker] = {}  # slot -> its current worker
@@ -304,16 +327,31 @@ class _Core:
                 raise BrokenChildExecutor(self.broken)
             if self.shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            if not self.threads:
-                self._start_slots_locked()
+            # Workers start on demand, as ProcessPoolExecutor's: one more only while no
+            # slot is idle, up to max_workers.
+            if self.idle_slots > 0:
+                self.idle_slots -= 1
+            elif len(self.threads) < self.max_workers:
+                self._start_slots_locked(1)
             self.queue.put(item)
 
-    def _start_slots_locked(self) -> None:
+    def prestart(self) -> None:
+        """Start every slot (and so every worker) now rather than on demand."""
+        with self.lock:
+            if self.shutdown or self.broken is not None:
+                return
+            missing = self.max_workers - len(self.threads)
+            if missing > 0:
+                self._start_slots_locked(missing)
+                self.idle_slots += missing
+
+    def _start_slots_locked(self, count: int) -> None:
         with _live_lock:
             if _interpreter_exiting:
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
             _live_cores.add(self)
-        for slot in range(self.max_workers):
+        first = len(self.threads)
+        for slot in range(first, first + count):
             thread = threading.Thread(target=self._slot_main, args=(slot,), daemon=True,
                                       name=f"childkit-executor-{slot}")
             self.live_slots += 1  # before start: a slot that ends at once must not be last
@@ -324,7 +362,7 @@ class _Core:
                 self.broken = f"a dispatcher thread could not start: {exc}"
                 for _ in self.threads:  # the slots already started end
                     self.queue.put(None)
-                if not self.threads:
+                if self.live_slots == 0:
                     with _live_lock:
                         _live_cores.discard(self)
                 raise BrokenChildExecutor(self.broken) from exc
@@ -390,14 +428,12 @@ class _Core:
             conn.close(grace=0.0)
             return None, f"a worker could not start: {exc!r}"
         if self.init_payload is not None:
-            try:
-                with MessageParcel() as data:
-                    ew.write_blob(data, self.init_payload)
-                    reply = conn.proxy.send_request(ew.INIT, data)
-                with reply:
-                    ok, value = _read_reply(reply, ew.CODEC_SAFE)
-            except (IPCError, ValueError) as exc:
-                ok, value = False, exc
+            ok, value = True, None
+            if self.init_needs_main:
+                ok, value = self._call(worker, ew.MAIN, self._main_payload())
+                worker.has_main = ok
+            if ok:
+                ok, value = self._call(worker, ew.INIT, self.init_payload)
             if not ok:
                 # Logged, as ProcessPoolExecutor's worker logs it: the futures only get
                 # BrokenChildExecutor, which cannot carry every worker's traceback.
@@ -411,6 +447,41 @@ class _Core:
         with self.lock:
             self.workers[slot] = worker
         return worker, ""
+
+    def _main_payload(self) -> bytes:
+        assert self.main is not None  # submit checked it (check_reachable)
+        return ew.safe_dumps((self.main.kind, self.main.value))
+
+    @staticmethod
+    def _call(worker: _Worker, code: int, payload: bytes) -> tuple[bool, Any]:
+        """Send ``worker`` an INIT or MAIN request: (True, None), or (False, the error)."""
+        try:
+            with MessageParcel() as data:
+                ew.write_blob(data, payload)
+                reply = worker.conn.proxy.send_request(code, data)
+            with reply:
+                return _read_reply(reply, ew.CODEC_SAFE)
+        except (IPCError, ValueError) as exc:
+            return False, exc
+
+    def _load_main(self, worker: _Worker, batch: list[_WorkItem]) -> tuple[bool, list[_WorkItem]]:
+        """Have ``worker`` run the main script for the items of ``batch`` that need it.
+        Returns (worker still usable, the items left to run); on a failure the items
+        that needed the script fail with its error."""
+        ok, value = self._call(worker, ew.MAIN, self._main_payload())
+        if ok:
+            worker.has_main = True
+            return True, batch
+        if isinstance(value, IPCError):
+            value = ChildExecutorError(
+                f"the worker (pid {worker.pid}) died running the main script "
+                f"{self.main.value if self.main else ''!r} as __mp_main__ (does code outside "
+                f"its 'if __name__ == \"__main__\":' block end the process?): {value}")
+        for item in batch:
+            if item.needs_main:
+                item.future.set_exception(value)
+        alive = not worker.conn.proxy.is_object_dead()
+        return alive, [item for item in batch if not item.needs_main]
 
     def _retire(self, slot: int, worker: _Worker | None, *, kill: bool) -> None:
         with self.lock:
@@ -481,6 +552,15 @@ class _Core:
                     for i in batch:
                         i.future.set_exception(BrokenChildExecutor(self.broken))
                     continue
+                if not worker.has_main and any(i.needs_main for i in batch):
+                    usable, batch = self._load_main(worker, batch)
+                    if not usable:
+                        self._requeue(batch)
+                        self._retire(slot, worker, kill=True)
+                        worker, done = None, 0
+                        continue
+                    if not batch:
+                        continue
                 try:
                     if len(batch) == 1:
                         keep, ran = self._run(worker, batch[0]), 1
@@ -565,6 +645,8 @@ class _Core:
             for i in batch:
                 i.future.set_exception(error)
             return False, len(batch)
+        if not spilled and done == len(batch):
+            self._now_idle()
         self._settle(batch[:done], outcomes)
         if spilled is not None:
             self._settle([batch[done]], [spilled])
@@ -624,11 +706,47 @@ class _Core:
             future.set_exception(ChildExecutorError(
                 f"worker pid {worker.pid} sent a result that cannot be decoded: {exc!r}"))
             return False
+        self._now_idle()
         if ok:
             future.set_result(value)
         else:
             future.set_exception(value)
         return True
+
+    def _now_idle(self) -> None:
+        """This slot settles its last task and takes the next: a submit may use it."""
+        with self.lock:
+            self.idle_slots = min(self.idle_slots + 1, len(self.threads))
+
+
+_MP_START_METHODS = ("fork", "forkserver", "spawn")
+
+
+def _check_mp_context(mp_context: object) -> None:
+    """Accept ``None`` or a ``multiprocessing`` fork, forkserver or spawn context."""
+    if mp_context is None:
+        return
+    method = None
+    if isinstance(mp_context, BaseContext):
+        try:
+            method = mp_context.get_start_method(allow_none=False)
+        except Exception:
+            method = None
+    if method not in _MP_START_METHODS:
+        raise ExecutorParamError(
+            f"mp_context must be None or a multiprocessing context whose start method is "
+            f"'fork', 'forkserver' or 'spawn' (multiprocessing.get_context('spawn')), "
+            f"not {mp_context!r}; childkit's workers are always forked from its launcher, "
+            f"a fresh interpreter (see docs/executor.md)")
+
+
+def _with_main_script(options: ChildProcessOptions) -> ChildProcessOptions:
+    """ISOLATED options with the main script's own file readable in the sandbox, so that
+    tasks defined in it can run (its directory stays hidden: see docs/executor.md)."""
+    main = main_script()
+    if main is None or main.kind != "path" or main.value in options.readonly_paths:
+        return options
+    return dataclasses.replace(options, readonly_paths=(*options.readonly_paths, main.value))
 
 
 def _chunks(iterables: tuple[Iterable[Any], ...], chunksize: int) -> Iterator[list[Any]]:
@@ -643,15 +761,30 @@ def _chunks(iterables: tuple[Iterable[Any], ...], chunksize: int) -> Iterator[li
 class ChildProcessExecutor(Executor):
     """A ``concurrent.futures.Executor`` whose workers are childkit children.
 
+    A drop-in for ``ProcessPoolExecutor``: the same leading arguments in the same order,
+    workers started on demand, functions defined in the main script usable as tasks
+    (each worker runs the script as ``__mp_main__``, as ``multiprocessing``'s spawn does;
+    see docs/executor.md for the few documented differences).
+
     Args:
         max_workers: worker processes (default: the CPU count), 1..``MAX_CHILDREN``;
-            started on the first submit, from the launcher (a fork each).
-        isolation_mode: ``IsolationMode.NORMAL`` or ``ISOLATED`` (workers sandboxed;
-            their functions must come from modules the sandbox can read).
-        max_tasks_per_child: replace a worker after it ran this many tasks.
+            started on demand (one more while no worker is idle, as
+            ``ProcessPoolExecutor``), each forked from the launcher; ``prestart=True``
+            starts them all at once.
+        mp_context: ``None`` or a ``multiprocessing`` context whose start method is
+            ``"fork"``, ``"forkserver"`` or ``"spawn"``, accepted for drop-in use.
+            Whatever the context, workers are forked from childkit's launcher, a fresh
+            interpreter: like ``spawn``/``forkserver`` they inherit none of this
+            process's memory (module globals set at run time, open objects), and run the
+            main script as ``__mp_main__`` when a task needs it.
         initializer: run once in every new worker; if it raises, the executor is
             broken (as ``ProcessPoolExecutor``): :class:`BrokenChildExecutor`.
         initargs: the arguments of ``initializer``.
+        max_tasks_per_child: replace a worker after it ran this many tasks.
+        isolation_mode: ``IsolationMode.NORMAL`` or ``ISOLATED`` (workers sandboxed;
+            their functions must come from modules the sandbox can read: the main
+            script's own file is made readable; other modules of yours through
+            ``options=ChildProcessOptions(readonly_paths=[...])``).
         task_timeout: seconds any task may run (see also :meth:`submit_with_timeout`);
             an overrun fails that task with :class:`TaskTimeoutError` and replaces its
             worker.
@@ -661,23 +794,30 @@ class ChildProcessExecutor(Executor):
             with ``"pickle"`` needs ``allow_pickle_results=True``.
         options: a full :class:`ChildProcessOptions` (its isolation mode wins).
         start_timeout: seconds a worker may take to start.
+        prestart: start every worker now instead of on demand.
 
     Raises:
         ExecutorParamError: (a ``ValueError`` and ``ChildkitError`` with
-            ``NCP_ERR_INVALID_PARAM``) for a bad argument, saying which.
-        TypeError: if ``initializer`` is not callable.
+            ``NCP_ERR_INVALID_PARAM``) for a bad argument, saying which: a bad
+            ``max_workers``, an ``mp_context`` that is not a fork, forkserver or spawn
+            context, an ``initializer`` that is not callable, ...
+        MainNotImportableError: (``NCP_ERR_INVALID_PARAM``) the initializer is defined
+            in a ``__main__`` that workers cannot run again (an interactive session,
+            ``python -c``).
     """
 
     def __init__(self, max_workers: int | None = None,
-                 isolation_mode: IsolationMode = IsolationMode.NORMAL,
-                 max_tasks_per_child: int | None = None,
+                 mp_context: BaseContext | None = None,
                  initializer: Callable[..., object] | None = None,
                  initargs: tuple[Any, ...] = (), *,
+                 max_tasks_per_child: int | None = None,
+                 isolation_mode: IsolationMode = IsolationMode.NORMAL,
                  task_timeout: float | None = None,
                  result_codec: ResultCodec | None = None,
                  allow_pickle_results: bool = False,
                  options: ChildProcessOptions | None = None,
-                 start_timeout: float = START_TIMEOUT) -> None:
+                 start_timeout: float = START_TIMEOUT,
+                 prestart: bool = False) -> None:
         if max_workers is None:
             max_workers = min(os.cpu_count() or 1, MAX_CHILDREN)
         if isinstance(max_workers, bool) or not isinstance(max_workers, int):
@@ -687,12 +827,17 @@ class ChildProcessExecutor(Executor):
         if max_workers > MAX_CHILDREN:
             raise ExecutorParamError(f"max_workers is {max_workers}; a process may have "
                                      f"at most {MAX_CHILDREN} children")
+        _check_mp_context(mp_context)
         if max_tasks_per_child is not None and (
                 isinstance(max_tasks_per_child, bool) or not isinstance(max_tasks_per_child, int)
                 or max_tasks_per_child < 1):
-            raise ExecutorParamError("max_tasks_per_child must be >= 1")
+            raise ExecutorParamError(f"max_tasks_per_child must be an int >= 1 or None, "
+                                     f"not {max_tasks_per_child!r}")
         if initializer is not None and not callable(initializer):
-            raise TypeError("initializer must be a callable")
+            raise ExecutorParamTypeError(f"initializer must be a callable or None, "
+                                     f"not {initializer!r}")
+        if not isinstance(prestart, bool):
+            raise ExecutorParamError(f"prestart must be a bool, not {prestart!r}")
         if options is None:
             options = ChildProcessOptions(isolation_mode=isolation_mode)
         elif not isinstance(options, ChildProcessOptions):
@@ -709,34 +854,44 @@ class ChildProcessExecutor(Executor):
                 "in this process when unpickled; use result_codec='safe', or pass "
                 "allow_pickle_results=True if you trust them")
         init_payload = None
+        init_needs_main = False
         if initializer is not None:
-            init_payload = pickle.dumps((initializer, tuple(initargs)),
-                                        protocol=pickle.HIGHEST_PROTOCOL)
+            init = (initializer, tuple(initargs))
+            init_payload = pickle.dumps(init, protocol=pickle.HIGHEST_PROTOCOL)
+            init_needs_main = check_reachable(init, init_payload, "the initializer")
         if isinstance(start_timeout, bool) or not isinstance(start_timeout, int | float) \
                 or not start_timeout > 0:
             raise ExecutorParamError(f"start_timeout must be a positive number, "
                                      f"not {start_timeout!r}")
+        if isolated:
+            options = _with_main_script(options)
         self._max_workers = max_workers
         self.result_codec: ResultCodec = result_codec
         self._core = _Core(max_workers, options,
                            ew.CODEC_PICKLE if result_codec == "pickle" else ew.CODEC_SAFE,
                            max_tasks_per_child, init_payload, _check_timeout(task_timeout),
-                           float(start_timeout))
+                           float(start_timeout), init_needs_main)
         # An executor dropped without shutdown() stops its workers when collected.
         self._finalizer = weakref.finalize(self, _Core.stop, self._core, False)
+        if prestart:
+            self._core.prestart()
 
     # ------------------------------------------------------------------ submitting
     def _submit(self, code: int, payload_obj: object, timeout: float | None) -> Future[Any]:
         future: Future[Any] = Future()
         try:
             payload = pickle.dumps(payload_obj, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # as ProcessPoolExecutor: the future fails, not submit
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # as ProcessPoolExecutor: the future fails, not
+            # submit (a __reduce__ raising SystemExit too)
             with self._core.lock:
                 if self._core.shutdown:
                     raise RuntimeError("cannot schedule new futures after shutdown") from None
             future.set_exception(exc)
             return future
-        self._core.put(_WorkItem(future, code, payload, timeout))
+        needs_main = check_reachable(payload_obj, payload, "this task")
+        self._core.put(_WorkItem(future, code, payload, timeout, needs_main))
         return future
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
@@ -826,7 +981,9 @@ __all__ = [
     "ChildProcessExecutor",
     "ChildTaskError",
     "ExecutorParamError",
+    "ExecutorParamTypeError",
     "FuturesTimeoutError",
+    "MainNotImportableError",
     "RemoteTraceback",
     "TaskTimeoutError",
     "WorkerDiedError",

@@ -34,6 +34,9 @@ Wire format (every request and reply is a :class:`~childkit.ipc.MessageParcel`):
   blob with that task's outcome (the batch stops there; the parent queues the rest
   again).
 * :data:`STOP` (one-way): ``main_proc`` returns and the child exits with code 0.
+* :data:`MAIN`: blob of the safe encoding of ``(kind, value)``: run the parent's main
+  program as ``__mp_main__`` (:mod:`childkit.pool._main_script`) before the first task
+  that refers to ``__main__``. Reply as for :data:`INIT`.
 
 A blob is ``int8 0`` + ``bytes`` when it fits a parcel, else ``int8 1`` + an
 :class:`~childkit.ipc.Ashmem` holding it. The safe codec (:func:`safe_dumps` /
@@ -52,6 +55,7 @@ from collections.abc import Callable
 from typing import Any
 
 from childkit.ipc import Ashmem, MessageOption, MessageParcel, RemoteStub
+from childkit.pool._main_script import run_main
 
 DESCRIPTOR = "childkit.ExecutorWorker"
 RUN = 1
@@ -60,6 +64,7 @@ INIT = 3
 STOP = 4
 JOURNAL = 5
 RUN_BATCH = 6
+MAIN = 7
 
 OK = 0
 RAISED = 1
@@ -304,9 +309,14 @@ class TaskStub(RemoteStub):
             self._region, self.journal = region, region.buffer()
             return 0
         try:
-            if code == INIT:
-                initializer, initargs = pickle.loads(read_blob(data))
-                initializer(*initargs)
+            if code in (INIT, MAIN):
+                if code == INIT:
+                    initializer, initargs = pickle.loads(read_blob(data))
+                    initializer(*initargs)
+                else:
+                    main = safe_loads(read_blob(data))
+                    assert isinstance(main, tuple) and len(main) == 2
+                    run_main(str(main[0]), str(main[1]))
                 reply.write_int8(OK)
                 write_blob(reply, safe_dumps(None))
                 return 0
