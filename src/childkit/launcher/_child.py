@@ -61,6 +61,7 @@ from childkit.entry._entries import (
 )
 from childkit.ipc import Connection, RemoteStub, _busypoll
 from childkit.launcher import _protocol as proto
+from childkit.launcher._replies import InFlight
 from childkit.native import _child as native_child
 
 if TYPE_CHECKING:  # imported by the launcher only once an isolated child is asked for
@@ -513,6 +514,14 @@ def _prepare_ipc_child(header: dict[str, Any], given: list[int]) -> Callable[[],
             ErrCode.NCP_ERR_CONNECTION_FAILED,
             f"on_connect() of {entry!r} returned {type(stub).__name__}, not a RemoteStub",
         )
+    # Requests the stub is answering hold the child's exit until their replies are
+    # sent (bounded): a request that makes main_proc return is still answered.
+    in_flight = InFlight()
+    try:
+        counted = in_flight.wrap(stub.on_remote_request)
+        stub.on_remote_request = counted  # type: ignore[method-assign,assignment]
+    except AttributeError:
+        pass  # a stub with __slots__: its replies are not waited for
     conn = Connection(socket.socket(fileno=call_fd), socket.socket(fileno=serve_fd),
                       local_root=stub, name=f"child {os.getpid()} to its parent")
     conn.start()
@@ -520,7 +529,10 @@ def _prepare_ipc_child(header: dict[str, Any], given: list[int]) -> Callable[[],
     _connection = conn  # lives as long as the child does
 
     def run() -> int:
-        result = main_proc()
+        try:
+            result = main_proc()
+        finally:
+            in_flight.drain()
         if isinstance(result, int) and not isinstance(result, bool):
             return result
         return 0
