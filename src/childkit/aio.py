@@ -24,12 +24,13 @@ from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 from childkit.common import ChildkitError, ErrCode
-from childkit.ipc._connection import Connection
-from childkit.ipc._errors import DeadRemoteObjectError, ParamError
-from childkit.ipc._option import SYNC_OPTION, MessageOption
-from childkit.ipc._parcel import MessageParcel
-from childkit.ipc._proxy import RemoteProxy
-from childkit.ipc._stub import check_request_code
+from childkit.ipc import (
+    Connection,
+    MessageOption,
+    MessageParcel,
+    ParamError,
+    RemoteProxy,
+)
 from childkit.process import START_TIMEOUT, Child, ChildConnection, ChildProcessOptions, IPCStart
 
 if TYPE_CHECKING:
@@ -55,17 +56,9 @@ async def send_request(
     Raises what :meth:`RemoteProxy.send_request` raises; the timeout of ``option`` gives
     :class:`~childkit.ipc.IPCTimeoutError`.
     """
-    check_request_code(code)
     if not isinstance(proxy, RemoteProxy):
         raise ParamError(f"proxy must be a RemoteProxy, not {type(proxy).__name__}")
-    if not isinstance(data, MessageParcel):
-        raise ParamError(f"data must be a MessageParcel, not {type(data).__name__}")
-    option = option or SYNC_OPTION
-    if not isinstance(option, MessageOption):
-        raise ParamError(f"option must be a MessageOption, not {type(option).__name__}")
-    if proxy._closed:
-        raise DeadRemoteObjectError("the proxy is closed")
-    return await proxy._conn.transact_async(proxy._handle, code, data, option)
+    return await proxy.send_request_async(code, data, option)
 
 
 async def send_requests(

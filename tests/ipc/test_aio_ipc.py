@@ -62,7 +62,7 @@ def test_awaited_calls_concurrently(peer: Peer, run: Callable[..., Any]) -> None
         return [r.read_int32() for r in replies]
 
     assert run(main()) == [i + 1 for i in range(200)]
-    assert not peer.conn._leader  # the loop gave the reader role back
+    assert not peer.conn._caller.leader  # the loop gave the reader role back
 
 
 def test_cancelled_call_leaves_connection_usable(peer: Peer, run: Callable[..., Any]) -> None:
@@ -136,7 +136,7 @@ def test_sync_call_from_the_loop_thread_while_awaiting(peer: Peer, run: Callable
     async def main() -> int:
         pending = asyncio.ensure_future(
             aio.send_request(peer.proxy, pm.SLEEP_UNTIL_RELEASED, MessageParcel()))
-        assert await asyncio.to_thread(wait_until, lambda: peer.conn._loop_leader is not None)
+        assert await asyncio.to_thread(wait_until, lambda: peer.conn._loop.loop_leader is not None)
         # A blocking call inside the loop: the loop cannot read, so this thread does.
         with peer.proxy.send_request(pm.ADD_ONE, ints(41)) as r:
             value = r.read_int32()
@@ -171,7 +171,7 @@ def test_sync_calls_work_on_a_call_socket_an_event_loop_made_non_blocking(
         return int(reply.read_int32())
 
     assert run(main()) == 2
-    call_fd = peer.conn._call.fileno()
+    call_fd = peer.conn._transport.call.fileno()
     os.set_blocking(call_fd, False)  # whatever this loop did: make it so
     for i in range(200):
         with peer.proxy.send_request(pm.ADD_ONE, ints(i)) as reply:

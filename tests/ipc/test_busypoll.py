@@ -25,7 +25,7 @@ from childkit.ipc import (
     Skeleton,
     _accel,
     _busypoll,
-    _connection,
+    _transport,
     _wire,
     channel_socketpairs,
 )
@@ -303,7 +303,7 @@ def served() -> Iterator[Served]:
     local, remote = channel_socketpairs()
     pool = RecordingPool()
     conn = Connection(*local, local_root=AddOne(), pool=pool)  # type: ignore[arg-type]
-    conn._serve.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)  # as after HELLO
+    conn._transport.serve.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)  # as after HELLO
     remote[0].settimeout(30)
     yield conn, pool, remote[0], remote[1]
     conn.close()
@@ -325,29 +325,29 @@ def answer(peer_call: socket.socket, seq: int) -> int:
 
 def serve(conn: Connection) -> bytes | None:
     """Read one record and run it, as a work thread does; the reply to send, if any."""
-    record = conn._read_serve()
+    record = conn._server.read()
     assert record is not None
-    return conn._serve_record(*record)
+    return conn._server.serve_record(*record)
 
 
 def test_after_answering_the_server_polls_with_its_socket_disarmed(
     served: Served) -> None:
     conn, pool, peer_call, _ = served
     Skeleton.set_busy_poll_us(10_000)
-    conn._serve_busy_poll.window_ns = 10_000_000
+    conn._server.busy_poll.window_ns = 10_000_000
     peer_call.send(request(1, 41))
     reply = serve(conn)  # a plain sync request, answered inline
     assert reply
     assert pool.calls == ["rearm"]  # re-armed before running: others may serve meanwhile
     peer_call.send(request(2, 1))  # waiting before the poll starts: found at once
-    following = conn._reply_and_poll(reply)
+    following = conn._server.reply_and_poll(reply)
     assert following is not None and following[0] == len(request(2, 1))
     assert pool.calls == ["rearm", "disarm"]  # still disarmed: the caller serves it
     assert answer(peer_call, 1) == 42  # the reply went out before the poll
-    reply = conn._serve_record(*following)
+    reply = conn._server.serve_record(*following)
     assert pool.calls == ["rearm", "disarm", "rearm"]
-    conn._serve_busy_poll.window_ns = 10_000
-    assert conn._reply_and_poll(reply) is None  # nothing more comes
+    conn._server.busy_poll.window_ns = 10_000
+    assert conn._server.reply_and_poll(reply) is None  # nothing more comes
     assert pool.calls == ["rearm", "disarm", "rearm", "disarm", "rearm"]
     assert answer(peer_call, 2) == 2
 
@@ -356,33 +356,33 @@ def test_a_poll_that_gives_up_rearms_and_adapts(
     served: Served) -> None:
     conn, pool, peer_call, _ = served
     Skeleton.set_busy_poll_us(100)
-    waiter = conn._serve_busy_poll
+    waiter = conn._server.busy_poll
     waiter.window_ns = 20_000
-    assert conn._reply_and_poll(b"") is None  # nothing comes within 20 us
+    assert conn._server.reply_and_poll(b"") is None  # nothing comes within 20 us
     assert pool.calls == ["disarm", "rearm"]  # never left disarmed
-    assert conn._serve_idle_since != 0
+    assert conn._server.idle_since != 0
     # The next request comes much later than the maximum: the window halves.
-    conn._serve_idle_since -= 1_000_000_000
+    conn._server.idle_since -= 1_000_000_000
     peer_call.send(request(1, 1))
     reply = serve(conn)
     assert reply is not None
-    conn._send_reply_record(reply)
+    conn._server.send_reply_record(reply)
     assert answer(peer_call, 1) == 2
-    assert waiter.window_ns == 10_000 and conn._serve_idle_since == 0
+    assert waiter.window_ns == 10_000 and conn._server.idle_since == 0
 
 
 def test_no_poll_without_a_window_or_while_another_thread_polls(
     served: Served) -> None:
     conn, pool, peer_call, _ = served
     Skeleton.set_busy_poll_us(100)
-    conn._serve_busy_poll.window_ns = 0
+    conn._server.busy_poll.window_ns = 0
     peer_call.send(request(1, 1))
-    assert conn._reply_and_poll(serve(conn) or b"") is None
+    assert conn._server.reply_and_poll(serve(conn) or b"") is None
     assert answer(peer_call, 1) == 2  # the reply still goes out
-    conn._serve_busy_poll.window_ns = 50_000
-    conn._serve_polling = True  # another thread polls: one poller per connection
-    assert conn._reply_and_poll(b"") is None
-    conn._serve_polling = False
+    conn._server.busy_poll.window_ns = 50_000
+    conn._server.polling = True  # another thread polls: one poller per connection
+    assert conn._server.reply_and_poll(b"") is None
+    conn._server.polling = False
     assert pool.calls == ["rearm"]  # only before the stub ran: it stayed armed since
 
 
@@ -394,7 +394,7 @@ def test_only_a_plain_inline_answer_leads_to_polling(
     oneway = _wire.encode_transaction(0, 0, 1, True, data._buf, (), 0)
     peer_call.send(oneway)
     assert serve(conn) is None  # one-way: no reply, nothing to wait for
-    assert conn._read_serve() is None  # nothing there (EAGAIN): re-armed
+    assert conn._server.read() is None  # nothing there (EAGAIN): re-armed
     assert pool.calls[-1] == "rearm"
 
 
@@ -434,52 +434,52 @@ def epoll_served() -> Iterator[tuple[Connection, EpollPool, socket.socket]]:
     local, remote = channel_socketpairs()
     pool = EpollPool()
     conn = Connection(*local, local_root=AddOne(), pool=pool)  # type: ignore[arg-type]
-    conn._serve.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
+    conn._transport.serve.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
     remote[0].settimeout(30)
-    pool.register(conn._serve_fd, None)
+    pool.register(conn._transport.serve_fd, None)
     limit = _accel.speedups.set_hold_limit(10**12)
     yield conn, pool, remote[0]
     _accel.speedups.set_hold_limit(limit)
-    _accel.speedups.drop_holds(conn._serve_fd)
+    _accel.speedups.drop_holds(conn._transport.serve_fd)
     conn.close()
     pool.epoll.close()
     for sock in remote:
         sock.close()
 
 
-@pytest.mark.skipif(_connection._exchange is None, reason="needs the C twins (_speedups)")
+@pytest.mark.skipif(_transport.exchange is None, reason="needs the C twins (_speedups)")
 def test_the_c_twins_keep_the_socket_disarmed_from_request_to_request(
         epoll_served: tuple[Connection, EpollPool, socket.socket]) -> None:
     """A held socket needs no epoll_ctl between requests; one held too long is re-armed by
     the watcher, and the next poll disarms it again (in C)."""
     conn, pool, peer_call = epoll_served
     Skeleton.set_busy_poll_us(10_000)
-    conn._serve_busy_poll.window_ns = 10_000_000
+    conn._server.busy_poll.window_ns = 10_000_000
     peer_call.send(request(1, 41))
-    assert pool.epoll.poll(0) == [(conn._serve_fd, select.EPOLLIN)]  # armed: reported
+    assert pool.epoll.poll(0) == [(conn._transport.serve_fd, select.EPOLLIN)]  # armed: reported
     reply = serve(conn)  # held: still disarmed while the request runs
     assert reply
     peer_call.send(request(2, 1))
     assert pool.epoll.poll(0) == []  # readable, but disarmed: the pool is not told
-    conn._run_started = _busypoll._now_ns()  # it ran quickly (not at this test's pace)
-    following = conn._reply_and_poll(reply)  # no disarm needed: it never re-armed
+    conn._server.run_started = _busypoll._now_ns()  # it ran quickly (not at this test's pace)
+    following = conn._server.reply_and_poll(reply)  # no disarm needed: it never re-armed
     assert following is not None
     assert pool.calls == ["register", "hold"]
     peer_call.send(request(3, 1))
     assert pool.epoll.poll(0) == []
-    reply = conn._serve_record(*following)  # held again
+    reply = conn._server.serve_record(*following)  # held again
     assert pool.calls == ["register", "hold", "hold"]
     # This request "runs long": the watcher re-arms the socket after the hold limit.
     _accel.speedups.set_hold_limit(2_000_000)
-    assert pool.epoll.poll(30) == [(conn._serve_fd, select.EPOLLIN)]
+    assert pool.epoll.poll(30) == [(conn._transport.serve_fd, select.EPOLLIN)]
     assert answer(peer_call, 1) == 42
-    following = conn._reply_and_poll(reply or b"")  # unheld meanwhile: disarms in C
+    following = conn._server.reply_and_poll(reply or b"")  # unheld meanwhile: disarms in C
     assert following is not None  # request 3
     assert pool.calls == ["register", "hold", "hold"]  # (the disarm was in C)
     peer_call.send(request(4, 1))
     assert pool.epoll.poll(0) == []
     assert answer(peer_call, 2) == 2
-    conn._send_reply_record(conn._serve_record(*following) or b"")
+    conn._server.send_reply_record(conn._server.serve_record(*following) or b"")
     assert answer(peer_call, 3) == 2
 
 
@@ -528,7 +528,7 @@ def test_calls_through_a_real_peer_poll_and_lose_nothing() -> None:
     Skeleton.set_busy_poll_us(100)
     peer = Peer()
     try:
-        waiter = peer.conn._call_busy_poll = CountingBusyPoll()
+        waiter = peer.conn._caller.busy_poll = CountingBusyPoll()
         for i in range(200):
             data = MessageParcel()
             data.write_int32(i)
@@ -563,35 +563,35 @@ def test_calls_through_a_real_peer_poll_and_lose_nothing() -> None:
         peer.close()
 
 
-@pytest.mark.skipif(_connection._exchange is None, reason="needs the C twins (_speedups)")
+@pytest.mark.skipif(_transport.exchange is None, reason="needs the C twins (_speedups)")
 def test_after_a_long_request_the_next_is_not_held(
         epoll_served: tuple[Connection, EpollPool, socket.socket]) -> None:
     """A request that ran long may well again: the next one re-arms the socket first, so
     other threads serve the connection meanwhile; quick ones go back to holding."""
     conn, pool, peer_call = epoll_served
     Skeleton.set_busy_poll_us(10_000)
-    conn._serve_busy_poll.window_ns = 10_000_000
+    conn._server.busy_poll.window_ns = 10_000_000
     peer_call.send(request(1, 1))
     reply = serve(conn)
     assert pool.calls == ["register", "hold"]
-    conn._run_started -= 1_000_000_000  # as if the stub had run for a second
+    conn._server.run_started -= 1_000_000_000  # as if the stub had run for a second
     peer_call.send(request(2, 1))
-    following = conn._reply_and_poll(reply or b"")
+    following = conn._server.reply_and_poll(reply or b"")
     assert following is not None
-    reply = conn._serve_record(*following)
+    reply = conn._server.serve_record(*following)
     assert pool.calls == ["register", "hold", "rearm"]  # not held
     peer_call.send(request(3, 1))
-    conn._run_started = _busypoll._now_ns()  # a quick one again
-    following = conn._reply_and_poll(reply or b"")
+    conn._server.run_started = _busypoll._now_ns()  # a quick one again
+    following = conn._server.reply_and_poll(reply or b"")
     assert following is not None
-    reply = conn._serve_record(*following)
+    reply = conn._server.serve_record(*following)
     assert pool.calls == ["register", "hold", "rearm", "hold"]
-    conn._pool.unhold(conn._serve_fd)
-    conn._send_reply_record(reply or b"")
+    conn._pool.unhold(conn._transport.serve_fd)
+    conn._server.send_reply_record(reply or b"")
     assert [answer(peer_call, seq) for seq in (1, 2, 3)] == [2, 2, 2]
 
 
-@pytest.mark.skipif(_connection._exchange is None, reason="needs the C twins (_speedups)")
+@pytest.mark.skipif(_transport.exchange is None, reason="needs the C twins (_speedups)")
 def test_a_reply_that_does_not_fit_waits_and_leaves_the_socket_armed(
         epoll_served: tuple[Connection, EpollPool, socket.socket]) -> None:
     """The peer reads slowly: its queue is full when the reply is due. The work thread
@@ -599,18 +599,18 @@ def test_a_reply_that_does_not_fit_waits_and_leaves_the_socket_armed(
     waits for room, and the reply arrives whole once the peer reads."""
     conn, pool, peer_call = epoll_served
     Skeleton.set_busy_poll_us(10_000)
-    conn._serve_busy_poll.window_ns = 10_000_000
+    conn._server.busy_poll.window_ns = 10_000_000
     peer_call.send(request(1, 41))
     reply = serve(conn)
     assert reply
     filler = bytes(60_000)
     while True:  # fill the peer's queue: the next send on the serve socket would block
         try:
-            conn._serve.send(filler)
+            conn._transport.serve.send(filler)
         except BlockingIOError:
             break
     result: list[object] = []
-    replier = threading.Thread(target=lambda: result.append(conn._reply_and_poll(reply)))
+    replier = threading.Thread(target=lambda: result.append(conn._server.reply_and_poll(reply)))
     replier.start()
     got = peer_call.recv(_wire.MAX_RECORD_BYTES)
     while len(got) == len(filler):  # the peer reads: room for the reply
@@ -621,5 +621,5 @@ def test_a_reply_that_does_not_fit_waits_and_leaves_the_socket_armed(
     assert _wire.simple_reply(got, len(got)) == (1, 0)
     assert MessageParcel._from_wire(got[_wire.REPLY_DATA_OFFSET:], [], []).read_int32() == 42
     peer_call.send(request(2, 1))  # the socket is armed again: the pool hears of it
-    assert pool.epoll.poll(30) == [(conn._serve_fd, select.EPOLLIN)]
+    assert pool.epoll.poll(30) == [(conn._transport.serve_fd, select.EPOLLIN)]
     assert "rearm" in pool.calls

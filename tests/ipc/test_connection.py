@@ -29,6 +29,7 @@ from childkit.ipc import (
     RemoteStub,
     RequestMode,
     Skeleton,
+    _server,
     _wire,
     channel_socketpairs,
 )
@@ -335,22 +336,23 @@ def test_oneway_backpressure_counts_requests_not_records(
     # counting each of its requests) the serving side stops reading: the sender then
     # blocks on a full socket instead of the receiver's memory growing. Nothing is lost
     # or reordered when the stub goes on.
-    from childkit.ipc import _connection
+    from childkit.ipc import _oneway
 
     backlog, per_record, records = 64, 50, 100
-    monkeypatch.setattr(_connection, "ASYNC_BACKLOG", backlog)
+    monkeypatch.setattr(_oneway, "ASYNC_BACKLOG", backlog)
     local, remote = channel_socketpairs()
     gate = Gate()
     a, b = Connection(*local, name="A"), Connection(*remote, local_root=gate, name="B")
     peak = 0
-    enqueue = b._enqueue_locked
+    queues = b._server.oneway
+    enqueue = queues.enqueue_locked
 
     def spy(handle: int, entry: Any, count: int) -> None:
         nonlocal peak
         enqueue(handle, entry, count)
-        peak = max(peak, b._async_queued[handle])
+        peak = max(peak, queues.queued[handle])
 
-    monkeypatch.setattr(b, "_enqueue_locked", spy)
+    monkeypatch.setattr(queues, "enqueue_locked", spy)
     a.start()
     b.start()
     proxy = a.root_proxy()
@@ -364,7 +366,7 @@ def test_oneway_backpressure_counts_requests_not_records(
     try:
         sender.start()
         assert gate.entered.wait(30)
-        assert wait_until(lambda: b._async_queued.get(0, 0) > backlog)
+        assert wait_until(lambda: queues.queued.get(0, 0) > backlog)
         # The reader now waits for room; it read at most one record past the backlog.
         assert peak <= backlog + per_record
         gate.open.set()
@@ -547,7 +549,7 @@ def test_parent_stub_passed_to_child_is_called_back(peer: Peer) -> None:
     assert callback.callers == [(peer.proc.pid, os.getuid(), False)]
     data.close()
     # The child dropped its proxy: the export is released.
-    assert wait_until(lambda: not any(e[0] is callback for e in peer.conn._exports.values()))
+    assert wait_until(lambda: not any(e[0] is callback for e in peer.conn._table.exports.values()))
 
 
 def test_object_echoed_back_is_the_same_object(peer: Peer) -> None:
@@ -853,14 +855,14 @@ def test_sync_batch_of_one_record_runs_in_order_on_one_thread_with_replies_coale
 ) -> None:
     a, b, stub = batch_pair
     sent: list[int] = []
-    real_sendmsg = Connection._sendmsg
+    real_sendmsg = _server.sendmsg
 
     def counting(sock: socket.socket, data: bytes, fds: list[int]) -> None:
-        if sock is b._serve:
+        if sock is b._transport.serve:
             sent.append(len(data))
         real_sendmsg(sock, data, fds)
 
-    monkeypatch.setattr(Connection, "_sendmsg", staticmethod(counting))
+    monkeypatch.setattr(_server, "sendmsg", counting)
     proxy = a.root_proxy()
     replies = proxy.send_requests([(1, int_parcel(i)) for i in range(200)])  # one record
     assert [r.read_int32() for r in replies] == [i + 1 for i in range(200)]
@@ -900,17 +902,17 @@ def test_a_failure_serving_one_request_of_a_batch_answers_it_and_the_rest(
     batch_pair: tuple[Connection, Connection, BatchRecorder], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     a, b, stub = batch_pair
-    real_answer = b._answer
+    real_answer = b._server.answer
     calls: list[int] = []
 
     def failing_third(*args: Any) -> None:
         calls.append(1)
         if len(calls) == 3:
-            args[4].close()  # the request's parcel, as _answer would
+            args[4].close()  # the request's parcel, as answer would
             raise RuntimeError("a bug in serving")
         real_answer(*args)
 
-    monkeypatch.setattr(b, "_answer", failing_third)
+    monkeypatch.setattr(b._server, "answer", failing_third)
     proxy = a.root_proxy()
     with pytest.raises(IPCError) as err:
         proxy.send_requests([(1, int_parcel(i)) for i in range(5)])
@@ -952,7 +954,7 @@ def test_release_never_overtakes_a_reply_that_mentions_the_object(peer: Peer) ->
             data.write_remote_object(mine)
             with peer.proxy.send_request(pm.ECHO_OBJECT, data) as reply:
                 assert reply.read_remote_object() is mine
-    assert wait_until(lambda: len(peer.conn._exports) == 0)
+    assert wait_until(lambda: len(peer.conn._table.exports) == 0)
     assert not peer.conn.closed
 
 

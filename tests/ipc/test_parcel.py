@@ -27,7 +27,6 @@ from childkit.ipc import (
     ParcelReadError,
     ParcelWriteError,
 )
-from childkit.ipc._object import RemoteObject
 from childkit.ipc._parcel import (
     T_ASHMEM,
     T_BYTES,
@@ -37,6 +36,7 @@ from childkit.ipc._parcel import (
     T_REMOTE,
     T_STRING,
     T_TOKEN,
+    RemoteObject,
 )
 from childkit.ipc._stub import RemoteStub
 

@@ -36,7 +36,9 @@ from childkit.ipc import (
     RequestMode,
     _accel,
     _busypoll,
-    _connection,
+    _caller,
+    _server,
+    _transport,
     _wire,
 )
 from childkit.ipc._parcel import MAX_PARCEL_DATA
@@ -70,7 +72,8 @@ def test_the_hot_path_uses_the_c_twins() -> None:
     assert _wire.simple_request is C.simple_request
     assert _wire.simple_reply is C.simple_reply
     assert _busypoll._poll_readable is C.poll_readable
-    assert _connection._exchange is C.exchange
+    assert _transport.exchange is C.exchange
+    assert _caller.exchange is C.exchange and _server.exchange is C.exchange
 
 
 def test_a_module_built_with_other_limits_is_not_used() -> None:

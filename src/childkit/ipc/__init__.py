@@ -22,9 +22,9 @@ from childkit.ipc._errors import (
     ParcelWriteError,
     ProtocolError,
 )
-from childkit.ipc._object import RemoteObject
+from childkit.ipc._limits import MAX_PARCEL_DATA, MAX_PARCEL_FDS, MAX_PARCEL_OBJECTS
 from childkit.ipc._option import MessageOption, RequestMode
-from childkit.ipc._parcel import MAX_PARCEL_DATA, MAX_PARCEL_FDS, MAX_PARCEL_OBJECTS, MessageParcel
+from childkit.ipc._parcel import MessageParcel, RemoteObject
 from childkit.ipc._proxy import RemoteProxy
 from childkit.ipc._skeleton import Skeleton
 from childkit.ipc._stub import RemoteStub

@@ -8,6 +8,8 @@ one fd. NumPy stays optional: it is imported when these functions are first used
 
 A peer is untrusted: the reader accepts only plain numeric dtypes (never ``object``, which
 would be pointers), at most 32 dimensions, and a shape that fits the region it received.
+
+May import: ``_ashmem``, ``_errors``, ``_parcel``.
 """
 
 from __future__ import annotations

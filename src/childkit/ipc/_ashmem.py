@@ -15,6 +15,8 @@ their access, as with ashmem; this object's own :meth:`Ashmem.write` and
 Sending one to a peer: the parcel takes ``ashmem.dup_fd()`` (a new fd it owns) plus the
 name. Receiving: ``Ashmem._from_received_fd(fd, name)`` takes ownership of the fd and
 refuses anything that is not a readable, shrink-sealed regular file.
+
+May import: ``_errors`` only.
 """
 
 from __future__ import annotations

@@ -36,6 +36,8 @@ environment variable (read at import; children inherit it) or
 
 This module knows nothing of frames or connections: :func:`spin` is handed a ``poll``
 function (or the fd it watches).
+
+May import: ``_accel`` only.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 Every failure of the IPC kit raises :class:`IPCError` or a subclass; ``.code`` is an
 :class:`IPCErrorCode` (or, for a stub's own error, an int in the user range).
+
+May import: nothing of childkit (the lowest module with ``_limits``).
 """
 
 from __future__ import annotations

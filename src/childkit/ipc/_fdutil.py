@@ -1,6 +1,8 @@
 """File descriptors on Unix sockets: the SCM_RIGHTS encoding and closing what we own.
 
 Shared by the IPC connection and the launcher's control protocol; knows nothing of frames.
+
+May import: nothing of childkit (the launcher's protocol uses it too).
 """
 
 from __future__ import annotations

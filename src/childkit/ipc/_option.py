@@ -1,4 +1,7 @@
-"""MessageOption: how a request is sent (sync or one-way, and the sync call's timeout)."""
+"""MessageOption: how a request is sent (sync or one-way, and the sync call's timeout).
+
+May import: ``_errors`` only.
+"""
 
 from __future__ import annotations
 

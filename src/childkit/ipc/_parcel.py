@@ -10,6 +10,9 @@ The parcel knows nothing of sockets or threads: the connection turns its three l
 wire frames (reading ``_buf``, ``_fds`` and ``_objects``) and builds received parcels with
 :meth:`MessageParcel._from_wire`.
 A parcel is not thread-safe; one thread writes or reads it at a time.
+
+May import: ``_ashmem``, ``_errors``, ``_limits``, ``_option``. Nothing that knows of
+connections: the parcel is below them all.
 """
 
 from __future__ import annotations
@@ -21,17 +24,12 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from childkit.ipc._errors import ParamError, ParcelReadError, ParcelWriteError
-from childkit.ipc._object import RemoteObject
+from childkit.ipc._limits import MAX_PARCEL_DATA, MAX_PARCEL_FDS, MAX_PARCEL_OBJECTS
 
 if TYPE_CHECKING:
     from childkit.ipc._ashmem import Ashmem
+    from childkit.ipc._option import MessageOption
 
-#: Most data bytes a parcel holds (IPCKit's 200 KiB); large data goes through Ashmem.
-MAX_PARCEL_DATA = 204_800
-#: Most file descriptors (including Ashmem regions) one parcel carries.
-MAX_PARCEL_FDS = 64
-#: Most remote objects one parcel carries.
-MAX_PARCEL_OBJECTS = 256
 
 # Type tags. Never reuse a value: they are part of the wire format (docs/wire-format.md).
 T_INT8, T_INT16, T_INT32, T_INT64 = 1, 2, 3, 4
@@ -76,6 +74,31 @@ def _close_fds(fds: list[int]) -> None:
             os.close(fds.pop())
         except OSError:
             pass
+
+
+class RemoteObject:
+    """Something a request can be sent to: a local :class:`RemoteStub` or a :class:`RemoteProxy`
+    (IPCKit's remote object).
+
+    Both can travel inside a :class:`MessageParcel`, which is why the base class lives with
+    the parcel. Subclasses implement the methods below.
+    """
+
+    __slots__ = ("__weakref__",)
+
+    def send_request(
+        self, code: int, data: MessageParcel, option: MessageOption | None = None
+    ) -> MessageParcel:
+        """Send request ``code`` with ``data``; return the reply parcel (empty for one-way)."""
+        raise NotImplementedError
+
+    def get_descriptor(self) -> str:
+        """The interface descriptor of the object (a stub's own; a proxy's as sent by the peer)."""
+        raise NotImplementedError
+
+    def is_object_dead(self) -> bool:
+        """Whether requests to this object can no longer succeed."""
+        raise NotImplementedError
 
 
 class MessageParcel:

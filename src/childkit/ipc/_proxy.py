@@ -1,21 +1,78 @@
-"""RemoteProxy: the caller's handle on a stub in another process (IPCKit's OHIPCRemoteProxy)."""
+"""RemoteProxy: the caller's handle on a stub in another process (IPCKit's OHIPCRemoteProxy).
+
+A proxy is identity plus death state: a handle in its session's object table, a closed
+flag, its death recipients and its reference count. It sends through a :class:`Session`,
+the small interface of the connection that made it (OpenHarmony's ``IRemoteInvoker``), and
+never reaches into the connection's internals. The object table (:mod:`._objects`) made the
+proxy and drives its state through the module functions at the end of this file, holding
+the table's lock.
+
+May import: ``_errors``, ``_option``, ``_parcel``, ``_stub``. Nothing above (the connection
+and its roles import this module, never the reverse).
+"""
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from childkit.ipc._errors import DeadRemoteObjectError, ParamError
-from childkit.ipc._object import RemoteObject
 from childkit.ipc._option import SYNC_OPTION, MessageOption
-from childkit.ipc._parcel import MessageParcel
+from childkit.ipc._parcel import MessageParcel, RemoteObject
 from childkit.ipc._stub import INTERFACE_TRANSACTION, RemoteStub, check_request_code
 
-if TYPE_CHECKING:
-    from childkit.ipc._connection import Connection
-
 DeathRecipient = Callable[[], object]
+
+
+class Session(Protocol):
+    """What a proxy needs of its connection: send, and keep its references and recipients.
+
+    :class:`~childkit.ipc.Connection` is the one implementation.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def peer_pid(self) -> int: ...
+
+    @property
+    def peer_uid(self) -> int: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    def call(self, handle: int, code: int, parcel: MessageParcel) -> MessageParcel:
+        """A sync request with the default option, arguments already checked."""
+        ...
+
+    def transact(self, handle: int, code: int, parcel: MessageParcel,
+                 option: MessageOption) -> MessageParcel:
+        """One request to the peer's object ``handle``."""
+        ...
+
+    def transact_batch(self, handle: int, requests: list[tuple[int, MessageParcel]],
+                       option: MessageOption) -> list[MessageParcel]:
+        """Many requests to ``handle`` in as few records as fit."""
+        ...
+
+    async def transact_async(self, handle: int, code: int, parcel: MessageParcel,
+                             option: MessageOption) -> MessageParcel:
+        """One request, awaited in the running event loop."""
+        ...
+
+    def add_death_recipient(self, proxy: RemoteProxy, recipient: DeathRecipient) -> None:
+        """Call ``recipient`` when ``proxy``'s remote object dies."""
+        ...
+
+    def remove_death_recipient(self, proxy: RemoteProxy, recipient: DeathRecipient) -> None:
+        """Forget a recipient added with :meth:`add_death_recipient`."""
+        ...
+
+    def release_proxy(self, proxy: RemoteProxy) -> None:
+        """Give back the references ``proxy`` holds on the remote object."""
+        ...
 
 
 class RemoteProxy(RemoteObject):
@@ -29,7 +86,7 @@ class RemoteProxy(RemoteObject):
     __slots__ = ("_closed", "_conn", "_descriptor", "_forwarder", "_handle", "_recipients",
                  "_refs")
 
-    def __init__(self, conn: Connection, handle: int, refs: list[int]) -> None:
+    def __init__(self, conn: Session, handle: int, refs: list[int]) -> None:
         self._conn = conn
         self._handle = handle
         self._refs = refs  # [count] shared with the GC finalizer that releases them
@@ -67,6 +124,27 @@ class RemoteProxy(RemoteObject):
         if self._closed:
             raise DeadRemoteObjectError("the proxy is closed")
         return self._conn.transact(self._handle, code, data, option)
+
+    async def send_request_async(
+        self, code: int, data: MessageParcel, option: MessageOption | None = None
+    ) -> MessageParcel:
+        """:meth:`send_request`, awaited: the running event loop reads the reply and no
+        thread waits (``childkit.aio.send_request`` is this). One-way requests return at
+        once. Cancelling the await (or its timeout) forgets the call: a late reply is
+        dropped and the connection stays usable.
+
+        Raises what :meth:`send_request` raises; the timeout of ``option`` gives
+        :class:`IPCTimeoutError`.
+        """
+        check_request_code(code)
+        if not isinstance(data, MessageParcel):
+            raise ParamError(f"data must be a MessageParcel, not {type(data).__name__}")
+        option = option or SYNC_OPTION
+        if not isinstance(option, MessageOption):
+            raise ParamError(f"option must be a MessageOption, not {type(option).__name__}")
+        if self._closed:
+            raise DeadRemoteObjectError("the proxy is closed")
+        return await self._conn.transact_async(self._handle, code, data, option)
 
     def send_requests(
         self,
@@ -123,17 +201,17 @@ class RemoteProxy(RemoteObject):
         """
         if not callable(recipient):
             raise ParamError(f"death recipient must be callable, not {recipient!r}")
-        self._conn._add_death_recipient(self, recipient)
+        self._conn.add_death_recipient(self, recipient)
 
     def remove_death_recipient(self, recipient: DeathRecipient) -> None:
         """Forget ``recipient``. Raises :class:`ParamError` if it was not added."""
-        self._conn._remove_death_recipient(self, recipient)
+        self._conn.remove_death_recipient(self, recipient)
 
     def close(self) -> None:
         """Release the remote stub and make this proxy dead. Idempotent."""
         if not self._closed:
             self._closed = True
-            self._conn._release_proxy(self)
+            self._conn.release_proxy(self)
 
     def __enter__(self) -> RemoteProxy:
         return self
@@ -142,7 +220,8 @@ class RemoteProxy(RemoteObject):
         self.close()
 
     @property
-    def connection(self) -> Connection:
+    def connection(self) -> Session:
+        """The connection this proxy sends through."""
         return self._conn
 
     def __repr__(self) -> str:
@@ -150,6 +229,67 @@ class RemoteProxy(RemoteObject):
         return f"<RemoteProxy handle={self._handle} {state} on {self._conn.name}>"
 
 
-def attach_release_finalizer(proxy: RemoteProxy, release: Callable[[int, list[int]], Any]) -> None:
-    """When ``proxy`` is collected unclosed, release its references (see Connection)."""
-    weakref.finalize(proxy, release, proxy._handle, proxy._refs)
+# The object table's side of a proxy: call these holding the table's lock.
+def new_proxy(session: Session, handle: int,
+              release: Callable[[int, list[int]], Any]) -> RemoteProxy:
+    """A proxy to ``handle`` holding no references yet. When it is collected unclosed,
+    ``release(handle, refs)`` gives its references back (from the garbage collector)."""
+    proxy = RemoteProxy(session, handle, [0])
+    weakref.finalize(proxy, release, handle, proxy._refs)
+    return proxy
+
+
+def is_closed(proxy: RemoteProxy) -> bool:
+    """Whether ``proxy`` was closed (by its user, or by its connection's death)."""
+    return proxy._closed
+
+
+def add_reference(proxy: RemoteProxy) -> None:
+    """Count one more reference the peer gave this side (a parcel carried the object)."""
+    proxy._refs[0] += 1
+
+
+def take_references(proxy: RemoteProxy) -> int:
+    """Forget ``proxy``'s references and recipients; return how many to release."""
+    count = proxy._refs[0]
+    proxy._refs[0] = 0
+    proxy._recipients = []
+    return count
+
+
+def handle_on(proxy: RemoteProxy, session: Session) -> int | None:
+    """``proxy``'s handle if it sends through ``session``; ``None`` for another session's."""
+    return proxy._handle if proxy._conn is session else None
+
+
+def handle_of(proxy: RemoteProxy) -> int:
+    """The handle ``proxy`` names in its session's table."""
+    return proxy._handle
+
+
+def forwarder(proxy: RemoteProxy, make: Callable[[RemoteProxy], RemoteStub]) -> RemoteStub:
+    """The stub that stands in for ``proxy`` when it is sent to a third process (made once
+    by ``make``)."""
+    if proxy._forwarder is None:
+        proxy._forwarder = make(proxy)
+    return proxy._forwarder
+
+
+def add_recipient(proxy: RemoteProxy, recipient: DeathRecipient) -> None:
+    """Add ``recipient`` once (adding it again keeps one)."""
+    if recipient not in proxy._recipients:
+        proxy._recipients.append(recipient)
+
+
+def remove_recipient(proxy: RemoteProxy, recipient: DeathRecipient) -> None:
+    """Remove ``recipient``; :class:`ParamError` if it was never added."""
+    try:
+        proxy._recipients.remove(recipient)
+    except ValueError:
+        raise ParamError(f"{recipient!r} is not a death recipient of {proxy!r}") from None
+
+
+def take_recipients(proxy: RemoteProxy) -> list[DeathRecipient]:
+    """Take ``proxy``'s recipients (its remote object died: they are called once)."""
+    recipients, proxy._recipients = proxy._recipients, []
+    return recipients

@@ -1,4 +1,7 @@
-"""Skeleton: who is calling (inside ``on_remote_request``) and the work thread pool size."""
+"""Skeleton: who is calling (inside ``on_remote_request``) and the work thread pool size.
+
+May import: ``_busypoll``, ``_errors``, ``_threadpool``.
+"""
 
 from __future__ import annotations
 

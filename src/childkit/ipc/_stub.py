@@ -1,4 +1,7 @@
-"""RemoteStub: the object that serves requests (IPCKit's OHIPCRemoteStub)."""
+"""RemoteStub: the object that serves requests (IPCKit's OHIPCRemoteStub).
+
+May import: ``_errors``, ``_option``, ``_parcel``, ``_skeleton``.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,8 @@ import logging
 import os
 
 from childkit.ipc._errors import IPCError, IPCErrorCode, ParamError, is_transportable_status
-from childkit.ipc._object import RemoteObject
 from childkit.ipc._option import SYNC_OPTION, MessageOption
-from childkit.ipc._parcel import MessageParcel
+from childkit.ipc._parcel import MessageParcel, RemoteObject
 from childkit.ipc._skeleton import _context
 
 _log = logging.getLogger("childkit.ipc")

@@ -9,6 +9,8 @@ thread takes work, another is started, up to the maximum (``Skeleton.set_max_wor
 
 The pool knows nothing of frames or parcels: a registered socket is just an fd and a
 callback. It also runs plain tasks (:meth:`IPCThreadPool.submit`), woken by an eventfd.
+
+May import: ``_accel`` only: the pool knows nothing of frames or parcels.
 """
 
 from __future__ import annotations

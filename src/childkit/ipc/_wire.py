@@ -7,6 +7,8 @@ frame starts with an 8-byte header (type, flags, fd count, body length). The lay
 either returns frames that now refer to the given fds, or raises :class:`ProtocolError`
 and leaves closing them to the caller. Every length is checked against the record, so a
 hostile peer cannot make it read out of bounds or allocate more than the record it sent.
+
+May import: ``_accel``, ``_errors``, ``_limits``; never ``_parcel`` (the wire is below it).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from types import ModuleType
 
 from childkit.ipc import _accel
 from childkit.ipc._errors import ProtocolError
-from childkit.ipc._parcel import MAX_PARCEL_DATA, MAX_PARCEL_FDS, MAX_PARCEL_OBJECTS
+from childkit.ipc._limits import MAX_PARCEL_DATA, MAX_PARCEL_FDS, MAX_PARCEL_OBJECTS
 
 PROTOCOL_VERSION = 1
 #: Largest record a peer may send (a full parcel plus headers fits with room to spare).

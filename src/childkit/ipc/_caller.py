@@ -1,0 +1,522 @@
+"""The caller role of one connection: sync calls, their replies, and who reads them.
+
+A side sends its requests on its call socket and reads the replies there. Keeping that
+socket apart from the serve socket is what lets a sync call skip thread hops: the calling
+thread reads its own reply, since nothing else arrives on its call socket. When several
+calls are outstanding, one caller at a time reads (the *leader*) and hands the others'
+replies over; requests queued while another thread writes go out in one record (the
+transport's writer). An event loop may be the reader instead of a thread, for awaited
+calls: that hand-off lives in :mod:`._asyncbridge`, behind :class:`LoopHandoff`.
+
+May import: ``_busypoll``, ``_errors``, ``_fdutil``, ``_objects``, ``_option``,
+``_parcel``, ``_transport``, ``_wire``. Nothing above.
+
+Lock discipline
+---------------
+The transport's *link lock* (``Transport.lock``, condition ``Transport.cond``) guards this
+role's ``waiters``, ``lone_seq``, ``next_seq``, ``leader`` and ``stand_in``, together with
+the writer's state, so that the lone caller's fast path (:meth:`Caller.call`) sees in one
+critical section that nobody writes or reads. A :class:`Call`'s ``reply`` and ``objects``
+are set under it. ``poller`` and ``busy_poll`` belong to whichever thread reads (the
+leader), one at a time. While holding the link lock this role may take the object-table
+lock (to resolve or count references), never the server lock.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import select
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from childkit.ipc import _busypoll, _wire
+from childkit.ipc._busypoll import PREEMPTED_NS, BusyPoll, lost_cpu
+from childkit.ipc._errors import (
+    DeadRemoteObjectError,
+    IPCError,
+    IPCErrorCode,
+    IPCTimeoutError,
+    ParcelWriteError,
+    ProtocolError,
+)
+from childkit.ipc._fdutil import close_fds
+from childkit.ipc._objects import ObjectTable
+from childkit.ipc._option import SYNC_OPTION, MessageOption
+from childkit.ipc._parcel import MessageParcel, RemoteObject
+from childkit.ipc._transport import (
+    ANC_SPACE,
+    DONTWAIT,
+    NO_FDS,
+    RECV_FLAGS,
+    RETRY_LATER,
+    TRUNCATED,
+    Transport,
+    exchange,
+    exchange_slowly,
+    recv_buffers,
+    release_holds,
+)
+
+_now_ns = _busypoll.now_ns  # the busy-poll rule's clock (a test may replace it there)
+
+
+class Call:
+    """An outstanding sync call; ``reply`` is set under the link lock."""
+
+    __slots__ = ("objects", "reply")
+
+    #: Whether an event loop awaits it (then :meth:`deliver` resolves its future).
+    awaited = False
+
+    def __init__(self) -> None:
+        self.reply: _wire.Reply | None = None
+        self.objects: list[RemoteObject] = []  # the reply's objects, resolved on arrival
+
+    def deliver(self, error: BaseException | None = None) -> None:
+        """Tell an awaiting event loop that the reply (or ``error``) is here."""
+
+
+class LoopHandoff(Protocol):
+    """What the caller needs of the asyncio hand-off (:mod:`._asyncbridge`). Every method
+    is called holding the link lock."""
+
+    def reading(self) -> bool:
+        """Whether an event loop is the reader now."""
+        ...
+
+    def can_not_read_locked(self) -> bool:
+        """Whether the reading loop cannot read (it is this thread, or stopped)."""
+        ...
+
+    def hand_lead_locked(self) -> None:
+        """If only awaited calls are left and nobody reads, ask one of their loops to."""
+        ...
+
+
+class _NoLoop:
+    def reading(self) -> bool:
+        return False
+
+    def can_not_read_locked(self) -> bool:
+        return False
+
+    def hand_lead_locked(self) -> None:
+        pass
+
+
+def reply_parcel(reply: _wire.Reply, code: int, objects: list[RemoteObject]) -> MessageParcel:
+    """The caller's parcel for ``reply``; raises the error a failed reply carries."""
+    if reply.status:
+        close_fds(reply.fds)
+        detail = reply.detail or f"request {code} failed"
+        if reply.status == IPCErrorCode.OH_IPC_DEAD_REMOTE_OBJECT:
+            raise DeadRemoteObjectError(detail)
+        raise IPCError(reply.status, detail)
+    return MessageParcel._from_wire(reply.data, reply.fds, objects)
+
+
+class Caller:
+    """Sends this side's requests and gets their replies to the threads (or loops) that
+    wait. See the module docstring for its lock discipline."""
+
+    def __init__(self, transport: Transport, table: ObjectTable) -> None:
+        self.transport = transport
+        self.table = table
+        self.lock = transport.lock
+        self.cond = transport.cond
+        self.waiters: dict[int, Call] = {}
+        self.lone_seq = 0  # the call of a thread in _transact_alone (maybe not a waiter)
+        self.next_seq = 1
+        self.leader = False  # a thread (or loop) reads the call socket
+        self.stand_in = False  # a thread reads for a loop that cannot (see _await_reply)
+        self.loop: LoopHandoff = _NoLoop()
+        self.poller = select.poll()
+        self.poller.register(transport.call_fd, select.POLLIN)
+        self.busy_poll = BusyPoll()
+
+    # ------------------------------------------------------------------ state
+    def outstanding(self) -> int:
+        """Sync calls sent (or being sent) and not yet answered."""
+        with self.lock:
+            lone = self.lone_seq != 0 and self.lone_seq not in self.waiters
+            return len(self.waiters) + lone
+
+    def fail_waiters_locked(self, error: BaseException) -> None:
+        """The link closed (holding the link lock): every waiter learns it."""
+        for waiter in self.waiters.values():
+            if waiter.awaited:
+                waiter.deliver(error)
+        self.waiters.clear()
+
+    def register_call_locked(self, objects: list[RemoteObject], make: Callable[[int], Call],
+                             ) -> tuple[int, Call, list[_wire.ObjectRef]]:
+        """A new outstanding sync call: its sequence number, waiter (``make(seq)``) and
+        the references of its parcel's objects."""
+        t = self.transport
+        if t.closed:
+            raise t.dead()
+        refs = self.table.refs_for(objects) if objects else []
+        seq = self.next_seq
+        self.next_seq = seq + 1
+        call = make(seq)
+        self.waiters[seq] = call
+        return seq, call, refs
+
+    # ------------------------------------------------------------------ sync calls
+    def call(self, handle: int, code: int, parcel: MessageParcel) -> MessageParcel:
+        """:meth:`transact` with the default option (sync, no timeout), for arguments the
+        caller has checked: the hot path, with fewer steps to the lone caller's."""
+        if not (parcel._fds or parcel._objects or parcel._closed):
+            lock = self.lock
+            t = self.transport
+            lock.acquire()
+            if not (t.closed or t.writing or self.leader or t.wqueue or t.gc_releases):
+                return self._transact_alone(handle, code, parcel._buf)  # releases the lock
+            lock.release()
+        return self.transact(handle, code, parcel, SYNC_OPTION)
+
+    def transact(
+        self, handle: int, code: int, parcel: MessageParcel, option: MessageOption
+    ) -> MessageParcel:
+        """Send one request to the peer's object ``handle`` (see RemoteProxy.send_request)."""
+        if parcel._closed:
+            raise ParcelWriteError("the data parcel is closed")
+        data, fds, objects = parcel._buf, parcel._fds, parcel._objects
+        t = self.transport
+        if option.mode:  # one-way
+            refs = self.table.refs_for(objects) if objects else []
+            t.send_oneway(
+                _wire.encode_transaction(0, handle, code, True, data, refs, len(fds)), fds)
+            return MessageParcel()
+        lock = self.lock
+        if not (fds or objects or option.timeout is not None):
+            lock.acquire()
+            if not (t.closed or t.writing or self.leader or t.wqueue or t.gc_releases):
+                return self._transact_alone(handle, code, data)  # releases the lock
+            lock.release()
+        lock.acquire()
+        try:
+            seq, call, refs = self.register_call_locked(objects, _new_call)
+            # Nobody else writing and nothing queued: write this frame now, on this thread.
+            direct = not (fds or t.writing or t.wqueue or t.gc_releases)
+            if direct:
+                t.writing = True
+                t.io_users += 1
+        finally:
+            lock.release()
+        chunk = _wire.encode_transaction(seq, handle, code, False, data, refs, len(fds))
+        try:
+            if direct:
+                t.send_direct(chunk)
+            else:
+                t.send(chunk, fds)
+        except BaseException:
+            lock.acquire()
+            self.waiters.pop(seq, None)
+            lock.release()
+            raise
+        reply = self._await_reply(call, seq, option.timeout)
+        return reply_parcel(reply, code, call.objects)
+
+    def _transact_alone(self, handle: int, code: int, data: bytearray) -> MessageParcel:
+        """The common sync call: no fds, no objects, no timeout, nobody else writing or
+        reading. Entered holding the lock; takes the reader's role in that one critical
+        section, writes its frame itself and reads its own reply. (It does not take the
+        writer's role: a record goes out whole, so others may write meanwhile, and
+        nothing of this thread's is queued before it.)"""
+        lock = self.lock
+        t = self.transport
+        seq = self.next_seq
+        self.next_seq = seq + 1
+        self.leader = True
+        self.lone_seq = seq
+        t.io_users += 1
+        lock.release()
+        # The waiter is registered only if the reply does not come first thing: until
+        # then this thread is the only reader, and only a reader hands out replies.
+        call: Call | None = None
+        got_it = False
+        try:
+            chunk = _wire.encode_transaction(seq, handle, code, False, data, (), 0)
+            # Send, poll for the reply a moment before sleeping on it (see _busypoll), read
+            # one record: in C, one call without the GIL; else three socket calls.
+            waiter = self.busy_poll
+            started = _now_ns()
+            end = waiter.poll_end(started)
+            buf = recv_buffers.buf
+            result = None
+            try:
+                if exchange is not None:
+                    try:
+                        result = exchange(t.call_fd, chunk, buf, end, PREEMPTED_NS)
+                    except BlockingIOError:  # non-blocking while an event loop shares it
+                        pass  # nothing was sent: the Python calls wait for room
+                if result is None:
+                    result = exchange_slowly(t.call, self.poller.poll, t.call_fd, chunk, buf,
+                                             started, end)
+            except OSError as exc:  # only sending raises
+                t.fail(f"sending failed: {exc.strerror or exc}")
+                raise DeadRemoteObjectError(f"{t.name}: peer is gone ({exc})") from None
+            n, anc, flags, seen, err = result
+            if seen < 0:  # descheduled while polling (in C)
+                lost_cpu(_now_ns())
+            polled = seen > 0
+            if err and err not in RETRY_LATER:
+                t.fail(f"receiving failed: {os.strerror(err)}")
+            # If it is just the successful plain reply to this call, that is the answer;
+            # otherwise deliver what came as _lead would, and lead.
+            if n >= 0 and not anc and not flags & TRUNCATED:
+                simple = _wire.simple_reply(buf, n)
+                if simple is not None and simple[0] == seq and not simple[1]:
+                    got_it = True
+                    if not polled:
+                        waiter.waited(_now_ns() - started)
+                    return MessageParcel._from_wire(buf[_wire.REPLY_DATA_OFFSET:n], [], [])
+            call = Call()
+            lock.acquire()
+            self.waiters[seq] = call
+            lock.release()
+            if n >= 0:
+                frames = t.decode(buf, n, anc, flags)
+                if frames is not None:
+                    self.deliver_replies(frames)
+            self._lead(call, None)
+        finally:
+            error = ""
+            lock.acquire()
+            if got_it:  # counted here, in the one critical section on the way out
+                t.replies_received += 1
+            self.leader = False
+            self.lone_seq = 0
+            t.io_users -= 1
+            if call is not None:
+                self.waiters.pop(seq, None)
+            if self.waiters:
+                self.cond.notify_all()  # let another caller read
+            if t.closed:
+                t.close_sockets_if_idle_locked()
+            lock.release()
+            if got_it and self.table.deferred:
+                try:
+                    self.table.apply_deferred()
+                except ProtocolError as exc:
+                    error = exc.message
+            if error:  # the reply is still good: the caller gets it, the link closes
+                t.protocol_error(error)
+        reply = call.reply if call is not None else None
+        if reply is None:  # _lead only returns without our reply when the link died
+            raise DeadRemoteObjectError(f"{t.name}: {t.close_reason}")
+        if not reply.status and not reply.objects:
+            return MessageParcel._from_wire(reply.data, reply.fds, [])
+        return reply_parcel(reply, code, call.objects)
+
+    def transact_batch(
+        self, handle: int, requests: list[tuple[int, MessageParcel]], option: MessageOption
+    ) -> list[MessageParcel]:
+        """Send many requests to ``handle`` in as few records as fit (see send_requests)."""
+        oneway = bool(option.mode)
+        calls: list[tuple[int, Call, int]] = []
+        lock = self.lock
+        t = self.transport
+        lock.acquire()
+        try:
+            if t.closed:
+                raise t.dead()
+            frames: list[tuple[bytes, list[int]]] = []
+            plain = oneway and not any(parcel._closed or parcel._fds or parcel._objects
+                                       for _code, parcel in requests)
+            if plain:  # the common burst: plain one-way requests, encoded in one go
+                frames = [(chunk, NO_FDS) for chunk in _wire.encode_oneway_frames(
+                    handle, [(code, parcel._buf) for code, parcel in requests])]
+            for code, parcel in () if plain else requests:
+                if parcel._closed:
+                    raise ParcelWriteError("a data parcel of the batch is closed")
+                refs = self.table.refs_for(parcel._objects) if parcel._objects else []
+                fds = [os.dup(fd) for fd in parcel._fds] if parcel._fds else []
+                if oneway:
+                    seq = 0
+                else:
+                    seq = self.next_seq
+                    self.next_seq = seq + 1
+                    call = Call()
+                    self.waiters[seq] = call
+                    calls.append((seq, call, code))
+                frames.append((_wire.encode_transaction(
+                    seq, handle, code, oneway, parcel._buf, refs, len(fds)), fds))
+            if t.gc_releases:
+                t.queue_gc_releases_locked()
+            t.wqueue.extend(frames)
+            write = not t.writing
+            if write:
+                t.writing = True
+                t.io_users += 1
+        finally:
+            lock.release()
+        if write:
+            try:
+                t.flush()  # this thread writes the whole batch, coalesced into records
+            finally:
+                t.io_done()
+        if oneway:
+            return []
+        replies: list[MessageParcel] = []
+        try:
+            for seq, call, code in calls:
+                reply = self._await_reply(call, seq, option.timeout)
+                replies.append(reply_parcel(reply, code, call.objects))
+        except BaseException:
+            lock.acquire()
+            for seq, _call, _code in calls:
+                self.waiters.pop(seq, None)
+            lock.release()
+            for r in replies:
+                r.close()
+            raise
+        return replies
+
+    # ------------------------------------------------------------------ reading replies
+    def _await_reply(self, call: Call, seq: int, timeout: float | None) -> _wire.Reply:
+        if release_holds is not None:
+            release_holds()  # about to sleep: what this thread holds must be served
+        deadline = None if timeout is None else time.monotonic() + timeout
+        lock = self.lock
+        t = self.transport
+        loop = self.loop
+        while True:
+            lock.acquire()
+            try:
+                while True:
+                    if call.reply is not None:
+                        return call.reply
+                    if t.closed:
+                        self.waiters.pop(seq, None)
+                        raise DeadRemoteObjectError(f"{t.name}: {t.close_reason}")
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        self.waiters.pop(seq, None)
+                        raise IPCTimeoutError(f"no reply within {timeout} s")
+                    if not self.leader:
+                        # Nobody reads the call socket: this thread reads its own reply.
+                        self.leader = True
+                        t.io_users += 1
+                        break
+                    loop_reads = loop.reading()
+                    if loop_reads and not self.stand_in and loop.can_not_read_locked():
+                        # The event loop that reads is this very thread (blocked in this
+                        # call) or has stopped: read here, delivering its replies too.
+                        self.stand_in = True
+                        t.io_users += 1
+                        break
+                    self.cond.wait(0.05 if remaining is None else min(remaining, 0.05)
+                                   if loop_reads else remaining)
+            finally:
+                lock.release()
+            try:
+                self._lead(call, deadline)
+            finally:
+                lock.acquire()
+                if self.stand_in:
+                    self.stand_in = False
+                else:
+                    self.leader = False
+                t.io_users -= 1
+                if self.waiters:
+                    self.cond.notify_all()  # let another caller read
+                    loop.hand_lead_locked()
+                if t.closed:
+                    t.close_sockets_if_idle_locked()
+                lock.release()
+
+    def _lead(self, call: Call, deadline: float | None) -> None:
+        """Read replies from the call socket until ours arrives, time runs out, or death."""
+        buf = recv_buffers.buf
+        poll = self.poller.poll
+        t = self.transport
+        recv_flags = RECV_FLAGS
+        while call.reply is None and not t.closed:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                if not poll(remaining * 1000.0):
+                    continue
+                recv_flags = RECV_FLAGS | DONTWAIT
+            try:
+                n, anc, flags, _ = t.call.recvmsg_into([buf], ANC_SPACE, recv_flags)
+            except BlockingIOError:
+                if deadline is None:  # non-blocking while an event loop shares it: wait
+                    poll(1000.0)
+                continue
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                t.fail(f"receiving failed: {exc.strerror or exc}")
+                return
+            frames = t.decode(buf, n, anc, flags)
+            if frames is None:
+                return
+            self.deliver_replies(frames)
+
+    def read_one(self, buf: mmap.mmap) -> None:
+        """Read one record from the call socket without waiting and deliver its replies
+        (an event loop's reader: see :mod:`._asyncbridge`)."""
+        t = self.transport
+        try:
+            n, anc, flags, _ = t.call.recvmsg_into([buf], ANC_SPACE, RECV_FLAGS | DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            t.fail(f"receiving failed: {exc.strerror or exc}")
+            return
+        frames = t.decode(buf, n, anc, flags)
+        if frames is not None:
+            self.deliver_replies(frames)
+
+    def deliver_replies(self, frames: list[_wire.Frame]) -> None:
+        """Hand the replies of one record to their waiters (the reader does this)."""
+        error = ""
+        handed = 0  # frames[:handed] went to their callers, or had their fds closed
+        lock = self.lock
+        t = self.transport
+        table = self.table
+        lock.acquire()
+        try:
+            for frame in frames:
+                if frame.__class__ is not _wire.Reply:
+                    error = f"unexpected {type(frame).__name__} frame on the call socket"
+                    break
+                reply: _wire.Reply = frame
+                waiter = self.waiters.pop(reply.seq, None)
+                if waiter is None and (reply.seq >= self.next_seq or reply.seq == 0):
+                    error = f"reply to request {reply.seq}, which was never sent"
+                    break
+                t.replies_received += 1
+                objects = table.resolve(reply.objects) if reply.objects else []
+                if waiter is not None:
+                    waiter.objects = objects
+                    waiter.reply = reply
+                    if waiter.awaited:
+                        waiter.deliver()
+                else:
+                    close_fds(reply.fds)  # the caller timed out and left
+                handed += 1
+            if table.deferred and not error:
+                table.apply_deferred()
+        except ProtocolError as exc:
+            error = exc.message
+        finally:
+            if self.waiters:
+                self.cond.notify_all()
+            lock.release()
+        if error:
+            # Only fds nobody owns yet: a delivered reply's fds belong to its caller.
+            for frame in frames[handed:]:
+                if isinstance(frame, (_wire.Reply, _wire.Transaction)) and frame.fds:
+                    close_fds(frame.fds)
+            t.protocol_error(error)
+
+
+def _new_call(seq: int) -> Call:
+    return Call()

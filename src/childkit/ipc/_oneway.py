@@ -1,0 +1,193 @@
+"""One-way queues of one connection: the peer's one-way requests, per local object, in order.
+
+One-way requests to one object run in arrival order, by one work thread at a time (the
+*drainer* of that object); a sync request to an object with one-way requests pending waits
+in the same queue, so it sees their effects. A queue longer than :data:`ASYNC_BACKLOG`
+stops the server reading the peer until it drains, so a flooding sender blocks instead of
+this process's memory growing. libbinder keeps the same per-node queue (``asyncTodo``).
+
+May import: ``_errors``, ``_fdutil``, ``_objects``, ``_option``, ``_parcel``,
+``_skeleton``, ``_transport``, ``_wire``. Nothing above: the server role hands its
+``dispatch`` in.
+
+Lock discipline
+---------------
+``OnewayQueues.lock`` (the *queue lock*, with condition ``cond``) guards ``queues``,
+``queued``, ``busy`` and ``closed``. ``busy`` is also read without it on the server's hot
+path (a set lookup; see ``Server.serve_record`` for why that is safe). While holding it
+the server role may take the object-table lock (resolving a request's objects, applying a
+release); never the link lock. The lock is never held while a request runs.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Callable
+
+from childkit.ipc import _skeleton, _wire
+from childkit.ipc._fdutil import close_fds
+from childkit.ipc._objects import ObjectTable
+from childkit.ipc._option import ASYNC_OPTION
+from childkit.ipc._parcel import MessageParcel, RemoteObject
+from childkit.ipc._transport import Transport
+
+_log = logging.getLogger("childkit.ipc")
+
+#: A one-way queue of one object longer than this stops reading until it drains.
+ASYNC_BACKLOG = 4096
+
+Request = tuple[_wire.Transaction, list[RemoteObject]]  # a request and its resolved objects
+OnewayRun = list[tuple[int, bytes]]  # a record of plain one-way requests: (code, data)
+Queued = Request | OnewayRun  # what waits in an object's one-way queue
+
+
+class OnewayQueues:
+    """The peer's queued one-way requests, per local handle (see the module docstring).
+
+    ``dispatch(frame, objects)`` answers a sync request met in a queue; ``rearm()`` lets
+    the pool read the serve socket again.
+    """
+
+    def __init__(self, transport: Transport, table: ObjectTable,
+                 dispatch: Callable[[_wire.Transaction, list[RemoteObject]], None],
+                 rearm: Callable[[], None]) -> None:
+        self.transport = transport
+        self.table = table
+        self.dispatch = dispatch
+        self.rearm = rearm
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.queues: dict[int, collections.deque[Queued]] = {}
+        self.queued: dict[int, int] = {}  # requests in each queue (a run counts each)
+        self.busy: set[int] = set()  # handles a drainer runs (or is about to)
+        self.closed = False
+
+    def enqueue_locked(self, handle: int, entry: Queued, count: int) -> None:
+        """Queue ``entry`` (``count`` requests) for ``handle`` (holding the queue lock)."""
+        queue = self.queues.get(handle)
+        if queue is None:
+            queue = self.queues[handle] = collections.deque()
+        queue.append(entry)
+        self.queued[handle] = self.queued.get(handle, 0) + count
+
+    def wait_while_congested_locked(self, handles: set[int]) -> None:
+        """Backpressure (holding the queue lock): while a queue of ``handles`` that another
+        thread drains is too long, wait, so that the peer's sender blocks."""
+        while handles and not self.closed and any(
+            self.queued.get(h, 0) > ASYNC_BACKLOG for h in handles
+        ):
+            self.cond.wait(1.0)
+
+    def serve_run(self, handle: int, run: OnewayRun) -> None:
+        """Run a record of plain one-way requests to one object on this thread, or queue it
+        behind the ones another thread is running (and wait while that queue is full)."""
+        lock = self.lock
+        lock.acquire()
+        if self.closed:
+            lock.release()
+            return
+        mine = handle not in self.busy
+        if mine:
+            self.busy.add(handle)
+        else:
+            self.enqueue_locked(handle, run, len(run))
+            # Backpressure: stop reading while the queue is long, so the sender blocks.
+            while not self.closed and self.queued.get(handle, 0) > ASYNC_BACKLOG:
+                self.cond.wait(1.0)
+        lock.release()
+        self.rearm()
+        if mine:
+            self.run(handle, [run])
+            self.drain(handle)
+
+    def drain(self, handle: int) -> None:
+        """Run the one-way requests queued for ``handle`` in order; one drainer at a time."""
+        lock = self.lock
+        while True:
+            lock.acquire()
+            queue = self.queues.get(handle)
+            if not queue or self.closed:
+                self.busy.discard(handle)
+                if queue is not None and not queue:
+                    del self.queues[handle]
+                    self.queued.pop(handle, None)
+                lock.release()
+                return
+            items = list(queue)
+            queue.clear()
+            self.queued[handle] = 0
+            self.cond.notify_all()  # readers stopped by a full queue may go on
+            lock.release()
+            self.run(handle, items)
+
+    def run(self, handle: int, items: list[Queued]) -> None:
+        """Run queued requests to one object in order: one-way ones in a tight loop (the
+        calling identity set once, one reply parcel reused), sync ones as usual."""
+        stub = self.table.stub(handle)
+        if stub is None:
+            for item in items:
+                if isinstance(item, list):
+                    continue  # one-way requests to an object that is gone: dropped
+                frame, objects = item
+                if frame.oneway:
+                    close_fds(frame.fds)
+                else:
+                    self.dispatch(frame, objects)  # answers "no such object"
+            return
+        on_request = stub.on_remote_request
+        ctx = _skeleton._context
+        saved = ctx.identity
+        t = self.transport
+        identity = (t.peer_pid, t.peer_uid, False)
+        reply = MessageParcel()
+        new_parcel = MessageParcel._from_wire
+        try:
+            ctx.identity = identity
+            for item in items:
+                if isinstance(item, list):
+                    for code, payload in item:
+                        if code > 0xFFFFFF or not code:
+                            continue  # internal codes are never one-way: drop it
+                        try:
+                            on_request(code, new_parcel(payload, [], []), reply, ASYNC_OPTION)
+                        except Exception:
+                            _log.exception("%r failed on one-way request %d", stub, code)
+                        if reply._buf or reply._fds or reply._objects:
+                            reply.close()
+                            reply = MessageParcel()
+                    continue
+                frame, objects = item
+                if not frame.oneway:
+                    ctx.identity = saved
+                    self.dispatch(frame, objects)
+                    ctx.identity = identity
+                    continue
+                if frame.code > 0xFFFFFF or not frame.code:
+                    close_fds(frame.fds)  # internal codes are never one-way: drop it
+                    continue
+                data = new_parcel(frame.data, frame.fds, objects)
+                try:
+                    on_request(frame.code, data, reply, ASYNC_OPTION)
+                except Exception:
+                    _log.exception("%r failed on one-way request %d", stub, frame.code)
+                if frame.fds or objects:
+                    data.close()
+                if reply._buf or reply._fds or reply._objects:
+                    reply.close()
+                    reply = MessageParcel()
+        finally:
+            ctx.identity = saved
+            reply.close()
+
+    def close(self) -> list[int]:
+        """The link closed: drop every queue; return the fds the dropped requests owned."""
+        with self.lock:
+            self.closed = True
+            stale_fds = [fd for q in self.queues.values() for entry in q
+                         if not isinstance(entry, list) for fd in entry[0].fds]
+            self.queues.clear()
+            self.queued.clear()
+            self.cond.notify_all()
+        return stale_fds

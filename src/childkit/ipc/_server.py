@@ -1,0 +1,467 @@
+"""The server role of one connection: the peer's requests, run on work threads, answered.
+
+The pool (:mod:`._threadpool`) calls :meth:`Server.on_readable` on a work thread when the
+serve socket has a record. A plain sync request (no fds, no objects) runs right there and
+its reply goes out from that thread, which then polls a moment for the next request (see
+:mod:`._busypoll`); one-way requests go to their object's queue (:mod:`._oneway`); the sync
+requests of one record (a batch) run in order and their replies go out coalesced.
+
+May import: ``_busypoll``, ``_errors``, ``_fdutil``, ``_objects``, ``_oneway``,
+``_option``, ``_parcel``, ``_stub``, ``_threadpool``, ``_transport``, ``_wire``.
+
+Lock discipline
+---------------
+``Server.lock`` (the *server lock*) guards ``polling`` (one thread polls the serve socket
+at a time: a poll object is not reentrant) and the increments of the transport's
+``replies_sent`` counter, which are made before each reply is sent. The hello state
+(``greeted``, ``peer_has_root``) is written under the one-way queue lock, in the arrival
+order of frames, and read after ``hello`` is set. ``last_run_ns``, ``run_started`` and
+``idle_since`` are timing hints that work threads write without a lock (a stale one only
+shifts a busy-poll window). Nothing here holds the server lock while taking another lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+import threading
+
+from childkit.ipc import _busypoll, _wire
+from childkit.ipc._busypoll import PREEMPTED_NS, BusyPoll, lost_cpu
+from childkit.ipc._errors import IPCError, IPCErrorCode, ProtocolError
+from childkit.ipc._fdutil import close_fds
+from childkit.ipc._objects import ObjectTable
+from childkit.ipc._oneway import OnewayQueues, Request
+from childkit.ipc._option import ASYNC_OPTION, SYNC_OPTION
+from childkit.ipc._parcel import MessageParcel, RemoteObject
+from childkit.ipc._stub import RemoteStub, invoke_stub
+from childkit.ipc._threadpool import IPCThreadPool
+from childkit.ipc._transport import (
+    ANC_SPACE,
+    RECV_FLAGS,
+    RETRY_LATER,
+    TRUNCATED,
+    Record,
+    Transport,
+    exchange,
+    exchange_slowly,
+    received_creds,
+    recv_buffers,
+    sendmsg,
+)
+
+_log = logging.getLogger("childkit.ipc")
+
+# A plain request is run holding the serve socket (see serve_record) only while the one
+# before it ran shorter than this: one that takes longer may well again, and others wait.
+_HOLD_RUNS_NS = 100_000
+_now_ns = _busypoll.now_ns  # the busy-poll rule's clock (a test may replace it there)
+
+
+class ReplyBatch:
+    """Reply frames of one record's sync requests, waiting to go out together, and the
+    reply parcels that own their fds (closed once sent)."""
+
+    __slots__ = ("chunks", "fds", "parcels", "size")
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.fds: list[int] = []
+        self.parcels: list[MessageParcel] = []
+        self.size = 0
+
+
+class Server:
+    """Reads the peer's requests from the serve socket, runs them, sends the replies."""
+
+    def __init__(self, transport: Transport, table: ObjectTable, pool: IPCThreadPool) -> None:
+        self.transport = transport
+        self.table = table
+        self.pool = pool
+        self.lock = threading.Lock()
+        self.polling = False  # a thread polls the serve socket (set under the lock)
+        # After answering a plain request inline, a work thread polls the serve socket for
+        # the next one (one thread at a time: a poll object is not reentrant).
+        self.poller = select.poll()
+        self.poller.register(transport.serve_fd, select.POLLIN)
+        self.busy_poll = BusyPoll()
+        # How long the last plain request answered inline ran (ns), and when it started.
+        self.last_run_ns = 0
+        self.run_started = 0
+        self.idle_since = 0  # when polling for the next request gave up (ns)
+        self.oneway = OnewayQueues(transport, table, self.dispatch, self._rearm)
+        # The peer's greeting.
+        self.hello = threading.Event()
+        self.greeted = False
+        self.peer_has_root = False
+
+    def _rearm(self) -> None:
+        self.pool.rearm(self.transport.serve_fd)
+
+    # ------------------------------------------------------------------ reading
+    def on_readable(self) -> None:
+        """Pool callback: read the peer's requests and run them; after answering a plain
+        sync request on this thread, poll for the next one (see :meth:`reply_and_poll`)."""
+        t = self.transport
+        if not t.enter_io():
+            return
+        try:
+            record = self.read()
+            while record is not None:
+                reply = self.serve_record(*record)
+                record = None if reply is None else self.reply_and_poll(reply)
+        finally:
+            t.io_done()
+
+    def read(self) -> Record | None:
+        """Read one record from the serve socket into this thread's receive buffer: its
+        size, ancillary data and flags; ``None`` (re-armed) if nothing was there."""
+        t = self.transport
+        try:
+            n, anc, flags, _ = t.serve.recvmsg_into([recv_buffers.buf], ANC_SPACE, RECV_FLAGS)
+        except (BlockingIOError, InterruptedError):
+            self.pool.rearm(t.serve_fd)
+            return None
+        except OSError as exc:
+            t.fail(f"receiving failed: {exc.strerror or exc}")
+            return None
+        return n, anc, flags
+
+    def reply_and_poll(self, reply: bytes) -> Record | None:
+        """Send ``reply`` (a plain sync request's answer; ``b""``: it went out already),
+        then poll the serve socket for the next request for the adaptive window (see
+        _busypoll), with the socket disarmed in the pool so that no other work thread
+        wakes for it, and read it: in C, one call without the GIL. Returns the next record
+        (the socket still disarmed: serving it re-arms), or ``None`` (the socket re-armed,
+        or the link closed)."""
+        t = self.transport
+        pool = self.pool
+        fd = t.serve_fd
+        disarmed = pool.unhold(fd)
+        waiter = self.busy_poll
+        started = _now_ns()
+        self.last_run_ns = started - self.run_started
+        end = 0
+        lock = self.lock
+        lock.acquire()
+        if reply:
+            t.replies_sent += 1  # counted before it is sent (see send_reply)
+        if waiter.window_ns and not t.closed and not self.polling:
+            end = waiter.poll_end(started)
+            self.polling = end != 0  # one poller per connection at a time
+        lock.release()
+        if not end:
+            if disarmed:
+                pool.rearm(fd)
+            if reply:
+                self.send_reply_record(reply)
+            self.idle_since = started
+            return None
+        buf = recv_buffers.buf
+        try:
+            epfd = pool.epoll_fileno
+            if exchange is not None and epfd >= 0:
+                n, anc, flags, seen, err = exchange(fd, reply, buf, end, PREEMPTED_NS,
+                                                    -1 if disarmed else epfd)
+                if seen < 0:  # descheduled while polling (in C)
+                    lost_cpu(_now_ns())
+            else:
+                if not disarmed:
+                    pool.disarm(fd)
+                n, anc, flags, seen, err = exchange_slowly(
+                    t.serve, self.poller.poll, fd, reply, buf, started, end)
+        except BlockingIOError:  # the peer reads slowly: wait for room, do not poll
+            pool.rearm(fd)
+            self.send_reply_record(reply)
+            self.idle_since = started
+            return None
+        except OSError as exc:
+            t.fail(f"sending a reply failed: {exc.strerror or exc}")
+            return None
+        finally:
+            self.polling = False
+        if n >= 0:
+            if seen <= 0:  # it came after the window: adapt to how late
+                waiter.waited(_now_ns() - started)
+            return n, anc, flags
+        if err in RETRY_LATER:
+            pool.rearm(fd)
+            self.idle_since = started
+        else:
+            t.fail(f"receiving failed: {os.strerror(err)}")
+        return None
+
+    def serve_record(self, n: int, anc: list[tuple[int, int, bytes]], flags: int,
+                     ) -> bytes | None:
+        """Run or queue the requests of the record of ``n`` bytes in this thread's receive
+        buffer. When it was one plain sync request answered on this thread, returns its
+        reply for the caller to send (``b""`` when it went out already); else ``None``."""
+        buf = recv_buffers.buf
+        t = self.transport
+        oneway = self.oneway
+        if self.idle_since:
+            # The last poll for a request gave up (or did not run): adapt its window to
+            # how long this one took to come.
+            self.busy_poll.waited(_now_ns() - self.idle_since)
+            self.idle_since = 0
+        if not anc and not flags & TRUNCATED:
+            simple = _wire.simple_request(buf, n)
+            if simple is not None and simple[1] not in oneway.busy:
+                # The common case, one plain sync request: no frame objects, no queueing,
+                # run it on this thread. (No one-way requests to its object are pending:
+                # reading the set without the lock is safe, since earlier records were
+                # queued before this one was read.)
+                # In a ping-pong of quick requests (this thread will poll for the next
+                # one, and the last one took little time) the socket stays disarmed
+                # while it runs, so polling afterwards needs no epoll_ctl either; the
+                # pool re-arms it if it runs long (see IPCThreadPool.hold). Otherwise it
+                # is re-armed now, so other threads may serve the connection meanwhile.
+                now = _now_ns()
+                if self.busy_poll.window_ns and self.last_run_ns < _HOLD_RUNS_NS:
+                    self.pool.hold(t.serve_fd)
+                else:
+                    self.pool.rearm(t.serve_fd)
+                self.run_started = now
+                return self.answer_plain(simple[0], simple[1], simple[2],
+                                         buf[_wire.TXN_DATA_OFFSET:n])
+            run = _wire.oneway_run(buf, n)
+            if run is not None:
+                oneway.serve_run(*run)
+                return None
+        frames = t.decode(buf, n, anc, flags)
+        if frames is None:
+            return None
+        if not self.greeted and anc:
+            creds = received_creds(anc)
+            if creds is not None:
+                t.peer_pid, t.peer_uid = creds
+        if len(frames) == 1:
+            frame = frames[0]
+            if (frame.__class__ is _wire.Transaction and not frame.oneway
+                    and not frame.objects
+                    and frame.handle not in oneway.busy):
+                # One sync request with fds: run it on this thread, as above.
+                self.pool.rearm(t.serve_fd)
+                self.dispatch(frame, [])
+                return b""
+        sync: list[Request] = []
+        drain: list[int] = []
+        error = ""
+        table = self.table
+        with oneway.lock:
+            for i, frame in enumerate(frames):
+                try:
+                    if isinstance(frame, _wire.Transaction):
+                        # Objects are resolved now, in arrival order, before the socket is
+                        # re-armed: a later release cannot drop them first.
+                        item = (frame, table.resolve(frame.objects) if frame.objects else [])
+                        # Requests to one object keep their order while one-way requests
+                        # to it are pending: a sync request then waits in the same queue.
+                        if oneway.closed:
+                            close_fds(frame.fds)  # the link closed: nobody runs it
+                        elif frame.oneway or frame.handle in oneway.busy:
+                            oneway.enqueue_locked(frame.handle, item, 1)
+                            if frame.handle not in oneway.busy:
+                                oneway.busy.add(frame.handle)
+                                drain.append(frame.handle)
+                        else:
+                            sync.append(item)
+                    elif isinstance(frame, _wire.Release):
+                        table.apply_release(frame)
+                    elif isinstance(frame, _wire.Hello):
+                        if self.greeted:
+                            raise ProtocolError("second hello from the peer")
+                        self.greeted = True
+                        self.peer_has_root = frame.has_root
+                        self.hello.set()
+                        try:  # credentials were for the greeting; stop paying for them
+                            t.serve.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
+                        except OSError:
+                            pass
+                    else:
+                        raise ProtocolError("a reply arrived on the serve socket")
+                except ProtocolError as exc:
+                    error = exc.message
+                    for rest in frames[i:]:
+                        if isinstance(rest, (_wire.Transaction, _wire.Reply)):
+                            close_fds(rest.fds)
+                    break
+            # Backpressure: while a one-way queue that another thread drains is too long,
+            # stop reading the socket, so that the sender blocks instead of memory growing.
+            if not error:
+                oneway.wait_while_congested_locked(
+                    {f.handle for f in frames
+                     if isinstance(f, _wire.Transaction) and f.oneway} - set(drain))
+        if error:
+            close_fds([fd for f, _objs in sync for fd in f.fds])
+            t.protocol_error(error)
+            return None
+        self.pool.rearm(t.serve_fd)
+        if len(sync) > 1:
+            self.run_batch(sync)
+        elif sync:
+            self.dispatch(*sync[0])
+        for handle in drain:
+            oneway.drain(handle)
+        return None
+
+    # ------------------------------------------------------------------ answering
+    def dispatch(self, frame: _wire.Transaction, objects: list[RemoteObject]) -> None:
+        """Run one request read from the peer and send its reply (unless one-way)."""
+        self.answer(frame.seq, frame.handle, frame.code, frame.oneway,
+                    MessageParcel._from_wire(frame.data, frame.fds, objects))
+
+    def answer(self, seq: int, handle: int, code: int, oneway: bool,
+               data: MessageParcel, batch: ReplyBatch | None = None) -> None:
+        """Run one request on the exported object ``handle`` and send its reply (unless
+        one-way), or add it to ``batch``. Takes ownership of ``data``."""
+        stub = self.table.stub(handle)
+        if stub is None:
+            data.close()
+            if not oneway:
+                self.reply(_wire.encode_error_reply(
+                    seq, IPCErrorCode.OH_IPC_DEAD_REMOTE_OBJECT,
+                    f"no object with handle {handle} (released or never exported)"), [],
+                    None, batch)
+            return
+        t = self.transport
+        status, detail, reply = invoke_stub(
+            stub, code, data, ASYNC_OPTION if oneway else SYNC_OPTION, t.peer_pid, t.peer_uid,
+            local=False,
+        )
+        data.close()
+        if oneway:
+            reply.close()
+            return
+        if status:
+            reply.close()
+            self.reply(_wire.encode_error_reply(seq, status, detail), [], None, batch)
+            return
+        self.reply_with(seq, reply, batch)
+
+    def reply_with(self, seq: int, reply: MessageParcel, batch: ReplyBatch | None) -> None:
+        """Send ``reply`` (a stub's successful reply, with any fds and objects) as the
+        answer to request ``seq``, or add it to ``batch``; it is closed once sent."""
+        fds = reply._fds
+        try:
+            refs = self.table.refs_for(reply._objects) if reply._objects else []
+            chunk = _wire.encode_reply(seq, 0, reply._buf, refs, len(fds))
+        except IPCError as exc:  # an object that cannot be sent: the caller learns why
+            chunk = _wire.encode_error_reply(seq, exc.code, exc.message)
+            fds = []
+        self.reply(chunk, fds, reply, batch)
+
+    def answer_plain(self, seq: int, handle: int, code: int, data: bytes) -> bytes:
+        """:meth:`answer` for the hot path, one plain sync request (no fds, no objects):
+        the same steps, with what cannot happen to such a request left out. Returns the
+        reply record for the caller to send, or ``b""`` if it went out already (a reply
+        with fds or objects)."""
+        entry = self.table.exports.get(handle)
+        if entry is None:
+            return _wire.encode_error_reply(
+                seq, IPCErrorCode.OH_IPC_DEAD_REMOTE_OBJECT,
+                f"no object with handle {handle} (released or never exported)")
+        parcel = MessageParcel._from_wire(data, [], [])
+        t = self.transport
+        stub: RemoteStub = entry[0]  # type: ignore[assignment]
+        status, detail, reply = invoke_stub(
+            stub, code, parcel, SYNC_OPTION, t.peer_pid, t.peer_uid, local=False)
+        parcel._closed = True  # close(): it holds no fds, objects or finalizer
+        if status:
+            reply.close()
+            return _wire.encode_error_reply(seq, status, detail)
+        if reply._fds or reply._objects:
+            self.reply_with(seq, reply, None)
+            return b""
+        chunk = _wire.encode_reply(seq, 0, reply._buf, (), 0)
+        reply._closed = True  # close(): it holds no fds, objects or finalizer
+        return chunk
+
+    def reply(self, chunk: bytes, fds: list[int], parcel: MessageParcel | None,
+              batch: ReplyBatch | None) -> None:
+        """Send one reply frame now, or add it to ``batch``; ``parcel`` (which owns
+        ``fds``) is closed once the frame is sent."""
+        if batch is None:
+            self.send_reply(chunk, fds)
+            if parcel is not None:
+                parcel.close()
+            return
+        if batch.chunks and (batch.size + len(chunk) > _wire.MAX_RECORD_BYTES
+                             or len(batch.fds) + len(fds) > _wire.MAX_RECORD_FDS):
+            self.send_batch(batch)
+        batch.chunks.append(chunk)
+        batch.fds.extend(fds)
+        batch.size += len(chunk)
+        if parcel is not None:
+            batch.parcels.append(parcel)
+
+    def run_batch(self, items: list[Request]) -> None:
+        """Run the sync requests of one record (a ``send_requests`` batch) in order on this
+        thread and send their replies coalesced, in as few records as fit: no thread hand-off
+        and no write per request."""
+        batch = ReplyBatch()
+        try:
+            for frame, objects in items:
+                try:
+                    self.answer(frame.seq, frame.handle, frame.code, False,
+                                MessageParcel._from_wire(frame.data, frame.fds, objects), batch)
+                except Exception as exc:  # a bug here must not leave the rest unanswered
+                    _log.exception("%s: request %d of a batch failed", self.transport.name,
+                                   frame.code)
+                    self.reply(_wire.encode_error_reply(
+                        frame.seq, IPCErrorCode.OH_IPC_INNER_ERROR,
+                        f"serving the request failed: {exc}"), [], None, batch)
+        finally:
+            if batch.chunks:
+                self.send_batch(batch)
+
+    def send_batch(self, batch: ReplyBatch) -> None:
+        chunks, fds, parcels = batch.chunks, batch.fds, batch.parcels
+        batch.chunks, batch.fds, batch.parcels, batch.size = [], [], [], 0
+        t = self.transport
+        try:
+            if t.closed:
+                return
+            lock = self.lock
+            lock.acquire()
+            t.replies_sent += len(chunks)  # counted before they go (see send_reply)
+            lock.release()
+            try:
+                sendmsg(t.serve, b"".join(chunks), fds)
+            except OSError as exc:
+                t.fail(f"sending replies failed: {exc.strerror or exc}")
+        finally:
+            for parcel in parcels:
+                parcel.close()
+
+    def send_reply(self, chunk: bytes, fds: list[int]) -> None:
+        t = self.transport
+        if t.closed:
+            return
+        # Counted before it is sent, so that any release computed after it went out carries
+        # a count that includes it: replies may finish sending in another order than they
+        # started, and a count of finished ones could miss this one (see _wire.Release).
+        lock = self.lock
+        lock.acquire()
+        t.replies_sent += 1
+        lock.release()
+        if fds:
+            try:
+                sendmsg(t.serve, chunk, fds)
+            except OSError as exc:
+                t.fail(f"sending a reply failed: {exc.strerror or exc}")
+        else:
+            self.send_reply_record(chunk)
+
+    def send_reply_record(self, chunk: bytes) -> None:
+        """Send a reply record without fds (already counted in ``replies_sent``)."""
+        t = self.transport
+        try:
+            try:
+                t.serve.send(chunk)
+            except BlockingIOError:
+                sendmsg(t.serve, chunk, [])  # waits for room
+        except OSError as exc:
+            t.fail(f"sending a reply failed: {exc.strerror or exc}")

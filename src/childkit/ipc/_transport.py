@@ -1,0 +1,445 @@
+"""The transport of one connection: its two sockets, records in and out, and the writer.
+
+A connection is two SOCK_SEQPACKET socket pairs. On its *call* socket a side sends its
+requests (and HELLO and RELEASE frames) and reads the replies; on its *serve* socket it
+receives the peer's requests and sends the replies. This module owns both sockets and is
+the only code that closes them; the roles (:mod:`._caller`, :mod:`._server`,
+:mod:`._asyncbridge`, :mod:`._objects`) read and write them through it. It also holds the
+per-thread receive buffer, the C ``exchange`` (send, poll, read in one call without the
+GIL) with its Python twin, and the *writer*: frames queue on the call socket while another
+thread writes, and go out coalesced.
+
+May import: ``_accel``, ``_busypoll``, ``_errors``, ``_fdutil``, ``_wire``. Nothing above.
+
+Lock discipline
+---------------
+``Transport.lock`` (the *link lock*, with its condition ``cond``) guards, here: ``closed``,
+``close_reason``, ``sockets_open``, ``io_users``, ``wqueue``, ``writing``. The caller role
+(:mod:`._caller`) and the asyncio hand-off (:mod:`._asyncbridge`) keep their fields under
+this same lock, because the lone caller's fast path decides in one critical section that
+nobody writes, reads or has closed the link. ``closed`` only ever goes from False to True,
+so reading it without the lock is a hint that a locked check confirms. ``replies_sent``
+and ``replies_received`` are counters for release ordering (see ``_wire.Release``):
+``replies_sent`` is advanced by the server role under its own lock, ``replies_received`` by
+the caller role under this one; each is read without a lock elsewhere (a stale read is one
+that precedes the increment, and so precedes what the increment stands for). The writer
+never holds ``lock`` while in a socket call. Lock order, when two are held: link lock ->
+server lock (:mod:`._server`) -> object-table lock (:mod:`._objects`); in practice code
+here holds only the link lock and calls out with none.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import mmap
+import os
+import select
+import socket
+import struct
+import threading
+from collections import deque
+from collections.abc import Callable
+
+from childkit.ipc import _accel, _busypoll, _wire
+from childkit.ipc._errors import DeadRemoteObjectError, ParamError, ProtocolError
+from childkit.ipc._fdutil import close_fds, received_fds, rights
+
+_log = logging.getLogger("childkit.ipc")
+
+ANC_SPACE = socket.CMSG_SPACE(_wire.MAX_RECORD_FDS * 4) + socket.CMSG_SPACE(12)
+_CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
+# Plain ints: socket's IntFlag members cost microseconds per operation on the hot path.
+RECV_FLAGS = int(socket.MSG_CMSG_CLOEXEC)
+TRUNCATED = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
+DONTWAIT = int(socket.MSG_DONTWAIT)
+# A read that failed with one of these lost nothing: the caller reads again later.
+RETRY_LATER = frozenset({errno.EAGAIN, errno.EINTR})
+#: A sync caller's send, poll and read in one C call (see _caller), if built.
+exchange: Callable[..., tuple[int, list[tuple[int, int, bytes]], int, int, int]] | None = (
+    _accel.speedups.exchange if _accel.speedups is not None else None)
+release_holds: Callable[[], None] | None = (
+    _accel.speedups.release_holds if _accel.speedups is not None else None)
+_SNDBUF = 1 << 20
+#: One-way frames that may wait to be written before their senders block.
+WRITE_BACKLOG = 8192
+#: The fd list of every queued frame that carries none (shared: it is only ever read).
+NO_FDS: list[int] = []
+
+Record = tuple[int, list[tuple[int, int, bytes]], int]  # a received record: size, ancdata, flags
+ExchangeResult = tuple[int, list[tuple[int, int, bytes]], int, int, int]
+
+
+def _record_buffer() -> mmap.mmap:
+    """A receive buffer for one record. Anonymous memory, so only the pages a record
+    actually touches are ever faulted in: a zero-filled bytearray of the same size would
+    cost 64 page faults up front, per connection and per work thread."""
+    return mmap.mmap(-1, _wire.MAX_RECORD_BYTES)
+
+
+class _RecvBuffer(threading.local):
+    def __init__(self) -> None:
+        self.buf = _record_buffer()
+
+
+#: Each thread's receive buffer, for whichever socket it reads: what a read leaves there
+#: is copied out (decoded) before the same thread reads again, and one buffer per thread
+#: instead of one per connection keeps a connection cheap to make.
+recv_buffers = _RecvBuffer()
+
+
+def received_creds(ancdata: list[tuple[int, int, bytes]]) -> tuple[int, int] | None:
+    """The sender's ``(pid, uid)`` if SCM_CREDENTIALS came with a record."""
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(data) >= 12:
+            pid, uid, _gid = _CREDS.unpack_from(data)
+            return pid, uid
+    return None
+
+
+def channel_socketpairs() -> tuple[
+    tuple[socket.socket, socket.socket], tuple[socket.socket, socket.socket]
+]:
+    """Two SOCK_SEQPACKET socketpairs for one connection: ``(local_end, remote_end)``.
+
+    Each end is ``(call_sock, serve_sock)``; one end's call socket is paired with the
+    other's serve socket. Give the remote end to the peer, then close it here.
+    """
+    a_call, b_serve = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    b_call, a_serve = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    # The kernel stamps the sender's real pid and uid on what arrives while SO_PASSCRED is
+    # set, so the first frame (HELLO) tells each side who its peer really is. SO_PEERCRED
+    # cannot: for a socketpair it names the process that created the pair.
+    for serve in (a_serve, b_serve):
+        serve.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    return (a_call, a_serve), (b_call, b_serve)
+
+
+def sendmsg(sock: socket.socket, data: bytes, fds: list[int]) -> None:
+    """Send one record on ``sock``, waiting for room if the peer reads slowly."""
+    anc = rights(fds)
+    if not anc:
+        try:
+            sock.sendmsg([data])
+            return
+        except BlockingIOError:
+            pass
+    while True:
+        try:
+            sock.sendmsg([data], anc)
+            return
+        except BlockingIOError:
+            # The peer is not reading fast enough: wait for room (backpressure).
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLOUT)
+            poller.poll()
+
+
+def exchange_slowly(sock: socket.socket, poll: Callable[[int], list[tuple[int, int]]], fd: int,
+                    chunk: bytes, buf: mmap.mmap, started: int, end: int) -> ExchangeResult:
+    """``_speedups.exchange`` with Python's socket calls (no C twins here, or an event
+    loop shares the socket, which is then non-blocking): send ``chunk`` on ``sock``
+    (unless empty), poll until ``end`` (unless 0), read one record."""
+    if chunk:
+        try:
+            sock.send(chunk)
+        except BlockingIOError:  # non-blocking while an event loop shares it
+            sendmsg(sock, chunk, [])  # waits for room
+    seen = end != 0 and _busypoll.spin(poll, started, end, fd)
+    try:
+        n, anc, flags, _ = sock.recvmsg_into([buf], ANC_SPACE, RECV_FLAGS)
+    except OSError as exc:
+        return -1, [], 0, int(seen), exc.errno or errno.EIO
+    return n, anc, flags, int(seen), 0
+
+
+class Transport:
+    """The sockets of one connection, their users, and the call socket's writer.
+
+    ``on_fail(reason)`` is called (without any lock held) when a socket call fails or the
+    peer breaks the protocol; the connection closes itself from there. ``gc_releases`` is
+    the object table's queue of releases from the garbage collector, which every write
+    sends first (encoded here, with ``replies_sent``). ``submit`` runs a task on a work
+    thread: the one-way writer's.
+    """
+
+    def __init__(self, call_sock: socket.socket, serve_sock: socket.socket, name: str,
+                 gc_releases: deque[tuple[int, int]],
+                 submit: Callable[[Callable[[], None]], None]) -> None:
+        for sock in (call_sock, serve_sock):
+            if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_SEQPACKET:
+                raise ParamError("a connection needs AF_UNIX SOCK_SEQPACKET sockets")
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SNDBUF)
+            except OSError:
+                pass
+        # The call socket blocks: a caller with no timeout sleeps in recvmsg itself, one
+        # syscall per reply. The serve socket does not: work threads only read it when
+        # epoll says so, and must never sleep in it.
+        call_sock.setblocking(True)
+        serve_sock.setblocking(False)
+        self.call = call_sock
+        self.serve = serve_sock
+        self.call_fd = call_sock.fileno()
+        self.serve_fd = serve_sock.fileno()
+        pid, uid, _gid = _CREDS.unpack(
+            serve_sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        self.peer_pid: int = pid
+        self.peer_uid: int = uid
+        self.name = name or f"connection to pid {pid}"
+        self.on_fail: Callable[[str], None] = lambda reason: None
+        self.gc_releases = gc_releases
+        self.submit = submit  # runs a task on a work thread (the pool's submit)
+
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.closed = False
+        self.close_reason = ""
+        self.sockets_open = True
+        self.io_users = 0  # threads inside a socket call; sockets close when it drops to 0
+        # Writing the call socket: frames queue here while another thread writes.
+        self.wqueue: list[tuple[bytes, list[int]]] = []
+        self.writing = False
+        self.replies_sent = 0
+        self.replies_received = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def dead(self) -> DeadRemoteObjectError:
+        """The error for a call on a closed link."""
+        return DeadRemoteObjectError(f"{self.name} is closed: {self.close_reason}")
+
+    def fail(self, reason: str) -> None:
+        """Close the connection for ``reason`` (a failed socket call, a protocol error)."""
+        self.on_fail(reason)
+
+    def mark_closed_locked(self, reason: str) -> list[int] | None:
+        """Mark the link closed (holding ``lock``); return the fds of frames that will
+        now never be written (the caller closes them), or ``None`` if already closed."""
+        if self.closed:
+            return None
+        self.closed = True
+        self.close_reason = reason
+        self.cond.notify_all()
+        queued_fds = [fd for _chunk, fds in self.wqueue for fd in fds]
+        self.wqueue.clear()
+        return queued_fds
+
+    def shutdown_sockets(self) -> None:
+        """Wake every thread blocked on either socket (after :meth:`mark_closed_locked`)."""
+        for sock in (self.call, self.serve):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        with self.lock:
+            self.close_sockets_if_idle_locked()
+
+    def close_sockets_if_idle_locked(self) -> None:
+        # Every reader (the leader, a stand-in, a loop) and the writer count in io_users
+        # while they may touch a socket, so no user left means nobody is inside one.
+        if self.closed and self.sockets_open and self.io_users == 0:
+            self.sockets_open = False
+            self.call.close()
+            self.serve.close()
+
+    def enter_io(self) -> bool:
+        """Count this thread as a socket user; ``False`` (not counted) once closed."""
+        lock = self.lock
+        lock.acquire()
+        if self.closed or not self.sockets_open:
+            lock.release()
+            return False
+        self.io_users += 1
+        lock.release()
+        return True
+
+    def io_done(self) -> None:
+        lock = self.lock
+        lock.acquire()
+        self.io_users -= 1
+        if self.closed:
+            self.close_sockets_if_idle_locked()
+        lock.release()
+
+    # ------------------------------------------------------------------ reading
+    def decode(self, buf: mmap.mmap, n: int, anc: list[tuple[int, int, bytes]], flags: int,
+               ) -> list[_wire.Frame] | None:
+        """The frames of a record just read into ``buf``, now owning their fds; ``None``
+        (and the link closed) at the end of the stream or on a protocol error."""
+        fds = received_fds(anc) if anc else []
+        if not flags & TRUNCATED and n:
+            try:
+                return _wire.decode_record(memoryview(buf)[:n], fds)
+            except ProtocolError as exc:
+                close_fds(fds)
+                _log.warning("%s: closing, protocol error: %s", self.name, exc)
+                self.fail(f"protocol error from the peer: {exc.message}")
+                return None
+        if n == 0 and not fds:
+            self.fail("the peer closed the connection")
+            return None
+        try:
+            if flags & TRUNCATED:
+                raise ProtocolError("record larger than the protocol allows (truncated)")
+            return _wire.decode_record(memoryview(buf)[:n], fds)
+        except ProtocolError as exc:
+            close_fds(fds)
+            _log.warning("%s: closing, protocol error: %s", self.name, exc)
+            self.fail(f"protocol error from the peer: {exc.message}")
+            return None
+
+    def protocol_error(self, message: str) -> None:
+        """Close the link for a protocol error found above the wire decoder."""
+        _log.warning("%s: closing, protocol error: %s", self.name, message)
+        self.fail(f"protocol error from the peer: {message}")
+
+    # ------------------------------------------------------------------ writing
+    def queue_gc_releases_locked(self) -> None:
+        """Queue the releases the garbage collector left (holding ``lock``)."""
+        gc = self.gc_releases
+        while gc:
+            handle, count = gc.popleft()
+            self.wqueue.append((_wire.encode_release(handle, count, self.replies_sent), []))
+
+    def send(self, chunk: bytes, fds: list[int] | None) -> None:
+        """Queue one frame on the call socket and write the queue unless someone else is.
+
+        ``fds`` are duplicated: the frame owns its copies until they are sent. With nothing
+        queued and nobody writing (the common case) the frame is written at once by this
+        thread; frames queued meanwhile by others go out after it, coalesced.
+        """
+        owned = [os.dup(fd) for fd in fds] if fds else []
+        lock = self.lock
+        lock.acquire()
+        if self.closed:
+            lock.release()
+            close_fds(owned)
+            raise self.dead()
+        if self.gc_releases:
+            self.queue_gc_releases_locked()
+        if self.writing:
+            self.wqueue.append((chunk, owned))
+            lock.release()
+            return
+        self.writing = True
+        self.io_users += 1
+        if self.wqueue:
+            self.wqueue.append((chunk, owned))
+            lock.release()
+        else:
+            lock.release()
+            try:
+                sendmsg(self.call, chunk, owned)
+            except OSError as exc:
+                self._write_failed(exc)
+            finally:
+                if owned:
+                    close_fds(owned)
+        try:
+            self.flush()
+        finally:
+            self.io_done()
+
+    def _write_failed(self, exc: OSError) -> None:
+        """A write of the call socket failed: give up the writer's role and close."""
+        lock = self.lock
+        lock.acquire()
+        self.writing = False
+        lock.release()
+        self.io_done()
+        self.fail(f"sending failed: {exc.strerror or exc}")
+        raise DeadRemoteObjectError(f"{self.name}: peer is gone ({exc})") from None
+
+    def send_oneway(self, chunk: bytes, fds: list[int] | None) -> None:
+        """Queue a one-way frame; a work thread writes the queue, coalescing frames.
+
+        The caller returns at once, like ``multiprocessing.Queue.put``: frames sent in a
+        burst leave in a few large records instead of one syscall each. When more than
+        :data:`WRITE_BACKLOG` frames wait, the caller blocks until the writer catches up.
+        """
+        owned = [os.dup(fd) for fd in fds] if fds else []
+        lock = self.lock
+        lock.acquire()
+        try:
+            while len(self.wqueue) >= WRITE_BACKLOG and not self.closed:
+                self.cond.wait(1.0)
+            if self.closed:
+                close_fds(owned)
+                raise self.dead()
+            if self.gc_releases:
+                self.queue_gc_releases_locked()
+            if chunk:
+                self.wqueue.append((chunk, owned))
+            if self.writing or not self.wqueue:
+                return
+            self.writing = True
+            self.io_users += 1
+        finally:
+            lock.release()
+        self.submit(self.flush_task)
+
+    def flush_task(self) -> None:
+        """A work thread's turn as writer (submitted by :meth:`send_oneway`)."""
+        try:
+            self.flush()
+        except DeadRemoteObjectError:
+            pass  # the senders of one-way frames have returned; death reaches recipients
+        finally:
+            self.io_done()
+
+    def send_direct(self, chunk: bytes) -> None:
+        """Write one fd-less frame; the caller has set ``writing`` and ``io_users``."""
+        try:
+            try:
+                self.call.send(chunk)
+            except BlockingIOError:  # non-blocking while an event loop shares it
+                sendmsg(self.call, chunk, [])  # waits for room
+        except OSError as exc:
+            self._write_failed(exc)
+        lock = self.lock
+        lock.acquire()
+        if self.wqueue and not self.closed:
+            lock.release()
+            try:
+                self.flush()  # frames that others queued while this one went out
+            finally:
+                self.io_done()
+            return
+        self.writing = False
+        self.io_users -= 1
+        if self.closed:
+            self.close_sockets_if_idle_locked()
+        lock.release()
+
+    def flush(self) -> None:
+        """Write the queue, coalesced into records, until it is empty (the writer's loop)."""
+        while True:
+            with self.lock:
+                if not self.wqueue or self.closed:
+                    self.writing = False
+                    return
+                chunks: list[bytes] = []
+                fds: list[int] = []
+                size = 0
+                queue = self.wqueue
+                taken = 0
+                for chunk, frame_fds in queue:
+                    if taken and (size + len(chunk) > _wire.MAX_RECORD_BYTES
+                                  or len(fds) + len(frame_fds) > _wire.MAX_RECORD_FDS):
+                        break
+                    chunks.append(chunk)
+                    fds.extend(frame_fds)
+                    size += len(chunk)
+                    taken += 1
+                del queue[:taken]
+                if len(queue) < WRITE_BACKLOG <= len(queue) + taken:
+                    self.cond.notify_all()  # one-way senders blocked on a full queue
+            try:
+                sendmsg(self.call, b"".join(chunks) if taken > 1 else chunks[0], fds)
+            except OSError as exc:
+                with self.lock:
+                    self.writing = False
+                self.fail(f"sending failed: {exc.strerror or exc}")
+                raise DeadRemoteObjectError(f"{self.name}: peer is gone ({exc})") from None
+            finally:
+                close_fds(fds)
