@@ -32,7 +32,10 @@ HINTS: dict[ErrCode, str] = {
     ErrCode.NCP_ERR_MAX_CHILD_PROCESSES_REACHED: "at most 50 children may live at once: "
                                                  "wait for some to exit",
     ErrCode.NCP_ERR_LIB_LOADING_FAILED: "is the module importable from here (PYTHONPATH, "
-                                        "the current directory) or the library on the path?",
+                                        "the current directory) or the library on the "
+                                        "path? An --isolated child sees only its entry's "
+                                        "own file: show it the modules that file imports "
+                                        "with --readonly PATH",
     ErrCode.NCP_ERR_CONNECTION_FAILED: "the entry's on_connect() must return a RemoteStub; "
                                        "the child's stderr says what it raised",
     ErrCode.NCP_ERR_CALLBACK_NOT_EXIST: "that exit callback was never registered (or was "

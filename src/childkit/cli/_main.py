@@ -200,11 +200,18 @@ def _run_options(args: argparse.Namespace) -> Any:
             raise _invalid("--limit needs --isolated")
         if args.allow_reduced:
             raise _invalid("--allow-reduced needs --isolated")
+        if args.readonly:
+            raise _invalid("--readonly needs --isolated")
         return ChildProcessOptions()
     from childkit.sandbox import ResourceLimits
 
     kwargs: dict[str, Any] = {"isolation_mode": IsolationMode.ISOLATED,
                               "allow_reduced_sandbox": args.allow_reduced}
+    if args.readonly:
+        missing = [p for p in args.readonly if not os.path.exists(p)]
+        if missing:
+            raise _invalid(f"--readonly {missing[0]}: no such file or directory")
+        kwargs["readonly_paths"] = [os.path.abspath(p) for p in args.readonly]
     if limits:
         kwargs["limits"] = ResourceLimits(**limits)  # the rest keep their defaults
     return ChildProcessOptions(**kwargs)
@@ -326,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--isolated", action="store_true", help="run in the sandbox")
     run.add_argument("--allow-reduced", action="store_true",
                      help="with --isolated: start even if some sandbox layer is missing")
+    run.add_argument("--readonly", action="append", metavar="PATH",
+                     help="with --isolated: a file or directory the child may read (its "
+                          "entry's own file always is; repeat for more, e.g. the "
+                          "entry's sibling modules)")
     run.add_argument("--limit", metavar="mem=512m,cpu=10,nproc=32,nofile=64,fsize=1m",
                      help="resource limits of an --isolated child")
     run.add_argument("--timeout", metavar="S",

@@ -35,6 +35,7 @@ import importlib
 import importlib.util
 import itertools
 import keyword
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -180,11 +181,48 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+#: In an isolated child, the host paths its sandbox shows (readonly_paths and the
+#: entry's own files), set by :func:`note_sandbox`; ``None`` outside a sandbox.
+_sandbox_paths: tuple[str, ...] | None = None
+
+
+def note_sandbox(readonly_paths: list[str] | tuple[str, ...]) -> None:
+    """In a child, once inside its sandbox: the host paths it was given, so that a failed
+    import can say what to add (see :func:`_not_visible_hint`)."""
+    global _sandbox_paths
+    _sandbox_paths = tuple(readonly_paths)
+
+
+def _not_visible_hint(exc: BaseException, entry_module: str | None,
+                      entry_file: str | None = None) -> str:
+    """For a ``ModuleNotFoundError`` in an isolated child: which module, where it would
+    have come from (beside the entry: its module or its ``.py`` file), and that
+    ``readonly_paths`` makes it visible."""
+    if _sandbox_paths is None or not isinstance(exc, ModuleNotFoundError) or not exc.name:
+        return ""
+    missing = exc.name.split(".")[0]
+    where = None
+    if entry_file is not None:
+        where = os.path.dirname(os.path.abspath(entry_file))
+    elif entry_module is not None:
+        top = entry_module.split(".")[0]
+        homes = [p for p in _sandbox_paths if os.path.basename(p) in (top, top + ".py")]
+        where = os.path.dirname(homes[0]) if homes else None
+    beside = (f"beside the entry in {where}, which the sandbox does not show: add "
+              f"{os.path.join(where, missing)!r} (its .py file or package) or {where!r} "
+              if where else "in a directory of sys.path the sandbox does not show: add it ")
+    return (f". This child is ISOLATED: of this machine's own files it sees only the "
+            f"interpreter's and {list(_sandbox_paths)}; if module {missing!r} lives "
+            f"{beside}to ChildProcessOptions(readonly_paths=[...]) (childkit run "
+            f"--readonly PATH) to make it visible, read-only")
+
+
 def _import_module(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except Exception as exc:  # any failure while importing user code is a loading failure
-        raise _load_failed(f"cannot import module {name!r}: {_describe(exc)}") from exc
+        raise _load_failed(f"cannot import module {name!r}: {_describe(exc)}"
+                           f"{_not_visible_hint(exc, name)}") from exc
 
 
 def _load_pyfile(path: str) -> ModuleType:
@@ -206,7 +244,8 @@ def _load_pyfile(path: str) -> ModuleType:
         spec.loader.exec_module(module)
     except Exception as exc:
         sys.modules.pop(name, None)
-        raise _load_failed(f"cannot load {path!r}: {_describe(exc)}") from exc
+        raise _load_failed(f"cannot load {path!r}: {_describe(exc)}"
+                           f"{_not_visible_hint(exc, None, path)}") from exc
     return module
 
 

@@ -55,6 +55,7 @@ from childkit.entry._entries import (
     MAIN_PROC,
     ON_CONNECT,
     ParsedEntry,
+    note_sandbox,
     parse_entry,
     resolve_args_entry,
     resolve_ipc_entry,
@@ -195,6 +196,7 @@ def _child(header: dict[str, Any], payload: bytes, fds: list[int], launcher_pid:
         try:
             _enter_sandbox(header["sandbox"], [1, 2, status_fd, *given])
             _enforce_limits(header["sandbox"]["limits"])
+            note_sandbox(header["sandbox"]["readonly_paths"])  # for import errors' hints
         except ChildkitError as exc:
             _report(status_fd, proto.status_error(exc.code, exc.message))
             return 1

@@ -42,6 +42,7 @@ from childkit.ipc import (
     RequestMode,
 )
 from childkit.pool import _executor_worker as ew
+from childkit.pool import _isolated_hint
 from childkit.pool._main_script import (
     MainNotImportableError,
     MainScript,
@@ -479,7 +480,7 @@ class _Core:
                 f"its 'if __name__ == \"__main__\":' block end the process?): {value}")
         for item in batch:
             if item.needs_main:
-                item.future.set_exception(value)
+                item.future.set_exception(self._explained(value))
         alive = not worker.conn.proxy.is_object_dead()
         return alive, [item for item in batch if not item.needs_main]
 
@@ -664,13 +665,19 @@ class _Core:
             pass
         return len(batch), 0, []  # unreadable: blame every task, run none again
 
-    @staticmethod
-    def _settle(items: list[_WorkItem], outcomes: list[tuple[bool, Any]]) -> None:
+    def _settle(self, items: list[_WorkItem], outcomes: list[tuple[bool, Any]]) -> None:
         for item, (ok, value) in zip(items, outcomes, strict=True):
             if ok:
                 item.future.set_result(value)
             else:
-                item.future.set_exception(value)
+                item.future.set_exception(self._explained(value))
+
+    def _explained(self, exc: BaseException) -> BaseException:
+        """A task's exception, with what to do when an ISOLATED worker could not import
+        one of the user's modules (see _isolated_hint)."""
+        if self.options.isolation_mode == IsolationMode.ISOLATED:
+            return _isolated_hint.explain(exc)
+        return exc
 
     def _run(self, worker: _Worker, item: _WorkItem) -> bool:
         """Run one item on ``worker``; settle its future. False if the worker is lost."""
@@ -710,7 +717,7 @@ class _Core:
         if ok:
             future.set_result(value)
         else:
-            future.set_exception(value)
+            future.set_exception(self._explained(value))
         return True
 
     def _now_idle(self) -> None:
