@@ -473,7 +473,7 @@ static int send_parcel(ck__conn_t *conn, int fd, int is_reply, uint64_t seq, uin
     else
         ck__frame_put_txn_head(buf, seq, handle, code, oneway, (uint32_t)p->len,
                                (uint16_t)p->n_objs, (uint16_t)p->n_fds);
-    memcpy(buf + head, p->data, p->len);
+    if (p->len) memcpy(buf + head, p->data, p->len); /* an empty parcel may have no data */
     rc = send_record(fd, buf, len, p->fds, p->n_fds);
     free(buf);
     if (rc < 0) {
@@ -638,7 +638,7 @@ static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size,
         rc = -1;
     }
     pthread_mutex_lock(&conn->lock);
-    for (; rc == 0 && i < n; i++) {
+    for (; rc == 0 && i < n; i++) { /* every failure breaks with i at the failed frame */
         const ck__frame_t *f = &frames[i];
         if (f->type == CK__F_HELLO) {
             if (conn->greeted) {
@@ -662,6 +662,7 @@ static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size,
                 rc = apply_release_locked(conn, f->handle, f->count, f->after_replies, drop,
                                           &n_drop, why);
             }
+            if (rc < 0) break; /* i stays the failed frame's: later frames' fds close below */
         } else if (f->type == CK__F_TRANSACTION) {
             export_t *e = find_export(conn, f->handle);
             if (e == NULL) { /* gone: a sync caller hears so, a one-way request is dropped */
@@ -699,11 +700,13 @@ static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size,
             if (queue_job_locked(conn, job, todo, &n_todo) < 0) {
                 *why = "no memory for a request";
                 rc = -1;
+                break;
             }
         } else {
             close_all(fds + f->fd_start, f->n_fds);
             *why = "protocol error from the peer: a reply arrived on the serve socket";
             rc = -1;
+            break;
         }
     }
     if (rc < 0) /* the frames not reached still hold their fds */

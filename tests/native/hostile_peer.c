@@ -1,0 +1,219 @@
+/*
+ * A hostile peer against the C kit (tests/native/test_hostile_peer.py; also built under
+ * ASan/UBSan by test_sanitizers.py). For each record on stdin ("HEX N_FDS" per line) it
+ * starts a C connection in this process, plays the raw peer on the other socket ends, and
+ * sends the record two ways:
+ *   serve: as a request record, after a proper HELLO, to the kit's serve socket;
+ *   reply: as the answer to a sync call the kit is making.
+ * It prints one line per record: "<serve outcome> <reply outcome>", where the serve
+ * outcome is "closed" (the kit ended the link) or "open", and the reply outcome the call's
+ * status. Then "fuzz N" runs N seeded random mutations of the records the serve way.
+ * Exit status 0 unless an fd leaked; a crash is the failure this program exists to catch.
+ */
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "ck_internal.h"
+#include "ipc_kit.h"
+
+static int root_request(uint32_t code, const OHIPCParcel *data, OHIPCParcel *reply, void *ud) {
+    return OH_IPCParcel_WriteInt32(reply, 1);
+}
+
+static int count_fds(void) {
+    int n = 0;
+    for (int fd = 0; fd < 4096; fd++)
+        if (fcntl(fd, F_GETFD) >= 0) n++;
+    return n;
+}
+
+/* Sends the record; 0, or -1 if the kernel refused it (too large for any socket buffer
+ * this process may set: then the kit cannot be sent it either). */
+static int send_with_fds(int sock, const unsigned char *buf, size_t len, size_t n_fds) {
+    int room = (int)(2 * len + 65536); /* a record over the kit's buffer must still go out */
+    if (setsockopt(sock, SOL_SOCKET, SO_SNDBUFFORCE, &room, sizeof room) < 0)
+        setsockopt(sock, SOL_SOCKET, SO_SNDBUF, &room, sizeof room);
+    int fds[CK__MAX_RECORD_FDS + 8];
+    for (size_t i = 0; i < n_fds; i++) fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    char control[CMSG_SPACE(sizeof fds)];
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (n_fds) {
+        msg.msg_control = control;
+        msg.msg_controllen = CMSG_SPACE(n_fds * sizeof(int));
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(n_fds * sizeof(int));
+        memcpy(CMSG_DATA(c), fds, n_fds * sizeof(int));
+    }
+    ssize_t sent = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    for (size_t i = 0; i < n_fds; i++) close(fds[i]);
+    return sent == (ssize_t)len ? 0 : -1;
+}
+
+#define PING_SEQ 0x7777777777ULL
+
+/* Reads records (closing any fds) until the reply to PING_SEQ (1: the link is open) or
+ * EOF (0: the kit closed it); -1 if neither comes within 10 s. */
+static int ping_answered(int sock) {
+    for (;;) {
+        struct pollfd p = {.fd = sock, .events = POLLIN};
+        if (poll(&p, 1, 10000) <= 0) return -1;
+        unsigned char buf[512];
+        char control[CMSG_SPACE(64 * sizeof(int))];
+        struct iovec iov = {.iov_base = buf, .iov_len = sizeof buf};
+        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+                             .msg_controllen = sizeof control};
+        ssize_t n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+            if (c->cmsg_type == SCM_RIGHTS)
+                for (size_t k = 0; k < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); k++)
+                    close(((int *)CMSG_DATA(c))[k]);
+        if (n <= 0) return 0;
+        if (n >= CK__REPLY_FRAME_SIZE && buf[0] == CK__F_REPLY && ck__get_u64(buf + 8) == PING_SEQ)
+            return 1;
+    }
+}
+
+typedef struct {
+    int kit_call, kit_serve;   /* given to the kit */
+    int peer_call, peer_serve; /* the hostile side: writes requests / reads requests */
+    OHIPCRemoteStub *root;
+    OHIPCRemoteProxy *peer_root;
+} link_t;
+
+/* A kit connection with a raw peer that has greeted it (with a root, so the kit has a
+ * proxy to call). */
+static int open_link(link_t *l) {
+    int a[2], b[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, a) < 0) return -1;
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, b) < 0) return -1;
+    l->kit_call = a[0];
+    l->peer_serve = a[1];
+    l->kit_serve = b[0];
+    l->peer_call = b[1];
+    int on = 1;
+    setsockopt(l->kit_serve, SOL_SOCKET, SO_PASSCRED, &on, sizeof on);
+    unsigned char hello[12];
+    ck__frame_put_hello(hello, 1);
+    send(l->peer_call, hello, sizeof hello, MSG_NOSIGNAL);
+    l->root = OH_IPCRemoteStub_Create("hostile.IRoot", root_request, NULL, NULL);
+    char err[160];
+    if (childkit_ipc_connect(l->kit_call, l->kit_serve, l->root, 10000, &l->peer_root, err,
+                             sizeof err) != 0) {
+        fprintf(stderr, "connect: %s\n", err);
+        return -1;
+    }
+    /* the kit's own HELLO arrives on peer_serve: take it */
+    unsigned char buf[64];
+    recv(l->peer_serve, buf, sizeof buf, 0);
+    return 0;
+}
+
+static void close_link(link_t *l) {
+    OH_IPCRemoteProxy_Destroy(l->peer_root);
+    OH_IPCRemoteStub_Destroy(l->root);
+    close(l->peer_call);
+    close(l->peer_serve);
+}
+
+static const char *serve_way(const unsigned char *rec, size_t len, size_t n_fds) {
+    link_t l;
+    if (open_link(&l) < 0) return "setup-failed";
+    if (send_with_fds(l.peer_call, rec, len, n_fds) < 0) {
+        close_link(&l);
+        return "unsent";
+    }
+    /* then a ping: an open link answers it, a closed one ends instead */
+    unsigned char ping[CK__TXN_FRAME_SIZE];
+    ck__frame_put_txn_head(ping, PING_SEQ, 0, CK__PING_TRANSACTION, 0, 0, 0, 0);
+    send(l.peer_call, ping, sizeof ping, MSG_NOSIGNAL);
+    int answered = ping_answered(l.peer_call);
+    close_link(&l);
+    return answered == 1 ? "open" : answered == 0 ? "closed" : "hung";
+}
+
+typedef struct {
+    link_t *l;
+    int status;
+} call_t;
+
+static void *make_call(void *arg) {
+    call_t *c = arg;
+    OHIPCParcel *d = OH_IPCParcel_Create(), *r = OH_IPCParcel_Create();
+    c->status = OH_IPCRemoteProxy_SendRequest(c->l->peer_root, 1, d, r, NULL);
+    OH_IPCParcel_Destroy(d);
+    OH_IPCParcel_Destroy(r);
+    return NULL;
+}
+
+static int reply_way(const unsigned char *rec, size_t len, size_t n_fds) {
+    link_t l;
+    if (open_link(&l) < 0) return -1;
+    call_t c = {&l, -1};
+    pthread_t t;
+    pthread_create(&t, NULL, make_call, &c);
+    unsigned char buf[512]; /* the kit's request (seq 1) */
+    recv(l.peer_serve, buf, sizeof buf, 0);
+    send_with_fds(l.peer_serve, rec, len, n_fds);
+    shutdown(l.peer_serve, SHUT_WR); /* a record that was not a reply to seq 1: EOF follows */
+    pthread_join(t, NULL);
+    close_link(&l);
+    return c.status;
+}
+
+static unsigned char *unhex(const char *hex, size_t *len) {
+    size_t n = strlen(hex) / 2;
+    unsigned char *out = malloc(n + 1);
+    for (size_t i = 0; i < n; i++) sscanf(hex + 2 * i, "%2hhx", &out[i]);
+    *len = n;
+    return out;
+}
+
+int main(int argc, char **argv) {
+    signal(SIGPIPE, SIG_IGN);
+    int fuzz = argc > 1 ? atoi(argv[1]) : 0;
+    int before = count_fds();
+    static char line[600000];
+    unsigned char *recs[256];
+    size_t lens[256], fds[256], n = 0;
+    while (n < 256 && fgets(line, sizeof line, stdin) != NULL) {
+        char *space = strchr(line, ' ');
+        if (space == NULL) continue;
+        *space = '\0';
+        recs[n] = unhex(line, &lens[n]);
+        fds[n] = (size_t)atoi(space + 1);
+        if (fds[n] > CK__MAX_RECORD_FDS) fds[n] = CK__MAX_RECORD_FDS; /* the kernel's cap */
+        printf("%s %d\n", serve_way(recs[n], lens[n], fds[n]), reply_way(recs[n], lens[n], fds[n]));
+        fflush(stdout);
+        n++;
+    }
+    unsigned seed = 12345;
+    for (int i = 0; i < fuzz && n > 0; i++) {
+        size_t k = (size_t)rand_r(&seed) % n;
+        size_t len = lens[k] > 64 ? 64 : lens[k]; /* mutate the heads, where the lengths are */
+        unsigned char *m = malloc(lens[k] + 1);
+        memcpy(m, recs[k], lens[k]);
+        for (int f = rand_r(&seed) % 4 + 1; f > 0 && len > 0; f--)
+            m[(size_t)rand_r(&seed) % len] = (unsigned char)rand_r(&seed);
+        size_t mlen = lens[k];
+        if (rand_r(&seed) % 4 == 0 && mlen > 0) mlen -= (size_t)rand_r(&seed) % mlen;
+        serve_way(m, mlen, (size_t)rand_r(&seed) % 3);
+        free(m);
+    }
+    if (fuzz) printf("fuzz %d\n", fuzz);
+    for (size_t i = 0; i < n; i++) free(recs[i]);
+    /* every link ended; its reader threads close the kit's sockets as they finish */
+    int after = 0;
+    for (int tries = 0; tries < 1000 && (after = count_fds()) != before; tries++) usleep(10000);
+    if (after != before) printf("fds leaked: %d before, %d after\n", before, after);
+    return after != before;
+}
