@@ -99,12 +99,15 @@ class OnewayQueues:
         lock.release()
         self.rearm()
         if mine:
-            self.run(handle, [run])
-            self.drain(handle)
+            try:
+                self.run(handle, [run])
+            finally:  # even after a SystemExit: what queued behind it still runs
+                self.drain(handle)
 
     def drain(self, handle: int) -> None:
         """Run the one-way requests queued for ``handle`` in order; one drainer at a time."""
         lock = self.lock
+        escaped: BaseException | None = None
         while True:
             lock.acquire()
             queue = self.queues.get(handle)
@@ -114,13 +117,18 @@ class OnewayQueues:
                     del self.queues[handle]
                     self.queued.pop(handle, None)
                 lock.release()
+                if escaped is not None:
+                    raise escaped
                 return
             items = list(queue)
             queue.clear()
             self.queued[handle] = 0
             self.cond.notify_all()  # readers stopped by a full queue may go on
             lock.release()
-            self.run(handle, items)
+            try:
+                self.run(handle, items)
+            except BaseException as exc:  # SystemExit...: drain the rest, then let it go on
+                escaped = escaped or exc
 
     def run(self, handle: int, items: list[Queued]) -> None:
         """Run queued requests to one object in order: one-way ones in a tight loop (the
@@ -143,6 +151,7 @@ class OnewayQueues:
         identity = (t.peer_pid, t.peer_uid, False)
         reply = MessageParcel()
         new_parcel = MessageParcel._from_wire
+        escaped: BaseException | None = None
         try:
             ctx.identity = identity
             for item in items:
@@ -154,6 +163,8 @@ class OnewayQueues:
                             on_request(code, new_parcel(payload, [], []), reply, ASYNC_OPTION)
                         except Exception:
                             _log.exception("%r failed on one-way request %d", stub, code)
+                        except BaseException as exc:  # goes on once the rest has run
+                            escaped = escaped or exc
                         if reply._buf or reply._fds or reply._objects:
                             reply.close()
                             reply = MessageParcel()
@@ -161,7 +172,10 @@ class OnewayQueues:
                 frame, objects = item
                 if not frame.oneway:
                     ctx.identity = saved
-                    self.dispatch(frame, objects)
+                    try:
+                        self.dispatch(frame, objects)  # answers the caller in any case
+                    except BaseException as exc:
+                        escaped = escaped or exc
                     ctx.identity = identity
                     continue
                 if frame.code > 0xFFFFFF or not frame.code:
@@ -172,6 +186,8 @@ class OnewayQueues:
                     on_request(frame.code, data, reply, ASYNC_OPTION)
                 except Exception:
                     _log.exception("%r failed on one-way request %d", stub, frame.code)
+                except BaseException as exc:  # goes on once the rest has run
+                    escaped = escaped or exc
                 if frame.fds or objects:
                     data.close()
                 if reply._buf or reply._fds or reply._objects:
@@ -180,6 +196,8 @@ class OnewayQueues:
         finally:
             ctx.identity = saved
             reply.close()
+        if escaped is not None:
+            raise escaped
 
     def close(self) -> list[int]:
         """The link closed: drop every queue; return the fds the dropped requests owned."""

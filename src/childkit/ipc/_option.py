@@ -8,8 +8,14 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 from childkit.ipc._errors import ParamError
+
+#: The longest timeout a sync call takes, in seconds (about 11.6 days). Longer ones are
+#: refused rather than silently shortened or treated as "wait forever": a caller that
+#: means forever passes ``None``.
+MAX_TIMEOUT = 1_000_000.0
 
 
 class RequestMode(enum.IntEnum):
@@ -25,9 +31,16 @@ class MessageOption:
 
     ``mode``: :attr:`RequestMode.SYNC` waits for the reply; :attr:`RequestMode.ASYNC`
     (one-way) returns as soon as the request is queued for sending.
-    ``timeout``: seconds a sync call waits for its reply; ``None`` waits until the reply
-    arrives or the remote dies. Raises :class:`ParamError` for a bad mode or timeout.
+    ``timeout``: seconds a sync call may take, sending included (the caller's whole
+    budget); ``None`` waits until the reply arrives or the remote dies. A timeout must be
+    a finite number of seconds in ``(0, MAX_TIMEOUT]`` (:data:`MAX_TIMEOUT`, 1e6 s);
+    anything else (0, negative, ``nan``, ``inf``, more than the maximum, a bool or a
+    non-number) raises :class:`ParamError` (``OH_IPC_CHECK_PARAM_ERROR``). Raises the same
+    for a bad mode.
     """
+
+    #: The longest timeout accepted (seconds).
+    MAX_TIMEOUT: ClassVar[float] = MAX_TIMEOUT
 
     mode: RequestMode = RequestMode.SYNC
     timeout: float | None = None
@@ -43,11 +56,16 @@ class MessageOption:
         if t is not None and (
             isinstance(t, bool)
             or not isinstance(t, (int, float))
-            or math.isnan(t)
+            or (isinstance(t, float) and math.isnan(t))  # an int may not fit a float
             or t <= 0
         ):
             raise ParamError(
                 f"MessageOption.timeout must be a positive number of seconds, not {t!r}"
+            )
+        if t is not None and not t <= MAX_TIMEOUT:  # inf too; ints of any size compare
+            raise ParamError(
+                f"MessageOption.timeout must be at most {MAX_TIMEOUT:g} seconds (None waits "
+                f"without a limit), not {t!r}"
             )
 
     @property

@@ -36,7 +36,7 @@ from childkit.ipc._objects import ObjectTable
 from childkit.ipc._oneway import OnewayQueues, Request
 from childkit.ipc._option import ASYNC_OPTION, SYNC_OPTION
 from childkit.ipc._parcel import MessageParcel, RemoteObject
-from childkit.ipc._stub import RemoteStub, invoke_stub
+from childkit.ipc._stub import RemoteStub, StubEscaped, invoke_stub
 from childkit.ipc._threadpool import IPCThreadPool
 from childkit.ipc._transport import (
     ANC_SPACE,
@@ -299,12 +299,14 @@ class Server:
             t.protocol_error(error)
             return None
         self.pool.rearm(t.serve_fd)
-        if len(sync) > 1:
-            self.run_batch(sync)
-        elif sync:
-            self.dispatch(*sync[0])
-        for handle in drain:
-            oneway.drain(handle)
+        try:
+            if len(sync) > 1:
+                self.run_batch(sync)
+            elif sync:
+                self.dispatch(*sync[0])
+        finally:  # even when a stub raised SystemExit: the queues this thread owns drain
+            for handle in drain:
+                oneway.drain(handle)
         return None
 
     # ------------------------------------------------------------------ answering
@@ -327,10 +329,17 @@ class Server:
                     None, batch)
             return
         t = self.transport
-        status, detail, reply = invoke_stub(
-            stub, code, data, ASYNC_OPTION if oneway else SYNC_OPTION, t.peer_pid, t.peer_uid,
-            local=False,
-        )
+        try:
+            status, detail, reply = invoke_stub(
+                stub, code, data, ASYNC_OPTION if oneway else SYNC_OPTION, t.peer_pid,
+                t.peer_uid, local=False,
+            )
+        except StubEscaped as esc:
+            data.close()
+            if not oneway:  # answered first: the exception then goes on
+                self.reply(_wire.encode_error_reply(seq, esc.status, esc.detail), [], None,
+                           batch)
+            raise esc.exc from None
         data.close()
         if oneway:
             reply.close()
@@ -366,8 +375,15 @@ class Server:
         parcel = MessageParcel._from_wire(data, [], [])
         t = self.transport
         stub: RemoteStub = entry[0]  # type: ignore[assignment]
-        status, detail, reply = invoke_stub(
-            stub, code, parcel, SYNC_OPTION, t.peer_pid, t.peer_uid, local=False)
+        try:
+            status, detail, reply = invoke_stub(
+                stub, code, parcel, SYNC_OPTION, t.peer_pid, t.peer_uid, local=False)
+        except StubEscaped as esc:
+            # Answered first, the socket given back to the pool; the exception then goes on.
+            if self.pool.unhold(t.serve_fd):
+                self.pool.rearm(t.serve_fd)
+            self.send_reply(_wire.encode_error_reply(seq, esc.status, esc.detail), [])
+            raise esc.exc from None
         parcel._closed = True  # close(): it holds no fds, objects or finalizer
         if status:
             reply.close()
@@ -402,8 +418,16 @@ class Server:
         thread and send their replies coalesced, in as few records as fit: no thread hand-off
         and no write per request."""
         batch = ReplyBatch()
+        escaped: BaseException | None = None
         try:
             for frame, objects in items:
+                if escaped is not None:  # every request gets an answer, even now
+                    close_fds(frame.fds)
+                    self.reply(_wire.encode_error_reply(
+                        frame.seq, IPCErrorCode.OH_IPC_INNER_ERROR,
+                        f"not run: an earlier request of its batch raised "
+                        f"{type(escaped).__name__}"), [], None, batch)
+                    continue
                 try:
                     self.answer(frame.seq, frame.handle, frame.code, False,
                                 MessageParcel._from_wire(frame.data, frame.fds, objects), batch)
@@ -413,9 +437,13 @@ class Server:
                     self.reply(_wire.encode_error_reply(
                         frame.seq, IPCErrorCode.OH_IPC_INNER_ERROR,
                         f"serving the request failed: {exc}"), [], None, batch)
+                except BaseException as exc:  # answered by answer(); goes on after the rest
+                    escaped = exc
         finally:
             if batch.chunks:
                 self.send_batch(batch)
+        if escaped is not None:
+            raise escaped
 
     def send_batch(self, batch: ReplyBatch) -> None:
         chunks, fds, parcels = batch.chunks, batch.fds, batch.parcels

@@ -105,6 +105,9 @@ def invoke_stub(
     """Run one request on ``stub``; return (status, error detail, reply parcel).
 
     Never raises for the stub's own failures: they become a status and a detail string.
+    A ``BaseException`` that is not an ``Exception`` (``SystemExit``...) propagates for a
+    local call; for a remote one it raises :class:`StubEscaped`, so that the server
+    answers the caller before letting it go on.
     This is the request hot path: the calling identity is set by hand, not by a context
     manager, because that costs more than the rest of the dispatch.
     """
@@ -136,9 +139,33 @@ def invoke_stub(
         _log.exception("%r failed on request %d", stub, code)
         status = IPCErrorCode.OH_IPC_INNER_ERROR
         detail = f"{type(exc).__name__} in {type(stub).__name__}.on_remote_request: {exc}"
+    except BaseException as exc:
+        if local:
+            raise  # the caller's own thread: it goes on as it would without IPC
+        # SystemExit, KeyboardInterrupt and the like: the remote caller still gets an
+        # answer (the server sends it, then lets the exception go on).
+        _log.warning("%r: %s raised on request %d; answering the caller, then letting it "
+                     "propagate", stub, type(exc).__name__, code)
+        reply.close()
+        raise StubEscaped(
+            IPCErrorCode.OH_IPC_INNER_ERROR,
+            f"{type(exc).__name__} in {type(stub).__name__}.on_remote_request: {exc}",
+            exc) from exc
     finally:
         ctx.identity = saved
     return int(status), detail, reply
+
+
+class StubEscaped(Exception):
+    """A remote request's stub raised an exception that is not an ``Exception``
+    (``SystemExit``, ``KeyboardInterrupt``...). The server answers the request with
+    ``status`` and ``detail``, then raises ``exc`` again."""
+
+    def __init__(self, status: int, detail: str, exc: BaseException) -> None:
+        super().__init__(detail)
+        self.status = int(status)
+        self.detail = detail
+        self.exc = exc
 
 
 def _internal_request(stub: RemoteStub, code: int, reply: MessageParcel) -> int:

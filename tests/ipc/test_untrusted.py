@@ -1,0 +1,196 @@
+"""A hostile or broken peer, and stubs that misbehave: the link answers, bounds, and logs (#13)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+from ipc_helpers import fd_count, non_pool_threads, wait_until
+from test_connection import connected, int_parcel
+
+from childkit.ipc import (
+    Connection,
+    DeadRemoteObjectError,
+    IPCError,
+    IPCErrorCode,
+    MessageOption,
+    MessageParcel,
+    ParamError,
+    RemoteStub,
+    RequestMode,
+    _wire,
+    channel_socketpairs,
+)
+from childkit.ipc._option import MAX_TIMEOUT
+
+ASYNC = MessageOption(RequestMode.ASYNC)
+BOUNDED = MessageOption(timeout=30)
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    fds = fd_count()
+    threads = non_pool_threads()
+    yield
+    assert wait_until(lambda: fd_count() <= fds), f"fds leaked: {fds} -> {fd_count()}"
+    assert wait_until(lambda: non_pool_threads() <= threads)
+
+
+# ---------------------------------------------------------------------------- item 6
+@pytest.mark.parametrize("timeout", [MAX_TIMEOUT, 1e-9, 1, 2.5, MAX_TIMEOUT - 0.5])
+def test_a_timeout_up_to_the_maximum_is_accepted(timeout: float) -> None:
+    assert MessageOption(timeout=timeout).timeout == timeout
+
+
+@pytest.mark.parametrize("timeout", [
+    math.nextafter(MAX_TIMEOUT, math.inf), MAX_TIMEOUT + 1, 4e6, 1e300, 2**63, 2**1100,
+    math.inf, -math.inf, math.nan, 0, 0.0, -1, True, "1", 1j,
+])
+def test_a_timeout_the_call_cannot_use_is_refused_with_a_clear_error(timeout: object) -> None:
+    with pytest.raises(ParamError) as err:
+        MessageOption(timeout=timeout)  # type: ignore[arg-type]
+    assert err.value.code == IPCErrorCode.OH_IPC_CHECK_PARAM_ERROR
+    assert "timeout" in err.value.message
+    assert MessageOption.MAX_TIMEOUT == MAX_TIMEOUT == 1e6
+
+
+class Adder(RemoteStub):
+    def on_remote_request(self, code: int, data: MessageParcel, reply: MessageParcel,
+                          option: MessageOption) -> int:
+        reply.write_int32(data.read_int32() + 1)
+        return 0
+
+
+def test_the_longest_timeout_works_in_a_real_call() -> None:
+    with connected(Adder("t.Adder")) as (a, _b, _stub):
+        proxy = a.root_proxy()
+        option = MessageOption(timeout=MAX_TIMEOUT)
+        with proxy.send_request(1, int_parcel(41), option) as reply:  # no OverflowError
+            assert reply.read_int32() == 42
+        replies = proxy.send_requests([(1, int_parcel(1)), (1, int_parcel(2))], option)
+        assert [r.read_int32() for r in replies] == [2, 3]
+        for r in replies:
+            r.close()
+
+
+# ---------------------------------------------------------------------------- item 7
+class Exiting(RemoteStub):
+    """Code 1 adds one; code 2 raises the exception it was built with."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__("t.Exiting")
+        self.exc = exc
+        self.ran: list[int] = []
+
+    def on_remote_request(self, code: int, data: MessageParcel, reply: MessageParcel,
+                          option: MessageOption) -> int:
+        value = data.read_int32()
+        self.ran.append(value)
+        if code == 2:
+            raise self.exc
+        reply.write_int32(value + 1)
+        return 0
+
+
+@pytest.mark.parametrize("exc", [SystemExit(3), KeyboardInterrupt(), GeneratorExit()])
+def test_a_stub_raising_a_base_exception_still_answers_its_caller(
+        exc: BaseException, capsys: pytest.CaptureFixture[str]) -> None:
+    with connected(Exiting(exc)) as (a, _b, stub):
+        proxy = a.root_proxy()
+        for data in (int_parcel(1), _with_fd(int_parcel(1))):  # the plain path and the other
+            with pytest.raises(IPCError) as err:
+                proxy.send_request(2, data, BOUNDED)  # without the fix: a timeout
+            data.close()
+            assert err.value.code == IPCErrorCode.OH_IPC_INNER_ERROR
+            assert type(exc).__name__ in err.value.message
+        # The exception went on in the work thread (the pool reports it) and the link lives.
+        assert wait_until(lambda: type(exc).__name__ in capsys.readouterr().err)
+        with proxy.send_request(1, int_parcel(5), BOUNDED) as reply:
+            assert reply.read_int32() == 6
+
+
+def test_every_request_of_a_batch_is_answered_when_one_raises_system_exit() -> None:
+    with connected(Exiting(SystemExit(3))) as (a, _b, stub):
+        proxy = a.root_proxy()
+        with pytest.raises(IPCError) as err:
+            proxy.send_requests([(1, int_parcel(1)), (2, int_parcel(2)), (1, int_parcel(3))],
+                                BOUNDED)
+        assert err.value.code == IPCErrorCode.OH_IPC_INNER_ERROR
+        assert "SystemExit" in err.value.message
+        assert stub.ran == [1, 2]  # the one after it was answered without running
+        assert a.outstanding_calls() == 0
+
+
+def test_a_one_way_system_exit_does_not_stop_the_object_queue() -> None:
+    with connected(Exiting(SystemExit(3))) as (a, _b, stub):
+        proxy = a.root_proxy()
+        proxy.send_requests([(2, int_parcel(1)), (1, int_parcel(2)), (1, int_parcel(3))],
+                            ASYNC)
+        with proxy.send_request(1, int_parcel(4), BOUNDED) as reply:
+            assert reply.read_int32() == 5
+        assert stub.ran == [1, 2, 3, 4]
+
+
+def _with_fd(parcel: MessageParcel) -> MessageParcel:
+    r, w = socket.socketpair()
+    parcel.write_file_descriptor(r.fileno())
+    r.close()
+    w.close()
+    return parcel
+
+
+# ---------------------------------------------------------------------------- item 8
+def _raw_peer() -> tuple[Connection, socket.socket, socket.socket]:
+    local, remote = channel_socketpairs()
+    conn = Connection(*local, name="logged link")
+    conn.start()
+    for sock in remote:
+        sock.settimeout(30)
+    return conn, remote[0], remote[1]
+
+
+@pytest.mark.parametrize("fault", ["unknown seq", "reply on serve socket", "bad release",
+                                   "garbage"])
+def test_every_protocol_error_logs_one_warning_naming_the_link(
+        fault: str, caplog: pytest.LogCaptureFixture) -> None:
+    conn, peer_call, peer_serve = _raw_peer()
+    try:
+        with caplog.at_level(logging.WARNING, logger="childkit.ipc"):
+            if fault == "unknown seq":
+                proxy = conn.root_proxy()
+                errors: list[BaseException] = []
+
+                def call() -> None:
+                    try:
+                        proxy.send_request(1, int_parcel(1), BOUNDED)
+                    except BaseException as exc:
+                        errors.append(exc)
+
+                caller = threading.Thread(target=call)
+                caller.start()
+                peer_serve.recv(_wire.MAX_RECORD_BYTES)  # HELLO
+                peer_serve.recv(_wire.MAX_RECORD_BYTES)  # the request (seq 1)
+                peer_serve.send(_wire.encode_reply(999, 0, b"", (), 0))
+                caller.join(60)
+                assert isinstance(errors[0], DeadRemoteObjectError)
+            elif fault == "reply on serve socket":
+                peer_call.send(_wire.encode_reply(1, 0, b"", (), 0))
+            elif fault == "bad release":
+                peer_call.send(_wire.encode_release(7, 1, 0))  # never exported
+            else:
+                peer_call.send(b"\xff" * 40)
+            assert wait_until(lambda: conn.closed)
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING
+                    and "protocol error" in r.getMessage()]
+        assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
+        assert "logged link" in warnings[0].getMessage()
+        assert "protocol error" in conn.close_reason
+    finally:
+        conn.close()
+        peer_call.close()
+        peer_serve.close()
+
