@@ -77,7 +77,11 @@ def table_lines(rows: list[Row]) -> list[str]:
     "vs childkit" is how many times better childkit is than the peer (> 1: childkit
     wins); for a bare limit it is how many times the bare limit childkit costs.
     """
-    header = (f"{'metric':44s} {'unit':6s} {'childkit':>10s}  {'against':44s} "
+    # Columns as wide as their longest name: a metric or peer is never cut short.
+    mw = max([44, *(len(r["metric"]) for r in rows)])
+    nw = max([44, *(len(n) for r in rows for n in r["peers"]),
+              *(len(f"bare: {n}") for r in rows for n in r["bare"])])
+    header = (f"{'metric':{mw}s} {'unit':6s} {'childkit':>10s}  {'against':{nw}s} "
               f"{'value':>10s} {'vs childkit':>12s}")
     lines = [header, "-" * len(header)]
     for r in rows:
@@ -95,13 +99,13 @@ def table_lines(rows: list[Row]) -> list[str]:
                 rel = f"{_ratio(advantage(r, value))}"
             else:
                 rel = ""
-            left = (f"{r['metric'][:44]:44s} {r['unit']:6s} {_num(r['childkit']):>10s}"
-                    if first else " " * 62)
-            lines.append(f"{left}  {name[:44]:44s} "
+            left = (f"{r['metric']:{mw}s} {r['unit']:6s} {_num(r['childkit']):>10s}"
+                    if first else " " * (mw + 18))
+            lines.append(f"{left}  {name:{nw}s} "
                          f"{_num(value) if name else '':>10s} {rel:>12s}")
             first = False
         if r.get("goal"):
-            lines.append(" " * 64 + f"goal: {r['goal']}")
+            lines.append(" " * (mw + 20) + f"goal: {r['goal']}")
     return lines
 
 

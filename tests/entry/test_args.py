@@ -39,9 +39,11 @@ def pipe_fds() -> Iterator[tuple[int, int]]:
             pass
 
 
-def _invalid(args: ChildProcessArgs) -> str:
+def _invalid(make: Callable[[], ChildProcessArgs]) -> str:
+    """The message of the error building (or, for an fd that is not open, validating)
+    the args raises: every limit but that one is checked by the constructor."""
     with pytest.raises(ChildkitError) as info:
-        args.validate()
+        make().validate()
     assert info.value.code == ErrCode.NCP_ERR_INVALID_PARAM
     return info.value.message
 
@@ -68,33 +70,33 @@ def test_entry_params_at_limit_passes() -> None:
 
 
 def test_entry_params_one_byte_over_fails() -> None:
-    message = _invalid(ChildProcessArgs("p" * 153601))
+    message = _invalid(lambda: ChildProcessArgs("p" * 153601))
     assert "153601 bytes" in message and "153600" in message
 
 
 def test_entry_params_limit_counts_utf8_bytes_not_characters() -> None:
     ChildProcessArgs("\u00e9" * 76800).validate()  # 76,800 characters, 153,600 bytes
-    message = _invalid(ChildProcessArgs("\u00e9" * 76800 + "x"))
+    message = _invalid(lambda: ChildProcessArgs("\u00e9" * 76800 + "x"))
     assert "153601 bytes" in message
 
 
 @pytest.mark.parametrize("value", [b"bytes", None, 5, ["a"]])
 def test_entry_params_must_be_str(value: object) -> None:
-    message = _invalid(ChildProcessArgs(value))  # type: ignore[arg-type]
+    message = _invalid(lambda: ChildProcessArgs(value))  # type: ignore[arg-type]
     assert "entry_params must be a str" in message
     assert type(value).__name__ in message
 
 
 def test_entry_params_with_nul_fails() -> None:
-    assert "NUL" in _invalid(ChildProcessArgs("ab\0cd"))
+    assert "NUL" in _invalid(lambda: ChildProcessArgs("ab\0cd"))
 
 
 def test_entry_params_not_utf8_encodable_fails() -> None:
-    assert "UTF-8" in _invalid(ChildProcessArgs("lone \ud800 surrogate"))
+    assert "UTF-8" in _invalid(lambda: ChildProcessArgs("lone \ud800 surrogate"))
 
 
 def test_huge_entry_params_message_stays_short() -> None:
-    message = _invalid(ChildProcessArgs("\ud800" + "x" * 1_000_000))
+    message = _invalid(lambda: ChildProcessArgs("\ud800" + "x" * 1_000_000))
     assert len(message) < 300
 
 
@@ -108,13 +110,13 @@ def test_sixteen_fds_pass(pipe_fds: tuple[int, int]) -> None:
 
 def test_seventeen_fds_fail(pipe_fds: tuple[int, int]) -> None:
     r, _ = pipe_fds
-    message = _invalid(ChildProcessArgs(fds={f"fd{i}": r for i in range(17)}))
+    message = _invalid(lambda: ChildProcessArgs(fds={f"fd{i}": r for i in range(17)}))
     assert "17 entries" in message and "16" in message
 
 
 @pytest.mark.parametrize("value", [[("a", 1)], None, "a=1"])
 def test_fds_must_be_a_dict(value: object) -> None:
-    assert "fds must be a dict" in _invalid(ChildProcessArgs(fds=value))  # type: ignore[arg-type]
+    assert "fds must be a dict" in _invalid(lambda: ChildProcessArgs(fds=value))  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------- fd names
@@ -125,14 +127,14 @@ def test_name_of_twenty_characters_passes(pipe_fds: tuple[int, int]) -> None:
 
 
 def test_name_of_twenty_one_characters_fails(pipe_fds: tuple[int, int]) -> None:
-    message = _invalid(ChildProcessArgs(fds={"n" * 21: pipe_fds[0]}))
+    message = _invalid(lambda: ChildProcessArgs(fds={"n" * 21: pipe_fds[0]}))
     assert "21 bytes" in message and "20" in message
 
 
 def test_name_limit_counts_utf8_bytes(pipe_fds: tuple[int, int]) -> None:
     # OpenHarmony compares std::string::length(), a byte count.
     ChildProcessArgs(fds={"\u00e9" * 10: pipe_fds[0]}).validate()  # 20 bytes
-    assert "21 bytes" in _invalid(ChildProcessArgs(fds={"\u00e9" * 10 + "x": pipe_fds[0]}))
+    assert "21 bytes" in _invalid(lambda: ChildProcessArgs(fds={"\u00e9" * 10 + "x": pipe_fds[0]}))
 
 
 def test_name_has_no_character_set(pipe_fds: tuple[int, int]) -> None:
@@ -140,25 +142,25 @@ def test_name_has_no_character_set(pipe_fds: tuple[int, int]) -> None:
 
 
 def test_empty_name_fails(pipe_fds: tuple[int, int]) -> None:
-    assert "empty" in _invalid(ChildProcessArgs(fds={"": pipe_fds[0]}))
+    assert "empty" in _invalid(lambda: ChildProcessArgs(fds={"": pipe_fds[0]}))
 
 
 @pytest.mark.parametrize("name", [1, None, b"out"])
 def test_name_must_be_str(name: object, pipe_fds: tuple[int, int]) -> None:
-    message = _invalid(ChildProcessArgs(fds={name: pipe_fds[0]}))  # type: ignore[dict-item]
+    message = _invalid(lambda: ChildProcessArgs(fds={name: pipe_fds[0]}))  # type: ignore[dict-item]
     assert "must be a str" in message
 
 
 def test_name_with_nul_fails(pipe_fds: tuple[int, int]) -> None:
-    assert "NUL" in _invalid(ChildProcessArgs(fds={"a\0b": pipe_fds[0]}))
+    assert "NUL" in _invalid(lambda: ChildProcessArgs(fds={"a\0b": pipe_fds[0]}))
 
 
 def test_name_not_utf8_encodable_fails(pipe_fds: tuple[int, int]) -> None:
-    assert "UTF-8" in _invalid(ChildProcessArgs(fds={"\udc80": pipe_fds[0]}))
+    assert "UTF-8" in _invalid(lambda: ChildProcessArgs(fds={"\udc80": pipe_fds[0]}))
 
 
 def test_huge_name_message_stays_short(pipe_fds: tuple[int, int]) -> None:
-    message = _invalid(ChildProcessArgs(fds={"n" * 1_000_000: pipe_fds[0]}))
+    message = _invalid(lambda: ChildProcessArgs(fds={"n" * 1_000_000: pipe_fds[0]}))
     assert len(message) < 300 and "1000000 bytes" in message
 
 
@@ -167,20 +169,20 @@ def test_huge_name_message_stays_short(pipe_fds: tuple[int, int]) -> None:
 
 @pytest.mark.parametrize("fd", ["3", 3.0, True, None])
 def test_fd_must_be_an_int(fd: object) -> None:
-    message = _invalid(ChildProcessArgs(fds={"out": fd}))  # type: ignore[dict-item]
+    message = _invalid(lambda: ChildProcessArgs(fds={"out": fd}))  # type: ignore[dict-item]
     assert "fd 'out' must be an int" in message
 
 
 @pytest.mark.parametrize("fd", [-1, 2**31, 2**64])
 def test_fd_out_of_range_fails(fd: int) -> None:
-    assert f"fd 'out' ({fd}) is not a valid" in _invalid(ChildProcessArgs(fds={"out": fd}))
+    assert f"fd 'out' ({fd}) is not a valid" in _invalid(lambda: ChildProcessArgs(fds={"out": fd}))
 
 
 def test_closed_fd_fails() -> None:
     r, w = os.pipe()
     os.close(r)
     os.close(w)
-    message = _invalid(ChildProcessArgs(fds={"name": r}))
+    message = _invalid(lambda: ChildProcessArgs(fds={"name": r}))
     assert message == f"fd 'name' ({r}) is not an open file descriptor"
 
 
@@ -276,3 +278,33 @@ def test_set_validates_in_a_child() -> None:
         return "ok"
 
     assert _run_in_fork(body) == "ok"
+
+
+# ------------------------------------------------------------- checked when built
+
+
+@pytest.mark.parametrize("build", [
+    lambda: ChildProcessArgs(123),  # type: ignore[arg-type]
+    lambda: ChildProcessArgs("p" * 153601),
+    lambda: ChildProcessArgs(fds={"x": "notint"}),  # type: ignore[dict-item]
+    lambda: ChildProcessArgs(fds={f"fd{i}": 0 for i in range(17)}),
+    lambda: ChildProcessArgs(fds={"n" * 21: 0}),
+    lambda: ChildProcessArgs(fds={"": 0}),
+    lambda: ChildProcessArgs(fds={"x": -1}),
+])
+def test_the_constructor_refuses_what_start_would(build: Callable[[], object]) -> None:
+    with pytest.raises(ChildkitError) as info:
+        build()
+    assert info.value.code == ErrCode.NCP_ERR_INVALID_PARAM
+
+
+def test_the_constructor_accepts_every_limit_at_its_edge() -> None:
+    ChildProcessArgs("p" * 153600, {f"f{i:019}"[:20]: 0 for i in range(16)})
+
+
+def test_whether_an_fd_is_open_is_checked_at_start_not_when_built() -> None:
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    args = ChildProcessArgs(fds={"gone": r})  # may be opened later: accepted now
+    assert "not an open file descriptor" in _invalid(lambda: args)

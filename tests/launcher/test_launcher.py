@@ -132,7 +132,10 @@ def test_normally_exiting_parent_leaves_no_children() -> None:
 
 
 def test_preload_modules_are_imported_in_the_launcher() -> None:
-    childkit.set_preload_modules(["workers.preload_probe", "workers.no_such_preload_module"])
+    with pytest.raises(ChildkitError, match="'workers' has no module 'no_such_preload") as info:
+        childkit.set_preload_modules(["workers.preload_probe", "workers.no_such_preload_module"])
+    assert info.value.code == ErrCode.NCP_ERR_LIB_LOADING_FAILED  # and nothing is kept
+    childkit.set_preload_modules(["workers.preload_probe"])
     r, w = os.pipe()
     try:
         with exit_recorder() as rec:

@@ -194,9 +194,12 @@ def start_echo_size(params: str, fds: dict[str, int]) -> list[object]:
 def test_params_of_exactly_150_kb_arrive_and_one_byte_more_is_refused() -> None:
     limit = 150 * 1024
     assert start_echo_size("é" * (limit // 2), {"a": 0}) == [limit, ["a"]]
+    with pytest.raises(ChildkitError, match=str(limit + 1)):  # refused when built
+        ChildProcessArgs("x" * (limit + 1), {"a": 1})
+    args = ChildProcessArgs("", {"a": 1})
+    args.entry_params = "x" * (limit + 1)  # ...and when started, if changed since
     err = expect(ErrCode.NCP_ERR_INVALID_PARAM, childkit.start_native_child_process,
-                 "workers.args_entries:echo_size",
-                 ChildProcessArgs("x" * (limit + 1), {"a": 1}))
+                 "workers.args_entries:echo_size", args)
     assert str(limit + 1) in err.message
 
 
@@ -205,9 +208,10 @@ def test_sixteen_fds_arrive_and_seventeen_are_refused() -> None:
     assert start_echo_size("", names) == [0, sorted(names)]
     r, w = os.pipe()
     try:
+        args = ChildProcessArgs()
+        args.fds.update({f"fd{i:02}": w for i in range(17)})  # the constructor refuses 17
         err = expect(ErrCode.NCP_ERR_INVALID_PARAM, childkit.start_native_child_process,
-                     "workers.args_entries:echo_size",
-                     ChildProcessArgs("", {f"fd{i:02}": w for i in range(17)}))
+                     "workers.args_entries:echo_size", args)
     finally:
         os.close(r)
         os.close(w)
@@ -217,8 +221,10 @@ def test_sixteen_fds_arrive_and_seventeen_are_refused() -> None:
 def test_fd_name_of_20_characters_arrives_and_21_is_refused() -> None:
     assert start_echo_size("", {"n" * 20: 0}) == [0, ["n" * 20]]
     for bad in ("n" * 21, ""):
+        args = ChildProcessArgs()
+        args.fds[bad] = 1  # the constructor refuses it too
         expect(ErrCode.NCP_ERR_INVALID_PARAM, childkit.start_native_child_process,
-               "workers.args_entries:echo_size", ChildProcessArgs("", {bad: 1}))
+               "workers.args_entries:echo_size", args)
 
 
 def test_process_name_rules_at_their_edges() -> None:

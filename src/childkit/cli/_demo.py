@@ -1,4 +1,5 @@
-"""``childkit demo``: the seed article's two scenarios, end to end, narrated."""
+"""``childkit demo``: HarmonyOS's two native child modes (IPC mode, args mode), end to
+end, narrated."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ WORKER = "childkit.cli._demo_worker"
 
 
 def run(verbose: bool = True) -> int:
-    """Run both scenarios; return 0 if everything behaved as the seed describes."""
+    """Run both scenarios; return 0 if everything behaved as HarmonyOS's modes do."""
     say = print if verbose else (lambda *a, **k: None)
     exits: dict[int, ChildExitInfo] = {}
     exited = threading.Condition()
@@ -32,7 +33,7 @@ def run(verbose: bool = True) -> int:
 
     register_child_process_exit_callback(on_exit)
     try:
-        say("== Scenario 1 (seed II): a child with an IPC channel")
+        say("== Scenario 1: a child with an IPC channel (HarmonyOS's IPC mode)")
         with connect(WORKER) as child:
             say(f"started child pid {child.pid}; its Calculator stub is our proxy")
             with MessageParcel() as data:
@@ -54,7 +55,8 @@ def run(verbose: bool = True) -> int:
             ok1 = total == 42 and child_pid == child.pid and caller == os.getpid() \
                 and info is not None and info.exit_code == 0
 
-        say("\n== Scenario 2 (seed III): a child with start-up parameters and an fd")
+        say("\n== Scenario 2: a child with start-up parameters and an fd "
+            "(HarmonyOS's args mode)")
         read_end, write_end = os.pipe()
         try:
             args = ChildProcessArgs("testParam", {"reply": write_end})

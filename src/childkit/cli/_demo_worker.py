@@ -1,8 +1,10 @@
-"""The child side of ``childkit demo``: both of the seed article's child kinds.
+"""The child side of ``childkit demo``: both of HarmonyOS's native child modes.
 
-* IPC mode (seed II): :func:`on_connect` returns a :class:`Calculator` stub;
+* IPC mode (``OH_Ability_CreateNativeChildProcess``): :func:`on_connect` returns a
+  :class:`Calculator` stub;
   :func:`main_proc` runs until the parent sends ``QUIT``.
-* Args mode (seed III): :func:`args_main` reads its start-up string and writes a
+* Args mode (``OH_Ability_StartNativeChildProcess``): :func:`args_main` reads its
+  start-up string and writes a
   greeting back through the fd named ``"reply"``.
 """
 
@@ -54,7 +56,8 @@ def main_proc() -> int:
 
 
 def args_main(args: ChildProcessArgs) -> int:
-    # The seed's 3.3: the args can also be read anywhere later, from any thread.
+    # As OH_Ability_GetCurrentChildProcessArgs: the args can also be read anywhere
+    # later, from any thread.
     again = get_current_child_process_args()
     assert again is not None and again.entry_params == args.entry_params
     fd = args.fds["reply"]

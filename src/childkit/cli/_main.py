@@ -1,10 +1,6 @@
-"""The ``childkit`` command-line tool.
+"""The ``childkit`` command-line tool (its ``--help`` text is :data:`DESCRIPTION`).
 
-Commands: ``demo`` (the seed article's two scenarios), ``run`` (one args-mode child,
-optionally sandboxed: a launcher for untrusted code), ``sandbox-check`` (which sandbox
-layers this machine supports), ``bench`` (the benchmarks beside their peers). Errors
-print the ``NCP_*``/``OH_IPC_*`` name, the message and a hint, and exit 1 (2 for a usage
-error). See docs/cli.md.
+Commands: ``demo``, ``run``, ``sandbox-check``, ``bench``; docs/cli.md describes each.
 """
 
 from __future__ import annotations
@@ -23,6 +19,22 @@ from childkit.cli._hints import ipc_hint
 from childkit.common import ChildkitError, ErrCode
 from childkit.entry import MAX_ENTRY_PARAMS_BYTES, MAX_FDS
 from childkit.ipc._errors import IPCError, IPCErrorCode
+
+#: What ``childkit --help`` says: plain text, no markup, nothing an installed user lacks.
+DESCRIPTION = """\
+HarmonyOS NEXT's native child processes for Python on Linux, from the command line.
+
+commands:
+  demo           HarmonyOS's two child modes end to end: a child in IPC mode (a stub
+                 the parent calls) and one in args mode (a start-up string and an fd)
+  run            run ENTRY in an args-mode child (optionally sandboxed: a launcher for
+                 untrusted code) and exit with its status
+  sandbox-check  which sandbox layers this machine supports
+  bench          the benchmarks beside their peers (from a source checkout)
+
+Errors print the NCP_*/OH_IPC_* name, the message and a hint, and exit 1 (2 for a
+usage error). "childkit COMMAND --help" describes each command; the full documentation
+is on childkit's page on the package index (its README links every guide)."""
 
 _LIMIT_KEYS = {"mem": "memory_bytes", "cpu": "cpu_seconds", "nproc": "max_processes",
                "nofile": "max_open_files", "fsize": "max_file_size"}
@@ -60,9 +72,31 @@ def _bench_argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
+def _find_bench() -> None:
+    """Put the source checkout holding bench/ on ``sys.path``, as ``python -m childkit``
+    has the current directory there: the current directory (or one above it), else the
+    checkout this childkit is installed from (an editable install)."""
+    import childkit
+
+    here = os.path.abspath(os.getcwd())
+    candidates = [here]
+    parent = here
+    while os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+        candidates.append(parent)
+    package = os.path.dirname(os.path.abspath(childkit.__file__))
+    candidates.append(os.path.dirname(os.path.dirname(package)))  # <checkout>/src/childkit
+    for root in candidates:
+        if os.path.isfile(os.path.join(root, "bench", "__main__.py")):
+            if root not in sys.path:
+                sys.path.insert(0, root)
+            return
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     import importlib
 
+    _find_bench()
     try:
         # bench/ lives in the source tree, not in the package: looked up at run time.
         bench_main = importlib.import_module("bench.__main__").main
@@ -72,8 +106,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                                 f"the benchmarks need {exc.name!r}: "
                                 "pip install -e '.[bench]'") from None
         raise ChildkitError(ErrCode.NCP_ERR_LIB_LOADING_FAILED,
-                            "the bench/ directory is not importable: run `childkit bench` "
-                            "from the root of a source checkout") from None
+                            "the benchmarks (bench/) are not installed with the package: run "
+                            "childkit bench inside a source checkout of childkit") from None
     status: int = bench_main(_bench_argv(args), prog="childkit bench")
     return status
 
@@ -307,18 +341,20 @@ def _wait(pid: int, exited: threading.Event, timeout: float | None) -> tuple[boo
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``childkit`` argument parser (one sub-parser per command)."""
-    parser = argparse.ArgumentParser(prog="childkit", description=__doc__,
+    parser = argparse.ArgumentParser(prog="childkit", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the seed article's two scenarios end to end",
-                          description="Run the seed article's two scenarios: an IPC-mode "
-                          "child that adds two numbers, and an args-mode child that gets a "
-                          "string and a file descriptor. Exits 0 if both behave.")
+    demo = sub.add_parser("demo", help="run HarmonyOS's two child modes end to end",
+                          description="Run HarmonyOS's two native child modes: a child in "
+                          "IPC mode whose stub doubles a number, and a child in args mode "
+                          "that gets a string and a file descriptor. Exits 0 if both "
+                          "behave.")
     demo.add_argument("-q", "--quiet", action="store_true", help="print only failures")
     demo.set_defaults(func=_cmd_demo)
 
     run = sub.add_parser("run", help="run ENTRY in an args-mode child and report its exit",
-                         description="Start one child with start-up parameters (seed III) "
+                         description="Start one child with start-up parameters "
+                         "(HarmonyOS's args mode) "
                          "and wait for it; its exit code becomes ours (128+N for signal N, "
                          "124 for --timeout, 130 for Ctrl-C, 1 for an error).")
     run.add_argument("entry", help='"pkg.mod:func" or "[path/]libx.so:Main"')
@@ -351,8 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_cmd_sandbox_check)
 
     bench = sub.add_parser("bench", help="run the benchmarks beside their peers",
-                           description="Run bench/ (as `python -m bench`, from the root of a "
-                           "source checkout with the bench extra installed).")
+                           description="Run the benchmarks of a source checkout of "
+                           "childkit (its bench/ directory, as python -m bench does; the "
+                           "peers come with pip install -e '.[bench]'), found from the "
+                           "current directory or the checkout childkit is installed from.")
     bench.add_argument("--quick", action="store_true",
                        help="small sizes, few repeats: check that every benchmark runs")
     bench.add_argument("--json", metavar="PATH",
@@ -363,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="do not run: report (and with --write-docs, document) PATH")
     bench.add_argument("--only", metavar="NAMES",
                        help="comma-separated subset of the benchmarks "
-                       "(`python -m bench --help` lists them)")
+                       "(python -m bench --help lists them)")
     bench.set_defaults(func=_cmd_bench)
     return parser
 

@@ -67,10 +67,19 @@ class ChildProcessArgs:
     In the parent ``fds`` holds the caller's descriptors; childkit never closes them
     (the caller still owns them). In the child, ``fds`` maps the same names to the
     child's own descriptor numbers, which refer to the same open files.
+
+    Raises (from the constructor, as :class:`ChildProcessOptions` does):
+        ChildkitError: ``NCP_ERR_INVALID_PARAM`` for every limit of :meth:`validate`
+            but one: whether each fd is open is checked when the child is started
+            (the fds may be opened after the arguments are built).
     """
 
     entry_params: str = ""
     fds: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._validate_params()
+        self._validate_fds(check_open=False)
 
     def validate(self) -> None:
         """Check every documented limit; return ``None`` when all hold.
@@ -102,7 +111,7 @@ class ChildProcessArgs:
                 f"{MAX_ENTRY_PARAMS_BYTES} bytes (150 KB)"
             )
 
-    def _validate_fds(self) -> None:
+    def _validate_fds(self, check_open: bool = True) -> None:
         fds = self.fds
         if not isinstance(fds, dict):
             raise _invalid(f"fds must be a dict of name -> fd, not {type(fds).__name__}")
@@ -110,7 +119,7 @@ class ChildProcessArgs:
             raise _invalid(f"fds has {len(fds)} entries; at most {MAX_FDS} are allowed")
         for name, fd in fds.items():
             _check_fd_name(name)
-            _check_fd(name, fd)
+            _check_fd(name, fd, check_open)
 
 
 def _check_fd_name(name: object) -> None:
@@ -128,12 +137,14 @@ def _check_fd_name(name: object) -> None:
         )
 
 
-def _check_fd(name: str, fd: object) -> None:
+def _check_fd(name: str, fd: object, check_open: bool = True) -> None:
     # bool is an int subclass, but True is never meant as "fd 1".
     if not isinstance(fd, int) or isinstance(fd, bool):
         raise _invalid(f"fd {name!r} must be an int, not {type(fd).__name__}")
     if fd < 0 or fd > _INT32_MAX:
         raise _invalid(f"fd {name!r} ({fd}) is not a valid file descriptor number")
+    if not check_open:
+        return
     try:
         os.fstat(fd)
     except OSError:

@@ -37,7 +37,6 @@ import signal
 import socket
 import sys
 import threading
-import traceback
 from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -50,6 +49,7 @@ from childkit.common._exit_codes import (
     OPEN_FILES_LIMIT_EXIT_CODE,
     PROCESS_LIMIT_EXIT_CODE,
 )
+from childkit.common._tracebacks import format_user_exception
 from childkit.entry._args import ChildProcessArgs, set_current_child_process_args
 from childkit.entry._entries import (
     MAIN_PROC,
@@ -151,9 +151,14 @@ def run_child(header: dict[str, Any], payload: bytes, fds: list[int], launcher_p
         code = _child(header, payload, fds, launcher_pid, forget_launcher)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is not None and not isinstance(exc.code, int):
+            try:  # sys.exit("message"): as Python does, the message goes to stderr
+                print(exc.code, file=sys.stderr)
+            except BaseException:
+                pass
     except BaseException as exc:
-        try:
-            traceback.print_exc()
+        try:  # from the user's first frame on (childkit's own frames left out)
+            sys.stderr.write(format_user_exception(exc))
         except BaseException:
             pass  # e.g. no memory left to format it: the exit code still says why
         code = _limit_exit_code(exc)
@@ -506,7 +511,7 @@ def _prepare_ipc_child(header: dict[str, Any], given: list[int]) -> Callable[[],
     try:
         stub = on_connect()
     except Exception as exc:
-        traceback.print_exc()
+        sys.stderr.write(format_user_exception(exc))
         raise _StartupFailed(
             ErrCode.NCP_ERR_CONNECTION_FAILED,
             f"on_connect() of {entry!r} raised {type(exc).__name__}: {exc}",

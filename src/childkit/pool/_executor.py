@@ -982,6 +982,14 @@ class ChildProcessExecutor(Executor):
             return [w.pid for w in self._core.workers.values()]
 
 
+# Their home is the public face: reprs and tracebacks say childkit.RemoteTraceback, not
+# this private module's path (pickling by reference finds them there too).
+for _public in (BrokenChildExecutor, ChildExecutorError, ChildProcessExecutor, ChildTaskError,
+                ExecutorParamError, MainNotImportableError, RemoteTraceback, TaskTimeoutError,
+                WorkerDiedError):
+    _public.__module__ = "childkit"
+del _public
+
 __all__ = [
     "BrokenChildExecutor",
     "ChildExecutorError",

@@ -50,10 +50,10 @@ from __future__ import annotations
 import pickle
 import struct
 import threading
-import traceback
 from collections.abc import Callable
 from typing import Any
 
+from childkit.common._tracebacks import format_user_exception
 from childkit.ipc import Ashmem, MessageOption, MessageParcel, RemoteStub
 from childkit.pool._main_script import run_main
 
@@ -272,7 +272,7 @@ def _exception_parts(exc: BaseException) -> tuple[str, str, str, str, tuple[Any,
     except CodecError:
         args = None
     return (cls.__module__, cls.__qualname__, text[:16384],
-            "".join(traceback.format_exception(exc))[-65536:], args)
+            format_user_exception(exc)[-65536:], args)
 
 
 def exception_blob(exc: BaseException) -> bytes:

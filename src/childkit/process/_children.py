@@ -460,19 +460,54 @@ def set_preload_modules(modules: Iterable[str]) -> None:
     """Have the launcher import ``modules`` so that children start with them loaded.
 
     Call it early: the launcher imports them when it starts (or at once if it is
-    running). A module that fails to import is logged and skipped; children then
-    import it themselves.
+    running). Each module must be found from this process's ``sys.path`` (looked up
+    without importing it); one that is found but fails to import in the launcher is
+    logged and skipped, and children then import it themselves.
 
     Raises:
         ChildkitError: ``NCP_ERR_INVALID_PARAM`` for a name that is not a dotted Python
-            module name.
+            module name; ``NCP_ERR_LIB_LOADING_FAILED`` for a module that cannot be
+            found (naming it and the part missing). Nothing is remembered then.
     """
     names = [modules] if isinstance(modules, str) else list(modules)
     for name in names:
         if not isinstance(name, str) or not name or not all(
                 p.isidentifier() and not keyword.iskeyword(p) for p in name.split(".")):
             raise _invalid(f"preload module {name!r} is not a dotted Python module name")
+    for name in names:
+        _check_findable(name)
     manager().set_preload_modules(names)
+
+
+def _check_findable(name: str) -> None:
+    """Raise ``NCP_ERR_LIB_LOADING_FAILED`` unless module ``name`` can be found; only
+    finders run (a package's ``__init__`` is not imported to look inside it)."""
+    import importlib.machinery
+    import importlib.util
+
+    parts = name.split(".")
+    spec = None
+    for i, part in enumerate(parts):
+        full = ".".join(parts[:i + 1])
+        try:
+            loaded = sys.modules.get(full)
+            if loaded is not None:  # imported already (os.path too, which no finder finds)
+                spec = getattr(loaded, "__spec__", None) or importlib.machinery.ModuleSpec(
+                    full, None)
+            elif i == 0:
+                spec = importlib.util.find_spec(full)
+            elif spec is not None and spec.submodule_search_locations is not None:
+                spec = importlib.machinery.PathFinder.find_spec(
+                    full, list(spec.submodule_search_locations))
+            else:
+                spec = None  # a plain module has no submodules
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            detail = (f"no module {full!r} on sys.path" if i == 0 else
+                      f"{'.'.join(parts[:i])!r} has no module {part!r}")
+            raise ChildkitError(ErrCode.NCP_ERR_LIB_LOADING_FAILED,
+                                f"preload module {name!r} cannot be found: {detail}")
 
 
 def prestart_launcher(timeout: float = 60.0) -> int:
