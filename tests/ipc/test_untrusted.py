@@ -194,3 +194,109 @@ def test_every_protocol_error_logs_one_warning_naming_the_link(
         peer_call.close()
         peer_serve.close()
 
+
+
+# ---------------------------------------------------------------------------- item 5
+class Gate(RemoteStub):
+    """Records one-way values; the first request waits until the gate opens."""
+
+    def __init__(self) -> None:
+        super().__init__("t.Gate")
+        self.open = threading.Event()
+        self.entered = threading.Event()
+        self.seen: list[int] = []
+
+    def on_remote_request(self, code: int, data: MessageParcel, reply: MessageParcel,
+                          option: MessageOption) -> int:
+        if not self.seen:
+            self.entered.set()
+            assert self.open.wait(60)
+        self.seen.append(data.read_int32())
+        return 0
+
+
+def _flood_a_stuck_stub(monkeypatch: pytest.MonkeyPatch, bound: str, limit: int,
+                        batches: list[list[MessageParcel]], held: str, per_record: int,
+                        ) -> None:
+    """Send ``batches`` one-way (one record each) to a stub stuck on the first request;
+    the queued ``held`` ("total_bytes" or "total_fds") of the connection must stop the
+    reader at ``limit`` (``bound`` patched to it) plus at most one record's worth, and
+    everything must arrive, in order, once the stub goes on."""
+    from childkit.ipc import _oneway
+
+    monkeypatch.setattr(_oneway, bound, limit)
+    gate = Gate()
+    with connected(gate) as (a, b, _stub):
+        queues = b._server.oneway
+        peak = 0
+        enqueue = queues.enqueue_locked
+
+        def spy(handle: int, entry: object, count: int) -> None:
+            nonlocal peak
+            enqueue(handle, entry, count)  # type: ignore[arg-type]
+            peak = max(peak, getattr(queues, held))
+
+        monkeypatch.setattr(queues, "enqueue_locked", spy)
+        proxy = a.root_proxy()
+
+        def send() -> None:
+            for batch in batches:
+                proxy.send_requests([(1, p) for p in batch], ASYNC)
+
+        sender = threading.Thread(target=send)
+        try:
+            sender.start()
+            assert gate.entered.wait(30)
+            assert wait_until(lambda: getattr(queues, held) > limit)
+            # The reader waits for room now; it read at most one record past the bound.
+            assert peak <= limit + per_record
+            gate.open.set()
+            sender.join(60)
+            assert not sender.is_alive()
+            total = sum(len(batch) for batch in batches)
+            assert wait_until(lambda: len(gate.seen) == total)
+            assert gate.seen == list(range(total))
+            assert peak <= limit + per_record
+            assert wait_until(lambda: queues.total_bytes == queues.total_fds == 0)
+        finally:
+            gate.open.set()
+            sender.join(60)
+            for batch in batches:
+                for p in batch:
+                    p.close()
+
+
+def test_queued_one_way_bytes_are_bounded_per_connection(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # 60 requests of 100 KB to a stuck stub: 6 MB, far under the count bound (4096). The
+    # reader stops once 1 MiB is queued.
+    payload = bytes(100_000)
+    batches = []
+    for i in range(60):
+        p = int_parcel(i)
+        p.write_buffer(payload)
+        batches.append([p])
+    _flood_a_stuck_stub(monkeypatch, "ASYNC_BACKLOG_BYTES", 1 << 20, batches, "total_bytes",
+                        per_record=110_000)
+
+
+def test_queued_one_way_fds_are_bounded_per_connection(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # 30 records of 4 requests with 4 fds each (480 fds) to a stuck stub; the reader stops
+    # once 16 fds are queued, so this process never holds more than a record's worth more.
+    r, w = socket.socketpair()
+    batches = []
+    value = 0
+    for _ in range(30):
+        batch = []
+        for _ in range(4):
+            p = int_parcel(value)
+            value += 1
+            for _ in range(4):
+                p.write_file_descriptor(r.fileno())
+            batch.append(p)
+        batches.append(batch)
+    r.close()
+    w.close()
+    _flood_a_stuck_stub(monkeypatch, "ASYNC_BACKLOG_FDS", 16, batches, "total_fds",
+                        per_record=16)

@@ -2,9 +2,12 @@
 
 One-way requests to one object run in arrival order, by one work thread at a time (the
 *drainer* of that object); a sync request to an object with one-way requests pending waits
-in the same queue, so it sees their effects. A queue longer than :data:`ASYNC_BACKLOG`
-stops the server reading the peer until it drains, so a flooding sender blocks instead of
-this process's memory growing. libbinder keeps the same per-node queue (``asyncTodo``).
+in the same queue, so it sees their effects. The queued work of one connection is bounded
+three ways: a queue longer than :data:`ASYNC_BACKLOG` requests, or all the connection's
+queues holding more than :data:`ASYNC_BACKLOG_BYTES` bytes of data or
+:data:`ASYNC_BACKLOG_FDS` file descriptors, stop the server reading that peer until they
+drain, so a flooding sender blocks (its socket fills) instead of this process's memory
+and fd table growing. libbinder keeps the same per-node queue (``asyncTodo``).
 
 May import: ``_errors``, ``_fdutil``, ``_objects``, ``_option``, ``_parcel``,
 ``_skeleton``, ``_transport``, ``_wire``. Nothing above: the server role hands its
@@ -13,7 +16,8 @@ May import: ``_errors``, ``_fdutil``, ``_objects``, ``_option``, ``_parcel``,
 Lock discipline
 ---------------
 ``OnewayQueues.lock`` (the *queue lock*, with condition ``cond``) guards ``queues``,
-``queued``, ``busy`` and ``closed``. ``busy`` is also read without it on the server's hot
+``queued``, ``held`` (bytes and fds per queue), ``total_bytes``, ``total_fds``, ``busy``
+and ``closed``. ``busy`` is also read without it on the server's hot
 path (a set lookup; see ``Server.serve_record`` for why that is safe). While holding it
 the server role may take the object-table lock (resolving a request's objects, applying a
 release); never the link lock. The lock is never held while a request runs.
@@ -35,8 +39,12 @@ from childkit.ipc._transport import Transport
 
 _log = logging.getLogger("childkit.ipc")
 
-#: A one-way queue of one object longer than this stops reading until it drains.
+#: A one-way queue of one object longer than this (requests) stops reading until it drains.
 ASYNC_BACKLOG = 4096
+#: One connection's queued one-way data beyond this (bytes) stops reading until it drains.
+ASYNC_BACKLOG_BYTES = 32 * 1024 * 1024
+#: One connection's queued one-way fds beyond this stop reading until they drain.
+ASYNC_BACKLOG_FDS = 256
 
 Request = tuple[_wire.Transaction, list[RemoteObject]]  # a request and its resolved objects
 OnewayRun = list[tuple[int, bytes]]  # a record of plain one-way requests: (code, data)
@@ -61,6 +69,9 @@ class OnewayQueues:
         self.cond = threading.Condition(self.lock)
         self.queues: dict[int, collections.deque[Queued]] = {}
         self.queued: dict[int, int] = {}  # requests in each queue (a run counts each)
+        self.held: dict[int, list[int]] = {}  # [bytes, fds] in each queue
+        self.total_bytes = 0  # in all queues of this connection
+        self.total_fds = 0
         self.busy: set[int] = set()  # handles a drainer runs (or is about to)
         self.closed = False
 
@@ -71,13 +82,43 @@ class OnewayQueues:
             queue = self.queues[handle] = collections.deque()
         queue.append(entry)
         self.queued[handle] = self.queued.get(handle, 0) + count
+        if isinstance(entry, list):
+            nbytes, nfds = sum(len(payload) for _code, payload in entry), 0
+        else:
+            nbytes, nfds = len(entry[0].data), len(entry[0].fds)
+        held = self.held.get(handle)
+        if held is None:
+            self.held[handle] = [nbytes, nfds]
+        else:
+            held[0] += nbytes
+            held[1] += nfds
+        self.total_bytes += nbytes
+        self.total_fds += nfds
 
-    def wait_while_congested_locked(self, handles: set[int]) -> None:
+    def _forget_held_locked(self, handle: int) -> None:
+        held = self.held.pop(handle, None)
+        if held is not None:
+            self.total_bytes -= held[0]
+            self.total_fds -= held[1]
+
+    def _over_locked(self, handles: set[int], own: list[int]) -> bool:
+        """Whether a queue of ``handles`` is too long, or this connection's queues, but
+        for those of ``own`` (which the asking thread drains itself), hold too much."""
+        nbytes, nfds = self.total_bytes, self.total_fds
+        for h in own:
+            held = self.held.get(h)
+            if held is not None:
+                nbytes -= held[0]
+                nfds -= held[1]
+        return (nbytes > ASYNC_BACKLOG_BYTES or nfds > ASYNC_BACKLOG_FDS
+                or any(self.queued.get(h, 0) > ASYNC_BACKLOG for h in handles))
+
+    def wait_while_congested_locked(self, handles: set[int], own: list[int]) -> None:
         """Backpressure (holding the queue lock): while a queue of ``handles`` that another
-        thread drains is too long, wait, so that the peer's sender blocks."""
-        while handles and not self.closed and any(
-            self.queued.get(h, 0) > ASYNC_BACKLOG for h in handles
-        ):
+        thread drains is too long, or the queues other threads drain hold too many bytes
+        or fds, wait, so that the peer's sender blocks. ``own``: the handles this thread
+        will drain (waiting for those would wait for itself)."""
+        while not self.closed and self._over_locked(handles, own):
             self.cond.wait(1.0)
 
     def serve_run(self, handle: int, run: OnewayRun) -> None:
@@ -94,8 +135,7 @@ class OnewayQueues:
         else:
             self.enqueue_locked(handle, run, len(run))
             # Backpressure: stop reading while the queue is long, so the sender blocks.
-            while not self.closed and self.queued.get(handle, 0) > ASYNC_BACKLOG:
-                self.cond.wait(1.0)
+            self.wait_while_congested_locked({handle}, [])
         lock.release()
         self.rearm()
         if mine:
@@ -116,6 +156,7 @@ class OnewayQueues:
                 if queue is not None and not queue:
                     del self.queues[handle]
                     self.queued.pop(handle, None)
+                    self._forget_held_locked(handle)
                 lock.release()
                 if escaped is not None:
                     raise escaped
@@ -123,6 +164,7 @@ class OnewayQueues:
             items = list(queue)
             queue.clear()
             self.queued[handle] = 0
+            self._forget_held_locked(handle)
             self.cond.notify_all()  # readers stopped by a full queue may go on
             lock.release()
             try:
@@ -207,5 +249,7 @@ class OnewayQueues:
                          if not isinstance(entry, list) for fd in entry[0].fds]
             self.queues.clear()
             self.queued.clear()
+            self.held.clear()
+            self.total_bytes = self.total_fds = 0
             self.cond.notify_all()
         return stale_fds

@@ -293,7 +293,7 @@ class Server:
             if not error:
                 oneway.wait_while_congested_locked(
                     {f.handle for f in frames
-                     if isinstance(f, _wire.Transaction) and f.oneway} - set(drain))
+                     if isinstance(f, _wire.Transaction) and f.oneway} - set(drain), drain)
         if error:
             close_fds([fd for f, _objs in sync for fd in f.fds])
             t.protocol_error(error)
