@@ -1,8 +1,9 @@
 """childkit.ipc._allocator: glibc's thresholds set at import, unless the user set theirs.
 
-Each case runs a fresh interpreter (the settings are per process) that imports
-``childkit.ipc`` and then asks glibc, through ``mallinfo2``, whether a block was mapped
-on its own (``hblks``) and how much freed heap stays mapped at the top (``keepcost``).
+Each case runs a fresh interpreter (the settings are per process) that imports the
+transport (as every connection does) and then asks glibc, through ``mallinfo2``, whether
+a block was mapped on its own (``hblks``) and how much freed heap stays mapped at the top
+(``keepcost``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ pytestmark = pytest.mark.skipif(_allocator._libc() is None, reason="needs glibc'
 
 _PROBE = r"""
 import ctypes, json, sys
-import childkit.ipc
-from childkit.ipc import _allocator
+from childkit.ipc import _transport  # what every connection imports: it tunes
+
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in (
@@ -41,7 +42,7 @@ def mapped_on_its_own(size):
     libc.free(block)
     return after > before
 
-got = {"outcome": _allocator.outcome, "mapped_256k": mapped_on_its_own(256 << 10),
+got = {"outcome": _transport.ALLOCATOR, "mapped_256k": mapped_on_its_own(256 << 10),
        "mapped_2m": mapped_on_its_own(2 << 20)}
 # After the 2 MiB block (glibc's moving threshold may now be 2 MiB, not 3).
 block = libc.malloc(3 << 20)

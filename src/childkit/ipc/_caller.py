@@ -52,6 +52,7 @@ from childkit.ipc._transport import (
     RECV_FLAGS,
     RETRY_LATER,
     TRUNCATED,
+    Outgoing,
     Transport,
     exchange,
     exchange_slowly,
@@ -220,7 +221,8 @@ class Caller:
         reply = self._await_reply(call, seq, option.timeout)
         return reply_parcel(reply, code, call.objects)
 
-    def _transact_alone(self, handle: int, code: int, data: bytearray) -> MessageParcel:
+    def _transact_alone(self, handle: int, code: int, data: bytes | bytearray,
+                        ) -> MessageParcel:
         """The common sync call: no fds, no objects, no timeout, nobody else writing or
         reading. Entered holding the lock; takes the reader's role in that one critical
         section, writes its frame itself and reads its own reply. (It does not take the
@@ -239,7 +241,10 @@ class Caller:
         call: Call | None = None
         got_it = False
         try:
-            chunk = _wire.encode_transaction(seq, handle, code, False, data, (), 0)
+            if len(data) < _wire.GATHER_BYTES:
+                chunk: Outgoing = _wire.encode_transaction(seq, handle, code, False, data, (), 0)
+            else:  # sent gathered: the parcel's data is not copied behind the head first
+                chunk = (_wire.transaction_head(seq, handle, code, len(data)), data)
             # Send, poll for the reply a moment before sleeping on it (see _busypoll), read
             # one record: in C, one call without the GIL; else three socket calls.
             waiter = self.busy_poll

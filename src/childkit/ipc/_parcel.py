@@ -59,6 +59,9 @@ _FIXED: dict[int, struct.Struct] = {
 _LEN = struct.Struct("<BI")  # tag + u32 length, for strings, bytes and tokens
 _ASHMEM = struct.Struct("<BII")  # tag + fd index + name length, then the name
 _I32 = _FIXED[T_INT32]
+# From this size up a value is read out of a bytearray through a memoryview (one copy,
+# not two); below it the view costs more than the second copy.
+_VIEW_BYTES = 512
 
 _INT_RANGES = {
     T_INT8: (-(2**7), 2**7 - 1), T_INT16: (-(2**15), 2**15 - 1),
@@ -113,7 +116,9 @@ class MessageParcel:
     __slots__ = ("__weakref__", "_buf", "_closed", "_fds", "_finalizer", "_objects", "_rpos")
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        # A parcel read from a peer holds the bytes it arrived in: bytes, until its first
+        # write makes them a bytearray (see _own).
+        self._buf: bytes | bytearray = bytearray()
         self._rpos = 0
         self._fds: list[int] = []
         self._objects: list[RemoteObject] = []
@@ -205,7 +210,7 @@ class MessageParcel:
         _close_fds(self._fds[keep_fds:])
         del self._fds[keep_fds:]
         del self._objects[keep_objs:]
-        del self._buf[position:]
+        del self._own()[position:]
         self._rpos = min(self._rpos, position)
 
     # ------------------------------------------------------------------ writing
@@ -213,15 +218,29 @@ class MessageParcel:
         if self._closed:
             raise ParcelWriteError("the parcel is closed")
 
+    def _own(self) -> bytearray:
+        """The data, as a bytearray this parcel may grow: a received parcel's bytes are
+        copied once, at its first write (copy on write: a parcel that is only read, as
+        nearly all received ones are, is never copied)."""
+        buf = self._buf
+        if isinstance(buf, bytearray):
+            return buf
+        owned = self._buf = bytearray(buf)
+        return owned
+
     def _put(self, chunk: bytes) -> None:
         if self._closed:
             raise ParcelWriteError("the parcel is closed")
-        if len(self._buf) + len(chunk) > MAX_PARCEL_DATA:
+        buf = self._buf
+        if len(buf) + len(chunk) > MAX_PARCEL_DATA:
             raise ParcelWriteError(
                 f"a parcel holds at most {MAX_PARCEL_DATA} bytes; writing {len(chunk)} more "
-                f"to {len(self._buf)} would exceed it (send large data through Ashmem)"
+                f"to {len(buf)} would exceed it (send large data through Ashmem)"
             )
-        self._buf += chunk
+        if buf.__class__ is bytearray:
+            buf += chunk
+        else:
+            self._own().extend(chunk)
 
     def _write_int(self, tag: int, value: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -302,8 +321,9 @@ class MessageParcel:
                 f"a parcel holds at most {MAX_PARCEL_DATA} bytes; a {size}-byte "
                 f"{_TAG_NAMES[tag]} does not fit after {len(self._buf)} (use Ashmem)"
             )
-        self._buf += _LEN.pack(tag, size)
-        self._buf += view.cast("B") if view.ndim != 1 or view.format != "B" else view
+        buf = self._own()
+        buf += _LEN.pack(tag, size)
+        buf += view.cast("B") if view.ndim != 1 or view.format != "B" else view
 
     def write_string(self, value: str) -> None:
         """Append a UTF-8 string. Raises :class:`ParamError` for a non-str or lone surrogate."""
@@ -358,7 +378,7 @@ class MessageParcel:
         if len(self._buf) + _FIXED[T_FD].size > MAX_PARCEL_DATA:
             raise ParcelWriteError(f"a parcel holds at most {MAX_PARCEL_DATA} bytes")
         index = self._add_fd(fd)
-        self._buf += _FIXED[T_FD].pack(T_FD, index)
+        self._own().extend(_FIXED[T_FD].pack(T_FD, index))
 
     def write_remote_object(self, obj: RemoteObject) -> None:
         """Append a stub or a proxy; the receiver reads it as an object it can call."""
@@ -382,8 +402,9 @@ class MessageParcel:
         if len(self._buf) + _ASHMEM.size + len(name) > MAX_PARCEL_DATA:
             raise ParcelWriteError(f"a parcel holds at most {MAX_PARCEL_DATA} bytes")
         index = self._add_fd(ashmem.fileno())
-        self._buf += _ASHMEM.pack(T_ASHMEM, index, len(name))
-        self._buf += name
+        buf = self._own()
+        buf += _ASHMEM.pack(T_ASHMEM, index, len(name))
+        buf += name
 
     def append(self, other: MessageParcel) -> None:
         """Append every value of ``other`` (from its start), with its fds and objects."""
@@ -395,7 +416,7 @@ class MessageParcel:
             raise ParamError("the parcel to append is closed")
         self._check_writable()
         # All or nothing: on any failure drop what this call added, closing its fd copies.
-        size, n_fds, n_objects = len(self._buf), len(self._fds), len(self._objects)
+        size, n_fds, n_objects = len(self._own()), len(self._fds), len(self._objects)
         try:
             for tag, start, end, payload in other._walk(0):
                 if tag in (T_FD, T_ASHMEM) or tag == T_REMOTE:
@@ -414,7 +435,7 @@ class MessageParcel:
             _close_fds(self._fds[n_fds:])
             del self._fds[n_fds:]
             del self._objects[n_objects:]
-            del self._buf[size:]
+            del self._own()[size:]
             raise
 
     # ------------------------------------------------------------------ reading
@@ -487,7 +508,10 @@ class MessageParcel:
         if end > len(buf):
             raise self._fail(name, f"length {size} runs past the end of the parcel")
         self._rpos = end
-        return bytes(buf[pos + _LEN.size : end])
+        if buf.__class__ is bytes or size < _VIEW_BYTES:
+            return bytes(buf[pos + _LEN.size : end])  # of bytes: the slice is the one copy
+        with memoryview(buf) as view:  # one copy, not a bytearray slice and then bytes
+            return bytes(view[pos + _LEN.size : end])
 
     def read_string(self) -> str:
         """Read a UTF-8 string. Invalid UTF-8 raises :class:`ParcelReadError`."""
@@ -601,9 +625,10 @@ class MessageParcel:
     def _from_wire(
         cls, data: bytes, fds: list[int], objects: list[RemoteObject]
     ) -> MessageParcel:
-        """A parcel for reading what a peer sent; takes ownership of ``fds``."""
+        """A parcel for reading what a peer sent; takes ownership of ``fds``, and keeps
+        ``data`` itself (immutable: not copied unless the parcel is written to)."""
         parcel = cls.__new__(cls)  # skips __init__: this runs once per request
-        parcel._buf = bytearray(data)
+        parcel._buf = data
         parcel._rpos = 0
         parcel._objects = objects
         parcel._closed = False

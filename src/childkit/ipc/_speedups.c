@@ -575,7 +575,9 @@ PyDoc_STRVAR(exchange_doc,
 "exchange(fd, record, buf, end_ns, preempted_ns, epfd=-1)\n"
 "    -> (n, ancdata, msg_flags, seen, error)\n\n"
 "One side's turn of a request/reply exchange in one call, without the GIL: send\n"
-"``record`` on the socket ``fd`` (unless it is empty); if ``end_ns`` is not 0, try\n"
+"``record`` on the socket ``fd`` (unless it is empty; a ``(head, body)`` tuple of two\n"
+"bytes-likes goes out as one record, gathered by sendmsg, so a large parcel's data is not\n"
+"first copied behind its frame header); if ``end_ns`` is not 0, try\n"
 "non-blocking reads until then, with poll_readable's rules (``seen``: 1 when one got the\n"
 "record, 0 when the window closed or no polling, -1 on a lost CPU); then, if none got\n"
 "it, read (sleeping if the socket blocks); one record into ``buf``, as\n"
@@ -606,12 +608,36 @@ static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t narg
     if (end == -1 && PyErr_Occurred()) return NULL;
     long long preempted = PyLong_AsLongLong(args[4]);
     if (preempted == -1 && PyErr_Occurred()) return NULL;
-    Py_buffer record, buf;
-    if (PyObject_GetBuffer(args[1], &record, PyBUF_SIMPLE) < 0) return NULL;
-    if (PyObject_GetBuffer(args[2], &buf, PyBUF_WRITABLE) < 0) {
-        PyBuffer_Release(&record);
+    /* The record: one buffer, or a (head, body) pair sent gathered. */
+    Py_buffer record, body, buf;
+    body.obj = NULL;
+    body.buf = NULL;
+    body.len = 0;
+    PyObject *rec_obj = args[1];
+    if (PyTuple_Check(rec_obj)) {
+        if (PyTuple_GET_SIZE(rec_obj) != 2) {
+            PyErr_SetString(PyExc_TypeError, "exchange: a gathered record is (head, body)");
+            return NULL;
+        }
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(rec_obj, 1), &body, PyBUF_SIMPLE) < 0)
+            return NULL;
+        rec_obj = PyTuple_GET_ITEM(rec_obj, 0);
+    }
+    if (PyObject_GetBuffer(rec_obj, &record, PyBUF_SIMPLE) < 0) {
+        if (body.obj != NULL) PyBuffer_Release(&body);
         return NULL;
     }
+    if (PyObject_GetBuffer(args[2], &buf, PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&record);
+        if (body.obj != NULL) PyBuffer_Release(&body);
+        return NULL;
+    }
+    struct iovec out_iov[2] = {{.iov_base = record.buf, .iov_len = (size_t)record.len},
+                               {.iov_base = body.buf, .iov_len = (size_t)body.len}};
+    struct msghdr out_msg;
+    memset(&out_msg, 0, sizeof out_msg);
+    out_msg.msg_iov = out_iov;
+    out_msg.msg_iovlen = body.len > 0 ? 2 : 1;
     PyObject *result = NULL;
     ssize_t n;
     int saved_errno = 0, seen = 0;
@@ -621,7 +647,7 @@ static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t narg
     } control;
     struct iovec iov = {.iov_base = buf.buf, .iov_len = (size_t)buf.len};
     struct msghdr msg;
-    int disarm = epfd >= 0 && end != 0, sent = record.len == 0;
+    int disarm = epfd >= 0 && end != 0, sent = record.len + body.len == 0;
     for (;;) { /* all of it without the GIL; it is taken again only to run signal handlers */
         int send_failed = 0;
         Py_BEGIN_ALLOW_THREADS
@@ -631,7 +657,7 @@ static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t narg
             disarm = 0;
         }
         if (!sent) {
-            n = send(fd, record.buf, (size_t)record.len, 0);
+            n = sendmsg(fd, &out_msg, 0);
             saved_errno = errno;
             if (n >= 0)
                 sent = 1;
@@ -695,6 +721,7 @@ static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t narg
     result = Py_BuildValue("(nNiii)", (Py_ssize_t)n, anc, msg.msg_flags, seen, 0);
 done:
     PyBuffer_Release(&record);
+    if (body.obj != NULL) PyBuffer_Release(&body);
     PyBuffer_Release(&buf);
     return result;
 }

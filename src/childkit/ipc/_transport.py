@@ -9,7 +9,8 @@ per-thread receive buffer, the C ``exchange`` (send, poll, read in one call with
 GIL) with its Python twin, and the *writer*: frames queue on the call socket while another
 thread writes, and go out coalesced.
 
-May import: ``_accel``, ``_busypoll``, ``_errors``, ``_fdutil``, ``_wire``. Nothing above.
+May import: ``_accel``, ``_allocator``, ``_busypoll``, ``_errors``, ``_fdutil``, ``_wire``.
+Nothing above.
 
 Lock discipline
 ---------------
@@ -41,11 +42,14 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from childkit.ipc import _accel, _busypoll, _wire
+from childkit.ipc import _accel, _allocator, _busypoll, _wire
 from childkit.ipc._errors import DeadRemoteObjectError, ParamError, ProtocolError
 from childkit.ipc._fdutil import close_fds, received_fds, rights
 
 _log = logging.getLogger("childkit.ipc")
+#: What was done to glibc's allocator at import (see _allocator): set, so that the
+#: payload-sized buffers of large parcels are reused instead of mapped afresh.
+ALLOCATOR = _allocator.outcome
 
 ANC_SPACE = socket.CMSG_SPACE(_wire.MAX_RECORD_FDS * 4) + socket.CMSG_SPACE(12)
 _CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
@@ -67,6 +71,11 @@ WRITE_BACKLOG = 8192
 NO_FDS: list[int] = []
 
 Record = tuple[int, list[tuple[int, int, bytes]], int]  # a received record: size, ancdata, flags
+#: A record to send: its bytes, or a large frame's ``(head, parcel data)``, gathered by
+#: sendmsg into one record so that the data is not copied behind the head first.
+Outgoing = bytes | tuple[bytes, bytes | bytearray]
+#: What a record is read into: a thread's receive buffer.
+RecvBuffer = bytearray | mmap.mmap
 ExchangeResult = tuple[int, list[tuple[int, int, bytes]], int, int, int]
 
 
@@ -115,18 +124,19 @@ def channel_socketpairs() -> tuple[
     return (a_call, a_serve), (b_call, b_serve)
 
 
-def sendmsg(sock: socket.socket, data: bytes, fds: list[int]) -> None:
+def sendmsg(sock: socket.socket, data: Outgoing, fds: list[int]) -> None:
     """Send one record on ``sock``, waiting for room if the peer reads slowly."""
     anc = rights(fds)
+    iov = data if isinstance(data, tuple) else (data,)
     if not anc:
         try:
-            sock.sendmsg([data])
+            sock.sendmsg(iov)
             return
         except BlockingIOError:
             pass
     while True:
         try:
-            sock.sendmsg([data], anc)
+            sock.sendmsg(iov, anc)
             return
         except BlockingIOError:
             # The peer is not reading fast enough: wait for room (backpressure).
@@ -136,13 +146,17 @@ def sendmsg(sock: socket.socket, data: bytes, fds: list[int]) -> None:
 
 
 def exchange_slowly(sock: socket.socket, poll: Callable[[int], list[tuple[int, int]]], fd: int,
-                    chunk: bytes, buf: mmap.mmap, started: int, end: int) -> ExchangeResult:
+                    chunk: Outgoing, buf: RecvBuffer, started: int, end: int,
+                    ) -> ExchangeResult:
     """``_speedups.exchange`` with Python's socket calls (no C twins here, or an event
     loop shares the socket, which is then non-blocking): send ``chunk`` on ``sock``
     (unless empty), poll until ``end`` (unless 0), read one record."""
     if chunk:
         try:
-            sock.send(chunk)
+            if isinstance(chunk, tuple):
+                sock.sendmsg(chunk)
+            else:
+                sock.send(chunk)
         except BlockingIOError:  # non-blocking while an event loop shares it
             sendmsg(sock, chunk, [])  # waits for room
     seen = end != 0 and _busypoll.spin(poll, started, end, fd)
@@ -262,7 +276,7 @@ class Transport:
         lock.release()
 
     # ------------------------------------------------------------------ reading
-    def decode(self, buf: mmap.mmap, n: int, anc: list[tuple[int, int, bytes]], flags: int,
+    def decode(self, buf: RecvBuffer, n: int, anc: list[tuple[int, int, bytes]], flags: int,
                ) -> list[_wire.Frame] | None:
         """The frames of a record just read into ``buf``, now owning their fds; ``None``
         (and the link closed) at the end of the stream or on a protocol error."""

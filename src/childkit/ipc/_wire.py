@@ -168,6 +168,25 @@ def encode_reply(
     return head + data
 
 
+#: From this much parcel data up, a plain sync request or reply goes out as a
+#: ``(head, data)`` pair gathered by ``sendmsg`` instead of one concatenated frame: below
+#: it, one copy costs less than building the pair (docs/ipc.md, "Large parcels").
+GATHER_BYTES = 8192
+
+
+def transaction_head(seq: int, handle: int, code: int, data_len: int) -> bytes:
+    """The header of a plain sync transaction frame (no fds, no objects) whose
+    ``data_len`` bytes of parcel data follow it in the same record."""
+    return _TXN_FRAME.pack(F_TRANSACTION, 0, 0, _TXN.size + data_len, seq, handle, code,
+                           data_len, 0)
+
+
+def reply_head(seq: int, data_len: int) -> bytes:
+    """The header of a plain successful reply frame (no fds, no objects) whose
+    ``data_len`` bytes of parcel data follow it in the same record."""
+    return _REPLY_FRAME.pack(F_REPLY, 0, 0, _REPLY.size + data_len, seq, 0, data_len, 0)
+
+
 def encode_error_reply(seq: int, status: int, detail: str) -> bytes:
     """A reply that carries only a failure status and a short human-readable detail."""
     text = detail.encode("utf-8", "replace")[:MAX_DETAIL_BYTES]
