@@ -72,14 +72,24 @@ def zombies_of(*parents: int) -> list[int]:
 
 
 def live_children_of(parent: int) -> list[int]:
-    """Pids whose parent is ``parent`` and that are not zombies."""
+    """Pids whose parent is ``parent`` and that are not zombies (not counting a launcher's
+    isolated template, which forks isolated children and is no child of the application's)."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             stat = _stat(int(entry))
-            if stat is not None and stat[0] != "Z" and stat[1] == parent:
+            if (stat is not None and stat[0] != "Z" and stat[1] == parent
+                    and not _is_isolated_template(int(entry))):
                 found.append(int(entry))
     return found
+
+
+def _is_isolated_template(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip() == "childkit-isolat"
+    except OSError:
+        return False
 
 
 def launcher_pid() -> int:

@@ -54,8 +54,8 @@ def _net_fds(pid: int) -> int:
 
 
 def _stocked_launcher(exits: Exits) -> None:
-    """Start (and end) an isolated child, then, as root, wait until the launcher has
-    filled its stock (its own namespace's fd and STOCK_SIZE fresh ones)."""
+    """Start (and end) an isolated child, then, as root, wait until the isolated template
+    has filled its stock (its own namespace's fd and STOCK_SIZE fresh ones)."""
     r, w = os.pipe()
     try:
         pid = childkit.start_native_child_process(
@@ -71,9 +71,20 @@ def _stocked_launcher(exits: Exits) -> None:
     exits.wait(pid)
     if not ROOT:
         return
-    launcher = childkit.prestart_launcher()
-    assert wait_until(lambda: _net_fds(launcher) >= _netns.STOCK_SIZE + 1, timeout=30), \
-        "the launcher did not stock network namespaces"
+    template = _isolated_template(childkit.prestart_launcher())
+    assert wait_until(lambda: _net_fds(template) >= _netns.STOCK_SIZE + 1, timeout=30), \
+        "the isolated template did not stock network namespaces"
+
+
+def _isolated_template(launcher: int) -> int:
+    """The pid of the launcher's isolated template, which forks isolated children and so
+    keeps the stock (childkit.launcher._isolated)."""
+    with open(f"/proc/{launcher}/task/{launcher}/children") as f:
+        for pid in f.read().split():
+            with open(f"/proc/{pid}/comm") as comm:
+                if comm.read().strip() == "childkit-isolat":
+                    return int(pid)
+    raise AssertionError("the launcher has no isolated template")
 
 
 def _params(action: str) -> str:

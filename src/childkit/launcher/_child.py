@@ -172,6 +172,31 @@ def run_child(header: dict[str, Any], payload: bytes, fds: list[int], launcher_p
         os._exit(code & 0xFF if code >= 0 else 1)
 
 
+def run_ordered_child(order: dict[str, Any], channel_fd: int, launcher_pid: int,
+                      forget_launcher: Callable[[], None]) -> NoReturn:
+    """In a child of the isolated template (:mod:`childkit.launcher._isolated`): read this
+    child's own request from its own channel (the template never saw it), then become
+    that child as :func:`run_child` does; never returns. ``order`` is the fork order
+    whose sandbox the template prepared. Ends with status 1 if no request comes (its
+    status pipe, inside the channel, is then closed unread: the starter sees a failed
+    start)."""
+    try:
+        _sysutil.close_all_fds_except({0, 1, 2, channel_fd, *_sandbox_fds(order)})
+        channel = socket.socket(fileno=channel_fd)
+        try:
+            got = proto.recv(channel)
+        finally:
+            channel.close()
+        if got is None:
+            os._exit(1)
+        header, payload, fds = got
+        # The description the template prepared this very fork for (the same one).
+        header["sandbox"] = order["sandbox"]
+    except BaseException:
+        os._exit(1)
+    run_child(header, payload, fds, launcher_pid, forget_launcher)
+
+
 def _child(header: dict[str, Any], payload: bytes, fds: list[int], launcher_pid: int,
            forget_launcher: Callable[[], None]) -> int:
     _role.set_role("child")

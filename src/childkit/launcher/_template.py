@@ -49,6 +49,7 @@ from childkit.common._errors import ErrCode  # noqa: F401
 # Imported here so that every child inherits them already initialised.
 from childkit.entry import _args as _args
 from childkit.launcher import _child as _launcher_child
+from childkit.launcher import _isolated
 from childkit.launcher import _protocol as proto
 
 #: The most waiting requests taken (and spawns forked back to back) at once: a large
@@ -62,12 +63,18 @@ assert MAX_BATCH <= proto.MAX_RECORD_FDS
 class Launcher:
     """The template's state: the control socket and its live children (pidfd -> pid)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, isolated: bool = False) -> None:
         self._sock = sock
         self._sock_fd = sock.fileno()
         self._children: dict[int, int] = {}
         self._poll = select.poll()
         self._poll.register(self._sock_fd, select.POLLIN)
+        #: This process is the isolated template (it gets fork orders, not requests).
+        self._is_isolated = isolated
+        #: The launcher's isolated template, started on the first isolated request.
+        self._isolated = _isolated.IsolatedTemplate()
+        self._sys_path: list[str] = []
+        self._preloaded: list[str] = []
 
     # ------------------------------------------------------------------ set-up
     def configure(self) -> bool:
@@ -80,7 +87,11 @@ class Launcher:
         if header["op"] != "config":
             raise proto.ProtocolError(f"expected config, got {header['op']!r}")
         sys.path[:] = [p for p in header.get("sys_path", []) if isinstance(p, str)]
+        self._sys_path = list(sys.path)
+        self._preloaded = [str(name) for name in header.get("preload", [])]
         errors = self._preload(header.get("preload", []))
+        if self._is_isolated:
+            self._prepare_sandbox()  # it forks isolated children only
         self._freeze()
         proto.send(self._sock, {"op": "ready", "pid": os.getpid(), "preload_errors": errors})
         return True
@@ -119,6 +130,9 @@ class Launcher:
                         if not self._on_request():
                             return
                         refill = True
+                    elif self._isolated.sock is not None and fd == self._isolated.sock.fileno():
+                        if not self._isolated.pass_on(self._sock):
+                            return  # the isolated template died, and its children: end
                     else:
                         self._reap(fd)
         except (BrokenPipeError, ConnectionResetError):
@@ -142,6 +156,8 @@ class Launcher:
                 if header["op"] != "preload":
                     raise proto.ProtocolError(f"unknown request {header['op']!r}")
                 errors = self._preload(header.get("modules", []))
+                self._preloaded.extend(str(name) for name in header.get("modules", []))
+                self._isolated.preload(header.get("modules", []))
                 _launcher_child.forget_entries()
                 self._freeze()
                 proto.send(self._sock, {"op": "preloaded", "errors": errors})
@@ -165,13 +181,19 @@ class Launcher:
             while batch:
                 header, payload, fds = batch.pop(0)
                 request_id = header.get("id")
-                if header.get("sandbox") is not None and not self._sandbox_ready:
+                if self._is_isolated and not self._sandbox_ready:
                     self._prepare_sandbox()
                 try:
-                    _check_spawn(header, fds)
-                    _launcher_child.learn_entry(header["entry"], header["mode"])
-                    if header.get("sandbox") is not None:
+                    if self._is_isolated:  # a fork order: the request is in its channel
+                        _check_order(header, fds)
                         _launcher_child.learn_sandbox(header["sandbox"])
+                    else:
+                        _check_spawn(header, fds)
+                        if header.get("sandbox") is not None:
+                            self._relay_isolated(header, payload, fds)
+                            proto.close_fds(fds)  # the channel holds copies
+                            continue
+                        _launcher_child.learn_entry(header["entry"], header["mode"])
                     pid = os.fork()
                 except (proto.ProtocolError, OSError) as exc:
                     _launcher_child.sandbox_forked()
@@ -180,6 +202,9 @@ class Launcher:
                                             "message": f"{type(exc).__name__}: {exc}"})
                     continue
                 if pid == 0:
+                    if self._is_isolated:
+                        _launcher_child.run_ordered_child(header, fds[0], os.getppid(),
+                                                          self._forget)
                     _launcher_child.run_child(header, payload, fds, os.getppid(), self._forget)
                 _launcher_child.sandbox_forked()  # its network namespace is the child's
                 proto.close_fds(fds)  # the child has its copies
@@ -198,6 +223,23 @@ class Launcher:
             proto.send(self._sock, {"op": "forked", "children": answers}, fds=pidfds)
 
     _sandbox_ready = False
+
+    def _relay_isolated(self, header: dict[str, Any], payload: bytes,
+                        fds: list[int]) -> None:
+        """Pass an isolated spawn request on to the isolated template (started now if it
+        is not running); ``fds`` stay the caller's. Raises OSError or
+        :class:`proto.ProtocolError` if it cannot be passed on."""
+        from childkit.sandbox import SandboxConfig
+
+        try:
+            if not self._isolated.started:
+                self._isolated.start(self._sys_path, self._preloaded)
+                assert self._isolated.sock is not None
+                self._poll.register(self._isolated.sock.fileno(), select.POLLIN)
+            own = dict(header, env=_isolated.kept_environment(header, SandboxConfig.keep_env))
+            self._isolated.relay(own, payload, fds)
+        except proto.RecordTooLarge as exc:
+            raise proto.ProtocolError(str(exc)) from None
 
     def _prepare_sandbox(self) -> None:
         # Once, in the template: find libseccomp, compile the filter, resolve the
@@ -230,6 +272,7 @@ class Launcher:
         proto.send(self._sock, {"op": "exited", "pid": pid, "status": status})
 
     def _kill_all(self) -> None:
+        self._isolated.close()  # it kills and reaps its own children
         for pidfd in self._children:
             try:
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
@@ -270,39 +313,48 @@ def _check_spawn(header: dict[str, Any], fds: list[int]) -> None:
         )
 
 
-def _init_proctitle() -> None:
+def _check_order(header: dict[str, Any], fds: list[int]) -> None:
+    """Check a fork order's shape (the launcher builds it; this catches bugs)."""
+    if len(fds) != 1 or not isinstance(header.get("sandbox"), dict):
+        raise proto.ProtocolError(f"a fork order needs a sandbox and 1 fd, not {len(fds)}")
+
+
+def _init_proctitle(title: str) -> None:
     # setproctitle's first call moves argv and environ aside to make room for long
     # titles (about 2 ms); doing it here once spares every child that cost.
     try:
         import setproctitle
     except ImportError:
         return
-    setproctitle.setproctitle("childkit-launcher")
+    setproctitle.setproctitle(title)
     # Once initialised, setproctitle also sets the comm name on Linux (1.3 does): if a
     # second call shows that here, children need no prctl of their own for it.
-    setproctitle.setproctitle("childkit-launcher")
+    setproctitle.setproctitle(title)
     try:
         with open("/proc/self/comm", "rb") as f:
             comm = f.read().strip()
     except OSError:
         comm = b""
-    _launcher_child.title_sets_comm = comm == b"childkit-launcher"[:_sysutil.COMM_LIMIT]
+    _launcher_child.title_sets_comm = comm == title.encode()[:_sysutil.COMM_LIMIT]
 
 
 def main(argv: list[str]) -> int:
-    """Entry point: ``argv`` is ``[prog, CONTROL_FD, PARENT_PID]``."""
+    """Entry point: ``argv`` is ``[prog, CONTROL_FD, PARENT_PID]``, plus ``isolated`` for
+    the isolated template a launcher starts (:mod:`childkit.launcher._isolated`)."""
     _role.set_role("launcher")
     control_fd, parent_pid = int(argv[1]), int(argv[2])
+    isolated = argv[3:4] == [_isolated.ROLE]
     # Die with the application's manager thread; if it is already gone, stop now.
     _sysutil.set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != parent_pid:
         return 1
     # Ctrl-C in a terminal signals the whole process group; the application decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _init_proctitle()
-    _sysutil.set_comm("childkit-launch")  # after the title, which may have set it too
+    _init_proctitle("childkit-isolated" if isolated else "childkit-launcher")
+    # After the title, which may have set it too.
+    _sysutil.set_comm("childkit-isolat" if isolated else "childkit-launch")
     sock = socket.socket(fileno=control_fd)
-    launcher = Launcher(sock)
+    launcher = Launcher(sock, isolated)
     try:
         if launcher.configure():
             launcher.run()

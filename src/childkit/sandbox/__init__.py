@@ -64,6 +64,7 @@ def preload() -> None:
         pass  # a libc without one of them: the child's call reports it
     _filesystem.interpreter_plan()
     _cgroups.hierarchies()
+    _cgroups.sweep()  # what a killed launcher's sandboxes left
     for step in (_capabilities.drop_arguments, _capabilities.raise_arguments,
                  _environment.initial_block,
                  lambda: _landlock.prepare(*_enter.LANDLOCK_PATHS)):

@@ -293,6 +293,20 @@ def remove_named(owner: int) -> None:
             os.close(parent)
 
 
+def sweep() -> None:
+    """Remove the empty groups of sandboxes whose supervisor is gone and was not reaped by
+    a launcher (its launcher was killed too). Groups in use are left: a group with
+    processes cannot be removed, and one whose supervisor lives is its own. Never
+    raises."""
+    for path in leftovers():
+        owner = path.rsplit("-", 1)[-1]
+        if owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass  # in use (or not ours)
+
+
 def leftovers() -> list[str]:
     """Every sandbox group under this process's cgroups (for tests and diagnostics)."""
     found: list[str] = []

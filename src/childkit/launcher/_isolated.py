@@ -1,0 +1,132 @@
+"""The isolated template: a clean process that forks every ISOLATED child.
+
+A forked child is a copy of the memory of the process that forked it. The launcher holds
+the application's environment (the one it was started with, and every request's changes)
+and every request it ever handled, of every child; an isolated child forked from it
+could read all of that back (issue 12, classes 1 to 3: frames, heap, a sibling's
+params). So isolated children come from a process of their own, which never holds
+anything an isolated child may not see:
+
+- it is a fresh interpreter (``python -I``, never a fork of the launcher) started with
+  an **empty environment**, configured with ``sys.path`` and the preload modules only;
+- it never receives a request: for each isolated start the launcher makes a channel (a
+  socketpair), writes the child's whole request into it (entry, params, working
+  directory, fds, and of the environment only the variables the sandbox keeps), and
+  sends the template a **fork order** carrying the channel's other end and the
+  sandbox's shape (read-only paths, limits: what it prepares before the fork). The
+  child reads its own request from its own channel after the fork;
+- it answers ``forked``, ``failed`` and ``exited`` as a launcher does; the launcher
+  passes them on to the application unchanged.
+
+The launcher starts it on the first isolated start (then it lives as long as the
+launcher) and relays; it ends with the launcher (``PR_SET_PDEATHSIG``, and end of file
+on its socket, after which it kills and reaps its children).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from typing import Any
+
+from childkit.launcher import _protocol as proto
+
+#: Runs the template: the launcher's own main, told to be the isolated template.
+_BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
+         "from childkit.launcher._template import main; sys.exit(main(sys.argv[1:]))")
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROLE = "isolated"
+#: What the launcher passes on from the template to the application.
+_PASSED_ON = frozenset({"forked", "failed", "exited"})
+
+
+class IsolatedTemplate:
+    """The launcher's handle of its isolated template (started by :meth:`start`)."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.sock: socket.socket | None = None
+
+    def start(self, sys_path: list[str], preload: list[str]) -> None:
+        """Start the template with an empty environment and configure it (its ``ready``
+        comes later and is dropped). OSError if it cannot be started."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            for s in (mine, theirs):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, proto.SOCKET_BUFFER)
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", "-c", _BOOT, _PACKAGE_ROOT, str(theirs.fileno()),
+                 str(os.getpid()), ROLE],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, close_fds=True,
+                env={}, cwd="/")
+            proto.send(mine, {"op": "config", "sys_path": sys_path, "preload": preload})
+        except BaseException:
+            mine.close()
+            self.close()
+            raise
+        finally:
+            theirs.close()
+        self.sock = mine
+
+    @property
+    def started(self) -> bool:
+        return self.sock is not None
+
+    def relay(self, header: dict[str, Any], payload: bytes, fds: list[int]) -> None:
+        """Pass one isolated spawn request on: the request itself (its environment cut to
+        ``kept`` names with their values) into a channel of its own, and a fork order
+        with the channel's other end to the template. ``fds`` stay the caller's.
+        Raises OSError (or :class:`proto.RecordTooLarge`) if it cannot be passed on."""
+        assert self.sock is not None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, proto.SOCKET_BUFFER)
+            proto.send(ours, header, payload, fds)
+            proto.send(self.sock, {"op": "spawn", "id": header.get("id"),
+                                   "sandbox": header["sandbox"]}, fds=[theirs.fileno()])
+        finally:
+            ours.close()
+            theirs.close()
+
+    def preload(self, modules: list[Any]) -> None:
+        """Have the template import more modules too (its answer is dropped)."""
+        if self.sock is not None:
+            proto.send(self.sock, {"op": "preload", "modules": modules})
+
+    def pass_on(self, to: socket.socket) -> bool:
+        """Send what the template answered on to ``to`` (the application); ``False`` when
+        the template has gone (its children died with it)."""
+        assert self.sock is not None
+        records, still_open = proto.recv_waiting(self.sock, proto.MAX_RECORD_FDS)
+        for header, payload, fds in records:
+            try:
+                if header["op"] in _PASSED_ON:
+                    proto.send(to, header, payload, fds)
+            finally:
+                proto.close_fds(fds)
+        return still_open
+
+    def close(self) -> None:
+        """End the template (end of file: it kills and reaps its children) and reap it."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self._proc is not None:
+            self._proc.wait()
+            self._proc = None
+
+
+def kept_environment(header: dict[str, Any], keep: tuple[str, ...]) -> dict[str, Any]:
+    """The ``env`` of an isolated request as the template's child gets it: of the
+    environment the child would have (the launcher's, changed as ``header["env"]``
+    says), only the ``keep`` names, all set (the template's environment is empty)."""
+    changes = header.get("env") or {"set": {}, "unset": []}
+    kept = {}
+    for name in keep:
+        if name in changes["set"]:
+            kept[name] = changes["set"][name]
+        elif name not in changes["unset"] and name in os.environ:
+            kept[name] = os.environ[name]
+    return {"set": kept, "unset": []}
