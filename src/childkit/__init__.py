@@ -9,10 +9,11 @@ pre-started launcher process, so a start costs about a fork.
 
 from childkit.common import ChildkitError, ErrCode
 from childkit.entry import ChildProcessArgs, get_current_child_process_args
-from childkit.pool._executor import (
+from childkit.pool import (
     BrokenChildExecutor,
     ChildExecutorError,
     ChildProcessExecutor,
+    ChildProcessPool,
     ChildTaskError,
     ExecutorParamError,
     MainNotImportableError,
@@ -20,7 +21,6 @@ from childkit.pool._executor import (
     TaskTimeoutError,
     WorkerDiedError,
 )
-from childkit.pool._pool import ChildProcessPool
 from childkit.process import (
     MAX_CHILDREN,
     START_TIMEOUT,

@@ -34,7 +34,7 @@ from childkit.ipc import (
 from childkit.process import START_TIMEOUT, Child, ChildConnection, ChildProcessOptions, IPCStart
 
 if TYPE_CHECKING:
-    from childkit.pool._pool import ChildProcessPool, _Member
+    from childkit.pool import ChildProcessPool
 
 __all__ = [
     "AsyncChildConnection",
@@ -236,32 +236,6 @@ async def create_native_child_process(entry: str, options: ChildProcessOptions |
 
 
 # ---------------------------------------------------------------------------- pools
-async def _checkout(pool: ChildProcessPool) -> _Member:
-    """A member of ``pool``, waiting on the loop (no thread) while every member is being
-    replaced. Cancelling the wait leaves nothing checked out."""
-    loop = asyncio.get_running_loop()
-    changed = asyncio.Event()
-
-    def wake() -> None:  # called under the pool's lock, from any thread
-        try:
-            loop.call_soon_threadsafe(changed.set)
-        except RuntimeError:
-            pass  # the loop is closed: nobody waits any more
-
-    pool._add_waker(wake)
-    try:
-        while True:
-            changed.clear()
-            try:
-                return pool._checkout(0)
-            except ChildkitError as exc:
-                if exc.code != ErrCode.NCP_ERR_TIMEOUT:
-                    raise
-            await changed.wait()
-    finally:
-        pool._remove_waker(wake)
-
-
 async def pool_request(pool: ChildProcessPool, code: int, data: MessageParcel,
                        option: MessageOption | None = None) -> MessageParcel:
     """Await one request on the pool's least loaded member (see
@@ -273,11 +247,7 @@ async def pool_request(pool: ChildProcessPool, code: int, data: MessageParcel,
         DeadRemoteObjectError: the pool is closed, or the member died with the request.
         ChildkitError: no member runs and none can be started.
     """
-    member = await _checkout(pool)
-    try:
-        return await send_request(member.conn.proxy, code, data, option)
-    finally:
-        pool._checkin(member)
+    return await pool.send_request_async(code, data, option)
 
 
 async def run_in_executor(executor: Executor, fn: Any, /, *args: Any, **kwargs: Any) -> Any:

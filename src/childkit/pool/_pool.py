@@ -118,15 +118,35 @@ class ChildProcessPool:
         for wake in list(self._wakers):
             wake()
 
-    def _add_waker(self, wake: Callable[[], None]) -> None:
-        """Have ``wake()`` called (under the pool's lock, so it must not block) whenever
-        the members change; :func:`childkit.aio.pool_request` waits this way."""
+    async def _checkout_on_loop(self) -> _Member:
+        """A member, waiting on the running event loop (no thread) while every member is
+        being replaced: the pool wakes the loop whenever its members change. Cancelling
+        the wait leaves nothing checked out."""
+        import asyncio  # already imported: an event loop is running this coroutine
+
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+
+        def wake() -> None:  # called under the pool's lock, from any thread
+            try:
+                loop.call_soon_threadsafe(changed.set)
+            except RuntimeError:
+                pass  # the loop is closed: nobody waits any more
+
         with self._cond:
             self._wakers.add(wake)
-
-    def _remove_waker(self, wake: Callable[[], None]) -> None:
-        with self._cond:
-            self._wakers.discard(wake)
+        try:
+            while True:
+                changed.clear()
+                try:
+                    return self._checkout(0)
+                except ChildkitError as exc:
+                    if exc.code != ErrCode.NCP_ERR_TIMEOUT:
+                        raise
+                await changed.wait()
+        finally:
+            with self._cond:
+                self._wakers.discard(wake)
 
     def _on_death(self, member: _Member) -> None:
         with self._cond:
@@ -272,6 +292,23 @@ class ChildProcessPool:
         :class:`~childkit.ipc.DeadRemoteObjectError` and the member is replaced."""
         with self.acquire() as proxy:
             return proxy.send_request(code, data, option)
+
+    async def send_request_async(self, code: int, data: MessageParcel,
+                                 option: MessageOption | None = None) -> MessageParcel:
+        """Await one request on the least loaded member (what
+        :func:`childkit.aio.pool_request` does): the loop reads the reply, and while every
+        member is being replaced the task waits on the loop for one to come back (no
+        thread). Cancelling the await at any point returns the member it held.
+
+        Raises:
+            DeadRemoteObjectError: the pool is closed, or the member died with the request.
+            ChildkitError: no member runs and none can be started.
+        """
+        member = await self._checkout_on_loop()
+        try:
+            return await member.conn.proxy.send_request_async(code, data, option)
+        finally:
+            self._checkin(member)
 
     @property
     def pids(self) -> list[int]:
