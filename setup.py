@@ -45,7 +45,7 @@ class BuildExtAndNative(build_ext):
         build_dir = os.path.abspath(os.path.join(self.build_temp, "childkit-native"))
         subprocess.run(
             [cmake, "-S", NATIVE_DIR, "-B", build_dir, "-DCMAKE_BUILD_TYPE=Release",
-             f"-DCK_OUTPUT_DIR={out}"], check=True)
+             f"-DCK_OUTPUT_DIR={out}", f"-DCK_PYTHON={sys.executable}"], check=True)
         subprocess.run([cmake, "--build", build_dir, "--parallel", "2"], check=True)
 
 

@@ -182,3 +182,20 @@ def test_create_native_child_process_callback(seed_lib: Path) -> None:
     childkit.create_native_child_process(str(seed_lib), on_started)
     assert started.wait(60)
     assert got[0][0] == ErrCode.NCP_NO_ERROR
+
+
+def test_current_args_in_a_c_args_child(cc: Build) -> None:
+    """OH_Ability_GetCurrentChildProcessArgs() in a C args-mode child (launched from
+    Python) returns its start-up args."""
+    lib = cc("libargs_probe.so", ["args_probe.c"], flags=["-shared", "-fPIC"])
+    r, w = os.pipe()
+    try:
+        childkit.start_native_child_process(
+            f"{lib}:Main", childkit.ChildProcessArgs("p\u00e4rams", {"out": w, "extra": w}))
+        os.close(w)
+        w = -1
+        assert os.read(r, 256) == "current=p\u00e4rams;fds=extra,out,;same=1\n".encode()
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)

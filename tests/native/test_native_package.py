@@ -33,11 +33,12 @@ def test_paths() -> None:
 
 def test_libraries_built() -> None:
     """pip install built them (CI has gcc and cmake); they load and export OH_ names only."""
-    path = native.require_library("ipc_capi")
-    lib = ctypes.CDLL(str(path))
+    lib = ctypes.CDLL(str(native.require_library("ipc_capi")))
     assert lib.OH_IPCParcel_Create
     with pytest.raises(AttributeError):
         getattr(lib, "ck__record_decode")  # noqa: B009 (internals stay local: libipc_capi.map)
+    child_process = ctypes.CDLL(str(native.require_library("child_process")))
+    assert child_process.OH_Ability_CreateNativeChildProcess
 
 
 def test_cli_flags(capsys: pytest.CaptureFixture[str]) -> None:
@@ -46,7 +47,8 @@ def test_cli_flags(capsys: pytest.CaptureFixture[str]) -> None:
         f"-I{native.get_include()}", f"-I{native.get_include()}/IPCKit"]
     assert main(["--libs"]) == 0
     lib = native.get_lib_dir()
-    assert capsys.readouterr().out.split() == [f"-L{lib}", f"-Wl,-rpath,{lib}", "-lipc_capi"]
+    assert capsys.readouterr().out.split() == [f"-L{lib}", f"-Wl,-rpath,{lib}", "-lipc_capi",
+                                               "-lchild_process"]
     assert main(["--pkgconfig-dir"]) == 0
     assert capsys.readouterr().out.strip() == native.get_pkgconfig_dir()
     with pytest.raises(SystemExit):

@@ -295,15 +295,24 @@ def resolve_args_entry(parsed: ParsedEntry) -> Callable[[ChildProcessArgs], int]
             native_main = NativeEntryFunc((symbol, library))
         except AttributeError:
             raise _load_failed(f"library {parsed.target!r} does not export {symbol!r}") from None
-        return _native_runner(native_main)
+        return _native_runner(native_main, library)
     module = _import_module(parsed.target)
     func = _attribute(module, f"module {parsed.target!r}", symbol)
     return _python_runner(parsed.text, func)
 
 
-def _native_runner(native_main: Callable[..., object]) -> Callable[[ChildProcessArgs], int]:
+def _native_runner(native_main: Callable[..., object],
+                   library: ctypes.CDLL) -> Callable[[ChildProcessArgs], int]:
     def run(args: ChildProcessArgs) -> int:
         native = build_native_args(args)
+        # A library linked with childkit's libchild_process.so reads the args back through
+        # OH_Ability_GetCurrentChildProcessArgs(): hand them to it (found through the
+        # library's own handle, so the copy it uses).
+        setter = getattr(library, "childkit_set_current_child_process_args", None)
+        if setter is not None:
+            setter.argtypes = [ctypes.c_void_p]
+            setter.restype = None
+            setter(ctypes.addressof(native))
         native_main(native)  # ``native`` (and its buffers) outlive the call
         return 0
 

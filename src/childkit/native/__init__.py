@@ -27,7 +27,7 @@ __all__ = [
 _HERE = Path(__file__).resolve().parent
 
 #: The libraries of the kit, by link name (``-l<name>``).
-LIBRARIES = ("ipc_capi",)
+LIBRARIES = ("ipc_capi", "child_process")
 
 
 class NativeLibraryMissing(RuntimeError):
