@@ -202,6 +202,31 @@ class ProcessPoolExecutorTest(ExecutorTest):
         for f in fs:
             f.result()
 
+    def test_idle_process_reuse_one(self) -> None:
+        # Changed: worker_pids where CPython reads _processes. (CPython skips it under
+        # fork, which pre-spawns; workers here start on demand, as with spawn.)
+        t: Any = self
+        executor = self.executor
+        assert executor._max_workers >= 4
+        executor.submit(mul, 21, 2).result()
+        executor.submit(mul, 6, 7).result()
+        executor.submit(mul, 3, 14).result()
+        t.assertEqual(len(executor.worker_pids), 1)
+
+    def test_idle_process_reuse_multiple(self) -> None:
+        # Changed: worker_pids where CPython reads _processes.
+        t: Any = self
+        executor = self.executor
+        assert executor._max_workers <= 5
+        executor.submit(mul, 12, 7).result()
+        executor.submit(mul, 33, 25)
+        executor.submit(mul, 25, 26).result()
+        executor.submit(mul, 18, 29)
+        executor.submit(mul, 1, 2).result()
+        executor.submit(mul, 0, 9)
+        t.assertLessEqual(len(executor.worker_pids), 3)
+        executor.shutdown()
+
     def test_max_tasks_per_child(self) -> None:
         t: Any = self
         executor = ChildProcessExecutor(1, max_tasks_per_child=3)
