@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
-import traceback
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -204,80 +206,71 @@ def test_get_current_is_none_outside_a_child() -> None:
     assert get_current_child_process_args() is None
 
 
-def _run_in_fork(body: Callable[[], str]) -> str:
-    """Run ``body`` in a forked child; return what it returned, or fail with its traceback.
+def _run_fresh(body: str, *fds: int) -> str:
+    """Run module-level function ``body(*fds)`` of this file in a fresh interpreter (a
+    process that is not yet a child, as a launcher-forked child is before its args are
+    set); return what it returned, or fail with its traceback. Not a fork of this
+    process: pytest's process has threads, and forking one is unsafe (and deprecated on
+    3.12+)."""
+    here = Path(__file__).resolve()
+    code = ("import importlib.util, sys\n"
+            f"spec = importlib.util.spec_from_file_location('args_bodies', {str(here)!r})\n"
+            "module = importlib.util.module_from_spec(spec)\n"
+            "spec.loader.exec_module(module)\n"
+            f"print(module.{body}(*map(int, sys.argv[1:])), end='')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here.parent.parent),
+                                                       *(p for p in sys.path if p)]))
+    done = subprocess.run([sys.executable, "-c", code, *map(str, fds)], pass_fds=fds,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
-    The child reports through a pipe and always leaves through ``os._exit``; the
-    parent reaps it, so no zombie is left behind.
-    """
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        status = 1
-        try:
-            os.close(r)
-            text = body()
-            status = 0
-        except BaseException:
-            text = traceback.format_exc()
-        try:
-            os.write(w, text.encode())
-        finally:
-            os._exit(status)
-    os.close(w)
-    chunks = []
-    with os.fdopen(r, "rb") as reader:
-        chunks.append(reader.read())
-    _, wait_status = os.waitpid(pid, 0)
-    text = b"".join(chunks).decode()
-    assert os.waitstatus_to_exitcode(wait_status) == 0, text
-    return text
+
+def body_set_then_get_from_another_thread(r: int, w: int) -> str:
+    original = ChildProcessArgs("params", {"out": w, "in": r})
+    set_current_child_process_args(original)
+    original.fds["late"] = r  # changes after set_... must not show
+    seen: list[ChildProcessArgs | None] = []
+    thread = threading.Thread(target=lambda: seen.append(get_current_child_process_args()))
+    thread.start()
+    thread.join(30)
+    got = seen[0]
+    assert got == ChildProcessArgs("params", {"out": w, "in": r}), got
+    assert got is not get_current_child_process_args()  # a fresh copy each time
+    got.fds.clear()
+    assert get_current_child_process_args() == ChildProcessArgs("params", {"out": w, "in": r})
+    return "ok"
 
 
 def test_set_then_get_in_a_child_from_another_thread(pipe_fds: tuple[int, int]) -> None:
-    r, w = pipe_fds
+    assert _run_fresh("body_set_then_get_from_another_thread", *pipe_fds) == "ok"
 
-    def body() -> str:
-        original = ChildProcessArgs("params", {"out": w, "in": r})
-        set_current_child_process_args(original)
-        original.fds["late"] = r  # changes after set_... must not show
-        seen: list[ChildProcessArgs | None] = []
-        thread = threading.Thread(target=lambda: seen.append(get_current_child_process_args()))
-        thread.start()
-        thread.join(30)
-        got = seen[0]
-        assert got == ChildProcessArgs("params", {"out": w, "in": r}), got
-        assert got is not get_current_child_process_args()  # a fresh copy each time
-        got.fds.clear()
-        assert get_current_child_process_args() == ChildProcessArgs("params", {"out": w, "in": r})
-        return "ok"
 
-    assert _run_in_fork(body) == "ok"
+def body_set_twice() -> str:
+    set_current_child_process_args(ChildProcessArgs("first"))
+    with pytest.raises(RuntimeError, match="already set"):
+        set_current_child_process_args(ChildProcessArgs("second"))
+    args = get_current_child_process_args()
+    assert args is not None and args.entry_params == "first"
+    return "ok"
 
 
 def test_set_twice_fails_in_a_child() -> None:
-    def body() -> str:
-        set_current_child_process_args(ChildProcessArgs("first"))
-        with pytest.raises(RuntimeError, match="already set"):
-            set_current_child_process_args(ChildProcessArgs("second"))
-        args = get_current_child_process_args()
-        assert args is not None and args.entry_params == "first"
-        return "ok"
+    assert _run_fresh("body_set_twice") == "ok"
 
-    assert _run_in_fork(body) == "ok"
+
+def body_set_validates() -> str:
+    with pytest.raises(ChildkitError) as info:
+        set_current_child_process_args(ChildProcessArgs("p" * 153601))
+    assert info.value.code == ErrCode.NCP_ERR_INVALID_PARAM
+    with pytest.raises(TypeError):
+        set_current_child_process_args("params")  # type: ignore[arg-type]
+    assert get_current_child_process_args() is None
+    return "ok"
 
 
 def test_set_validates_in_a_child() -> None:
-    def body() -> str:
-        with pytest.raises(ChildkitError) as info:
-            set_current_child_process_args(ChildProcessArgs("p" * 153601))
-        assert info.value.code == ErrCode.NCP_ERR_INVALID_PARAM
-        with pytest.raises(TypeError):
-            set_current_child_process_args("params")  # type: ignore[arg-type]
-        assert get_current_child_process_args() is None
-        return "ok"
-
-    assert _run_in_fork(body) == "ok"
+    assert _run_fresh("body_set_validates") == "ok"
 
 
 # ------------------------------------------------------------- checked when built

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
-import traceback
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -507,37 +508,44 @@ def test_native_entry_missing_symbol(native_lib: Path) -> None:
     assert f"library {str(native_lib)!r} does not export 'NoSuchMain'" in message
 
 
+_RUN_NATIVE = """
+import json, sys
+from childkit.entry._args import ChildProcessArgs
+from childkit.entry._entries import parse_entry, resolve_args_entry
+entry, fds = json.loads(sys.argv[1])
+run = resolve_args_entry(parse_entry(entry, mode="args"))
+sys.exit(run(ChildProcessArgs(sys.stdin.read(), fds)))
+"""
+
+
 def _run_native_main_in_fork(entry: str, args: ChildProcessArgs, reader_fd: int) -> str:
-    """Resolve and run ``entry`` in a forked child, as a launcher would; return what the
-    parent reads from ``reader_fd`` until EOF.
+    """Resolve and run ``entry`` in a fresh interpreter, as a launcher's child would;
+    return what the parent reads from ``reader_fd`` until EOF. (Not a fork of this
+    process: pytest's has threads, and forking one is unsafe, deprecated on 3.12+.)
 
     Takes ownership of ``reader_fd`` and of every fd in ``args`` (the write ends): the
-    parent closes its copies right after the fork so EOF can arrive. The child is
-    always reaped, so no zombie stays behind.
+    parent closes its copies once the child has started, so EOF can arrive. The child
+    is always reaped, so no zombie stays behind.
     """
+    fds = set(args.fds.values())
     with os.fdopen(reader_fd, "rb") as reader:
         try:
-            pid = os.fork()
-        except OSError:
-            for fd in set(args.fds.values()):
-                os.close(fd)
-            raise
-        if pid == 0:  # child: never returns into pytest
-            status = 70
-            try:
-                run = resolve_args_entry(parse_entry(entry, mode="args"))
-                status = run(args)
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                os._exit(status)
-        try:
-            for fd in set(args.fds.values()):
-                os.close(fd)
-            data = reader.read()
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _RUN_NATIVE, json.dumps([entry, args.fds])],
+                stdin=subprocess.PIPE, pass_fds=tuple(fds), text=True)
         finally:
-            _, wait_status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(wait_status) == 0
+            for fd in fds:
+                os.close(fd)
+        try:
+            assert proc.stdin is not None
+            writer = threading.Thread(target=lambda: (proc.stdin.write(args.entry_params),
+                                                      proc.stdin.close()))
+            writer.start()  # params larger than a pipe: written while we read
+            data = reader.read()
+            writer.join(60)
+        finally:
+            status = proc.wait(60)
+    assert status == 0
     return data.decode()
 
 
