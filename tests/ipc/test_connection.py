@@ -29,7 +29,6 @@ from childkit.ipc import (
     RemoteStub,
     RequestMode,
     Skeleton,
-    _server,
     _wire,
     channel_socketpairs,
 )
@@ -855,14 +854,14 @@ def test_sync_batch_of_one_record_runs_in_order_on_one_thread_with_replies_coale
 ) -> None:
     a, b, stub = batch_pair
     sent: list[int] = []
-    real_sendmsg = _server.sendmsg
+    replies = b._server.replies  # every reply record of b goes out through it
+    real_send = replies.send
 
-    def counting(sock: socket.socket, data: bytes, fds: list[int]) -> None:
-        if sock is b._transport.serve:
-            sent.append(len(data))
-        real_sendmsg(sock, data, fds)
+    def counting(data: bytes, fds: list[int], parcels: list[MessageParcel]) -> None:
+        sent.append(len(data))
+        real_send(data, fds, parcels)
 
-    monkeypatch.setattr(_server, "sendmsg", counting)
+    monkeypatch.setattr(replies, "send", counting)
     proxy = a.root_proxy()
     replies = proxy.send_requests([(1, int_parcel(i)) for i in range(200)])  # one record
     assert [r.read_int32() for r in replies] == [i + 1 for i in range(200)]

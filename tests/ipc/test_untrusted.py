@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 import math
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
+import peer_main as pm
 import pytest
-from ipc_helpers import fd_count, non_pool_threads, wait_until
+from ipc_helpers import Peer, fd_count, non_pool_threads, wait_until
 from test_connection import connected, int_parcel
 
 from childkit.ipc import (
@@ -99,7 +103,7 @@ class Exiting(RemoteStub):
 @pytest.mark.parametrize("exc", [SystemExit(3), KeyboardInterrupt(), GeneratorExit()])
 def test_a_stub_raising_a_base_exception_still_answers_its_caller(
         exc: BaseException, capsys: pytest.CaptureFixture[str]) -> None:
-    with connected(Exiting(exc)) as (a, _b, stub):
+    with connected(Exiting(exc)) as (a, _b, _stub):
         proxy = a.root_proxy()
         for data in (int_parcel(1), _with_fd(int_parcel(1))):  # the plain path and the other
             with pytest.raises(IPCError) as err:
@@ -300,3 +304,74 @@ def test_queued_one_way_fds_are_bounded_per_connection(
     w.close()
     _flood_a_stuck_stub(monkeypatch, "ASYNC_BACKLOG_FDS", 16, batches, "total_fds",
                         per_record=16)
+
+
+# ---------------------------------------------------------------------------- item 4
+HOSTILE = Path(__file__).with_name("hostile_peer.py")
+
+
+def _start_hostile(mode: str, stub: RemoteStub) -> tuple[subprocess.Popen[bytes], Connection]:
+    local, remote = channel_socketpairs()
+    proc = subprocess.Popen(
+        [sys.executable, str(HOSTILE), str(remote[0].fileno()), str(remote[1].fileno()), mode],
+        pass_fds=[s.fileno() for s in remote])
+    for sock in remote:
+        sock.close()
+    conn = Connection(*local, local_root=stub, name=f"hostile child {proc.pid}")
+    conn.start()
+    return proc, conn
+
+
+def _stop(proc: subprocess.Popen[bytes], conn: Connection) -> None:
+    conn.close()
+    proc.kill()
+    proc.wait(30)
+
+
+def test_a_peer_that_never_reads_its_replies_holds_no_work_thread(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # The hostile child floods sync requests at an object of this process and reads no
+    # reply. Meanwhile another child's calls into this process work (each within its
+    # timeout), a new IPC child starts, and the hostile link is closed with a warning.
+    friend = Peer()
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    rounds = [0]
+
+    def call_back() -> None:  # the friend calls an object of this process, again and again
+        mine = Adder("t.Adder")
+        while not stop.is_set():
+            data = int_parcel()
+            data.write_remote_object(mine)
+            data.write_int32(rounds[0])
+            try:
+                with friend.proxy.send_request(pm.CALL_BACK, data, MessageOption(timeout=20)) \
+                        as reply:
+                    assert reply.read_int32() == rounds[0] + 1
+                rounds[0] += 1
+            except BaseException as exc:
+                failures.append(exc)
+                return
+            finally:
+                data.close()
+
+    caller = threading.Thread(target=call_back)
+    caller.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="childkit.ipc"):
+            proc, conn = _start_hostile("sync", Adder("t.Adder"))
+            try:
+                assert wait_until(lambda: conn.closed, timeout=60)
+                assert "does not read its replies" in conn.close_reason
+                newcomer = Peer()  # a new IPC child starts (a work thread reads its hello)
+                newcomer.close()
+                assert wait_until(lambda: rounds[0] > 0)
+            finally:
+                _stop(proc, conn)
+        warnings = [r.getMessage() for r in caplog.records if "does not read" in r.getMessage()]
+        assert len(warnings) == 1 and f"hostile child {proc.pid}" in warnings[0]
+    finally:
+        stop.set()
+        caller.join(60)
+        friend.close()
+    assert not failures, failures

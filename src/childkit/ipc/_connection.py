@@ -187,6 +187,7 @@ class Connection:
         stale_fds = self._server.oneway.close()
         self._server.hello.set()
         self._loop.close()
+        self._server.replies.close()  # before the sockets close: the writer lets go first
         if started:
             self._pool.unregister(t.serve_fd)
         t.shutdown_sockets()  # wakes any thread blocked on them; closes them once idle

@@ -7,7 +7,7 @@ its reply goes out from that thread, which then polls a moment for the next requ
 requests of one record (a batch) run in order and their replies go out coalesced.
 
 May import: ``_busypoll``, ``_errors``, ``_fdutil``, ``_objects``, ``_oneway``,
-``_option``, ``_parcel``, ``_stub``, ``_threadpool``, ``_transport``, ``_wire``.
+``_option``, ``_parcel``, ``_replies``, ``_stub``, ``_threadpool``, ``_transport``, ``_wire``.
 
 Lock discipline
 ---------------
@@ -36,10 +36,12 @@ from childkit.ipc._objects import ObjectTable
 from childkit.ipc._oneway import OnewayQueues, Request
 from childkit.ipc._option import ASYNC_OPTION, SYNC_OPTION
 from childkit.ipc._parcel import MessageParcel, RemoteObject
+from childkit.ipc._replies import ReplyQueue
 from childkit.ipc._stub import RemoteStub, StubEscaped, invoke_stub
 from childkit.ipc._threadpool import IPCThreadPool
 from childkit.ipc._transport import (
     ANC_SPACE,
+    NO_FDS,
     RECV_FLAGS,
     RETRY_LATER,
     TRUNCATED,
@@ -49,10 +51,10 @@ from childkit.ipc._transport import (
     exchange_slowly,
     received_creds,
     recv_buffers,
-    sendmsg,
 )
 
 _log = logging.getLogger("childkit.ipc")
+_NO_PARCELS: list[MessageParcel] = []  # shared: only ever read
 
 # A plain request is run holding the serve socket (see serve_record) only while the one
 # before it ran shorter than this: one that takes longer may well again, and others wait.
@@ -92,6 +94,7 @@ class Server:
         self.run_started = 0
         self.idle_since = 0  # when polling for the next request gave up (ns)
         self.oneway = OnewayQueues(transport, table, self.dispatch, self._rearm)
+        self.replies = ReplyQueue(transport)  # replies that found no room, never waited for
         # The peer's greeting.
         self.hello = threading.Event()
         self.greeted = False
@@ -400,9 +403,7 @@ class Server:
         """Send one reply frame now, or add it to ``batch``; ``parcel`` (which owns
         ``fds``) is closed once the frame is sent."""
         if batch is None:
-            self.send_reply(chunk, fds)
-            if parcel is not None:
-                parcel.close()
+            self.send_reply(chunk, fds, parcel)
             return
         if batch.chunks and (batch.size + len(chunk) > _wire.MAX_RECORD_BYTES
                              or len(batch.fds) + len(fds) > _wire.MAX_RECORD_FDS):
@@ -449,24 +450,24 @@ class Server:
         chunks, fds, parcels = batch.chunks, batch.fds, batch.parcels
         batch.chunks, batch.fds, batch.parcels, batch.size = [], [], [], 0
         t = self.transport
-        try:
-            if t.closed:
-                return
-            lock = self.lock
-            lock.acquire()
-            t.replies_sent += len(chunks)  # counted before they go (see send_reply)
-            lock.release()
-            try:
-                sendmsg(t.serve, b"".join(chunks), fds)
-            except OSError as exc:
-                t.fail(f"sending replies failed: {exc.strerror or exc}")
-        finally:
+        if t.closed:
             for parcel in parcels:
                 parcel.close()
+            return
+        lock = self.lock
+        lock.acquire()
+        t.replies_sent += len(chunks)  # counted before they go (see send_reply)
+        lock.release()
+        self.replies.send(b"".join(chunks), fds, parcels)  # closes the parcels once sent
 
-    def send_reply(self, chunk: bytes, fds: list[int]) -> None:
+    def send_reply(self, chunk: bytes, fds: list[int], parcel: MessageParcel | None = None,
+                   ) -> None:
+        """Send one reply frame (``parcel``, which owns ``fds``, is closed once it went
+        out); it waits in :attr:`replies` if the peer has no room for it now."""
         t = self.transport
         if t.closed:
+            if parcel is not None:
+                parcel.close()
             return
         # Counted before it is sent, so that any release computed after it went out carries
         # a count that includes it: replies may finish sending in another order than they
@@ -475,21 +476,9 @@ class Server:
         lock.acquire()
         t.replies_sent += 1
         lock.release()
-        if fds:
-            try:
-                sendmsg(t.serve, chunk, fds)
-            except OSError as exc:
-                t.fail(f"sending a reply failed: {exc.strerror or exc}")
-        else:
-            self.send_reply_record(chunk)
+        self.replies.send(chunk, fds, _NO_PARCELS if parcel is None else [parcel])
 
     def send_reply_record(self, chunk: bytes) -> None:
-        """Send a reply record without fds (already counted in ``replies_sent``)."""
-        t = self.transport
-        try:
-            try:
-                t.serve.send(chunk)
-            except BlockingIOError:
-                sendmsg(t.serve, chunk, [])  # waits for room
-        except OSError as exc:
-            t.fail(f"sending a reply failed: {exc.strerror or exc}")
+        """Send a reply record without fds (already counted in ``replies_sent``); it waits
+        in :attr:`replies` if the peer has no room for it now (a work thread never waits)."""
+        self.replies.send(chunk, NO_FDS, _NO_PARCELS)
