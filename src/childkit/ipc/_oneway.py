@@ -16,9 +16,10 @@ May import: ``_errors``, ``_fdutil``, ``_objects``, ``_option``, ``_parcel``,
 Lock discipline
 ---------------
 ``OnewayQueues.lock`` (the *queue lock*, with condition ``cond``) guards ``queues``,
-``queued``, ``held`` (bytes and fds per queue), ``total_bytes``, ``total_fds``, ``busy``
-and ``closed``. ``busy`` is also read without it on the server's hot
-path (a set lookup; see ``Server.serve_record`` for why that is safe). While holding it
+``queued``, ``held`` (bytes and fds per queue), ``total_bytes`` and ``total_fds`` (all
+queues, and what a drainer took from them until it has run), ``busy`` and ``closed``.
+``busy`` is also read without it on the server's hot path (a set lookup; see
+``Server.serve_record`` for why that is safe). While holding it
 the server role may take the object-table lock (resolving a request's objects, applying a
 release); never the link lock. The lock is never held while a request runs.
 """
@@ -164,13 +165,22 @@ class OnewayQueues:
             items = list(queue)
             queue.clear()
             self.queued[handle] = 0
-            self._forget_held_locked(handle)
+            # The bytes and fds taken stay counted until they have run: they are still
+            # held, and the reader must not double them meanwhile.
+            taken = self.held.pop(handle, None)
             self.cond.notify_all()  # readers stopped by a full queue may go on
             lock.release()
             try:
                 self.run(handle, items)
             except BaseException as exc:  # SystemExit...: drain the rest, then let it go on
                 escaped = escaped or exc
+            if taken is not None:
+                lock.acquire()
+                if not self.closed:
+                    self.total_bytes -= taken[0]
+                    self.total_fds -= taken[1]
+                    self.cond.notify_all()
+                lock.release()
 
     def run(self, handle: int, items: list[Queued]) -> None:
         """Run queued requests to one object in order: one-way ones in a tight loop (the
