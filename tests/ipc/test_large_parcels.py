@@ -7,20 +7,31 @@ with ``CHILDKIT_NO_SPEEDUPS=1``, on the Python ones.
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+import large_peer as lp
 import pytest
+from ipc_helpers import fd_count, wait_until
 
 from childkit.ipc import (
     Connection,
     MessageOption,
     MessageParcel,
+    ParcelReadError,
+    RemoteProxy,
     RemoteStub,
+    _busypoll,
+    _recvbuf,
     _transport,
     _wire,
     channel_socketpairs,
@@ -128,8 +139,19 @@ def test_sendmsg_sends_a_pair_with_fds_as_one_record(
 
 
 # ---------------------------------------------------------------------------- round trips
+@pytest.fixture(params=["polling", "not polling"])
+def polling(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Busy polling on (replies go out in an exchange) and off (through the reply queue)."""
+    if request.param == "not polling":
+        monkeypatch.setenv(_busypoll.ENV_VAR, "0")
+    _busypoll.reload_from_environment()
+    yield
+    monkeypatch.undo()
+    _busypoll.reload_from_environment()
+
+
 @pytest.mark.parametrize("size", SIZES)
-def test_an_echo_of_any_size_comes_back_whole(size: int) -> None:
+def test_an_echo_of_any_size_comes_back_whole(size: int, polling: None) -> None:
     data = payload(size)
     with connected(Echo()) as conn:
         proxy = conn.root_proxy()
@@ -186,3 +208,115 @@ def _parcel_bytes(blob: bytes) -> bytes:
     p = MessageParcel()
     p.write_buffer(blob)
     return bytes(p._buf)
+
+
+# ---------------------------------------------------------------------------- adopted buffers
+LARGE = _recvbuf.ADOPT_BYTES  # parcel data this long is read where it arrived
+
+
+@pytest.fixture
+def peer() -> Iterator[RemoteProxy]:
+    """A peer process echoing buffers (its buffers are its own: counted apart from ours)."""
+    local, remote = channel_socketpairs()
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(lp.__file__)), str(remote[0].fileno()),
+         str(remote[1].fileno())], pass_fds=[s.fileno() for s in remote])
+    for sock in remote:
+        sock.close()
+    conn = Connection(*local, name="large peer")
+    conn.start()
+    try:
+        assert conn.wait_peer_hello(30) is True
+        yield conn.root_proxy()
+    finally:
+        conn.close()
+        proc.wait(30)
+
+
+def echo(proxy: RemoteProxy, data: bytes) -> MessageParcel:
+    with MessageParcel() as request:
+        request.write_buffer(data)
+        return proxy.send_request(lp.ECHO, request)
+
+
+def peer_refills(proxy: RemoteProxy) -> int:
+    with proxy.send_request(lp.REFILLS, MessageParcel()) as reply:
+        return reply.read_int64()
+
+
+def test_a_large_reply_is_read_where_it_arrived(peer: RemoteProxy) -> None:
+    # A buffer value is 5 bytes of tag and length, then its bytes.
+    with echo(peer, payload(LARGE - 5)) as reply:
+        assert reply._owner is not None and reply.get_data_size() == LARGE
+    with echo(peer, payload(LARGE - 6)) as reply:
+        assert reply._owner is None  # small: copied out, the buffer stays the thread's
+
+
+def test_an_adopted_reply_stays_valid_after_the_next_read_on_its_thread(
+        peer: RemoteProxy) -> None:
+    first, second = payload(LARGE * 4), payload(LARGE * 4)
+    with echo(peer, first) as kept:
+        with echo(peer, second) as reply:
+            assert reply.read_buffer() == second
+        with echo(peer, payload(100)) as small:
+            small.read_buffer()
+        assert kept.read_buffer() == first
+
+
+def test_closed_parcels_buffers_are_reused_on_both_sides(peer: RemoteProxy) -> None:
+    data = payload(MAX_PARCEL_DATA - 5)
+    for _ in range(3):  # warm up: each side has made the buffers it alternates between
+        with echo(peer, data) as reply:
+            assert reply.read_buffer() == data
+    mine, theirs = _recvbuf.refills, peer_refills(peer)
+    for _ in range(20):
+        with echo(peer, data) as reply:
+            assert reply.read_buffer() == data
+    assert _recvbuf.refills == mine
+    assert peer_refills(peer) == theirs
+    assert _recvbuf.free_count() <= _recvbuf.FREE_MAX
+
+
+def test_a_closed_adopted_parcel_gives_its_buffer_back_and_reads_as_empty(
+        peer: RemoteProxy) -> None:
+    reply = echo(peer, payload(LARGE))
+    owner = reply._owner
+    reply.close()
+    assert reply._owner is None and reply.get_data_size() == 0
+    with pytest.raises(ParcelReadError):
+        reply.read_buffer()
+    # The buffer is the next one this thread reads into (or is already there).
+    assert owner is _recvbuf.buffers.buf or owner in _recvbuf._free
+
+
+def test_writing_an_adopted_parcel_copies_it_and_gives_the_buffer_back(
+        peer: RemoteProxy) -> None:
+    data = payload(LARGE)
+    with echo(peer, data) as reply:
+        owner = reply._owner
+        reply.write_int32(7)
+        assert reply._owner is None and owner in _recvbuf._free
+        assert reply.read_buffer() == data
+        assert reply.read_int32() == 7
+
+
+def test_an_adopted_parcel_left_to_the_collector_frees_its_buffer(peer: RemoteProxy) -> None:
+    reply = echo(peer, payload(LARGE))
+    assert reply._owner is not None
+    buffer = weakref.ref(reply._owner)
+    del reply
+    gc.collect()
+    assert buffer() is None
+
+
+def test_large_echoes_leak_no_fds_and_keep_few_buffers() -> None:
+    data = payload(MAX_PARCEL_DATA - 5)
+    before = fd_count()
+    for _ in range(3):
+        with connected(Echo()) as conn:
+            proxy = conn.root_proxy()
+            for _ in range(5):
+                with echo(proxy, data) as reply:
+                    assert reply.read_buffer() == data
+    assert wait_until(lambda: fd_count() <= before), f"fds leaked: {before} -> {fd_count()}"
+    assert _recvbuf.free_count() <= _recvbuf.FREE_MAX

@@ -46,6 +46,7 @@ from childkit.ipc._objects import ObjectTable
 from childkit.ipc._option import SYNC_OPTION, MessageOption
 from childkit.ipc._parcel import MessageParcel, RemoteObject
 from childkit.ipc._transport import (
+    ADOPT_REPLY,
     ANC_SPACE,
     DONTWAIT,
     NO_FDS,
@@ -54,6 +55,7 @@ from childkit.ipc._transport import (
     TRUNCATED,
     Outgoing,
     Transport,
+    adopt_buffer,
     exchange,
     exchange_slowly,
     recv_buffers,
@@ -221,8 +223,7 @@ class Caller:
         reply = self._await_reply(call, seq, option.timeout)
         return reply_parcel(reply, code, call.objects)
 
-    def _transact_alone(self, handle: int, code: int, data: bytes | bytearray,
-                        ) -> MessageParcel:
+    def _transact_alone(self, handle: int, code: int, data: _wire.Data) -> MessageParcel:
         """The common sync call: no fds, no objects, no timeout, nobody else writing or
         reading. Entered holding the lock; takes the reader's role in that one critical
         section, writes its frame itself and reads its own reply. (It does not take the
@@ -278,7 +279,10 @@ class Caller:
                     got_it = True
                     if not polled:
                         waiter.waited(_now_ns() - started)
-                    return MessageParcel._from_wire(buf[_wire.REPLY_DATA_OFFSET:n], [], [])
+                    if n < ADOPT_REPLY:
+                        return MessageParcel._from_wire(buf[_wire.REPLY_DATA_OFFSET:n], [], [])
+                    # Large: the parcel takes the buffer it was read into, not a copy.
+                    return MessageParcel._adopt(*adopt_buffer(_wire.REPLY_DATA_OFFSET, n))
             call = Call()
             lock.acquire()
             self.waiters[seq] = call

@@ -11,8 +11,8 @@ wire frames (reading ``_buf``, ``_fds`` and ``_objects``) and builds received pa
 :meth:`MessageParcel._from_wire`.
 A parcel is not thread-safe; one thread writes or reads it at a time.
 
-May import: ``_ashmem``, ``_errors``, ``_limits``, ``_option``. Nothing that knows of
-connections: the parcel is below them all.
+May import: ``_ashmem``, ``_errors``, ``_limits``, ``_option``, ``_recvbuf`` (to give a
+receive buffer back). Nothing that knows of connections: the parcel is below them all.
 """
 
 from __future__ import annotations
@@ -23,10 +23,13 @@ import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from childkit.ipc import _recvbuf
 from childkit.ipc._errors import ParamError, ParcelReadError, ParcelWriteError
 from childkit.ipc._limits import MAX_PARCEL_DATA, MAX_PARCEL_FDS, MAX_PARCEL_OBJECTS
 
 if TYPE_CHECKING:
+    import mmap
+
     from childkit.ipc._ashmem import Ashmem
     from childkit.ipc._option import MessageOption
 
@@ -113,12 +116,15 @@ class MessageParcel:
     :meth:`close`; a parcel that is garbage collected closes its descriptors too.
     """
 
-    __slots__ = ("__weakref__", "_buf", "_closed", "_fds", "_finalizer", "_objects", "_rpos")
+    __slots__ = ("__weakref__", "_buf", "_closed", "_fds", "_finalizer", "_objects", "_owner",
+                 "_rpos")
 
     def __init__(self) -> None:
-        # A parcel read from a peer holds the bytes it arrived in: bytes, until its first
-        # write makes them a bytearray (see _own).
-        self._buf: bytes | bytearray = bytearray()
+        # A parcel read from a peer holds the bytes it arrived in (bytes, or a view of the
+        # receive buffer it adopted, ``_owner``) until its first write makes them a
+        # bytearray (see _own).
+        self._buf: bytes | bytearray | memoryview = bytearray()
+        self._owner: mmap.mmap | None = None
         self._rpos = 0
         self._fds: list[int] = []
         self._objects: list[RemoteObject] = []
@@ -127,7 +133,11 @@ class MessageParcel:
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
-        """Release the parcel's file descriptors and objects. Idempotent."""
+        """Release the parcel's file descriptors and objects. Idempotent.
+
+        A parcel received in a large record also gives back the buffer it was read into,
+        for the next record: its data is gone (it reads as empty).
+        """
         self._closed = True
         if self._fds:
             _close_fds(self._fds)
@@ -136,6 +146,22 @@ class MessageParcel:
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
+        if self._owner is not None:
+            self._give_back(b"")
+
+    def _give_back(self, data: bytes | bytearray) -> None:
+        """Replace the view of the adopted receive buffer with ``data`` and return the
+        buffer for reuse (unless a view of it is still held somewhere: then the garbage
+        collector frees it)."""
+        owner, view = self._owner, self._buf
+        self._owner = None
+        self._buf = data
+        try:
+            view.release()  # type: ignore[union-attr]
+        except BufferError:
+            return
+        if owner is not None:
+            _recvbuf.give_back(owner)
 
     def __enter__(self) -> MessageParcel:
         return self
@@ -225,7 +251,11 @@ class MessageParcel:
         buf = self._buf
         if isinstance(buf, bytearray):
             return buf
-        owned = self._buf = bytearray(buf)
+        owned = bytearray(buf)
+        if self._owner is not None:
+            self._give_back(owned)
+        else:
+            self._buf = owned
         return owned
 
     def _put(self, chunk: bytes) -> None:
@@ -508,8 +538,8 @@ class MessageParcel:
         if end > len(buf):
             raise self._fail(name, f"length {size} runs past the end of the parcel")
         self._rpos = end
-        if buf.__class__ is bytes or size < _VIEW_BYTES:
-            return bytes(buf[pos + _LEN.size : end])  # of bytes: the slice is the one copy
+        if buf.__class__ is not bytearray or size < _VIEW_BYTES:
+            return bytes(buf[pos + _LEN.size : end])  # of bytes or a view: one copy
         with memoryview(buf) as view:  # one copy, not a bytearray slice and then bytes
             return bytes(view[pos + _LEN.size : end])
 
@@ -629,11 +659,26 @@ class MessageParcel:
         ``data`` itself (immutable: not copied unless the parcel is written to)."""
         parcel = cls.__new__(cls)  # skips __init__: this runs once per request
         parcel._buf = data
+        parcel._owner = None
         parcel._rpos = 0
         parcel._objects = objects
         parcel._closed = False
         parcel._fds = fds
         parcel._finalizer = weakref.finalize(parcel, _close_fds, fds) if fds else None
+        return parcel
+
+    @classmethod
+    def _adopt(cls, view: memoryview, owner: mmap.mmap) -> MessageParcel:
+        """A parcel for reading a peer's plain (no fds, no objects) parcel data ``view``,
+        a view of the receive buffer ``owner``, which it gives back when closed."""
+        parcel = cls.__new__(cls)
+        parcel._buf = view
+        parcel._owner = owner
+        parcel._rpos = 0
+        parcel._objects = []
+        parcel._closed = False
+        parcel._fds = []
+        parcel._finalizer = None
         return parcel
 
     def _copy_for_reading(self) -> MessageParcel:

@@ -40,13 +40,16 @@ from childkit.ipc._replies import ReplyQueue
 from childkit.ipc._stub import RemoteStub, StubEscaped, invoke_stub
 from childkit.ipc._threadpool import IPCThreadPool
 from childkit.ipc._transport import (
+    ADOPT_REQUEST,
     ANC_SPACE,
     NO_FDS,
     RECV_FLAGS,
     RETRY_LATER,
     TRUNCATED,
+    Outgoing,
     Record,
     Transport,
+    adopt_buffer,
     exchange,
     exchange_slowly,
     received_creds,
@@ -132,7 +135,7 @@ class Server:
             return None
         return n, anc, flags
 
-    def reply_and_poll(self, reply: bytes) -> Record | None:
+    def reply_and_poll(self, reply: Outgoing) -> Record | None:
         """Send ``reply`` (a plain sync request's answer; ``b""``: it went out already),
         then poll the serve socket for the next request for the adaptive window (see
         _busypoll), with the socket disarmed in the pool so that no other work thread
@@ -197,7 +200,7 @@ class Server:
         return None
 
     def serve_record(self, n: int, anc: list[tuple[int, int, bytes]], flags: int,
-                     ) -> bytes | None:
+                     ) -> Outgoing | None:
         """Run or queue the requests of the record of ``n`` bytes in this thread's receive
         buffer. When it was one plain sync request answered on this thread, returns its
         reply for the caller to send (``b""`` when it went out already); else ``None``."""
@@ -227,8 +230,11 @@ class Server:
                 else:
                     self.pool.rearm(t.serve_fd)
                 self.run_started = now
-                return self.answer_plain(simple[0], simple[1], simple[2],
-                                         buf[_wire.TXN_DATA_OFFSET:n])
+                # A large one's parcel takes the buffer it was read into, not a copy.
+                data = (MessageParcel._from_wire(buf[_wire.TXN_DATA_OFFSET:n], [], [])
+                        if n < ADOPT_REQUEST
+                        else MessageParcel._adopt(*adopt_buffer(_wire.TXN_DATA_OFFSET, n)))
+                return self.answer_plain(simple[0], simple[1], simple[2], data)
             run = _wire.oneway_run(buf, n)
             if run is not None:
                 oneway.serve_run(*run)
@@ -365,17 +371,19 @@ class Server:
             fds = []
         self.reply(chunk, fds, reply, batch)
 
-    def answer_plain(self, seq: int, handle: int, code: int, data: bytes) -> bytes:
-        """:meth:`answer` for the hot path, one plain sync request (no fds, no objects):
-        the same steps, with what cannot happen to such a request left out. Returns the
-        reply record for the caller to send, or ``b""`` if it went out already (a reply
-        with fds or objects)."""
+    def answer_plain(self, seq: int, handle: int, code: int, parcel: MessageParcel,
+                     ) -> Outgoing:
+        """:meth:`answer` for the hot path, one plain sync request (no fds, no objects)
+        read into ``parcel`` (closed here): the same steps, with what cannot happen to
+        such a request left out. Returns the reply record for the caller to send (a
+        large one as ``(head, data)``, see _wire.GATHER_BYTES), or ``b""`` if it went out
+        already (a reply with fds or objects)."""
         entry = self.table.exports.get(handle)
         if entry is None:
+            parcel.close()
             return _wire.encode_error_reply(
                 seq, IPCErrorCode.OH_IPC_DEAD_REMOTE_OBJECT,
                 f"no object with handle {handle} (released or never exported)")
-        parcel = MessageParcel._from_wire(data, [], [])
         t = self.transport
         stub: RemoteStub = entry[0]  # type: ignore[assignment]
         try:
@@ -387,16 +395,21 @@ class Server:
                 self.pool.rearm(t.serve_fd)
             self.send_reply(_wire.encode_error_reply(seq, esc.status, esc.detail), [])
             raise esc.exc from None
-        parcel._closed = True  # close(): it holds no fds, objects or finalizer
+        if parcel._owner is None:
+            parcel._closed = True  # close(): it holds no fds, objects or finalizer
+        else:
+            parcel.close()  # gives its receive buffer back
         if status:
             reply.close()
             return _wire.encode_error_reply(seq, status, detail)
         if reply._fds or reply._objects:
             self.reply_with(seq, reply, None)
             return b""
-        chunk = _wire.encode_reply(seq, 0, reply._buf, (), 0)
+        out = reply._buf
         reply._closed = True  # close(): it holds no fds, objects or finalizer
-        return chunk
+        if len(out) < _wire.GATHER_BYTES:
+            return _wire.encode_reply(seq, 0, out, (), 0)
+        return _wire.reply_head(seq, len(out)), out  # sent gathered: no copy behind the head
 
     def reply(self, chunk: bytes, fds: list[int], parcel: MessageParcel | None,
               batch: ReplyBatch | None) -> None:
@@ -478,7 +491,9 @@ class Server:
         lock.release()
         self.replies.send(chunk, fds, _NO_PARCELS if parcel is None else [parcel])
 
-    def send_reply_record(self, chunk: bytes) -> None:
+    def send_reply_record(self, chunk: Outgoing) -> None:
         """Send a reply record without fds (already counted in ``replies_sent``); it waits
         in :attr:`replies` if the peer has no room for it now (a work thread never waits)."""
+        if isinstance(chunk, tuple):  # not sent in an exchange: the queue takes one piece
+            chunk = b"".join(chunk)
         self.replies.send(chunk, NO_FDS, _NO_PARCELS)

@@ -9,11 +9,11 @@ TXN_DATA_OFFSET: int
 REPLY_DATA_OFFSET: int
 
 def encode_transaction(
-    seq: int, handle: int, code: int, oneway: bool, data: bytes | bytearray,
+    seq: int, handle: int, code: int, oneway: bool, data: bytes | bytearray | memoryview,
     objects: Sequence[tuple[int, int]], n_fds: int,
 ) -> bytes: ...
 def encode_reply(
-    seq: int, status: int, data: bytes | bytearray, objects: Sequence[tuple[int, int]],
+    seq: int, status: int, data: bytes | bytearray | memoryview, objects: Sequence[tuple[int, int]],
     n_fds: int,
 ) -> bytes: ...
 def simple_request(
@@ -24,9 +24,8 @@ def simple_reply(
 ) -> tuple[int, int] | None: ...
 def poll_readable(fd: int, end_ns: int, preempted_ns: int) -> int: ...
 def exchange(
-    fd: int, record: bytes | tuple[bytes, bytes | bytearray], buf: mmap.mmap | bytearray,
-    end_ns: int, preempted_ns: int,
-    epfd: int = -1,
+    fd: int, record: bytes | tuple[bytes, bytes | bytearray | memoryview],
+    buf: mmap.mmap | bytearray, end_ns: int, preempted_ns: int, epfd: int = -1,
 ) -> tuple[int, list[tuple[int, int, bytes]], int, int, int]: ...
 def hold(epfd: int, events: int, fd: int) -> bool: ...
 def unhold(fd: int) -> bool: ...

@@ -9,8 +9,8 @@ per-thread receive buffer, the C ``exchange`` (send, poll, read in one call with
 GIL) with its Python twin, and the *writer*: frames queue on the call socket while another
 thread writes, and go out coalesced.
 
-May import: ``_accel``, ``_allocator``, ``_busypoll``, ``_errors``, ``_fdutil``, ``_wire``.
-Nothing above.
+May import: ``_accel``, ``_allocator``, ``_busypoll``, ``_errors``, ``_fdutil``,
+``_recvbuf``, ``_wire``. Nothing above.
 
 Lock discipline
 ---------------
@@ -42,7 +42,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from childkit.ipc import _accel, _allocator, _busypoll, _wire
+from childkit.ipc import _accel, _allocator, _busypoll, _recvbuf, _wire
 from childkit.ipc._errors import DeadRemoteObjectError, ParamError, ProtocolError
 from childkit.ipc._fdutil import close_fds, received_fds, rights
 
@@ -73,28 +73,21 @@ NO_FDS: list[int] = []
 Record = tuple[int, list[tuple[int, int, bytes]], int]  # a received record: size, ancdata, flags
 #: A record to send: its bytes, or a large frame's ``(head, parcel data)``, gathered by
 #: sendmsg into one record so that the data is not copied behind the head first.
-Outgoing = bytes | tuple[bytes, bytes | bytearray]
+Outgoing = bytes | tuple[bytes, _wire.Data]
 #: What a record is read into: a thread's receive buffer.
 RecvBuffer = bytearray | mmap.mmap
 ExchangeResult = tuple[int, list[tuple[int, int, bytes]], int, int, int]
 
 
-def _record_buffer() -> mmap.mmap:
-    """A receive buffer for one record. Anonymous memory, so only the pages a record
-    actually touches are ever faulted in: a zero-filled bytearray of the same size would
-    cost 64 page faults up front, per connection and per work thread."""
-    return mmap.mmap(-1, _wire.MAX_RECORD_BYTES)
-
-
-class _RecvBuffer(threading.local):
-    def __init__(self) -> None:
-        self.buf = _record_buffer()
-
-
-#: Each thread's receive buffer, for whichever socket it reads: what a read leaves there
-#: is copied out (decoded) before the same thread reads again, and one buffer per thread
-#: instead of one per connection keeps a connection cheap to make.
-recv_buffers = _RecvBuffer()
+#: Each thread's receive buffer (``recv_buffers.buf``), for whichever socket it reads: what
+#: a read leaves there is copied out (decoded) before the same thread reads again, unless
+#: a large parcel adopts the buffer (see _recvbuf).
+recv_buffers = _recvbuf.buffers
+#: Hands the thread's receive buffer over to a large parcel (see _recvbuf).
+adopt_buffer = _recvbuf.adopt
+#: Records this long or longer hold a plain reply (request) whose parcel adopts the buffer.
+ADOPT_REPLY = _wire.REPLY_DATA_OFFSET + _recvbuf.ADOPT_BYTES
+ADOPT_REQUEST = _wire.TXN_DATA_OFFSET + _recvbuf.ADOPT_BYTES
 
 
 def received_creds(ancdata: list[tuple[int, int, bytes]]) -> tuple[int, int] | None:

@@ -56,6 +56,8 @@ _TXN_FRAME = struct.Struct("<BBHIQIIIH")
 _REPLY_FRAME = struct.Struct("<BBHIQiIH")
 
 ObjectRef = tuple[int, int]  # (kind, handle)
+#: A parcel's data as the frames take it (a received parcel's may be a view, see _recvbuf).
+Data = bytes | bytearray | memoryview
 
 
 class Hello:
@@ -134,7 +136,7 @@ def encode_hello(has_root: bool) -> bytes:
 
 
 def encode_transaction(
-    seq: int, handle: int, code: int, oneway: bool, data: bytes | bytearray,
+    seq: int, handle: int, code: int, oneway: bool, data: Data,
     objects: Sequence[ObjectRef], n_fds: int,
 ) -> bytes:  # fmt: skip
     """One transaction frame; its ``n_fds`` fds travel in the record's SCM_RIGHTS."""
@@ -148,7 +150,7 @@ def encode_transaction(
     return head + data
 
 
-def encode_oneway_frames(handle: int, requests: Sequence[tuple[int, bytes | bytearray]],
+def encode_oneway_frames(handle: int, requests: Sequence[tuple[int, Data]],
                          ) -> list[bytes]:
     """One one-way transaction frame per ``(code, data)`` to the object ``handle``, none
     with fds or objects: :func:`encode_transaction` for a batch, in one comprehension."""
@@ -159,7 +161,7 @@ def encode_oneway_frames(handle: int, requests: Sequence[tuple[int, bytes | byte
 
 
 def encode_reply(
-    seq: int, status: int, data: bytes | bytearray, objects: Sequence[ObjectRef], n_fds: int
+    seq: int, status: int, data: Data, objects: Sequence[ObjectRef], n_fds: int
 ) -> bytes:
     body_len = _REPLY.size + len(data) + _OBJ.size * len(objects)
     head = _REPLY_FRAME.pack(F_REPLY, 0, n_fds, body_len, seq, status, len(data), len(objects))

@@ -1,0 +1,80 @@
+"""Receive buffers: each thread's, and the ones large received parcels take over.
+
+A thread reads every record into its own receive buffer (one per thread, not one per
+connection, keeps a connection cheap to make), and what a small record holds is copied
+out before the thread reads again. A plain request or reply whose parcel data is
+:data:`ADOPT_BYTES` or more is not copied out: its parcel *adopts* the buffer it was read
+into (it reads through a memoryview of it) and the thread takes another buffer for its
+next read, from a free list that closed parcels give their buffers back to. In steady
+state, a caller whose large replies are closed (a ``with`` block) and a server (which
+closes its requests) alternate between two buffers per thread, with no copy and no
+fresh memory; a parcel left to the garbage collector frees its buffer instead, and the
+next read then costs a new one (faulted in as it fills).
+
+Buffers are anonymous mappings: only the pages a record touches are faulted in (a
+zero-filled bytearray would cost all 64 pages up front, per thread).
+
+May import: ``_wire``. Nothing above (the parcel imports this to give buffers back).
+"""
+
+from __future__ import annotations
+
+import mmap
+import threading
+
+from childkit.ipc._wire import MAX_RECORD_BYTES
+
+#: From this much parcel data up, a received plain request or reply adopts its buffer;
+#: below it, copying the data out costs less than taking another buffer.
+ADOPT_BYTES = 8192
+#: Most buffers kept for reuse (each MAX_RECORD_BYTES of address space, resident as used).
+FREE_MAX = 8
+
+_free: list[mmap.mmap] = []  # list.append and list.pop are atomic: no lock
+#: Buffers made because a parcel adopted a thread's and none was free (the tests watch it
+#: to see closed parcels' buffers reused).
+refills = 0
+
+
+def _new() -> mmap.mmap:
+    return mmap.mmap(-1, MAX_RECORD_BYTES)
+
+
+def take() -> mmap.mmap:
+    """A buffer for a thread whose own a parcel adopted: one given back, or a new one."""
+    global refills
+    try:
+        return _free.pop()
+    except IndexError:
+        refills += 1
+        return _new()
+
+
+def give_back(buf: mmap.mmap) -> None:
+    """Return ``buf`` (no view of it left) for reuse; beyond :data:`FREE_MAX` it is freed."""
+    if len(_free) < FREE_MAX:
+        _free.append(buf)
+
+
+def free_count() -> int:
+    """Buffers waiting for reuse."""
+    return len(_free)
+
+
+class _PerThread(threading.local):
+    def __init__(self) -> None:
+        self.buf = _new()
+
+
+#: Each thread's receive buffer (``buffers.buf``), for whichever socket it reads.
+buffers = _PerThread()
+
+
+def adopt(start: int, end: int) -> tuple[memoryview, mmap.mmap]:
+    """Hand the calling thread's receive buffer, which holds a record just read, to a
+    parcel whose data is ``buf[start:end]``: returns that view and the buffer (which the
+    parcel gives back when closed). The thread reads its next record into another."""
+    local = buffers
+    buf = local.buf
+    local.buf = take()
+    return memoryview(buf)[start:end], buf
