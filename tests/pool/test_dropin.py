@@ -10,24 +10,10 @@ import os
 import threading
 
 import pytest
+from test_executor import get_init, pid, set_init
 
 from child_helpers import wait_until
 from childkit import ChildProcessExecutor, ErrCode, ExecutorParamError
-
-_init_value = 0
-
-
-def set_init(value: int) -> None:
-    global _init_value
-    _init_value = value
-
-
-def get_init() -> int:
-    return _init_value
-
-
-def pid() -> int:
-    return os.getpid()
 
 
 def wait_for(path: str) -> int:

@@ -78,6 +78,14 @@ def test_script_functions_classes_and_initializer_run_in_normal_workers(tmp_path
     assert 1 <= loads.count("loaded as __mp_main__") <= 2
 
 
+def test_a_main_module_run_with_dash_m_works_too(tmp_path: Path) -> None:
+    (tmp_path / "script.py").write_text(SCRIPT)
+    done = _run(["-m", "script", "NORMAL"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[:3] == ["square 49", "initialized 5",
+                                            "map [0, 1, 4, 9, 16]"]
+
+
 def test_script_functions_run_in_isolated_workers(tmp_path: Path) -> None:
     (tmp_path / "script.py").write_text(SCRIPT)
     (tmp_path / "secret.env").write_text("KEY=1")  # beside the script: stays hidden
