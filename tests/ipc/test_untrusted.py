@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
+import resource
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import peer_main as pm
@@ -21,6 +26,7 @@ from childkit.ipc import (
     DeadRemoteObjectError,
     IPCError,
     IPCErrorCode,
+    IPCTimeoutError,
     MessageOption,
     MessageParcel,
     ParamError,
@@ -375,3 +381,140 @@ def test_a_peer_that_never_reads_its_replies_holds_no_work_thread(
         caller.join(60)
         friend.close()
     assert not failures, failures
+
+
+# ---------------------------------------------------------------------------- item 3
+def test_a_sync_timeout_covers_sending_to_a_peer_that_does_not_read() -> None:
+    # The peer stopped reading: its socket fills after a few 190 KB requests. Every call
+    # still ends with IPCTimeoutError within its budget, sending included; none blocks.
+    conn, peer_call, peer_serve = _raw_peer()
+    budget = 0.3
+    took: list[float] = []
+    errors: list[BaseException] = []
+
+    def calls() -> None:
+        proxy = conn.root_proxy()
+        for _ in range(15):
+            data = MessageParcel()
+            data.write_bytes(bytes(190_000))
+            started = time.monotonic()
+            try:
+                proxy.send_request(1, data, MessageOption(timeout=budget)).close()
+            except IPCTimeoutError:
+                took.append(time.monotonic() - started)
+            except BaseException as exc:
+                errors.append(exc)
+                return
+            finally:
+                data.close()
+
+    caller = threading.Thread(target=calls)
+    try:
+        caller.start()
+        caller.join(60)
+        assert not caller.is_alive(), "a timed call blocked sending"
+        assert not errors, errors
+        assert len(took) == 15
+        assert max(took) < budget + 5  # the budget, plus a loaded machine's slack
+        # The link is still usable for what does not need the peer to read.
+        assert not conn.closed
+    finally:
+        conn.close()
+        caller.join(60)
+        peer_call.close()
+        peer_serve.close()
+
+
+# ---------------------------------------------------------------------------- item 2
+@contextmanager
+def fd_table_full() -> Iterator[list[int]]:
+    """This process at its fd limit: the soft RLIMIT_NOFILE lowered to just above the
+    highest open fd and every lower free number taken; yields the fillers (close one to
+    make room). Restored after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    highest = max(int(name) for name in os.listdir("/proc/self/fd"))
+    fillers: list[int] = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 8, hard))
+    try:
+        while True:
+            try:
+                fillers.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            except OSError as exc:
+                assert exc.errno == errno.EMFILE
+                break
+        yield fillers
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_writing_an_open_fd_at_the_fd_limit_names_the_resource() -> None:
+    r, w = os.pipe()
+    try:
+        with MessageParcel() as parcel, fd_table_full() as fillers:
+            with pytest.raises(IPCError) as err:
+                parcel.write_file_descriptor(r)  # open, but no copy can be made
+            assert err.value.code == IPCErrorCode.OH_IPC_INNER_ERROR
+            assert "file descriptors" in err.value.message and "EMFILE" in err.value.message
+            assert "not an open" not in err.value.message
+            os.close(fillers.pop())  # one free: it works again, the parcel unharmed
+            parcel.write_file_descriptor(r)
+            # A closed fd is still the caller's mistake (the other side of the edge).
+            with pytest.raises(ParamError):
+                parcel.write_file_descriptor(fillers[-1] + 1000)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_reading_an_fd_at_the_fd_limit_names_the_resource_and_keeps_it() -> None:
+    r, w = os.pipe()
+    parcel = MessageParcel()
+    try:
+        parcel.write_file_descriptor(r)
+        parcel.write_int32(7)
+        with fd_table_full() as fillers:
+            with pytest.raises(IPCError) as err:
+                parcel.read_file_descriptor()
+            assert err.value.code == IPCErrorCode.OH_IPC_INNER_ERROR
+            assert "file descriptors" in err.value.message
+            os.close(fillers.pop())
+            fd = parcel.read_file_descriptor()  # nothing was consumed by the failure
+            os.close(fd)
+            assert parcel.read_int32() == 7
+    finally:
+        parcel.close()
+        os.close(r)
+        os.close(w)
+
+
+def test_sending_fds_at_the_fd_limit_fails_with_a_code_and_leaks_nothing() -> None:
+    class Reader(RemoteStub):
+        def on_remote_request(self, code: int, data: MessageParcel, reply: MessageParcel,
+                              option: MessageOption) -> int:
+            reply.write_int32(data.read_int32())
+            return 0
+
+    with connected(Reader("t.Reader")) as (a, _b, _stub):
+        proxy = a.root_proxy()
+        r, w = os.pipe()
+        data = int_parcel(5)
+        try:
+            for _ in range(3):
+                data.write_file_descriptor(r)
+            for option in (BOUNDED, ASYNC, None):
+                with fd_table_full() as fillers:
+                    os.close(fillers.pop())  # room for one copy, not three: none is kept
+                    with pytest.raises(IPCError) as err:
+                        proxy.send_request(1, data, option)
+                    assert err.value.code == IPCErrorCode.OH_IPC_INNER_ERROR
+                    assert "file descriptors" in err.value.message
+                    with pytest.raises(IPCError):
+                        proxy.send_requests([(1, data)], option)
+            with proxy.send_request(1, data, BOUNDED) as reply:  # the link is unharmed
+                assert reply.read_int32() == 5
+        finally:
+            data.close()
+            os.close(r)
+            os.close(w)

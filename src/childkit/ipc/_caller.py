@@ -56,6 +56,7 @@ from childkit.ipc._transport import (
     Outgoing,
     Transport,
     adopt_buffer,
+    dup_for_sending,
     exchange,
     exchange_slowly,
     recv_buffers,
@@ -199,6 +200,8 @@ class Caller:
             if not (t.closed or t.writing or self.leader or t.wqueue or t.gc_releases):
                 return self._transact_alone(handle, code, data)  # releases the lock
             lock.release()
+        # The timeout is the caller's whole budget, sending included.
+        deadline = None if option.timeout is None else time.monotonic() + option.timeout
         lock.acquire()
         try:
             seq, call, refs = self.register_call_locked(objects, _new_call)
@@ -212,15 +215,15 @@ class Caller:
         chunk = _wire.encode_transaction(seq, handle, code, False, data, refs, len(fds))
         try:
             if direct:
-                t.send_direct(chunk)
+                t.send_direct(chunk, deadline)
             else:
-                t.send(chunk, fds)
+                t.send(chunk, fds, deadline)
         except BaseException:
             lock.acquire()
             self.waiters.pop(seq, None)
             lock.release()
             raise
-        reply = self._await_reply(call, seq, option.timeout)
+        reply = self._await_reply(call, seq, option.timeout, deadline)
         return reply_parcel(reply, code, call.objects)
 
     def _transact_alone(self, handle: int, code: int, data: _wire.Data) -> MessageParcel:
@@ -326,6 +329,8 @@ class Caller:
     ) -> list[MessageParcel]:
         """Send many requests to ``handle`` in as few records as fit (see send_requests)."""
         oneway = bool(option.mode)
+        deadline = (None if oneway or option.timeout is None
+                    else time.monotonic() + option.timeout)  # sending is in the budget
         calls: list[tuple[int, Call, int]] = []
         lock = self.lock
         t = self.transport
@@ -339,21 +344,28 @@ class Caller:
             if plain:  # the common burst: plain one-way requests, encoded in one go
                 frames = [(chunk, NO_FDS) for chunk in _wire.encode_oneway_frames(
                     handle, [(code, parcel._buf) for code, parcel in requests])]
-            for code, parcel in () if plain else requests:
-                if parcel._closed:
-                    raise ParcelWriteError("a data parcel of the batch is closed")
-                refs = self.table.refs_for(parcel._objects) if parcel._objects else []
-                fds = [os.dup(fd) for fd in parcel._fds] if parcel._fds else []
-                if oneway:
-                    seq = 0
-                else:
-                    seq = self.next_seq
-                    self.next_seq = seq + 1
-                    call = Call()
-                    self.waiters[seq] = call
-                    calls.append((seq, call, code))
-                frames.append((_wire.encode_transaction(
-                    seq, handle, code, oneway, parcel._buf, refs, len(fds)), fds))
+            try:
+                for code, parcel in () if plain else requests:
+                    if parcel._closed:
+                        raise ParcelWriteError("a data parcel of the batch is closed")
+                    refs = self.table.refs_for(parcel._objects) if parcel._objects else []
+                    fds = dup_for_sending(parcel._fds) if parcel._fds else []
+                    if oneway:
+                        seq = 0
+                    else:
+                        seq = self.next_seq
+                        self.next_seq = seq + 1
+                        call = Call()
+                        self.waiters[seq] = call
+                        calls.append((seq, call, code))
+                    frames.append((_wire.encode_transaction(
+                        seq, handle, code, oneway, parcel._buf, refs, len(fds)), fds))
+            except BaseException:  # nothing of the batch is sent: what it made goes
+                for _chunk, fds in frames:
+                    close_fds(fds)
+                for seq, _call, _code in calls:
+                    self.waiters.pop(seq, None)
+                raise
             if t.gc_releases:
                 t.queue_gc_releases_locked()
             t.wqueue.extend(frames)
@@ -365,9 +377,13 @@ class Caller:
             lock.release()
         if write:
             try:
-                t.flush()  # this thread writes the whole batch, coalesced into records
-            finally:
-                t.io_done()
+                t.flush_as_writer(deadline)  # the whole batch, coalesced into records
+            except BaseException:
+                lock.acquire()
+                for seq, _call, _code in calls:
+                    self.waiters.pop(seq, None)
+                lock.release()
+                raise
         if oneway:
             return []
         replies: list[MessageParcel] = []
@@ -386,10 +402,14 @@ class Caller:
         return replies
 
     # ------------------------------------------------------------------ reading replies
-    def _await_reply(self, call: Call, seq: int, timeout: float | None) -> _wire.Reply:
+    def _await_reply(self, call: Call, seq: int, timeout: float | None,
+                     deadline: float | None = None) -> _wire.Reply:
+        """Wait for ``call``'s reply until ``deadline`` (``timeout`` from now if not
+        given), reading the call socket when nobody else does."""
         if release_holds is not None:
             release_holds()  # about to sleep: what this thread holds must be served
-        deadline = None if timeout is None else time.monotonic() + timeout
+        if deadline is None and timeout is not None:
+            deadline = time.monotonic() + timeout
         lock = self.lock
         t = self.transport
         loop = self.loop

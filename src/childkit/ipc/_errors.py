@@ -9,6 +9,7 @@ May import: nothing of childkit (the lowest module with ``_limits``).
 from __future__ import annotations
 
 import enum
+import errno
 
 
 class IPCErrorCode(enum.IntEnum):
@@ -110,3 +111,24 @@ class ProtocolError(IPCError):
 
     def __init__(self, message: str) -> None:
         super().__init__(IPCErrorCode.OH_IPC_INNER_ERROR, message)
+
+
+#: errno values that say the process (or machine) ran out of something, not that an
+#: argument was wrong; with the resource each names.
+_OUT_OF: dict[int, str] = {
+    errno.EMFILE: "file descriptors (the process's RLIMIT_NOFILE is reached)",
+    errno.ENFILE: "file descriptors (the system's file table is full)",
+    errno.ENOMEM: "memory",
+    errno.ENOBUFS: "socket buffer space",
+}
+
+
+def resource_error(exc: OSError, doing: str) -> IPCError | None:
+    """The :class:`IPCError` (``OH_IPC_INNER_ERROR``) for ``exc`` if it says a resource ran
+    out while ``doing`` something (EMFILE, ENFILE, ENOMEM, ENOBUFS), naming the resource;
+    ``None`` for any other error, which the caller reports as it would."""
+    resource = _OUT_OF.get(exc.errno or 0)
+    if resource is None:
+        return None
+    name = errno.errorcode.get(exc.errno or 0, "")
+    return IPCError(IPCErrorCode.OH_IPC_INNER_ERROR, f"out of {resource} {doing} ({name})")

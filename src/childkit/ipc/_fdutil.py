@@ -40,3 +40,16 @@ def close_fds(fds: list[int]) -> None:
             os.close(fd)
         except OSError:
             pass
+
+
+def dup_all(fds: Sequence[int]) -> list[int]:
+    """Duplicates of ``fds``, all or none: when one ``dup`` fails (EMFILE at the fd limit,
+    EBADF), the copies already made are closed and the ``OSError`` is raised."""
+    copies: list[int] = []
+    try:
+        for fd in fds:
+            copies.append(os.dup(fd))
+    except OSError:
+        close_fds(copies)
+        raise
+    return copies

@@ -24,7 +24,14 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from childkit.ipc import _recvbuf
-from childkit.ipc._errors import ParamError, ParcelReadError, ParcelWriteError
+from childkit.ipc._errors import (
+    IPCError,
+    IPCErrorCode,
+    ParamError,
+    ParcelReadError,
+    ParcelWriteError,
+    resource_error,
+)
 from childkit.ipc._limits import MAX_PARCEL_DATA, MAX_PARCEL_FDS, MAX_PARCEL_OBJECTS
 
 if TYPE_CHECKING:
@@ -72,6 +79,17 @@ _INT_RANGES = {
     T_UINT8: (0, 2**8 - 1), T_UINT16: (0, 2**16 - 1),
     T_UINT32: (0, 2**32 - 1), T_UINT64: (0, 2**64 - 1),
 }  # fmt: skip
+
+
+def _dup_for_reader(fd: int) -> int:
+    """A copy of a parcel's ``fd`` for its reader; :class:`IPCError` if none can be made
+    (``OH_IPC_INNER_ERROR``, naming the resource that ran out)."""
+    try:
+        return os.dup(fd)
+    except OSError as exc:
+        raise resource_error(exc, "duplicating a received fd for its reader") or IPCError(
+            IPCErrorCode.OH_IPC_INNER_ERROR, f"cannot duplicate a received fd: {exc.strerror}",
+        ) from None
 
 
 def _close_fds(fds: list[int]) -> None:
@@ -394,14 +412,21 @@ class MessageParcel:
         try:
             copy = os.dup(fd)
         except OSError as exc:
-            raise ParamError(f"fd {fd} is not an open file descriptor ({exc.strerror})") from None
+            # At the fd limit dup fails for an open fd too: say what ran out, not "bad fd".
+            raise resource_error(exc, f"duplicating fd {fd} into the parcel") or ParamError(
+                f"fd {fd} is not an open file descriptor ({exc.strerror})") from None
         self._fds.append(copy)
         if self._finalizer is None:
             self._finalizer = weakref.finalize(self, _close_fds, self._fds)
         return len(self._fds) - 1
 
     def write_file_descriptor(self, fd: int) -> None:
-        """Append a file descriptor. The parcel keeps its own duplicate; ``fd`` stays yours."""
+        """Append a file descriptor. The parcel keeps its own duplicate; ``fd`` stays yours.
+
+        Raises :class:`ParamError` if ``fd`` is not open, and :class:`IPCError`
+        (``OH_IPC_INNER_ERROR``, naming the resource) if no duplicate can be made because
+        the process is at its fd limit.
+        """
         if isinstance(fd, bool) or not isinstance(fd, int) or fd < 0:
             raise ParamError(f"file descriptor must be a non-negative int, not {fd!r}")
         self._check_writable()
@@ -573,12 +598,13 @@ class MessageParcel:
         return self._fds[index]
 
     def read_file_descriptor(self) -> int:
-        """Read a file descriptor: a new descriptor that the caller owns and must close."""
+        """Read a file descriptor: a new descriptor that the caller owns and must close.
+        At the fd limit raises :class:`IPCError` (``OH_IPC_INNER_ERROR``) and reads nothing."""
         start = self._rpos
         index = self._take_fixed(T_FD)
         try:
-            return os.dup(self._fd_at("file_descriptor", index))
-        except ParcelReadError:
+            return _dup_for_reader(self._fd_at("file_descriptor", index))
+        except IPCError:  # nothing read: the parcel still holds the fd
             self._rpos = start
             raise
 
@@ -609,8 +635,12 @@ class MessageParcel:
             raise self._fail("ashmem", "name runs past the end of the parcel")
         fd = self._fd_at("ashmem", index)
         name = bytes(buf[pos + _ASHMEM.size : end]).decode("utf-8", "replace")
+        try:
+            copy = _dup_for_reader(fd)
+        except IPCError:
+            self._rpos = start
+            raise
         self._rpos = end
-        copy = os.dup(fd)
         try:
             return Ashmem._from_received_fd(copy, name)
         except BaseException:

@@ -34,17 +34,25 @@ from __future__ import annotations
 import errno
 import logging
 import mmap
-import os
 import select
 import socket
 import struct
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
 from childkit.ipc import _accel, _allocator, _busypoll, _recvbuf, _wire
-from childkit.ipc._errors import DeadRemoteObjectError, ParamError, ProtocolError
-from childkit.ipc._fdutil import close_fds, received_fds, rights
+from childkit.ipc._errors import (
+    DeadRemoteObjectError,
+    IPCError,
+    IPCErrorCode,
+    IPCTimeoutError,
+    ParamError,
+    ProtocolError,
+    resource_error,
+)
+from childkit.ipc._fdutil import close_fds, dup_all, received_fds, rights
 
 _log = logging.getLogger("childkit.ipc")
 #: What was done to glibc's allocator at import (see _allocator): set, so that the
@@ -117,10 +125,20 @@ def channel_socketpairs() -> tuple[
     return (a_call, a_serve), (b_call, b_serve)
 
 
-def sendmsg(sock: socket.socket, data: Outgoing, fds: list[int]) -> None:
-    """Send one record on ``sock``, waiting for room if the peer reads slowly."""
+class SendTimeout(Exception):
+    """A record could not be sent before its deadline: the peer does not read. Nothing of
+    it was sent (a SOCK_SEQPACKET record goes out whole or not at all)."""
+
+
+def sendmsg(sock: socket.socket, data: Outgoing, fds: list[int],
+            deadline: float | None = None) -> None:
+    """Send one record on ``sock``, waiting for room if the peer reads slowly: without
+    limit, or until ``deadline`` (``time.monotonic()``), then :class:`SendTimeout`."""
     anc = rights(fds)
     iov = data if isinstance(data, tuple) else (data,)
+    if deadline is not None:
+        _send_by(sock, iov, anc, deadline)
+        return
     if not anc:
         try:
             sock.sendmsg(iov)
@@ -136,6 +154,24 @@ def sendmsg(sock: socket.socket, data: Outgoing, fds: list[int]) -> None:
             poller = select.poll()
             poller.register(sock.fileno(), select.POLLOUT)
             poller.poll()
+
+
+def _send_by(sock: socket.socket, iov: tuple[bytes | bytearray | memoryview, ...],
+             anc: list[tuple[int, int, bytes]], deadline: float) -> None:
+    poller: select.poll | None = None
+    while True:
+        try:
+            # MSG_DONTWAIT: the call socket blocks, and a blocked sendmsg has no deadline.
+            sock.sendmsg(iov, anc, DONTWAIT)
+            return
+        except BlockingIOError:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SendTimeout from None
+            if poller is None:
+                poller = select.poll()
+                poller.register(sock.fileno(), select.POLLOUT)
+            poller.poll(remaining * 1000.0)
 
 
 def exchange_slowly(sock: socket.socket, poll: Callable[[int], list[tuple[int, int]]], fd: int,
@@ -158,6 +194,17 @@ def exchange_slowly(sock: socket.socket, poll: Callable[[int], list[tuple[int, i
     except OSError as exc:
         return -1, [], 0, int(seen), exc.errno or errno.EIO
     return n, anc, flags, int(seen), 0
+
+
+def dup_for_sending(fds: list[int]) -> list[int]:
+    """Copies of a parcel's fds that a frame owns until it is sent; :class:`IPCError`
+    (``OH_IPC_INNER_ERROR``, naming what ran out) if they cannot all be made."""
+    try:
+        return dup_all(fds)
+    except OSError as exc:
+        raise resource_error(exc, "duplicating a request's fds for sending") or IPCError(
+            IPCErrorCode.OH_IPC_INNER_ERROR, f"cannot duplicate a request's fds: {exc.strerror}",
+        ) from None
 
 
 class Transport:
@@ -308,14 +355,17 @@ class Transport:
             handle, count = gc.popleft()
             self.wqueue.append((_wire.encode_release(handle, count, self.replies_sent), []))
 
-    def send(self, chunk: bytes, fds: list[int] | None) -> None:
+    def send(self, chunk: bytes, fds: list[int] | None, deadline: float | None = None,
+             ) -> None:
         """Queue one frame on the call socket and write the queue unless someone else is.
 
         ``fds`` are duplicated: the frame owns its copies until they are sent. With nothing
         queued and nobody writing (the common case) the frame is written at once by this
-        thread; frames queued meanwhile by others go out after it, coalesced.
+        thread; frames queued meanwhile by others go out after it, coalesced. With a
+        ``deadline`` (a sync call's timeout), a writer that finds no room by then hands
+        the writing to a work thread and raises :class:`IPCTimeoutError`.
         """
-        owned = [os.dup(fd) for fd in fds] if fds else []
+        owned = dup_for_sending(fds) if fds else []
         lock = self.lock
         lock.acquire()
         if self.closed:
@@ -336,16 +386,47 @@ class Transport:
         else:
             lock.release()
             try:
-                sendmsg(self.call, chunk, owned)
+                sendmsg(self.call, chunk, owned, deadline)
+            except SendTimeout:
+                self._hand_off_writing()
+                raise self._send_timeout() from None
             except OSError as exc:
                 self._write_failed(exc)
             finally:
                 if owned:
                     close_fds(owned)
+        self.flush_as_writer(deadline)
+
+    def flush_as_writer(self, deadline: float | None) -> None:
+        """The rest of a writer's turn: flush, then stop counting as a socket user."""
         try:
-            self.flush()
-        finally:
+            self.flush(deadline)
+        except SendTimeout:
+            self._hand_off_writing()  # it keeps this thread's count as a socket user
+            raise self._send_timeout() from None
+        except BaseException:
             self.io_done()
+            raise
+        self.io_done()
+
+    def _send_timeout(self) -> IPCTimeoutError:
+        return IPCTimeoutError(
+            f"{self.name}: the request could not be sent in time (the peer does not read)")
+
+    def _hand_off_writing(self) -> None:
+        """A writer whose deadline passed: a work thread goes on writing what is queued
+        (it takes over this thread's count in ``io_users``), or nobody needs to."""
+        lock = self.lock
+        lock.acquire()
+        if self.wqueue and not self.closed:
+            lock.release()
+            self.submit(self.flush_task)
+            return
+        self.writing = False
+        self.io_users -= 1
+        if self.closed:
+            self.close_sockets_if_idle_locked()
+        lock.release()
 
     def _write_failed(self, exc: OSError) -> None:
         """A write of the call socket failed: give up the writer's role and close."""
@@ -364,7 +445,7 @@ class Transport:
         burst leave in a few large records instead of one syscall each. When more than
         :data:`WRITE_BACKLOG` frames wait, the caller blocks until the writer catches up.
         """
-        owned = [os.dup(fd) for fd in fds] if fds else []
+        owned = dup_for_sending(fds) if fds else []
         lock = self.lock
         lock.acquire()
         try:
@@ -394,23 +475,27 @@ class Transport:
         finally:
             self.io_done()
 
-    def send_direct(self, chunk: bytes) -> None:
-        """Write one fd-less frame; the caller has set ``writing`` and ``io_users``."""
+    def send_direct(self, chunk: bytes, deadline: float | None = None) -> None:
+        """Write one fd-less frame; the caller has set ``writing`` and ``io_users``. With
+        a ``deadline``, :class:`IPCTimeoutError` if there was no room by then."""
         try:
-            try:
-                self.call.send(chunk)
-            except BlockingIOError:  # non-blocking while an event loop shares it
-                sendmsg(self.call, chunk, [])  # waits for room
+            if deadline is not None:
+                sendmsg(self.call, chunk, [], deadline)
+            else:
+                try:
+                    self.call.send(chunk)
+                except BlockingIOError:  # non-blocking while an event loop shares it
+                    sendmsg(self.call, chunk, [])  # waits for room
+        except SendTimeout:
+            self._hand_off_writing()
+            raise self._send_timeout() from None
         except OSError as exc:
             self._write_failed(exc)
         lock = self.lock
         lock.acquire()
         if self.wqueue and not self.closed:
             lock.release()
-            try:
-                self.flush()  # frames that others queued while this one went out
-            finally:
-                self.io_done()
+            self.flush_as_writer(deadline)  # frames that others queued meanwhile
             return
         self.writing = False
         self.io_users -= 1
@@ -418,8 +503,11 @@ class Transport:
             self.close_sockets_if_idle_locked()
         lock.release()
 
-    def flush(self) -> None:
-        """Write the queue, coalesced into records, until it is empty (the writer's loop)."""
+    def flush(self, deadline: float | None = None) -> None:
+        """Write the queue, coalesced into records, until it is empty (the writer's loop).
+        With a ``deadline``: :class:`SendTimeout` when a record found no room by then
+        (its frames are queued again, first, with their fds; the caller is still the
+        writer)."""
         while True:
             with self.lock:
                 if not self.wqueue or self.closed:
@@ -438,15 +526,21 @@ class Transport:
                     fds.extend(frame_fds)
                     size += len(chunk)
                     taken += 1
+                entries = queue[:taken] if deadline is not None else None
                 del queue[:taken]
                 if len(queue) < WRITE_BACKLOG <= len(queue) + taken:
                     self.cond.notify_all()  # one-way senders blocked on a full queue
             try:
-                sendmsg(self.call, b"".join(chunks) if taken > 1 else chunks[0], fds)
+                sendmsg(self.call, b"".join(chunks) if taken > 1 else chunks[0], fds, deadline)
+            except SendTimeout:
+                assert entries is not None
+                with self.lock:  # nothing went out: first in line again, fds still owned
+                    self.wqueue[:0] = entries
+                raise
             except OSError as exc:
+                close_fds(fds)
                 with self.lock:
                     self.writing = False
                 self.fail(f"sending failed: {exc.strerror or exc}")
                 raise DeadRemoteObjectError(f"{self.name}: peer is gone ({exc})") from None
-            finally:
-                close_fds(fds)
+            close_fds(fds)
