@@ -152,6 +152,8 @@ def _parse_args_entry(entry: str) -> ParsedEntry:
         raise _bad(entry, f"names module {target!r}, which is not a dotted Python module name")
     if not symbol.isidentifier() or keyword.iskeyword(symbol):
         raise _bad(entry, f"names function {symbol!r}, which is not a Python identifier")
+    if target == "__main__":
+        raise _bad(entry, _main_hint("args", symbol))
     return ParsedEntry(entry, "args", "python", target, symbol)
 
 
@@ -167,7 +169,26 @@ def _parse_ipc_entry(entry: str) -> ParsedEntry:
         raise _bad(entry, "has a ':'; an IPC-mode entry names a module, a .py file or a library")
     if not _is_module_name(entry):
         raise _bad(entry, "is not a dotted Python module name, a .py path or a .so library")
+    if entry == "__main__":
+        raise _bad(entry, _main_hint("ipc", None))
     return ParsedEntry(entry, "ipc", "python", entry, None)
+
+
+def _main_hint(mode: EntryMode, symbol: str | None) -> str:
+    """Why ``__main__`` cannot be an entry, and the entry that names the same code."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    why = ("names __main__, which in a child is not this program's main script (children "
+           "are forked from childkit's launcher, whose __main__ is its own)")
+    if not isinstance(path, str) or not path.endswith(".py"):
+        return (f"{why}; define the entry in a module (a .py file on sys.path) and name "
+                "that module")
+    if mode == "ipc":
+        return f"{why}; name the script by its file instead: {os.path.abspath(path)!r}"
+    stem = os.path.basename(path)[:-3]
+    return (f"{why}; name the script's module instead: '{stem}:{symbol}' (its directory is "
+            "on sys.path, as for python script.py; its 'if __name__ == \"__main__\":' "
+            "block does not run in the child)")
 
 
 # ---------------------------------------------------------------------------- child side
