@@ -518,3 +518,35 @@ def test_sending_fds_at_the_fd_limit_fails_with_a_code_and_leaks_nothing() -> No
             data.close()
             os.close(r)
             os.close(w)
+
+
+def test_an_awaited_call_s_timeout_covers_sending_too() -> None:
+    import asyncio
+
+    conn, peer_call, peer_serve = _raw_peer()
+    proxy = conn.root_proxy()
+
+    async def calls() -> list[float]:
+        took = []
+        for _ in range(15):
+            data = MessageParcel()
+            data.write_bytes(bytes(190_000))
+            started = time.monotonic()
+            with pytest.raises(IPCTimeoutError):
+                await proxy.send_request_async(1, data, MessageOption(timeout=0.3))
+            took.append(time.monotonic() - started)
+            data.close()
+        return took
+
+    result: list[list[float]] = []
+    runner = threading.Thread(target=lambda: result.append(asyncio.run(calls())))
+    try:
+        runner.start()
+        runner.join(60)
+        assert not runner.is_alive(), "an awaited call blocked its loop sending"
+        assert max(result[0]) < 5.3
+    finally:
+        conn.close()
+        runner.join(60)
+        peer_call.close()
+        peer_serve.close()

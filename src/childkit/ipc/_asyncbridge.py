@@ -21,6 +21,7 @@ lock while holding the link lock, but through the caller (the object-table lock)
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING, cast
 
 from childkit.ipc import _wire
@@ -124,9 +125,13 @@ class LoopBridge:
             call = cast(AsyncCall, registered)
         finally:
             lock.release()
+        # The timeout is the call's whole budget, sending included (a peer that does not
+        # read must not hold the event loop in a full socket).
+        deadline = None if option.timeout is None else time.monotonic() + option.timeout
         try:
             self.transport.send(
-                _wire.encode_transaction(seq, handle, code, False, data, refs, len(fds)), fds)
+                _wire.encode_transaction(seq, handle, code, False, data, refs, len(fds)), fds,
+                deadline)
             lock.acquire()
             try:
                 if not caller.leader:
@@ -136,8 +141,10 @@ class LoopBridge:
             if option.timeout is None:
                 reply = await call.future
             else:
+                assert deadline is not None
                 try:
-                    reply = await asyncio.wait_for(call.future, option.timeout)
+                    reply = await asyncio.wait_for(call.future,
+                                                   max(0.0, deadline - time.monotonic()))
                 except TimeoutError:
                     raise IPCTimeoutError(f"no reply within {option.timeout} s") from None
         finally:
