@@ -62,7 +62,7 @@ EXPECTED: list[tuple[str, str, str]] = [
 #: Bench modules run in this order (bench_start first among the child starters: it
 #: chooses the launcher's preload modules, which must happen before the launcher starts).
 MODULES = ["ipc_bench", "bench_start", "bench_isolated", "bench_executor",
-           "bench_batching", "bench_sandbox_enter", "bench_curves"]
+           "bench_batching", "bench_sandbox_enter", "bench_curves", "bench_native"]
 
 
 def row(key: str, metric: str, unit: str, better: str, childkit: float,

@@ -47,6 +47,15 @@ static long utf16_units(const unsigned char *s, size_t n) {
     long units = 0;
     size_t i = 0;
     while (i < n) {
+        /* ASCII runs, 8 bytes at a time (the common case of long strings) */
+        while (n - i >= 8) {
+            uint64_t word;
+            memcpy(&word, s + i, 8);
+            if (word & 0x8080808080808080ULL) break;
+            i += 8;
+            units += 8;
+        }
+        if (i >= n) break;
         unsigned c = s[i];
         size_t extra;
         uint32_t cp, min;
@@ -183,6 +192,8 @@ static int grow(void **buf, size_t *cap, size_t need, size_t item) {
     if (need <= *cap) return 0;
     size_t n = *cap ? *cap : 16;
     while (n < need) n *= 2;
+    if (n * item > 65536 && need * item > 65536 && n > need + need / 2)
+        n = need + need / 2; /* a large value: room for it and some more, not twice it */
     void *p = realloc(*buf, n * item);
     if (p == NULL) return -1;
     *buf = p;

@@ -1,0 +1,172 @@
+"""The C kit (childkit.native) side by side with its bare limit and with Python.
+
+Rows (``python -m bench`` or ``python -m bench.bench_native [--quick]``):
+
+* C parent to C child sync round trip (libipc_capi.so) beside the bare C SOCK_SEQPACKET
+  ping-pong (bench/native_c.c; goal: at most 1.2x);
+* Python parent to the seed's C child (a C stub) beside Python parent to Python child
+  (goal: no slower);
+* one-way requests C to C beside multiprocessing.Queue (goal: at least 5x);
+* a parcel write+read of a 200 KB string and a 200 KB buffer, C beside Python.
+
+Needs gcc and the built kit; without them the module says so and measures nothing.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+SEED_CHILD = HERE.parent / "tests" / "native" / "seed_child.c"
+PARCEL_BYTES = 200 * 1000
+
+
+class _Built:
+    """bench/native_c.c and the seed's C child library, compiled into a temp dir."""
+
+    def __init__(self) -> None:
+        from childkit import native
+
+        gcc = shutil.which("gcc")
+        if gcc is None:
+            raise RuntimeError("no gcc on PATH")
+        for name in native.LIBRARIES:
+            native.require_library(name)
+        flags = subprocess.run([sys.executable, "-m", "childkit.native", "--cflags", "--libs"],
+                               capture_output=True, text=True, check=True).stdout.split()
+        self._dir = tempfile.TemporaryDirectory(prefix="childkit-native-bench-")
+        self.exe = os.path.join(self._dir.name, "native_c")
+        self.child = os.path.join(self._dir.name, "libbenchchild.so")
+        subprocess.run([gcc, "-O2", "-o", self.exe, str(HERE / "native_c.c"), *flags,
+                        "-lpthread"], check=True)
+        subprocess.run([gcc, "-O2", "-shared", "-fPIC", "-o", self.child, str(SEED_CHILD),
+                        *flags, "-lpthread"], check=True)
+
+    def run(self, *args: object) -> float:
+        done = subprocess.run([self.exe, *map(str, args)], capture_output=True, text=True,
+                              timeout=600, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"native_c {args}: {done.stderr.strip()}")
+        return float(done.stdout)
+
+
+def _median(repeats: int, fn: Callable[[], float]) -> float:
+    return statistics.median(fn() for _ in range(repeats))
+
+
+def _python_rtt_us(entry: str, rounds: int) -> float:
+    """Python parent: microseconds per ADD_ONE round trip to ``entry``'s root."""
+    import childkit
+    from childkit.ipc import MessageParcel
+
+    with childkit.connect(entry) as child:
+        proxy = child.proxy
+
+        def one(i: int) -> None:
+            with MessageParcel() as data:
+                data.write_int32(i)
+                proxy.send_request(1, data).close()
+
+        for i in range(200):
+            one(i)
+        t = time.perf_counter()
+        for i in range(rounds):
+            one(i)
+        return (time.perf_counter() - t) / rounds * 1e6
+
+
+def _queue_consumer(q: Any, n: int, done: Any) -> None:
+    for _ in range(n):
+        q.get()
+    done.set()
+
+
+def _mp_queue_rate(n: int) -> float:
+    """multiprocessing.Queue: messages per second, put by this process, got by another."""
+    ctx = mp.get_context("fork")
+    q, done = ctx.Queue(), ctx.Event()
+    p = ctx.Process(target=_queue_consumer, args=(q, n, done))
+    p.start()
+    t = time.perf_counter()
+    for i in range(n):
+        q.put(i)
+    done.wait()
+    secs = time.perf_counter() - t
+    p.join()
+    return n / secs
+
+
+def _python_parcel_us(rounds: int) -> float:
+    from childkit.ipc import MessageParcel
+
+    text, blob = "x" * PARCEL_BYTES, b"x" * PARCEL_BYTES
+    t = time.perf_counter()
+    for _ in range(rounds):
+        with MessageParcel() as p, MessageParcel() as q:
+            p.write_string(text)
+            q.write_bytes(blob)
+            p.read_string()
+            q.read_bytes()
+    return (time.perf_counter() - t) / rounds * 1e6
+
+
+def run(quick: bool = False) -> list[dict[str, object]]:
+    reps = 1 if quick else 3
+    rounds = 2000 if quick else 20000
+    built = _Built()
+    py_worker = "bench_native_py_worker"
+    sys.path.insert(0, str(HERE))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE),
+                                                              os.environ.get("PYTHONPATH")]))
+    rows: list[dict[str, object]] = []
+    c_rtt = _median(reps, lambda: built.run("rtt", rounds)) / 1e3
+    bare = _median(reps, lambda: built.run("seqpacket", rounds)) / 1e3
+    rows.append({"key": "native_rtt", "metric": "sync round trip, C parent to C child",
+                 "unit": "us", "better": "lower", "childkit": c_rtt, "peers": {},
+                 "bare": {"C SOCK_SEQPACKET ping-pong": bare}, "goal": "<= 1.2x bare",
+                 "source": "bench_native"})
+    py_rounds = 500 if quick else 5000
+    to_c = _median(reps, lambda: _python_rtt_us(built.child, py_rounds))
+    to_py = _median(reps, lambda: _python_rtt_us(py_worker, py_rounds))
+    rows.append({"key": "native_py_to_c", "metric": "sync round trip, Python parent to C stub",
+                 "unit": "us", "better": "lower", "childkit": to_c,
+                 "peers": {"Python parent to Python stub (childkit)": to_py}, "bare": {},
+                 "goal": "no slower than Python to Python", "source": "bench_native"})
+    n = 20000 if quick else 200000
+    oneway = _median(reps, lambda: built.run("oneway", n))
+    queue = _median(reps, lambda: _mp_queue_rate(n // 4))
+    rows.append({"key": "native_oneway", "metric": "one-way requests, C to C", "unit": "msg/s",
+                 "better": "higher", "childkit": oneway,
+                 "peers": {"multiprocessing.Queue put/get": queue}, "bare": {},
+                 "goal": ">= 5x multiprocessing.Queue", "source": "bench_native"})
+    p_rounds = 50 if quick else 300
+    c_parcel = _median(reps, lambda: built.run("parcel", PARCEL_BYTES, p_rounds))
+    py_parcel = _median(reps, lambda: _python_parcel_us(p_rounds))
+    rows.append({"key": "native_parcel", "metric": "parcel write+read, 200 KB string and buffer",
+                 "unit": "us", "better": "lower", "childkit": c_parcel,
+                 "peers": {"Python MessageParcel": py_parcel}, "bare": {}, "goal": "",
+                 "source": "bench_native"})
+    return rows
+
+
+def _show(rows: list[dict[str, object]]) -> None:
+    for r in rows:
+        others = {**r["peers"], **r["bare"]}  # type: ignore[dict-item]
+        extra = "; ".join(f"{k}: {v:.1f}" for k, v in others.items())
+        print(f"{r['metric']}: {r['childkit']:.1f} {r['unit']}  ({extra})  goal {r['goal']}")
+
+
+if __name__ == "__main__":
+    from bench._module_main import module_main
+
+    module_main(__doc__, run, _show, "fewer rounds, one repeat")
