@@ -26,13 +26,28 @@ def _no_leaks() -> Iterator[None]:
 
     fds = set(os.listdir("/proc/self/fd"))
     children = _children()
-    groups = set(_cgroups.leftovers())
+    groups = set(_cgroups.leftovers(_forkers()))
     yield
     assert set(os.listdir("/proc/self/fd")) == fds, "a test leaked an fd"
     assert _children() <= children, "a test left a child process (or zombie)"
     # Every isolated child's cgroup is gone once it has been reaped (by the supervisor
-    # itself, or by the launcher when it reaps a supervisor killed with SIGKILL).
-    assert set(_cgroups.leftovers()) <= groups, "a test left a sandbox's cgroup"
+    # itself, or by the launcher when it reaps a supervisor killed with SIGKILL). Only
+    # this run's: other applications on the machine share the hierarchies.
+    assert set(_cgroups.leftovers(_forkers())) <= groups, "a test left a sandbox's cgroup"
+
+
+def _forkers() -> set[int]:
+    """The processes of this run that fork sandboxes: this one, its children (the
+    launcher) and theirs (the isolated template)."""
+    found = {os.getpid()}
+    for pid in _children():
+        found.add(pid)
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                found.update(int(p) for p in f.read().split())
+        except OSError:
+            continue  # ended meanwhile
+    return found
 
 
 @pytest.fixture(scope="module")

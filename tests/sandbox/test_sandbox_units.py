@@ -108,6 +108,10 @@ def test_enter_refuses_threaded_caller() -> None:
 def test_probe_reports_every_layer() -> None:
     layers = probe()
     assert set(layers) == set(LAYERS)
+    # Issue 12's layers, each found by trying: the clean template's interpreter started
+    # with an empty environment, socket() refused under the filter.
+    assert layers["clean_template"].supported, layers["clean_template"]
+    assert layers["socket_filter"].supported, layers["socket_filter"]
     # This machine (kernel 6.18) supports every layer; a uid of its own needs root, and
     # so do the cgroups that hold the limits for all of a child's processes together.
     if os.geteuid() != 0:
@@ -146,8 +150,10 @@ def test_reduced_sandbox_reports_skipped_layer(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(_seccomp, "compile_filter", _missing_seccomp)
     outcome = harness.run(_report_layers, {}, SandboxConfig(allow_reduced=True))
     assert outcome.ok, outcome.describe()
-    assert list(outcome.report["value"]) == ["seccomp"]  # type: ignore[index]
+    # The socket filter is part of the seccomp policy: it goes with it.
+    assert list(outcome.report["value"]) == ["seccomp", "socket_filter"]  # type: ignore[index]
     assert "simulated" in outcome.report["value"]["seccomp"]  # type: ignore[index]
+    assert outcome.report["value"]["socket_filter"] == "needs seccomp"  # type: ignore[index]
 
 
 def test_sandbox_unavailable_is_a_childkit_error() -> None:
@@ -224,7 +230,9 @@ def test_inside_view(tmp_path: Path) -> None:
     # isolation_uid is reported only when asked for.
     assert all(applied for name, applied in view["report"].items()
                if name != "aggregate_limits" or os.geteuid() == 0), view["report"]
-    assert set(view["report"]) == set(LAYERS) - {"isolation_uid"}
+    # The clean template is the launcher's (where the process that calls enter() comes
+    # from): the probe finds it, enter() does not make it.
+    assert set(view["report"]) == set(LAYERS) - {"isolation_uid", "clean_template"}
     assert not Path("/tmp/inside").exists()  # its /tmp was its own
 
 

@@ -61,7 +61,10 @@ class IsolatedTemplate:
                  str(os.getpid()), ROLE],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, close_fds=True,
                 env={}, cwd="/")
-            proto.send(mine, {"op": "config", "sys_path": sys_path, "preload": preload})
+            # Absolute: the template works in / (a relative entry such as "" would name
+            # another directory there, and the preload modules would not be found).
+            proto.send(mine, {"op": "config", "preload": preload,
+                              "sys_path": [os.path.abspath(p) for p in sys_path]})
         except BaseException:
             mine.close()
             self.close()

@@ -35,7 +35,10 @@ import time
 
 from childkit.sandbox._config import ResourceLimits
 
-#: Group names: the supervisor's pid, which the launcher knows when it reaps it.
+#: Group names: ``childkit-sandbox-<parent>-<supervisor>``, the pids of the process that
+#: forked the supervisor (a launcher, the isolated template) and of the supervisor: what
+#: the parent knows when it reaps it, and what tells one application's groups from
+#: another's in a hierarchy they share.
 _PREFIX = "childkit-sandbox-"
 _REMOVE_TRIES = 200  # each after a short wait: the kernel ends the last tasks
 
@@ -154,7 +157,7 @@ def create(limits: ResourceLimits, owner: int) -> Group | None:
     planned = plan(limits)
     if not planned:
         return None
-    name = f"{_PREFIX}{owner}"
+    name = f"{_PREFIX}{os.getppid()}-{owner}"
     group = Group([], max(h.version for h in planned.values()), None, None,
                   frozenset(planned))
     try:
@@ -272,15 +275,16 @@ def remove(group: Group) -> None:
 
 
 def remove_named(owner: int) -> None:
-    """Remove the group of the sandbox that process ``owner`` supervised, if it is still
-    there (the launcher calls this when it reaps ``owner``). Never raises."""
+    """Remove the group of the sandbox that process ``owner``, a child of this process,
+    supervised, if it is still there (the launcher calls this when it reaps ``owner``).
+    Never raises."""
     for hierarchy in hierarchies():
         try:
             parent = os.open(hierarchy.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
             continue
         try:
-            name = f"{_PREFIX}{owner}"
+            name = f"{_PREFIX}{os.getpid()}-{owner}"
             try:
                 own = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=parent)
             except OSError:
@@ -307,16 +311,21 @@ def sweep() -> None:
                 pass  # in use (or not ours)
 
 
-def leftovers() -> list[str]:
-    """Every sandbox group under this process's cgroups (for tests and diagnostics)."""
+def leftovers(parents: set[int] | None = None) -> list[str]:
+    """Every sandbox group under this process's cgroups, or only those of supervisors
+    forked by one of ``parents`` (for tests and diagnostics)."""
     found: list[str] = []
     for hierarchy in hierarchies():
         try:
             names = os.listdir(hierarchy.path)
         except OSError:
             continue
-        found.extend(os.path.join(hierarchy.path, name) for name in names
-                     if name.startswith(_PREFIX))
+        for name in names:
+            if not name.startswith(_PREFIX):
+                continue
+            parent = name[len(_PREFIX):].split("-", 1)[0]
+            if parents is None or (parent.isdigit() and int(parent) in parents):
+                found.append(os.path.join(hierarchy.path, name))
     return found
 
 

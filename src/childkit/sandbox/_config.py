@@ -12,7 +12,7 @@ LAYERS: tuple[str, ...] = (
     "user_namespace", "mount_namespace", "pid_namespace", "network_namespace",
     "ipc_namespace", "uts_namespace", "cgroup_namespace", "filesystem", "isolation_uid",
     "limits", "aggregate_limits", "landlock", "capabilities", "no_new_privs", "seccomp",
-    "environment", "fds",
+    "socket_filter", "environment", "fds", "clean_template",
 )
 
 _MIB = 1024 * 1024

@@ -489,8 +489,11 @@ def _inside(config: SandboxConfig, layers: _Layers, keep: tuple[int, ...],
     layers.apply("capabilities", _capabilities.drop_all)
     if seccomp_problem is not None:
         layers.skip("seccomp", seccomp_problem)
+        layers.skip("socket_filter", "needs seccomp")
+    elif layers.apply("seccomp", _seccomp.install):
+        layers.apply("socket_filter", _seccomp.check_sockets_refused)
     else:
-        layers.apply("seccomp", _seccomp.install)
+        layers.skip("socket_filter", "needs seccomp")
 
 
 def _stdio_to_null(keep: tuple[int, ...]) -> None:

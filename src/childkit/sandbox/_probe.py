@@ -6,6 +6,8 @@ import json
 import os
 import select
 import signal
+import subprocess
+import sys
 import time
 
 from childkit.sandbox._config import LAYERS, LayerStatus, ResourceLimits, SandboxConfig
@@ -65,6 +67,7 @@ def probe() -> dict[str, LayerStatus]:
     if "error" in payload or not payload:
         why = payload.get("error") or f"probe child ended with wait status {status}"
         return {layer: LayerStatus(False, f"probe failed: {why}") for layer in LAYERS}
+    payload["clean_template"] = list(_clean_template())
     result: dict[str, LayerStatus] = {}
     for layer in LAYERS:
         supported, reason = payload.get(layer, [False, "not reached by the probe"])
@@ -72,3 +75,28 @@ def probe() -> dict[str, LayerStatus]:
             supported, reason = False, "needs root (CAP_SETUID)"
         result[layer] = LayerStatus(bool(supported), str(reason))
     return result
+
+
+#: What the clean template's check runs: an interpreter started as the launcher starts
+#: the isolated template (``python -I``, empty environment), reporting its environment
+#: (the locale coercion may add LC_CTYPE, nothing of the caller's).
+_CLEAN_CHECK = "import os, sys; sys.stdout.write(' '.join(sorted(os.environ)))"
+_CLEAN_ALLOWED = frozenset({"LC_CTYPE"})
+
+
+def _clean_template() -> tuple[bool, str]:
+    """Whether a clean isolated template can be started here (childkit.launcher._isolated
+    forks every isolated child from one): a fresh interpreter with an empty environment
+    that inherits nothing of this process."""
+    try:
+        done = subprocess.run([sys.executable, "-I", "-c", _CLEAN_CHECK], env={}, cwd="/",
+                              stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=_PROBE_TIMEOUT_S, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return False, f"cannot start {sys.executable} -I: {exc}"
+    names = set(done.stdout.decode(errors="replace").split())
+    if done.returncode != 0 or not names <= _CLEAN_ALLOWED:
+        return False, (f"{sys.executable} -I with an empty environment exited with "
+                       f"{done.returncode} and variables {sorted(names)}")
+    return True, ("applied: isolated children are forked from a fresh interpreter with an "
+                  "empty environment that gets no request, only fork orders")

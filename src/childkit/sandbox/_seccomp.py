@@ -120,3 +120,19 @@ def install() -> int:
     fprog = _sock_fprog()
     _syscalls.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(fprog))
     return int(fprog.len)
+
+
+def check_sockets_refused() -> None:
+    """In a process under the filter: try to make a Unix and a netlink socket (the ways to
+    sockets the child did not inherit); raise OSError if the kernel made either (the
+    socket is closed at once), so the layer is reported from trying, not assumed."""
+    import socket
+
+    for family, kind in ((socket.AF_UNIX, socket.SOCK_STREAM),
+                         (socket.AF_NETLINK, socket.SOCK_DGRAM)):
+        try:
+            made = socket.socket(family, kind)
+        except PermissionError:
+            continue
+        made.close()
+        raise OSError(errno.EPROTO, f"socket({family.name}) was allowed")

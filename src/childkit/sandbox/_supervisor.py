@@ -85,22 +85,26 @@ def supervise(init: int, death_w: int, status_r: int, group: _cgroups.Group | No
     try:
         _forward_to(init)
         _close_all_but({death_w, status_r, *(group.fds() if group is not None else ())})
-        if group is not None and group.cpu_file is not None and cpu_seconds is not None:
-            _watch_cpu(init, group, cpu_seconds)
-        while True:
-            pid, status = os.waitpid(init, 0)
-            if pid == init and (os.WIFEXITED(status) or os.WIFSIGNALED(status)):
-                break
+        try:
+            if group is not None and group.cpu_file is not None and cpu_seconds is not None:
+                _watch_cpu(init, group, cpu_seconds)
+        finally:  # whatever happens, wait for the init (and all it started) to end
+            while True:
+                pid, status = os.waitpid(init, 0)
+                if pid == init and (os.WIFEXITED(status) or os.WIFSIGNALED(status)):
+                    break
         reported = os.read(status_r, 32)
         if reported:
             status = int(reported)
-        if group is not None:
-            if (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-                    and _cgroups.oom_killed(group)):
-                status = MEMORY_LIMIT_EXIT_CODE << 8  # ended by the group's memory limit
-            _cgroups.remove(group)  # every process of the namespace is gone by now
+        if group is not None and (os.WIFSIGNALED(status)
+                                  and os.WTERMSIG(status) == signal.SIGKILL
+                                  and _cgroups.oom_killed(group)):
+            status = MEMORY_LIMIT_EXIT_CODE << 8  # ended by the group's memory limit
     except BaseException:
-        os._exit(_EX_SOFTWARE)  # short of a bug this cannot happen; never return
+        status = _EX_SOFTWARE << 8  # short of a bug this cannot happen
+    finally:
+        if group is not None:
+            _cgroups.remove(group)  # every process of the namespace is gone by now
     mirror(status)
 
 
