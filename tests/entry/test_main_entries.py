@@ -11,23 +11,26 @@ import textwrap
 from pathlib import Path
 
 SCRIPT = textwrap.dedent('''
-    import os, sys, childkit
-    from childkit.ipc import RemoteStub
+    import os, sys, threading, childkit
+    from childkit.ipc import MessageParcel, RemoteStub
 
     print("loaded as", __name__, file=sys.stderr, flush=True)
 
     def work(args):
         os.write(args.fds["out"], b"hello from work")
 
+    done = threading.Event()
+
     class Stub(RemoteStub):
         def on_remote_request(self, code, data, reply, option):
+            done.set()
             return 0
 
     def on_connect():
         return Stub()
 
     def main_proc():
-        return 0
+        done.wait()
 
     if __name__ == "__main__":
         for entry in ("__main__:work", "__main__"):
@@ -43,7 +46,8 @@ SCRIPT = textwrap.dedent('''
                                             childkit.ChildProcessArgs("", {"out": w}))
         os.close(w)
         print(os.read(r, 100).decode())
-        with childkit.connect(os.path.abspath("entmain.py")) as child:
+        with childkit.connect(os.path.abspath("entmain.py")) as child, MessageParcel() as data:
+            child.proxy.send_request(1, data).close()  # ends its main_proc
             child.wait(30)
             print("ipc", child.exit_info)
 ''')
