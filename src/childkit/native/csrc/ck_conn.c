@@ -90,6 +90,9 @@ struct ck__conn_s {
     size_t n_deferred;
     int greeted, peer_has_root; /* guarded */
     uint64_t peer_pid, peer_uid;
+    pthread_mutex_t read_lock; /* one reader of the serve socket at a time: records are
+                                * decoded and queued in arrival order */
+    int readers;               /* guarded: serve-loop threads not running a request */
 };
 
 void ck__conn_lock(ck__conn_t *conn) { pthread_mutex_lock(&conn->lock); }
@@ -117,6 +120,7 @@ void ck__conn_unref(ck__conn_t *conn) {
     }
     free(conn->imports);
     pthread_cond_destroy(&conn->changed);
+    pthread_mutex_destroy(&conn->read_lock);
     pthread_mutex_destroy(&conn->lock);
     free(conn);
 }
@@ -616,7 +620,7 @@ static int queue_job_locked(ck__conn_t *conn, job_t *job, todo_t *todo, size_t *
  * set ends the connection. */
 static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size, int *fds,
                         size_t n_fds, const struct ucred *cred, int has_cred,
-                        const char **why) {
+                        const char **why, job_t **inline_job) {
     static __thread char err[200];
     ck__frame_t *frames;
     long n = ck__record_decode(buf, size, n_fds, &frames, err, sizeof err);
@@ -712,6 +716,12 @@ static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size,
     if (rc < 0) /* the frames not reached still hold their fds */
         for (long k = i + 1; k < n; k++) close_all(fds + frames[k].fd_start, frames[k].n_fds);
     pthread_mutex_unlock(&conn->lock);
+    /* A record that is one sync request to an idle object runs on this thread (the
+     * caller hands the reading on first): no wait for a work thread to wake. */
+    if (rc == 0 && n == 1 && n_todo == 1 && todo[0].fn == sync_job && inline_job != NULL) {
+        *inline_job = todo[0].job;
+        n_todo = 0;
+    }
     for (size_t k = 0; k < n_todo; k++) {
         if (ck__pool_submit(todo[k].fn, todo[k].job) < 0) {
             *why = "no IPC work thread could start";
@@ -729,25 +739,77 @@ static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size,
     return rc;
 }
 
-static void *serve_thread(void *arg) {
+static void serve_loop(ck__conn_t *conn, int dedicated);
+static unsigned char *reply_buffer(void);
+
+static void standby_job(void *arg) {
     ck__conn_t *conn = arg;
-    unsigned char *buf = malloc(CK__MAX_RECORD_BYTES);
-    int fds[CK__MAX_RECORD_FDS];
+    serve_loop(conn, 0);
+    ck__conn_unref(conn);
+}
+
+/* Reads the serve socket (one thread at a time, under read_lock) and serves what comes.
+ * A plain sync request runs on the thread that read it; before it runs, the thread makes
+ * sure another one reads meanwhile (a standby from the pool, if no other reader is
+ * there), so a request that calls back into this process is still read. The dedicated
+ * reader stays until the connection ends; a standby goes back to the pool once two other
+ * readers are there. Counted in conn->readers while reading. */
+static void serve_loop(ck__conn_t *conn, int dedicated) {
+    unsigned char *buf = reply_buffer();
+    static __thread int fds[CK__MAX_RECORD_FDS];
     const char *why = "no memory for the receive buffer";
     while (buf != NULL) {
         size_t n_fds;
         struct ucred cred;
         int has_cred;
-        ssize_t n = recv_record(conn->serve_fd, buf, fds, &n_fds, &cred, &has_cred, &why);
+        job_t *inline_job = NULL;
+        pthread_mutex_lock(&conn->read_lock);
+        ssize_t n = ck__conn_is_dead(conn) ? 0 : recv_record(conn->serve_fd, buf, fds, &n_fds, &cred,
+                                                 &has_cred, &why);
         if (n <= 0) {
+            pthread_mutex_unlock(&conn->read_lock);
+            if (n == 0 && ck__conn_is_dead(conn)) n_fds = 0;
             close_all(fds, n_fds);
             if (n == 0) why = "the peer closed the connection";
             break;
         }
-        if (serve_record(conn, buf, (size_t)n, fds, n_fds, &cred, has_cred, &why) < 0) break;
+        int rc = serve_record(conn, buf, (size_t)n, fds, n_fds, &cred, has_cred, &why,
+                              &inline_job);
+        pthread_mutex_unlock(&conn->read_lock);
+        if (rc < 0) break;
+        if (inline_job == NULL) continue;
+        pthread_mutex_lock(&conn->lock);
+        int standby = --conn->readers == 0 && !conn->dead;
+        if (standby) conn->readers++; /* counted now: no second standby for the same gap */
+        pthread_mutex_unlock(&conn->lock);
+        if (standby) {
+            ck__conn_ref(conn);
+            if (ck__pool_submit(standby_job, conn) < 0) {
+                ck__conn_unref(conn); /* not the last: this thread holds one */
+                pthread_mutex_lock(&conn->lock);
+                conn->readers--;
+                pthread_mutex_unlock(&conn->lock);
+            }
+        }
+        sync_job(inline_job);
+        pthread_mutex_lock(&conn->lock);
+        int leave = !dedicated && conn->readers >= 2;
+        if (!leave) conn->readers++;
+        pthread_mutex_unlock(&conn->lock);
+        if (leave) return;
     }
-    free(buf);
+    pthread_mutex_lock(&conn->lock);
+    conn->readers--;
+    pthread_mutex_unlock(&conn->lock);
     ck__conn_close(conn, why);
+}
+
+static void *serve_thread(void *arg) {
+    ck__conn_t *conn = arg;
+    pthread_mutex_lock(&conn->lock);
+    conn->readers++;
+    pthread_mutex_unlock(&conn->lock);
+    serve_loop(conn, 1);
     ck__conn_unref(conn);
     return NULL;
 }
@@ -761,6 +823,7 @@ ck__conn_t *ck__conn_start(int call_fd, int serve_fd, struct OHIPCRemoteStub *ro
         return NULL;
     }
     pthread_mutex_init(&conn->lock, NULL);
+    pthread_mutex_init(&conn->read_lock, NULL);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -934,7 +997,9 @@ static void wait_reply_locked(ck__conn_t *conn, waiter_t *w, long long deadline)
         const char *why = NULL;
         unsigned char *buf = reply_buffer();
         struct pollfd pfd = {.fd = conn->call_fd, .events = POLLIN};
-        int ready = buf == NULL ? -1 : poll(&pfd, 1, left > INT32_MAX ? INT32_MAX : (int)left);
+        /* Without a deadline the read itself waits (one system call fewer). */
+        int ready = buf == NULL ? -1 : !deadline ? 1
+                    : poll(&pfd, 1, left > INT32_MAX ? INT32_MAX : (int)left);
         ssize_t size = 0;
         size_t n_fds = 0;
         if (ready > 0) {
