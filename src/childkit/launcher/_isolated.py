@@ -15,8 +15,10 @@ anything an isolated child may not see:
   sends the template a **fork order** carrying the channel's other end and the
   sandbox's shape (read-only paths, limits: what it prepares before the fork). The
   child reads its own request from its own channel after the fork;
-- it answers ``forked``, ``failed`` and ``exited`` as a launcher does; the launcher
-  passes them on to the application unchanged.
+- it answers ``forked``, ``failed`` and ``exited`` as a launcher does, straight to the
+  application on a duplicate of the launcher's socket to it (each record is one
+  datagram of a ``SOCK_SEQPACKET`` socket, so the two writers' records never mix; the
+  template never reads from it), sparing every start a relay through the launcher.
 
 The launcher starts it on the first isolated start (then it lives as long as the
 launcher) and relays; it ends with the launcher (``PR_SET_PDEATHSIG``, and end of file
@@ -49,18 +51,19 @@ class IsolatedTemplate:
         self._proc: subprocess.Popen[bytes] | None = None
         self.sock: socket.socket | None = None
 
-    def start(self, sys_path: list[str], preload: list[str]) -> None:
+    def start(self, sys_path: list[str], preload: list[str], answers: int) -> None:
         """Start the template with an empty environment and configure it (its ``ready``
-        comes later and is dropped). OSError if it cannot be started."""
+        comes later and is dropped); it answers on ``answers`` (the launcher's socket to
+        the application). OSError if it cannot be started."""
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             for s in (mine, theirs):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, proto.SOCKET_BUFFER)
             self._proc = subprocess.Popen(
                 [sys.executable, "-I", "-c", _BOOT, _PACKAGE_ROOT, str(theirs.fileno()),
-                 str(os.getpid()), ROLE],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, close_fds=True,
-                env={}, cwd="/")
+                 str(os.getpid()), ROLE, str(answers)],
+                pass_fds=(theirs.fileno(), answers), stdin=subprocess.DEVNULL,
+                close_fds=True, env={}, cwd="/")
             # Absolute: the template works in / (a relative entry such as "" would name
             # another directory there, and the preload modules would not be found).
             proto.send(mine, {"op": "config", "preload": preload,
@@ -99,8 +102,9 @@ class IsolatedTemplate:
             proto.send(self.sock, {"op": "preload", "modules": modules})
 
     def pass_on(self, to: socket.socket) -> bool:
-        """Send what the template answered on to ``to`` (the application); ``False`` when
-        the template has gone (its children died with it)."""
+        """Read what the template said to the launcher (``ready``, ``preloaded``: dropped;
+        anything for the application is sent on to ``to``); ``False`` when the template
+        has gone (its children died with it)."""
         assert self.sock is not None
         records, still_open = proto.recv_waiting(self.sock, proto.MAX_RECORD_FDS)
         for header, payload, fds in records:

@@ -63,8 +63,12 @@ assert MAX_BATCH <= proto.MAX_RECORD_FDS
 class Launcher:
     """The template's state: the control socket and its live children (pidfd -> pid)."""
 
-    def __init__(self, sock: socket.socket, isolated: bool = False) -> None:
+    def __init__(self, sock: socket.socket, isolated: bool = False,
+                 answers: socket.socket | None = None) -> None:
         self._sock = sock
+        #: Where ``forked``, ``failed`` and ``exited`` go: the application's socket (the
+        #: isolated template writes them there itself, sparing the start a relay).
+        self._answers = answers or sock
         self._sock_fd = sock.fileno()
         self._children: dict[int, int] = {}
         self._poll = select.poll()
@@ -198,7 +202,7 @@ class Launcher:
                 except (proto.ProtocolError, OSError) as exc:
                     _launcher_child.sandbox_forked()
                     proto.close_fds(fds)
-                    proto.send(self._sock, {"op": "failed", "id": request_id,
+                    proto.send(self._answers, {"op": "failed", "id": request_id,
                                             "message": f"{type(exc).__name__}: {exc}"})
                     continue
                 if pid == 0:
@@ -220,7 +224,7 @@ class Launcher:
                 answers.append([request_id, pid])
                 pidfds.append(pidfd)
         if answers:
-            proto.send(self._sock, {"op": "forked", "children": answers}, fds=pidfds)
+            proto.send(self._answers, {"op": "forked", "children": answers}, fds=pidfds)
 
     _sandbox_ready = False
 
@@ -233,7 +237,7 @@ class Launcher:
 
         try:
             if not self._isolated.started:
-                self._isolated.start(self._sys_path, self._preloaded)
+                self._isolated.start(self._sys_path, self._preloaded, self._sock_fd)
                 assert self._isolated.sock is not None
                 self._poll.register(self._isolated.sock.fileno(), select.POLLIN)
             own = dict(header, env=_isolated.kept_environment(header, SandboxConfig.keep_env))
@@ -258,6 +262,8 @@ class Launcher:
         # In a child: drop the socket object without closing its fd (the child closes
         # all fds by number), so its finaliser can never close a reused number.
         self._sock.detach()
+        if self._answers is not self._sock:
+            self._answers.detach()
         self._children.clear()
 
     def _reap(self, pidfd: int) -> None:
@@ -269,7 +275,7 @@ class Launcher:
             from childkit import sandbox
 
             sandbox.release(pid)
-        proto.send(self._sock, {"op": "exited", "pid": pid, "status": status})
+        proto.send(self._answers, {"op": "exited", "pid": pid, "status": status})
 
     def _kill_all(self) -> None:
         self._isolated.close()  # it kills and reaps its own children
@@ -344,6 +350,7 @@ def main(argv: list[str]) -> int:
     _role.set_role("launcher")
     control_fd, parent_pid = int(argv[1]), int(argv[2])
     isolated = argv[3:4] == [_isolated.ROLE]
+    answers = socket.socket(fileno=int(argv[4])) if isolated and len(argv) > 4 else None
     # Die with the application's manager thread; if it is already gone, stop now.
     _sysutil.set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != parent_pid:
@@ -354,12 +361,14 @@ def main(argv: list[str]) -> int:
     # After the title, which may have set it too.
     _sysutil.set_comm("childkit-isolat" if isolated else "childkit-launch")
     sock = socket.socket(fileno=control_fd)
-    launcher = Launcher(sock, isolated)
+    launcher = Launcher(sock, isolated, answers)
     try:
         if launcher.configure():
             launcher.run()
     finally:
         sock.close()
+        if answers is not None:
+            answers.close()
     return 0
 
 

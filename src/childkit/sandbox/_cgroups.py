@@ -149,20 +149,58 @@ def plan(limits: ResourceLimits) -> dict[str, Hierarchy]:
     return result
 
 
-def create(limits: ResourceLimits, owner: int) -> Group | None:
-    """Make the group of the sandbox supervised by process ``owner`` and set ``limits``
-    in it; ``None`` if no limit can be held together here. Raises OSError if the kernel
-    refuses (the caller then keeps the per-process limits only). Nothing is left behind
-    on failure."""
+@dataclasses.dataclass
+class Parents:
+    """The directories a sandbox's group is to be made in, opened ahead (by fd: the
+    supervisor makes the group after it has moved into the sandbox's root, where /sys is
+    absent), and which limit each holds."""
+
+    planned: dict[str, Hierarchy]
+    fds: dict[Hierarchy, int]
+
+    def close(self) -> None:
+        """Close the fds (the init does, at once: it holds nothing of the host's)."""
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+
+def open_parents(limits: ResourceLimits) -> Parents | None:
+    """Open where the group for ``limits`` is to be made; ``None`` if no limit can be held
+    together here. OSError if a directory cannot be opened."""
     planned = plan(limits)
     if not planned:
         return None
+    parents = Parents(planned, {})
+    try:
+        for hierarchy in dict.fromkeys(planned.values()):
+            parents.fds[hierarchy] = os.open(hierarchy.path,
+                                             os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        parents.close()
+        raise
+    return parents
+
+
+def create(limits: ResourceLimits, owner: int,
+           parents: Parents | None = None) -> Group | None:
+    """Make the group of the sandbox supervised by process ``owner`` (this one, a child
+    of the process that forked it) and set ``limits`` in it, in ``parents`` (opened by
+    :func:`open_parents`, whose fds the group then owns) or where :func:`plan` says;
+    ``None`` if no limit can be held together here. Raises OSError if the kernel refuses
+    (the caller then keeps the per-process limits only). Nothing is left behind on
+    failure."""
+    if parents is None:
+        parents = open_parents(limits)
+        if parents is None:
+            return None
+    planned = parents.planned
     name = f"{_PREFIX}{os.getppid()}-{owner}"
     group = Group([], max(h.version for h in planned.values()), None, None,
                   frozenset(planned))
     try:
-        for hierarchy in dict.fromkeys(planned.values()):
-            parent = os.open(hierarchy.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        for hierarchy in list(parents.fds):
+            parent = parents.fds.pop(hierarchy)
             try:
                 os.mkdir(name, 0o755, dir_fd=parent)
                 own = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=parent)
@@ -181,6 +219,7 @@ def create(limits: ResourceLimits, owner: int) -> Group | None:
                 group.cpu_file = (own, "cpu.stat" if hierarchy.version == 2
                                   else "cpuacct.usage")
     except OSError:
+        parents.close()
         remove(group)
         raise
     return group

@@ -208,12 +208,14 @@ def _enter(config: SandboxConfig, keep_fds: Sequence[int],
         _namespaces.enter_build_namespace(privileged)
         _filesystem.build_root(root_plan, config.tmp_size_bytes)
 
-    # The cgroup first: the supervisor then lives in the sandbox's root, without /sys.
-    group = _make_group(config, privileged)
+    # Where the cgroup goes, opened first: the supervisor then lives in the sandbox's
+    # root, without /sys.
+    parents = _open_parents(config, privileged)
     try:
         built = layers.apply("filesystem", build)
     except BaseException:
-        _drop_group(group)
+        if parents is not None:
+            parents.close()
         raise
     template.close()  # joined or not, nothing forked later may hold it
     joined_netns = _join_fresh_netns(netns, privileged)  # its fd closed either way
@@ -222,11 +224,13 @@ def _enter(config: SandboxConfig, keep_fds: Sequence[int],
     previous_mask = _supervisor.block_forwarded()
     death_r, death_w = os.pipe()
     status_r, status_w = os.pipe()
+    planned = dict(parents.planned) if parents is not None else {}
     try:
-        init, group = _clone_init(privileged, inner, outer, joined_netns, group)
+        init, group, grouped_r = _clone_init(privileged, inner, outer, joined_netns,
+                                             config, parents)
         if init is None:  # refused: the same namespaces one by one, naming what fails
-            _drop_group(group)
-            group = None
+            if parents is not None:
+                parents.close()
             init, applied = _fork_init_one_by_one(config, layers, privileged, inner, outer)
             extra_processes = 2  # the supervisor lives in the user namespace too
         else:
@@ -235,20 +239,22 @@ def _enter(config: SandboxConfig, keep_fds: Sequence[int],
     except BaseException:
         for fd in (death_r, death_w, status_r, status_w):
             os.close(fd)
-        if group is not None:
-            _cgroups.remove(group)
+        if parents is not None:
+            parents.close()
         _supervisor.restore_mask(previous_mask)
         raise
     if init != 0:  # the supervisor, outside the new pid namespace
         os.close(death_r)
         os.close(status_w)
         _supervisor.supervise(init, death_w, status_r, group, config.limits.cpu_seconds)
-    _report_aggregate(config, group)
     os.close(death_w)
     os.close(status_r)
     _supervisor.guard_parent(death_r)
     # The init applies every remaining layer to itself; the sandboxed process inherits.
     _inside(config, layers, keep, applied, built, seccomp_problem, extra_processes)
+    # Meanwhile the supervisor made the cgroup and put the init into it: wait for that
+    # before the sandboxed process exists (it is then in the group from its first step).
+    _report_aggregate(config, planned if _grouped(grouped_r) else {})
     # Without the interpreter's fork handling either: the process that called enter()
     # was forked with it (os.fork ran every at-fork hook, re-seeded random, reset the
     # threading module), and neither it nor the init has run anything but childkit's
@@ -263,52 +269,61 @@ def _enter(config: SandboxConfig, keep_fds: Sequence[int],
     _supervisor.restore_mask(previous_mask)
 
 
-#: What the caller writes to the init once its uid/gid maps are written (and it is in
-#: the sandbox's cgroup, or there is none or it could not join it: alone).
+#: What the caller writes to the init: once its uid/gid maps are written, and then
+#: whether it is in the sandbox's cgroup (or there is none, or it could not join it).
 _MAPPED = b"+"
-_MAPPED_ALONE = b"-"
+_GROUPED = b"+"
+_ALONE = b"-"
 
 
-def _make_group(config: SandboxConfig, privileged: bool) -> _cgroups.Group | None:
-    """The sandbox's cgroup (aggregate limits), made by a privileged caller; ``None`` when
-    no limit can be held together here (the rlimits alone then apply)."""
+def _open_parents(config: SandboxConfig, privileged: bool) -> _cgroups.Parents | None:
+    """Where a privileged caller makes the sandbox's cgroup (aggregate limits), opened;
+    ``None`` when no limit can be held together here (the rlimits alone then apply)."""
     if not privileged:
         return None
     try:
-        return _cgroups.create(config.limits, os.getpid())
+        return _cgroups.open_parents(config.limits)
     except OSError:
         return None
 
 
-def _drop_group(group: _cgroups.Group | None) -> None:
-    if group is not None:
-        _cgroups.remove(group)
+def _grouped(grouped_r: int | None) -> bool:
+    """In the init: whether the caller put it into the sandbox's cgroup (EOF: no)."""
+    if grouped_r is None:
+        return False
+    try:
+        return os.read(grouped_r, 1) == _GROUPED
+    finally:
+        os.close(grouped_r)
 
 
-def _report_aggregate(config: SandboxConfig, group: _cgroups.Group | None) -> None:
+def _report_aggregate(config: SandboxConfig, planned: dict[str, _cgroups.Hierarchy]) -> None:
     """In the init: record whether the limits hold for all processes together. An
     optional layer: without cgroups the rlimits hold per process (never refused)."""
-    if group is not None and group.aggregate:
+    if planned:
+        version = max(h.version for h in planned.values())
         _report["aggregate_limits"] = LayerStatus(True, "applied: " + ", ".join(
-            sorted(group.aggregate)) + f" for all its processes together (cgroup "
-            f"v{group.version})")
+            sorted(planned)) + f" for all its processes together (cgroup v{version})")
     else:
         _report["aggregate_limits"] = LayerStatus(False, "per process only (rlimits): "
                                                   + _cgroups.describe(config.limits))
 
 
 def _clone_init(privileged: bool, inner: int, outer: int, joined_netns: bool,
-                group: _cgroups.Group | None = None,
-                ) -> tuple[int | None, _cgroups.Group | None]:
+                config: SandboxConfig, parents: _cgroups.Parents | None = None,
+                ) -> tuple[int | None, _cgroups.Group | None, int | None]:
     """Fork the init straight into every namespace of the sandbox (one clone) and, from
     outside, write its uid/gid maps: no helper process, one system call for all seven
     namespaces (six when the caller has ``joined_netns``, a fresh network namespace the
-    init then inherits), and put it into ``group`` (the sandbox's cgroup) if given.
-    Returns 0 in the init (which then has uid ``inner`` and a capability set over its
-    own namespaces only), the init's pid in the caller, or ``None`` in the
-    caller when the kernel refused the clone or the maps (nothing is left behind: an
-    init already forked is killed and reaped); with the group the init is in (``group``,
-    or ``None`` if it could not join it)."""
+    init then inherits). Returns 0 in the init (which then has uid ``inner`` and a
+    capability set over its own namespaces only), the init's pid in the caller, or
+    ``None`` in the caller when the kernel refused the clone or the maps (nothing is left
+    behind: an init already forked is killed and reaped).
+
+    With ``parents`` the caller then, while the init sets itself up, makes the sandbox's
+    cgroup there and puts the init into it (returned second, to the caller); the init
+    gets, third, an fd to read whether that happened (:func:`_grouped`) before it forks
+    anything."""
     if not privileged:
         # After a uid change (a launcher that dropped root) this process is non-dumpable,
         # and so would be the init, whose /proc files would then be root's.
@@ -323,41 +338,54 @@ def _clone_init(privileged: bool, inner: int, outer: int, joined_netns: bool,
     except OSError:
         os.close(go_r)
         os.close(go_w)
-        return None, group
+        return None, None, None
     if init == 0:
         os.close(go_w)
+        if parents is not None:
+            parents.close()  # no fd of a host directory goes further in
         go = os.read(go_r, 1)  # EOF: the caller gave up (and kills this process) or died
-        os.close(go_r)
-        if go not in (_MAPPED, _MAPPED_ALONE):
+        if go != _MAPPED:
             os._exit(1)
-        if group is not None:
-            group.close()  # no fd of a host directory goes further in
-            if go == _MAPPED_ALONE:
-                group = None  # the caller could not put it into the group
         if privileged:
             try:
                 _namespaces.become_inner(inner)
             except OSError as exc:  # its maps exist: only a kernel bug gets here
                 raise SandboxUnavailable("user_namespace", _describe(exc)) from None
-        return 0, group
+        if parents is None:
+            os.close(go_r)
+            return 0, None, None
+        return 0, None, go_r
     os.close(go_r)
     try:
-        _namespaces.write_child_maps(init, privileged, inner, outer)
-        group = _join_group(group, init)
-        os.write(go_w, _MAPPED if group is not None else _MAPPED_ALONE)
-    except OSError:
-        os.kill(init, signal.SIGKILL)
-        os.waitpid(init, 0)
-        return None, group
+        try:
+            _namespaces.write_child_maps(init, privileged, inner, outer)
+            os.write(go_w, _MAPPED)
+        except OSError:
+            os.kill(init, signal.SIGKILL)
+            os.waitpid(init, 0)
+            return None, None, None
+        group = _make_group(config, parents, init)
+        if parents is not None:
+            try:
+                os.write(go_w, _GROUPED if group is not None else _ALONE)
+            except OSError:
+                pass  # the init is gone: the supervisor finds out
     finally:
         os.close(go_w)
-    return init, group
+    return init, group, None
 
 
-def _join_group(group: _cgroups.Group | None, init: int) -> _cgroups.Group | None:
-    """Put ``init`` (not yet running anything: all it starts will be in it too) into the
-    sandbox's cgroup; ``None`` if there is none or the kernel refuses (the group is then
-    removed and the rlimits alone apply)."""
+def _make_group(config: SandboxConfig, parents: _cgroups.Parents | None,
+                init: int) -> _cgroups.Group | None:
+    """Make the sandbox's cgroup in ``parents`` and put ``init`` into it (before it has
+    forked anything: all it starts will be in it too); ``None`` if there is none or the
+    kernel refuses (what was made is removed, the rlimits alone apply)."""
+    if parents is None:
+        return None
+    try:
+        group = _cgroups.create(config.limits, os.getpid(), parents)
+    except OSError:
+        return None
     if group is None:
         return None
     try:
