@@ -35,6 +35,7 @@ from childkit.process import (
     prestart_launcher,
     register_child_process_exit_callback,
     set_preload_modules,
+    shutdown,
     start_native_child_process,
     unregister_child_process_exit_callback,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "prestart_launcher",
     "register_child_process_exit_callback",
     "set_preload_modules",
+    "shutdown",
     "start_native_child_process",
     "unregister_child_process_exit_callback",
 ]

@@ -67,6 +67,7 @@ class IPCThreadPool:
         self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK | os.EFD_SEMAPHORE)
         self._epoll.register(self._wake_fd, select.EPOLLIN)
         self._closed = False
+        self._ended = threading.Condition(self._lock)  # a thread left (close_if_unused)
 
     @property
     def max_threads(self) -> int:
@@ -178,6 +179,12 @@ class IPCThreadPool:
                 except BlockingIOError:
                     continue
             lock.acquire()
+            if fd == wake_fd and self._closed and not self._tasks:  # close_if_unused
+                self._threads -= 1
+                self._idle -= 1
+                self._ended.notify_all()
+                lock.release()
+                return
             self._idle -= 1
             task = self._tasks.popleft() if fd == wake_fd else self._handlers.get(fd)
             if self._idle == 0:
@@ -194,6 +201,26 @@ class IPCThreadPool:
                 lock.acquire()
                 self._idle += 1
                 lock.release()
+
+    def close_if_unused(self, timeout: float) -> bool:
+        """End every work thread and close the pool, if no fd is registered and no task is
+        queued or running (``childkit.shutdown``). Returns whether the pool is closed;
+        the threads that had not ended within ``timeout`` seconds end on their own."""
+        with self._lock:
+            if self._closed:
+                return True
+            if self._handlers or self._tasks or self._idle != self._threads:
+                return False
+            self._closed = True
+            threads = self._threads
+        for _ in range(threads):  # one unit of the semaphore eventfd wakes one thread
+            os.eventfd_write(self._wake_fd, 1)
+        with self._lock:
+            ended = self._ended.wait_for(lambda: self._threads == 0, timeout)
+        if ended:
+            self._epoll.close()
+            os.close(self._wake_fd)
+        return True
 
     def _forget_after_fork(self) -> None:
         # In a forked child the threads are gone and the epoll instance is shared with the
@@ -224,6 +251,20 @@ def default_pool() -> IPCThreadPool:
             if pool is None:
                 pool = _default_pool = IPCThreadPool(_configured_max)
     return pool
+
+
+def close_default_pool_if_unused(timeout: float) -> bool:
+    """End the process's pool (its threads, epoll and eventfd) if nothing uses it; the
+    next use creates a new one. Returns whether there is no pool any more."""
+    global _default_pool
+    with _default_lock:
+        pool = _default_pool
+        if pool is None:
+            return True
+        if not pool.close_if_unused(timeout):
+            return False
+        _default_pool = None
+        return True
 
 
 def set_default_max_threads(n: int) -> None:

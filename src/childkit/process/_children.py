@@ -510,6 +510,39 @@ def _check_findable(name: str) -> None:
                                 f"preload module {name!r} cannot be found: {detail}")
 
 
+def shutdown(timeout: float = 10.0) -> None:
+    """End childkit's background work in this process once nothing uses it: the launcher
+    process, and the threads ``childkit-manager``, ``childkit-exit`` (after it has
+    delivered every exit already reported) and ``ipc-work-*``. Shut executors and pools
+    down first (their own threads end with them). The next start begins again from
+    scratch (a new launcher, about as slow as the first start). Idempotent.
+
+    For applications and test runners that want no thread of childkit's left (CPython's
+    test runner flags threads that outlive a test as dangling); a process that simply
+    exits needs no call.
+
+    Raises:
+        ChildkitError: ``NCP_ERR_BUSY`` while a child is live or starting, or while an
+            IPC connection is open (nothing is stopped then, or, for an open
+            connection, only the launcher and its two threads); ``NCP_ERR_INVALID_PARAM``
+            for a timeout that is not a positive number.
+    """
+    from childkit.ipc._threadpool import close_default_pool_if_unused
+    from childkit.process._manager import live_manager
+
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
+            or not math.isfinite(timeout) or timeout <= 0:
+        raise _invalid(f"timeout must be a positive number of seconds, not {timeout!r}")
+    mgr = live_manager()
+    if mgr is not None and not mgr.stop(timeout):
+        raise ChildkitError(ErrCode.NCP_ERR_BUSY, "children are live or starting: close, "
+                            "kill or wait for them (and shut executors and pools down) "
+                            "before childkit.shutdown()")
+    if not close_default_pool_if_unused(timeout):
+        raise ChildkitError(ErrCode.NCP_ERR_BUSY, "IPC connections are open (or their "
+                            "requests running): close them before childkit.shutdown()")
+
+
 def prestart_launcher(timeout: float = 60.0) -> int:
     """Start the launcher now rather than on the first child start; return its pid.
 

@@ -105,7 +105,8 @@ class ExitCallbacks:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._callbacks: list[ExitCallback] = []
-        self._queue: queue.SimpleQueue[tuple[int, ChildExitInfo]] = queue.SimpleQueue()
+        # None: the thread reading it ends (stop).
+        self._queue: queue.SimpleQueue[tuple[int, ChildExitInfo] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
     def register(self, callback: ExitCallback) -> None:
@@ -135,7 +136,7 @@ class ExitCallbacks:
                                     f"exit callback {callback!r} is not registered") from None
 
     def start(self) -> None:
-        """Start the delivery thread (once; it lives as long as the process)."""
+        """Start the delivery thread (once; it lives until :meth:`stop`)."""
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="childkit-exit",
@@ -147,9 +148,22 @@ class ExitCallbacks:
         self.start()
         self._queue.put((info.pid, info))
 
+    def stop(self, timeout: float) -> None:
+        """End the delivery thread once it has delivered what is queued (``childkit.
+        shutdown``); a later exit starts a new one."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+            if thread is not None:
+                self._queue.put(None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
     def _run(self) -> None:
         while True:
-            pid, info = self._queue.get()
+            item = self._queue.get()
+            if item is None:
+                return
+            pid, info = item
             with self._lock:
                 callbacks = list(self._callbacks)
             for callback in callbacks:

@@ -148,6 +148,7 @@ class Manager:
         self._launcher_pid = 0
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._stopping = False  # stop(): the manager thread ends instead of waiting
 
     # ------------------------------------------------------------------ slots
     def reserve(self) -> Slot:
@@ -432,6 +433,8 @@ class Manager:
         while True:
             with self._cond:
                 while self._state != "starting":
+                    if self._stopping:  # stop(): no launcher, no child: end
+                        return
                     self._cond.wait()
             try:
                 proc, sock = self._start_launcher()
@@ -608,6 +611,36 @@ class Manager:
             self._on_exited(child.pid, ChildExitInfo(child.pid, None, signal.SIGKILL))
 
     # ------------------------------------------------------------------ shutdown
+    def stop(self, timeout: float) -> bool:
+        """End the launcher, the manager thread and the exit-callback thread, if no child
+        is live or starting (``childkit.shutdown``); the next start begins again from
+        scratch. Returns False, stopping nothing, while a child lives or starts."""
+        with self._cond:
+            if self._children or self._reserved or self._pending \
+                    or self._state == "starting":
+                return False
+            thread = self._thread
+            sock = self._sock
+            self._stopping = True
+            self._closing = True  # the launcher's exit is expected: no warning
+            self._cond.notify_all()
+        try:
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # the launcher sees EOF and exits
+                except OSError:
+                    pass
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout)
+        finally:
+            with self._cond:
+                if thread is None or not thread.is_alive():
+                    self._thread = None
+                self._stopping = False
+                self._closing = False
+        self.exit_callbacks.stop(timeout)
+        return True
+
     def shutdown(self) -> None:
         """At interpreter exit: close the launcher's socket and wait for it to reap and
         kill every child, so no child outlives a normally exiting application."""
@@ -690,6 +723,12 @@ def manager() -> Manager:
         if _manager is None:
             _manager = Manager()
             atexit.register(_manager.shutdown)
+        return _manager
+
+
+def live_manager() -> Manager | None:
+    """This process's manager if it was made, without making one."""
+    with _manager_lock:
         return _manager
 
 
