@@ -93,7 +93,7 @@ static int OnRemoteRequest(uint32_t code, const OHIPCParcel *data, OHIPCParcel *
     case GREET: {
         const char *name = OH_IPCParcel_ReadString(data);
         if (name == NULL) return 1909006;
-        char *text = malloc(strlen(name) + 8);
+        char *text = (char *)malloc(strlen(name) + 8);
         strcpy(text, "hello, ");
         strcat(text, name);
         int rc = OH_IPCParcel_WriteString(reply, text);

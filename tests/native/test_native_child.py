@@ -199,3 +199,14 @@ def test_current_args_in_a_c_args_child(cc: Build) -> None:
         os.close(r)
         if w >= 0:
             os.close(w)
+
+
+def test_seed_child_built_as_cpp(cc: Build) -> None:
+    """The same child compiled as C++ (the seed's ``extern "C"`` block) serves as well."""
+    lib = cc("libchildprocesssample_cpp.so", ["seed_child.c"],
+             flags=["-x", "c++", "-shared", "-fPIC"])
+    with childkit.connect(str(lib)) as child:
+        assert _int_call(child.proxy, ADD_ONE, 41) == 42
+        _exit(child.proxy)
+        info = child.wait(30)
+        assert info is not None and info.exit_code == 0

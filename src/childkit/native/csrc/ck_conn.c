@@ -199,6 +199,19 @@ static ssize_t recv_record(int fd, unsigned char *buf, int *fds, size_t *n_fds,
     return n;
 }
 
+/* A received record's frames (ck_frame.c); on a protocol error its fds are closed and
+ * why says what was wrong (in this thread's buffer). */
+static long decode(const unsigned char *buf, size_t size, int *fds, size_t n_fds,
+                   ck__frame_t **frames, const char **why) {
+    static __thread char err[200];
+    long n = ck__record_decode(buf, size, n_fds, frames, err, sizeof err);
+    if (n < 0) {
+        close_all(fds, n_fds);
+        *why = n == -1 ? err : "no memory for a record";
+    }
+    return n;
+}
+
 /* ------------------------------------------------------------------ objects on the wire */
 static export_t *find_export(ck__conn_t *conn, uint32_t handle) {
     for (export_t *e = conn->exports; e != NULL; e = e->next)
@@ -621,14 +634,9 @@ static int queue_job_locked(ck__conn_t *conn, job_t *job, todo_t *todo, size_t *
 static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size, int *fds,
                         size_t n_fds, const struct ucred *cred, int has_cred,
                         const char **why, job_t **inline_job) {
-    static __thread char err[200];
     ck__frame_t *frames;
-    long n = ck__record_decode(buf, size, n_fds, &frames, err, sizeof err);
-    if (n < 0) {
-        close_all(fds, n_fds);
-        *why = n == -1 ? err : "no memory for a record";
-        return -1;
-    }
+    long n = decode(buf, size, fds, n_fds, &frames, why);
+    if (n < 0) return -1;
     todo_t *todo = calloc((size_t)n + 1, sizeof *todo);
     size_t max_drop = (size_t)n + 64;
     OHIPCRemoteStub **drop = calloc(max_drop, sizeof *drop);
@@ -784,7 +792,7 @@ static void serve_loop(ck__conn_t *conn, int dedicated) {
         pthread_mutex_unlock(&conn->lock);
         if (standby) {
             ck__conn_ref(conn);
-            if (ck__pool_submit(standby_job, conn) < 0) {
+            if (ck__pool_submit_reader(standby_job, conn) < 0) {
                 ck__conn_unref(conn); /* not the last: this thread holds one */
                 pthread_mutex_lock(&conn->lock);
                 conn->readers--;
@@ -907,14 +915,9 @@ ck__remote_t *ck__conn_peer_root(ck__conn_t *conn, int timeout_ms) {
 static int take_replies_locked(ck__conn_t *conn, const unsigned char *buf, size_t size,
                                int *fds, size_t n_fds, OHIPCRemoteStub **drop, size_t *n_drop,
                                size_t max_drop, const char **why) {
-    static __thread char err[200];
     ck__frame_t *frames;
-    long n = ck__record_decode(buf, size, n_fds, &frames, err, sizeof err);
-    if (n < 0) {
-        close_all(fds, n_fds);
-        *why = n == -1 ? err : "no memory for a record";
-        return -1;
-    }
+    long n = decode(buf, size, fds, n_fds, &frames, why);
+    if (n < 0) return -1;
     int rc = 0;
     long i = 0;
     for (; rc == 0 && i < n; i++) {

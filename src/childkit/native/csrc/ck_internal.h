@@ -248,6 +248,9 @@ int childkit_ipc_connect(int call_fd, int serve_fd, struct OHIPCRemoteStub *root
 /* Runs fn(arg) on an IPC work thread (starting one if none is idle and fewer than the
  * maximum run). 0, or -1 if no thread exists and none could start (fn not called). */
 int ck__pool_submit(void (*fn)(void *), void *arg);
+/* ck__pool_submit for a connection's standby reader: starts a thread beyond the maximum
+ * if none is idle (a reader may wait long; requests must not wait for it). */
+int ck__pool_submit_reader(void (*fn)(void *), void *arg);
 int ck__pool_set_max(int n);
 void ck__pool_join(void);
 void ck__pool_stop(void);

@@ -92,7 +92,15 @@ __attribute__((constructor)) static void install_fork_handlers(void) {
     pthread_atfork(prepare_fork, parent_after_fork, child_after_fork);
 }
 
-int ck__pool_submit(void (*fn)(void *), void *arg) {
+static int submit(void (*fn)(void *), void *arg, int beyond_max);
+
+int ck__pool_submit(void (*fn)(void *), void *arg) { return submit(fn, arg, 0); }
+
+/* A connection's standby reader: it may wait on its socket for long, so it must not make
+ * requests wait for a thread (at most one per connection exists at a time). */
+int ck__pool_submit_reader(void (*fn)(void *), void *arg) { return submit(fn, arg, 1); }
+
+static int submit(void (*fn)(void *), void *arg, int beyond_max) {
     job_t *job = malloc(sizeof *job);
     if (job == NULL) return -1;
     job->fn = fn;
@@ -101,7 +109,8 @@ int ck__pool_submit(void (*fn)(void *), void *arg) {
     pthread_mutex_lock(&lock);
     /* A job needs a thread that is idle, or a new one; with neither it waits for a busy
      * thread (the maximum is reached), unless there is no thread at all. */
-    if (idle == 0 && started < max_threads && start_thread_locked() < 0 && started == 0) {
+    if (idle == 0 && (started < max_threads || beyond_max) && start_thread_locked() < 0 &&
+        (started == 0 || beyond_max)) {
         pthread_mutex_unlock(&lock);
         free(job);
         return -1;
