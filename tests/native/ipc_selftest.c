@@ -247,6 +247,16 @@ static void full_run(void) {
     CHECK(OH_IPCParcel_ReadInt32(r, &v) == OH_IPC_SUCCESS && v == 7);
     CHECK(OH_IPCRemoteProxy_IsRemoteDead(root) == 0);
 
+    /* a forked copy of this process may not use the parent's link (nor deadlock on it) */
+    pid_t forked = fork();
+    if (forked == 0)
+        _exit(call(root, ECHO, d, r) == OH_IPC_DEAD_REMOTE_OBJECT &&
+                      OH_IPCRemoteProxy_IsRemoteDead(root) == 1 ? 0 : 1);
+    int forked_status = -1;
+    CHECK(waitpid(forked, &forked_status, 0) == forked && WIFEXITED(forked_status) &&
+          WEXITSTATUS(forked_status) == 0);
+    CHECK(OH_IPCRemoteProxy_IsRemoteDead(root) == 0);
+
     /* user errors pass through; others become OH_IPC_INVALID_USER_ERROR_CODE */
     CHECK(call(root, USER_ERR, d, r) == 1909001);
     CHECK(call(root, BAD_ERR, d, r) == OH_IPC_INVALID_USER_ERROR_CODE);

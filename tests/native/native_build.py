@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def kit_flags() -> list[str]:
         pytest.fail(f"libipc_capi.so was not built ({native.get_lib_dir()}): "
                     "pip install needs gcc and cmake")
     out = subprocess.run(
-        ["python", "-m", "childkit.native", "--cflags", "--libs"], check=True,
+        [sys.executable, "-m", "childkit.native", "--cflags", "--libs"], check=True,
         capture_output=True, text=True, timeout=60).stdout
     return out.split()
 

@@ -93,11 +93,14 @@ struct ck__conn_s {
     pthread_mutex_t read_lock; /* one reader of the serve socket at a time: records are
                                 * decoded and queued in arrival order */
     int readers;               /* guarded: serve-loop threads not running a request */
+    pid_t owner;               /* the process that started it (a fork's copy is dead) */
 };
 
 void ck__conn_lock(ck__conn_t *conn) { pthread_mutex_lock(&conn->lock); }
 void ck__conn_unlock(ck__conn_t *conn) { pthread_mutex_unlock(&conn->lock); }
-int ck__conn_is_dead(ck__conn_t *conn) { return __atomic_load_n(&conn->dead, __ATOMIC_ACQUIRE); }
+int ck__conn_is_dead(ck__conn_t *conn) {
+    return __atomic_load_n(&conn->dead, __ATOMIC_ACQUIRE) || conn->owner != getpid();
+}
 void ck__conn_ref(ck__conn_t *conn) { __atomic_add_fetch(&conn->refs, 1, __ATOMIC_RELAXED); }
 
 static void free_exports(export_t *e) {
@@ -772,11 +775,11 @@ static void serve_loop(ck__conn_t *conn, int dedicated) {
         int has_cred;
         job_t *inline_job = NULL;
         pthread_mutex_lock(&conn->read_lock);
-        ssize_t n = ck__conn_is_dead(conn) ? 0 : recv_record(conn->serve_fd, buf, fds, &n_fds, &cred,
+        ssize_t n = __atomic_load_n(&conn->dead, __ATOMIC_ACQUIRE) ? 0 : recv_record(conn->serve_fd, buf, fds, &n_fds, &cred,
                                                  &has_cred, &why);
         if (n <= 0) {
             pthread_mutex_unlock(&conn->read_lock);
-            if (n == 0 && ck__conn_is_dead(conn)) n_fds = 0;
+            if (n == 0 && __atomic_load_n(&conn->dead, __ATOMIC_ACQUIRE)) n_fds = 0;
             close_all(fds, n_fds);
             if (n == 0) why = "the peer closed the connection";
             break;
@@ -842,6 +845,7 @@ ck__conn_t *ck__conn_start(int call_fd, int serve_fd, struct OHIPCRemoteStub *ro
     conn->serve_fd = serve_fd;
     conn->next_seq = 1;
     conn->next_handle = 1;
+    conn->owner = getpid();
     int on = 1; /* the kernel stamps the peer's HELLO with its pid and uid */
     setsockopt(serve_fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof on);
     if (root != NULL) {
@@ -1044,6 +1048,10 @@ int ck__conn_transact(ck__remote_t *remote, uint32_t code, const struct OHIPCPar
     ck__conn_t *conn = remote->conn;
     waiter_t w = {0};
     long long deadline = timeout_ms ? now_ms() + timeout_ms : 0;
+    /* A forked child inherits the memory of its parent's links but not their threads, and
+     * the peer talks to the parent: to the child they are dead (as libbinder's
+     * verifyNotForked). Its locks may be held by threads it does not have: not touched. */
+    if (conn->owner != getpid()) return OH_IPC_DEAD_REMOTE_OBJECT;
     pthread_mutex_lock(&conn->lock);
     if (conn->dead) {
         pthread_mutex_unlock(&conn->lock);
