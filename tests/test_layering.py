@@ -50,3 +50,13 @@ def test_every_layer_package_says_what_it_may_import(layer: str) -> None:
         pytest.skip(f"{layer} is a module, not a package")
     doc = init.read_text().split('"""')[1]
     assert "May import:" in doc, f"{init}: the docstring does not say what the package may import"
+
+
+#: The longest a module of Python may grow before it is split by concept (issue 11).
+MAX_MODULE_LINES = 720
+
+
+def test_no_module_outgrows_one_concept() -> None:
+    long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"split these by concept: {long}"
