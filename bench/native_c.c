@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -57,6 +58,7 @@ static OHIPCRemoteProxy *start_child(pid_t *pid) {
     setsockopt(b[1], SOL_SOCKET, SO_PASSCRED, &on, sizeof on);
     *pid = fork();
     if (*pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the bench */
         close(a[0]);
         close(b[1]);
         OHIPCRemoteStub *root = OH_IPCRemoteStub_Create("bench.IEcho", serve, NULL, NULL);
@@ -124,6 +126,7 @@ static int seqpacket(long rounds) {
         return perror("socketpair"), 1;
     pid_t pid = fork();
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         close(a[0]);
         close(b[0]);
         for (;;) {

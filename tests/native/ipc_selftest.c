@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -28,6 +29,7 @@ int childkit_ipc_connect(int call_fd, int serve_fd, OHIPCRemoteStub *root, int t
                          OHIPCRemoteProxy **peer_root, char *err, size_t errlen);
 
 static int failures;
+static char *self_path; /* argv[0]: a child execs it in "serve" mode */
 #define CHECK(cond)                                          \
     do {                                                     \
         if (!(cond)) {                                       \
@@ -51,7 +53,10 @@ enum {
     DROP = 11,      /* destroys the kept proxy (the parent's stub is released) */
     DIE = 12,       /* exits the child */
     ROUND_TRIP = 13, /* a stub sent in the data comes back in the reply */
+    BIG = 14,       /* a buffer of BIG_BYTES comes back (a full-size record each way) */
 };
+
+#define BIG_BYTES (204800 - 5) /* the largest buffer a parcel holds */
 
 static void *alloc(int32_t len) { return malloc((size_t)len); }
 
@@ -118,6 +123,10 @@ static int child_request(uint32_t code, const OHIPCParcel *data, OHIPCParcel *re
         return 0;
     case DIE:
         _exit(0);
+    case BIG: {
+        const uint8_t *b = OH_IPCParcel_ReadBuffer(data, BIG_BYTES);
+        return b == NULL ? 1909107 : OH_IPCParcel_WriteBuffer(reply, b, BIG_BYTES);
+    }
     case ROUND_TRIP: {
         OHIPCRemoteProxy *p = OH_IPCParcel_ReadRemoteProxy(data);
         if (p == NULL) return 1909106;
@@ -199,11 +208,22 @@ static OHIPCRemoteProxy *start(pid_t *pid) {
     int on = 1;
     setsockopt(a[1], SOL_SOCKET, SO_PASSCRED, &on, sizeof on);
     setsockopt(b[1], SOL_SOCKET, SO_PASSCRED, &on, sizeof on);
+    pid_t parent = getpid();
     *pid = fork();
     if (*pid == 0) {
-        close(a[0]);
-        close(b[1]);
-        run_child(b[0], a[1]);
+        /* never outlive the test (a child serves until told to die) */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(1);
+        /* This process has threads, so the child execs a fresh copy of the program at
+         * once (nothing else is safe after such a fork: another thread may have held the
+         * allocator's lock) and serves there on the two inherited sockets. */
+        char call_arg[16], serve_arg[16];
+        int call_fd = fcntl(b[0], F_DUPFD, 10), serve_fd = fcntl(a[1], F_DUPFD, 10);
+        snprintf(call_arg, sizeof call_arg, "%d", call_fd);
+        snprintf(serve_arg, sizeof serve_arg, "%d", serve_fd);
+        char *args[] = {self_path, "serve", call_arg, serve_arg, NULL};
+        execv(self_path, args);
+        _exit(127);
     }
     close(a[1]);
     close(b[0]);
@@ -250,12 +270,23 @@ static void full_run(void) {
     /* a forked copy of this process may not use the parent's link (nor deadlock on it) */
     pid_t forked = fork();
     if (forked == 0)
-        _exit(call(root, ECHO, d, r) == OH_IPC_DEAD_REMOTE_OBJECT &&
+        alarm(60), _exit(call(root, ECHO, d, r) == OH_IPC_DEAD_REMOTE_OBJECT &&
                       OH_IPCRemoteProxy_IsRemoteDead(root) == 1 ? 0 : 1);
     int forked_status = -1;
     CHECK(waitpid(forked, &forked_status, 0) == forked && WIFEXITED(forked_status) &&
           WEXITSTATUS(forked_status) == 0);
     CHECK(OH_IPCRemoteProxy_IsRemoteDead(root) == 0);
+
+    /* a full parcel each way */
+    static uint8_t big[BIG_BYTES];
+    for (int i = 0; i < BIG_BYTES; i++) big[i] = (uint8_t)(i * 7);
+    OHIPCParcel *bigp = OH_IPCParcel_Create(), *bigr = OH_IPCParcel_Create();
+    CHECK(OH_IPCParcel_WriteBuffer(bigp, big, BIG_BYTES) == OH_IPC_SUCCESS);
+    CHECK(call(root, BIG, bigp, bigr) == OH_IPC_SUCCESS);
+    const uint8_t *back = OH_IPCParcel_ReadBuffer(bigr, BIG_BYTES);
+    CHECK(back != NULL && memcmp(back, big, BIG_BYTES) == 0);
+    OH_IPCParcel_Destroy(bigp);
+    OH_IPCParcel_Destroy(bigr);
 
     /* user errors pass through; others become OH_IPC_INVALID_USER_ERROR_CODE */
     CHECK(call(root, USER_ERR, d, r) == 1909001);
@@ -396,6 +427,9 @@ static void loop(int rounds) {
 
 int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
+    alarm(240); /* a hang ends the run (SIGALRM) instead of the test suite's */
+    self_path = argv[0];
+    if (argc == 4 && strcmp(argv[1], "serve") == 0) run_child(atoi(argv[2]), atoi(argv[3]));
     if (argc == 3 && strcmp(argv[1], "loop") == 0) loop(atoi(argv[2]));
     else full_run();
     printf("%d failures\n", failures);

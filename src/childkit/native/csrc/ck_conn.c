@@ -20,6 +20,7 @@
  * Everything below marked "guarded" is guarded by lock.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -94,7 +95,19 @@ struct ck__conn_s {
                                 * decoded and queued in arrival order */
     int readers;               /* guarded: serve-loop threads not running a request */
     pid_t owner;               /* the process that started it (a fork's copy is dead) */
+    /* The call socket's outbox: one-way frames wait here (with dups of their fds) until a
+     * flush job, or the next sync request or release, sends them in one record, in order. */
+    pthread_mutex_t send_lock;
+    unsigned char *out;        /* guarded by send_lock, as the rest of the outbox */
+    size_t out_len, out_cap;
+    int out_fds[CK__MAX_RECORD_FDS];
+    size_t out_nfds;
+    int flush_pending;
 };
+
+static void close_all(const int *fds, size_t n);
+static int call_send(ck__conn_t *conn, const unsigned char *frame, size_t len, const int *fds,
+                     size_t n_fds, int defer);
 
 void ck__conn_lock(ck__conn_t *conn) { pthread_mutex_lock(&conn->lock); }
 void ck__conn_unlock(ck__conn_t *conn) { pthread_mutex_unlock(&conn->lock); }
@@ -122,6 +135,9 @@ void ck__conn_unref(ck__conn_t *conn) {
         r = next;
     }
     free(conn->imports);
+    close_all(conn->out_fds, conn->out_nfds); /* one-way frames never sent */
+    free(conn->out);
+    pthread_mutex_destroy(&conn->send_lock);
     pthread_cond_destroy(&conn->changed);
     pthread_mutex_destroy(&conn->read_lock);
     pthread_mutex_destroy(&conn->lock);
@@ -401,7 +417,7 @@ void ck__conn_forget_remote_locked(ck__conn_t *conn, ck__remote_t *remote) {
     int send = !conn->dead && remote->handle != 0 && remote->wire_refs > 0;
     if (send) ck__frame_put_release(frame, remote->handle, remote->wire_refs, conn->replies_sent);
     pthread_mutex_unlock(&conn->lock);
-    if (send && send_record(conn->call_fd, frame, sizeof frame, NULL, 0) < 0)
+    if (send && call_send(conn, frame, sizeof frame, NULL, 0, 0) < 0)
         ck__conn_close(conn, "sending a release failed: the peer is gone");
 }
 
@@ -465,6 +481,93 @@ static int apply_deferred_locked(ck__conn_t *conn, OHIPCRemoteStub **drop, size_
     return 0;
 }
 
+/* ------------------------------------------------------------------ the outbox */
+/* Sends the outbox, with frame (may be NULL) after it in the same record if both fit, else
+ * in a record of its own; the frame's fds are the caller's (not closed), the outbox's are
+ * its dups (closed once sent). 0, or -1 (the peer is gone). Called with send_lock. */
+static int flush_locked(ck__conn_t *conn, const unsigned char *frame, size_t len,
+                        const int *fds, size_t n_fds) {
+    int rc = 0;
+    int together = frame != NULL && conn->out_len + len <= CK__MAX_RECORD_BYTES &&
+                   conn->out_nfds + n_fds <= CK__MAX_RECORD_FDS &&
+                   conn->out_len + len <= conn->out_cap;
+    if (conn->out_len) {
+        size_t total = conn->out_len, nf = conn->out_nfds;
+        int all[CK__MAX_RECORD_FDS];
+        if (nf) memcpy(all, conn->out_fds, nf * sizeof(int));
+        if (together) {
+            memcpy(conn->out + total, frame, len);
+            if (n_fds) memcpy(all + nf, fds, n_fds * sizeof(int));
+            total += len;
+            nf += n_fds;
+        }
+        rc = send_record(conn->call_fd, conn->out, total, all, nf);
+        close_all(conn->out_fds, conn->out_nfds);
+        conn->out_len = conn->out_nfds = 0;
+        if (together || rc < 0) return rc;
+    }
+    return frame == NULL ? 0 : send_record(conn->call_fd, frame, len, fds, n_fds);
+}
+
+static void flush_job(void *arg) {
+    ck__conn_t *conn = arg;
+    pthread_mutex_lock(&conn->send_lock);
+    conn->flush_pending = 0;
+    int rc = flush_locked(conn, NULL, 0, NULL, 0);
+    pthread_mutex_unlock(&conn->send_lock);
+    if (rc < 0) ck__conn_close(conn, "sending failed: the peer is gone");
+    ck__conn_unref(conn);
+}
+
+/* Sends one frame on the call socket after what waits in the outbox. A one-way frame
+ * (defer) waits there itself, with dups of its fds, for a flush job (started if none is
+ * pending), so bursts of one-way requests go out as few records. 0, or -1. */
+static int call_send(ck__conn_t *conn, const unsigned char *frame, size_t len, const int *fds,
+                     size_t n_fds, int defer) {
+    pthread_mutex_lock(&conn->send_lock);
+    int rc = 0, schedule = 0;
+    if (!defer) {
+        rc = flush_locked(conn, frame, len, fds, n_fds);
+    } else {
+        if (conn->out_len + len > CK__MAX_RECORD_BYTES ||
+            conn->out_nfds + n_fds > CK__MAX_RECORD_FDS)
+            rc = flush_locked(conn, NULL, 0, NULL, 0);
+        size_t need = conn->out_len + len;
+        if (rc == 0 && need > conn->out_cap) {
+            size_t cap = conn->out_cap ? conn->out_cap : 4096;
+            while (cap < need) cap *= 2;
+            if (cap > CK__MAX_RECORD_BYTES) cap = CK__MAX_RECORD_BYTES;
+            unsigned char *grown = realloc(conn->out, cap);
+            if (grown == NULL) rc = -2;
+            else conn->out = grown, conn->out_cap = cap;
+        }
+        size_t dups = 0;
+        while (rc == 0 && dups < n_fds) {
+            int copy = fcntl(fds[dups], F_DUPFD_CLOEXEC, 0);
+            if (copy < 0) {
+                rc = -2;
+                break;
+            }
+            conn->out_fds[conn->out_nfds + dups++] = copy;
+        }
+        if (rc == 0) {
+            memcpy(conn->out + conn->out_len, frame, len);
+            conn->out_len += len;
+            conn->out_nfds += n_fds;
+            schedule = !conn->flush_pending;
+            conn->flush_pending = 1;
+        } else {
+            close_all(conn->out_fds + conn->out_nfds, dups);
+        }
+    }
+    pthread_mutex_unlock(&conn->send_lock);
+    if (schedule) {
+        ck__conn_ref(conn);
+        if (ck__pool_submit_reader(flush_job, conn) < 0) flush_job(conn); /* send it now */
+    }
+    return rc;
+}
+
 /* ------------------------------------------------------------------ sending */
 /* Builds and sends one transaction or reply frame for parcel p with its fds. */
 static int send_parcel(ck__conn_t *conn, int fd, int is_reply, uint64_t seq, uint32_t handle,
@@ -494,8 +597,10 @@ static int send_parcel(ck__conn_t *conn, int fd, int is_reply, uint64_t seq, uin
         ck__frame_put_txn_head(buf, seq, handle, code, oneway, (uint32_t)p->len,
                                (uint16_t)p->n_objs, (uint16_t)p->n_fds);
     if (p->len) memcpy(buf + head, p->data, p->len); /* an empty parcel may have no data */
-    rc = send_record(fd, buf, len, p->fds, p->n_fds);
+    rc = fd == conn->call_fd ? call_send(conn, buf, len, p->fds, p->n_fds, oneway)
+                             : send_record(fd, buf, len, p->fds, p->n_fds);
     free(buf);
+    if (rc == -2) return OH_IPC_INNER_ERROR; /* no memory or fds to queue it: not sent */
     if (rc < 0) {
         ck__conn_close(conn, "sending failed: the peer is gone");
         return OH_IPC_DEAD_REMOTE_OBJECT;
@@ -835,6 +940,7 @@ ck__conn_t *ck__conn_start(int call_fd, int serve_fd, struct OHIPCRemoteStub *ro
     }
     pthread_mutex_init(&conn->lock, NULL);
     pthread_mutex_init(&conn->read_lock, NULL);
+    pthread_mutex_init(&conn->send_lock, NULL);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -848,6 +954,10 @@ ck__conn_t *ck__conn_start(int call_fd, int serve_fd, struct OHIPCRemoteStub *ro
     conn->owner = getpid();
     int on = 1; /* the kernel stamps the peer's HELLO with its pid and uid */
     setsockopt(serve_fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof on);
+    /* Room for a full record (256 KiB) in one send, as ipc/_transport.py asks for. */
+    int sndbuf = 1 << 20;
+    setsockopt(call_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    setsockopt(serve_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
     if (root != NULL) {
         export_t *e = calloc(1, sizeof *e);
         if (e == NULL) {
