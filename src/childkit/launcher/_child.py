@@ -67,6 +67,7 @@ from childkit.native import _child as native_child
 
 if TYPE_CHECKING:  # imported by the launcher only once an isolated child is asked for
     from childkit.sandbox import SandboxConfig
+    from childkit.sandbox._cgroups import Group
     from childkit.sandbox._filesystem import RootPlan
 
 #: The IPC-mode child's connection to its parent, kept for the child's whole life.
@@ -256,8 +257,8 @@ _sandbox_configs: dict[tuple[object, ...], SandboxConfig] = {}
 #: in the launcher just before it forks; the child finds its own request's description
 #: (the same object) here, and the next request replaces it. The network namespace fd
 #: is the launcher's to close right after that fork (:func:`sandbox_forked`).
-_next_sandbox: tuple[dict[str, Any], SandboxConfig, RootPlan, int | None, int | None] | None \
-    = None
+_next_sandbox: tuple[dict[str, Any], SandboxConfig, RootPlan, int | None, int | None,
+                     Group | None] | None = None
 
 #: Whether the launcher may build sandbox roots once and share them (root: see
 #: childkit.sandbox._template); found on first use.
@@ -307,17 +308,26 @@ def learn_sandbox(description: Any) -> None:
         return
     # Last, so that nothing above can fail with a namespace taken: this child's alone.
     netns = _netns.take() if _use_templates else None
-    _next_sandbox = (description, config, root_plan, template, netns)
+    # The cgroup this process sits in, made ahead (as root): the child is born in it.
+    from childkit.sandbox import _ahead
+
+    group = _ahead.take(config.limits) if _use_templates else None
+    _next_sandbox = (description, config, root_plan, template, netns, group)
 
 
-def sandbox_forked() -> None:
-    """In the launcher, once the child a sandbox was prepared for is forked (or failed to
-    be): forget that preparation and close its network namespace fd, which belongs to
-    that one child (every later fork must not inherit it)."""
+def sandbox_forked(child: int | None = None) -> None:
+    """In the launcher, once the child a sandbox was prepared for is forked (``child``,
+    its pid) or failed to be: forget that preparation, close its network namespace fd,
+    which belongs to that one child (every later fork must not inherit it), and leave
+    the cgroup the child was born in (:mod:`childkit.sandbox._ahead`)."""
     global _next_sandbox
     prepared, _next_sandbox = _next_sandbox, None
     if prepared is not None and prepared[4] is not None:
         os.close(prepared[4])
+    if prepared is not None and prepared[5] is not None:
+        from childkit.sandbox import _ahead
+
+        _ahead.forked(child)
 
 
 def refill_netns() -> bool:
@@ -327,21 +337,31 @@ def refill_netns() -> bool:
     must end) if it could not return to its own network namespace."""
     if not _use_templates:
         return False
-    from childkit.sandbox import _netns
+    from childkit.sandbox import _ahead, _netns
 
-    if not _netns.wanted():
-        return False
-    _netns.refill_one()
-    return _netns.wanted()
+    if _ahead.wanted():
+        _ahead.refill()  # first: the next start waits for no cgroup move
+    elif _netns.wanted():
+        _netns.refill_one()
+    return _netns.wanted() or _ahead.wanted()
+
+
+def sandbox_done() -> None:
+    """In the launcher, when it ends: give back what it holds for isolated children
+    ahead (its cgroup made ahead: left and removed)."""
+    if _use_templates:
+        from childkit.sandbox import _ahead
+
+        _ahead.discard()
 
 
 def _prepared(description: object) -> tuple[SandboxConfig, RootPlan, int | None,
-                                               int | None] | None:
+                                               int | None, Group | None] | None:
     """In the child: what the launcher prepared for this very request's sandbox."""
     prepared = _next_sandbox
     if prepared is None or description is None or prepared[0] is not description:
         return None
-    return prepared[1], prepared[2], prepared[3], prepared[4]
+    return prepared[1], prepared[2], prepared[3], prepared[4], prepared[5]
 
 
 def _sandbox_fds(header: dict[str, Any]) -> set[int]:
@@ -350,7 +370,8 @@ def _sandbox_fds(header: dict[str, Any]) -> set[int]:
     prepared = _prepared(header.get("sandbox"))
     if prepared is None:
         return set()
-    return {fd for fd in prepared[2:] if fd is not None}
+    fds = {fd for fd in prepared[2:4] if fd is not None}
+    return fds | (prepared[4].fds() if prepared[4] is not None else set())
 
 
 def _enter_sandbox(description: dict[str, Any], keep_fds: list[int]) -> None:
@@ -365,7 +386,7 @@ def _enter_sandbox(description: dict[str, Any], keep_fds: list[int]) -> None:
         # process is a fork of the single-threaded launcher that has run only childkit's
         # code since, so it is single-threaded too.
         enter_planned(prepared[0], keep_fds, prepared[1], prepared[2], _use_templates,
-                      netns=prepared[3], single_threaded=True)
+                      netns=prepared[3], single_threaded=True, group=prepared[4])
 
 
 #: An isolated child's resource limits (``ResourceLimits`` as a dict) once it is inside

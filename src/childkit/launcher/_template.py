@@ -210,7 +210,7 @@ class Launcher:
                         _launcher_child.run_ordered_child(header, fds[0], os.getppid(),
                                                           self._forget)
                     _launcher_child.run_child(header, payload, fds, os.getppid(), self._forget)
-                _launcher_child.sandbox_forked()  # its network namespace is the child's
+                _launcher_child.sandbox_forked(pid)  # its network namespace is the child's
                 proto.close_fds(fds)  # the child has its copies
                 forked.append((request_id, pid))
         finally:
@@ -279,6 +279,7 @@ class Launcher:
 
     def _kill_all(self) -> None:
         self._isolated.close()  # it kills and reaps its own children
+        _launcher_child.sandbox_done()
         for pidfd in self._children:
             try:
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)

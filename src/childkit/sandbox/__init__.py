@@ -79,8 +79,9 @@ def release(pid: int) -> None:
     its sandbox's cgroup if it is still there (killing what is left in it), as happens
     when the supervisor was killed with SIGKILL. Cheap when there is nothing to remove;
     never raises."""
-    from childkit.sandbox import _cgroups
+    from childkit.sandbox import _ahead, _cgroups
 
+    _ahead.settle()  # this process may still be in the group it made ahead for ``pid``
     _cgroups.remove_named(pid)
 
 

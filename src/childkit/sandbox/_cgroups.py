@@ -40,6 +40,7 @@ from childkit.sandbox._config import ResourceLimits
 #: the parent knows when it reaps it, and what tells one application's groups from
 #: another's in a hierarchy they share.
 _PREFIX = "childkit-sandbox-"
+PREFIX = _PREFIX
 _REMOVE_TRIES = 200  # each after a short wait: the kernel ends the last tasks
 
 
@@ -67,6 +68,13 @@ class Group:
     cpu_file: tuple[int, str] | None
     events_file: tuple[int, str] | None
     aggregate: frozenset[str]
+    #: Which hierarchy holds each limit (field name), and the group's own directory fd
+    #: in it.
+    planned: dict[str, Hierarchy] = dataclasses.field(default_factory=dict)
+    held_in: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Made and joined ahead by the process that forked the supervisor, which removes it
+    #: (:mod:`childkit.sandbox._ahead`): the supervisor, inside it, must not.
+    ahead: bool = False
 
     def fds(self) -> set[int]:
         """Every fd the group holds (kept open by the supervisor)."""
@@ -194,10 +202,21 @@ def create(limits: ResourceLimits, owner: int,
         parents = open_parents(limits)
         if parents is None:
             return None
+    group = make(parents, f"{_PREFIX}{os.getppid()}-{owner}")
+    try:
+        set_limits(group, limits, 1)  # the init on top
+    except OSError:
+        remove(group)
+        raise
+    return group
+
+
+def make(parents: Parents, name: str) -> Group:
+    """Make the directories of a group called ``name`` in ``parents`` (whose fds it then
+    owns), without limits. OSError if the kernel refuses (nothing is left behind)."""
     planned = parents.planned
-    name = f"{_PREFIX}{os.getppid()}-{owner}"
-    group = Group([], max(h.version for h in planned.values()), None, None,
-                  frozenset(planned))
+    group = Group([], max(h.version for h in planned.values()), None, None, frozenset(),
+                  dict(planned))
     try:
         for hierarchy in list(parents.fds):
             parent = parents.fds.pop(hierarchy)
@@ -208,14 +227,13 @@ def create(limits: ResourceLimits, owner: int,
                 os.close(parent)
                 raise
             group.dirs.append((parent, name, own))
-            held = {field for field, h in planned.items() if h == hierarchy}
-            if "memory_bytes" in held:
-                group.events_file = (own, _set_memory(own, hierarchy.version,
-                                                      limits.memory_bytes))
-            if "max_processes" in held:
-                assert limits.max_processes is not None
-                _write(own, "pids.max", str(limits.max_processes + 1))  # + the init
-            if "cpu_seconds" in held:
+            for field, h in planned.items():
+                if h == hierarchy:
+                    group.held_in[field] = own
+            if "memory_bytes" in group.held_in and group.events_file is None:
+                group.events_file = (own, "memory.events" if hierarchy.version == 2
+                                     else "memory.oom_control")
+            if "cpu_seconds" in group.held_in and group.cpu_file is None:
                 group.cpu_file = (own, "cpu.stat" if hierarchy.version == 2
                                   else "cpuacct.usage")
     except OSError:
@@ -225,15 +243,36 @@ def create(limits: ResourceLimits, owner: int,
     return group
 
 
-def _set_memory(directory: int, version: int, limit: int | None) -> str:
-    assert limit is not None
+def set_limits(group: Group, limits: ResourceLimits, extra_tasks: int) -> None:
+    """Set ``limits`` in ``group`` (``None``: unlimited), ``extra_tasks`` added to
+    ``max_processes`` for the sandbox's own helpers in it; record which limits it now
+    holds. OSError if the kernel refuses a value."""
+    held = []
+    for field, own in group.held_in.items():
+        version = group.planned[field].version
+        value = getattr(limits, field)
+        if field == "memory_bytes":
+            _set_memory(own, version, value)
+        elif field == "max_processes":
+            _write(own, "pids.max", "max" if value is None else str(value + extra_tasks))
+        if value is not None:
+            held.append(field)
+    group.aggregate = frozenset(held)
+
+
+def _set_memory(directory: int, version: int, limit: int | None) -> None:
     if version == 2:
-        _write(directory, "memory.max", str(limit))
-        _write_if_there(directory, "memory.swap.max", "0")
-        return "memory.events"
-    _write(directory, "memory.limit_in_bytes", str(limit))
-    _write_if_there(directory, "memory.memsw.limit_in_bytes", str(limit))  # no swap past it
-    return "memory.oom_control"
+        _write(directory, "memory.max", "max" if limit is None else str(limit))
+        _write_if_there(directory, "memory.swap.max", "max" if limit is None else "0")
+        return
+    # memsw (memory and swap) may never be below the memory limit: order the two writes.
+    value = "-1" if limit is None else str(limit)
+    if limit is None:
+        _write_if_there(directory, "memory.memsw.limit_in_bytes", value)
+        _write(directory, "memory.limit_in_bytes", value)
+    else:
+        _write(directory, "memory.limit_in_bytes", value)
+        _write_if_there(directory, "memory.memsw.limit_in_bytes", value)  # no swap past it
 
 
 def _write(directory: int, name: str, value: str) -> None:
@@ -264,6 +303,30 @@ def add(group: Group, pid: int) -> None:
     go) into every directory of ``group``. OSError if the kernel refuses."""
     for _parent, _name, own in group.dirs:
         _write(own, "cgroup.procs", str(pid))
+
+
+def leave(group: Group) -> None:
+    """Move this process out of ``group``, back into the directory it was made in (this
+    process's own cgroup) in every hierarchy. Never raises."""
+    for parent, _name, _own in group.dirs:
+        try:
+            _write(parent, "cgroup.procs", str(os.getpid()))
+        except OSError:
+            pass  # then it stays, and the group cannot be removed before it ends
+
+
+def rename(group: Group, name: str) -> None:
+    """Give ``group`` another name in every hierarchy. Never raises (a directory that
+    cannot be renamed keeps its name, and :func:`sweep` finds it once it is empty)."""
+    renamed = []
+    for parent, old, own in group.dirs:
+        try:
+            os.rename(old, name, src_dir_fd=parent, dst_dir_fd=parent)
+        except OSError:
+            renamed.append((parent, old, own))
+            continue
+        renamed.append((parent, name, own))
+    group.dirs = renamed
 
 
 def members(group: Group) -> list[int]:
@@ -341,18 +404,20 @@ def sweep() -> None:
     a launcher (its launcher was killed too). Groups in use are left: a group with
     processes cannot be removed, and one whose supervisor lives is its own. Never
     raises."""
-    for path in leftovers():
-        owner = path.rsplit("-", 1)[-1]
-        if owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
+    for path in leftovers(ahead=True):
+        parent, _, owner = path.rsplit("/", 1)[-1][len(_PREFIX):].partition("-")
+        gone = owner if owner.isdigit() else parent  # an ahead group: its maker's
+        if gone.isdigit() and not os.path.exists(f"/proc/{gone}"):
             try:
                 os.rmdir(path)
             except OSError:
                 pass  # in use (or not ours)
 
 
-def leftovers(parents: set[int] | None = None) -> list[str]:
+def leftovers(parents: set[int] | None = None, ahead: bool = False) -> list[str]:
     """Every sandbox group under this process's cgroups, or only those of supervisors
-    forked by one of ``parents`` (for tests and diagnostics)."""
+    forked by one of ``parents`` (for tests and diagnostics); groups made ahead (which
+    their maker sits in while idle) only with ``ahead``."""
     found: list[str] = []
     for hierarchy in hierarchies():
         try:
@@ -362,7 +427,9 @@ def leftovers(parents: set[int] | None = None) -> list[str]:
         for name in names:
             if not name.startswith(_PREFIX):
                 continue
-            parent = name[len(_PREFIX):].split("-", 1)[0]
+            parent, _, owner = name[len(_PREFIX):].partition("-")
+            if owner.startswith("ahead") and not ahead:
+                continue
             if parents is None or (parent.isdigit() and int(parent) in parents):
                 found.append(os.path.join(hierarchy.path, name))
     return found
@@ -388,6 +455,8 @@ def _kill_members(own: int) -> None:
     except (OSError, ValueError):
         return
     for pid in pids:
+        if pid == os.getpid():
+            continue  # this process, still in it, is leaving
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:

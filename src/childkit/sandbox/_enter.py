@@ -111,7 +111,8 @@ def enter(config: SandboxConfig, keep_fds: Sequence[int]) -> None:
 def enter_planned(config: SandboxConfig, keep_fds: Sequence[int],
                   root_plan: _filesystem.RootPlan | None, template: int | None,
                   privileged: bool | None = None, *, netns: int | None = None,
-                  single_threaded: bool = False) -> None:
+                  single_threaded: bool = False,
+                  group: _cgroups.Group | None = None) -> None:
     """:func:`enter`, with the file system view already planned: ``root_plan`` is what
     ``_filesystem.plan(config.readonly_paths)`` returned just before this process was
     forked (the launcher plans in its warm process, so the child need not), or ``None``
@@ -126,7 +127,9 @@ def enter_planned(config: SandboxConfig, keep_fds: Sequence[int],
     or ``None``: the clone creates it.
     ``single_threaded``: the caller knows this process is single-threaded (a fork of the
     single-threaded launcher that has run only childkit's code since), so it is not
-    checked again. Same promises and errors as :func:`enter`."""
+    checked again. ``group``: the cgroup this process was born in, its limits set
+    (:mod:`childkit.sandbox._ahead`; its maker removes it), or ``None``: a privileged
+    caller makes one. Same promises and errors as :func:`enter`."""
     owned = _NamespaceFd(template)
     fresh_netns = _NamespaceFd(netns)
     # No garbage collection while the sandbox is made: a collection in the init or the
@@ -139,7 +142,7 @@ def enter_planned(config: SandboxConfig, keep_fds: Sequence[int],
     gc.disable()
     try:
         _enter(config, keep_fds, root_plan, owned, privileged, fresh_netns,
-               single_threaded)
+               single_threaded, group)
     except BaseException:
         if collecting:
             gc.enable()
@@ -167,7 +170,8 @@ class _NamespaceFd:
 
 def _enter(config: SandboxConfig, keep_fds: Sequence[int],
            root_plan: _filesystem.RootPlan | None, template: _NamespaceFd,
-           known_privileged: bool | None, netns: _NamespaceFd, single_threaded: bool) -> None:
+           known_privileged: bool | None, netns: _NamespaceFd, single_threaded: bool,
+           ahead: _cgroups.Group | None = None) -> None:
     if not isinstance(config, SandboxConfig):
         raise ChildkitError(ErrCode.NCP_ERR_INVALID_PARAM, "config must be a SandboxConfig")
     if not single_threaded and len(os.listdir("/proc/self/task")) != 1:
@@ -182,7 +186,8 @@ def _enter(config: SandboxConfig, keep_fds: Sequence[int],
     except ValueError as exc:
         raise ChildkitError(ErrCode.NCP_ERR_INVALID_PARAM, str(exc)) from None
     layers = _Layers(config.allow_reduced)
-    _fds.close_all_except((*keep, *(fd for fd in (template.fd, netns.fd) if fd is not None)))
+    _fds.close_all_except((*keep, *(fd for fd in (template.fd, netns.fd) if fd is not None),
+                           *(ahead.fds() if ahead is not None else ())))
     _report["fds"] = LayerStatus(True, "applied")
     try:
         _seccomp.compile_filter()  # libseccomp is only reachable before the pivot
@@ -210,7 +215,7 @@ def _enter(config: SandboxConfig, keep_fds: Sequence[int],
 
     # Where the cgroup goes, opened first: the supervisor then lives in the sandbox's
     # root, without /sys.
-    parents = _open_parents(config, privileged)
+    parents = _open_parents(config, privileged) if ahead is None else None
     try:
         built = layers.apply("filesystem", build)
     except BaseException:
@@ -225,6 +230,8 @@ def _enter(config: SandboxConfig, keep_fds: Sequence[int],
     death_r, death_w = os.pipe()
     status_r, status_w = os.pipe()
     planned = dict(parents.planned) if parents is not None else {}
+    if ahead is not None:  # born in it: nothing to wait for
+        planned = {field: h for field, h in ahead.planned.items() if field in ahead.aggregate}
     try:
         init, group, grouped_r = _clone_init(privileged, inner, outer, joined_netns,
                                              config, parents)
@@ -246,7 +253,10 @@ def _enter(config: SandboxConfig, keep_fds: Sequence[int],
     if init != 0:  # the supervisor, outside the new pid namespace
         os.close(death_r)
         os.close(status_w)
-        _supervisor.supervise(init, death_w, status_r, group, config.limits.cpu_seconds)
+        _supervisor.supervise(init, death_w, status_r, group or ahead,
+                              config.limits.cpu_seconds)
+    if ahead is not None:
+        ahead.close()  # no fd of a host directory goes further in
     os.close(death_w)
     os.close(status_r)
     _supervisor.guard_parent(death_r)
@@ -254,7 +264,7 @@ def _enter(config: SandboxConfig, keep_fds: Sequence[int],
     _inside(config, layers, keep, applied, built, seccomp_problem, extra_processes)
     # Meanwhile the supervisor made the cgroup and put the init into it: wait for that
     # before the sandboxed process exists (it is then in the group from its first step).
-    _report_aggregate(config, planned if _grouped(grouped_r) else {})
+    _report_aggregate(config, planned if ahead is not None or _grouped(grouped_r) else {})
     # Without the interpreter's fork handling either: the process that called enter()
     # was forked with it (os.fork ran every at-fork hook, re-seeded random, reset the
     # threading module), and neither it nor the init has run anything but childkit's

@@ -103,7 +103,9 @@ def supervise(init: int, death_w: int, status_r: int, group: _cgroups.Group | No
     except BaseException:
         status = _EX_SOFTWARE << 8  # short of a bug this cannot happen
     finally:
-        if group is not None:
+        if group is not None and group.ahead:
+            group.close()  # it is in it: its maker removes it after reaping it
+        elif group is not None:
             _cgroups.remove(group)  # every process of the namespace is gone by now
     mirror(status)
 
@@ -129,7 +131,7 @@ def _watch_cpu(init: int, group: _cgroups.Group, budget: int) -> None:
                 left = budget - _cgroups.cpu_seconds(group)
                 if left <= 0:
                     for pid in _cgroups.members(group):
-                        if pid != init:
+                        if pid not in (init, os.getpid(), os.getppid()):
                             _kill(pid, signal.SIGXCPU)
                     signalled = True
                     timeout = _CPU_GRACE_S
