@@ -56,6 +56,7 @@ class ReplyQueue:
         self.pending_bytes = 0
         self.pending_fds = 0
         self.closed = False
+        self.overflowed = False  # the link is being closed for it: say so once
 
     def send(self, chunk: bytes, fds: list[int], parcels: list[MessageParcel]) -> None:
         """Send one reply record now if there is room, else queue it (never waits).
@@ -99,6 +100,9 @@ class ReplyQueue:
         """The peer let too many replies wait: close its connection, saying why."""
         t = self.transport
         with self.lock:
+            if self.overflowed:  # several work threads went over the bound at once
+                return
+            self.overflowed = True
             count, nbytes, nfds = len(self.pending), self.pending_bytes, self.pending_fds
         _log.warning(
             "%s: closing: the peer (pid %d) does not read its replies (%d replies, %d bytes, "
