@@ -100,12 +100,7 @@ static void *finish_start(void *arg) {
 }
 
 static void run_detached(void *(*fn)(void *), void *arg) {
-    pthread_t t;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    if (pthread_create(&t, &attr, fn, arg) != 0) fn(arg); /* no thread: still exactly once */
-    pthread_attr_destroy(&attr);
+    if (ck__thread_start(fn, arg) < 0) fn(arg); /* no thread: still exactly once */
 }
 
 /* The agent is gone (guarded): every waiting caller and every start still to come hears
@@ -252,17 +247,7 @@ static int ensure_agent_locked(void) {
         close(sv[0]);
         return -1;
     }
-    pthread_t t;
-    pthread_attr_t attr;
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    rc = pthread_create(&t, &attr, read_agent, (void *)(long)sv[0]);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    pthread_attr_destroy(&attr);
-    if (rc != 0) {
+    if (ck__thread_start(read_agent, (void *)(long)sv[0]) < 0) {
         close(sv[0]); /* the agent reads EOF and ends */
         waitpid(pid, NULL, 0);
         return -1;

@@ -392,16 +392,11 @@ void ck__conn_close(ck__conn_t *conn, const char *reason) {
     free(stubs);
     if (links != NULL) {
         deaths_t *d = malloc(sizeof *d);
-        pthread_t thread;
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
         if (d != NULL) d->links = links;
-        if (d == NULL || pthread_create(&thread, &attr, fire_deaths, d) != 0) {
+        if (d == NULL || ck__thread_start(fire_deaths, d) < 0) {
             free(d);
             ck__deathlinks_fire(links); /* no thread to spare: here, still outside the lock */
         }
-        pthread_attr_destroy(&attr);
     }
 }
 
@@ -973,19 +968,8 @@ ck__conn_t *ck__conn_start(int call_fd, int serve_fd, struct OHIPCRemoteStub *ro
     }
     unsigned char hello[CK__HEADER_SIZE + CK__HELLO_BODY];
     ck__frame_put_hello(hello, root != NULL);
-    pthread_t thread;
-    pthread_attr_t tattr;
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_attr_init(&tattr);
-    pthread_attr_setdetachstate(&tattr, PTHREAD_CREATE_DETACHED);
     int rc = send_record(call_fd, hello, sizeof hello, NULL, 0);
-    if (rc == 0) {
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        rc = pthread_create(&thread, &tattr, serve_thread, conn) == 0 ? 0 : -2;
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-    }
-    pthread_attr_destroy(&tattr);
+    if (rc == 0 && ck__thread_start(serve_thread, conn) < 0) rc = -2;
     if (rc < 0) {
         snprintf(err, errlen, rc == -1 ? "sending hello failed: the peer is gone"
                                        : "the connection's reader thread could not start");

@@ -244,6 +244,10 @@ void ck__conn_forget_remote_locked(ck__conn_t *conn, ck__remote_t *remote);
 int childkit_ipc_connect(int call_fd, int serve_fd, struct OHIPCRemoteStub *root, int timeout_ms,
                          struct OHIPCRemoteProxy **peer_root, char *err, size_t errlen);
 
+/* ------------------------------------------------------------------ threads (ck_thread.c) */
+/* Starts fn(arg) on a new detached thread with every signal blocked; 0, or -1. */
+int ck__thread_start(void *(*fn)(void *), void *arg);
+
 /* ------------------------------------------------------------------ work threads (ck_pool.c) */
 /* Runs fn(arg) on an IPC work thread (starting one if none is idle and fewer than the
  * maximum run). 0, or -1 if no thread exists and none could start (fn not called). */

@@ -11,7 +11,6 @@
  * owns its argument.
  */
 #include <pthread.h>
-#include <signal.h>
 #include <stdlib.h>
 
 #include "ck_internal.h"
@@ -58,20 +57,9 @@ static void *worker(void *unused) {
     return NULL;
 }
 
-/* Starts one more thread with every signal blocked (signals belong to the application's
- * threads, as in IPCKit). 0 or -1. Called with the lock held. */
+/* Starts one more worker; 0 or -1. Called with the lock held. */
 static int start_thread_locked(void) {
-    pthread_attr_t attr;
-    pthread_t thread;
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&thread, &attr, worker, NULL);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    pthread_attr_destroy(&attr);
-    if (rc != 0) return -1;
+    if (ck__thread_start(worker, NULL) < 0) return -1;
     started++;
     return 0;
 }
