@@ -558,7 +558,7 @@ static int call_send(ck__conn_t *conn, const unsigned char *frame, size_t len, c
     pthread_mutex_unlock(&conn->send_lock);
     if (schedule) {
         ck__conn_ref(conn);
-        if (ck__pool_submit_reader(flush_job, conn) < 0) flush_job(conn); /* send it now */
+        if (ck__pool_submit(flush_job, conn) < 0) flush_job(conn); /* send it now */
     }
     return rc;
 }

@@ -252,8 +252,8 @@ int ck__thread_start(void *(*fn)(void *), void *arg);
 /* Runs fn(arg) on an IPC work thread (starting one if none is idle and fewer than the
  * maximum run). 0, or -1 if no thread exists and none could start (fn not called). */
 int ck__pool_submit(void (*fn)(void *), void *arg);
-/* ck__pool_submit for a connection's standby reader: starts a thread beyond the maximum
- * if none is idle (a reader may wait long; requests must not wait for it). */
+/* Runs a connection's standby reader on a thread of its own (not the pool's: a reader
+ * may wait long, and requests must never wait for it). 0, or -1. */
 int ck__pool_submit_reader(void (*fn)(void *), void *arg);
 int ck__pool_set_max(int n);
 void ck__pool_join(void);

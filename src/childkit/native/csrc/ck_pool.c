@@ -80,15 +80,34 @@ __attribute__((constructor)) static void install_fork_handlers(void) {
     pthread_atfork(prepare_fork, parent_after_fork, child_after_fork);
 }
 
-static int submit(void (*fn)(void *), void *arg, int beyond_max);
+typedef struct {
+    void (*fn)(void *);
+    void *arg;
+} reader_t;
 
-int ck__pool_submit(void (*fn)(void *), void *arg) { return submit(fn, arg, 0); }
+static void *reader_main(void *arg) {
+    reader_t r = *(reader_t *)arg;
+    free(arg);
+    r.fn(r.arg);
+    return NULL;
+}
 
-/* A connection's standby reader: it may wait on its socket for long, so it must not make
- * requests wait for a thread (at most one per connection exists at a time). */
-int ck__pool_submit_reader(void (*fn)(void *), void *arg) { return submit(fn, arg, 1); }
+/* A connection's standby reader gets a thread of its own, never a pool thread: it may
+ * wait on its socket for long, and the requests it reads need the pool's threads (a
+ * reader in the last free one would starve them). At most one per connection at a time. */
+int ck__pool_submit_reader(void (*fn)(void *), void *arg) {
+    reader_t *r = malloc(sizeof *r);
+    if (r == NULL) return -1;
+    r->fn = fn;
+    r->arg = arg;
+    if (ck__thread_start(reader_main, r) < 0) {
+        free(r);
+        return -1;
+    }
+    return 0;
+}
 
-static int submit(void (*fn)(void *), void *arg, int beyond_max) {
+int ck__pool_submit(void (*fn)(void *), void *arg) {
     job_t *job = malloc(sizeof *job);
     if (job == NULL) return -1;
     job->fn = fn;
@@ -97,8 +116,7 @@ static int submit(void (*fn)(void *), void *arg, int beyond_max) {
     pthread_mutex_lock(&lock);
     /* A job needs a thread that is idle, or a new one; with neither it waits for a busy
      * thread (the maximum is reached), unless there is no thread at all. */
-    if (idle == 0 && (started < max_threads || beyond_max) && start_thread_locked() < 0 &&
-        (started == 0 || beyond_max)) {
+    if (idle == 0 && started < max_threads && start_thread_locked() < 0 && started == 0) {
         pthread_mutex_unlock(&lock);
         free(job);
         return -1;
