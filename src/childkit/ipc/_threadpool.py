@@ -88,8 +88,8 @@ class IPCThreadPool:
         The fd is disarmed while its callback runs until the callback calls :meth:`rearm`.
         """
         with self._lock:
+            self._ensure_thread_locked()  # first: if none can run it, nothing is kept
             self._handlers[fd] = on_readable
-            self._ensure_thread_locked()
         self._epoll.register(fd, _ONESHOT_IN)
 
     def rearm(self, fd: int) -> None:
@@ -137,8 +137,8 @@ class IPCThreadPool:
     def submit(self, task: Callable[[], None]) -> None:
         """Run ``task()`` on a work thread soon."""
         with self._lock:
+            self._ensure_thread_locked()  # first: if none can run it, nothing is kept
             self._tasks.append(task)
-            self._ensure_thread_locked()
         os.eventfd_write(self._wake_fd, 1)
 
     def submit_from_finalizer(self, task: Callable[[], None]) -> None:
@@ -150,13 +150,35 @@ class IPCThreadPool:
         except OSError:
             pass  # the pool is gone (after fork): nothing left to release to
 
+    def prestart(self, count: int) -> None:
+        """Have at least ``count`` work threads (up to the maximum) waiting now, started
+        from this thread: from Python 3.12 on, no thread can start another once the main
+        thread has finished, so work that may outlive it starts its threads up front."""
+        with self._lock:
+            while self._threads < min(count, self._max) and not self._closed:
+                before = self._threads
+                self._add_thread_locked()
+                if self._threads == before:
+                    break
+
     def _ensure_thread_locked(self) -> None:
         if self._idle == 0 and self._threads < self._max and not self._closed:
-            self._threads += 1
-            self._idle += 1
+            self._add_thread_locked()
+
+    def _add_thread_locked(self) -> None:
+        self._threads += 1
+        self._idle += 1
+        try:
             threading.Thread(
                 target=self._run, name=f"{self._name}-{self._threads}", daemon=True
             ).start()
+        except RuntimeError:
+            # No new thread (interpreter shutdown from 3.12 on, or the process limit):
+            # the threads there are serve on, though with less room for nesting.
+            self._threads -= 1
+            self._idle -= 1
+            if self._threads == 0:
+                raise
 
     def _run(self) -> None:
         poll = self._epoll.poll

@@ -43,6 +43,7 @@ from childkit.process import (
     ChildProcessOptions,
     IsolationMode,
     connect,
+    start_threads,
 )
 
 _log = logging.getLogger("childkit")
@@ -237,6 +238,7 @@ class ExecutorCore:
             if _interpreter_exiting:
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
             _live_cores.add(self)
+        start_threads()  # what the workers' starts need, while threads may still start
         first = len(self.threads)
         for slot in range(first, first + count):
             thread = threading.Thread(target=self._slot_main, args=(slot,), daemon=True,

@@ -23,6 +23,7 @@ from childkit.process._children import (
 from childkit.process._children import set_preload_modules as set_preload_modules
 from childkit.process._children import shutdown as shutdown
 from childkit.process._children import start_native_child_process as start_native_child_process
+from childkit.process._children import start_threads as start_threads
 from childkit.process._children import (
     unregister_child_process_exit_callback as unregister_child_process_exit_callback,
 )

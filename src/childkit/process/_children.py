@@ -543,6 +543,22 @@ def shutdown(timeout: float = 10.0) -> None:
                             "requests running): close them before childkit.shutdown()")
 
 
+def start_threads() -> None:
+    """Start, from this thread, every thread a child start will need: the manager's (it
+    then starts the launcher in the background), the exit callbacks', and two IPC work
+    threads. Work that may outlive the main thread calls it first: from Python 3.12 on,
+    no thread can start another once the main thread has finished (an executor's tasks
+    run at interpreter exit, as ``ProcessPoolExecutor``'s do).
+
+    Raises:
+        ChildkitError: ``NCP_ERR_ALREADY_IN_CHILD`` in a child.
+    """
+    from childkit.ipc._threadpool import default_pool
+
+    manager().start_threads()
+    default_pool().prestart(2)
+
+
 def prestart_launcher(timeout: float = 60.0) -> int:
     """Start the launcher now rather than on the first child start; return its pid.
 

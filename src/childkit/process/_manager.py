@@ -403,6 +403,26 @@ class Manager:
         self._ensure_launcher(time.monotonic() + timeout)
         return self._launcher_pid
 
+    def start_threads(self) -> None:
+        """Start this process's childkit threads now (the manager's, which then starts
+        the launcher in the background, and the exit callbacks'), from a thread that may
+        still start threads: from Python 3.12 on, none can once the main thread has
+        finished, so work that outlives it (an executor's tasks at exit) must not be the
+        first to need them."""
+        check_not_in_child()
+        with self._cond:
+            if self._state == "idle":
+                self._begin_launcher_start_locked()
+
+    def _begin_launcher_start_locked(self) -> None:
+        self._state = "starting"
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name="childkit-manager")
+            self._thread.start()
+            self.exit_callbacks.start()
+        self._cond.notify_all()
+
     # ------------------------------------------------------------------ the launcher
     def _ensure_launcher(self, deadline: float) -> socket.socket:
         with self._cond:
@@ -414,13 +434,7 @@ class Manager:
                     raise ChildkitError(ErrCode.NCP_ERR_SERVICE_ERROR,
                                         f"the launcher could not start: {self._last_error}")
                 if self._state == "idle":
-                    self._state = "starting"
-                    if self._thread is None:
-                        self._thread = threading.Thread(target=self._run, daemon=True,
-                                                        name="childkit-manager")
-                        self._thread.start()
-                        self.exit_callbacks.start()
-                    self._cond.notify_all()
+                    self._begin_launcher_start_locked()
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise ChildkitError(ErrCode.NCP_ERR_TIMEOUT,
