@@ -43,7 +43,7 @@ def test_nothing_but_the_face_and_the_layer_packages_at_the_top() -> None:
     assert entries <= TOP_LEVEL, f"not in a layer package: {sorted(entries - TOP_LEVEL)}"
 
 
-@pytest.mark.parametrize("layer", sorted(n for n in TOP_LEVEL if "." not in n and n != "native"))
+@pytest.mark.parametrize("layer", sorted(n for n in TOP_LEVEL if "." not in n))
 def test_every_layer_package_says_what_it_may_import(layer: str) -> None:
     init = PACKAGE / layer / "__init__.py"
     if not init.parent.is_dir():

@@ -8,6 +8,11 @@ flags, and ``childkit-native.pc`` in :func:`get_pkgconfig_dir` says the same to 
 
 An install without a C compiler or CMake has no libraries: the Python API works as before,
 and :func:`require_library` raises :class:`NativeLibraryMissing` saying so.
+
+May import: this face nothing of childkit's (the launcher's children use it to find the
+libraries). Its Python parts sit at two levels (pyproject.toml's import contract):
+``_agent`` (what a C parent runs: the process layer and below) and ``_child`` (a native
+IPC child's loader, run by the launcher: :mod:`childkit.common` only).
 """
 
 from __future__ import annotations
