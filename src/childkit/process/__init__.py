@@ -8,6 +8,7 @@ May import: :mod:`childkit.launcher` (its protocol), :mod:`childkit.entry`,
 face, :mod:`childkit.pool`, :mod:`childkit.aio` and :mod:`childkit.cli`.
 """
 
+from childkit.process._child import Child as Child
 from childkit.process._children import ChildConnection as ChildConnection
 from childkit.process._children import IPCStart as IPCStart
 from childkit.process._children import connect as connect
@@ -30,7 +31,6 @@ from childkit.process._children import (
 from childkit.process._exit import ChildExitInfo as ChildExitInfo
 from childkit.process._manager import MAX_CHILDREN as MAX_CHILDREN
 from childkit.process._manager import START_TIMEOUT as START_TIMEOUT
-from childkit.process._manager import Child as Child
 from childkit.process._manager import manager as manager
 from childkit.process._options import ChildProcessOptions as ChildProcessOptions
 from childkit.process._options import IsolationMode as IsolationMode

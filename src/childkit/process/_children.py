@@ -41,8 +41,9 @@ from childkit.ipc import (
     RemoteProxy,
     channel_socketpairs,
 )
+from childkit.process._child import Child
 from childkit.process._exit import ChildExitInfo, ExitCallback
-from childkit.process._manager import START_TIMEOUT, Child, Slot, check_not_in_child, manager
+from childkit.process._manager import START_TIMEOUT, Slot, check_not_in_child, manager
 from childkit.process._options import ChildProcessOptions, IsolationMode
 
 _log = logging.getLogger("childkit")

@@ -36,11 +36,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from childkit.common import _role as _role
 from childkit.common._errors import ChildkitError, ErrCode
 from childkit.launcher import _protocol as proto
+from childkit.process._child import Child, Mode, absolute_sys_path, describe_exit, start_cwd
 from childkit.process._exit import ChildExitInfo, ExitCallbacks
 
 _log = logging.getLogger("childkit")
@@ -54,7 +55,6 @@ LAUNCHER_TIMEOUT = 60.0
 #: Seconds to wait for a child that failed to start (and so exits at once) to be reaped.
 _REAP_TIMEOUT = 10.0
 
-Mode = Literal["args", "ipc"]
 
 # The launcher imports childkit from where this process did, installed or not.
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -62,23 +62,6 @@ _LAUNCHER_BOOT = (
     "import sys; sys.path.insert(0, sys.argv[1]); "
     "from childkit.launcher._template import main; sys.exit(main(sys.argv[1:]))"
 )
-
-
-@dataclass(eq=False)
-class Child:
-    """One child: its pid, a pidfd (owned by the manager until reaped), its state.
-
-    ``announced`` is set once the start call succeeded: only then do exit callbacks
-    hear of the child, and only then may :func:`childkit.kill_child_process` touch it.
-    """
-
-    pid: int
-    pidfd: int
-    mode: Mode
-    announced: bool = False
-    exit_info: ChildExitInfo | None = None
-    limits: dict[str, Any] | None = None  # an isolated child's resource limits
-    exited: threading.Event = field(default_factory=threading.Event)
 
 
 class Slot:
@@ -220,7 +203,7 @@ class Manager:
                 header: dict[str, Any] = {
                     "op": "spawn", "id": request_id, "mode": mode, "entry": entry,
                     "fd_names": fd_names, "process_name": process_name,
-                    "cwd": _cwd(), "sys_path": _absolute_sys_path(),
+                    "cwd": start_cwd(), "sys_path": absolute_sys_path(),
                     "sandbox": sandbox,
                 }
                 env = self._env_changes()
@@ -320,7 +303,7 @@ class Manager:
             raise ChildkitError(
                 ErrCode.NCP_ERR_INTERNAL if child.mode == "args"
                 else ErrCode.NCP_ERR_CONNECTION_FAILED,
-                f"child {child.pid} died during start-up ({_describe(info)}) before "
+                f"child {child.pid} died during start-up ({describe_exit(info)}) before "
                 "reporting; see its stderr",
             )
         try:
@@ -688,31 +671,6 @@ class Manager:
                 os.close(child.pidfd)
             except OSError:
                 pass
-
-
-def _absolute_sys_path() -> list[str]:
-    # Relative entries ('' under `python -c`, the REPL) mean the caller's directory; a
-    # child, above all an isolated one whose cwd is the sandbox's, needs it spelled out.
-    return [os.path.abspath(p) if not os.path.isabs(p) else p
-            for p in sys.path if isinstance(p, str)]
-
-
-def _cwd() -> str:
-    try:
-        return os.getcwd()
-    except OSError:
-        return "/"
-
-
-def _describe(info: ChildExitInfo | None) -> str:
-    if info is None:
-        return "not reaped yet"
-    if info.signal is not None:
-        try:
-            return f"killed by {signal.Signals(info.signal).name}"
-        except ValueError:
-            return f"killed by signal {info.signal}"
-    return f"exit code {info.exit_code}"
 
 
 def check_not_in_child() -> None:

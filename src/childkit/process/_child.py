@@ -1,0 +1,60 @@
+"""What the manager knows of one child (:class:`Child`), and what a start request says of
+this process (its ``sys.path`` and working directory) and of a child's end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from childkit.process._exit import ChildExitInfo
+
+Mode = Literal["args", "ipc"]
+
+
+@dataclass(eq=False)
+class Child:
+    """One child: its pid, a pidfd (owned by the manager until reaped), its state.
+
+    ``announced`` is set once the start call succeeded: only then do exit callbacks
+    hear of the child, and only then may :func:`childkit.kill_child_process` touch it.
+    """
+
+    pid: int
+    pidfd: int
+    mode: Mode
+    announced: bool = False
+    exit_info: ChildExitInfo | None = None
+    limits: dict[str, Any] | None = None  # an isolated child's resource limits
+    exited: threading.Event = field(default_factory=threading.Event)
+
+
+def absolute_sys_path() -> list[str]:
+    """This process's ``sys.path`` for a child, every entry absolute."""
+    # Relative entries ('' under `python -c`, the REPL) mean the caller's directory; a
+    # child, above all an isolated one whose cwd is the sandbox's, needs it spelled out.
+    return [os.path.abspath(p) if not os.path.isabs(p) else p
+            for p in sys.path if isinstance(p, str)]
+
+
+def start_cwd() -> str:
+    """The directory a child starts in: this process's (``/`` if it has none)."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return "/"
+
+
+def describe_exit(info: ChildExitInfo | None) -> str:
+    """How a child ended, in words (``exit code 3``, ``killed by SIGKILL``)."""
+    if info is None:
+        return "not reaped yet"
+    if info.signal is not None:
+        try:
+            return f"killed by {signal.Signals(info.signal).name}"
+        except ValueError:
+            return f"killed by signal {info.signal}"
+    return f"exit code {info.exit_code}"
