@@ -321,15 +321,7 @@ class Transport:
         """The frames of a record just read into ``buf``, now owning their fds; ``None``
         (and the link closed) at the end of the stream or on a protocol error."""
         fds = received_fds(anc) if anc else []
-        if not flags & TRUNCATED and n:
-            try:
-                return _wire.decode_record(memoryview(buf)[:n], fds)
-            except ProtocolError as exc:
-                close_fds(fds)
-                _log.warning("%s: closing, protocol error: %s", self.name, exc)
-                self.fail(f"protocol error from the peer: {exc.message}")
-                return None
-        if n == 0 and not fds:
+        if n == 0 and not fds and not flags & TRUNCATED:
             self.fail("the peer closed the connection")
             return None
         try:
@@ -338,8 +330,7 @@ class Transport:
             return _wire.decode_record(memoryview(buf)[:n], fds)
         except ProtocolError as exc:
             close_fds(fds)
-            _log.warning("%s: closing, protocol error: %s", self.name, exc)
-            self.fail(f"protocol error from the peer: {exc.message}")
+            self.protocol_error(exc.message)
             return None
 
     def protocol_error(self, message: str) -> None:
