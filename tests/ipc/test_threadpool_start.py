@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from ipc_helpers import wait_until
 
 from childkit.ipc._threadpool import IPCThreadPool
 
@@ -17,7 +18,7 @@ from childkit.ipc._threadpool import IPCThreadPool
 def pool() -> Iterator[IPCThreadPool]:
     made = IPCThreadPool(max_threads=4, name="ipc-test-start")
     yield made
-    assert made.close_if_unused(10)
+    assert wait_until(lambda: made.close_if_unused(10))  # once its last task returned
 
 
 def _no_new_threads(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -38,8 +39,10 @@ def test_prestarted_threads_serve_when_no_thread_can_start(
         pool.register(a.fileno(), served.set)  # would start a thread if none were idle
         b.send(b"x")
         assert served.wait(30)
-        for _ in range(3):  # every idle thread busy: growing is refused, nothing breaks
-            pool.submit(lambda: None)
+        ran = [threading.Event() for _ in range(3)]
+        for event in ran:  # every idle thread busy: growing is refused, nothing breaks
+            pool.submit(event.set)
+        assert all(event.wait(30) for event in ran)
         assert pool._threads == 2
     finally:
         pool.unregister(a.fileno())

@@ -177,7 +177,8 @@ class Server:
                 if not disarmed:
                     pool.disarm(fd)
                 n, anc, flags, seen, err = exchange_slowly(
-                    t.serve, self.poller.poll, fd, reply, buf, started, end)
+                    t.serve, self.poller.poll, fd, reply, buf, started, end,
+                    wait_for_room=False)
         except BlockingIOError:  # the peer reads slowly: wait for room, do not poll
             pool.rearm(fd)
             self.send_reply_record(reply)

@@ -176,18 +176,23 @@ def _send_by(sock: socket.socket, iov: tuple[bytes | bytearray | memoryview, ...
 
 def exchange_slowly(sock: socket.socket, poll: Callable[[int], list[tuple[int, int]]], fd: int,
                     chunk: Outgoing, buf: RecvBuffer, started: int, end: int,
-                    ) -> ExchangeResult:
+                    wait_for_room: bool = True) -> ExchangeResult:
     """``_speedups.exchange`` with Python's socket calls (no C twins here, or an event
     loop shares the socket, which is then non-blocking): send ``chunk`` on ``sock``
-    (unless empty), poll until ``end`` (unless 0), read one record."""
+    (unless empty), poll until ``end`` (unless 0), read one record. Without
+    ``wait_for_room`` (a reply: no work thread may wait for a peer that does not read),
+    a full socket raises ``BlockingIOError`` with nothing sent, as the C twin does."""
     if chunk:
+        flags = 0 if wait_for_room else DONTWAIT
         try:
             if isinstance(chunk, tuple):
-                sock.sendmsg(chunk)
+                sock.sendmsg(chunk, [], flags)
             else:
-                sock.send(chunk)
-        except BlockingIOError:  # non-blocking while an event loop shares it
-            sendmsg(sock, chunk, [])  # waits for room
+                sock.send(chunk, flags)
+        except BlockingIOError:
+            if not wait_for_room:
+                raise
+            sendmsg(sock, chunk, [])  # non-blocking while an event loop shares it: wait
     seen = end != 0 and _busypoll.spin(poll, started, end, fd)
     try:
         n, anc, flags, _ = sock.recvmsg_into([buf], ANC_SPACE, RECV_FLAGS)
