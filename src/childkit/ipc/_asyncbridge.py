@@ -184,7 +184,7 @@ class LoopBridge:
         self.loop_leader_thread = None
         self.caller.leader = False
         t.io_users -= 1
-        self.caller.cond.notify_all()  # a waiting thread may read now
+        self.caller.wake_a_reader_locked()  # a waiting thread may read now
         self.hand_lead_locked()
         if t.closed:
             t.close_sockets_if_idle_locked()

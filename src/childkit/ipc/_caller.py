@@ -18,8 +18,13 @@ role's ``waiters``, ``lone_seq``, ``next_seq``, ``leader`` and ``stand_in``, tog
 the writer's state, so that the lone caller's fast path (:meth:`Caller.call`) sees in one
 critical section that nobody writes or reads. A :class:`Call`'s ``reply`` and ``objects``
 are set under it. ``poller`` and ``busy_poll`` belong to whichever thread reads (the
-leader), one at a time. While holding the link lock this role may take the object-table
-lock (to resolve or count references), never the server lock.
+leader), one at a time.
+
+A waiting thread sleeps on a condition of its own over the link lock (``Call.cond``), so a
+reply wakes only its own caller, and a reader that stops wakes exactly one waiter to read
+next; the transport's ``cond`` is left to the writer's backpressure and to closing.
+While holding the link lock this role may take the object-table lock (to resolve or count
+references), never the server lock.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import mmap
 import os
 import select
+import threading
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -67,9 +73,11 @@ _now_ns = _busypoll.now_ns  # the busy-poll rule's clock (a test may replace it 
 
 
 class Call:
-    """An outstanding sync call; ``reply`` is set under the link lock."""
+    """An outstanding sync call; ``reply`` is set under the link lock. ``cond`` is the
+    waiting thread's own condition (over the link lock) once it sleeps for the reply or
+    for its turn to read."""
 
-    __slots__ = ("objects", "reply")
+    __slots__ = ("cond", "objects", "reply")
 
     #: Whether an event loop awaits it (then :meth:`deliver` resolves its future).
     awaited = False
@@ -77,6 +85,7 @@ class Call:
     def __init__(self) -> None:
         self.reply: _wire.Reply | None = None
         self.objects: list[RemoteObject] = []  # the reply's objects, resolved on arrival
+        self.cond: threading.Condition | None = None
 
     def deliver(self, error: BaseException | None = None) -> None:
         """Tell an awaiting event loop that the reply (or ``error``) is here."""
@@ -129,7 +138,6 @@ class Caller:
         self.transport = transport
         self.table = table
         self.lock = transport.lock
-        self.cond = transport.cond
         self.waiters: dict[int, Call] = {}
         self.lone_seq = 0  # the call of a thread in _transact_alone (maybe not a waiter)
         self.next_seq = 1
@@ -139,6 +147,7 @@ class Caller:
         self.poller = select.poll()
         self.poller.register(transport.call_fd, select.POLLIN)
         self.busy_poll = BusyPoll()
+        self._conds = threading.local()  # each thread's condition over the link lock
 
     # ------------------------------------------------------------------ state
     def outstanding(self) -> int:
@@ -152,7 +161,24 @@ class Caller:
         for waiter in self.waiters.values():
             if waiter.awaited:
                 waiter.deliver(error)
+            elif waiter.cond is not None:
+                waiter.cond.notify()
         self.waiters.clear()
+
+    def _thread_cond(self) -> threading.Condition:
+        """This thread's condition over the link lock (made once per thread)."""
+        cond: threading.Condition | None = getattr(self._conds, "cond", None)
+        if cond is None:
+            cond = self._conds.cond = threading.Condition(self.lock)
+        return cond
+
+    def wake_a_reader_locked(self) -> None:
+        """The reader stopped (holding the link lock): wake one thread still waiting for
+        its reply, which then reads (one only: the others sleep on)."""
+        for waiter in self.waiters.values():
+            if waiter.cond is not None and waiter.reply is None:
+                waiter.cond.notify()
+                return
 
     def register_call_locked(self, objects: list[RemoteObject], make: Callable[[int], Call],
                              ) -> tuple[int, Call, list[_wire.ObjectRef]]:
@@ -306,7 +332,7 @@ class Caller:
             if call is not None:
                 self.waiters.pop(seq, None)
             if self.waiters:
-                self.cond.notify_all()  # let another caller read
+                self.wake_a_reader_locked()  # another caller reads next
             if t.closed:
                 t.close_sockets_if_idle_locked()
             lock.release()
@@ -413,8 +439,10 @@ class Caller:
         lock = self.lock
         t = self.transport
         loop = self.loop
+        mine = self._thread_cond()
         while True:
             lock.acquire()
+            call.cond = mine
             try:
                 while True:
                     if call.reply is not None:
@@ -438,8 +466,8 @@ class Caller:
                         self.stand_in = True
                         t.io_users += 1
                         break
-                    self.cond.wait(0.05 if remaining is None else min(remaining, 0.05)
-                                   if loop_reads else remaining)
+                    mine.wait(0.05 if remaining is None else min(remaining, 0.05)
+                              if loop_reads else remaining)
             finally:
                 lock.release()
             try:
@@ -452,7 +480,7 @@ class Caller:
                     self.leader = False
                 t.io_users -= 1
                 if self.waiters:
-                    self.cond.notify_all()  # let another caller read
+                    self.wake_a_reader_locked()  # another caller reads next
                     loop.hand_lead_locked()
                 if t.closed:
                     t.close_sockets_if_idle_locked()
@@ -528,6 +556,8 @@ class Caller:
                     waiter.reply = reply
                     if waiter.awaited:
                         waiter.deliver()
+                    elif waiter.cond is not None:
+                        waiter.cond.notify()  # its own caller only
                 else:
                     close_fds(reply.fds)  # the caller timed out and left
                 handed += 1
@@ -536,8 +566,6 @@ class Caller:
         except ProtocolError as exc:
             error = exc.message
         finally:
-            if self.waiters:
-                self.cond.notify_all()
             lock.release()
         if error:
             # Only fds nobody owns yet: a delivered reply's fds belong to its caller.
