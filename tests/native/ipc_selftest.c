@@ -54,6 +54,8 @@ enum {
     DIE = 12,       /* exits the child */
     ROUND_TRIP = 13, /* a stub sent in the data comes back in the reply */
     BIG = 14,       /* a buffer of BIG_BYTES comes back (a full-size record each way) */
+    GATE_WAIT = 15, /* waits (30 s at most) until a GATE_OPEN request came; 1909108 if not */
+    GATE_OPEN = 16, /* waits (30 s at most) until a GATE_WAIT waits, then opens the gate */
 };
 
 #define BIG_BYTES (204800 - 5) /* the largest buffer a parcel holds */
@@ -65,9 +67,39 @@ static int log_values[1000];
 static int log_len;
 static OHIPCRemoteProxy *kept;
 
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static int gate_open, gate_waiting;
+
+/* Two requests that wait for each other, whichever comes first: the kit must read the
+ * link while the first runs (whichever thread read it). */
+static int gate(int opener) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 30;
+    pthread_mutex_lock(&gate_mu);
+    int ok = 1;
+    if (opener) {
+        while (!gate_waiting && ok) ok = pthread_cond_timedwait(&gate_cv, &gate_mu, &until) == 0;
+        gate_open = ok;
+    } else {
+        gate_waiting = 1;
+        pthread_cond_broadcast(&gate_cv);
+        while (!gate_open && ok) ok = pthread_cond_timedwait(&gate_cv, &gate_mu, &until) == 0;
+        gate_open = gate_waiting = 0;
+    }
+    pthread_cond_broadcast(&gate_cv);
+    pthread_mutex_unlock(&gate_mu);
+    return ok ? 0 : 1909108;
+}
+
 static int child_request(uint32_t code, const OHIPCParcel *data, OHIPCParcel *reply, void *ud) {
     int32_t x;
     switch (code) {
+    case GATE_WAIT:
+        return gate(0);
+    case GATE_OPEN:
+        return gate(1);
     case ECHO:
         if (OH_IPCParcel_ReadInt32(data, &x) != OH_IPC_SUCCESS) return 1909100;
         return OH_IPCParcel_WriteInt32(reply, x + 1);
@@ -234,6 +266,67 @@ static OHIPCRemoteProxy *start(pid_t *pid) {
     return root;
 }
 
+/* Threads calling one proxy at once: each reply must reach the thread that asked. */
+typedef struct {
+    OHIPCRemoteProxy *proxy;
+    int base, wrong, code;
+} caller_t;
+
+static void *caller_main(void *arg) {
+    caller_t *c = arg;
+    for (int i = 0; i < 300; i++) {
+        OHIPCParcel *d = OH_IPCParcel_Create(), *r = OH_IPCParcel_Create();
+        int32_t v = -1;
+        if (c->code == CALL_BACK) {
+            OHIPCRemoteStub *cb = OH_IPCRemoteStub_Create("test.ICallback", parent_request,
+                                                          NULL, NULL);
+            OH_IPCParcel_WriteRemoteStub(d, cb);
+            OH_IPCRemoteStub_Destroy(cb);
+            if (call(c->proxy, CALL_BACK, d, r) != OH_IPC_SUCCESS ||
+                OH_IPCParcel_ReadInt32(r, &v) != OH_IPC_SUCCESS || v != 42)
+                c->wrong++;
+        } else {
+            OH_IPCParcel_WriteInt32(d, c->base + i);
+            if (call(c->proxy, ECHO, d, r) != OH_IPC_SUCCESS ||
+                OH_IPCParcel_ReadInt32(r, &v) != OH_IPC_SUCCESS || v != c->base + i + 1)
+                c->wrong++;
+        }
+        OH_IPCParcel_Destroy(d);
+        OH_IPCParcel_Destroy(r);
+    }
+    return NULL;
+}
+
+/* n threads calling code at once; the number of wrong or failed replies. */
+static int concurrent_calls(OHIPCRemoteProxy *proxy, int code, int n) {
+    pthread_t t[8];
+    caller_t c[8];
+    int wrong = 0;
+    for (int k = 0; k < n; k++) {
+        c[k] = (caller_t){proxy, k * 100000, 0, code};
+        pthread_create(&t[k], NULL, caller_main, &c[k]);
+    }
+    for (int k = 0; k < n; k++) {
+        pthread_join(t[k], NULL);
+        wrong += c[k].wrong;
+    }
+    return wrong;
+}
+
+typedef struct {
+    OHIPCRemoteProxy *proxy;
+    int status;
+} gate_call_t;
+
+static void *gate_caller(void *arg) {
+    gate_call_t *g = arg;
+    OHIPCParcel *d = OH_IPCParcel_Create(), *r = OH_IPCParcel_Create();
+    g->status = call(g->proxy, GATE_WAIT, d, r);
+    OH_IPCParcel_Destroy(d);
+    OH_IPCParcel_Destroy(r);
+    return NULL;
+}
+
 static void full_run(void) {
     pid_t pid;
     OHIPCRemoteProxy *root = start(&pid);
@@ -372,6 +465,20 @@ static void full_run(void) {
     OH_IPCParcel_WriteInt32(d2, 1);
     CHECK(call(root, ECHO, d2, r2) == OH_IPC_SUCCESS);
     CHECK(OH_IPCParcel_ReadInt32(r2, &v) == OH_IPC_SUCCESS && v == 2);
+
+    /* a request that waits for a later request of the same link: that one is read and
+     * run meanwhile (the thread that read the first runs it; another reads on) */
+    gate_call_t gate = {root, -1};
+    pthread_t gate_thread;
+    pthread_create(&gate_thread, NULL, gate_caller, &gate);
+    CHECK(call(root, GATE_OPEN, empty, r) == OH_IPC_SUCCESS);
+    pthread_join(gate_thread, NULL);
+    CHECK(gate.status == OH_IPC_SUCCESS);
+
+    /* callers on several threads at once get their own replies, also while the child
+     * calls back into this process for each of them */
+    CHECK(concurrent_calls(root, ECHO, 4) == 0);
+    CHECK(concurrent_calls(root, CALL_BACK, 3) == 0);
 
     /* death: recipients run once, calls fail with OH_IPC_DEAD_REMOTE_OBJECT */
     OHIPCDeathRecipient *rec = OH_IPCDeathRecipient_Create(on_death, on_recipient_destroy, NULL);

@@ -59,9 +59,12 @@ typedef struct export_s {
     struct export_s *next;
 } export_t;
 
+/* A sync call waiting for its reply (on its caller's stack; guarded). */
 typedef struct waiter_s {
     uint64_t seq;
     int done, status;
+    int claimed;           /* a reader took its reply off the list and is filling it in */
+    pthread_cond_t *wake;  /* its thread's own condition: signalled for it alone */
     OHIPCParcel *reply;
     struct waiter_s *next;
 } waiter_t;
@@ -74,7 +77,7 @@ typedef struct release_s {
 
 struct ck__conn_s {
     pthread_mutex_t lock;
-    pthread_cond_t changed; /* a reply came, the reader role is free, HELLO came, or death */
+    pthread_cond_t changed; /* HELLO came, or death */
     int refs;               /* atomic */
     int call_fd, serve_fd;
     int dead;               /* atomic; set once */
@@ -91,9 +94,16 @@ struct ck__conn_s {
     size_t n_deferred;
     int greeted, peer_has_root; /* guarded */
     uint64_t peer_pid, peer_uid;
-    pthread_mutex_t read_lock; /* one reader of the serve socket at a time: records are
-                                * decoded and queued in arrival order */
-    int readers;               /* guarded: serve-loop threads not running a request */
+    /* The serve socket's reading role (see "the serve reader" below), all guarded: one
+     * holder at a time reads, so records are decoded and queued in arrival order. */
+    pthread_cond_t follow;  /* the role is free, a watcher is wanted, or death */
+    int role_taken;         /* a thread holds the role */
+    uint64_t role_gen;      /* bumped each time the role changes hands */
+    int inline_running;     /* the holder runs a request and nobody reads the socket */
+    uint64_t inline_gen;    /* bumped for each request run by the holder */
+    int serve_threads;      /* threads in the serve loop (holder, followers, starting) */
+    int followers;          /* of which waiting for the role */
+    int watching;           /* one follower waits with a timeout, watching the holder */
     pid_t owner;               /* the process that started it (a fork's copy is dead) */
     /* The call socket's outbox: one-way frames wait here (with dups of their fds) until a
      * flush job, or the next sync request or release, sends them in one record, in order. */
@@ -139,7 +149,7 @@ void ck__conn_unref(ck__conn_t *conn) {
     free(conn->out);
     pthread_mutex_destroy(&conn->send_lock);
     pthread_cond_destroy(&conn->changed);
-    pthread_mutex_destroy(&conn->read_lock);
+    pthread_cond_destroy(&conn->follow);
     pthread_mutex_destroy(&conn->lock);
     free(conn);
 }
@@ -385,6 +395,8 @@ void ck__conn_close(ck__conn_t *conn, const char *reason) {
         if (stubs != NULL) stubs[n_stubs++] = e->stub;
     }
     pthread_cond_broadcast(&conn->changed);
+    pthread_cond_broadcast(&conn->follow);
+    for (waiter_t *w = conn->waiters; w != NULL; w = w->next) pthread_cond_signal(w->wake);
     pthread_mutex_unlock(&conn->lock);
     shutdown(conn->call_fd, SHUT_RDWR); /* wakes every reader */
     shutdown(conn->serve_fd, SHUT_RDWR);
@@ -850,76 +862,166 @@ static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size,
     return rc;
 }
 
-static void serve_loop(ck__conn_t *conn, int dedicated);
 static unsigned char *reply_buffer(void);
+static void serve_loop(ck__conn_t *conn, int dedicated);
 
-static void standby_job(void *arg) {
+/* How long the holder may run one request before a follower takes over the reading. */
+#define CK__WATCH_NS 5000000L
+
+/* The request this thread runs as the role's holder, so a call out of it (or a join of the
+ * work threads) can hand the reading on first. */
+static __thread struct {
+    ck__conn_t *conn;
+    uint64_t gen;
+} inline_role;
+
+static void *standby_thread(void *arg) {
     ck__conn_t *conn = arg;
     serve_loop(conn, 0);
     ck__conn_unref(conn);
+    return NULL;
 }
 
-/* Reads the serve socket (one thread at a time, under read_lock) and serves what comes.
- * A plain sync request runs on the thread that read it; before it runs, the thread makes
- * sure another one reads meanwhile (a standby from the pool, if no other reader is
- * there), so a request that calls back into this process is still read. The dedicated
- * reader stays until the connection ends; a standby goes back to the pool once two other
- * readers are there. Counted in conn->readers while reading. */
+/* One more thread for the serve loop (guarded): a follower that watches the holder. */
+static void add_follower_locked(ck__conn_t *conn) {
+    conn->serve_threads++;
+    ck__conn_ref(conn);
+    if (ck__thread_start(standby_thread, conn) < 0) {
+        conn->serve_threads--;
+        __atomic_sub_fetch(&conn->refs, 1, __ATOMIC_ACQ_REL); /* not the last: ours stays */
+    }
+}
+
+/* Gives the role up (guarded): one follower takes it, or a new thread if none waits. */
+static void release_role_locked(ck__conn_t *conn) {
+    conn->role_taken = 0;
+    conn->inline_running = 0;
+    if (conn->dead) return;
+    if (conn->followers) pthread_cond_signal(&conn->follow);
+    else add_follower_locked(conn);
+}
+
+void ck__serve_yield(void) {
+    ck__conn_t *conn = inline_role.conn;
+    if (conn == NULL) return;
+    inline_role.conn = NULL;
+    pthread_mutex_lock(&conn->lock);
+    if (conn->role_gen == inline_role.gen && conn->inline_running) release_role_locked(conn);
+    pthread_mutex_unlock(&conn->lock);
+}
+
+/* Waits for the reading role (guarded); 0 once held, -1 if the connection died. A follower
+ * that finds no one watching watches: it wakes every CK__WATCH_NS while the holder runs
+ * requests, and takes the role over when one request has run a whole period (it may wait
+ * for another request of this link, or take long: the socket must be read meanwhile). With
+ * no request running it sleeps until woken. */
+static int take_role_locked(ck__conn_t *conn) {
+    uint64_t seen = 0;
+    int watch = 0;
+    while (conn->role_taken && !conn->dead) {
+        if (watch && conn->inline_running && conn->inline_gen == seen) {
+            conn->watching = 0; /* the same request for a whole period: take over */
+            conn->inline_running = 0;
+            conn->role_gen++;
+            return 0;
+        }
+        if (watch) conn->watching = 0;
+        watch = !conn->watching && conn->inline_running;
+        conn->followers++;
+        if (watch) {
+            conn->watching = 1;
+            seen = conn->inline_gen;
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_nsec += CK__WATCH_NS;
+            if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+            pthread_cond_timedwait(&conn->follow, &conn->lock, &ts);
+        } else {
+            pthread_cond_wait(&conn->follow, &conn->lock);
+        }
+        conn->followers--;
+    }
+    if (watch) conn->watching = 0;
+    if (conn->dead) return -1;
+    conn->role_taken = 1;
+    conn->role_gen++;
+    return 0;
+}
+
+/* The serve reader. One thread at a time holds the reading role: it reads a record and
+ * queues what it asks for, and it runs a record that is one plain sync request to an idle
+ * object itself, without waking anyone (no thread hop, as a bare ping-pong) and keeps the
+ * role. Meanwhile nobody reads the socket, which is safe unless the request waits for this
+ * link: so the holder hands the role to a follower when the request calls out (a call
+ * back into this process must be read: ck__serve_yield), and a watching follower takes it
+ * over when the request runs a whole CK__WATCH_NS. A thread that lost the role follows
+ * (the first thread always; others leave when another follows). */
 static void serve_loop(ck__conn_t *conn, int dedicated) {
     unsigned char *buf = reply_buffer();
     static __thread int fds[CK__MAX_RECORD_FDS];
     const char *why = "no memory for the receive buffer";
-    while (buf != NULL) {
-        size_t n_fds;
+    int failed = buf == NULL;
+    pthread_mutex_lock(&conn->lock);
+    if (failed || take_role_locked(conn) < 0) goto out;
+    pthread_mutex_unlock(&conn->lock);
+    for (;;) {
+        size_t n_fds = 0;
         struct ucred cred;
         int has_cred;
         job_t *inline_job = NULL;
-        pthread_mutex_lock(&conn->read_lock);
-        ssize_t n = __atomic_load_n(&conn->dead, __ATOMIC_ACQUIRE) ? 0 : recv_record(conn->serve_fd, buf, fds, &n_fds, &cred,
-                                                 &has_cred, &why);
+        ssize_t n = __atomic_load_n(&conn->dead, __ATOMIC_ACQUIRE)
+                        ? 0 : recv_record(conn->serve_fd, buf, fds, &n_fds, &cred, &has_cred, &why);
         if (n <= 0) {
-            pthread_mutex_unlock(&conn->read_lock);
             if (n == 0 && __atomic_load_n(&conn->dead, __ATOMIC_ACQUIRE)) n_fds = 0;
             close_all(fds, n_fds);
             if (n == 0) why = "the peer closed the connection";
+            failed = 1;
+            pthread_mutex_lock(&conn->lock);
             break;
         }
         int rc = serve_record(conn, buf, (size_t)n, fds, n_fds, &cred, has_cred, &why,
                               &inline_job);
-        pthread_mutex_unlock(&conn->read_lock);
-        if (rc < 0) break;
+        if (rc < 0) {
+            failed = 1;
+            pthread_mutex_lock(&conn->lock);
+            break;
+        }
         if (inline_job == NULL) continue;
         pthread_mutex_lock(&conn->lock);
-        int standby = --conn->readers == 0 && !conn->dead;
-        if (standby) conn->readers++; /* counted now: no second standby for the same gap */
-        pthread_mutex_unlock(&conn->lock);
-        if (standby) {
-            ck__conn_ref(conn);
-            if (ck__pool_submit_reader(standby_job, conn) < 0) {
-                ck__conn_unref(conn); /* not the last: this thread holds one */
-                pthread_mutex_lock(&conn->lock);
-                conn->readers--;
-                pthread_mutex_unlock(&conn->lock);
-            }
+        uint64_t gen = conn->role_gen;
+        conn->inline_running = 1;
+        conn->inline_gen++;
+        if (!conn->watching) { /* someone must watch this request */
+            if (conn->followers) pthread_cond_signal(&conn->follow);
+            else add_follower_locked(conn);
         }
-        sync_job(inline_job);
-        pthread_mutex_lock(&conn->lock);
-        int leave = !dedicated && conn->readers >= 2;
-        if (!leave) conn->readers++;
         pthread_mutex_unlock(&conn->lock);
-        if (leave) return;
+        inline_role.conn = conn;
+        inline_role.gen = gen;
+        sync_job(inline_job);
+        inline_role.conn = NULL;
+        pthread_mutex_lock(&conn->lock);
+        if (conn->role_gen == gen && conn->inline_running && !conn->dead) {
+            conn->inline_running = 0; /* still the holder: read on */
+            pthread_mutex_unlock(&conn->lock);
+            continue;
+        }
+        /* The role went to another thread: follow, or leave if another thread follows. */
+        if (!dedicated && conn->followers > 0) goto out;
+        if (take_role_locked(conn) < 0) goto out;
+        pthread_mutex_unlock(&conn->lock);
     }
-    pthread_mutex_lock(&conn->lock);
-    conn->readers--;
+    /* failed: the holder gives the role up (nobody takes it: the link is closing) */
+    conn->role_taken = 0;
+    conn->inline_running = 0;
+out:
+    conn->serve_threads--;
     pthread_mutex_unlock(&conn->lock);
-    ck__conn_close(conn, why);
+    if (failed) ck__conn_close(conn, why);
 }
 
 static void *serve_thread(void *arg) {
     ck__conn_t *conn = arg;
-    pthread_mutex_lock(&conn->lock);
-    conn->readers++;
-    pthread_mutex_unlock(&conn->lock);
     serve_loop(conn, 1);
     ck__conn_unref(conn);
     return NULL;
@@ -934,14 +1036,15 @@ ck__conn_t *ck__conn_start(int call_fd, int serve_fd, struct OHIPCRemoteStub *ro
         return NULL;
     }
     pthread_mutex_init(&conn->lock, NULL);
-    pthread_mutex_init(&conn->read_lock, NULL);
     pthread_mutex_init(&conn->send_lock, NULL);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&conn->changed, &attr);
+    pthread_cond_init(&conn->follow, &attr);
     pthread_condattr_destroy(&attr);
     conn->refs = 2; /* the caller's and the serve reader's */
+    conn->serve_threads = 1;
     conn->call_fd = call_fd;
     conn->serve_fd = serve_fd;
     conn->next_seq = 1;
@@ -987,14 +1090,33 @@ static long long now_ms(void) {
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Waits on changed until deadline (ms on CLOCK_MONOTONIC; 0: none). */
-static void wait_changed(ck__conn_t *conn, long long deadline) {
+/* Waits on cond (a CLOCK_MONOTONIC one) under conn's lock until deadline (ms; 0: none). */
+static void wait_until(ck__conn_t *conn, pthread_cond_t *cond, long long deadline) {
     if (deadline == 0) {
-        pthread_cond_wait(&conn->changed, &conn->lock);
+        pthread_cond_wait(cond, &conn->lock);
         return;
     }
     struct timespec ts = {.tv_sec = deadline / 1000, .tv_nsec = (deadline % 1000) * 1000000};
-    pthread_cond_timedwait(&conn->changed, &conn->lock, &ts);
+    pthread_cond_timedwait(cond, &conn->lock, &ts);
+}
+
+static void wait_changed(ck__conn_t *conn, long long deadline) {
+    wait_until(conn, &conn->changed, deadline);
+}
+
+/* This thread's condition for its sync calls (glibc's conditions hold no resources). */
+static pthread_cond_t *own_condition(void) {
+    static __thread pthread_cond_t cond;
+    static __thread int ready;
+    if (!ready) {
+        pthread_condattr_t attr;
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&cond, &attr);
+        pthread_condattr_destroy(&attr);
+        ready = 1;
+    }
+    return &cond;
 }
 
 ck__remote_t *ck__conn_peer_root(ck__conn_t *conn, int timeout_ms) {
@@ -1043,6 +1165,7 @@ static int take_replies_locked(ck__conn_t *conn, const unsigned char *buf, size_
             continue;
         }
         *at = w->next;
+        w->claimed = 1; /* parcel_locked lets the lock go: w must wait for it */
         if (f->flags & CK__FLAG_ERROR) {
             w->status = f->status != 0 ? f->status : OH_IPC_INNER_ERROR;
         } else {
@@ -1054,6 +1177,7 @@ static int take_replies_locked(ck__conn_t *conn, const unsigned char *buf, size_
             w->status = prc == -2 ? OH_IPC_INNER_ERROR : f->status;
         }
         w->done = 1;
+        pthread_cond_signal(w->wake); /* its thread alone (no-op for the reader's own) */
     }
     if (rc < 0)
         for (long k = i + 1; k < n; k++) close_all(fds + frames[k].fd_start, frames[k].n_fds);
@@ -1075,11 +1199,18 @@ static unsigned char *reply_buffer(void) {
     return buf;
 }
 
-/* Waits for w's reply (guarded; the lock is held on entry and exit). One waiter at a time
- * reads the call socket; the others sleep until it hands them their replies. */
+/* Waits for w's reply (guarded; the lock is held on entry and exit). Only replies arrive on
+ * the call socket, and the calling threads read it themselves (leader/follower): one at a
+ * time reads, hands each reply for another thread to exactly that thread (its own
+ * condition), and when its own reply came (or its time ran out) wakes exactly one other
+ * waiting caller to read next. A lone caller reads its reply with no thread hop. */
 static void wait_reply_locked(ck__conn_t *conn, waiter_t *w, long long deadline) {
     static __thread int fds[CK__MAX_RECORD_FDS];
     while (!w->done) {
+        if (w->claimed) { /* its reply is being filled in by the reader */
+            pthread_cond_wait(w->wake, &conn->lock);
+            continue;
+        }
         if (conn->dead) {
             w->status = OH_IPC_DEAD_REMOTE_OBJECT;
             break;
@@ -1090,7 +1221,7 @@ static void wait_reply_locked(ck__conn_t *conn, waiter_t *w, long long deadline)
             break;
         }
         if (conn->reading) {
-            wait_changed(conn, deadline);
+            wait_until(conn, w->wake, deadline);
             continue;
         }
         conn->reading = 1;
@@ -1119,7 +1250,6 @@ static void wait_reply_locked(ck__conn_t *conn, waiter_t *w, long long deadline)
         if (size > 0 && take_replies_locked(conn, buf, (size_t)size, fds, n_fds, drop, &n_drop,
                                             64, &why) == 0)
             why = NULL;
-        pthread_cond_broadcast(&conn->changed);
         if (why != NULL || n_drop) {
             pthread_mutex_unlock(&conn->lock);
             for (size_t k = 0; k < n_drop; k++) ck__stub_unref(drop[k]);
@@ -1135,6 +1265,8 @@ static void wait_reply_locked(ck__conn_t *conn, waiter_t *w, long long deadline)
             }
         }
     }
+    /* The reading goes on to one other waiting caller, if any (no one reads now). */
+    if (!conn->reading && conn->waiters != NULL) pthread_cond_signal(conn->waiters->wake);
 }
 
 int ck__conn_transact(ck__remote_t *remote, uint32_t code, const struct OHIPCParcel *data,
@@ -1146,12 +1278,14 @@ int ck__conn_transact(ck__remote_t *remote, uint32_t code, const struct OHIPCPar
      * the peer talks to the parent: to the child they are dead (as libbinder's
      * verifyNotForked). Its locks may be held by threads it does not have: not touched. */
     if (conn->owner != getpid()) return OH_IPC_DEAD_REMOTE_OBJECT;
+    if (!oneway) ck__serve_yield(); /* the callee may call back into this process */
     pthread_mutex_lock(&conn->lock);
     if (conn->dead) {
         pthread_mutex_unlock(&conn->lock);
         return OH_IPC_DEAD_REMOTE_OBJECT;
     }
     if (!oneway) {
+        w.wake = own_condition();
         w.seq = conn->next_seq++;
         w.next = conn->waiters;
         conn->waiters = &w;

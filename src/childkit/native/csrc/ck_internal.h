@@ -240,6 +240,10 @@ void ck__conn_unlock(ck__conn_t *conn);
  * Called with the lock held; returns with it released. */
 void ck__conn_forget_remote_locked(ck__conn_t *conn, ck__remote_t *remote);
 
+/* Called before this thread blocks on the kit (a sync call, a join of the work threads):
+ * if it runs a request as its connection's serve reader, another thread reads meanwhile. */
+void ck__serve_yield(void);
+
 /* childkit's private, exported entry: see ck_conn.c. */
 int childkit_ipc_connect(int call_fd, int serve_fd, struct OHIPCRemoteStub *root, int timeout_ms,
                          struct OHIPCRemoteProxy **peer_root, char *err, size_t errlen);
@@ -252,9 +256,6 @@ int ck__thread_start(void *(*fn)(void *), void *arg);
 /* Runs fn(arg) on an IPC work thread (starting one if none is idle and fewer than the
  * maximum run). 0, or -1 if no thread exists and none could start (fn not called). */
 int ck__pool_submit(void (*fn)(void *), void *arg);
-/* Runs a connection's standby reader on a thread of its own (not the pool's: a reader
- * may wait long, and requests must never wait for it). 0, or -1. */
-int ck__pool_submit_reader(void (*fn)(void *), void *arg);
 int ck__pool_set_max(int n);
 void ck__pool_join(void);
 void ck__pool_stop(void);

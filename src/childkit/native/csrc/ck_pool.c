@@ -80,33 +80,6 @@ __attribute__((constructor)) static void install_fork_handlers(void) {
     pthread_atfork(prepare_fork, parent_after_fork, child_after_fork);
 }
 
-typedef struct {
-    void (*fn)(void *);
-    void *arg;
-} reader_t;
-
-static void *reader_main(void *arg) {
-    reader_t r = *(reader_t *)arg;
-    free(arg);
-    r.fn(r.arg);
-    return NULL;
-}
-
-/* A connection's standby reader gets a thread of its own, never a pool thread: it may
- * wait on its socket for long, and the requests it reads need the pool's threads (a
- * reader in the last free one would starve them). At most one per connection at a time. */
-int ck__pool_submit_reader(void (*fn)(void *), void *arg) {
-    reader_t *r = malloc(sizeof *r);
-    if (r == NULL) return -1;
-    r->fn = fn;
-    r->arg = arg;
-    if (ck__thread_start(reader_main, r) < 0) {
-        free(r);
-        return -1;
-    }
-    return 0;
-}
-
 int ck__pool_submit(void (*fn)(void *), void *arg) {
     job_t *job = malloc(sizeof *job);
     if (job == NULL) return -1;
@@ -137,7 +110,10 @@ int ck__pool_set_max(int n) {
     return 0;
 }
 
-void ck__pool_join(void) { serve(1); }
+void ck__pool_join(void) {
+    ck__serve_yield(); /* a request's thread that joins serves the pool from now on */
+    serve(1);
+}
 
 void ck__pool_stop(void) {
     pthread_mutex_lock(&lock);
