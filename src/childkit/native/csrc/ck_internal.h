@@ -113,6 +113,18 @@ int ck__frame_is_plain(const unsigned char *buf, size_t size, int ftype);
 long ck__record_decode(const unsigned char *buf, size_t size, size_t n_fds,
                        ck__frame_t **frames, char *err, size_t errlen);
 
+/* ------------------------------------------------------------------ memory (ck_mem.c) */
+/* A block of n bytes that knows its capacity (free it with ck__mem_free only); large ones
+ * come from this thread's cache of freed blocks when one fits. NULL without memory. */
+void *ck__mem_alloc(size_t n);
+/* Frees a block (NULL: nothing); a large one may wait in this thread's cache. */
+void ck__mem_free(void *ptr);
+/* The capacity of a block (0 for NULL). */
+size_t ck__mem_cap(const void *ptr);
+/* Makes *ptr (a block or NULL, of which used bytes count) hold need bytes, growing it
+ * geometrically; 0, or -1 without memory (*ptr unchanged). */
+int ck__mem_reserve(void **ptr, size_t used, size_t need);
+
 /* ------------------------------------------------------------------ parcels (ck_parcel.c) */
 /* Value tags of the parcel data (docs/wire-format.md "Parcel data"). */
 enum {
@@ -135,9 +147,10 @@ typedef struct ck__mark_s {
     uint32_t oh_end;
 } ck__mark_t;
 
-/* OHIPCParcel. Owns data, marks, fds (closed on destroy) and keep (the NUL-terminated
- * copies handed out by ReadString/ReadBuffer, freed on destroy). Reads go forward from
- * value r_idx; the read position is marks[r_idx - 1] (0 when r_idx is 0). */
+/* OHIPCParcel. Owns data (a ck_mem block of cap bytes), marks, fds (closed on destroy)
+ * and keep (the NUL-terminated ck_mem copies handed out by ReadString/ReadBuffer, freed on
+ * destroy). Reads go forward from value r_idx; the read position is marks[r_idx - 1] (0
+ * when r_idx is 0). */
 struct OHIPCParcel {
     unsigned char *data;
     size_t len, cap;
