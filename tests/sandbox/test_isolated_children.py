@@ -22,6 +22,7 @@ from exit_waiter import Exits
 
 import childkit
 from childkit import ChildProcessArgs, ChildProcessOptions, ErrCode, IsolationMode
+from childkit.common._exit_codes import PROCESS_REFUSED_EXIT_CODE
 from childkit.ipc import MessageParcel
 from childkit.sandbox import ISOLATION_UID_BASE, SHARED_UID, ResourceLimits
 
@@ -106,7 +107,10 @@ def test_escape_fails_isolated_and_works_normal(case: ea.Case, ctx: dict[str, An
     params = _action(case.action.__name__, ctx)
     normal = _run(f"{ENTRY}:run", params, None)
     assert normal["ok"], f"{case.name} must work in a NORMAL child: {normal}"
-    isolated = _run(f"{ENTRY}:run", params, _options(ctx))
+    # Processes allowed: where no cgroup holds the limits (nobody) the child would be kept
+    # to one process, and an attempt that forks would fail there, not at its own layer.
+    isolated = _run(f"{ENTRY}:run", params,
+                    _options(ctx, limits=ResourceLimits(allow_subprocesses=True)))
     assert not isolated["ok"], f"{case.name} escaped an ISOLATED child: {isolated}"
 
 
@@ -187,7 +191,8 @@ LIMITS: dict[str, tuple[dict[str, int], str, str, tuple[str, int], str]] = {
                ("exit", 86), "memory limit (1073741824 bytes) exceeded"),
     "cpu_time": ({"cpu_seconds": 1}, "burn_cpu", "1.5",
                  ("signal", signal.SIGXCPU), "cpu time limit (1 s) exceeded"),
-    "processes": ({"max_processes": 8}, "exceed",
+    # Processes allowed (else, without cgroups, the first fork is refused: one process).
+    "processes": ({"max_processes": 8, "allow_subprocesses": True}, "exceed",
                   json.dumps({"what": "processes", "amount": 24}),
                   ("exit", 87), "process limit (8 processes and threads) reached"),
     "threads": ({"max_processes": 8}, "exceed",
@@ -207,7 +212,8 @@ def test_limit_ends_the_child_and_the_exit_callback_says_why(
         name: str, ctx: dict[str, Any]) -> None:
     limit, entry, params, (how, value), reason = LIMITS[name]
     # Without that limit (the others at their defaults) the same work succeeds.
-    unlimited = ResourceLimits(**{key: None for key in limit})
+    unlimited = ResourceLimits(**{key: None if isinstance(v, int) and not isinstance(v, bool)
+                                  else v for key, v in limit.items()})
     _, info = _run_with_exit(f"{ENTRY}:{entry}", params, _options(ctx, limits=unlimited))
     assert info.exit_code == 0 and info.reason is None, f"without the limit: {info}"
     _, info = _run_with_exit(f"{ENTRY}:{entry}", params,
@@ -240,19 +246,34 @@ SPREAD: dict[str, tuple[dict[str, int], dict[str, int], tuple[str, int], str]] =
 @pytest.mark.parametrize("limit", list(SPREAD))
 def test_limit_holds_for_all_processes_together(limit: str, ctx: dict[str, Any]) -> None:
     """Issue 12, classes 6 and 7: four processes, each within ``cpu_seconds`` or
-    ``memory_bytes``, together past it. Without the limit the work is done (the control);
-    with it, the child ends as at a single process's limit, with the same reason."""
+    ``memory_bytes``, together past it. A NORMAL child does the work (the attempt is
+    real). Where cgroups hold the limit (root): done without the limit, ended with the
+    limit's reason with it. Where none does (nobody): the escape is real when processes
+    are allowed (``allow_subprocesses=True``: the limits then multiply), and by default
+    the child is kept to one process: its first fork fails with EAGAIN, uncaught, and
+    the exit callback says why."""
     limits, params, (how, value), reason = SPREAD[limit]
     entry = f"{ENTRY}:spread"
     _, info = _run_with_exit(entry, json.dumps(params), None)
     assert info.exit_code == 0, f"NORMAL: {info}"
+    if not _aggregate_in_force(limit):
+        allowed = ResourceLimits(**limits, allow_subprocesses=True)
+        _, info = _run_with_exit(entry, json.dumps(params), _options(ctx, limits=allowed))
+        assert info.exit_code == 0 and info.reason is None, f"processes allowed: {info}"
+        _, info = _run_with_exit(entry, json.dumps(params),
+                                 _options(ctx, limits=ResourceLimits(**limits)))
+        assert info.exit_code == PROCESS_REFUSED_EXIT_CODE and info.signal is None, info
+        assert info.reason is not None and info.reason.startswith(
+            "process creation refused: no cgroup holds"), info
+        assert "allow_subprocesses=True" in info.reason, info
+        report = _run(f"{ENTRY}:report_identity", "", _options(ctx, limits=ResourceLimits(
+            **limits)))
+        assert report["layers"]["aggregate_limits"][0], report["layers"]
+        assert "kept to one process" in report["layers"]["aggregate_limits"][1], report
+        return
     unlimited = ResourceLimits(**{key: None for key in limits})
     _, info = _run_with_exit(entry, json.dumps(params), _options(ctx, limits=unlimited))
     assert info.exit_code == 0 and info.reason is None, f"without the limit: {info}"
-    if not _aggregate_in_force(limit):
-        pytest.skip(f"no cgroup for {limit} here (an unprivileged launcher): it holds per "
-                    "process, which sandbox-check and the layer report say "
-                    "(test_probe_unprivileged); proven in the root run")
     _, info = _run_with_exit(entry, json.dumps(params),
                              _options(ctx, limits=ResourceLimits(**limits)))
     if how == "exit":

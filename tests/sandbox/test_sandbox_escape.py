@@ -38,6 +38,10 @@ def ctx(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _config(ctx: dict[str, Any], **kwargs: Any) -> SandboxConfig:
+    # Processes allowed unless a test sets limits: where no cgroup holds the limits
+    # (nobody) the sandbox would be kept to one process, and an attempt that forks
+    # would fail there (EAGAIN) rather than at the layer it tries.
+    kwargs.setdefault("limits", ResourceLimits(allow_subprocesses=True))
     return SandboxConfig(readonly_paths=(ctx["ro_dir"],), **kwargs)
 
 
@@ -136,7 +140,7 @@ def test_each_attempt_still_fails_without_one_layer(
 def test_fork_bomb_stops_at_max_processes(ctx: dict[str, Any]) -> None:
     ctx = dict(ctx, forks=24)
     assert harness.run(ea.fork_bomb, ctx, None).report["value"] == 24  # type: ignore[index]
-    config = _config(ctx, limits=ResourceLimits(max_processes=8))
+    config = _config(ctx, limits=ResourceLimits(max_processes=8, allow_subprocesses=True))
     outcome = harness.run(ea.fork_bomb, ctx, config)
     assert outcome.report is not None and outcome.report["stage"] == "action"
     assert outcome.report["error"] == "BlockingIOError", outcome.describe()  # EAGAIN

@@ -196,12 +196,73 @@ def test_process_limit_edge_either_way(clone: str, monkeypatch: pytest.MonkeyPat
     sandboxed process."""
     if clone != "cloned":
         monkeypatch.setattr(_syscalls, "clone_process", _refuse)
-    config = SandboxConfig(limits=ResourceLimits(max_processes=8))
+    # Processes allowed: one by one, the supervisor makes no cgroup, which would keep
+    # the sandbox to one process (test_a_sandbox_without_cgroups_is_one_process).
+    config = SandboxConfig(limits=ResourceLimits(max_processes=8, allow_subprocesses=True))
     within = harness.run(ea.fork_bomb, {"forks": 7}, config)
     assert within.ok and within.report["value"] == 7, within.describe()  # type: ignore[index]
     over = harness.run(ea.fork_bomb, {"forks": 8}, config)
     assert over.report is not None and over.report["error"] == "BlockingIOError", \
         over.describe()
+
+
+def _start_processes(ctx: dict[str, Any]) -> dict[str, Any]:
+    """Try every way to start a process (errno, or "started"), and a thread."""
+    import subprocess
+    import sys
+
+    tried: dict[str, Any] = {}
+
+    def attempt(name: str, start: Any) -> None:
+        try:
+            pid = start()
+        except OSError as exc:
+            tried[name] = exc.errno
+            return
+        if pid == 0:
+            os._exit(0)  # the forked child
+        if pid is not None:
+            os.waitpid(pid, 0)
+        tried[name] = "started"
+
+    attempt("fork", os.fork)
+    attempt("posix_spawn", lambda: os.posix_spawn(sys.executable, [sys.executable, "-c", ""],
+                                                  {}))
+    attempt("subprocess", lambda: subprocess.run([sys.executable, "-c", ""], check=True)
+            and None)
+    ran: list[int] = []
+    thread = threading.Thread(target=ran.append, args=(1,))
+    thread.start()
+    thread.join()
+    tried["thread"] = ran
+    tried["single"] = sandbox.single_process()
+    tried["aggregate"] = sandbox.layer_report()["aggregate_limits"].reason
+    return tried
+
+
+@pytest.mark.parametrize("allowed", [False, True], ids=["default", "allow_subprocesses"])
+def test_a_sandbox_without_cgroups_is_one_process(allowed: bool,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12, classes 6 and 7 where no cgroup holds the limits (here: the namespaces
+    made one by one, whose supervisor makes no group; an unprivileged launcher never has
+    one): the sandbox is kept to one process, so its rlimits hold for all of it. fork,
+    posix_spawn and subprocess fail with EAGAIN; threads start. ``allow_subprocesses``
+    lets it start processes (each with the full limits)."""
+    monkeypatch.setattr(_syscalls, "clone_process", _refuse)
+    config = SandboxConfig(limits=ResourceLimits(cpu_seconds=10,
+                                                 allow_subprocesses=allowed))
+    outcome = harness.run(_start_processes, {}, config)
+    assert outcome.ok, outcome.describe()
+    tried = outcome.report["value"]  # type: ignore[index]
+    assert tried["thread"] == [1], tried
+    if allowed:
+        assert tried["fork"] == tried["posix_spawn"] == tried["subprocess"] == "started"
+        assert tried["single"] is False and tried["aggregate"].startswith("per process only")
+        assert "allow_subprocesses=True" in tried["aggregate"], tried
+    else:
+        assert tried["fork"] == tried["posix_spawn"] == tried["subprocess"] == errno.EAGAIN
+        assert tried["single"] is True and "kept to one process" in tried["aggregate"]
+        assert "memory_bytes, cpu_seconds" in tried["aggregate"], tried
 
 
 def test_clone_process_takes_namespace_flags_only() -> None:

@@ -14,6 +14,7 @@ checks here run directly.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -65,7 +66,14 @@ def _run_checks() -> dict[str, Any]:
             results["fork_bomb"] = {
                 "normal": harness.run(ea.fork_bomb, bomb, None).report,
                 "isolated": harness.run(ea.fork_bomb, bomb, SandboxConfig(
-                    limits=ResourceLimits(max_processes=8))).report}
+                    limits=ResourceLimits(max_processes=8, allow_subprocesses=True))).report}
+            # No cgroup for nobody: kept to one process unless allowed (then per process).
+            one = dict(ctx, forks=1)
+            results["one_process"] = {
+                "normal": harness.run(ea.fork_bomb, one, None).report,
+                "isolated": harness.run(ea.fork_bomb, one, SandboxConfig()).report,
+                "allowed": harness.run(ea.fork_bomb, one, SandboxConfig(
+                    limits=ResourceLimits(allow_subprocesses=True))).report}
             results["isolation_uid"] = harness.run(
                 ea.resolve_host, ctx, SandboxConfig(isolation_uid=True)).report
             results["probe"] = {k: [v.supported, v.reason] for k, v in probe().items()}
@@ -130,6 +138,17 @@ def test_fork_bomb_unprivileged(nobody_results: dict[str, Any]) -> None:
     assert result["isolated"]["error"] == "BlockingIOError", result
 
 
+def test_one_process_unprivileged(nobody_results: dict[str, Any]) -> None:
+    """Issue 12, classes 6 and 7 without cgroups: an isolated child whose limits no
+    cgroup holds cannot fork at all (EAGAIN, BlockingIOError), so its per-process limits
+    hold for all of it; ``allow_subprocesses=True`` lets it fork."""
+    result = nobody_results["one_process"]
+    assert result["normal"]["value"] == 1, result
+    assert result["isolated"]["error"] == "BlockingIOError", result
+    assert result["isolated"]["errno"] == errno.EAGAIN, result
+    assert result["allowed"]["value"] == 1, result
+
+
 def test_isolation_uid_refused_unprivileged(nobody_results: dict[str, Any]) -> None:
     report = nobody_results["isolation_uid"]
     assert report["stage"] == "enter" and report["error"] == "SandboxUnavailable", report
@@ -140,6 +159,6 @@ def test_probe_unprivileged(nobody_results: dict[str, Any]) -> None:
     layers = nobody_results["probe"]
     assert layers["isolation_uid"][0] is False
     assert all(ok for name, (ok, _) in layers.items() if name not in OPTIONAL_LAYERS), layers
-    # No cgroup for nobody: the limits hold per process, and the report says so.
+    # No cgroup for nobody: the child is kept to one process, and the report says so.
     ok, reason = layers["aggregate_limits"]
-    assert not ok and "per process" in reason and "memory up to 32 x" in reason, reason
+    assert ok and "kept to one process" in reason and "allow_subprocesses" in reason, reason

@@ -21,7 +21,7 @@ import sandbox_harness as harness
 import childkit
 from childkit import ChildProcessOptions, IsolationMode
 from childkit.ipc import MessageParcel
-from childkit.sandbox import SandboxConfig, _policy
+from childkit.sandbox import ResourceLimits, SandboxConfig, _policy
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _long = ctypes.c_long
@@ -153,9 +153,12 @@ def test_representative_workload_runs_under_the_policy() -> None:
     from workers import escape_entry
 
     reports = {}
+    # The workload forks: allowed, so that where no cgroup holds the limits (nobody) the
+    # child is not kept to one process (test_isolated_children checks that refusal).
     for mode, options in (("normal", None),
                           ("isolated", ChildProcessOptions(
-                              isolation_mode=IsolationMode.ISOLATED))):
+                              isolation_mode=IsolationMode.ISOLATED,
+                              limits=ResourceLimits(allow_subprocesses=True)))):
         fd, path = tempfile.mkstemp()
         try:
             os.write(fd, b"passed in")

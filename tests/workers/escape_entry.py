@@ -44,12 +44,17 @@ def run(args: ChildProcessArgs) -> int:
 
 
 def report_identity(args: ChildProcessArgs) -> int:
-    """Report pid, uid, gid and the environment's names. Params (JSON, optional):
+    """Report pid, uid, gid, the environment's names and the sandbox's layers (none in a
+    NORMAL child). Params (JSON, optional):
     ``read`` (a path: report whether its text could be read). With an fd "hold", wait
     for its EOF before returning (so that children started together live together)."""
     params = json.loads(args.entry_params or "{}")
+    from childkit.sandbox import layer_report
+
     report: dict[str, Any] = {"pid": os.getpid(), "uid": os.getuid(), "gid": os.getgid(),
-                              "env": sorted(os.environ)}
+                              "env": sorted(os.environ),
+                              "layers": {name: [status.supported, status.reason]
+                                         for name, status in layer_report().items()}}
     if "read" in params:
         try:
             with open(params["read"]) as f:

@@ -247,7 +247,8 @@ def _run_options(args: argparse.Namespace) -> Any:
             raise _invalid(f"--readonly {missing[0]}: no such file or directory")
         kwargs["readonly_paths"] = [os.path.abspath(p) for p in args.readonly]
     if limits:
-        kwargs["limits"] = ResourceLimits(**limits)  # the rest keep their defaults
+        given: dict[str, Any] = dict(limits)  # ints, for fields that are not all int
+        kwargs["limits"] = ResourceLimits(**given)  # the rest keep their defaults
     return ChildProcessOptions(**kwargs)
 
 

@@ -10,3 +10,6 @@ MEMORY_LIMIT_EXIT_CODE = 86
 PROCESS_LIMIT_EXIT_CODE = 87
 #: An uncaught EMFILE that came with ``max_open_files``.
 OPEN_FILES_LIMIT_EXIT_CODE = 88
+#: An uncaught EAGAIN from starting a process in an isolated child kept to one process
+#: (no cgroup holds its limits, ``allow_subprocesses`` off: docs/sandbox.md).
+PROCESS_REFUSED_EXIT_CODE = 89

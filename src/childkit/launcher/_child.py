@@ -31,6 +31,7 @@ In order, the child:
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import signal
@@ -48,6 +49,7 @@ from childkit.common._exit_codes import (
     MEMORY_LIMIT_EXIT_CODE,
     OPEN_FILES_LIMIT_EXIT_CODE,
     PROCESS_LIMIT_EXIT_CODE,
+    PROCESS_REFUSED_EXIT_CODE,
 )
 from childkit.common._tracebacks import format_user_exception
 from childkit.entry._args import ChildProcessArgs, set_current_child_process_args
@@ -252,13 +254,34 @@ def _child(header: dict[str, Any], payload: bytes, fds: list[int], launcher_pid:
 #: a config is a pure function of it, so each child forked later inherits it built.
 _sandbox_configs: dict[tuple[object, ...], SandboxConfig] = {}
 
-#: The sandbox prepared for the very next fork: ``(description, config, root plan, fd
-#: of a template of that root or None, fd of a fresh network namespace or None)``. Set
-#: in the launcher just before it forks; the child finds its own request's description
-#: (the same object) here, and the next request replaces it. The network namespace fd
-#: is the launcher's to close right after that fork (:func:`sandbox_forked`).
-_next_sandbox: tuple[dict[str, Any], SandboxConfig, RootPlan, int | None, int | None,
-                     Group | None] | None = None
+@dataclasses.dataclass
+class _Prepared:
+    """The sandbox prepared for the very next fork. Set in the launcher just before it
+    forks; the child finds its own request's description (the same object) here, and
+    the next request replaces it."""
+
+    description: dict[str, Any]
+    config: SandboxConfig
+    root_plan: RootPlan
+    #: An fd of a template of that root (the launcher's: the child's copy is closed
+    #: once joined), or None.
+    template: int | None
+    #: An fd of a fresh network namespace (this child's alone: the launcher closes its
+    #: copy right after the fork, :func:`sandbox_forked`), or None.
+    netns: int | None
+    #: The cgroup made ahead the child is born in (as root), or None.
+    group: Group | None
+    #: The write end of a pipe the sandboxed process closes once it is inside its
+    #: sandbox (the launcher waits for its EOF before idle work: :func:`learn_sandbox`).
+    entered: int
+
+    def fds(self) -> set[int]:
+        """The fds the child keeps until it has used them."""
+        fds = {fd for fd in (self.template, self.netns) if fd is not None}
+        return fds | {self.entered} | (self.group.fds() if self.group is not None else set())
+
+
+_next_sandbox: _Prepared | None = None
 
 #: Whether the launcher may build sandbox roots once and share them (root: see
 #: childkit.sandbox._template); found on first use.
@@ -282,13 +305,18 @@ def _sandbox_config(description: dict[str, Any]) -> SandboxConfig:
     )
 
 
-def learn_sandbox(description: Any) -> None:
+def learn_sandbox(description: Any) -> int | None:
     """In the launcher, just before forking an isolated child: build its sandbox config
     (once per distinct description) and plan its file system view (resolving every path
     it binds) here, in the warm template, rather than in the child; as root, also find
     or build a template of that root (:mod:`childkit.sandbox._template`). The plan is
-    made anew for every fork, so it is as fresh as one the child would make. Never
-    raises: whatever fails is left for the child to meet again and report."""
+    made anew for every fork, so it is as fresh as one the child would make.
+
+    Returns the read end of a pipe (the caller's to close) that reaches end of file once
+    the child is inside its sandbox, or has ended: until then the launcher does no idle
+    work (refills), which would compete for the CPU with the child's start. ``None``
+    when nothing was prepared. Never raises: whatever fails is left for the child to
+    meet again and report."""
     global _next_sandbox, _use_templates
     sandbox_forked()
     try:
@@ -304,27 +332,34 @@ def learn_sandbox(description: Any) -> None:
         if _use_templates is None:
             _use_templates = _namespaces.is_privileged()
         template = _template.template_for(root_plan) if _use_templates else None
+        entered_r, entered_w = os.pipe2(os.O_CLOEXEC)
     except Exception:  # a bad description or path: the child reports it
-        return
+        return None
     # Last, so that nothing above can fail with a namespace taken: this child's alone.
     netns = _netns.take() if _use_templates else None
     # The cgroup this process sits in, made ahead (as root): the child is born in it.
     from childkit.sandbox import _ahead
 
     group = _ahead.take(config.limits) if _use_templates else None
-    _next_sandbox = (description, config, root_plan, template, netns, group)
+    _next_sandbox = _Prepared(description, config, root_plan, template, netns, group,
+                              entered_w)
+    return entered_r
 
 
 def sandbox_forked(child: int | None = None) -> None:
     """In the launcher, once the child a sandbox was prepared for is forked (``child``,
     its pid) or failed to be: forget that preparation, close its network namespace fd,
-    which belongs to that one child (every later fork must not inherit it), and leave
-    the cgroup the child was born in (:mod:`childkit.sandbox._ahead`)."""
+    which belongs to that one child (every later fork must not inherit it), and the
+    write end of its "entered" pipe, and leave the cgroup the child was born in
+    (:mod:`childkit.sandbox._ahead`)."""
     global _next_sandbox
     prepared, _next_sandbox = _next_sandbox, None
-    if prepared is not None and prepared[4] is not None:
-        os.close(prepared[4])
-    if prepared is not None and prepared[5] is not None:
+    if prepared is None:
+        return
+    os.close(prepared.entered)
+    if prepared.netns is not None:
+        os.close(prepared.netns)
+    if prepared.group is not None:
         from childkit.sandbox import _ahead
 
         _ahead.forked(child)
@@ -355,23 +390,20 @@ def sandbox_done() -> None:
         _ahead.discard()
 
 
-def _prepared(description: object) -> tuple[SandboxConfig, RootPlan, int | None,
-                                               int | None, Group | None] | None:
+def _prepared(description: object) -> _Prepared | None:
     """In the child: what the launcher prepared for this very request's sandbox."""
     prepared = _next_sandbox
-    if prepared is None or description is None or prepared[0] is not description:
+    if prepared is None or description is None or prepared.description is not description:
         return None
-    return prepared[1], prepared[2], prepared[3], prepared[4], prepared[5]
+    return prepared
 
 
 def _sandbox_fds(header: dict[str, Any]) -> set[int]:
     """In the child: the fds the launcher prepared for this request's sandbox (a template
-    root, a fresh network namespace), which it keeps until it has joined them."""
+    root, a fresh network namespace, the cgroup's directories, the "entered" pipe),
+    which it keeps until it has used them."""
     prepared = _prepared(header.get("sandbox"))
-    if prepared is None:
-        return set()
-    fds = {fd for fd in prepared[2:4] if fd is not None}
-    return fds | (prepared[4].fds() if prepared[4] is not None else set())
+    return set() if prepared is None else prepared.fds()
 
 
 def _enter_sandbox(description: dict[str, Any], keep_fds: list[int]) -> None:
@@ -380,18 +412,23 @@ def _enter_sandbox(description: dict[str, Any], keep_fds: list[int]) -> None:
     prepared = _prepared(description)
     if prepared is None:
         enter_planned(_sandbox_config(description), keep_fds, None, None)
-    else:
-        # The launcher found out whether it is privileged (it never changes its
-        # credentials), so this copy of it need not ask the kernel again; and this
-        # process is a fork of the single-threaded launcher that has run only childkit's
-        # code since, so it is single-threaded too.
-        enter_planned(prepared[0], keep_fds, prepared[1], prepared[2], _use_templates,
-                      netns=prepared[3], single_threaded=True, group=prepared[4])
+        return
+    # The launcher found out whether it is privileged (it never changes its credentials),
+    # so this copy of it need not ask the kernel again; and this process is a fork of the
+    # single-threaded launcher that has run only childkit's code since, so it is
+    # single-threaded too. The "entered" pipe goes in kept (the supervisor and the init
+    # close their copies as they close every fd) and is closed here once inside.
+    enter_planned(prepared.config, [*keep_fds, prepared.entered], prepared.root_plan,
+                  prepared.template, _use_templates, netns=prepared.netns,
+                  single_threaded=True, group=prepared.group)
+    os.close(prepared.entered)
 
 
 #: An isolated child's resource limits (``ResourceLimits`` as a dict) once it is inside
 #: its sandbox; ``None`` in a normal child.
 _limits: dict[str, Any] | None = None
+#: Whether that sandbox keeps it to one process (childkit.sandbox.single_process).
+_one_process = False
 
 #: Audit events raised just before a call that creates a process (the call then fails
 #: with EAGAIN at RLIMIT_NPROC). ``subprocess.Popen`` is raised in the Python frame that
@@ -413,7 +450,11 @@ def _enforce_limits(limits: dict[str, Any]) -> None:
         # Python starts with SIGXFSZ ignored (a write past RLIMIT_FSIZE then only fails
         # with EFBIG); the default action ends the child with SIGXFSZ, a named reason.
         signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
-    if limits.get("max_processes") is not None:
+    global _one_process
+    from childkit.sandbox import single_process
+
+    _one_process = single_process()
+    if limits.get("max_processes") is not None or _one_process:
         sys.addaudithook(_note_spawn)
 
 
@@ -431,6 +472,8 @@ def _limit_exit_code(exc: BaseException) -> int:
     that caused it in an isolated child, else 1.
 
     - MemoryError, with a memory limit: :data:`MEMORY_LIMIT_EXIT_CODE`;
+    - EAGAIN raised by the very call that tried to create a process in a child kept to
+      one process (its filter refused it): :data:`PROCESS_REFUSED_EXIT_CODE`;
     - EAGAIN raised by the very call that tried to create a process (``os.fork``,
       ``os.posix_spawn``, ``subprocess``, so ``multiprocessing`` too), or ``RuntimeError:
       can't start new thread`` while the sandbox holds ``max_processes`` tasks, with a
@@ -443,6 +486,8 @@ def _limit_exit_code(exc: BaseException) -> int:
         return 1
     if isinstance(exc, MemoryError) and limits.get("memory_bytes") is not None:
         return MEMORY_LIMIT_EXIT_CODE
+    if _one_process and _spawn_refused(exc):
+        return PROCESS_REFUSED_EXIT_CODE
     if limits.get("max_processes") is not None and _failed_to_spawn(
             exc, limits["max_processes"]):
         return PROCESS_LIMIT_EXIT_CODE
@@ -452,16 +497,26 @@ def _limit_exit_code(exc: BaseException) -> int:
     return 1
 
 
+def _spawn_refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is the EAGAIN of the very call that tried to create a process."""
+    tb = exc.__traceback__
+    if tb is None or not isinstance(exc, OSError) or exc.errno != errno.EAGAIN:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next  # the frame the error was raised in
+    spawn = _last_spawn
+    return spawn is not None and spawn[0] is tb.tb_frame.f_code and (
+        spawn[1] == id(tb.tb_frame) and spawn[2] in (-1, tb.tb_lasti))
+
+
 def _failed_to_spawn(exc: BaseException, max_processes: int) -> bool:
+    if _spawn_refused(exc):
+        return True
     tb = exc.__traceback__
     if tb is None:
         return False
     while tb.tb_next is not None:
         tb = tb.tb_next  # the frame the error was raised in
-    if isinstance(exc, OSError) and exc.errno == errno.EAGAIN:
-        spawn = _last_spawn
-        return spawn is not None and spawn[0] is tb.tb_frame.f_code and (
-            spawn[1] == id(tb.tb_frame) and spawn[2] in (-1, tb.tb_lasti))
     if (isinstance(exc, RuntimeError) and tb.tb_frame.f_code is threading.Thread.start.__code__
             and "can't start new thread" in str(exc)):
         # pthread_create says EAGAIN for a full RLIMIT_NPROC and for a stack that does

@@ -40,6 +40,7 @@ import select
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 from childkit.common import _role as _role
@@ -58,6 +59,9 @@ from childkit.launcher import _protocol as proto
 #: batch, so it must fit the pidfds of all of them.
 MAX_BATCH = 16
 assert MAX_BATCH <= proto.MAX_RECORD_FDS
+#: The isolated template's idle work (refills) waits for the children it just forked to
+#: be inside their sandboxes, but no longer than this.
+ENTER_GRACE_S = 0.25
 
 
 class Launcher:
@@ -79,6 +83,11 @@ class Launcher:
         self._isolated = _isolated.IsolatedTemplate()
         self._sys_path: list[str] = []
         self._preloaded: list[str] = []
+        #: Read ends of the "entered" pipes of isolated children still entering their
+        #: sandbox (:func:`childkit.launcher._child.learn_sandbox`): idle work waits.
+        self._entering: set[int] = set()
+        #: When idle work goes ahead anyway (a child slow to enter must not stop it).
+        self._refill_at = 0.0
 
     # ------------------------------------------------------------------ set-up
     def configure(self) -> bool:
@@ -124,13 +133,18 @@ class Launcher:
         try:
             while True:
                 # While there is work, poll only looks (timeout 0): stocking fresh
-                # network namespaces for isolated children is done when nothing waits.
-                events = self._poll.poll(0 if refill else None)
+                # network namespaces and cgroups for isolated children is done when
+                # nothing waits, and once the children just forked are inside their
+                # sandboxes (on a loaded machine it would delay their start).
+                events = self._poll.poll(self._idle_timeout() if refill else None)
                 if not events and refill:
+                    self._stop_waiting_for_entries()
                     refill = _launcher_child.refill_netns()
                     continue
                 for fd, _events in events:
-                    if fd == self._sock_fd:
+                    if fd in self._entering:
+                        self._entered(fd)
+                    elif fd == self._sock_fd:
                         if not self._on_request():
                             return
                         refill = True
@@ -143,6 +157,23 @@ class Launcher:
             return  # the application is gone
         finally:
             self._kill_all()
+
+    def _idle_timeout(self) -> int:
+        """How long poll waits before idle work (ms): not at all, unless a child is still
+        entering its sandbox (then until it is, or at most :data:`ENTER_GRACE_S`)."""
+        if not self._entering:
+            return 0
+        return max(0, int((self._refill_at - time.monotonic()) * 1000) + 1)
+
+    def _entered(self, fd: int) -> None:
+        # End of file (or a stray write): that child is inside its sandbox, or gone.
+        self._entering.discard(fd)
+        self._poll.unregister(fd)
+        os.close(fd)
+
+    def _stop_waiting_for_entries(self) -> None:
+        for fd in list(self._entering):
+            self._entered(fd)
 
     def _on_request(self) -> bool:
         # Every request already waiting is taken at once, so that a burst of starts is
@@ -187,10 +218,11 @@ class Launcher:
                 request_id = header.get("id")
                 if self._is_isolated and not self._sandbox_ready:
                     self._prepare_sandbox()
+                entered: int | None = None
                 try:
                     if self._is_isolated:  # a fork order: the request is in its channel
                         _check_order(header, fds)
-                        _launcher_child.learn_sandbox(header["sandbox"])
+                        entered = _launcher_child.learn_sandbox(header["sandbox"])
                     else:
                         _check_spawn(header, fds)
                         if header.get("sandbox") is not None:
@@ -201,6 +233,8 @@ class Launcher:
                     pid = os.fork()
                 except (proto.ProtocolError, OSError) as exc:
                     _launcher_child.sandbox_forked()
+                    if entered is not None:
+                        os.close(entered)
                     proto.close_fds(fds)
                     proto.send(self._answers, {"op": "failed", "id": request_id,
                                             "message": f"{type(exc).__name__}: {exc}"})
@@ -212,6 +246,10 @@ class Launcher:
                     _launcher_child.run_child(header, payload, fds, os.getppid(), self._forget)
                 _launcher_child.sandbox_forked(pid)  # its network namespace is the child's
                 proto.close_fds(fds)  # the child has its copies
+                if entered is not None:
+                    self._entering.add(entered)
+                    self._poll.register(entered, select.POLLIN)
+                    self._refill_at = time.monotonic() + ENTER_GRACE_S
                 forked.append((request_id, pid))
         finally:
             # Whatever happened, every forked child is watched (reaped, killed at the end).
@@ -278,6 +316,7 @@ class Launcher:
         proto.send(self._answers, {"op": "exited", "pid": pid, "status": status})
 
     def _kill_all(self) -> None:
+        self._stop_waiting_for_entries()
         self._isolated.close()  # it kills and reaps its own children
         _launcher_child.sandbox_done()
         for pidfd in self._children:

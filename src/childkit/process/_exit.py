@@ -28,6 +28,7 @@ from childkit.common._exit_codes import (
     MEMORY_LIMIT_EXIT_CODE,
     OPEN_FILES_LIMIT_EXIT_CODE,
     PROCESS_LIMIT_EXIT_CODE,
+    PROCESS_REFUSED_EXIT_CODE,
 )
 
 _log = logging.getLogger("childkit")
@@ -39,6 +40,12 @@ _EXIT_CODE_LIMITS = {
                               "process limit ({} processes and threads) reached"),
     OPEN_FILES_LIMIT_EXIT_CODE: ("max_open_files", "open files limit ({}) reached"),
 }
+
+#: Why a child kept to one process ended with PROCESS_REFUSED_EXIT_CODE.
+_PROCESS_REFUSED = ("process creation refused: no cgroup holds this isolated child's "
+                    "memory or CPU limit here, so it is kept to one process "
+                    "(ResourceLimits(allow_subprocesses=True) allows processes, each with "
+                    "the full limits)")
 
 #: Signal -> the limit whose excess the kernel signals with it.
 _SIGNAL_LIMITS: dict[int, str] = {_signal.SIGXCPU: "cpu_seconds", _signal.SIGXFSZ: "max_file_size"}
@@ -55,6 +62,13 @@ def limit_reason(status: int, limits: dict[str, Any]) -> str | None:
         from childkit.sandbox import ResourceLimits, exit_reason
 
         return exit_reason(status, ResourceLimits(**limits))
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == PROCESS_REFUSED_EXIT_CODE:
+        # Only a child kept to one process exits so on purpose: one whose limits allowed
+        # it to be (memory or CPU set, allow_subprocesses off).
+        if limits.get("allow_subprocesses") or (limits.get("memory_bytes") is None
+                                                and limits.get("cpu_seconds") is None):
+            return None
+        return _PROCESS_REFUSED
     if not os.WIFEXITED(status) or os.WEXITSTATUS(status) not in _EXIT_CODE_LIMITS:
         return None
     name, text = _EXIT_CODE_LIMITS[os.WEXITSTATUS(status)]

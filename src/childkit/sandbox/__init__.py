@@ -8,7 +8,8 @@ Public face::
 - :func:`enter` (in a freshly forked child): apply every layer; see docs/sandbox.md.
 - :func:`probe`: which layers this machine supports; :func:`check_text` and
   :func:`full_sandbox_available` give ``childkit sandbox-check`` its text and exit status.
-- :func:`layer_report`, :func:`skipped_layers`: in the sandboxed process, what was applied.
+- :func:`layer_report`, :func:`skipped_layers`: in the sandboxed process, what was applied;
+  :func:`single_process`: whether it is kept to one process (no cgroup for its limits).
 - :func:`exit_reason`: which resource limit ended a child, from its wait status.
 - :func:`preload`: resolve libseccomp once in the parent so each child need not.
 - :func:`release`: after reaping an isolated child, remove what its sandbox left (its
@@ -27,6 +28,7 @@ from childkit.sandbox._enter import (
     SHARED_UID,
     enter,
     layer_report,
+    single_process,
     skipped_layers,
 )
 from childkit.sandbox._errors import SandboxUnavailable
@@ -102,5 +104,6 @@ __all__ = [
     "preload",
     "probe",
     "release",
+    "single_process",
     "skipped_layers",
 ]

@@ -7,8 +7,10 @@ from collections.abc import Mapping
 from childkit.sandbox._config import LayerStatus
 
 #: Layers an isolated child goes without when this machine lacks them: a uid of its own
-#: is only given when asked for (``isolation_uid=True``); without cgroups the limits
-#: hold per process (the report says what that multiplies to).
+#: is only given when asked for (``isolation_uid=True``); without cgroups the child is
+#: kept to one process (then the layer is there), or, without seccomp or with
+#: ``allow_subprocesses``, the limits hold per process (the report says what that
+#: multiplies to).
 OPTIONAL_LAYERS: frozenset[str] = frozenset({"isolation_uid", "aggregate_limits"})
 
 
@@ -31,6 +33,12 @@ def check_text(layers: Mapping[str, LayerStatus]) -> str:
         lines.append("every layer is supported: isolated children get the full sandbox")
     if "isolation_uid" in layers and not layers["isolation_uid"].supported:
         lines.append("isolation_uid=True is refused here (needs root)")
-    if "aggregate_limits" in layers and not layers["aggregate_limits"].supported:
+    aggregate = layers.get("aggregate_limits")
+    if aggregate is not None and not aggregate.supported:
         lines.append("limits hold per process here, not for a child's processes together")
+    elif aggregate is not None and "kept to one process" in aggregate.reason:
+        lines.append("no cgroups here: an isolated child is kept to one process (fork, "
+                     "vfork, clone: EAGAIN), so its limits hold for all of it; with "
+                     "ResourceLimits(allow_subprocesses=True) it may start processes, and "
+                     "its memory and CPU limits then hold per process (they multiply)")
     return "\n".join(lines)

@@ -23,25 +23,41 @@ class ResourceLimits:
     """Per-child resource limits (``None``: no limit of that kind).
 
     ``memory_bytes`` caps memory, ``cpu_seconds`` the CPU time, ``max_processes`` the
-    processes and threads: of the child **with all its processes together** where the
-    kernel gives the launcher cgroups (root; v2 or v1 controllers), and per process only
-    otherwise (``childkit sandbox-check`` says which, and what the per-process limits
-    multiply to: up to ``max_processes`` x ``memory_bytes``, which is why
-    ``max_processes`` defaults to a small 32). Per process, always and beneath:
-    ``memory_bytes`` caps the address space (RLIMIT_AS: an allocation past it fails,
-    MemoryError in Python); ``cpu_seconds`` the CPU time (RLIMIT_CPU: SIGXCPU at the
-    limit, SIGKILL a second later); ``max_processes`` the processes and threads of the
-    sandbox (RLIMIT_NPROC, counted in its own user namespace: fork/thread creation fails
-    with EAGAIN past it); ``max_open_files`` the fd numbers (RLIMIT_NOFILE: EMFILE);
-    ``max_file_size`` the size of any file it writes (RLIMIT_FSIZE) and of its private
-    /tmp. Together, past ``memory_bytes`` the kernel's OOM killer ends a process of the
-    child, past ``cpu_seconds`` each gets SIGXCPU (SIGKILL a second later).
+    processes and threads, always of the child **as a whole**:
+
+    - where the kernel gives the launcher cgroups (root; v2 or v1 controllers), for all
+      its processes together (``memory_bytes``: resident memory and swap, past it the
+      kernel's OOM killer ends a process of the child; ``cpu_seconds``: past it each
+      process gets SIGXCPU, SIGKILL a second later);
+    - otherwise (an unprivileged launcher) the child is kept to **one process**: its
+      seccomp filter refuses ``fork``, ``vfork`` and ``clone`` without ``CLONE_THREAD``
+      with EAGAIN (``BlockingIOError``; uncaught, the exit callback's reason says
+      "process creation refused"), threads still start, and the per-process limits
+      below then cover all of it. ``allow_subprocesses=True`` lets such a child start
+      processes anyway, but then ``memory_bytes`` and ``cpu_seconds`` hold **per
+      process** only and multiply: up to ``max_processes`` x ``memory_bytes`` of memory
+      and ``max_processes`` x ``cpu_seconds`` of CPU (which is why ``max_processes``
+      defaults to a small 32). With cgroups ``allow_subprocesses`` changes nothing.
+
+    ``childkit sandbox-check`` and :func:`childkit.sandbox.layer_report` (the
+    ``aggregate_limits`` layer) say which of these holds here.
+
+    Per process, always and beneath: ``memory_bytes`` caps the address space
+    (RLIMIT_AS: an allocation past it fails, MemoryError in Python); ``cpu_seconds`` the
+    CPU time (RLIMIT_CPU: SIGXCPU at the limit, SIGKILL a second later); ``max_processes``
+    the processes and threads of the sandbox (RLIMIT_NPROC, counted in its own user
+    namespace: fork/thread creation fails with EAGAIN past it); ``max_open_files`` the
+    fd numbers (RLIMIT_NOFILE: EMFILE); ``max_file_size`` the size of any file it writes
+    (RLIMIT_FSIZE) and of its private /tmp.
 
     In a child started by childkit, exceeding a limit ends the child and its exit callback
     names the limit (a write past the file size by SIGXFSZ; an uncaught MemoryError or
     the OOM killer, EAGAIN from a process or thread start, or EMFILE by an exit code):
     docs/sandbox.md, "Limits". Code that only enters the sandbox (``enter()``) sees the
     bare kernel behaviour: the failing call (EFBIG, with SIGXFSZ ignored) and nothing more.
+
+    Raises ChildkitError (``NCP_ERR_INVALID_PARAM``) for a value of the wrong type or
+    out of range.
     """
 
     memory_bytes: int | None = 2048 * _MIB
@@ -49,8 +65,13 @@ class ResourceLimits:
     max_processes: int | None = 32
     max_open_files: int | None = 256
     max_file_size: int | None = 64 * _MIB
+    allow_subprocesses: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.allow_subprocesses, bool):
+            raise ChildkitError(ErrCode.NCP_ERR_INVALID_PARAM,
+                                "ResourceLimits.allow_subprocesses must be a bool, not "
+                                f"{type(self.allow_subprocesses).__name__}")
         minimum = {"memory_bytes": 64 * _MIB, "cpu_seconds": 1, "max_processes": 1,
                    "max_open_files": 16, "max_file_size": 0}
         for name, low in minimum.items():

@@ -35,6 +35,9 @@ ISOLATION_UID_BASE = 2_000_000_000
 
 _report: dict[str, LayerStatus] = {}
 
+#: Whether this sandboxed process is kept to one process (see :func:`single_process`).
+_single_process = False
+
 #: Landlock's paths inside the sandbox: read (and execute) beneath, write beneath, devices.
 LANDLOCK_PATHS: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] = (
     ("/",), ("/tmp",), _filesystem.DEVICES)
@@ -44,6 +47,14 @@ def layer_report() -> dict[str, LayerStatus]:
     """In a sandboxed process: each layer and whether :func:`enter` applied it (with the
     reason when it did not). Empty outside a sandbox."""
     return dict(_report)
+
+
+def single_process() -> bool:
+    """In a sandboxed process: whether its seccomp filter refuses every new process
+    (fork, vfork, clone without CLONE_THREAD answer EAGAIN), because no cgroup holds its
+    ``memory_bytes`` or ``cpu_seconds`` and ``allow_subprocesses`` is off: its rlimits
+    then hold for the whole child. ``False`` outside a sandbox."""
+    return _single_process
 
 
 def skipped_layers() -> dict[str, str]:
@@ -261,10 +272,16 @@ def _enter(config: SandboxConfig, keep_fds: Sequence[int],
     os.close(status_r)
     _supervisor.guard_parent(death_r)
     # The init applies every remaining layer to itself; the sandboxed process inherits.
-    _inside(config, layers, keep, applied, built, seccomp_problem, extra_processes)
+    _inside(config, layers, keep, applied, built, extra_processes)
     # Meanwhile the supervisor made the cgroup and put the init into it: wait for that
     # before the sandboxed process exists (it is then in the group from its first step).
-    _report_aggregate(config, planned if ahead is not None or _grouped(grouped_r) else {})
+    held = planned if ahead is not None or _grouped(grouped_r) else {}
+    # Without a cgroup for memory or CPU the rlimits hold per process: the child is then
+    # kept to one process (its filter refuses new ones), so they hold for all of it. The
+    # init forks the sandboxed process first, and each loads that filter after the fork.
+    single = _needs_single_process(config, held, seccomp_problem)
+    if not single:
+        _apply_seccomp(layers, seccomp_problem, config, held, single=False)
     # Without the interpreter's fork handling either: the process that called enter()
     # was forked with it (os.fork ran every at-fork hook, re-seeded random, reset the
     # threading module), and neither it nor the init has run anything but childkit's
@@ -273,7 +290,14 @@ def _enter(config: SandboxConfig, keep_fds: Sequence[int],
     # the new process about a millisecond of copy-on-write faults.
     workload = _syscalls.fork_without_hooks()
     if workload != 0:
+        if single:
+            try:
+                _seccomp.install(single_process=True)
+            except OSError:
+                pass  # the sandboxed process loads the same filter: it fails and reports
         _supervisor.run_init(workload, status_w)
+    if single:
+        _apply_seccomp(layers, seccomp_problem, config, held, single=True)
     _own_thread_id()
     os.close(status_w)
     _supervisor.restore_mask(previous_mask)
@@ -307,16 +331,64 @@ def _grouped(grouped_r: int | None) -> bool:
         os.close(grouped_r)
 
 
-def _report_aggregate(config: SandboxConfig, planned: dict[str, _cgroups.Hierarchy]) -> None:
-    """In the init: record whether the limits hold for all processes together. An
-    optional layer: without cgroups the rlimits hold per process (never refused)."""
-    if planned:
-        version = max(h.version for h in planned.values())
-        _report["aggregate_limits"] = LayerStatus(True, "applied: " + ", ".join(
-            sorted(planned)) + f" for all its processes together (cgroup v{version})")
+#: The limits a cgroup must hold for a child to be allowed more than one process.
+_PER_PROCESS_FIELDS = ("memory_bytes", "cpu_seconds")
+
+
+def _needs_single_process(config: SandboxConfig, held: dict[str, _cgroups.Hierarchy],
+                          seccomp_problem: str | None) -> bool:
+    """Whether the sandbox must be kept to one process: a memory or CPU limit that no
+    cgroup holds, ``allow_subprocesses`` off, and a filter to refuse new processes."""
+    limits = config.limits
+    return (seccomp_problem is None and not limits.allow_subprocesses
+            and any(getattr(limits, f) is not None and f not in held
+                    for f in _PER_PROCESS_FIELDS))
+
+
+def _apply_seccomp(layers: _Layers, seccomp_problem: str | None, config: SandboxConfig,
+                   held: dict[str, _cgroups.Hierarchy], single: bool) -> None:
+    """Load the filter (``single``: the one that refuses new processes) into this process,
+    check it refuses sockets (and, ``single``, processes), and record how the limits
+    hold (the ``aggregate_limits`` layer)."""
+    global _single_process
+    if seccomp_problem is not None:
+        layers.skip("seccomp", seccomp_problem)
+        layers.skip("socket_filter", "needs seccomp")
+    elif layers.apply("seccomp", lambda: _seccomp.install(single_process=single)):
+        layers.apply("socket_filter", _seccomp.check_sockets_refused)
+        if single:
+            _single_process = layers.apply("aggregate_limits",
+                                           _seccomp.check_processes_refused)
     else:
-        _report["aggregate_limits"] = LayerStatus(False, "per process only (rlimits): "
-                                                  + _cgroups.describe(config.limits))
+        layers.skip("socket_filter", "needs seccomp")
+    _report_aggregate(config, held, _single_process)
+
+
+def _report_aggregate(config: SandboxConfig, planned: dict[str, _cgroups.Hierarchy],
+                      single: bool) -> None:
+    """Record how the limits hold for the child as a whole: for all its processes
+    together (cgroups), kept to one process (``single``), or, missing, per process only
+    (an optional layer: never refused)."""
+    limits = config.limits
+    loose = [f for f in _PER_PROCESS_FIELDS if getattr(limits, f) is not None
+             and f not in planned]
+    if single:
+        _report["aggregate_limits"] = LayerStatus(True, (
+            f"applied: kept to one process, so its per-process limits ({', '.join(loose)}) "
+            "hold for the whole child (no cgroup holds them here: fork, vfork and clone "
+            "without CLONE_THREAD answer EAGAIN, threads start; "
+            "ResourceLimits(allow_subprocesses=True) allows processes, each with the full "
+            "limits)"))
+    elif not loose:
+        together = ", ".join(sorted(planned)) or "no memory or CPU limit set"
+        version = max((h.version for h in planned.values()), default=0)
+        _report["aggregate_limits"] = LayerStatus(True, "applied: " + together + (
+            f" for all its processes together (cgroup v{version})" if planned else ""))
+    else:
+        why = (" (allow_subprocesses=True)" if limits.allow_subprocesses
+               else " (no filter to keep it to one process)")
+        _report["aggregate_limits"] = LayerStatus(False, "per process only (rlimits"
+                                                  + why + "): " + _cgroups.describe(limits))
 
 
 def _clone_init(privileged: bool, inner: int, outer: int, joined_netns: bool,
@@ -506,9 +578,9 @@ def _later_namespaces(layers: _Layers, userns: bool, privileged: bool,
 
 
 def _inside(config: SandboxConfig, layers: _Layers, keep: tuple[int, ...],
-            applied: dict[str, bool], built: bool, seccomp_problem: str | None,
-            extra_processes: int) -> None:
-    """The rest, in the init (pid 1 of the new pid namespace)."""
+            applied: dict[str, bool], built: bool, extra_processes: int) -> None:
+    """The rest but seccomp (:func:`_apply_seccomp`), in the init (pid 1 of the new pid
+    namespace)."""
     if applied["pid_namespace"] and built:
         layers.apply("pid_namespace", _filesystem.mount_proc)
     elif applied["pid_namespace"]:
@@ -525,13 +597,6 @@ def _inside(config: SandboxConfig, layers: _Layers, keep: tuple[int, ...],
     layers.apply("no_new_privs", _capabilities.set_no_new_privs)
     layers.apply("landlock", lambda: _landlock.restrict(*LANDLOCK_PATHS))
     layers.apply("capabilities", _capabilities.drop_all)
-    if seccomp_problem is not None:
-        layers.skip("seccomp", seccomp_problem)
-        layers.skip("socket_filter", "needs seccomp")
-    elif layers.apply("seccomp", _seccomp.install):
-        layers.apply("socket_filter", _seccomp.check_sockets_refused)
-    else:
-        layers.skip("socket_filter", "needs seccomp")
 
 
 def _stdio_to_null(keep: tuple[int, ...]) -> None:

@@ -18,6 +18,13 @@ can see, abstract sockets, netlink such as uevents). It may still make connected
 AF_UNIX pairs (``socketpair``: asyncio's self-pipe, the IPC kit's channels), stream or
 seqpacket only: a datagram pair could ``sendto`` a named socket, a connected stream or
 seqpacket socket cannot (the kernel ignores or refuses the address).
+
+One process (issue 12, classes 6 and 7, where no cgroup holds the limits): the
+**single-process** variant of the policy (:data:`PROCESS_CALLS`,
+:data:`SINGLE_PROCESS_RULES`) also refuses ``fork``, ``vfork`` and a ``clone`` without
+``CLONE_THREAD``, with EAGAIN (what a full process limit answers: ``BlockingIOError``
+in Python), while threads start as before; the per-process rlimits (``RLIMIT_AS``,
+``RLIMIT_CPU``) then cover the whole child.
 """
 
 from __future__ import annotations
@@ -49,8 +56,9 @@ ALLOWED: tuple[str, ...] = (
     "brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "msync", "mincore",
     "mbind", "get_mempolicy", "membarrier", "memfd_create", "pkey_alloc", "pkey_free",
     "pkey_mprotect", "mseal", "map_shadow_stack",
-    # processes and threads (clone only without namespace flags: ARGUMENT_RULES)
-    "fork", "vfork", "execve", "execveat", "exit", "exit_group", "wait4", "waitid",
+    # processes and threads (clone only without namespace flags: ARGUMENT_RULES; fork
+    # and vfork are in PROCESS_CALLS)
+    "execve", "execveat", "exit", "exit_group", "wait4", "waitid",
     "set_tid_address", "set_robust_list", "rseq", "arch_prctl", "futex", "futex_waitv",
     "futex_wake", "futex_wait", "futex_requeue", "restart_syscall", "sched_yield",
     "sched_getaffinity", "sched_setaffinity", "sched_getparam", "sched_getscheduler",
@@ -137,15 +145,34 @@ class ArgRule:
     value: int
 
 
-#: Calls allowed only with these arguments (any one rule of a call suffices).
+#: Calls allowed only with these arguments (any one rule of a call suffices); with
+#: :data:`PROCESS_RULES` (the usual policy) or :data:`SINGLE_PROCESS_RULES`.
 ARGUMENT_RULES: tuple[ArgRule, ...] = (
-    ArgRule("clone", 0, NAMESPACE_FLAGS, 0),
     *(ArgRule("ioctl", 1, 0xFFFFFFFF, request) for request in IOCTLS),
     *(ArgRule("prctl", 0, 0xFFFFFFFF, option) for option in PRCTLS),
     # mkfifo (os.mkfifo) is mknod of a FIFO; device nodes are refused.
     ArgRule("mknod", 1, _S_IFMT, _S_IFIFO),
     ArgRule("mknodat", 2, _S_IFMT, _S_IFIFO),
 )
+
+CLONE_THREAD = 0x00010000
+
+#: How the usual policy lets a process start others: fork, vfork, and clone without any
+#: namespace flag (threads too).
+PROCESS_CALLS: tuple[str, ...] = ("fork", "vfork")
+PROCESS_RULES: tuple[ArgRule, ...] = (ArgRule("clone", 0, NAMESPACE_FLAGS, 0),)
+
+#: The single-process policy: threads only (clone with CLONE_THREAD and no namespace
+#: flag); fork, vfork and any other clone answer :data:`SINGLE_PROCESS_ERRNO`.
+SINGLE_PROCESS_RULES: tuple[ArgRule, ...] = (
+    ArgRule("clone", 0, NAMESPACE_FLAGS | CLONE_THREAD, CLONE_THREAD),
+)
+#: What a refused process start answers in the single-process policy: EAGAIN, as at a
+#: process limit (``BlockingIOError``), which code that starts processes handles.
+SINGLE_PROCESS_ERRNO = 11  # EAGAIN
+#: Refused with :data:`SINGLE_PROCESS_ERRNO` in the single-process policy (a call with
+#: these arguments; fork and vfork whatever their arguments).
+SINGLE_PROCESS_REFUSED: tuple[ArgRule, ...] = (ArgRule("clone", 0, CLONE_THREAD, 0),)
 
 #: socketpair: AF_UNIX (argument 0), stream or seqpacket (argument 1, flags aside); both
 #: comparisons must hold, so it is listed apart from the one-comparison rules.

@@ -8,7 +8,9 @@ clone3 answers ENOSYS (its flags live in memory a filter cannot read) so libc fa
 to clone, whose namespace flags the filter refuses, as Chromium and Docker do.
 libseccomp (through PyPI ``pyseccomp``) compiles the rules to BPF once (a binary tree
 of the call numbers), in the parent when it called ``preload``; the child only hands
-the program to the kernel (prctl PR_SET_SECCOMP).
+the program to the kernel (prctl PR_SET_SECCOMP). Two programs: the usual one, and the
+single-process one (``single_process=True``: fork, vfork and clone without
+CLONE_THREAD answer EAGAIN) for a child whose limits no cgroup holds.
 """
 
 from __future__ import annotations
@@ -35,16 +37,18 @@ def load_library() -> ModuleType:
     return pyseccomp  # type: ignore[no-any-return]
 
 
-_program: bytes | None = None
+#: The compiled programs, by ``single_process``.
+_programs: dict[bool, bytes] = {}
 
 
-def compile_filter() -> bytes:
+def compile_filter(single_process: bool = False) -> bytes:
     """The filter as raw BPF (compiled once per process by libseccomp, then cached, so a
-    parent that calls this before forking spares every child the work). Raises OSError
-    if libseccomp is missing or refuses a rule."""
-    global _program
-    if _program is not None:
-        return _program
+    parent that calls this before forking spares every child the work); with
+    ``single_process``, the variant that refuses every new process (threads allowed).
+    Raises OSError if libseccomp is missing or refuses a rule."""
+    program = _programs.get(single_process)
+    if program is not None:
+        return program
     sc = load_library()
     filt = sc.SyscallFilter(defaction=sc.ERRNO(errno.EPERM))
     try:
@@ -55,8 +59,16 @@ def compile_filter() -> bytes:
         _add(sc, filt, sc.ALLOW, name)
     for name in _policy.ENOSYS_CALLS:
         _add(sc, filt, sc.ERRNO(errno.ENOSYS), name)
-    for rule in _policy.ARGUMENT_RULES:
+    refused = sc.ERRNO(_policy.SINGLE_PROCESS_ERRNO)
+    for name in _policy.PROCESS_CALLS:
+        _add(sc, filt, refused if single_process else sc.ALLOW, name)
+    allowed_rules = (_policy.SINGLE_PROCESS_RULES if single_process
+                     else _policy.PROCESS_RULES)
+    for rule in (*_policy.ARGUMENT_RULES, *allowed_rules):
         _add(sc, filt, sc.ALLOW, rule.call,
+             sc.Arg(rule.index, sc.MASKED_EQ, rule.mask, rule.value))
+    for rule in _policy.SINGLE_PROCESS_REFUSED if single_process else ():
+        _add(sc, filt, refused, rule.call,
              sc.Arg(rule.index, sc.MASKED_EQ, rule.mask, rule.value))
     for kind in _policy.SOCKETPAIR_TYPES:
         _add(sc, filt, sc.ALLOW, "socketpair",
@@ -72,7 +84,7 @@ def compile_filter() -> bytes:
         os.close(fd)
     if not program or len(program) % _INSN_SIZE:
         raise OSError(errno.EINVAL, "libseccomp produced no BPF program")
-    _program = program
+    _programs[single_process] = program
     return program
 
 
@@ -92,32 +104,35 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-_loadable: tuple[ctypes.Array[ctypes.c_char], _SockFprog] | None = None
+_loadable: dict[bool, tuple[ctypes.Array[ctypes.c_char], _SockFprog]] = {}
 
 
-def _sock_fprog() -> _SockFprog:
+def _sock_fprog(single_process: bool) -> _SockFprog:
     # The program in the form prctl takes, built once per process like the program
     # itself (the buffer is kept alongside: fprog points into it).
-    global _loadable
-    if _loadable is None:
-        program = compile_filter()
+    loadable = _loadable.get(single_process)
+    if loadable is None:
+        program = compile_filter(single_process)
         buffer = ctypes.create_string_buffer(program, len(program))
-        _loadable = (buffer, _SockFprog(len(program) // _INSN_SIZE, ctypes.addressof(buffer)))
-    return _loadable[1]
+        loadable = (buffer, _SockFprog(len(program) // _INSN_SIZE, ctypes.addressof(buffer)))
+        _loadable[single_process] = loadable
+    return loadable[1]
 
 
 def install_ready() -> None:
-    """Compile the filter and prepare what :func:`install` hands the kernel, so that a
+    """Compile both filters and prepare what :func:`install` hands the kernel, so that a
     child forked afterwards only makes the one prctl. OSError as for
     :func:`compile_filter`."""
-    _sock_fprog()
+    _sock_fprog(False)
+    _sock_fprog(True)
 
 
-def install() -> int:
-    """Load the filter into this process (inherited by all it starts; cannot be removed).
-    Needs no_new_privs. Returns the filter's length in instructions; raises OSError if
+def install(single_process: bool = False) -> int:
+    """Load the filter (with ``single_process``, the variant that refuses new processes)
+    into this process (inherited by all it starts; cannot be removed). Needs
+    no_new_privs. Returns the filter's length in instructions; raises OSError if
     libseccomp is missing or the kernel refuses the filter."""
-    fprog = _sock_fprog()
+    fprog = _sock_fprog(single_process)
     _syscalls.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(fprog))
     return int(fprog.len)
 
@@ -136,3 +151,19 @@ def check_sockets_refused() -> None:
             continue
         made.close()
         raise OSError(errno.EPROTO, f"socket({family.name}) was allowed")
+
+
+def check_processes_refused() -> None:
+    """In a process under the single-process filter: try to fork (the kernel's fork,
+    without the interpreter's handling); raise OSError if it was allowed (the child
+    made ends at once and is reaped) or refused with anything but EAGAIN."""
+    try:
+        pid = _syscalls.fork_without_hooks()
+    except OSError as exc:
+        if exc.errno == _policy.SINGLE_PROCESS_ERRNO:
+            return
+        raise OSError(errno.EPROTO, f"fork was refused with {exc.errno}, not EAGAIN") from None
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    raise OSError(errno.EPROTO, "fork was allowed")
