@@ -122,7 +122,7 @@ static int call_send(ck__conn_t *conn, const unsigned char *frame, size_t len, c
 void ck__conn_lock(ck__conn_t *conn) { pthread_mutex_lock(&conn->lock); }
 void ck__conn_unlock(ck__conn_t *conn) { pthread_mutex_unlock(&conn->lock); }
 int ck__conn_is_dead(ck__conn_t *conn) {
-    return __atomic_load_n(&conn->dead, __ATOMIC_ACQUIRE) || conn->owner != getpid();
+    return __atomic_load_n(&conn->dead, __ATOMIC_ACQUIRE) || conn->owner != ck__pid();
 }
 void ck__conn_ref(ck__conn_t *conn) { __atomic_add_fetch(&conn->refs, 1, __ATOMIC_RELAXED); }
 
@@ -582,19 +582,20 @@ static int send_parcel(ck__conn_t *conn, int fd, int is_reply, uint64_t seq, uin
                        int count_reply) {
     size_t head = is_reply ? CK__REPLY_FRAME_SIZE : CK__TXN_FRAME_SIZE;
     size_t len = head + p->len + CK__OBJ_SIZE * p->n_objs;
-    unsigned char *buf = malloc(len);
+    unsigned char small[1024]; /* most frames: no allocation per call */
+    unsigned char *buf = len <= sizeof small ? small : ck__mem_alloc(len);
     if (buf == NULL) return OH_IPC_INNER_ERROR;
     pthread_mutex_lock(&conn->lock);
     if (conn->dead) {
         pthread_mutex_unlock(&conn->lock);
-        free(buf);
+        if (buf != small) ck__mem_free(buf);
         return OH_IPC_DEAD_REMOTE_OBJECT;
     }
     int rc = encode_objects_locked(conn, p, buf + head + p->len);
     if (rc == OH_IPC_SUCCESS && count_reply) conn->replies_sent++;
     pthread_mutex_unlock(&conn->lock);
     if (rc != OH_IPC_SUCCESS) {
-        free(buf);
+        if (buf != small) ck__mem_free(buf);
         return rc;
     }
     if (is_reply)
@@ -606,7 +607,7 @@ static int send_parcel(ck__conn_t *conn, int fd, int is_reply, uint64_t seq, uin
     if (p->len) memcpy(buf + head, p->data, p->len); /* an empty parcel may have no data */
     rc = fd == conn->call_fd ? call_send(conn, buf, len, p->fds, p->n_fds, oneway)
                              : send_record(fd, buf, len, p->fds, p->n_fds);
-    free(buf);
+    if (buf != small) ck__mem_free(buf);
     if (rc == -2) return OH_IPC_INNER_ERROR; /* no memory or fds to queue it: not sent */
     if (rc < 0) {
         ck__conn_close(conn, "sending failed: the peer is gone");
@@ -752,11 +753,17 @@ static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size,
     ck__frame_t *frames;
     long n = decode(buf, size, fds, n_fds, &frames, why);
     if (n < 0) return -1;
-    todo_t *todo = calloc((size_t)n + 1, sizeof *todo);
+    /* Room for what each frame may ask for; on the stack for the usual few frames. */
+    enum { FEW = 8 };
+    todo_t todo_few[FEW];
+    OHIPCRemoteStub *drop_few[FEW + 64];
+    uint64_t dead_few[FEW];
+    int few = n <= FEW;
+    todo_t *todo = few ? todo_few : calloc((size_t)n + 1, sizeof *todo);
     size_t max_drop = (size_t)n + 64;
-    OHIPCRemoteStub **drop = calloc(max_drop, sizeof *drop);
+    OHIPCRemoteStub **drop = few ? drop_few : calloc(max_drop, sizeof *drop);
     size_t n_todo = 0, n_drop = 0;
-    uint64_t *dead_seqs = calloc((size_t)n + 1, sizeof *dead_seqs);
+    uint64_t *dead_seqs = few ? dead_few : calloc((size_t)n + 1, sizeof *dead_seqs);
     size_t n_dead = 0;
     int rc = 0;
     long i = 0;
@@ -855,9 +862,11 @@ static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size,
         send_error_reply(conn, dead_seqs[k], OH_IPC_DEAD_REMOTE_OBJECT,
                          "the object was released");
     for (size_t k = 0; k < n_drop; k++) ck__stub_unref(drop[k]);
-    free(dead_seqs);
-    free(todo);
-    free(drop);
+    if (!few) {
+        free(dead_seqs);
+        free(todo);
+        free(drop);
+    }
     free(frames);
     return rc;
 }
@@ -1049,7 +1058,7 @@ ck__conn_t *ck__conn_start(int call_fd, int serve_fd, struct OHIPCRemoteStub *ro
     conn->serve_fd = serve_fd;
     conn->next_seq = 1;
     conn->next_handle = 1;
-    conn->owner = getpid();
+    conn->owner = ck__pid();
     int on = 1; /* the kernel stamps the peer's HELLO with its pid and uid */
     setsockopt(serve_fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof on);
     /* Room for a full record (256 KiB) in one send, as ipc/_transport.py asks for. */
@@ -1277,7 +1286,7 @@ int ck__conn_transact(ck__remote_t *remote, uint32_t code, const struct OHIPCPar
     /* A forked child inherits the memory of its parent's links but not their threads, and
      * the peer talks to the parent: to the child they are dead (as libbinder's
      * verifyNotForked). Its locks may be held by threads it does not have: not touched. */
-    if (conn->owner != getpid()) return OH_IPC_DEAD_REMOTE_OBJECT;
+    if (conn->owner != ck__pid()) return OH_IPC_DEAD_REMOTE_OBJECT;
     if (!oneway) ck__serve_yield(); /* the callee may call back into this process */
     pthread_mutex_lock(&conn->lock);
     if (conn->dead) {

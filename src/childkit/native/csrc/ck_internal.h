@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "ipc_cremote_object.h"
 
@@ -264,6 +265,8 @@ int childkit_ipc_connect(int call_fd, int serve_fd, struct OHIPCRemoteStub *root
 /* ------------------------------------------------------------------ threads (ck_thread.c) */
 /* Starts fn(arg) on a new detached thread with every signal blocked; 0, or -1. */
 int ck__thread_start(void *(*fn)(void *), void *arg);
+/* getpid() without a system call (kept current across fork by an at-fork handler). */
+pid_t ck__pid(void);
 
 /* ------------------------------------------------------------------ work threads (ck_pool.c) */
 /* Runs fn(arg) on an IPC work thread (starting one if none is idle and fewer than the
