@@ -56,6 +56,8 @@ enum {
     BIG = 14,       /* a buffer of BIG_BYTES comes back (a full-size record each way) */
     GATE_WAIT = 15, /* waits (30 s at most) until a GATE_OPEN request came; 1909108 if not */
     GATE_OPEN = 16, /* waits (30 s at most) until a GATE_WAIT waits, then opens the gate */
+    RELAY_LOG = 17, /* a proxy: LOG 0..199 one-way on it, then GET_LOG; answers 1 if all
+                     * came in order */
 };
 
 #define BIG_BYTES (204800 - 5) /* the largest buffer a parcel holds */
@@ -96,6 +98,27 @@ static int gate(int opener) {
 static int child_request(uint32_t code, const OHIPCParcel *data, OHIPCParcel *reply, void *ud) {
     int32_t x;
     switch (code) {
+    case RELAY_LOG: {
+        OHIPCRemoteProxy *p = OH_IPCParcel_ReadRemoteProxy(data);
+        if (p == NULL) return 1909109;
+        OH_IPC_MessageOption async = {OH_IPC_REQUEST_MODE_ASYNC, 0, NULL};
+        for (int i = 0; i < 200; i++) {
+            OHIPCParcel *one = OH_IPCParcel_Create();
+            OH_IPCParcel_WriteInt32(one, i);
+            OH_IPCRemoteProxy_SendRequest(p, LOG, one, NULL, &async);
+            OH_IPCParcel_Destroy(one);
+        }
+        OHIPCParcel *d = OH_IPCParcel_Create(), *r = OH_IPCParcel_Create();
+        int32_t n = -1, v = -1, ordered = 1;
+        int rc = OH_IPCRemoteProxy_SendRequest(p, GET_LOG, d, r, NULL);
+        OH_IPCParcel_ReadInt32(r, &n);
+        for (int i = 0; i < n; i++)
+            if (OH_IPCParcel_ReadInt32(r, &v) != 0 || v != i) ordered = 0;
+        OH_IPCParcel_Destroy(d);
+        OH_IPCParcel_Destroy(r);
+        OH_IPCRemoteProxy_Destroy(p);
+        return rc != 0 ? rc : OH_IPCParcel_WriteInt32(reply, n == 200 && ordered);
+    }
     case GATE_WAIT:
         return gate(0);
     case GATE_OPEN:
@@ -479,6 +502,29 @@ static void full_run(void) {
      * calls back into this process for each of them */
     CHECK(concurrent_calls(root, ECHO, 4) == 0);
     CHECK(concurrent_calls(root, CALL_BACK, 3) == 0);
+
+    /* a proxy of a third process (a second child) passed to the first: it gets a
+     * forwarding stub of this process, through which its calls (sync and one-way, in
+     * order) reach the second child; once that one is gone, they fail */
+    pid_t pid2;
+    OHIPCRemoteProxy *root2 = start(&pid2);
+    CHECK(root2 != NULL);
+    if (root2 != NULL) {
+        OHIPCParcel *fw = OH_IPCParcel_Create(), *fr = OH_IPCParcel_Create();
+        int32_t relayed = 0;
+        CHECK(OH_IPCParcel_WriteRemoteProxy(fw, root2) == OH_IPC_SUCCESS);
+        CHECK(call(root, CALL_BACK, fw, fr) == OH_IPC_SUCCESS); /* ECHO(41) via this process */
+        CHECK(OH_IPCParcel_ReadInt32(fr, &v) == OH_IPC_SUCCESS && v == 42);
+        CHECK(call(root, RELAY_LOG, fw, fr) == OH_IPC_SUCCESS);
+        CHECK(OH_IPCParcel_ReadInt32(fr, &relayed) == OH_IPC_SUCCESS && relayed == 1);
+        CHECK(concurrent_calls(root2, ECHO, 2) == 0); /* the link to it still serves */
+        CHECK(call(root2, DIE, empty, fr) == OH_IPC_DEAD_REMOTE_OBJECT);
+        CHECK(waitpid(pid2, NULL, 0) == pid2);
+        CHECK(call(root, CALL_BACK, fw, fr) == 1909102); /* its call failed */
+        OH_IPCParcel_Destroy(fw);
+        OH_IPCParcel_Destroy(fr);
+        OH_IPCRemoteProxy_Destroy(root2);
+    }
 
     /* death: recipients run once, calls fail with OH_IPC_DEAD_REMOTE_OBJECT */
     OHIPCDeathRecipient *rec = OH_IPCDeathRecipient_Create(on_death, on_recipient_destroy, NULL);

@@ -249,23 +249,30 @@ static export_t *find_export(ck__conn_t *conn, uint32_t handle) {
 }
 
 /* Wire references for a parcel's objects (guarded): stubs are exported (one more
- * reference each), proxies of this connection's remotes go back as RECEIVER_STUB. A proxy
- * of another connection cannot be forwarded by the C kit: OH_IPC_INNER_ERROR. */
-static int encode_objects_locked(ck__conn_t *conn, const OHIPCParcel *p, unsigned char *out) {
+ * reference each), proxies of this connection's remotes go back as RECEIVER_STUB, and a
+ * proxy of another connection (a third process) is sent as its forwarding stub, which
+ * forwarders[i] holds (ck__forwarder_for, called before the lock). */
+static int encode_objects_locked(ck__conn_t *conn, const OHIPCParcel *p,
+                                 OHIPCRemoteStub *const *forwarders, unsigned char *out) {
     for (size_t i = 0; i < p->n_objs; i++) {
         const ck__pobj_t *o = &p->objs[i];
+        OHIPCRemoteStub *stub = o->ptr;
         if (o->kind == CK__POBJ_REMOTE) {
             ck__remote_t *r = o->ptr;
-            if (r->conn != conn) return OH_IPC_INNER_ERROR;
-            ck__frame_put_object(out + i * CK__OBJ_SIZE, CK__OBJ_RECEIVER_STUB, r->handle);
-            continue;
+            if (r->conn != conn) {
+                if (forwarders == NULL || forwarders[i] == NULL) return OH_IPC_INNER_ERROR;
+                stub = forwarders[i];
+            } else {
+                ck__frame_put_object(out + i * CK__OBJ_SIZE, CK__OBJ_RECEIVER_STUB, r->handle);
+                continue;
+            }
         }
         export_t *e = NULL;
         for (export_t *x = conn->exports; x != NULL; x = x->next)
-            if (x->stub == o->ptr && !x->gone) e = x;
+            if (x->stub == stub && !x->gone) e = x;
         if (e == NULL) {
             if ((e = calloc(1, sizeof *e)) == NULL) return OH_IPC_INNER_ERROR;
-            e->stub = o->ptr;
+            e->stub = stub;
             ck__stub_ref(e->stub);
             e->handle = conn->next_handle++;
             e->next = conn->exports;
@@ -585,15 +592,25 @@ static int send_parcel(ck__conn_t *conn, int fd, int is_reply, uint64_t seq, uin
     unsigned char small[1024]; /* most frames: no allocation per call */
     unsigned char *buf = len <= sizeof small ? small : ck__mem_alloc(len);
     if (buf == NULL) return OH_IPC_INNER_ERROR;
-    pthread_mutex_lock(&conn->lock);
-    if (conn->dead) {
-        pthread_mutex_unlock(&conn->lock);
-        if (buf != small) ck__mem_free(buf);
-        return OH_IPC_DEAD_REMOTE_OBJECT;
+    /* Proxies of other connections go as forwarding stubs: found before this link's lock
+     * (they take their own connections' locks). */
+    OHIPCRemoteStub *forwarders[CK__MAX_PARCEL_OBJECTS];
+    int forwarding = 0, rc = OH_IPC_SUCCESS;
+    for (size_t i = 0; i < p->n_objs; i++) {
+        const ck__pobj_t *o = &p->objs[i];
+        forwarders[i] = NULL;
+        if (o->kind != CK__POBJ_REMOTE || ((ck__remote_t *)o->ptr)->conn == conn) continue;
+        forwarding = 1;
+        if ((forwarders[i] = ck__forwarder_for(o->ptr)) == NULL) rc = OH_IPC_INNER_ERROR;
     }
-    int rc = encode_objects_locked(conn, p, buf + head + p->len);
+    pthread_mutex_lock(&conn->lock);
+    if (conn->dead) rc = OH_IPC_DEAD_REMOTE_OBJECT;
+    if (rc == OH_IPC_SUCCESS)
+        rc = encode_objects_locked(conn, p, forwarding ? forwarders : NULL, buf + head + p->len);
     if (rc == OH_IPC_SUCCESS && count_reply) conn->replies_sent++;
     pthread_mutex_unlock(&conn->lock);
+    for (size_t i = 0; forwarding && i < p->n_objs; i++) /* the exports hold their own */
+        if (forwarders[i] != NULL) ck__stub_unref(forwarders[i]);
     if (rc != OH_IPC_SUCCESS) {
         if (buf != small) ck__mem_free(buf);
         return rc;
@@ -644,6 +661,7 @@ static void run_job(job_t *job) {
     ck__identity_t *id = ck__identity(), saved = *id;
     int32_t status;
     id->handling = 1;
+    id->oneway = job->oneway;
     id->local = 0;
     id->pid = job->pid;
     id->uid = job->uid;
@@ -656,7 +674,9 @@ static void run_job(job_t *job) {
     } else if (job->code < 0x01 || job->code > 0x00FFFFFF) {
         status = OH_IPC_CODE_OUT_OF_RANGE;
     } else {
-        status = clamp_status(stub->on_request(job->code, job->data, reply, stub->user_data));
+        status = stub->on_request(job->code, job->data, reply, stub->user_data);
+        if (!ck__is_forwarder(stub)) status = clamp_status(status); /* a forwarder passes
+                                                                      * its target's on */
     }
     *id = saved;
     if (!job->oneway) {

@@ -205,9 +205,19 @@ typedef struct ck__remote_s {
     int refs;
     uint32_t wire_refs;          /* SENDER_STUB references received: what RELEASE returns */
     ck__deathlink_t *recipients; /* notified once when conn dies */
+    struct OHIPCRemoteStub *forwarder; /* its forwarding stub while one lives (not a
+                                        * reference; guarded by ck_object.c's lock) */
 } ck__remote_t;
 void ck__remote_ref(ck__remote_t *remote);
 void ck__remote_unref(ck__remote_t *remote);
+
+/* The stub that stands in for remote when a proxy of it is sent to another process (a
+ * third one): made once per remote while it lives, descriptor "childkit.forwarder"; each
+ * request to it is sent on to remote (sync or one-way, as it came) and the answer becomes
+ * the reply. Returns it with a new reference for the caller, or NULL without memory. */
+struct OHIPCRemoteStub *ck__forwarder_for(ck__remote_t *remote);
+/* 1 if stub is a forwarder (its status codes pass through unchanged). */
+int ck__is_forwarder(const struct OHIPCRemoteStub *stub);
 
 /* OHIPCRemoteProxy: a box holding one reference to a remote (OpenHarmony: a new box per
  * read; OH_IPCRemoteProxy_Destroy frees the box). */
@@ -279,6 +289,7 @@ void ck__pool_stop(void);
 /* ------------------------------------------------------------------ identity (ck_skeleton.c) */
 typedef struct ck__identity_s {
     int handling; /* this thread runs a request */
+    int oneway;   /* ... a one-way one */
     int local;
     uint64_t pid, uid;
 } ck__identity_t;

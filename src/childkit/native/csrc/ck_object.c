@@ -9,14 +9,18 @@
  *  2. Every OHIPCRemoteProxy is a box with one reference to its remote; the caller frees it
  *     with OH_IPCRemoteProxy_Destroy. When a remote's last reference goes, the peer gets a
  *     RELEASE for the references it sent.
- *  3. A death recipient has a count too: its creator's, and one per proxy it is added to.
+ *  3. A forwarding stub (sent for a proxy of a third process) holds a reference to its
+ *     remote; the remote points back at it (not a reference) until it is destroyed.
+ *  4. A death recipient has a count too: its creator's, and one per proxy it is added to.
  *     Its callback runs at most once per add, on a thread of its own, never under a lock;
  *     its destroy callback once, when the last reference goes.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ck_internal.h"
+#include "ipc_cparcel.h"
 #include "ipc_error_code.h"
 
 #define CK__EXPORT __attribute__((visibility("default")))
@@ -244,4 +248,68 @@ void ck__deathlinks_fire(ck__deathlink_t *links) {
         free(links);
         links = next;
     }
+}
+
+/* ------------------------------------------------------------------ forwarders */
+/* Guards every remote's forwarder pointer; never held while taking another lock. */
+static pthread_mutex_t forward_lock = PTHREAD_MUTEX_INITIALIZER;
+
+typedef struct {
+    ck__remote_t *target; /* a reference */
+    struct OHIPCRemoteStub *stub;
+} forward_t;
+
+static int forward_request(uint32_t code, const OHIPCParcel *data, OHIPCParcel *reply,
+                           void *user_data) {
+    forward_t *f = user_data;
+    if (ck__identity()->oneway)
+        return ck__conn_transact(f->target, code, data, NULL, 1, 0);
+    OHIPCParcel *answer = OH_IPCParcel_Create();
+    if (answer == NULL) return OH_IPC_INNER_ERROR;
+    int rc = ck__conn_transact(f->target, code, data, answer, 0, 0);
+    if (rc == OH_IPC_SUCCESS && OH_IPCParcel_Append(reply, answer) != OH_IPC_SUCCESS)
+        rc = OH_IPC_PARCEL_WRITE_ERROR;
+    OH_IPCParcel_Destroy(answer);
+    return rc;
+}
+
+static void forward_destroy(void *user_data) {
+    forward_t *f = user_data;
+    pthread_mutex_lock(&forward_lock);
+    if (f->target->forwarder == f->stub) f->target->forwarder = NULL;
+    pthread_mutex_unlock(&forward_lock);
+    ck__remote_unref(f->target);
+    free(f);
+}
+
+int ck__is_forwarder(const struct OHIPCRemoteStub *stub) {
+    return stub->on_request == forward_request;
+}
+
+struct OHIPCRemoteStub *ck__forwarder_for(ck__remote_t *remote) {
+    pthread_mutex_lock(&forward_lock);
+    struct OHIPCRemoteStub *stub = remote->forwarder;
+    /* A reference unless its last one is going (its destroy waits for the lock). */
+    int refs = stub != NULL ? __atomic_load_n(&stub->refs, __ATOMIC_ACQUIRE) : 0;
+    while (refs > 0 && !__atomic_compare_exchange_n(&stub->refs, &refs, refs + 1, 0,
+                                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {}
+    if (refs > 0) {
+        pthread_mutex_unlock(&forward_lock);
+        return stub;
+    }
+    forward_t *f = malloc(sizeof *f);
+    stub = f != NULL ? OH_IPCRemoteStub_Create("childkit.forwarder", forward_request,
+                                               forward_destroy, f)
+                     : NULL;
+    if (stub == NULL) {
+        pthread_mutex_unlock(&forward_lock);
+        free(f);
+        return NULL;
+    }
+    f->target = remote;
+    f->stub = stub;
+    remote->forwarder = stub;
+    pthread_mutex_unlock(&forward_lock);
+    ck__remote_ref(remote); /* the forwarder's; taken outside forward_lock */
+    return stub;
 }
