@@ -1,5 +1,5 @@
-"""A Python child for the C parent test (seed_parent.c): the seed child's ADD_ONE and EXIT
-codes in IPC mode, and an args-mode entry that blocks until killed."""
+"""A Python child for the C parent test (seed_parent.c): the seed child's ADD_ONE, CALL_BACK
+and EXIT codes in IPC mode, and an args-mode entry that blocks until killed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import threading
 from childkit import ChildProcessArgs
 from childkit.ipc import MessageOption, MessageParcel, RemoteStub
 
-ADD_ONE, EXIT = 1, 6
+ADD_ONE, CALL_BACK, EXIT = 1, 2, 6
 _done = threading.Event()
 
 
@@ -21,6 +21,13 @@ class _Child(RemoteStub):
                           option: MessageOption) -> int:
         if code == ADD_ONE:
             reply.write_int32(data.read_int32() + 1000)  # + 1000: a Python child answered
+            return 0
+        if code == CALL_BACK:  # a proxy: ADD_ONE(41) on it, answers what it got
+            target = data.read_remote_object()
+            with MessageParcel() as request:
+                request.write_int32(41)
+                with target.send_request(ADD_ONE, request) as answer:
+                    reply.write_int32(answer.read_int32())
             return 0
         if code == EXIT:
             _done.set()

@@ -30,7 +30,7 @@ static int failures;
         }                                                    \
     } while (0)
 
-enum { ADD_ONE = 1, CALL_BACK = 2, EXIT = 6 };
+enum { ADD_ONE = 1, CALL_BACK = 2, EXIT = 6, PID = 12 };
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
@@ -115,6 +115,20 @@ static void ask_exit(OHIPCRemoteProxy *proxy) {
 }
 
 /* Creates an IPC child and waits for its callback; returns its proxy (or NULL). */
+/* CALL_BACK on child with a stub or a proxy (of another child) to call ADD_ONE(41) on:
+ * what the child got, or -1. */
+static int32_t call_back(OHIPCRemoteProxy *child, OHIPCRemoteStub *stub, OHIPCRemoteProxy *other) {
+    OHIPCParcel *d = OH_IPCParcel_Create(), *r = OH_IPCParcel_Create();
+    int32_t got = -1;
+    int rc = stub != NULL ? OH_IPCParcel_WriteRemoteStub(d, stub)
+                          : OH_IPCParcel_WriteRemoteProxy(d, other);
+    if (rc == OH_IPC_SUCCESS && OH_IPCRemoteProxy_SendRequest(child, CALL_BACK, d, r, NULL) == 0)
+        OH_IPCParcel_ReadInt32(r, &got);
+    OH_IPCParcel_Destroy(d);
+    OH_IPCParcel_Destroy(r);
+    return got;
+}
+
 static OHIPCRemoteProxy *create(const char *entry, Ability_ChildProcessConfigs *configs) {
     pthread_mutex_lock(&mu);
     int before = started_count;
@@ -188,31 +202,63 @@ int main(int argc, char **argv) {
     CHECK(started_code == NCP_ERR_LIB_LOADING_FAILED && started_proxy == NULL);
 
     /* the seed's C child, with configs */
+    int exits = 0;
     OHIPCRemoteProxy *c = create(c_child, configs);
     CHECK(OH_Ability_DestroyChildProcessConfigs(configs) == NCP_NO_ERROR);
     if (c != NULL) {
         CHECK(add_one(c, 5) == 6);
-        OHIPCRemoteStub *stub = OH_IPCRemoteStub_Create("seed.IAddOne", add_one_stub, NULL, NULL);
         OHIPCParcel *d = OH_IPCParcel_Create(), *r = OH_IPCParcel_Create();
-        OH_IPCParcel_WriteRemoteStub(d, stub);
-        int32_t got = 0;
-        CHECK(OH_IPCRemoteProxy_SendRequest(c, CALL_BACK, d, r, NULL) == OH_IPC_SUCCESS);
-        CHECK(OH_IPCParcel_ReadInt32(r, &got) == OH_IPC_SUCCESS && got == 42);
+        uint64_t calling = 0;
+        CHECK(OH_IPCRemoteProxy_SendRequest(c, PID, d, r, NULL) == OH_IPC_SUCCESS);
+        CHECK(OH_IPCParcel_ReadUint64(r, &calling) == 0 && calling == (uint64_t)getpid());
         OH_IPCParcel_Destroy(d);
         OH_IPCParcel_Destroy(r);
+        OHIPCRemoteStub *stub = OH_IPCRemoteStub_Create("seed.IAddOne", add_one_stub, NULL, NULL);
+        CHECK(call_back(c, stub, NULL) == 42);
         OH_IPCRemoteStub_Destroy(stub);
-        ask_exit(c);
-        CHECK(wait_count(&exit_count, 1));
-        OH_IPCRemoteProxy_Destroy(c); /* the seed's 2.3: release IPC objects after use */
     }
 
     /* a Python child, same calls */
     OHIPCRemoteProxy *py = create(py_child, NULL);
-    if (py != NULL) {
-        CHECK(add_one(py, 5) == 1005);
-        ask_exit(py);
-        CHECK(wait_count(&exit_count, 2));
-        OH_IPCRemoteProxy_Destroy(py);
+    if (py != NULL) CHECK(add_one(py, 5) == 1005);
+
+    /* each child gets a proxy of the other: this process forwards their calls (C to
+     * Python through C, Python to C through C) */
+    if (c != NULL && py != NULL) {
+        CHECK(call_back(c, NULL, py) == 1041);
+        CHECK(call_back(py, NULL, c) == 42);
+    }
+    for (int k = 0; k < 2; k++) {
+        OHIPCRemoteProxy *child = k == 0 ? c : py;
+        if (child == NULL) continue;
+        ask_exit(child);
+        CHECK(wait_count(&exit_count, ++exits));
+        OH_IPCRemoteProxy_Destroy(child); /* the seed's 2.3: release IPC objects after use */
+    }
+
+    /* the C child isolated (the sandbox of docs/sandbox.md): the C kit serves there too,
+     * callbacks into this process included */
+    Ability_ChildProcessConfigs *isolated = OH_Ability_CreateChildProcessConfigs();
+    CHECK(OH_Ability_ChildProcessConfigs_SetIsolationMode(isolated, NCP_ISOLATION_MODE_ISOLATED) ==
+          NCP_NO_ERROR);
+    OHIPCRemoteProxy *iso = create(c_child, isolated);
+    OH_Ability_DestroyChildProcessConfigs(isolated);
+    if (iso != NULL) {
+        CHECK(add_one(iso, 7) == 8);
+        /* in its own pid namespace: this process is not visible there (calling pid 0) */
+        OHIPCParcel *d = OH_IPCParcel_Create(), *r = OH_IPCParcel_Create();
+        uint64_t calling = 1, self = 0;
+        CHECK(OH_IPCRemoteProxy_SendRequest(iso, PID, d, r, NULL) == OH_IPC_SUCCESS);
+        CHECK(OH_IPCParcel_ReadUint64(r, &calling) == 0 && OH_IPCParcel_ReadUint64(r, &self) == 0);
+        CHECK(calling == 0);
+        OH_IPCParcel_Destroy(d);
+        OH_IPCParcel_Destroy(r);
+        OHIPCRemoteStub *stub = OH_IPCRemoteStub_Create("seed.IAddOne", add_one_stub, NULL, NULL);
+        CHECK(call_back(iso, stub, NULL) == 42);
+        OH_IPCRemoteStub_Destroy(stub);
+        ask_exit(iso);
+        CHECK(wait_count(&exit_count, ++exits));
+        OH_IPCRemoteProxy_Destroy(iso);
     }
 
     /* args mode (section III): the seed's Main writes through the fd it was given */
@@ -231,7 +277,7 @@ int main(int argc, char **argv) {
     ssize_t n = read(fds[0], line, sizeof line - 1);
     CHECK(n > 0 && strcmp(line, "params=hello from C;fd=out\n") == 0);
     close(fds[0]);
-    CHECK(wait_count(&exit_count, 3));
+    CHECK(wait_count(&exit_count, ++exits));
     int sig = -1;
     CHECK(exited(pid, &sig) && sig == 0);
     CHECK(OH_Ability_KillChildProcess(pid) == NCP_ERR_INVALID_PID); /* already gone */
@@ -256,7 +302,7 @@ int main(int argc, char **argv) {
     OH_Ability_DestroyChildProcessConfigs(named);
     close(fds[0]);
     CHECK(OH_Ability_KillChildProcess(pid) == NCP_NO_ERROR);
-    CHECK(wait_count(&exit_count, 4));
+    CHECK(wait_count(&exit_count, ++exits));
     CHECK(exited(pid, &sig) && sig == 9);
     close(fds[1]);
 

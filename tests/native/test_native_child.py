@@ -124,6 +124,44 @@ def test_oneway_order(seed_lib: Path) -> None:
             assert [reply.read_int32() for _ in range(count)] == list(range(1000))
 
 
+def test_isolated_c_child(seed_lib: Path) -> None:
+    """A native IPC child started ISOLATED (docs/sandbox.md): the C kit serves inside the
+    sandbox (its threads, fds, one-way order, callbacks into this process); the child is
+    in its own pid namespace, where this process is not visible (calling pid 0)."""
+    options = childkit.ChildProcessOptions(isolation_mode=childkit.IsolationMode.ISOLATED)
+    r, w = os.pipe()
+    try:
+        with childkit.connect(str(seed_lib), options=options) as child:
+            proxy = child.proxy
+            assert _int_call(proxy, ADD_ONE, 5) == 6
+            with MessageParcel() as data, proxy.send_request(PID, data) as reply:
+                assert reply.read_uint64() == 0
+                assert reply.read_uint64() != child.pid
+            with MessageParcel() as data:
+                data.write_remote_object(AddOne())
+                with proxy.send_request(CALL_BACK, data) as reply:
+                    assert reply.read_int32() == 42
+            with MessageParcel() as data:
+                data.write_file_descriptor(w)
+                proxy.send_request(WRITE_FD, data).close()
+            os.close(w)
+            w = -1
+            assert os.read(r, 16) == b"from C"
+            for i in range(200):
+                with MessageParcel() as data:
+                    data.write_int32(i)
+                    proxy.send_request(LOG, data, MessageOption(mode=RequestMode.ASYNC)).close()
+            with MessageParcel() as data, proxy.send_request(GET_LOG, data) as reply:
+                assert [reply.read_int32() for _ in range(reply.read_int32())] == list(range(200))
+            _exit(proxy)
+            info = child.wait(30)
+            assert info is not None and info.exit_code == 0
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+
+
 def test_death_recipient_when_the_c_child_ends(seed_lib: Path) -> None:
     died = threading.Event()
     with childkit.connect(str(seed_lib)) as child:
