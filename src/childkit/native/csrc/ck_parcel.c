@@ -15,6 +15,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,9 +95,20 @@ static long utf16_units(const unsigned char *s, size_t n) {
 }
 
 /* ------------------------------------------------------------------ lifetime */
-CK__EXPORT OHIPCParcel *OH_IPCParcel_Create(void) {
-    return calloc(1, sizeof(struct OHIPCParcel));
-}
+/* Parcels a thread destroys wait in its spares (at most CK__SPARES), keeping small data
+ * and marks buffers, for its next Create: a call's parcels then cost no allocation. */
+#define CK__SPARES 8
+#define CK__SPARE_DATA 4096 /* bytes of data a spare keeps */
+#define CK__SPARE_MARKS 256 /* values a spare keeps room for */
+
+typedef struct {
+    OHIPCParcel *parcel[CK__SPARES];
+    int n;
+} spares_t;
+
+static __thread spares_t *spares; /* also reachable here (leak checkers scan TLS) */
+static pthread_key_t spares_key;
+static pthread_once_t spares_once = PTHREAD_ONCE_INIT;
 
 static void close_fds_from(OHIPCParcel *p, size_t keep) {
     while (p->n_fds > keep) close(p->fds[--p->n_fds]);
@@ -106,23 +118,74 @@ static void drop_objs_from(OHIPCParcel *p, size_t keep) {
     while (p->n_objs > keep) ck__pobj_unref(&p->objs[--p->n_objs]);
 }
 
-/* Releases everything p holds; p is left empty. */
-static void clear(OHIPCParcel *p) {
+/* Releases what p holds (its values, fds, objects, handed-out copies); with keep_small,
+ * small data and marks buffers stay for reuse. p is left empty. */
+static void empty(OHIPCParcel *p, int keep_small) {
     close_fds_from(p, 0);
     drop_objs_from(p, 0);
     for (size_t i = 0; i < p->n_keep; i++) ck__mem_free(p->keep[i]);
     free(p->keep);
     free(p->objs);
     free(p->fds);
-    free(p->marks);
-    ck__mem_free(p->data);
+    unsigned char *data = p->data;
+    ck__mark_t *marks = p->marks;
+    size_t cap = p->cap, marks_cap = p->marks_cap;
+    if (!keep_small || cap > CK__SPARE_DATA) {
+        ck__mem_free(data);
+        data = NULL;
+        cap = 0;
+    }
+    if (!keep_small || marks_cap > CK__SPARE_MARKS) {
+        free(marks);
+        marks = NULL;
+        marks_cap = 0;
+    }
     memset(p, 0, sizeof *p);
+    p->data = data;
+    p->cap = cap;
+    p->marks = marks;
+    p->marks_cap = marks_cap;
+}
+
+static void clear(OHIPCParcel *p) { empty(p, 0); }
+
+static void drop_spares(void *arg) {
+    spares_t *s = arg;
+    for (int i = 0; i < s->n; i++) {
+        clear(s->parcel[i]);
+        free(s->parcel[i]);
+    }
+    free(s);
+    spares = NULL;
+}
+
+static void make_spares_key(void) { pthread_key_create(&spares_key, drop_spares); }
+
+CK__EXPORT OHIPCParcel *OH_IPCParcel_Create(void) {
+    if (spares != NULL && spares->n > 0) return spares->parcel[--spares->n];
+    return calloc(1, sizeof(struct OHIPCParcel));
+}
+
+/* Frees p, or keeps it as a spare of this thread. */
+static void retire(OHIPCParcel *p) {
+    if (spares == NULL) {
+        pthread_once(&spares_once, make_spares_key);
+        spares_t *s = calloc(1, sizeof *s);
+        if (s != NULL && pthread_setspecific(spares_key, s) == 0) spares = s;
+        else free(s);
+    }
+    if (spares != NULL && spares->n < CK__SPARES) {
+        empty(p, 1);
+        spares->parcel[spares->n++] = p;
+        return;
+    }
+    clear(p);
+    free(p);
 }
 
 CK__EXPORT void OH_IPCParcel_Destroy(OHIPCParcel *parcel) {
     if (parcel == NULL) return;
-    clear(parcel);
-    free(parcel);
+    retire(parcel);
 }
 
 /* ------------------------------------------------------------------ sizes */
@@ -642,5 +705,6 @@ struct OHIPCParcel *ck__parcel_from_wire(const unsigned char *data, size_t len, 
 void ck__parcel_replace(struct OHIPCParcel *dst, struct OHIPCParcel *src) {
     clear(dst);
     *dst = *src;
-    free(src);
+    memset(src, 0, sizeof *src);
+    retire(src); /* an empty parcel: a spare */
 }
