@@ -987,7 +987,7 @@ static int take_role_locked(ck__conn_t *conn) {
  * (the first thread always; others leave when another follows). */
 static void serve_loop(ck__conn_t *conn, int dedicated) {
     unsigned char *buf = reply_buffer();
-    static __thread int fds[CK__MAX_RECORD_FDS];
+    int fds[CK__MAX_RECORD_FDS]; /* on the stack: no TLS look-up per record */
     const char *why = "no memory for the receive buffer";
     int failed = buf == NULL;
     pthread_mutex_lock(&conn->lock);
@@ -1234,7 +1234,7 @@ static unsigned char *reply_buffer(void) {
  * condition), and when its own reply came (or its time ran out) wakes exactly one other
  * waiting caller to read next. A lone caller reads its reply with no thread hop. */
 static void wait_reply_locked(ck__conn_t *conn, waiter_t *w, long long deadline) {
-    static __thread int fds[CK__MAX_RECORD_FDS];
+    int fds[CK__MAX_RECORD_FDS];
     while (!w->done) {
         if (w->claimed) { /* its reply is being filled in by the reader */
             pthread_cond_wait(w->wake, &conn->lock);
