@@ -64,6 +64,17 @@ def _median(repeats: int, fn: Callable[[], float]) -> float:
     return statistics.median(fn() for _ in range(repeats))
 
 
+def _paired(repeats: int, first: Callable[[], float],
+            second: Callable[[], float]) -> tuple[float, float]:
+    """Medians of two measurements taken in turns, so a loaded machine's changing load
+    falls on both alike (the ratio of the two is what a row compares)."""
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(first())
+        b.append(second())
+    return statistics.median(a), statistics.median(b)
+
+
 def _python_rtt_us(entry: str, rounds: int) -> float:
     """Python parent: microseconds per ADD_ONE round trip to ``entry``'s root."""
     import childkit
@@ -129,15 +140,15 @@ def run(quick: bool = False) -> list[dict[str, object]]:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE),
                                                               os.environ.get("PYTHONPATH")]))
     rows: list[dict[str, object]] = []
-    c_rtt = _median(reps, lambda: built.run("rtt", rounds)) / 1e3
-    bare = _median(reps, lambda: built.run("seqpacket", rounds)) / 1e3
+    c_rtt, bare = (v / 1e3 for v in _paired(reps, lambda: built.run("rtt", rounds),
+                                            lambda: built.run("seqpacket", rounds)))
     rows.append({"key": "native_rtt", "metric": "sync round trip, C parent to C child",
                  "unit": "us", "better": "lower", "childkit": c_rtt, "peers": {},
                  "bare": {"C SOCK_SEQPACKET ping-pong": bare}, "goal": "<= 1.2x bare",
                  "source": "bench_native"})
     py_rounds = 500 if quick else 5000
-    to_c = _median(reps, lambda: _python_rtt_us(built.child, py_rounds))
-    to_py = _median(reps, lambda: _python_rtt_us(py_worker, py_rounds))
+    to_c, to_py = _paired(reps, lambda: _python_rtt_us(built.child, py_rounds),
+                          lambda: _python_rtt_us(py_worker, py_rounds))
     rows.append({"key": "native_py_to_c", "metric": "sync round trip, Python parent to C stub",
                  "unit": "us", "better": "lower", "childkit": to_c,
                  "peers": {"Python parent to Python stub (childkit)": to_py}, "bare": {},
@@ -149,9 +160,9 @@ def run(quick: bool = False) -> list[dict[str, object]]:
                  "better": "higher", "childkit": oneway,
                  "peers": {"multiprocessing.Queue put/get": queue}, "bare": {},
                  "goal": ">= 5x multiprocessing.Queue", "source": "bench_native"})
-    p_rounds = 50 if quick else 300
-    c_parcel = _median(reps, lambda: built.run("parcel", PARCEL_BYTES, p_rounds))
-    py_parcel = _median(reps, lambda: _python_parcel_us(p_rounds))
+    p_rounds = 50 if quick else 1000
+    c_parcel, py_parcel = _paired(reps, lambda: built.run("parcel", PARCEL_BYTES, p_rounds),
+                                  lambda: _python_parcel_us(p_rounds))
     rows.append({"key": "native_parcel", "metric": "parcel write+read, 200 KB string and buffer",
                  "unit": "us", "better": "lower", "childkit": c_parcel,
                  "peers": {"Python MessageParcel": py_parcel}, "bare": {}, "goal": "",
@@ -161,7 +172,7 @@ def run(quick: bool = False) -> list[dict[str, object]]:
 
 def _show(rows: list[dict[str, object]]) -> None:
     for r in rows:
-        others = {**r["peers"], **r["bare"]}  # type: ignore[dict-item]
+        others: dict[str, float] = {**r["peers"], **r["bare"]}  # type: ignore[dict-item]
         extra = "; ".join(f"{k}: {v:.1f}" for k, v in others.items())
         print(f"{r['metric']}: {r['childkit']:.1f} {r['unit']}  ({extra})  goal {r['goal']}")
 

@@ -119,32 +119,36 @@ static void drop_objs_from(OHIPCParcel *p, size_t keep) {
 }
 
 /* Releases what p holds (its values, fds, objects, handed-out copies); with keep_small,
- * small data and marks buffers stay for reuse. p is left empty. */
+ * small data and marks buffers stay for reuse. p is left empty. (Only what is there is
+ * freed: this runs for every parcel of every call.) */
 static void empty(OHIPCParcel *p, int keep_small) {
-    close_fds_from(p, 0);
-    drop_objs_from(p, 0);
-    for (size_t i = 0; i < p->n_keep; i++) ck__mem_free(p->keep[i]);
-    free(p->keep);
-    free(p->objs);
-    free(p->fds);
-    unsigned char *data = p->data;
-    ck__mark_t *marks = p->marks;
-    size_t cap = p->cap, marks_cap = p->marks_cap;
-    if (!keep_small || cap > CK__SPARE_DATA) {
-        ck__mem_free(data);
-        data = NULL;
-        cap = 0;
+    if (p->n_fds) close_fds_from(p, 0);
+    if (p->n_objs) drop_objs_from(p, 0);
+    if (p->keep != NULL) {
+        for (size_t i = 0; i < p->n_keep; i++) ck__mem_free(p->keep[i]);
+        free(p->keep);
+        p->keep = NULL;
+        p->n_keep = p->keep_cap = 0;
     }
-    if (!keep_small || marks_cap > CK__SPARE_MARKS) {
-        free(marks);
-        marks = NULL;
-        marks_cap = 0;
+    if (p->objs != NULL) {
+        free(p->objs);
+        p->objs = NULL;
     }
-    memset(p, 0, sizeof *p);
-    p->data = data;
-    p->cap = cap;
-    p->marks = marks;
-    p->marks_cap = marks_cap;
+    if (p->fds != NULL) {
+        free(p->fds);
+        p->fds = NULL;
+    }
+    if (p->data != NULL && (!keep_small || p->cap > CK__SPARE_DATA)) {
+        ck__mem_free(p->data);
+        p->data = NULL;
+        p->cap = 0;
+    }
+    if (p->marks != NULL && (!keep_small || p->marks_cap > CK__SPARE_MARKS)) {
+        free(p->marks);
+        p->marks = NULL;
+        p->marks_cap = 0;
+    }
+    p->len = p->n_marks = p->r_idx = 0;
 }
 
 static void clear(OHIPCParcel *p) { empty(p, 0); }
@@ -703,8 +707,8 @@ struct OHIPCParcel *ck__parcel_from_wire(const unsigned char *data, size_t len, 
 }
 
 void ck__parcel_replace(struct OHIPCParcel *dst, struct OHIPCParcel *src) {
-    clear(dst);
+    struct OHIPCParcel old = *dst;
     *dst = *src;
-    memset(src, 0, sizeof *src);
-    retire(src); /* an empty parcel: a spare */
+    *src = old;  /* dst's old contents, released by retire: its buffers may serve again */
+    retire(src);
 }
