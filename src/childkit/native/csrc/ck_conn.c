@@ -824,7 +824,7 @@ static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size,
                 if (!(f->flags & CK__FLAG_ONEWAY)) dead_seqs[n_dead++] = f->seq;
                 continue;
             }
-            job_t *job = calloc(1, sizeof *job);
+            job_t *job = malloc(sizeof *job); /* every field is set below */
             if (job == NULL) {
                 close_all(fds + f->fd_start, f->n_fds);
                 *why = "no memory for a request";
@@ -851,6 +851,7 @@ static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size,
             job->oneway = f->flags & CK__FLAG_ONEWAY;
             job->pid = conn->peer_pid;
             job->uid = conn->peer_uid;
+            job->next = NULL;
             if (queue_job_locked(conn, job, todo, &n_todo) < 0) {
                 *why = "no memory for a request";
                 rc = -1;
