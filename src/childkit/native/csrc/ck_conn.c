@@ -64,6 +64,7 @@ typedef struct waiter_s {
     uint64_t seq;
     int done, status;
     int claimed;           /* a reader took its reply off the list and is filling it in */
+    int reading;           /* its thread holds the reading role of the call socket */
     pthread_cond_t *wake;  /* its thread's own condition: signalled for it alone */
     OHIPCParcel *reply;
     struct waiter_s *next;
@@ -586,7 +587,7 @@ static int call_send(ck__conn_t *conn, const unsigned char *frame, size_t len, c
 /* Builds and sends one transaction or reply frame for parcel p with its fds. */
 static int send_parcel(ck__conn_t *conn, int fd, int is_reply, uint64_t seq, uint32_t handle,
                        uint32_t code, int32_t status, int oneway, const OHIPCParcel *p,
-                       int count_reply) {
+                       int count_reply, waiter_t *w) {
     size_t head = is_reply ? CK__REPLY_FRAME_SIZE : CK__TXN_FRAME_SIZE;
     size_t len = head + p->len + CK__OBJ_SIZE * p->n_objs;
     unsigned char small[1024]; /* most frames: no allocation per call */
@@ -608,6 +609,12 @@ static int send_parcel(ck__conn_t *conn, int fd, int is_reply, uint64_t seq, uin
     if (rc == OH_IPC_SUCCESS)
         rc = encode_objects_locked(conn, p, forwarding ? forwarders : NULL, buf + head + p->len);
     if (rc == OH_IPC_SUCCESS && count_reply) conn->replies_sent++;
+    if (rc == OH_IPC_SUCCESS && w != NULL) { /* a sync call: its waiter, under the same lock */
+        seq = w->seq = conn->next_seq++;
+        w->next = conn->waiters;
+        conn->waiters = w;
+        if (!conn->reading) conn->reading = w->reading = 1; /* it reads its reply itself */
+    }
     pthread_mutex_unlock(&conn->lock);
     for (size_t i = 0; forwarding && i < p->n_objs; i++) /* the exports hold their own */
         if (forwarders[i] != NULL) ck__stub_unref(forwarders[i]);
@@ -681,7 +688,7 @@ static void run_job(job_t *job) {
     *id = saved;
     if (!job->oneway) {
         if (status == 0) {
-            int rc = send_parcel(conn, conn->serve_fd, 1, job->seq, 0, 0, 0, 0, reply, 1);
+            int rc = send_parcel(conn, conn->serve_fd, 1, job->seq, 0, 0, 0, 0, reply, 1, NULL);
             if (rc != OH_IPC_SUCCESS && rc != OH_IPC_DEAD_REMOTE_OBJECT) {
                 char detail[96];
                 snprintf(detail, sizeof detail, "the reply could not be sent (%d)", rc);
@@ -765,14 +772,24 @@ static int queue_job_locked(ck__conn_t *conn, job_t *job, todo_t *todo, size_t *
     return 0;
 }
 
+static void want_watcher_locked(ck__conn_t *conn);
+
 /* Handles one record from the serve socket (its fds are handed on or closed); -1 with why
- * set ends the connection. */
+ * set ends the connection. A record that is one sync request to an idle object is not
+ * queued: it comes back in *inline_job for this thread to run, marked as running in the
+ * role's state (the role's generation in *inline_gen). */
 static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size, int *fds,
                         size_t n_fds, const struct ucred *cred, int has_cred,
-                        const char **why, job_t **inline_job) {
+                        const char **why, job_t **inline_job, uint64_t *inline_gen) {
     ck__frame_t *frames;
     long n = decode(buf, size, fds, n_fds, &frames, why);
     if (n < 0) return -1;
+    /* A lone request without objects gets its parcel before the lock (it needs none). */
+    OHIPCParcel *pre = NULL;
+    int pre_made = n == 1 && frames[0].type == CK__F_TRANSACTION && frames[0].n_objects == 0;
+    if (pre_made)
+        pre = ck__parcel_from_wire(frames[0].data, frames[0].data_len, fds + frames[0].fd_start,
+                                   frames[0].n_fds, NULL, 0); /* NULL: fds closed */
     /* Room for what each frame may ask for; on the stack for the usual few frames. */
     enum { FEW = 8 };
     todo_t todo_few[FEW];
@@ -819,14 +836,15 @@ static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size,
             if (rc < 0) break; /* i stays the failed frame's: later frames' fds close below */
         } else if (f->type == CK__F_TRANSACTION) {
             export_t *e = find_export(conn, f->handle);
-            if (e == NULL) { /* gone: a sync caller hears so, a one-way request is dropped */
-                close_all(fds + f->fd_start, f->n_fds);
-                if (!(f->flags & CK__FLAG_ONEWAY)) dead_seqs[n_dead++] = f->seq;
-                continue;
-            }
-            job_t *job = malloc(sizeof *job); /* every field is set below */
-            if (job == NULL) {
-                close_all(fds + f->fd_start, f->n_fds);
+            job_t *job = e != NULL ? malloc(sizeof *job) : NULL; /* every field set below */
+            if (job == NULL) { /* its fds go (with the parcel that holds them, if made) */
+                if (pre_made) OH_IPCParcel_Destroy(pre); /* no objects: fine under the lock */
+                else close_all(fds + f->fd_start, f->n_fds);
+                pre_made = 0;
+                if (e == NULL) { /* gone: a sync caller hears so, a one-way one is dropped */
+                    if (!(f->flags & CK__FLAG_ONEWAY)) dead_seqs[n_dead++] = f->seq;
+                    continue;
+                }
                 *why = "no memory for a request";
                 rc = -1;
                 break;
@@ -835,7 +853,10 @@ static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size,
              * and a release in that time must not free the stub under us. */
             ck__conn_ref(conn);
             ck__stub_ref(e->stub);
-            int prc = parcel_locked(conn, f, fds + f->fd_start, &job->data, why);
+            int prc = pre_made ? (pre != NULL ? 0 : -2)
+                               : parcel_locked(conn, f, fds + f->fd_start, &job->data, why);
+            if (pre_made) job->data = pre;
+            pre_made = 0;
             if (prc < 0) {
                 free(job);
                 drop[n_drop++] = e->stub;
@@ -866,13 +887,18 @@ static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size,
     }
     if (rc < 0) /* the frames not reached still hold their fds */
         for (long k = i + 1; k < n; k++) close_all(fds + frames[k].fd_start, frames[k].n_fds);
-    pthread_mutex_unlock(&conn->lock);
-    /* A record that is one sync request to an idle object runs on this thread (the
-     * caller hands the reading on first): no wait for a work thread to wake. */
+    if (pre_made) OH_IPCParcel_Destroy(pre); /* its frame failed before taking it */
+    /* A record that is one sync request to an idle object runs on this thread: no wait
+     * for a work thread to wake. */
     if (rc == 0 && n == 1 && n_todo == 1 && todo[0].fn == sync_job && inline_job != NULL) {
         *inline_job = todo[0].job;
         n_todo = 0;
+        *inline_gen = conn->role_gen;
+        conn->inline_running = 1;
+        conn->inline_gen++;
+        want_watcher_locked(conn);
     }
+    pthread_mutex_unlock(&conn->lock);
     for (size_t k = 0; k < n_todo; k++) {
         if (ck__pool_submit(todo[k].fn, todo[k].job) < 0) {
             *why = "no IPC work thread could start";
@@ -920,6 +946,13 @@ static void add_follower_locked(ck__conn_t *conn) {
         conn->serve_threads--;
         __atomic_sub_fetch(&conn->refs, 1, __ATOMIC_ACQ_REL); /* not the last: ours stays */
     }
+}
+
+/* A request runs on the holder (guarded): someone must watch it. */
+static void want_watcher_locked(ck__conn_t *conn) {
+    if (conn->watching) return;
+    if (conn->followers) pthread_cond_signal(&conn->follow);
+    else add_follower_locked(conn);
 }
 
 /* Gives the role up (guarded): one follower takes it, or a new thread if none waits. */
@@ -1009,23 +1042,15 @@ static void serve_loop(ck__conn_t *conn, int dedicated) {
             pthread_mutex_lock(&conn->lock);
             break;
         }
+        uint64_t gen = 0;
         int rc = serve_record(conn, buf, (size_t)n, fds, n_fds, &cred, has_cred, &why,
-                              &inline_job);
+                              &inline_job, &gen);
         if (rc < 0) {
             failed = 1;
             pthread_mutex_lock(&conn->lock);
             break;
         }
         if (inline_job == NULL) continue;
-        pthread_mutex_lock(&conn->lock);
-        uint64_t gen = conn->role_gen;
-        conn->inline_running = 1;
-        conn->inline_gen++;
-        if (!conn->watching) { /* someone must watch this request */
-            if (conn->followers) pthread_cond_signal(&conn->follow);
-            else add_follower_locked(conn);
-        }
-        pthread_mutex_unlock(&conn->lock);
         inline_role.conn = conn;
         inline_role.gen = gen;
         sync_job(inline_job);
@@ -1162,12 +1187,10 @@ ck__remote_t *ck__conn_peer_root(ck__conn_t *conn, int timeout_ms) {
 
 /* ------------------------------------------------------------------ calling */
 /* Handles a record from the call socket (guarded): replies go to their waiters. */
-static int take_replies_locked(ck__conn_t *conn, const unsigned char *buf, size_t size,
-                               int *fds, size_t n_fds, OHIPCRemoteStub **drop, size_t *n_drop,
-                               size_t max_drop, const char **why) {
-    ck__frame_t *frames;
-    long n = decode(buf, size, fds, n_fds, &frames, why);
-    if (n < 0) return -1;
+static int take_replies_locked(ck__conn_t *conn, const ck__frame_t *frames, long n,
+                               int *fds, int pre_made, OHIPCParcel *pre,
+                               OHIPCRemoteStub **drop, size_t *n_drop, size_t max_drop,
+                               const char **why) {
     int rc = 0;
     long i = 0;
     for (; rc == 0 && i < n; i++) {
@@ -1178,26 +1201,33 @@ static int take_replies_locked(ck__conn_t *conn, const unsigned char *buf, size_
             rc = -1;
             break;
         }
-        if (f->seq == 0 || f->seq >= conn->next_seq) {
-            close_all(fds + f->fd_start, f->n_fds);
+        waiter_t *w = conn->waiters, **at = &conn->waiters;
+        int bad = f->seq == 0 || f->seq >= conn->next_seq;
+        while (!bad && w != NULL && w->seq != f->seq) {
+            at = &w->next;
+            w = w->next;
+        }
+        if (bad || w == NULL) { /* bad; or its caller timed out: dropped. Its fds go */
+            if (pre_made) OH_IPCParcel_Destroy(pre); /* no objects: fine under the lock */
+            else close_all(fds + f->fd_start, f->n_fds);
+            pre_made = 0;
+            if (!bad) {
+                conn->replies_received++;
+                continue;
+            }
             *why = "protocol error from the peer: a reply to a request never sent";
             rc = -1;
             break;
         }
         conn->replies_received++;
-        waiter_t *w = conn->waiters, **at = &conn->waiters;
-        while (w != NULL && w->seq != f->seq) {
-            at = &w->next;
-            w = w->next;
-        }
-        if (w == NULL) { /* its caller timed out: dropped */
-            close_all(fds + f->fd_start, f->n_fds);
-            continue;
-        }
         *at = w->next;
         w->claimed = 1; /* parcel_locked lets the lock go: w must wait for it */
         if (f->flags & CK__FLAG_ERROR) {
             w->status = f->status != 0 ? f->status : OH_IPC_INNER_ERROR;
+        } else if (pre_made) {
+            w->reply = pre;
+            w->status = pre != NULL ? f->status : OH_IPC_INNER_ERROR;
+            pre_made = 0;
         } else {
             int prc = parcel_locked(conn, f, fds + f->fd_start, &w->reply, why);
             if (prc == -1) {
@@ -1211,8 +1241,8 @@ static int take_replies_locked(ck__conn_t *conn, const unsigned char *buf, size_
     }
     if (rc < 0)
         for (long k = i + 1; k < n; k++) close_all(fds + frames[k].fd_start, frames[k].n_fds);
+    if (pre_made) OH_IPCParcel_Destroy(pre); /* its frame failed before taking it */
     if (rc == 0) rc = apply_deferred_locked(conn, drop, n_drop, max_drop, why);
-    free(frames);
     return rc;
 }
 
@@ -1229,38 +1259,59 @@ static unsigned char *reply_buffer(void) {
     return buf;
 }
 
-/* Waits for w's reply (guarded; the lock is held on entry and exit). Only replies arrive on
- * the call socket, and the calling threads read it themselves (leader/follower): one at a
- * time reads, hands each reply for another thread to exactly that thread (its own
- * condition), and when its own reply came (or its time ran out) wakes exactly one other
- * waiting caller to read next. A lone caller reads its reply with no thread hop. */
-static void wait_reply_locked(ck__conn_t *conn, waiter_t *w, long long deadline) {
+/* Takes w off the waiting list if it is still there, and if its thread held the reading
+ * (or no one does), wakes exactly one other waiting caller to read next (guarded). */
+static void forget_waiter_locked(ck__conn_t *conn, waiter_t *w) {
+    if (!w->done) {
+        for (waiter_t **at = &conn->waiters; *at != NULL; at = &(*at)->next) {
+            if (*at == w) {
+                *at = w->next;
+                break;
+            }
+        }
+    }
+    if (w->reading) conn->reading = w->reading = 0;
+    if (!conn->reading && conn->waiters != NULL) pthread_cond_signal(conn->waiters->wake);
+}
+
+/* Waits for w's reply (w is on the waiting list; the lock is not held on entry or exit).
+ * Only replies arrive on the call socket, and the calling threads read it themselves
+ * (leader/follower): one at a time reads (a caller that finds no reader takes the role as
+ * it sends: w->reading), hands each reply for another thread to exactly that thread (its
+ * own condition), and when its own reply came (or its time ran out) wakes exactly one
+ * other waiting caller to read next. A lone caller reads its reply with no thread hop. */
+static void wait_reply(ck__conn_t *conn, waiter_t *w, long long deadline) {
     int fds[CK__MAX_RECORD_FDS];
-    while (!w->done) {
-        if (w->claimed) { /* its reply is being filled in by the reader */
-            pthread_cond_wait(w->wake, &conn->lock);
-            continue;
+    if (!w->reading) pthread_mutex_lock(&conn->lock);
+    for (;;) {
+        if (!w->reading) { /* the lock is held */
+            if (w->done) break;
+            if (w->claimed) { /* its reply is being filled in by the reader */
+                pthread_cond_wait(w->wake, &conn->lock);
+                continue;
+            }
+            if (conn->dead) {
+                w->status = OH_IPC_DEAD_REMOTE_OBJECT;
+                break;
+            }
+            if (deadline && deadline <= now_ms()) {
+                w->status = CK__IPC_TIMEOUT;
+                break;
+            }
+            if (conn->reading) {
+                wait_until(conn, w->wake, deadline);
+                continue;
+            }
+            conn->reading = w->reading = 1;
+            pthread_mutex_unlock(&conn->lock);
         }
-        if (conn->dead) {
-            w->status = OH_IPC_DEAD_REMOTE_OBJECT;
-            break;
-        }
-        long long left = deadline ? deadline - now_ms() : -1;
-        if (deadline && left <= 0) {
-            w->status = CK__IPC_TIMEOUT;
-            break;
-        }
-        if (conn->reading) {
-            wait_until(conn, w->wake, deadline);
-            continue;
-        }
-        conn->reading = 1;
-        pthread_mutex_unlock(&conn->lock);
+        /* This thread reads (the lock is not held). */
         const char *why = NULL;
         unsigned char *buf = reply_buffer();
+        long long left = deadline ? deadline - now_ms() : -1;
         struct pollfd pfd = {.fd = conn->call_fd, .events = POLLIN};
         /* Without a deadline the read itself waits (one system call fewer). */
-        int ready = buf == NULL ? -1 : !deadline ? 1
+        int ready = buf == NULL ? -1 : !deadline ? 1 : left <= 0 ? 0
                     : poll(&pfd, 1, left > INT32_MAX ? INT32_MAX : (int)left);
         ssize_t size = 0;
         size_t n_fds = 0;
@@ -1273,13 +1324,23 @@ static void wait_reply_locked(ck__conn_t *conn, waiter_t *w, long long deadline)
         } else if (ready < 0 && (buf == NULL || errno != EINTR)) {
             why = "waiting for a reply failed";
         }
+        /* Decoded, and a lone plain reply's parcel made, before the lock. */
+        ck__frame_t *frames = NULL;
+        long n = size > 0 ? decode(buf, (size_t)size, fds, n_fds, &frames, &why) : 0;
+        OHIPCParcel *pre = NULL;
+        int pre_made = n == 1 && frames[0].type == CK__F_REPLY &&
+                       !(frames[0].flags & CK__FLAG_ERROR) && frames[0].n_objects == 0;
+        if (pre_made)
+            pre = ck__parcel_from_wire(frames[0].data, frames[0].data_len,
+                                       fds + frames[0].fd_start, frames[0].n_fds, NULL, 0);
         OHIPCRemoteStub *drop[64];
         size_t n_drop = 0;
         pthread_mutex_lock(&conn->lock);
-        conn->reading = 0;
-        if (size > 0 && take_replies_locked(conn, buf, (size_t)size, fds, n_fds, drop, &n_drop,
-                                            64, &why) == 0)
+        conn->reading = w->reading = 0;
+        if (n > 0 && take_replies_locked(conn, frames, n, fds, pre_made, pre, drop, &n_drop,
+                                         64, &why) == 0)
             why = NULL;
+        free(frames);
         if (why != NULL || n_drop) {
             pthread_mutex_unlock(&conn->lock);
             for (size_t k = 0; k < n_drop; k++) ck__stub_unref(drop[k]);
@@ -1287,16 +1348,8 @@ static void wait_reply_locked(ck__conn_t *conn, waiter_t *w, long long deadline)
             pthread_mutex_lock(&conn->lock);
         }
     }
-    if (!w->done) { /* timed out or died: forget it (a late reply is dropped) */
-        for (waiter_t **at = &conn->waiters; *at != NULL; at = &(*at)->next) {
-            if (*at == w) {
-                *at = w->next;
-                break;
-            }
-        }
-    }
-    /* The reading goes on to one other waiting caller, if any (no one reads now). */
-    if (!conn->reading && conn->waiters != NULL) pthread_cond_signal(conn->waiters->wake);
+    forget_waiter_locked(conn, w); /* timed out or died: a late reply is dropped */
+    pthread_mutex_unlock(&conn->lock);
 }
 
 int ck__conn_transact(ck__remote_t *remote, uint32_t code, const struct OHIPCParcel *data,
@@ -1308,36 +1361,20 @@ int ck__conn_transact(ck__remote_t *remote, uint32_t code, const struct OHIPCPar
      * the peer talks to the parent: to the child they are dead (as libbinder's
      * verifyNotForked). Its locks may be held by threads it does not have: not touched. */
     if (conn->owner != ck__pid()) return OH_IPC_DEAD_REMOTE_OBJECT;
-    if (!oneway) ck__serve_yield(); /* the callee may call back into this process */
-    pthread_mutex_lock(&conn->lock);
-    if (conn->dead) {
-        pthread_mutex_unlock(&conn->lock);
-        return OH_IPC_DEAD_REMOTE_OBJECT;
-    }
-    if (!oneway) {
-        w.wake = own_condition();
-        w.seq = conn->next_seq++;
-        w.next = conn->waiters;
-        conn->waiters = &w;
-    }
-    pthread_mutex_unlock(&conn->lock);
-    int rc = send_parcel(conn, conn->call_fd, 0, w.seq, remote->handle, code, 0, oneway, data, 0);
-    pthread_mutex_lock(&conn->lock);
+    if (oneway)
+        return send_parcel(conn, conn->call_fd, 0, 0, remote->handle, code, 0, 1, data, 0, NULL);
+    ck__serve_yield(); /* the callee may call back into this process */
+    w.wake = own_condition();
+    int rc = send_parcel(conn, conn->call_fd, 0, 0, remote->handle, code, 0, 0, data, 0, &w);
     if (rc != OH_IPC_SUCCESS) {
-        if (!oneway) {
-            for (waiter_t **at = &conn->waiters; *at != NULL; at = &(*at)->next) {
-                if (*at == &w) {
-                    *at = w.next;
-                    break;
-                }
-            }
+        if (w.seq != 0) { /* registered, then not sent: forgotten, and the reading passed on */
+            pthread_mutex_lock(&conn->lock);
+            forget_waiter_locked(conn, &w);
+            pthread_mutex_unlock(&conn->lock);
         }
-        pthread_mutex_unlock(&conn->lock);
         return rc;
     }
-    if (!oneway) wait_reply_locked(conn, &w, deadline);
-    pthread_mutex_unlock(&conn->lock);
-    if (oneway) return OH_IPC_SUCCESS;
+    wait_reply(conn, &w, deadline);
     if (w.reply != NULL) {
         if (w.status == 0) ck__parcel_replace(reply, w.reply);
         else OH_IPCParcel_Destroy(w.reply);
