@@ -178,7 +178,8 @@ static int send_record(int fd, const unsigned char *buf, size_t len, const int *
         memcpy(CMSG_DATA(cmsg), fds, n_fds * sizeof(int));
     }
     for (;;) {
-        ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        /* Without fds, send(): the kernel copies no message header or iovec for it. */
+        ssize_t n = n_fds ? sendmsg(fd, &msg, MSG_NOSIGNAL) : send(fd, buf, len, MSG_NOSIGNAL);
         if (n == (ssize_t)len) return 0;
         if (n < 0 && errno == EINTR) continue;
         return -1;
