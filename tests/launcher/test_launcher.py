@@ -85,6 +85,58 @@ def test_launcher_death_kills_its_children_and_a_new_one_starts() -> None:
     assert wait_until(lambda: is_gone(old))
 
 
+def _children_of(parent: int) -> list[int]:
+    with open(f"/proc/{parent}/task/{parent}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def _isolated_template_of(launcher: int) -> int:
+    for pid in _children_of(launcher):
+        if Path(f"/proc/{pid}/comm").read_text().strip() == "childkit-isolat":
+            return pid
+    raise AssertionError("the launcher has no isolated template")
+
+
+def test_launcher_death_takes_its_isolated_template_and_its_cgroups() -> None:
+    """Killed with its launcher, the isolated template cannot remove the cgroups it made
+    (the one made ahead, its spare's, its children's): the application's manager removes
+    them once the launcher is gone, before the exit callbacks hear of the children. (As
+    an unprivileged user there are no cgroups: the processes' end is checked alone.)"""
+    from childkit import ChildProcessOptions, IsolationMode
+    from childkit.launcher import _spare
+    from childkit.sandbox import _cgroups
+
+    isolated = ChildProcessOptions(isolation_mode=IsolationMode.ISOLATED)
+    old = launcher_pid()
+    hold_r, hold_w = os.pipe()
+    try:
+        with exit_recorder() as rec:
+            first = childkit.start_native_child_process(
+                "workers.args_entries:exit_with", ChildProcessArgs("0"), isolated)
+            assert rec.wait_for(first).exit_code == 0
+            template = _isolated_template_of(old)
+            assert wait_until(lambda: len(_children_of(template)) == _spare.SPARES)
+            spares = _children_of(template)
+            pid = childkit.start_native_child_process(
+                "workers.args_entries:block", ChildProcessArgs("", {"hold": hold_r}),
+                isolated)
+            made = [g for g in _cgroups.leftovers(ahead=True)
+                    if g.rsplit("/", 1)[-1].startswith(f"{_cgroups.PREFIX}{template}-")]
+            assert bool(made) == bool(_cgroups.plan(childkit.sandbox.ResourceLimits())), made
+            os.kill(old, signal.SIGKILL)
+            assert rec.wait_for(pid).signal == signal.SIGKILL
+            assert not [g for g in _cgroups.leftovers(ahead=True)
+                        if g.rsplit("/", 1)[-1].startswith(f"{_cgroups.PREFIX}{template}-")]
+            for gone in (template, *spares, pid):
+                assert wait_until(lambda gone=gone: is_gone(gone)), gone
+            again = childkit.start_native_child_process(
+                "workers.args_entries:exit_with", ChildProcessArgs("4"))
+            assert rec.wait_for(again).exit_code == 4
+    finally:
+        os.close(hold_r)
+        os.close(hold_w)
+
+
 @contextmanager
 def _parent(mode: str) -> Iterator[tuple[subprocess.Popen[str], list[int], list[int]]]:
     """Run orphan_parent.py; yield it, the pids of its launcher and children, and a

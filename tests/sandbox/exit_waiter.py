@@ -32,3 +32,8 @@ class Exits:
             assert self._cond.wait_for(lambda: pid in self._infos, timeout=60), \
                 f"child {pid} did not exit"
             return self._infos[pid]
+
+    def reported(self) -> set[int]:
+        """The pids whose exit was reported so far."""
+        with self._cond:
+            return set(self._infos)

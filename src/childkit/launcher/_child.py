@@ -247,6 +247,7 @@ def _child(header: dict[str, Any], payload: bytes, fds: list[int], launcher_pid:
         _report(status_fd, proto.status_error(exc.code, exc.message))
         return 1
     _report(status_fd, proto.status_ok())
+    _entering_done()
     return run()
 
 
@@ -305,7 +306,7 @@ def _sandbox_config(description: dict[str, Any]) -> SandboxConfig:
     )
 
 
-def learn_sandbox(description: Any) -> int | None:
+def learn_sandbox(description: Any, spare: bool = False) -> int | None:
     """In the launcher, just before forking an isolated child: build its sandbox config
     (once per distinct description) and plan its file system view (resolving every path
     it binds) here, in the warm template, rather than in the child; as root, also find
@@ -316,7 +317,11 @@ def learn_sandbox(description: Any) -> int | None:
     the child is inside its sandbox, or has ended: until then the launcher does no idle
     work (refills), which would compete for the CPU with the child's start. ``None``
     when nothing was prepared. Never raises: whatever fails is left for the child to
-    meet again and report."""
+    meet again and report.
+
+    ``spare``: the order goes to a spare forked earlier (:mod:`childkit.launcher._spare`)
+    rather than to a new fork: no cgroup is taken (the spare was born in its own), and
+    the caller sends it :func:`prepared_fds` before :func:`sandbox_forked`."""
     global _next_sandbox, _use_templates
     sandbox_forked()
     try:
@@ -340,7 +345,7 @@ def learn_sandbox(description: Any) -> int | None:
     # The cgroup this process sits in, made ahead (as root): the child is born in it.
     from childkit.sandbox import _ahead
 
-    group = _ahead.take(config.limits) if _use_templates else None
+    group = _ahead.take(config.limits) if _use_templates and not spare else None
     _next_sandbox = _Prepared(description, config, root_plan, template, netns, group,
                               entered_w)
     return entered_r
@@ -363,6 +368,54 @@ def sandbox_forked(child: int | None = None) -> None:
         from childkit.sandbox import _ahead
 
         _ahead.forked(child)
+
+
+def prepared_fds() -> tuple[list[int], bool, bool]:
+    """In the launcher, after :func:`learn_sandbox` for a spare: the fds the spare needs
+    (the "entered" write end, then a template root and a fresh network namespace where
+    there are), and whether each of the last two is there. ``([], False, False)`` when
+    nothing was prepared."""
+    prepared = _next_sandbox
+    if prepared is None:
+        return [], False, False
+    fds = [prepared.entered]
+    fds += [fd for fd in (prepared.template, prepared.netns) if fd is not None]
+    return fds, prepared.template is not None, prepared.netns is not None
+
+
+def prepare_in_spare(description: dict[str, Any], fds: list[int], template: bool,
+                     netns: bool, group: Group | None) -> None:
+    """In a spare that received an order: take what the launcher prepared for it
+    (:func:`prepared_fds`, received) as a forked child finds it, the cgroup it was born
+    in with this order's limits set. Raises OSError (or ValueError for a bad
+    description or path) if that cannot be done."""
+    global _next_sandbox
+    entered, *rest = fds
+    template_fd = rest.pop(0) if template else None
+    netns_fd = rest.pop(0) if netns else None
+    config = _sandbox_config(description)
+    from childkit.sandbox import _ahead, _cgroups, _filesystem
+
+    if group is not None:
+        _cgroups.set_limits(group, config.limits, _ahead.EXTRA_TASKS)
+    _next_sandbox = _Prepared(description, config, _filesystem.plan(config.readonly_paths),
+                              template_fd, netns_fd, group, entered)
+
+
+def uses_templates() -> bool:
+    """In the launcher: whether it is privileged (roots built once, cgroups and network
+    namespaces made ahead), once an isolated child has been prepared."""
+    return bool(_use_templates)
+
+
+def ahead_wanted() -> bool:
+    """In the launcher: whether a cgroup is to be made ahead first (a spare is born in
+    it)."""
+    if not _use_templates:
+        return False
+    from childkit.sandbox import _ahead
+
+    return _ahead.wanted()
 
 
 def refill_netns() -> bool:
@@ -417,11 +470,31 @@ def _enter_sandbox(description: dict[str, Any], keep_fds: list[int]) -> None:
     # so this copy of it need not ask the kernel again; and this process is a fork of the
     # single-threaded launcher that has run only childkit's code since, so it is
     # single-threaded too. The "entered" pipe goes in kept (the supervisor and the init
-    # close their copies as they close every fd) and is closed here once inside.
+    # close their copies as they close every fd); the sandboxed process closes it once it
+    # has reported its start (:func:`_entering_done`).
+    global _entered_fd
     enter_planned(prepared.config, [*keep_fds, prepared.entered], prepared.root_plan,
                   prepared.template, _use_templates, netns=prepared.netns,
                   single_threaded=True, group=prepared.group)
-    os.close(prepared.entered)
+    _entered_fd = prepared.entered
+
+
+#: In the sandboxed process, the write end of its "entered" pipe until it is closed.
+_entered_fd: int | None = None
+
+
+def _entering_done() -> None:
+    """Close the "entered" pipe: the launcher's idle work may start. Done once the start
+    is reported (so that idle work does not compete with the start, which on a loaded
+    machine delayed it by a millisecond), before the entry function runs. The entry's
+    import (or ``on_connect()``) runs with it open: the write end of a pipe whose reader
+    (the isolated template) only waits for its end of file and never reads from it;
+    holding it open only delays the template's idle work (by at most
+    :data:`childkit.launcher._template.ENTER_GRACE_S`), writing to it only hastens it."""
+    global _entered_fd
+    if _entered_fd is not None:
+        os.close(_entered_fd)
+        _entered_fd = None
 
 
 #: An isolated child's resource limits (``ResourceLimits`` as a dict) once it is inside

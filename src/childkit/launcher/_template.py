@@ -50,7 +50,7 @@ from childkit.common._errors import ErrCode  # noqa: F401
 # Imported here so that every child inherits them already initialised.
 from childkit.entry import _args as _args
 from childkit.launcher import _child as _launcher_child
-from childkit.launcher import _isolated
+from childkit.launcher import _isolated, _spare
 from childkit.launcher import _protocol as proto
 
 #: The most waiting requests taken (and spawns forked back to back) at once: a large
@@ -88,6 +88,10 @@ class Launcher:
         self._entering: set[int] = set()
         #: When idle work goes ahead anyway (a child slow to enter must not stop it).
         self._refill_at = 0.0
+        #: Isolated children forked ahead of their orders, by pidfd (:mod:`_spare`).
+        self._spares: dict[int, _spare.Spare] = {}
+        #: Whether a fork order came (spares are made only once one has).
+        self._ordered = False
 
     # ------------------------------------------------------------------ set-up
     def configure(self) -> bool:
@@ -139,7 +143,7 @@ class Launcher:
                 events = self._poll.poll(self._idle_timeout() if refill else None)
                 if not events and refill:
                     self._stop_waiting_for_entries()
-                    refill = _launcher_child.refill_netns()
+                    refill = self._idle_work()
                     continue
                 for fd, _events in events:
                     if fd in self._entering:
@@ -151,12 +155,67 @@ class Launcher:
                     elif self._isolated.sock is not None and fd == self._isolated.sock.fileno():
                         if not self._isolated.pass_on(self._sock):
                             return  # the isolated template died, and its children: end
-                    else:
-                        self._reap(fd)
+                    elif self._reap(fd):
+                        refill = True  # a spare ended: another is made when idle
         except (BrokenPipeError, ConnectionResetError):
             return  # the application is gone
         finally:
             self._kill_all()
+
+    def _idle_work(self) -> bool:
+        """One piece of idle work (a spare, a cgroup or a network namespace made ahead);
+        returns whether more is wanted."""
+        spare_wanted = (self._is_isolated and self._ordered
+                        and len(self._spares) < _spare.SPARES)
+        if spare_wanted and not _launcher_child.ahead_wanted():  # born in a fresh group
+            spare = _spare.make(os.getpid(), self._forget)
+            if spare is None:
+                return _launcher_child.refill_netns()
+            self._spares[spare.pidfd] = spare
+            self._poll.register(spare.pidfd, select.POLLIN)
+            return True
+        return _launcher_child.refill_netns() or spare_wanted
+
+    def _take_spare(self) -> _spare.Spare | None:
+        # A spare leaves the pool for good: watched from now on as a child.
+        if not self._spares:
+            return None
+        pidfd, spare = self._spares.popitem()
+        self._poll.unregister(pidfd)
+        return spare
+
+    def _drop_spare(self, spare: _spare.Spare) -> None:
+        """End a spare (its order is not coming) and reap it; remove its cgroup."""
+        spare.close()
+        try:
+            os.kill(spare.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(spare.pid, 0)
+        spare.release_unused()
+
+    def _discard_spares(self) -> None:
+        while (spare := self._take_spare()) is not None:
+            self._drop_spare(spare)
+
+    def _to_spare(self, header: dict[str, Any], channel: int) -> tuple[int, int | None] | None:
+        """Hand a fork order to a spare: its pid and the read end of its "entered" pipe,
+        or ``None`` if there is no spare (or it was gone: it is reaped)."""
+        spare = self._take_spare()
+        if spare is None:
+            return None
+        entered = _launcher_child.learn_sandbox(header["sandbox"], spare=True)
+        try:
+            spare.hand(header, channel)
+        except (OSError, proto.RecordTooLarge):
+            _launcher_child.sandbox_forked()
+            if entered is not None:
+                os.close(entered)
+            self._drop_spare(spare)
+            return None
+        _launcher_child.sandbox_forked(spare.pid)
+        spare.close()  # it has its order; from now on it is watched as any child
+        return spare.pid, entered
 
     def _idle_timeout(self) -> int:
         """How long poll waits before idle work (ms): not at all, unless a child is still
@@ -164,6 +223,13 @@ class Launcher:
         if not self._entering:
             return 0
         return max(0, int((self._refill_at - time.monotonic()) * 1000) + 1)
+
+    def _watch_entering(self, entered: int | None) -> None:
+        # Idle work waits until that child is inside its sandbox (or ENTER_GRACE_S).
+        if entered is not None:
+            self._entering.add(entered)
+            self._poll.register(entered, select.POLLIN)
+            self._refill_at = time.monotonic() + ENTER_GRACE_S
 
     def _entered(self, fd: int) -> None:
         # End of file (or a stray write): that child is inside its sandbox, or gone.
@@ -191,6 +257,7 @@ class Launcher:
                 if header["op"] != "preload":
                     raise proto.ProtocolError(f"unknown request {header['op']!r}")
                 errors = self._preload(header.get("modules", []))
+                self._discard_spares()  # forked before these modules were imported
                 self._preloaded.extend(str(name) for name in header.get("modules", []))
                 self._isolated.preload(header.get("modules", []))
                 _launcher_child.forget_entries()
@@ -222,6 +289,14 @@ class Launcher:
                 try:
                     if self._is_isolated:  # a fork order: the request is in its channel
                         _check_order(header, fds)
+                        self._ordered = True
+                        handed = self._to_spare(header, fds[0])
+                        if handed is not None:
+                            pid, entered = handed
+                            proto.close_fds(fds)  # the spare has its copies
+                            self._watch_entering(entered)
+                            forked.append((request_id, pid))
+                            continue
                         entered = _launcher_child.learn_sandbox(header["sandbox"])
                     else:
                         _check_spawn(header, fds)
@@ -246,10 +321,7 @@ class Launcher:
                     _launcher_child.run_child(header, payload, fds, os.getppid(), self._forget)
                 _launcher_child.sandbox_forked(pid)  # its network namespace is the child's
                 proto.close_fds(fds)  # the child has its copies
-                if entered is not None:
-                    self._entering.add(entered)
-                    self._poll.register(entered, select.POLLIN)
-                    self._refill_at = time.monotonic() + ENTER_GRACE_S
+                self._watch_entering(entered)
                 forked.append((request_id, pid))
         finally:
             # Whatever happened, every forked child is watched (reaped, killed at the end).
@@ -304,19 +376,31 @@ class Launcher:
             self._answers.detach()
         self._children.clear()
 
-    def _reap(self, pidfd: int) -> None:
+    def _reap(self, pidfd: int) -> bool:
+        """Reap the child ``pidfd`` watches and say so to the application; returns
+        whether it was a spare (ended before its order came: no one's child, reaped
+        silently)."""
+        if pidfd in self._spares:
+            self._poll.unregister(pidfd)
+            self._drop_spare(self._spares.pop(pidfd))
+            return True
         pid = self._children.pop(pidfd)
         self._poll.unregister(pidfd)
         os.close(pidfd)
         _pid, status = os.waitpid(pid, 0)
+        self._release(pid)
+        proto.send(self._answers, {"op": "exited", "pid": pid, "status": status})
+        return False
+
+    def _release(self, pid: int) -> None:
         if self._sandbox_ready:  # an isolated child's cgroup, if its supervisor left it
             from childkit import sandbox
 
             sandbox.release(pid)
-        proto.send(self._answers, {"op": "exited", "pid": pid, "status": status})
 
     def _kill_all(self) -> None:
         self._stop_waiting_for_entries()
+        self._discard_spares()
         self._isolated.close()  # it kills and reaps its own children
         _launcher_child.sandbox_done()
         for pidfd in self._children:

@@ -54,6 +54,9 @@ START_TIMEOUT = 30.0
 LAUNCHER_TIMEOUT = 60.0
 #: Seconds to wait for a child that failed to start (and so exits at once) to be reaped.
 _REAP_TIMEOUT = 10.0
+#: After its launcher died, how long the cgroups of its isolated template's sandboxes
+#: may wait for their orphaned processes to be reaped (by pid 1) before being removed.
+_SWEEP_PATIENCE_S = 5.0
 
 
 # The launcher imports childkit from where this process did, installed or not.
@@ -132,6 +135,9 @@ class Manager:
         self._thread: threading.Thread | None = None
         self._closing = False
         self._stopping = False  # stop(): the manager thread ends instead of waiting
+        #: An isolated child was asked of the current launcher (whose isolated template
+        #: makes cgroups, which it may leave behind if it is killed).
+        self._isolated_asked = False
 
     # ------------------------------------------------------------------ slots
     def reserve(self) -> Slot:
@@ -209,6 +215,8 @@ class Manager:
                 env = self._env_changes()
                 if env is not None:
                     header["env"] = env
+                if sandbox is not None:
+                    self._isolated_asked = True
                 try:
                     self._send(sock, header, params.encode("utf-8"), [status_w, *fds])
                 finally:
@@ -605,6 +613,16 @@ class Manager:
         for child in children:
             if child.pidfd >= 0:
                 select.select([child.pidfd], [], [], max(0.0, deadline - time.monotonic()))
+        if self._isolated_asked:
+            # An isolated template killed with its launcher could not remove its cgroups
+            # (made ahead, or its children's): remove them now, before anyone hears of
+            # the children's end (waiting, a few seconds at most, for the orphaned
+            # sandbox processes to be reaped by pid 1).
+            self._isolated_asked = False
+            from childkit.sandbox import sweep
+
+            sweep(patience_s=_SWEEP_PATIENCE_S)
+        for child in children:
             self._on_exited(child.pid, ChildExitInfo(child.pid, None, signal.SIGKILL))
 
     # ------------------------------------------------------------------ shutdown

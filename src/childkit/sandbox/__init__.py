@@ -13,7 +13,8 @@ Public face::
 - :func:`exit_reason`: which resource limit ended a child, from its wait status.
 - :func:`preload`: resolve libseccomp once in the parent so each child need not.
 - :func:`release`: after reaping an isolated child, remove what its sandbox left (its
-  cgroup, when its supervisor could not).
+  cgroup, when its supervisor could not); :func:`sweep`: remove what sandboxes whose
+  maker has ended left (e.g. a launcher's isolated template killed with it).
 
 May import: :mod:`childkit.common` and the standard library (plus pyseccomp); never the
 IPC kit or the layers above (the launcher applies it to a child it forked).
@@ -76,6 +77,17 @@ def preload() -> None:
             pass  # the child tries again and reports what fails
 
 
+def sweep(patience_s: float = 0.0) -> None:
+    """Remove the cgroups of sandboxes whose maker has ended (a launcher's isolated
+    template killed with it: the groups it made ahead and its children's), killing what
+    is left in them, and the empty groups of supervisors that were never reaped. A group
+    stays busy until its last process is reaped (an orphaned sandbox init is reaped by
+    pid 1): ``patience_s`` is how long to wait for that at most. Never raises."""
+    from childkit.sandbox import _cgroups
+
+    _cgroups.sweep(patience_s)
+
+
 def release(pid: int) -> None:
     """After reaping ``pid``, a process that called :func:`enter` (its supervisor): remove
     its sandbox's cgroup if it is still there (killing what is left in it), as happens
@@ -106,4 +118,5 @@ __all__ = [
     "release",
     "single_process",
     "skipped_layers",
+    "sweep",
 ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 
 from childkit.sandbox import _cgroups
+from childkit.sandbox._cgroups import Group
 from childkit.sandbox._config import ResourceLimits
 
 #: Limits with every field set, to plan a group with every controller there is.
@@ -27,7 +28,7 @@ _EVERY = ResourceLimits(memory_bytes=64 << 20, cpu_seconds=1, max_processes=1)
 #: the template until it has moved out.
 EXTRA_TASKS = 3
 
-_ready: _cgroups.Group | None = None
+_ready: Group | None = None
 _taken = False
 #: The group the last child was born in, which this process has not left yet: it leaves
 #: when idle (:func:`settle`), not between the fork and its answer to the application
@@ -85,10 +86,23 @@ def take(limits: ResourceLimits) -> _cgroups.Group | None:
     return _ready
 
 
-def forked(child: int | None) -> None:
+def take_unset() -> Group | None:
+    """Just before forking a spare (a supervisor forked before its order,
+    :mod:`childkit.launcher._spare`): the group this process is in, for the spare to be
+    born in and to set its limits in itself once its order comes; ``None`` if there is
+    none. :func:`forked` must follow the fork."""
+    global _taken
+    if _ready is None:
+        return None
+    _taken = True
+    return _ready
+
+
+def forked(child: int | None, spare: bool = False) -> None:
     """Right after the fork :func:`take` prepared (``child``: its pid, ``None`` if it
     failed): name the group after the child (or leave and remove it); this process
-    leaves it when idle (:func:`settle`). Never raises."""
+    leaves it when idle (:func:`settle`). ``spare``: after :func:`take_unset`, named
+    ``spare<pid>`` until :func:`ordered`. Never raises."""
     global _ready, _taken, _leaving
     if not _taken or _ready is None:
         return
@@ -97,8 +111,20 @@ def forked(child: int | None) -> None:
         _cgroups.leave(group)
         _cgroups.remove(group)
         return
-    _cgroups.rename(group, f"{_cgroups.PREFIX}{os.getpid()}-{child}")
+    owner = spare_name(child) if spare else str(child)
+    _cgroups.rename(group, f"{_cgroups.PREFIX}{os.getpid()}-{owner}")
     _leaving = group
+
+
+def spare_name(child: int) -> str:
+    """What the group of spare ``child`` is named after until its order comes."""
+    return f"spare{child}"
+
+
+def ordered(child: int) -> None:
+    """When spare ``child`` gets its order: name its group after it, as any child's (the
+    group is then that child's, removed when it is reaped). Never raises."""
+    _cgroups.rename_named(spare_name(child), str(child))
 
 
 def settle() -> None:

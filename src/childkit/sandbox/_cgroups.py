@@ -376,10 +376,10 @@ def remove(group: Group) -> None:
     group.close()
 
 
-def remove_named(owner: int) -> None:
+def remove_named(owner: int | str) -> None:
     """Remove the group of the sandbox that process ``owner``, a child of this process,
-    supervised, if it is still there (the launcher calls this when it reaps ``owner``).
-    Never raises."""
+    supervised, if it is still there (the launcher calls this when it reaps ``owner``;
+    a str: the group's name after the maker's pid, e.g. a spare's). Never raises."""
     for hierarchy in hierarchies():
         try:
             parent = os.open(hierarchy.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -399,25 +399,70 @@ def remove_named(owner: int) -> None:
             os.close(parent)
 
 
-def sweep() -> None:
-    """Remove the empty groups of sandboxes whose supervisor is gone and was not reaped by
-    a launcher (its launcher was killed too). Groups in use are left: a group with
-    processes cannot be removed, and one whose supervisor lives is its own. Never
-    raises."""
+def rename_named(owner: str, new_owner: str) -> None:
+    """Rename the group of this process named after ``owner`` (see :func:`remove_named`)
+    to ``new_owner`` in every hierarchy. Never raises (a group that keeps its name is
+    removed by that name's maker, or by :func:`sweep`)."""
+    prefix = f"{_PREFIX}{os.getpid()}-"
+    for hierarchy in hierarchies():
+        try:
+            os.rename(os.path.join(hierarchy.path, prefix + owner),
+                      os.path.join(hierarchy.path, prefix + new_owner))
+        except OSError:
+            continue
+
+
+def sweep(patience_s: float = 0.0) -> None:
+    """Remove the groups sandboxes left behind: every group whose maker (the process
+    that forked its supervisor, or made it ahead: a launcher's isolated template) has
+    ended, killing what is left in it (its processes die with their maker anyway), and
+    the empty groups of supervisors that ended without being reaped by their maker.
+    Groups in use are left: one whose maker lives is its own. The isolated template
+    calls it when it starts, the application's manager when its launcher has ended
+    (with ``patience_s``: how long to wait for the last processes of a group to be
+    reaped). Never raises."""
     for path in leftovers(ahead=True):
-        parent, _, owner = path.rsplit("/", 1)[-1][len(_PREFIX):].partition("-")
-        gone = owner if owner.isdigit() else parent  # an ahead group: its maker's
-        if gone.isdigit() and not os.path.exists(f"/proc/{gone}"):
+        maker, _, owner = path.rsplit("/", 1)[-1][len(_PREFIX):].partition("-")
+        if not maker.isdigit():
+            continue  # not ours
+        if _gone(int(maker)):
+            parent, name = path.rsplit("/", 1)
+            try:
+                parent_fd = os.open(parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                own = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC,
+                              dir_fd=parent_fd)
+            except OSError:
+                os.close(parent_fd)
+                continue
+            try:
+                _remove_dir(parent_fd, name, own, patience_s)
+            finally:
+                os.close(own)
+                os.close(parent_fd)
+        elif owner.isdigit() and _gone(int(owner)):
             try:
                 os.rmdir(path)
             except OSError:
                 pass  # in use (or not ours)
 
 
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie has: it waits only to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True
+
+
 def leftovers(parents: set[int] | None = None, ahead: bool = False) -> list[str]:
     """Every sandbox group under this process's cgroups, or only those of supervisors
     forked by one of ``parents`` (for tests and diagnostics); groups made ahead (which
-    their maker sits in while idle) only with ``ahead``."""
+    their maker sits in while idle, or a spare waits in for its order) only with
+    ``ahead``."""
     found: list[str] = []
     for hierarchy in hierarchies():
         try:
@@ -428,15 +473,21 @@ def leftovers(parents: set[int] | None = None, ahead: bool = False) -> list[str]
             if not name.startswith(_PREFIX):
                 continue
             parent, _, owner = name[len(_PREFIX):].partition("-")
-            if owner.startswith("ahead") and not ahead:
+            if owner.startswith(("ahead", "spare")) and not ahead:
                 continue
             if parents is None or (parent.isdigit() and int(parent) in parents):
                 found.append(os.path.join(hierarchy.path, name))
     return found
 
 
-def _remove_dir(parent: int, name: str, own: int) -> None:
-    for attempt in range(_REMOVE_TRIES):
+def _remove_dir(parent: int, name: str, own: int, patience_s: float = 0.0) -> None:
+    # A group stays busy until its last process is reaped; an orphan (e.g. a sandbox's
+    # init whose supervisor died) is reaped by pid 1, which may take seconds on a busy
+    # machine: ``patience_s`` waits that long at most beyond the usual tries.
+    deadline = time.monotonic() + patience_s
+    attempt = 0
+    while attempt < _REMOVE_TRIES or time.monotonic() < deadline:
+        attempt += 1
         try:
             os.rmdir(name, dir_fd=parent)
             return
@@ -446,7 +497,7 @@ def _remove_dir(parent: int, name: str, own: int) -> None:
             if exc.errno != errno.EBUSY:
                 return  # not ours to remove (permissions): nothing more to try
         _kill_members(own)
-        time.sleep(0.0005 * min(attempt + 1, 20))  # the kernel is ending them
+        time.sleep(0.0005 * min(attempt, 20))  # the kernel is ending them
 
 
 def _kill_members(own: int) -> None:

@@ -1,0 +1,103 @@
+"""Spares (childkit.launcher._spare): isolated children forked before their order comes.
+
+The isolated template keeps one spare while idle; the next isolated start becomes that
+process (its pid existed before the start call). A spare that dies before its order is
+reaped by the template without any exit callback (no one started it) and replaced; its
+cgroup (root) goes with it. Adding preload modules replaces the spare (it was forked
+before they were imported). The leak checks of conftest.py hold for all of it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
+from exit_waiter import Exits
+
+import childkit
+from childkit import ChildProcessArgs, ChildProcessOptions, IsolationMode
+from childkit.launcher import _spare
+from childkit.sandbox import _cgroups
+from leakcheck import wait_until
+
+ISOLATED = ChildProcessOptions(isolation_mode=IsolationMode.ISOLATED)
+ENTRY = "workers.escape_entry:report_identity"
+
+pytestmark = pytest.mark.usefixtures("launcher_and_probe")
+
+
+@pytest.fixture()
+def exits() -> Iterator[Exits]:
+    with Exits() as waiter:
+        yield waiter
+
+
+def _children(pid: int) -> set[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return {int(p) for p in f.read().split()}
+
+
+def _isolated_template() -> int:
+    for pid in _children(childkit.prestart_launcher()):
+        with open(f"/proc/{pid}/comm") as comm:
+            if comm.read().strip() == "childkit-isolat":
+                return pid
+    raise AssertionError("the launcher has no isolated template")
+
+
+def _run(exits: Exits) -> int:
+    """Start an isolated child, read its report to the end, wait for its exit."""
+    r, w = os.pipe()
+    try:
+        pid = childkit.start_native_child_process(ENTRY, ChildProcessArgs("", {"out": w}),
+                                                  ISOLATED)
+        os.close(w)
+        w = -1
+        while os.read(r, 65536):
+            pass
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+    info = exits.wait(pid)
+    assert info.exit_code == 0, info
+    return pid
+
+
+def _spares() -> set[int]:
+    """The isolated template's spares, once it has made them (no child of ours runs)."""
+    template = _isolated_template()
+    assert wait_until(lambda: len(_children(template)) == _spare.SPARES, timeout=30), \
+        "the isolated template made no spare"
+    return _children(template)
+
+
+def test_the_next_isolated_start_is_the_spare(exits: Exits) -> None:
+    _run(exits)
+    spares = _spares()
+    assert _run(exits) in spares
+    assert _spares().isdisjoint(spares)  # a fresh one
+
+
+def test_a_spare_that_dies_is_reaped_silently_and_replaced(exits: Exits) -> None:
+    _run(exits)
+    (spare,) = _spares()
+    template = _isolated_template()
+    os.kill(spare, signal.SIGKILL)
+    assert wait_until(lambda: spare not in _children(template), timeout=30)
+    assert not [p for p in _cgroups.leftovers(ahead=True) if p.endswith(f"spare{spare}")]
+    (fresh,) = _spares()
+    assert fresh != spare
+    assert _run(exits) == fresh
+    assert spare not in exits.reported()  # no exit callback names the dead spare
+
+
+def test_new_preload_modules_replace_the_spare(exits: Exits) -> None:
+    _run(exits)
+    (spare,) = _spares()
+    childkit.set_preload_modules(["json"])
+    template = _isolated_template()
+    assert wait_until(lambda: spare not in _children(template), timeout=30)
+    assert _run(exits) != spare
