@@ -22,6 +22,11 @@ from childkit.ipc._errors import (
     ParcelWriteError,
     ProtocolError,
 )
+
+# The SCM_RIGHTS helpers, for the launcher's control protocol (not part of the API).
+from childkit.ipc._fdutil import close_fds as close_fds
+from childkit.ipc._fdutil import received_fds as received_fds
+from childkit.ipc._fdutil import rights as rights
 from childkit.ipc._limits import MAX_PARCEL_DATA, MAX_PARCEL_FDS, MAX_PARCEL_OBJECTS
 from childkit.ipc._option import MessageOption, RequestMode
 from childkit.ipc._parcel import MessageParcel, RemoteObject

@@ -68,9 +68,7 @@ from childkit.launcher._replies import InFlight
 from childkit.native import _child as native_child
 
 if TYPE_CHECKING:  # imported by the launcher only once an isolated child is asked for
-    from childkit.sandbox import SandboxConfig
-    from childkit.sandbox._cgroups import Group
-    from childkit.sandbox._filesystem import RootPlan
+    from childkit.sandbox import SandboxConfig, forking
 
 #: The IPC-mode child's connection to its parent, kept for the child's whole life.
 _connection: object = None
@@ -263,7 +261,7 @@ class _Prepared:
 
     description: dict[str, Any]
     config: SandboxConfig
-    root_plan: RootPlan
+    root_plan: forking.RootPlan
     #: An fd of a template of that root (the launcher's: the child's copy is closed
     #: once joined), or None.
     template: int | None
@@ -271,7 +269,7 @@ class _Prepared:
     #: copy right after the fork, :func:`sandbox_forked`), or None.
     netns: int | None
     #: The cgroup made ahead the child is born in (as root), or None.
-    group: Group | None
+    group: forking.Group | None
     #: The write end of a pipe the sandboxed process closes once it is inside its
     #: sandbox (the launcher waits for its EOF before idle work: :func:`learn_sandbox`).
     entered: int
@@ -310,7 +308,7 @@ def learn_sandbox(description: Any, spare: bool = False) -> int | None:
     """In the launcher, just before forking an isolated child: build its sandbox config
     (once per distinct description) and plan its file system view (resolving every path
     it binds) here, in the warm template, rather than in the child; as root, also find
-    or build a template of that root (:mod:`childkit.sandbox._template`). The plan is
+    or build a template of that root (``childkit.sandbox.forking``). The plan is
     made anew for every fork, so it is as fresh as one the child would make.
 
     Returns the read end of a pipe (the caller's to close) that reaches end of file once
@@ -331,21 +329,19 @@ def learn_sandbox(description: Any, spare: bool = False) -> int | None:
             config = _sandbox_config(description)
             if len(_sandbox_configs) < _MAX_KNOWN:
                 _sandbox_configs[key] = config
-        from childkit.sandbox import _filesystem, _namespaces, _netns, _template
+        from childkit.sandbox import forking
 
-        root_plan = _filesystem.plan(config.readonly_paths)
+        root_plan = forking.plan_root(config.readonly_paths)
         if _use_templates is None:
-            _use_templates = _namespaces.is_privileged()
-        template = _template.template_for(root_plan) if _use_templates else None
+            _use_templates = forking.privileged()
+        template = forking.root_template(root_plan) if _use_templates else None
         entered_r, entered_w = os.pipe2(os.O_CLOEXEC)
     except Exception:  # a bad description or path: the child reports it
         return None
     # Last, so that nothing above can fail with a namespace taken: this child's alone.
-    netns = _netns.take() if _use_templates else None
+    netns = forking.take_netns() if _use_templates else None
     # The cgroup this process sits in, made ahead (as root): the child is born in it.
-    from childkit.sandbox import _ahead
-
-    group = _ahead.take(config.limits) if _use_templates and not spare else None
+    group = forking.take_group(config.limits) if _use_templates and not spare else None
     _next_sandbox = _Prepared(description, config, root_plan, template, netns, group,
                               entered_w)
     return entered_r
@@ -356,7 +352,7 @@ def sandbox_forked(child: int | None = None) -> None:
     its pid) or failed to be: forget that preparation, close its network namespace fd,
     which belongs to that one child (every later fork must not inherit it), and the
     write end of its "entered" pipe, and leave the cgroup the child was born in
-    (:mod:`childkit.sandbox._ahead`)."""
+    (``childkit.sandbox.forking``)."""
     global _next_sandbox
     prepared, _next_sandbox = _next_sandbox, None
     if prepared is None:
@@ -365,9 +361,9 @@ def sandbox_forked(child: int | None = None) -> None:
     if prepared.netns is not None:
         os.close(prepared.netns)
     if prepared.group is not None:
-        from childkit.sandbox import _ahead
+        from childkit.sandbox import forking
 
-        _ahead.forked(child)
+        forking.group_forked(child)
 
 
 def prepared_fds() -> tuple[list[int], bool, bool]:
@@ -384,7 +380,7 @@ def prepared_fds() -> tuple[list[int], bool, bool]:
 
 
 def prepare_in_spare(description: dict[str, Any], fds: list[int], template: bool,
-                     netns: bool, group: Group | None) -> None:
+                     netns: bool, group: forking.Group | None) -> None:
     """In a spare that received an order: take what the launcher prepared for it
     (:func:`prepared_fds`, received) as a forked child finds it, the cgroup it was born
     in with this order's limits set. Raises OSError (or ValueError for a bad
@@ -394,11 +390,11 @@ def prepare_in_spare(description: dict[str, Any], fds: list[int], template: bool
     template_fd = rest.pop(0) if template else None
     netns_fd = rest.pop(0) if netns else None
     config = _sandbox_config(description)
-    from childkit.sandbox import _ahead, _cgroups, _filesystem
+    from childkit.sandbox import forking
 
     if group is not None:
-        _cgroups.set_limits(group, config.limits, _ahead.EXTRA_TASKS)
-    _next_sandbox = _Prepared(description, config, _filesystem.plan(config.readonly_paths),
+        forking.set_group_limits(group, config.limits)
+    _next_sandbox = _Prepared(description, config, forking.plan_root(config.readonly_paths),
                               template_fd, netns_fd, group, entered)
 
 
@@ -413,34 +409,30 @@ def ahead_wanted() -> bool:
     it)."""
     if not _use_templates:
         return False
-    from childkit.sandbox import _ahead
+    from childkit.sandbox import forking
 
-    return _ahead.wanted()
+    return forking.group_wanted()
 
 
 def refill_netns() -> bool:
     """In the launcher, while idle: add one fresh network namespace to the stock if a
     privileged launcher that has started isolated children is short of them. Returns
-    whether more are wanted. Raises ``childkit.sandbox._netns.HomeLost`` (the launcher
+    whether more are wanted. Raises ``childkit.sandbox.forking.HomeLost`` (the launcher
     must end) if it could not return to its own network namespace."""
     if not _use_templates:
         return False
-    from childkit.sandbox import _ahead, _netns
+    from childkit.sandbox import forking
 
-    if _ahead.wanted():
-        _ahead.refill()  # first: the next start waits for no cgroup move
-    elif _netns.wanted():
-        _netns.refill_one()
-    return _netns.wanted() or _ahead.wanted()
+    return forking.idle_work()
 
 
 def sandbox_done() -> None:
     """In the launcher, when it ends: give back what it holds for isolated children
     ahead (its cgroup made ahead: left and removed)."""
     if _use_templates:
-        from childkit.sandbox import _ahead
+        from childkit.sandbox import forking
 
-        _ahead.discard()
+        forking.discard_ahead()
 
 
 def _prepared(description: object) -> _Prepared | None:
@@ -460,11 +452,11 @@ def _sandbox_fds(header: dict[str, Any]) -> set[int]:
 
 
 def _enter_sandbox(description: dict[str, Any], keep_fds: list[int]) -> None:
-    from childkit.sandbox._enter import enter_planned
+    from childkit.sandbox import forking
 
     prepared = _prepared(description)
     if prepared is None:
-        enter_planned(_sandbox_config(description), keep_fds, None, None)
+        forking.enter_planned(_sandbox_config(description), keep_fds, None, None)
         return
     # The launcher found out whether it is privileged (it never changes its credentials),
     # so this copy of it need not ask the kernel again; and this process is a fork of the
@@ -473,7 +465,7 @@ def _enter_sandbox(description: dict[str, Any], keep_fds: list[int]) -> None:
     # close their copies as they close every fd); the sandboxed process closes it once it
     # has reported its start (:func:`_entering_done`).
     global _entered_fd
-    enter_planned(prepared.config, [*keep_fds, prepared.entered], prepared.root_plan,
+    forking.enter_planned(prepared.config, [*keep_fds, prepared.entered], prepared.root_plan,
                   prepared.template, _use_templates, netns=prepared.netns,
                   single_threaded=True, group=prepared.group)
     _entered_fd = prepared.entered

@@ -39,8 +39,8 @@ import socket
 import struct
 from typing import Any
 
-from childkit.ipc._fdutil import close_fds as close_fds
-from childkit.ipc._fdutil import received_fds, rights
+from childkit.ipc import close_fds as close_fds
+from childkit.ipc import received_fds, rights
 
 _LEN = struct.Struct(">I")
 #: The largest record: 150 KB of params plus headers (sys.path, names) with room to spare.

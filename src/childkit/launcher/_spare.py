@@ -15,7 +15,7 @@ with the spare's pid as for any child.
 A spare is a fork of the isolated template at an earlier moment, so its memory holds
 less than a child forked for the order would: no request, no environment, and only the
 orders (sandbox shapes) that came before it. As root it is born in a cgroup made ahead
-(:mod:`childkit.sandbox._ahead`), named after it, whose limits it sets itself when its
+(``childkit.sandbox.forking``), named after it, whose limits it sets itself when its
 order comes; the template removes the group when it reaps the spare, used or not. A
 spare whose template ends dies with it (``PR_SET_PDEATHSIG``, and end of file on its
 socket). One spare is kept; a burst of orders forks the rest as before.
@@ -56,17 +56,16 @@ class Spare:
         proto.send(self.sock, {"op": "spawn", "order": order, "template": template,
                                "netns": netns}, fds=[channel, *fds])
         if self.grouped:  # its group is now a child's: removed when it is reaped
-            from childkit.sandbox import _ahead
+            from childkit.sandbox import forking
 
-            _ahead.ordered(self.pid)
+            forking.spare_ordered(self.pid)
 
     def release_unused(self) -> None:
         """After reaping a spare that got no order: remove the group it was born in."""
         if self.grouped:
-            from childkit.sandbox import _ahead, _cgroups
+            from childkit.sandbox import forking
 
-            _ahead.settle()  # this process may still be in it
-            _cgroups.remove_named(_ahead.spare_name(self.pid))
+            forking.spare_unused(self.pid)
 
     def close(self) -> None:
         """Close the template's socket to it (a spare waiting for its order then ends)
@@ -78,21 +77,21 @@ class Spare:
 def make(launcher_pid: int, forget_launcher: Callable[[], None]) -> Spare | None:
     """In the isolated template, while idle: fork a spare (as root, in the cgroup made
     ahead, which is then named after it). ``None`` if it cannot be forked."""
-    from childkit.sandbox import _ahead
+    from childkit.sandbox import forking
 
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    group = _ahead.take_unset() if _launcher_child.uses_templates() else None
+    group = forking.take_group_unset() if _launcher_child.uses_templates() else None
     try:
         pid = os.fork()
     except OSError:
-        _ahead.forked(None)
+        forking.group_forked(None)
         mine.close()
         theirs.close()
         return None
     if pid == 0:
         mine.detach()  # closed by number below
         _wait_for_order(theirs.detach(), group, launcher_pid, forget_launcher)
-    _ahead.forked(pid, spare=True)
+    forking.group_forked(pid, spare=True)
     theirs.close()
     try:
         pidfd = os.pidfd_open(pid)

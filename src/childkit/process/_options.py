@@ -153,8 +153,7 @@ class ChildProcessOptions:
         """
         if self.isolation_mode != IsolationMode.ISOLATED:
             return
-        from childkit.sandbox import SandboxUnavailable
-        from childkit.sandbox._check import OPTIONAL_LAYERS
+        from childkit.sandbox import OPTIONAL_LAYERS, SandboxUnavailable
 
         layers = _sandbox_layers()
         needed = [name for name, status in layers.items() if not status.supported

@@ -12,6 +12,9 @@ Public face::
   :func:`single_process`: whether it is kept to one process (no cgroup for its limits).
 - :func:`exit_reason`: which resource limit ended a child, from its wait status.
 - :func:`preload`: resolve libseccomp once in the parent so each child need not.
+- :data:`OPTIONAL_LAYERS`: the layers an isolated child goes without where missing.
+- :mod:`forking <childkit.sandbox._forking>`: what a process that forks isolated children
+  (the launcher's isolated template) prepares for them before each fork.
 - :func:`release`: after reaping an isolated child, remove what its sandbox left (its
   cgroup, when its supervisor could not); :func:`sweep`: remove what sandboxes whose
   maker has ended left (e.g. a launcher's isolated template killed with it).
@@ -22,7 +25,8 @@ IPC kit or the layers above (the launcher applies it to a child it forked).
 
 from __future__ import annotations
 
-from childkit.sandbox._check import check_text, full_sandbox_available
+from childkit.sandbox import _forking as forking
+from childkit.sandbox._check import OPTIONAL_LAYERS, check_text, full_sandbox_available
 from childkit.sandbox._config import LAYERS, LayerStatus, ResourceLimits, SandboxConfig
 from childkit.sandbox._enter import (
     ISOLATION_UID_BASE,
@@ -103,6 +107,7 @@ __all__ = [
     "ISOLATION_UID_BASE",
     "LAYERS",
     "MEMORY_LIMIT_EXIT_CODE",
+    "OPTIONAL_LAYERS",
     "SHARED_UID",
     "LayerStatus",
     "ResourceLimits",
@@ -111,6 +116,7 @@ __all__ = [
     "check_text",
     "enter",
     "exit_reason",
+    "forking",
     "full_sandbox_available",
     "layer_report",
     "preload",
