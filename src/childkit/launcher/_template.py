@@ -176,13 +176,15 @@ class Launcher:
             return True
         return _launcher_child.refill_netns() or spare_wanted
 
-    def _take_spare(self) -> _spare.Spare | None:
-        # A spare leaves the pool for good: watched from now on as a child.
-        if not self._spares:
-            return None
-        pidfd, spare = self._spares.popitem()
-        self._poll.unregister(pidfd)
-        return spare
+    def _take_spare(self, ready: bool = True) -> _spare.Spare | None:
+        # A spare leaves the pool for good: watched from now on as a child. One still
+        # taking its pages is not taken for an order (a fork is quicker then).
+        for pidfd, spare in self._spares.items():
+            if not ready or spare.ready():
+                del self._spares[pidfd]
+                self._poll.unregister(pidfd)
+                return spare
+        return None
 
     def _drop_spare(self, spare: _spare.Spare) -> None:
         """End a spare (its order is not coming) and reap it; remove its cgroup."""
@@ -195,7 +197,7 @@ class Launcher:
         spare.release_unused()
 
     def _discard_spares(self) -> None:
-        while (spare := self._take_spare()) is not None:
+        while (spare := self._take_spare(ready=False)) is not None:
             self._drop_spare(spare)
 
     def _to_spare(self, header: dict[str, Any], channel: int) -> tuple[int, int | None] | None:
