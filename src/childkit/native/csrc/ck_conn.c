@@ -45,6 +45,7 @@ typedef struct job_s {
     int oneway;
     OHIPCParcel *data;
     uint64_t pid, uid;
+    int on_stack; /* the serve reader's own slot (a request it runs itself): not freed */
     struct job_s *next;
 } job_t;
 
@@ -100,7 +101,9 @@ struct ck__conn_s {
     pthread_cond_t follow;  /* the role is free, a watcher is wanted, or death */
     int role_taken;         /* a thread holds the role */
     uint64_t role_gen;      /* bumped each time the role changes hands */
-    int inline_running;     /* the holder runs a request and nobody reads the socket */
+    uint64_t inline_token;  /* atomic: while the holder runs a request (and nobody reads
+                             * the socket), the role_gen of its tenure; else 0. The holder
+                             * clears it without the lock when its request ends */
     uint64_t inline_gen;    /* bumped for each request run by the holder */
     int serve_threads;      /* threads in the serve loop (holder, followers, starting) */
     int followers;          /* of which waiting for the role */
@@ -110,7 +113,7 @@ struct ck__conn_s {
      * flush job, or the next sync request or release, sends them in one record, in order. */
     pthread_mutex_t send_lock;
     unsigned char *out;        /* guarded by send_lock, as the rest of the outbox */
-    size_t out_len, out_cap;
+    size_t out_len, out_cap;   /* out_len: written atomically (read without the lock) */
     int out_fds[CK__MAX_RECORD_FDS];
     size_t out_nfds;
     int flush_pending;
@@ -519,7 +522,8 @@ static int flush_locked(ck__conn_t *conn, const unsigned char *frame, size_t len
         }
         rc = send_record(conn->call_fd, conn->out, total, all, nf);
         close_all(conn->out_fds, conn->out_nfds);
-        conn->out_len = conn->out_nfds = 0;
+        conn->out_nfds = 0;
+        __atomic_store_n(&conn->out_len, 0, __ATOMIC_RELEASE); /* after the send */
         if (together || rc < 0) return rc;
     }
     return frame == NULL ? 0 : send_record(conn->call_fd, frame, len, fds, n_fds);
@@ -540,6 +544,10 @@ static void flush_job(void *arg) {
  * pending), so bursts of one-way requests go out as few records. 0, or -1. */
 static int call_send(ck__conn_t *conn, const unsigned char *frame, size_t len, const int *fds,
                      size_t n_fds, int defer) {
+    /* An empty outbox: whatever this thread queued before has been sent, so a frame that
+     * does not wait there goes out at once, without the lock. */
+    if (!defer && __atomic_load_n(&conn->out_len, __ATOMIC_ACQUIRE) == 0)
+        return send_record(conn->call_fd, frame, len, fds, n_fds);
     pthread_mutex_lock(&conn->send_lock);
     int rc = 0, schedule = 0;
     if (!defer) {
@@ -568,7 +576,7 @@ static int call_send(ck__conn_t *conn, const unsigned char *frame, size_t len, c
         }
         if (rc == 0) {
             memcpy(conn->out + conn->out_len, frame, len);
-            conn->out_len += len;
+            __atomic_store_n(&conn->out_len, conn->out_len + len, __ATOMIC_RELEASE);
             conn->out_nfds += n_fds;
             schedule = !conn->flush_pending;
             conn->flush_pending = 1;
@@ -709,7 +717,7 @@ static void run_job(job_t *job) {
 static void finish_job(job_t *job) {
     ck__conn_t *conn = job->conn;
     ck__stub_unref(job->export->stub);
-    free(job);
+    if (!job->on_stack) free(job);
     ck__conn_unref(conn);
 }
 
@@ -776,12 +784,15 @@ static int queue_job_locked(ck__conn_t *conn, job_t *job, todo_t *todo, size_t *
 static void want_watcher_locked(ck__conn_t *conn);
 
 /* Handles one record from the serve socket (its fds are handed on or closed); -1 with why
- * set ends the connection. A record that is one sync request to an idle object is not
- * queued: it comes back in *inline_job for this thread to run, marked as running in the
- * role's state (the role's generation in *inline_gen). */
+ * set ends the connection. *inline_job is the caller's job slot on entry: a record that is
+ * one sync request to an idle object is not queued but built there and comes back in
+ * *inline_job (else NULL) for this thread to run, marked as running in the role's state
+ * (the role's generation in *inline_gen). */
 static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size, int *fds,
                         size_t n_fds, const struct ucred *cred, int has_cred,
                         const char **why, job_t **inline_job, uint64_t *inline_gen) {
+    job_t *slot = *inline_job;
+    *inline_job = NULL;
     ck__frame_t *frames;
     long n = decode(buf, size, fds, n_fds, &frames, why);
     if (n < 0) return -1;
@@ -837,7 +848,10 @@ static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size,
             if (rc < 0) break; /* i stays the failed frame's: later frames' fds close below */
         } else if (f->type == CK__F_TRANSACTION) {
             export_t *e = find_export(conn, f->handle);
-            job_t *job = e != NULL ? malloc(sizeof *job) : NULL; /* every field set below */
+            /* A lone sync request to an idle object will run here: the caller's slot. */
+            int here = slot != NULL && n == 1 && e != NULL && !e->busy &&
+                       !(f->flags & CK__FLAG_ONEWAY);
+            job_t *job = e == NULL ? NULL : here ? slot : malloc(sizeof *job); /* set below */
             if (job == NULL) { /* its fds go (with the parcel that holds them, if made) */
                 if (pre_made) OH_IPCParcel_Destroy(pre); /* no objects: fine under the lock */
                 else close_all(fds + f->fd_start, f->n_fds);
@@ -852,6 +866,7 @@ static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size,
             }
             /* The job's references first: parcel_locked lets go of the lock for a while,
              * and a release in that time must not free the stub under us. */
+            job->on_stack = here;
             ck__conn_ref(conn);
             ck__stub_ref(e->stub);
             int prc = pre_made ? (pre != NULL ? 0 : -2)
@@ -859,7 +874,7 @@ static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size,
             if (pre_made) job->data = pre;
             pre_made = 0;
             if (prc < 0) {
-                free(job);
+                if (!here) free(job);
                 drop[n_drop++] = e->stub;
                 ck__conn_unref(conn); /* not the last: this thread holds one */
                 if (prc == -2) *why = "no memory for a request";
@@ -891,17 +906,19 @@ static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size,
     if (pre_made) OH_IPCParcel_Destroy(pre); /* its frame failed before taking it */
     /* A record that is one sync request to an idle object runs on this thread: no wait
      * for a work thread to wake. */
-    if (rc == 0 && n == 1 && n_todo == 1 && todo[0].fn == sync_job && inline_job != NULL) {
-        *inline_job = todo[0].job;
+    if (rc == 0 && n_todo == 1 && slot != NULL && todo[0].job == slot) {
+        *inline_job = slot;
         n_todo = 0;
         *inline_gen = conn->role_gen;
-        conn->inline_running = 1;
+        __atomic_store_n(&conn->inline_token, conn->role_gen, __ATOMIC_RELEASE);
         conn->inline_gen++;
         want_watcher_locked(conn);
     }
     pthread_mutex_unlock(&conn->lock);
     for (size_t k = 0; k < n_todo; k++) {
-        if (ck__pool_submit(todo[k].fn, todo[k].job) < 0) {
+        if (todo[k].job == slot) { /* in the slot, but the link is failing: still answered */
+            todo[k].fn(slot);
+        } else if (ck__pool_submit(todo[k].fn, todo[k].job) < 0) {
             *why = "no IPC work thread could start";
             todo[k].fn(todo[k].job); /* run here rather than lose it */
         }
@@ -959,7 +976,7 @@ static void want_watcher_locked(ck__conn_t *conn) {
 /* Gives the role up (guarded): one follower takes it, or a new thread if none waits. */
 static void release_role_locked(ck__conn_t *conn) {
     conn->role_taken = 0;
-    conn->inline_running = 0;
+    __atomic_store_n(&conn->inline_token, 0, __ATOMIC_RELEASE);
     if (conn->dead) return;
     if (conn->followers) pthread_cond_signal(&conn->follow);
     else add_follower_locked(conn);
@@ -970,7 +987,8 @@ void ck__serve_yield(void) {
     if (conn == NULL) return;
     inline_role.conn = NULL;
     pthread_mutex_lock(&conn->lock);
-    if (conn->role_gen == inline_role.gen && conn->inline_running) release_role_locked(conn);
+    if (__atomic_load_n(&conn->inline_token, __ATOMIC_ACQUIRE) == inline_role.gen)
+        release_role_locked(conn); /* still its own: not taken over meanwhile */
     pthread_mutex_unlock(&conn->lock);
 }
 
@@ -983,14 +1001,16 @@ static int take_role_locked(ck__conn_t *conn) {
     uint64_t seen = 0;
     int watch = 0;
     while (conn->role_taken && !conn->dead) {
-        if (watch && conn->inline_running && conn->inline_gen == seen) {
+        uint64_t token = __atomic_load_n(&conn->inline_token, __ATOMIC_ACQUIRE);
+        if (watch && token != 0 && conn->inline_gen == seen &&
+            __atomic_compare_exchange_n(&conn->inline_token, &token, 0, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
             conn->watching = 0; /* the same request for a whole period: take over */
-            conn->inline_running = 0;
             conn->role_gen++;
             return 0;
         }
         if (watch) conn->watching = 0;
-        watch = !conn->watching && conn->inline_running;
+        watch = !conn->watching && token != 0;
         conn->followers++;
         if (watch) {
             conn->watching = 1;
@@ -1032,7 +1052,7 @@ static void serve_loop(ck__conn_t *conn, int dedicated) {
         size_t n_fds = 0;
         struct ucred cred;
         int has_cred;
-        job_t *inline_job = NULL;
+        job_t slot, *inline_job = &slot; /* a request this thread runs lives here */
         ssize_t n = __atomic_load_n(&conn->dead, __ATOMIC_ACQUIRE)
                         ? 0 : recv_record(conn->serve_fd, buf, fds, &n_fds, &cred, &has_cred, &why);
         if (n <= 0) {
@@ -1056,12 +1076,11 @@ static void serve_loop(ck__conn_t *conn, int dedicated) {
         inline_role.gen = gen;
         sync_job(inline_job);
         inline_role.conn = NULL;
-        pthread_mutex_lock(&conn->lock);
-        if (conn->role_gen == gen && conn->inline_running && !conn->dead) {
-            conn->inline_running = 0; /* still the holder: read on */
-            pthread_mutex_unlock(&conn->lock);
+        uint64_t mine = gen; /* still the holder (nobody took over): read on, no lock */
+        if (__atomic_compare_exchange_n(&conn->inline_token, &mine, 0, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
             continue;
-        }
+        pthread_mutex_lock(&conn->lock);
         /* The role went to another thread: follow, or leave if another thread follows. */
         if (!dedicated && conn->followers > 0) goto out;
         if (take_role_locked(conn) < 0) goto out;
@@ -1069,7 +1088,7 @@ static void serve_loop(ck__conn_t *conn, int dedicated) {
     }
     /* failed: the holder gives the role up (nobody takes it: the link is closing) */
     conn->role_taken = 0;
-    conn->inline_running = 0;
+    __atomic_store_n(&conn->inline_token, 0, __ATOMIC_RELEASE);
 out:
     conn->serve_threads--;
     pthread_mutex_unlock(&conn->lock);
