@@ -1,7 +1,8 @@
 """The C kit under AddressSanitizer and UndefinedBehaviorSanitizer, with LeakSanitizer's
 check at exit: the parcel self-test, create/send/destroy rounds between C processes
-(objects, callbacks, death), and the hostile peer with its fuzzing. Any report fails the
-run (halt_on_error, exitcode 23)."""
+(objects, callbacks, death), and the hostile peer with its fuzzing; and the C-C self-test
+under ThreadSanitizer (the serve reader's role, callers reading their own replies, the
+outbox). Any report fails the run (halt_on_error, exitcode 23)."""
 
 from __future__ import annotations
 
@@ -55,3 +56,16 @@ def test_create_send_destroy_loop_without_leaks(asan: Build) -> None:
 def test_hostile_peer_under_sanitizers(asan: Build) -> None:
     result = _run(asan("hostile_peer", "hostile_peer.c"), "1000", stdin=corpus_input())
     check_outcomes(result.stdout)
+
+
+def test_threads_under_thread_sanitizer(cc: Build) -> None:
+    """Data races in the connection's threads: every call, callback, concurrent callers,
+    a request waiting for a later one, forwarding, timeouts and death, under TSan."""
+    exe = cc("tsan_ipc_selftest", ["ipc_selftest.c", *KIT_SOURCES], kit=False,
+             flags=["-fsanitize=thread", *KIT_INTERNAL_FLAGS])
+    env = {**os.environ, "TSAN_OPTIONS": "halt_on_error=1:exitcode=23"}
+    for args in ([], ["loop", "5"]):
+        result = subprocess.run([str(exe), *args], capture_output=True, text=True, env=env,
+                                timeout=900)
+        assert "ThreadSanitizer" not in result.stderr + result.stdout, result.stderr[-4000:]
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
