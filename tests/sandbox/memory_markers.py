@@ -12,9 +12,13 @@ same burst as a sibling, and prints the markers that child found as JSON:
 - ``sibling``: the params of another child started in the same burst (the launcher takes
   the waiting requests together, so a child forked from it holds the others).
 
-The burst is made certain: the launcher is stopped (SIGSTOP) until both requests wait on
-its socket, the searcher's first, so that the sibling's request is still waiting in the
-launcher's memory when the searcher is forked.
+The burst is made certain: the process that forks them is stopped (SIGSTOP) until both
+requests wait on its socket, the searcher's first, so that the sibling's request is
+still waiting in the forking process's memory when the searcher is forked. That process
+is the launcher for NORMAL children; for ISOLATED ones the isolated template, to which
+the application sends fork orders itself once the first isolated start has started it
+(each request goes into a channel of its own: what waits on the template's socket is
+the orders).
 """
 
 from __future__ import annotations
@@ -43,9 +47,10 @@ def _marker() -> str:
     return "CKMARK-" + secrets.token_hex(16)
 
 
-def _queued() -> int:
-    """Bytes sent to the launcher that it has not read yet (SIOCOUTQ of our end)."""
-    sock = manager()._sock
+def _queued(isolated: bool) -> int:
+    """Bytes sent to the forking process (the launcher, or the isolated template) that it
+    has not read yet (SIOCOUTQ of our end)."""
+    sock = manager()._template if isolated else manager()._sock
     assert sock is not None
     return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ,
                                               b"\0\0\0\0"))[0])
@@ -90,17 +95,19 @@ def main(mode: str) -> dict[str, Any]:
         except BaseException as exc:
             errors.append(exc)
 
-    os.kill(launcher, signal.SIGSTOP)
+    isolated = options is not None
+    forker = _isolated_templates(launcher)[0]["pid"] if isolated else launcher
+    os.kill(forker, signal.SIGSTOP)
     threads = []
     try:
         for name in ("searcher", "sibling"):
-            before = _queued()
+            before = _queued(isolated)
             thread = threading.Thread(target=start, args=(name,))
             thread.start()
             threads.append(thread)
-            assert wait_until(lambda b=before: _queued() > b or bool(errors)), name
+            assert wait_until(lambda b=before: _queued(isolated) > b or bool(errors)), name
     finally:
-        os.kill(launcher, signal.SIGCONT)
+        os.kill(forker, signal.SIGCONT)
     for thread in threads:
         thread.join()
     if errors:

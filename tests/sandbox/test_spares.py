@@ -1,4 +1,5 @@
-"""Spares (childkit.launcher._spare): isolated children forked before their order comes.
+"""The isolated start path: spares (childkit.launcher._spare), isolated children forked
+before their order comes, and orders sent by the application to the template itself.
 
 The isolated template keeps one spare while idle; once it has taken its own pages, the
 next isolated start becomes that process (its pid existed before the start call). A
@@ -112,3 +113,16 @@ def test_new_preload_modules_replace_the_spare(exits: Exits) -> None:
     template = _isolated_template()
     assert wait_until(lambda: spare not in _children(template), timeout=30)
     assert _run(exits) != spare
+
+
+def test_an_isolated_start_does_not_pass_through_the_launcher(exits: Exits) -> None:
+    """The application sends isolated requests to the isolated template itself (a
+    channel per request, a fork order on a socket of their own): with the launcher
+    stopped, an isolated child still starts (and a NORMAL one would wait)."""
+    _run(exits)  # the isolated template runs
+    launcher = childkit.prestart_launcher()
+    os.kill(launcher, signal.SIGSTOP)
+    try:
+        _run(exits)  # started, reported and reaped while the launcher was stopped
+    finally:
+        os.kill(launcher, signal.SIGCONT)

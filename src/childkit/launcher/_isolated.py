@@ -51,18 +51,22 @@ class IsolatedTemplate:
         self._proc: subprocess.Popen[bytes] | None = None
         self.sock: socket.socket | None = None
 
-    def start(self, sys_path: list[str], preload: list[str], answers: int) -> None:
+    def start(self, sys_path: list[str], preload: list[str], answers: int,
+              orders: int | None = None) -> None:
         """Start the template with an empty environment and configure it (its ``ready``
         comes later and is dropped); it answers on ``answers`` (the launcher's socket to
-        the application). OSError if it cannot be started."""
+        the application) and takes fork orders from ``orders`` too (the application's
+        socket for isolated requests). OSError if it cannot be started."""
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             for s in (mine, theirs):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, proto.SOCKET_BUFFER)
             self._proc = subprocess.Popen(
                 [sys.executable, "-I", "-c", _BOOT, _PACKAGE_ROOT, str(theirs.fileno()),
-                 str(os.getpid()), ROLE, str(answers)],
-                pass_fds=(theirs.fileno(), answers), stdin=subprocess.DEVNULL,
+                 str(os.getpid()), ROLE, str(answers),
+                 *([str(orders)] if orders is not None else [])],
+                pass_fds=(theirs.fileno(), answers, *([orders] if orders is not None else [])),
+                stdin=subprocess.DEVNULL,
                 close_fds=True, env={}, cwd="/")
             # Absolute: the template works in / (a relative entry such as "" would name
             # another directory there, and the preload modules would not be found).
@@ -81,20 +85,10 @@ class IsolatedTemplate:
         return self.sock is not None
 
     def relay(self, header: dict[str, Any], payload: bytes, fds: list[int]) -> None:
-        """Pass one isolated spawn request on: the request itself (its environment cut to
-        ``kept`` names with their values) into a channel of its own, and a fork order
-        with the channel's other end to the template. ``fds`` stay the caller's.
-        Raises OSError (or :class:`proto.RecordTooLarge`) if it cannot be passed on."""
+        """Pass one isolated spawn request on (:func:`send_order`; its environment
+        already cut to the kept names). Raises as :func:`send_order`."""
         assert self.sock is not None
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, proto.SOCKET_BUFFER)
-            proto.send(ours, header, payload, fds)
-            proto.send(self.sock, {"op": "spawn", "id": header.get("id"),
-                                   "sandbox": header["sandbox"]}, fds=[theirs.fileno()])
-        finally:
-            ours.close()
-            theirs.close()
+        send_order(self.sock, header, payload, fds)
 
     def preload(self, modules: list[Any]) -> None:
         """Have the template import more modules too (its answer is dropped)."""
@@ -116,13 +110,47 @@ class IsolatedTemplate:
         return still_open
 
     def close(self) -> None:
-        """End the template (end of file: it kills and reaps its children) and reap it."""
+        """End the template (end of file: it kills and reaps its children) and reap it.
+        Shut down, not only closed: the application holds a duplicate of this socket
+        (it sends fork orders on it itself), which must not keep the template waiting."""
         if self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # the template is gone already
             self.sock.close()
             self.sock = None
         if self._proc is not None:
             self._proc.wait()
             self._proc = None
+
+
+def send_order(template: socket.socket, header: dict[str, Any], payload: bytes,
+               fds: list[int]) -> None:
+    """Pass one isolated spawn request to the isolated template on ``template``: the
+    request itself (``header``, whose environment must already be cut to the names the
+    sandbox keeps, ``payload`` and ``fds``) into a channel of its own, and a fork order
+    with the channel's other end. ``fds`` stay the caller's. Raises OSError (or
+    :class:`proto.RecordTooLarge`, nothing sent) if it cannot be passed on. Used by the
+    launcher and, once it has the template's socket, by the application itself (one
+    process less on the start path)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, proto.SOCKET_BUFFER)
+        proto.send(ours, header, payload, fds)
+        proto.send(template, {"op": "spawn", "id": header.get("id"),
+                              "sandbox": header["sandbox"]}, fds=[theirs.fileno()])
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def kept_now(keep: tuple[str, ...]) -> dict[str, Any]:
+    """The ``env`` of an isolated request made in the application: of this process's
+    environment, only the ``keep`` names, all set (the template's environment is
+    empty)."""
+    return {"set": {name: os.environ[name] for name in keep if name in os.environ},
+            "unset": []}
 
 
 def kept_environment(header: dict[str, Any], keep: tuple[str, ...]) -> dict[str, Any]:

@@ -26,6 +26,13 @@ Launcher -> application:
 * ``{"op": "failed", "id", "message"}`` if no child could be forked.
 * ``{"op": "exited", "pid", "status"}`` with the raw wait status, after reaping.
 
+Isolated requests go on a second socket pair, made with the launcher: the application
+writes each request into a channel of its own and sends a fork order
+(``{"op": "spawn", "id", "sandbox"}`` with the channel's other end;
+:func:`childkit.launcher._isolated.send_order`). The launcher starts the isolated
+template when the first order waits there and hands it its end; the template answers
+(``forked``, ``failed``, ``exited``) on the application's control socket.
+
 Child -> starter, on the status pipe, then the pipe is closed: ``{"code": int,
 "message": str}``; code 0 (``NCP_NO_ERROR``) means the entry resolved (and, in IPC mode,
 ``on_connect()`` gave a stub and the connection is up).

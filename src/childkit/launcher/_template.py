@@ -68,7 +68,8 @@ class Launcher:
     """The template's state: the control socket and its live children (pidfd -> pid)."""
 
     def __init__(self, sock: socket.socket, isolated: bool = False,
-                 answers: socket.socket | None = None) -> None:
+                 answers: socket.socket | None = None,
+                 orders: socket.socket | None = None) -> None:
         self._sock = sock
         #: Where ``forked``, ``failed`` and ``exited`` go: the application's socket (the
         #: isolated template writes them there itself, sparing the start a relay).
@@ -77,6 +78,13 @@ class Launcher:
         self._children: dict[int, int] = {}
         self._poll = select.poll()
         self._poll.register(self._sock_fd, select.POLLIN)
+        #: Where the application sends isolated requests itself (a request in a channel
+        #: and a fork order: :func:`childkit.launcher._isolated.send_order`): the
+        #: launcher starts the isolated template once one waits there and hands it this
+        #: socket; the template reads its fork orders from it.
+        self._orders = orders
+        if orders is not None:
+            self._poll.register(orders.fileno(), select.POLLIN)
         #: This process is the isolated template (it gets fork orders, not requests).
         self._is_isolated = isolated
         #: The launcher's isolated template, started on the first isolated request.
@@ -149,8 +157,11 @@ class Launcher:
                     if fd in self._entering:
                         self._entered(fd)
                     elif fd == self._sock_fd:
-                        if not self._on_request():
+                        if not self._on_request(self._sock):
                             return
+                        refill = True
+                    elif self._orders is not None and fd == self._orders.fileno():
+                        self._on_orders()
                         refill = True
                     elif self._isolated.sock is not None and fd == self._isolated.sock.fileno():
                         if not self._isolated.pass_on(self._sock):
@@ -219,6 +230,11 @@ class Launcher:
         spare.close()  # it has its order; from now on it is watched as any child
         return spare.pid, entered
 
+    @property
+    def orders(self) -> socket.socket | None:
+        """The application's socket for isolated requests, while this process holds it."""
+        return self._orders
+
     def _idle_timeout(self) -> int:
         """How long poll waits before idle work (ms): not at all, unless a child is still
         entering its sandbox (then until it is, or at most :data:`ENTER_GRACE_S`)."""
@@ -243,10 +259,41 @@ class Launcher:
         for fd in list(self._entering):
             self._entered(fd)
 
-    def _on_request(self) -> bool:
+    def _on_orders(self) -> None:
+        """Fork orders wait on the application's orders socket: in the isolated template,
+        take them; in the launcher, start the template and hand it the socket (the
+        orders stay queued for it)."""
+        assert self._orders is not None
+        if self._is_isolated:
+            if not self._on_request(self._orders):  # the application closed it
+                self._poll.unregister(self._orders.fileno())
+                self._orders.close()
+                self._orders = None
+            return
+        self._poll.unregister(self._orders.fileno())
+        orders, self._orders = self._orders, None
+        try:
+            self._start_isolated(orders.fileno())
+        except OSError as exc:  # the waiting starts fail; later sends fail with EPIPE
+            records, _open = proto.recv_waiting(orders, MAX_BATCH)
+            for header, _payload, fds in records:
+                proto.close_fds(fds)
+                proto.send(self._sock, {"op": "failed", "id": header.get("id"), "message":
+                                        f"cannot start the isolated template: {exc}"})
+        finally:
+            orders.close()  # the template has its copy (or there is none: sends fail)
+
+    def _start_isolated(self, orders: int | None = None) -> None:
+        """Start the isolated template (handing it the application's ``orders`` socket)
+        and watch it. OSError if it cannot be started."""
+        self._isolated.start(self._sys_path, self._preloaded, self._sock_fd, orders)
+        assert self._isolated.sock is not None
+        self._poll.register(self._isolated.sock.fileno(), select.POLLIN)
+
+    def _on_request(self, sock: socket.socket) -> bool:
         # Every request already waiting is taken at once, so that a burst of starts is
         # forked back to back (see _spawn_batch); other requests keep their place.
-        records, still_open = proto.recv_waiting(self._sock, MAX_BATCH)
+        records, still_open = proto.recv_waiting(sock, MAX_BATCH)
         batch: list[proto.Record] = []
         try:
             while records:
@@ -349,9 +396,7 @@ class Launcher:
 
         try:
             if not self._isolated.started:
-                self._isolated.start(self._sys_path, self._preloaded, self._sock_fd)
-                assert self._isolated.sock is not None
-                self._poll.register(self._isolated.sock.fileno(), select.POLLIN)
+                self._start_isolated()
             own = dict(header, env=_isolated.kept_environment(header, SandboxConfig.keep_env))
             self._isolated.relay(own, payload, fds)
         except proto.RecordTooLarge as exc:
@@ -376,6 +421,8 @@ class Launcher:
         self._sock.detach()
         if self._answers is not self._sock:
             self._answers.detach()
+        if self._orders is not None:
+            self._orders.detach()
         self._children.clear()
 
     def _reap(self, pidfd: int) -> bool:
@@ -471,12 +518,17 @@ def _init_proctitle(title: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point: ``argv`` is ``[prog, CONTROL_FD, PARENT_PID]``, plus ``isolated`` for
-    the isolated template a launcher starts (:mod:`childkit.launcher._isolated`)."""
+    """Entry point: ``argv`` is ``[prog, CONTROL_FD, PARENT_PID, ORDERS_FD]`` (the last:
+    the application's socket for isolated requests), or, for the isolated template a
+    launcher starts (:mod:`childkit.launcher._isolated`), ``[prog, CONTROL_FD,
+    PARENT_PID, "isolated", ANSWERS_FD, ORDERS_FD]``."""
     _role.set_role("launcher")
     control_fd, parent_pid = int(argv[1]), int(argv[2])
     isolated = argv[3:4] == [_isolated.ROLE]
     answers = socket.socket(fileno=int(argv[4])) if isolated and len(argv) > 4 else None
+    # The application's socket for isolated requests (its fork orders, in the template).
+    at = 5 if isolated else 3
+    orders = socket.socket(fileno=int(argv[at])) if len(argv) > at else None
     # Die with the application's manager thread; if it is already gone, stop now.
     _sysutil.set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != parent_pid:
@@ -487,14 +539,15 @@ def main(argv: list[str]) -> int:
     # After the title, which may have set it too.
     _sysutil.set_comm("childkit-isolat" if isolated else "childkit-launch")
     sock = socket.socket(fileno=control_fd)
-    launcher = Launcher(sock, isolated, answers)
+    launcher = Launcher(sock, isolated, answers, orders)
     try:
         if launcher.configure():
             launcher.run()
     finally:
         sock.close()
-        if answers is not None:
-            answers.close()
+        for other in (answers, launcher.orders):
+            if other is not None:
+                other.close()
     return 0
 
 

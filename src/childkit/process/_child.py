@@ -40,6 +40,18 @@ def absolute_sys_path() -> list[str]:
             for p in sys.path if isinstance(p, str)]
 
 
+def env_changes(base: dict[str, str]) -> dict[str, Any] | None:
+    """What a child must change in ``base`` (the environment the launcher started with)
+    to have this process's current one (``{"set": {...}, "unset": [...]}``), or ``None``
+    if nothing: children see ``os.environ`` as it is at the start call, as a forked
+    process would."""
+    current = dict(os.environ)
+    if current == base:
+        return None
+    return {"set": {k: v for k, v in current.items() if base.get(k) != v},
+            "unset": [k for k in base if k not in current]}
+
+
 def start_cwd() -> str:
     """The directory a child starts in: this process's (``/`` if it has none)."""
     try:

@@ -40,8 +40,16 @@ from typing import Any
 
 from childkit.common import _role as _role
 from childkit.common._errors import ChildkitError, ErrCode
+from childkit.launcher import _isolated
 from childkit.launcher import _protocol as proto
-from childkit.process._child import Child, Mode, absolute_sys_path, describe_exit, start_cwd
+from childkit.process._child import (
+    Child,
+    Mode,
+    absolute_sys_path,
+    describe_exit,
+    env_changes,
+    start_cwd,
+)
 from childkit.process._exit import ChildExitInfo, ExitCallbacks
 
 _log = logging.getLogger("childkit")
@@ -54,8 +62,7 @@ START_TIMEOUT = 30.0
 LAUNCHER_TIMEOUT = 60.0
 #: Seconds to wait for a child that failed to start (and so exits at once) to be reaped.
 _REAP_TIMEOUT = 10.0
-#: After its launcher died, how long the cgroups of its isolated template's sandboxes
-#: may wait for their orphaned processes to be reaped (by pid 1) before being removed.
+#: How long a dead launcher's sandbox cgroups wait for pid 1 to reap their orphans.
 _SWEEP_PATIENCE_S = 5.0
 
 
@@ -124,7 +131,7 @@ class Manager:
         self.exit_callbacks = ExitCallbacks()
         self._preload: list[str] = []
         # The environment the launcher was started with: a child gets the changes made
-        # to os.environ since (see _env_changes).
+        # to os.environ since (see env_changes).
         self._launcher_env: dict[str, str] = {}
         # Launcher state: "idle" (none), "starting", "ready".
         self._state = "idle"
@@ -135,9 +142,10 @@ class Manager:
         self._thread: threading.Thread | None = None
         self._closing = False
         self._stopping = False  # stop(): the manager thread ends instead of waiting
-        #: An isolated child was asked of the current launcher (whose isolated template
-        #: makes cgroups, which it may leave behind if it is killed).
+        #: An isolated child was asked of this launcher (its template makes cgroups).
         self._isolated_asked = False
+        #: Where isolated requests go (to the launcher's isolated template).
+        self._template: socket.socket | None = None
 
     # ------------------------------------------------------------------ slots
     def reserve(self) -> Slot:
@@ -212,13 +220,20 @@ class Manager:
                     "cwd": start_cwd(), "sys_path": absolute_sys_path(),
                     "sandbox": sandbox,
                 }
-                env = self._env_changes()
+                env = env_changes(self._launcher_env)
                 if env is not None:
                     header["env"] = env
+                template = None
                 if sandbox is not None:
                     self._isolated_asked = True
+                    template = self._template
+                    if template is not None:  # the environment it keeps, nothing more
+                        from childkit.sandbox import SandboxConfig
+
+                        header["env"] = _isolated.kept_now(SandboxConfig.keep_env)
                 try:
-                    self._send(sock, header, params.encode("utf-8"), [status_w, *fds])
+                    self._send(sock, header, params.encode("utf-8"), [status_w, *fds],
+                               template)
                 finally:
                     os.close(status_w)
                 failure: BaseException | None = None
@@ -242,21 +257,13 @@ class Manager:
         finally:
             slot.release()  # a no-op once the slot went to the forked child
 
-    def _env_changes(self) -> dict[str, Any] | None:
-        """What a child must change in the launcher's environment to have this process's
-        current one (``{"set": {...}, "unset": [...]}``), or ``None`` if nothing: children
-        see ``os.environ`` as it is at the start call, as a forked process would."""
-        current = dict(os.environ)
-        base = self._launcher_env
-        if current == base:
-            return None
-        return {"set": {k: v for k, v in current.items() if base.get(k) != v},
-                "unset": [k for k in base if k not in current]}
-
     def _send(self, sock: socket.socket, header: dict[str, Any], payload: bytes,
-              fds: list[int]) -> None:
+              fds: list[int], template: socket.socket | None = None) -> None:
         try:
-            proto.send(sock, header, payload, fds)
+            if template is not None:
+                _isolated.send_order(template, header, payload, fds)
+            else:
+                proto.send(sock, header, payload, fds)
         except proto.RecordTooLarge as exc:
             with self._lock:
                 self._pending.pop(header["id"], None)
@@ -459,23 +466,27 @@ class Manager:
                     _log.exception("childkit: cleaning up after the launcher failed")
 
     def _start_launcher(self) -> tuple[subprocess.Popen[bytes], socket.socket]:
+        # Two socket pairs: the control socket, and where isolated requests go (the
+        # launcher hands its end to the isolated template it starts for the first one).
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        for s in (mine, theirs):
+        orders, their_orders = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for s in (mine, theirs, orders, their_orders):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, proto.SOCKET_BUFFER)
         try:
             env = dict(os.environ)
             proc = subprocess.Popen(
                 [sys.executable, "-c", _LAUNCHER_BOOT, _PACKAGE_ROOT, str(theirs.fileno()),
-                 str(os.getpid())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, close_fds=True,
-                env=env,
-            )
+                 str(os.getpid()), str(their_orders.fileno())],
+                pass_fds=(theirs.fileno(), their_orders.fileno()), stdin=subprocess.DEVNULL,
+                close_fds=True, env=env)
             self._launcher_env = env
         except BaseException:
             mine.close()
+            orders.close()
             raise
         finally:
             theirs.close()
+            their_orders.close()
         try:
             with self._lock:
                 preload = list(self._preload)
@@ -492,6 +503,7 @@ class Manager:
                 raise proto.ProtocolError(f"expected ready, got {header['op']!r}")
         except BaseException:
             mine.close()
+            orders.close()
             proc.kill()
             proc.wait()
             raise
@@ -499,6 +511,7 @@ class Manager:
             _log.warning("childkit launcher could not preload %s", problem)
         with self._cond:
             self._sock = mine
+            self._template = orders
             self._launcher_pid = proc.pid
             self._state = "ready"
             self._cond.notify_all()
@@ -588,10 +601,13 @@ class Manager:
         with self._cond:
             self._state = "idle"
             self._sock = None
+            template, self._template = self._template, None
             pending = list(self._pending.values())
             self._pending.clear()
             children = list(self._children.values())
             self._cond.notify_all()
+        if template is not None:
+            template.close()
         closing = self._closing
         if not closing:
             _log.warning("childkit launcher (pid %d) exited; its children died with it", proc.pid)
@@ -614,10 +630,8 @@ class Manager:
             if child.pidfd >= 0:
                 select.select([child.pidfd], [], [], max(0.0, deadline - time.monotonic()))
         if self._isolated_asked:
-            # An isolated template killed with its launcher could not remove its cgroups
-            # (made ahead, or its children's): remove them now, before anyone hears of
-            # the children's end (waiting, a few seconds at most, for the orphaned
-            # sandbox processes to be reaped by pid 1).
+            # Its isolated template, killed with it, left its cgroups: removed before
+            # anyone hears of the children's end.
             self._isolated_asked = False
             from childkit.sandbox import sweep
 
