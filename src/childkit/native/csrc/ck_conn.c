@@ -5,18 +5,21 @@
  * frames (ck_frame.c), so either side of a link may be C or Python.
  *
  * Threads:
- *  - the serve reader (one per connection) reads the peer's records: HELLO, RELEASE, and
- *    requests, which it hands to the work threads (ck_pool.c); one-way requests to an
- *    object run in order on one thread at a time (a sync request to an object with one-way
- *    requests pending waits in the same queue);
+ *  - the serve reader: one thread at a time holds the reading role of the serve socket
+ *    (see "the serve reader" below) and reads the peer's records: HELLO, RELEASE, and
+ *    requests. A record that is one sync request to an idle object runs on the holder
+ *    itself; other requests go to the work threads (ck_pool.c), one-way requests to an
+ *    object in order, one at a time (a sync request to an object with one-way requests
+ *    pending waits in the same queue). A follower thread watches the holder while it runs
+ *    a request, and takes the role over if the request calls out or runs long;
  *  - sync callers read their own replies: one caller at a time reads the call socket and
- *    hands the others their replies (no thread hop for a lone caller).
+ *    hands each other caller its reply (no thread hop for a lone caller).
  * Any protocol error, EOF or failed send closes the connection (ck__conn_close): every
  * call fails with OH_IPC_DEAD_REMOTE_OBJECT and each death recipient runs once, on a
  * thread of its own.
  *
  * Ownership: the connection owns both sockets (closed when its last reference goes).
- * References: the starter's, the serve reader's, one per remote and per queued job.
+ * References: the starter's, each serve-loop thread's, one per remote and per queued job.
  * Everything below marked "guarded" is guarded by lock.
  */
 #include <errno.h>
