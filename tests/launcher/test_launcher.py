@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,6 +64,13 @@ def test_one_single_threaded_launcher_forks_every_child() -> None:
             os.close(hold_w)
 
 
+def _a_new_launcher_starts(rec: Any) -> None:
+    """The next start brings up a new launcher."""
+    again = childkit.start_native_child_process(
+        "workers.args_entries:exit_with", ChildProcessArgs("4"))
+    assert rec.wait_for(again).exit_code == 4
+
+
 def test_launcher_death_kills_its_children_and_a_new_one_starts() -> None:
     old = launcher_pid()
     hold_r, hold_w = os.pipe()
@@ -74,10 +82,7 @@ def test_launcher_death_kills_its_children_and_a_new_one_starts() -> None:
             # The child dies with its launcher and is reported as killed.
             assert rec.wait_for(pid).signal == signal.SIGKILL
             assert wait_until(lambda: is_gone(pid))
-            # The next start brings up a new launcher.
-            again = childkit.start_native_child_process(
-                "workers.args_entries:exit_with", ChildProcessArgs("4"))
-            assert rec.wait_for(again).exit_code == 4
+            _a_new_launcher_starts(rec)
     finally:
         os.close(hold_r)
         os.close(hold_w)
@@ -129,9 +134,7 @@ def test_launcher_death_takes_its_isolated_template_and_its_cgroups() -> None:
                         if g.rsplit("/", 1)[-1].startswith(f"{_cgroups.PREFIX}{template}-")]
             for gone in (template, *spares, pid):
                 assert wait_until(lambda gone=gone: is_gone(gone)), gone
-            again = childkit.start_native_child_process(
-                "workers.args_entries:exit_with", ChildProcessArgs("4"))
-            assert rec.wait_for(again).exit_code == 4
+            _a_new_launcher_starts(rec)
     finally:
         os.close(hold_r)
         os.close(hold_w)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import childkit
@@ -37,3 +38,24 @@ class Exits:
         """The pids whose exit was reported so far."""
         with self._cond:
             return set(self._infos)
+
+
+def run_to_end(exits: Exits, entry: str, params: str,
+               options: childkit.ChildProcessOptions | None) -> tuple[int, bytes]:
+    """Start an args-mode child with an "out" pipe, read what it writes until end of file
+    and wait for its exit; returns its pid and what it wrote."""
+    r, w = os.pipe()
+    chunks = []
+    try:
+        pid = childkit.start_native_child_process(
+            entry, childkit.ChildProcessArgs(params, {"out": w}), options)
+        os.close(w)
+        w = -1
+        while chunk := os.read(r, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+    exits.wait(pid)
+    return pid, b"".join(chunks)

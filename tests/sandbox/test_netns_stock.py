@@ -20,7 +20,7 @@ from typing import Any
 import escape_actions as ea
 import pytest
 import sandbox_harness as harness
-from exit_waiter import Exits
+from exit_waiter import Exits, run_to_end
 
 import childkit
 from childkit import ChildProcessArgs, ChildProcessOptions, IsolationMode
@@ -56,19 +56,7 @@ def _net_fds(pid: int) -> int:
 def _stocked_launcher(exits: Exits) -> None:
     """Start (and end) an isolated child, then, as root, wait until the isolated template
     has filled its stock (its own namespace's fd and STOCK_SIZE fresh ones)."""
-    r, w = os.pipe()
-    try:
-        pid = childkit.start_native_child_process(
-            ENTRY, ChildProcessArgs(_params("namespace_fds"), {"out": w}), ISOLATED)
-        os.close(w)
-        w = -1
-        while os.read(r, 65536):
-            pass
-    finally:
-        os.close(r)
-        if w >= 0:
-            os.close(w)
-    exits.wait(pid)
+    run_to_end(exits, ENTRY, _params("namespace_fds"), ISOLATED)
     if not ROOT:
         return
     template = _isolated_template(childkit.prestart_launcher())
@@ -191,21 +179,8 @@ def test_no_namespace_fd_of_the_launcher_reaches_a_child(
     root, templates), a child holds no namespace fd at all."""
     _stocked_launcher(exits)
     for _ in range(2):
-        r, w = os.pipe()
-        try:
-            pid = childkit.start_native_child_process(
-                ENTRY, ChildProcessArgs(_params("namespace_fds"), {"out": w}), options)
-            os.close(w)
-            w = -1
-            chunks = []
-            while chunk := os.read(r, 65536):
-                chunks.append(chunk)
-        finally:
-            os.close(r)
-            if w >= 0:
-                os.close(w)
-        exits.wait(pid)
-        report = json.loads(b"".join(chunks))
+        pid, out = run_to_end(exits, ENTRY, _params("namespace_fds"), options)
+        report = json.loads(out)
         assert report == {"ok": True, "result": "[]"}, f"child {pid}: {report}"
 
 

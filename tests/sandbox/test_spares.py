@@ -16,10 +16,10 @@ import signal
 from collections.abc import Iterator
 
 import pytest
-from exit_waiter import Exits
+from exit_waiter import Exits, run_to_end
 
 import childkit
-from childkit import ChildProcessArgs, ChildProcessOptions, IsolationMode
+from childkit import ChildProcessOptions, IsolationMode
 from childkit.launcher import _spare
 from childkit.sandbox import _cgroups
 from leakcheck import wait_until
@@ -51,18 +51,7 @@ def _isolated_template() -> int:
 
 def _run(exits: Exits) -> int:
     """Start an isolated child, read its report to the end, wait for its exit."""
-    r, w = os.pipe()
-    try:
-        pid = childkit.start_native_child_process(ENTRY, ChildProcessArgs("", {"out": w}),
-                                                  ISOLATED)
-        os.close(w)
-        w = -1
-        while os.read(r, 65536):
-            pass
-    finally:
-        os.close(r)
-        if w >= 0:
-            os.close(w)
+    pid, _report = run_to_end(exits, ENTRY, "", ISOLATED)
     info = exits.wait(pid)
     assert info.exit_code == 0, info
     return pid
