@@ -27,11 +27,12 @@ import os
 import select
 import socket
 import threading
+from collections.abc import Callable
 
 from childkit.ipc import _busypoll, _wire
 from childkit.ipc._busypoll import PREEMPTED_NS, BusyPoll, lost_cpu
 from childkit.ipc._errors import IPCError, IPCErrorCode, ProtocolError
-from childkit.ipc._fdutil import close_fds
+from childkit.ipc._fdutil import close_fds, received_fds
 from childkit.ipc._objects import ObjectTable
 from childkit.ipc._oneway import OnewayQueues, Request
 from childkit.ipc._option import ASYNC_OPTION, SYNC_OPTION
@@ -45,6 +46,7 @@ from childkit.ipc._transport import (
     NO_FDS,
     RECV_FLAGS,
     RETRY_LATER,
+    SNDBUF,
     TRUNCATED,
     Outgoing,
     Record,
@@ -81,30 +83,95 @@ class ReplyBatch:
 class Server:
     """Reads the peer's requests from the serve socket, runs them, sends the replies."""
 
-    def __init__(self, transport: Transport, table: ObjectTable, pool: IPCThreadPool) -> None:
+    def __init__(self, transport: Transport, table: ObjectTable, pool: IPCThreadPool,
+                 sock: socket.socket | None = None, main: Server | None = None) -> None:
         self.transport = transport
         self.table = table
         self.pool = pool
-        self.lock = threading.Lock()
-        self.polling = False  # a thread polls the serve socket (set under the lock)
+        #: The socket served: the main serve socket, or a channel's (then ``main`` is the
+        #: main socket's server, whose one-way queues, lock and poll turn are shared).
+        self.sock = transport.serve if sock is None else sock
+        self.fd = self.sock.fileno()
+        self.main: Server = self if main is None else main
+        # Only the main socket's replies count for release ordering (see _wire.Release).
+        self.counts_replies = main is None
+        self.lock: threading.Lock = threading.Lock() if main is None else main.lock
+        # A thread polls one of the connection's serve sockets (main's, set under the lock).
+        self.polling = False
         # After answering a plain request inline, a work thread polls the serve socket for
         # the next one (one thread at a time: a poll object is not reentrant).
         self.poller = select.poll()
-        self.poller.register(transport.serve_fd, select.POLLIN)
+        self.poller.register(self.fd, select.POLLIN)
         self.busy_poll = BusyPoll()
         # How long the last plain request answered inline ran (ns), and when it started.
         self.last_run_ns = 0
         self.run_started = 0
         self.idle_since = 0  # when polling for the next request gave up (ns)
-        self.oneway = OnewayQueues(transport, table, self.dispatch, self._rearm)
-        self.replies = ReplyQueue(transport)  # replies that found no room, never waited for
-        # The peer's greeting.
+        self.oneway: OnewayQueues = (OnewayQueues(transport, table, self.dispatch, self._rearm)
+                                     if main is None else main.oneway)
+        # Replies that found no room, never waited for.
+        self.replies = ReplyQueue(transport, self.sock)
+        # The peer's greeting (main's).
         self.hello = threading.Event()
         self.greeted = False
         self.peer_has_root = False
+        #: Extra channels this side accepts from the peer (its HELLO says so), and the
+        #: servers of those it opened (main's; under the lock).
+        self.accepts = 0
+        self.channels: list[Server] = []
+        #: Told how many extra channels the peer accepts, when its greeting arrives.
+        self.on_greeting: Callable[[int], None] = lambda channels: None
 
     def _rearm(self) -> None:
         self.pool.rearm(self.transport.serve_fd)
+
+    # ------------------------------------------------------------------ channels
+    def open_channel(self, fd: int) -> None:
+        """Serve the extra channel whose socket ``fd`` (owned now) a CHANNEL frame brought;
+        a protocol error (the link closes) if it is not a SOCK_SEQPACKET socket or more
+        channels than this side accepts."""
+        t = self.transport
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            os.close(fd)
+            t.protocol_error("a channel frame carried an fd that is not a socket")
+            return
+        if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_SEQPACKET:
+            sock.close()
+            t.protocol_error("a channel frame carried a socket that is not AF_UNIX "
+                             "SOCK_SEQPACKET")
+            return
+        with self.lock:
+            over = len(self.channels) >= self.accepts
+            if not over:
+                server = ChannelServer(t, self.table, self.pool, sock, self)
+                self.channels.append(server)
+        if over:
+            sock.close()
+            t.protocol_error(f"the peer opened more than the {self.accepts} extra channels "
+                             f"this side accepts")
+            return
+        try:
+            sock.setblocking(False)  # as the main serve socket: read when epoll says so
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
+        except OSError:
+            pass
+        if not t.add_channel_socket(sock):  # closed meanwhile
+            sock.close()
+            return
+        self.pool.register(server.fd, server.on_readable)
+        if t.closed:  # closed while registering: the close may have missed it
+            self.pool.unregister(server.fd)
+
+    def close_channels(self) -> None:
+        """The link closed: stop serving every channel (their sockets close with the
+        link's, see Transport.close_sockets_if_idle_locked)."""
+        with self.lock:
+            servers = list(self.channels)
+        for server in servers:
+            self.pool.unregister(server.fd)
+            server.replies.close()
 
     # ------------------------------------------------------------------ reading
     def on_readable(self) -> None:
@@ -126,9 +193,10 @@ class Server:
         size, ancillary data and flags; ``None`` (re-armed) if nothing was there."""
         t = self.transport
         try:
-            n, anc, flags, _ = t.serve.recvmsg_into([recv_buffers.buf], ANC_SPACE, RECV_FLAGS)
+            n, anc, flags, _ = self.sock.recvmsg_into([recv_buffers.buf], ANC_SPACE,
+                                                      RECV_FLAGS)
         except (BlockingIOError, InterruptedError):
-            self.pool.rearm(t.serve_fd)
+            self.pool.rearm(self.fd)
             return None
         except OSError as exc:
             t.fail(f"receiving failed: {exc.strerror or exc}")
@@ -144,19 +212,20 @@ class Server:
         or the link closed)."""
         t = self.transport
         pool = self.pool
-        fd = t.serve_fd
+        fd = self.fd
         disarmed = pool.unhold(fd)
         waiter = self.busy_poll
         started = _now_ns()
         self.last_run_ns = started - self.run_started
         end = 0
         lock = self.lock
+        main = self.main
         lock.acquire()
-        if reply:
+        if reply and self.counts_replies:
             t.replies_sent += 1  # counted before it is sent (see send_reply)
-        if waiter.window_ns and not t.closed and not self.polling:
+        if waiter.window_ns and not t.closed and not main.polling:
             end = waiter.poll_end(started)
-            self.polling = end != 0  # one poller per connection at a time
+            main.polling = end != 0  # one poller per connection at a time
         lock.release()
         if not end:
             if disarmed:
@@ -177,7 +246,7 @@ class Server:
                 if not disarmed:
                     pool.disarm(fd)
                 n, anc, flags, seen, err = exchange_slowly(
-                    t.serve, self.poller.poll, fd, reply, buf, started, end,
+                    self.sock, self.poller.poll, fd, reply, buf, started, end,
                     wait_for_room=False)
         except BlockingIOError:  # the peer reads slowly: wait for room, do not poll
             pool.rearm(fd)
@@ -188,7 +257,7 @@ class Server:
             t.fail(f"sending a reply failed: {exc.strerror or exc}")
             return None
         finally:
-            self.polling = False
+            main.polling = False
         if n >= 0:
             if seen <= 0:  # it came after the window: adapt to how late
                 waiter.waited(_now_ns() - started)
@@ -227,9 +296,9 @@ class Server:
                 # is re-armed now, so other threads may serve the connection meanwhile.
                 now = _now_ns()
                 if self.busy_poll.window_ns and self.last_run_ns < _HOLD_RUNS_NS:
-                    self.pool.hold(t.serve_fd)
+                    self.pool.hold(self.fd)
                 else:
-                    self.pool.rearm(t.serve_fd)
+                    self.pool.rearm(self.fd)
                 self.run_started = now
                 # A large one's parcel takes the buffer it was read into, not a copy.
                 data = (MessageParcel._from_wire(buf[_wire.TXN_DATA_OFFSET:n], [], [])
@@ -253,11 +322,12 @@ class Server:
                     and not frame.objects
                     and frame.handle not in oneway.busy):
                 # One sync request with fds: run it on this thread, as above.
-                self.pool.rearm(t.serve_fd)
+                self.pool.rearm(self.fd)
                 self.dispatch(frame, [])
                 return b""
         sync: list[Request] = []
         drain: list[int] = []
+        opened: list[int] = []  # the fds of CHANNEL frames: new channels to serve
         error = ""
         table = self.table
         with oneway.lock:
@@ -285,17 +355,20 @@ class Server:
                             raise ProtocolError("second hello from the peer")
                         self.greeted = True
                         self.peer_has_root = frame.has_root
+                        self.on_greeting(frame.channels)
                         self.hello.set()
                         try:  # credentials were for the greeting; stop paying for them
                             t.serve.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
                         except OSError:
                             pass
+                    elif isinstance(frame, _wire.Channel):
+                        opened.extend(frame.fds)
                     else:
                         raise ProtocolError("a reply arrived on the serve socket")
                 except ProtocolError as exc:
                     error = exc.message
                     for rest in frames[i:]:
-                        if isinstance(rest, (_wire.Transaction, _wire.Reply)):
+                        if isinstance(rest, (_wire.Transaction, _wire.Reply, _wire.Channel)):
                             close_fds(rest.fds)
                     break
             # Backpressure: while a one-way queue that another thread drains is too long,
@@ -305,10 +378,12 @@ class Server:
                     {f.handle for f in frames
                      if isinstance(f, _wire.Transaction) and f.oneway} - set(drain), drain)
         if error:
-            close_fds([fd for f, _objs in sync for fd in f.fds])
+            close_fds([fd for f, _objs in sync for fd in f.fds] + opened)
             t.protocol_error(error)
             return None
-        self.pool.rearm(t.serve_fd)
+        for fd in opened:
+            self.open_channel(fd)
+        self.pool.rearm(self.fd)
         try:
             if len(sync) > 1:
                 self.run_batch(sync)
@@ -392,8 +467,8 @@ class Server:
                 stub, code, parcel, SYNC_OPTION, t.peer_pid, t.peer_uid, local=False)
         except StubEscaped as esc:
             # Answered first, the socket given back to the pool; the exception then goes on.
-            if self.pool.unhold(t.serve_fd):
-                self.pool.rearm(t.serve_fd)
+            if self.pool.unhold(self.fd):
+                self.pool.rearm(self.fd)
             self.send_reply(_wire.encode_error_reply(seq, esc.status, esc.detail), [])
             raise esc.exc from None
         if parcel._owner is None:
@@ -468,10 +543,11 @@ class Server:
             for parcel in parcels:
                 parcel.close()
             return
-        lock = self.lock
-        lock.acquire()
-        t.replies_sent += len(chunks)  # counted before they go (see send_reply)
-        lock.release()
+        if self.counts_replies:
+            lock = self.lock
+            lock.acquire()
+            t.replies_sent += len(chunks)  # counted before they go (see send_reply)
+            lock.release()
         self.replies.send(b"".join(chunks), fds, parcels)  # closes the parcels once sent
 
     def send_reply(self, chunk: bytes, fds: list[int], parcel: MessageParcel | None = None,
@@ -486,10 +562,11 @@ class Server:
         # Counted before it is sent, so that any release computed after it went out carries
         # a count that includes it: replies may finish sending in another order than they
         # started, and a count of finished ones could miss this one (see _wire.Release).
-        lock = self.lock
-        lock.acquire()
-        t.replies_sent += 1
-        lock.release()
+        if self.counts_replies:
+            lock = self.lock
+            lock.acquire()
+            t.replies_sent += 1
+            lock.release()
         self.replies.send(chunk, fds, _NO_PARCELS if parcel is None else [parcel])
 
     def send_reply_record(self, chunk: Outgoing) -> None:
@@ -498,3 +575,51 @@ class Server:
         if isinstance(chunk, tuple):  # not sent in an exchange: the queue takes one piece
             chunk = b"".join(chunk)
         self.replies.send(chunk, NO_FDS, _NO_PARCELS)
+
+
+class ChannelServer(Server):
+    """The server of one extra channel the peer opened: each record is one plain sync
+    request (no fds, no objects), run on the thread that read it; anything else closes
+    the link. Its replies do not count for release ordering (``ObjectTable.apply_release``
+    orders releases after the channel replies in flight instead)."""
+
+    def serve_record(self, n: int, anc: list[tuple[int, int, bytes]], flags: int,
+                     ) -> Outgoing | None:
+        buf = recv_buffers.buf
+        t = self.transport
+        if self.idle_since:
+            self.busy_poll.waited(_now_ns() - self.idle_since)
+            self.idle_since = 0
+        simple = (_wire.simple_request(buf, n) if not anc and not flags & TRUNCATED
+                  else None)
+        if simple is None:
+            if n == 0 and not anc and not flags & TRUNCATED:
+                t.fail("the peer closed the connection")
+            else:
+                close_fds(received_fds(anc) if anc else [])
+                t.protocol_error("a channel carries one plain sync request per record")
+            return None
+        seq, handle, code = simple
+        oneway = self.oneway
+        if handle in oneway.busy:
+            # One-way requests to its object are pending: it runs after them, in their
+            # queue, answered on this channel.
+            frame = _wire.Transaction(seq, handle, code, False,
+                                      bytes(buf[_wire.TXN_DATA_OFFSET:n]), [], [])
+            with oneway.lock:
+                queued = not oneway.closed and handle in oneway.busy
+                if queued:
+                    oneway.enqueue_locked(handle, (frame, [], self.dispatch), 1)
+            self.pool.rearm(self.fd)
+            if not queued and not oneway.closed:
+                self.dispatch(frame, [])  # drained meanwhile: run it here
+            return None
+        if self.busy_poll.window_ns and self.last_run_ns < _HOLD_RUNS_NS:
+            self.pool.hold(self.fd)
+        else:
+            self.pool.rearm(self.fd)
+        self.run_started = _now_ns()
+        data = (MessageParcel._from_wire(buf[_wire.TXN_DATA_OFFSET:n], [], [])
+                if n < ADOPT_REQUEST
+                else MessageParcel._adopt(*adopt_buffer(_wire.TXN_DATA_OFFSET, n)))
+        return self.answer_plain(seq, handle, code, data)

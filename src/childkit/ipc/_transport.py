@@ -72,7 +72,8 @@ exchange: Callable[..., tuple[int, list[tuple[int, int, bytes]], int, int, int]]
     _accel.speedups.exchange if _accel.speedups is not None else None)
 release_holds: Callable[[], None] | None = (
     _accel.speedups.release_holds if _accel.speedups is not None else None)
-_SNDBUF = 1 << 20
+#: The send buffer every socket of a connection asks for (a full record fits with room).
+SNDBUF = 1 << 20
 #: One-way frames that may wait to be written before their senders block.
 WRITE_BACKLOG = 8192
 #: The fd list of every queued frame that carries none (shared: it is only ever read).
@@ -229,7 +230,7 @@ class Transport:
             if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_SEQPACKET:
                 raise ParamError("a connection needs AF_UNIX SOCK_SEQPACKET sockets")
             try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SNDBUF)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
             except OSError:
                 pass
         # The call socket blocks: a caller with no timeout sleeps in recvmsg itself, one
@@ -261,6 +262,9 @@ class Transport:
         self.writing = False
         self.replies_sent = 0
         self.replies_received = 0
+        # The serve ends of the extra channels the peer opened (see _channels): closed
+        # with the link's own sockets, once nobody is inside a socket call.
+        self.channel_socks: list[socket.socket] = []
 
     # ------------------------------------------------------------------ lifecycle
     def dead(self) -> DeadRemoteObjectError:
@@ -284,22 +288,35 @@ class Transport:
         return queued_fds
 
     def shutdown_sockets(self) -> None:
-        """Wake every thread blocked on either socket (after :meth:`mark_closed_locked`)."""
-        for sock in (self.call, self.serve):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        """Wake every thread blocked on a socket (after :meth:`mark_closed_locked`)."""
         with self.lock:
+            socks = [self.call, self.serve, *self.channel_socks] if self.sockets_open else []
+            for sock in socks:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
             self.close_sockets_if_idle_locked()
 
     def close_sockets_if_idle_locked(self) -> None:
-        # Every reader (the leader, a stand-in, a loop) and the writer count in io_users
-        # while they may touch a socket, so no user left means nobody is inside one.
+        # Every reader (the leader, a stand-in, a loop, a channel's server) and the writer
+        # count in io_users while they may touch a socket, so no user left means nobody
+        # is inside one.
         if self.closed and self.sockets_open and self.io_users == 0:
             self.sockets_open = False
             self.call.close()
             self.serve.close()
+            for sock in self.channel_socks:
+                sock.close()
+
+    def add_channel_socket(self, sock: socket.socket) -> bool:
+        """Own the serve end of a channel the peer opened; ``False`` (not taken) once the
+        link is closed."""
+        with self.lock:
+            if self.closed:
+                return False
+            self.channel_socks.append(sock)
+            return True
 
     def enter_io(self) -> bool:
         """Count this thread as a socket user; ``False`` (not counted) once closed."""
