@@ -389,7 +389,10 @@ class Caller:
             # one record: in C, one call without the GIL; else three socket calls.
             waiter = self.busy_poll
             started = _now_ns()
-            end = waiter.poll_end(started)
+            chans = self.channels
+            # Not while calls on channels wait too: a spinning thread would take a CPU
+            # their peer and callers need (two CPUs are common).
+            end = waiter.poll_end(started) if len(chans.free) == len(chans.all) else 0
             buf = recv_buffers.buf
             result = None
             try:

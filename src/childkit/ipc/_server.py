@@ -64,6 +64,9 @@ _NO_PARCELS: list[MessageParcel] = []  # shared: only ever read
 # A plain request is run holding the serve socket (see serve_record) only while the one
 # before it ran shorter than this: one that takes longer may well again, and others wait.
 _HOLD_RUNS_NS = 100_000
+#: How long a work thread that answered a request on an extra channel waits there for the
+#: next one (ms) before it goes back to the pool (see ChannelServer).
+STAY_MS = 2
 _now_ns = _busypoll.now_ns  # the busy-poll rule's clock (a test may replace it there)
 
 
@@ -98,6 +101,7 @@ class Server:
         self.lock: threading.Lock = threading.Lock() if main is None else main.lock
         # A thread polls one of the connection's serve sockets (main's, set under the lock).
         self.polling = False
+        self.serving = False  # a thread serves this channel now (ChannelServer; a hint)
         # After answering a plain request inline, a work thread polls the serve socket for
         # the next one (one thread at a time: a poll object is not reentrant).
         self.poller = select.poll()
@@ -164,6 +168,11 @@ class Server:
         if t.closed:  # closed while registering: the close may have missed it
             self.pool.unregister(server.fd)
 
+    def channels_serving(self) -> bool:
+        """Whether a thread serves (or waits on) one of the peer's extra channels: then
+        no thread busy-polls the main socket, whose spinning would take a CPU they need."""
+        return any(server.serving for server in self.channels)
+
     def close_channels(self) -> None:
         """The link closed: stop serving every channel (their sockets close with the
         link's, see Transport.close_sockets_if_idle_locked)."""
@@ -223,7 +232,8 @@ class Server:
         lock.acquire()
         if reply and self.counts_replies:
             t.replies_sent += 1  # counted before it is sent (see send_reply)
-        if waiter.window_ns and not t.closed and not main.polling:
+        if (waiter.window_ns and not t.closed and not main.polling
+                and not (main.channels and main.channels_serving())):
             end = waiter.poll_end(started)
             main.polling = end != 0  # one poller per connection at a time
         lock.release()
@@ -581,15 +591,58 @@ class ChannelServer(Server):
     """The server of one extra channel the peer opened: each record is one plain sync
     request (no fds, no objects), run on the thread that read it; anything else closes
     the link. Its replies do not count for release ordering (``ObjectTable.apply_release``
-    orders releases after the channel replies in flight instead)."""
+    orders releases after the channel replies in flight instead).
+
+    A channel carries one call at a time, so its socket stays disarmed in the pool while a
+    thread serves it, and after answering, the thread waits on the channel itself for
+    the caller's next request (:data:`STAY_MS`), as binder's thread per connection does,
+    while another work thread is idle for the rest: no ``epoll_ctl`` and no hand-back to
+    the pool per request. It does not busy-poll (the callers on channels do not either)."""
+
+    def on_readable(self) -> None:
+        t = self.transport
+        if not t.enter_io():
+            return
+        self.serving = True
+        try:
+            record = self.read_here()
+            while record is not None:
+                reply = self.serve_record(*record)
+                if reply is None:
+                    break
+                record = self.reply_and_stay(reply)
+        finally:
+            self.serving = False
+            self.pool.rearm(self.fd)  # the pool serves the channel again
+            t.io_done()
+
+    def read_here(self) -> Record | None:
+        """One record from the channel, or ``None`` (nothing there, or the link failed)."""
+        try:
+            n, anc, flags, _ = self.sock.recvmsg_into([recv_buffers.buf], ANC_SPACE,
+                                                      RECV_FLAGS)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            self.transport.fail(f"receiving failed: {exc.strerror or exc}")
+            return None
+        return n, anc, flags
+
+    def reply_and_stay(self, reply: Outgoing) -> Record | None:
+        """Send ``reply`` (never waiting: see ReplyQueue), then wait up to
+        :data:`STAY_MS` for the next request on this channel if another work thread is
+        idle; the next record, or ``None`` (back to the pool). ``b""``: the reply went
+        out already."""
+        if reply:
+            self.send_reply_record(reply)
+        if not self.pool.spare() or self.transport.closed or not self.poller.poll(STAY_MS):
+            return None
+        return self.read_here()
 
     def serve_record(self, n: int, anc: list[tuple[int, int, bytes]], flags: int,
                      ) -> Outgoing | None:
         buf = recv_buffers.buf
         t = self.transport
-        if self.idle_since:
-            self.busy_poll.waited(_now_ns() - self.idle_since)
-            self.idle_since = 0
         simple = (_wire.simple_request(buf, n) if not anc and not flags & TRUNCATED
                   else None)
         if simple is None:
@@ -610,15 +663,9 @@ class ChannelServer(Server):
                 queued = not oneway.closed and handle in oneway.busy
                 if queued:
                     oneway.enqueue_locked(handle, (frame, [], self.dispatch), 1)
-            self.pool.rearm(self.fd)
             if not queued and not oneway.closed:
                 self.dispatch(frame, [])  # drained meanwhile: run it here
             return None
-        if self.busy_poll.window_ns and self.last_run_ns < _HOLD_RUNS_NS:
-            self.pool.hold(self.fd)
-        else:
-            self.pool.rearm(self.fd)
-        self.run_started = _now_ns()
         data = (MessageParcel._from_wire(buf[_wire.TXN_DATA_OFFSET:n], [], [])
                 if n < ADOPT_REQUEST
                 else MessageParcel._adopt(*adopt_buffer(_wire.TXN_DATA_OFFSET, n)))
