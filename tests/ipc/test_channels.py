@@ -93,11 +93,11 @@ class Meeting(RemoteStub):
 
 @contextmanager
 def linked(stub: RemoteStub, *, caller_accepts: int = _wire.MAX_CHANNELS,
-           server_accepts: int = _wire.MAX_CHANNELS,
+           server_accepts: int = _wire.MAX_CHANNELS, threads: int = 40,
            ) -> Iterator[tuple[Connection, Connection, IPCThreadPool]]:
-    """A caller connection ``a`` and a server ``b`` (own pool of 40 threads: room for a
-    meeting of every channel) in this process."""
-    pool = IPCThreadPool(40, name="ipc-work-test")
+    """A caller connection ``a`` and a server ``b`` (own pool of ``threads`` threads, by
+    default room for a meeting of every channel) in this process."""
+    pool = IPCThreadPool(threads, name="ipc-work-test")
     local, remote = channel_socketpairs()
     a = Connection(*local, name="A", channels=caller_accepts)
     b = Connection(*remote, local_root=stub, name="B", pool=pool, channels=server_accepts)
@@ -310,12 +310,15 @@ def test_timed_calls_and_batches_go_on_the_main_socket_beside_channels() -> None
             holder.join(60)
 
 
-def test_a_small_work_thread_limit_still_serves_every_channel() -> None:
-    with linked(Meeting()) as (a, _b, pool):
-        pool.set_max_threads(2)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_small_work_thread_limit_still_serves_every_channel(threads: int) -> None:
+    # The peer's threads stay with a channel only while another one is idle, so even one
+    # work thread serves the main socket and every channel in turn.
+    with linked(Meeting(), threads=threads) as (a, b, pool):
         assert together(8, lambda i: sum(int_call(a, ADD_ONE, i) for _ in range(50))) == [
             (i + 1) * 50 for i in range(8)]
-        assert pool.thread_count <= 2 + 1  # the one started before the limit was set
+        assert pool.thread_count <= threads
+        assert len(b._server.channels) >= 1
 
 
 def test_closing_wakes_the_callers_on_channels_and_closes_every_channel() -> None:
@@ -593,3 +596,74 @@ def test_a_failed_reply_on_a_channel_raises_its_code() -> None:
         finally:
             stub.hold.set()
             holder.join(60)
+
+
+# ---------------------------------------------------------------------------- busy polling
+class _AlwaysPoll:
+    """A busy-poll rule that always wants to poll (the machine's load aside)."""
+
+    window_ns = 50_000
+
+    def poll_end(self, started_ns: int) -> int:
+        return started_ns + self.window_ns
+
+    def waited(self, waited_ns: int) -> None:
+        pass
+
+
+def test_the_lone_caller_does_not_spin_while_calls_on_channels_wait(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from childkit.ipc import _caller
+
+    ends: list[int] = []
+    slowly = _caller.exchange_slowly
+
+    def recording(*args: object, **kwargs: object) -> object:
+        ends.append(args[6])  # type: ignore[arg-type]
+        return slowly(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_caller, "exchange", None)
+    monkeypatch.setattr(_caller, "exchange_slowly", recording)
+    with linked(Meeting()) as (a, _b, _pool):
+        a._caller.busy_poll = _AlwaysPoll()  # type: ignore[assignment]
+        assert int_call(a, ADD_ONE, 1) == 2
+        assert ends[-1] != 0  # alone: it polls
+        channel = a._caller.channels.take()  # as a call in flight on a channel
+        assert channel is not None
+        try:
+            assert int_call(a, ADD_ONE, 1) == 2
+            assert ends[-1] == 0  # it sleeps at once
+        finally:
+            a._caller.channels.give_back(channel)
+
+
+def test_no_work_thread_spins_on_the_main_socket_while_a_channel_is_served(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from childkit.ipc import _server
+
+    polled: list[int] = []
+    slowly = _server.exchange_slowly
+
+    def recording(*args: object, **kwargs: object) -> object:
+        polled.append(args[6])  # type: ignore[arg-type]
+        return slowly(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_server, "exchange", None)
+    monkeypatch.setattr(_server, "exchange_slowly", recording)
+    stub = Meeting(2)
+    with linked(stub) as (a, b, _pool):
+        b._server.busy_poll = _AlwaysPoll()  # type: ignore[assignment]
+        assert together(2, lambda i: int_call(a, MEET, i)) == [1, 2]  # opens a channel
+        (channel,) = b._server.channels
+        assert wait_until(lambda: not channel.serving)
+        polled.clear()
+        assert int_call(a, ADD_ONE, 1) == 2
+        assert wait_until(lambda: bool(polled))  # nobody on a channel: it polls
+        channel.serving = True  # as a thread serving the channel
+        try:
+            polled.clear()
+            for _ in range(3):
+                assert int_call(a, ADD_ONE, 1) == 2
+            assert not polled
+        finally:
+            channel.serving = False
