@@ -377,6 +377,31 @@ def test_a_python_peer_process_serves_channels() -> None:
         peer.close()
 
 
+def test_awaited_calls_and_threads_on_channels_share_a_connection() -> None:
+    import asyncio
+
+    from childkit import aio
+
+    with linked(Meeting()) as (a, _b, _pool):
+        proxy = a.root_proxy()
+
+        async def awaited() -> list[int]:
+            async def one(i: int) -> int:
+                with int_parcel(i) as data:
+                    reply = await aio.send_request(proxy, ADD_ONE, data)
+                with reply:
+                    return reply.read_int32()
+            return list(await asyncio.gather(*(one(i) for i in range(300))))
+
+        def calls(i: int) -> object:
+            if i == 0:
+                return asyncio.run(awaited())
+            return [int_call(a, ADD_ONE, n) for n in range(300)]
+
+        assert together(4, calls) == [[n + 1 for n in range(300)]] * 4
+        assert a.outstanding_calls() == 0
+
+
 # ---------------------------------------------------------------------------- hostile
 def _send_channel(sock: socket.socket, fds: list[int], frame: bytes | None = None) -> None:
     sock.sendmsg([frame or _wire.encode_channel()],
