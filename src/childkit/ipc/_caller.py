@@ -153,6 +153,7 @@ class Caller:
         self.busy_poll = BusyPoll()
         self._conds = threading.local()  # each thread's condition over the link lock
         self.channels = ChannelSet(transport)
+        self._opened, self._idle = self.channels.all, self.channels.free  # (never rebound)
         # Per thread, ``oneway``: it sent one-way requests since its last sync call on the
         # main socket, so its next sync call goes there too, after them (their order).
         self._mine = threading.local()
@@ -389,10 +390,11 @@ class Caller:
             # one record: in C, one call without the GIL; else three socket calls.
             waiter = self.busy_poll
             started = _now_ns()
-            chans = self.channels
             # Not while calls on channels wait too: a spinning thread would take a CPU
             # their peer and callers need (two CPUs are common).
-            end = waiter.poll_end(started) if len(chans.free) == len(chans.all) else 0
+            opened = self._opened
+            end = (waiter.poll_end(started) if not opened or len(self._idle) == len(opened)
+                   else 0)
             buf = recv_buffers.buf
             result = None
             try:

@@ -60,6 +60,7 @@ class ChannelSet:
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
         self.lock = threading.Lock()
+        # Both lists are changed in place, never rebound (the caller keeps references).
         self.free: list[CallChannel] = []
         self.all: list[CallChannel] = []
         self.closed = False
