@@ -36,7 +36,8 @@ from childkit.ipc import (
 from childkit.ipc._threadpool import IPCThreadPool
 
 ASYNC = MessageOption(RequestMode.ASYNC)
-MEET, ADD_ONE, RECORD, GET_RECORDED, GIVE_FD, ECHO_OBJECT, HOLD, KEEP, GIVE_BACK = range(1, 10)
+MEET, ADD_ONE, RECORD, GET_RECORDED, GIVE_FD, ECHO_OBJECT, HOLD, KEEP, GIVE_BACK, ECHO = range(
+    1, 11)
 
 
 @pytest.fixture(autouse=True)
@@ -80,6 +81,8 @@ class Meeting(RemoteStub):
             os.close(r)
         elif code == ECHO_OBJECT:
             reply.write_remote_object(data.read_remote_object())
+        elif code == ECHO:
+            reply.write_buffer(data.read_buffer())
         elif code == KEEP:
             self.kept.append(data.read_remote_object())
         elif code == GIVE_BACK:  # the object goes back home; this side forgets it
@@ -171,9 +174,11 @@ def test_every_channel_a_side_accepts_is_served() -> None:
 
 
 def test_a_peer_that_accepts_no_channel_keeps_one_socket() -> None:
-    # As the C kit: its HELLO says 0. Concurrent callers share the main socket.
-    with linked(Meeting(4), server_accepts=0) as (a, b, _pool):
-        assert together(4, lambda i: int_call(a, MEET, i)) == [1, 2, 3, 4]
+    # As the C kit: its HELLO says 0. Concurrent callers share the main socket (no meeting
+    # here: requests that one write coalesced into a record run in order, on one thread).
+    with linked(Meeting(), server_accepts=0) as (a, b, _pool):
+        assert together(4, lambda i: [int_call(a, ADD_ONE, n) for n in range(100)]) == [
+            list(range(1, 101))] * 4
         assert a._caller.channels.limit == 0 and not a._caller.channels.all
         assert not b._server.channels
 
@@ -325,8 +330,8 @@ def test_closing_wakes_the_callers_on_channels_and_closes_every_channel() -> Non
     stub = Meeting(100)  # never meets: every call waits until the close
     with linked(stub) as (a, b, _pool):
         ours = a._caller.channels
-        go = threading.Thread(target=lambda: wait_until(lambda: len(ours.all) == 3)
-                              and a.close())
+        go = threading.Thread(target=lambda: wait_until(lambda: stub.barrier.n_waiting == 4)
+                              and a.close())  # when every call is inside the stub
         go.start()
         results = together(4, lambda i: int_call(a, MEET, i))
         go.join(60)
@@ -532,6 +537,32 @@ def test_a_channel_carries_one_plain_sync_request_per_record(
                     mine.send(b"\xff" * 30)
                 _closed_for(conn, "a channel carries one plain sync request per record",
                             caplog)
+
+
+def test_a_peer_that_reads_no_reply_on_a_channel_is_closed(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A channel carries one call at a time; a peer that pipelines requests on one and
+    # never reads the replies fills it: the replies wait in the bounded queue (no work
+    # thread waits for the peer) and the link closes past its bound, as on the main socket.
+    from childkit.ipc import _replies
+
+    with raw_peer() as (conn, peer_call, _peer_serve):
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with mine, theirs, caplog.at_level(logging.WARNING, logger="childkit.ipc"):
+            _send_channel(peer_call, [theirs.fileno()])
+            mine.settimeout(30)
+            payload = bytes(60_000)
+            with MessageParcel() as data:
+                data.write_buffer(payload)
+                request = _wire.encode_transaction(1, 0, ECHO, False, data._buf, [], 0)
+            try:
+                for _ in range(_replies.MAX_PENDING_REPLIES * 2):
+                    mine.send(request)
+                    if conn.closed:
+                        break
+            except OSError:
+                pass  # closed while sending
+            _closed_for(conn, "does not read its replies", caplog)
 
 
 def test_a_peer_closing_a_channel_is_its_death() -> None:

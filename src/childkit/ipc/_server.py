@@ -26,6 +26,7 @@ import logging
 import os
 import select
 import socket
+import struct
 import threading
 from collections.abc import Callable
 
@@ -68,6 +69,11 @@ _HOLD_RUNS_NS = 100_000
 #: next one (ms) before it goes back to the pool (see ChannelServer).
 STAY_MS = 2
 _now_ns = _busypoll.now_ns  # the busy-poll rule's clock (a test may replace it there)
+
+
+def _timeval(ms: int) -> bytes:
+    """A ``struct timeval`` of ``ms`` milliseconds (SO_RCVTIMEO, SO_SNDTIMEO)."""
+    return struct.pack("@ll", ms // 1000, ms % 1000 * 1000)
 
 
 class ReplyBatch:
@@ -157,7 +163,12 @@ class Server:
                              f"this side accepts")
             return
         try:
-            sock.setblocking(False)  # as the main serve socket: read when epoll says so
+            # Read when epoll says so, or while a thread stays for the next request: then
+            # a read sleeps at most STAY_MS (SO_RCVTIMEO), and a send that finds no room
+            # (only a peer that does not read its replies) gives up after 1 ms and queues.
+            sock.setblocking(True)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(STAY_MS))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(1))
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
         except OSError:
             pass
@@ -632,12 +643,30 @@ class ChannelServer(Server):
         """Send ``reply`` (never waiting: see ReplyQueue), then wait up to
         :data:`STAY_MS` for the next request on this channel if another work thread is
         idle; the next record, or ``None`` (back to the pool). ``b""``: the reply went
-        out already."""
-        if reply:
+        out already. With the C twins, sending and waiting are one call without the GIL
+        (the socket's receive timeout is the stay)."""
+        t = self.transport
+        if not self.pool.spare() or t.closed or self.replies.pending or exchange is None:
+            if reply:
+                self.send_reply_record(reply)
+            if (exchange is not None or not self.pool.spare() or t.closed
+                    or not self.poller.poll(STAY_MS)):
+                return None
+            return self.read_here()
+        try:
+            n, anc, flags, _seen, err = exchange(self.fd, reply, recv_buffers.buf, 0,
+                                                 PREEMPTED_NS)
+        except BlockingIOError:  # no room (nothing was sent): the queue writes it later
             self.send_reply_record(reply)
-        if not self.pool.spare() or self.transport.closed or not self.poller.poll(STAY_MS):
             return None
-        return self.read_here()
+        except OSError as exc:
+            t.fail(f"sending a reply failed: {exc.strerror or exc}")
+            return None
+        if n >= 0:
+            return n, anc, flags
+        if err not in RETRY_LATER:  # else nothing came within the stay
+            t.fail(f"receiving failed: {os.strerror(err)}")
+        return None
 
     def serve_record(self, n: int, anc: list[tuple[int, int, bytes]], flags: int,
                      ) -> Outgoing | None:
