@@ -195,6 +195,22 @@ def test_every_channel_a_side_accepts_is_served() -> None:
         assert len(b._server.channels) == _wire.MAX_CHANNELS
 
 
+def test_while_calls_wait_on_channels_a_new_call_takes_one_too() -> None:
+    with linked(Meeting()) as (a, _b, _pool):
+        channels = a._caller.channels
+        assert int_call(a, ADD_ONE, 1) == 2
+        assert not channels.all  # alone: the main socket
+        first = channels.take()  # as a call in flight on a channel
+        assert first is not None
+        try:
+            assert int_call(a, ADD_ONE, 2) == 3  # the main socket is free, yet:
+            assert len(channels.all) == 2 and len(channels.free) == 1
+        finally:
+            channels.give_back(first)
+        assert int_call(a, ADD_ONE, 3) == 4  # alone again: the main socket
+        assert len(channels.all) == 2 and a.outstanding_calls() == 0
+
+
 def test_a_peer_that_accepts_no_channel_keeps_one_socket() -> None:
     # As the C kit: its HELLO says 0. Concurrent callers share the main socket (no meeting
     # here: requests that one write coalesced into a record run in order, on one thread).

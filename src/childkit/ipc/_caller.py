@@ -208,6 +208,11 @@ class Caller:
         """:meth:`transact` with the default option (sync, no timeout), for arguments the
         caller has checked: the hot path, with fewer steps to the lone caller's."""
         if not (parcel._fds or parcel._objects or parcel._closed):
+            opened = self._opened
+            if opened and len(self._idle) < len(opened):
+                # Others call on channels now: so does this call (a channel's round trip
+                # is leaner than the main socket's while it may not poll anyway).
+                return self._contended(handle, code, parcel)
             lock = self.lock
             t = self.transport
             lock.acquire()
