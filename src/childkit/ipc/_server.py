@@ -4,16 +4,21 @@ The pool (:mod:`._threadpool`) calls :meth:`Server.on_readable` on a work thread
 serve socket has a record. A plain sync request (no fds, no objects) runs right there and
 its reply goes out from that thread, which then polls a moment for the next request (see
 :mod:`._busypoll`); one-way requests go to their object's queue (:mod:`._oneway`); the sync
-requests of one record (a batch) run in order and their replies go out coalesced.
+requests of one record (a batch) run in order and their replies go out coalesced. Each
+extra call channel the peer opens (a CHANNEL frame, see :mod:`._channels`) is served by a
+:class:`ChannelServer` of its own: one more socket in the pool's epoll, sharing the main
+server's one-way queues and lock; its thread stays with the channel for the next request.
 
 May import: ``_busypoll``, ``_errors``, ``_fdutil``, ``_objects``, ``_oneway``,
 ``_option``, ``_parcel``, ``_replies``, ``_stub``, ``_threadpool``, ``_transport``, ``_wire``.
 
 Lock discipline
 ---------------
-``Server.lock`` (the *server lock*) guards ``polling`` (one thread polls the serve socket
-at a time: a poll object is not reentrant) and the increments of the transport's
-``replies_sent`` counter, which are made before each reply is sent. The hello state
+``Server.lock`` (the *server lock*, the main server's, shared by its channel servers)
+guards the main server's ``polling`` (one thread polls the connection's serve sockets at
+a time), ``channels`` (the channel servers) and the increments of the transport's
+``replies_sent`` counter (main socket replies only), which are made before each reply is
+sent. ``serving`` (a thread serves that channel) is a hint written without a lock. The hello state
 (``greeted``, ``peer_has_root``) is written under the one-way queue lock, in the arrival
 order of frames, and read after ``hello`` is set. ``last_run_ns``, ``run_started`` and
 ``idle_since`` are timing hints that work threads write without a lock (a stale one only

@@ -2,12 +2,13 @@
 
 A connection is two SOCK_SEQPACKET socket pairs. On its *call* socket a side sends its
 requests (and HELLO and RELEASE frames) and reads the replies; on its *serve* socket it
-receives the peer's requests and sends the replies. This module owns both sockets and is
-the only code that closes them; the roles (:mod:`._caller`, :mod:`._server`,
-:mod:`._asyncbridge`, :mod:`._objects`) read and write them through it. It also holds the
-per-thread receive buffer, the C ``exchange`` (send, poll, read in one call without the
-GIL) with its Python twin, and the *writer*: frames queue on the call socket while another
-thread writes, and go out coalesced.
+receives the peer's requests and sends the replies. This module owns both sockets (and
+the serve ends of the extra channels the peer opens: ``channel_socks``; this side's own
+channels belong to :mod:`._channels`) and is the only code that closes them; the roles
+(:mod:`._caller`, :mod:`._server`, :mod:`._asyncbridge`, :mod:`._objects`) read and write
+them through it. It also holds the per-thread receive buffer, the C ``exchange`` (send,
+poll, read in one call without the GIL) with its Python twin, and the *writer*: frames
+queue on the call socket while another thread writes, and go out coalesced.
 
 May import: ``_accel``, ``_allocator``, ``_busypoll``, ``_errors``, ``_fdutil``,
 ``_recvbuf``, ``_wire``. Nothing above.
@@ -15,10 +16,11 @@ May import: ``_accel``, ``_allocator``, ``_busypoll``, ``_errors``, ``_fdutil``,
 Lock discipline
 ---------------
 ``Transport.lock`` (the *link lock*, with its condition ``cond``) guards, here: ``closed``,
-``close_reason``, ``sockets_open``, ``io_users``, ``wqueue``, ``writing``. The caller role
-(:mod:`._caller`) and the asyncio hand-off (:mod:`._asyncbridge`) keep their fields under
-this same lock, because the lone caller's fast path decides in one critical section that
-nobody writes, reads or has closed the link. ``closed`` only ever goes from False to True,
+``close_reason``, ``sockets_open``, ``io_users``, ``wqueue``, ``writing``,
+``channel_socks``. The caller role (:mod:`._caller`) and the asyncio hand-off
+(:mod:`._asyncbridge`) keep their fields under this same lock, because the lone caller's
+fast path decides in one critical section that nobody writes, reads or has closed the
+link. ``closed`` only ever goes from False to True,
 so reading it without the lock is a hint that a locked check confirms. ``replies_sent``
 and ``replies_received`` are counters for release ordering (see ``_wire.Release``):
 ``replies_sent`` is advanced by the server role under its own lock, ``replies_received`` by
