@@ -211,6 +211,35 @@ def test_while_calls_wait_on_channels_a_new_call_takes_one_too() -> None:
         assert len(channels.all) == 2 and a.outstanding_calls() == 0
 
 
+@pytest.mark.parametrize("fails", ["socketpair", "sending its end"])
+def test_a_channel_that_cannot_be_opened_leaves_the_call_on_the_main_socket(
+        fails: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from childkit.ipc import _channels, _transport
+
+    stub = Meeting()
+    with linked(stub) as (a, _b, _pool):
+        holder = threading.Thread(target=lambda: int_call(a, HOLD, 0))
+        holder.start()
+        try:
+            assert stub.holding.wait(60)
+            with monkeypatch.context() as patch:
+                def out_of_fds(*_args: object) -> object:
+                    if fails == "socketpair":
+                        raise OSError(24, "Too many open files")
+                    raise IPCError(IPCErrorCode.OH_IPC_INNER_ERROR, "out of file descriptors")
+
+                if fails == "socketpair":
+                    patch.setattr(_channels.socket, "socketpair", out_of_fds)
+                else:
+                    patch.setattr(_transport, "dup_for_sending", out_of_fds)
+                assert int_call(a, ADD_ONE, 1) == 2  # on the main socket, behind the holder
+            assert not a._caller.channels.all and not a.closed
+        finally:
+            stub.hold.set()
+            holder.join(60)
+        assert int_call(a, ADD_ONE, 1) == 2
+
+
 def test_a_peer_that_accepts_no_channel_keeps_one_socket() -> None:
     # As the C kit: its HELLO says 0. Concurrent callers share the main socket (no meeting
     # here: requests that one write coalesced into a record run in order, on one thread).

@@ -88,7 +88,10 @@ class ChannelSet:
         with self.lock:
             if self.closed or t.closed or len(self.all) >= self.limit:
                 return None
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            except OSError:  # out of fds, say: the call goes on the main socket
+                return None
             channel = CallChannel(ours)
             self.all.append(channel)
         try:
@@ -97,7 +100,9 @@ class ChannelSet:
             # this call's request may wait in the new socket until the peer serves it.
             t.send(_wire.encode_channel(), [theirs.fileno()])
         except (DeadRemoteObjectError, IPCError):  # link gone, or out of fds: main socket
-            self.give_back(channel)
+            with self.lock:  # the peer never got its end: this channel never existed
+                self.all.remove(channel)
+                ours.close()
             return None
         finally:
             theirs.close()  # the frame sent its own copy
