@@ -18,9 +18,9 @@ Lock discipline
 guards the main server's ``polling`` (one thread polls the connection's serve sockets at
 a time), ``channels`` (the channel servers) and the increments of the transport's
 ``replies_sent`` counter (main socket replies only), which are made before each reply is
-sent. ``serving`` (a thread serves that channel) is a hint written without a lock. The hello state
-(``greeted``, ``peer_has_root``) is written under the one-way queue lock, in the arrival
-order of frames, and read after ``hello`` is set. ``last_run_ns``, ``run_started`` and
+sent. ``serving`` (a thread serves that channel) is a hint written without a lock. The
+hello state (``greeted``, ``peer_has_root``) is written under the one-way queue lock, in
+the arrival order of frames, and read after ``hello`` is set. ``last_run_ns``, ``run_started`` and
 ``idle_since`` are timing hints that work threads write without a lock (a stale one only
 shifts a busy-poll window). Nothing here holds the server lock while taking another lock.
 """
