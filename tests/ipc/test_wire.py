@@ -8,6 +8,7 @@ import pytest
 
 from childkit import ipc
 from childkit.ipc import IPCErrorCode
+from childkit.ipc import _wire as w
 from childkit.ipc._parcel import MAX_PARCEL_DATA, MAX_PARCEL_FDS, MAX_PARCEL_OBJECTS
 from childkit.ipc._wire import (
     F_HELLO,
@@ -279,10 +280,26 @@ def test_fewer_fds_claimed_than_given() -> None:
     protocol_error(encode_reply(1, 0, b"", [], 0), [5])
 
 
-@pytest.mark.parametrize("ftype", [0, 5, 6, 0x7F, 0xFF])
+@pytest.mark.parametrize("ftype", [0, 6, 0x7F, 0xFF])
 def test_unknown_frame_type(ftype: int) -> None:
     assert f"unknown frame type {ftype}" in protocol_error(frame(ftype, b""))
     protocol_error(frame(ftype, bytes(22)))
+
+
+def test_channel_frame_carries_exactly_one_fd_and_no_body() -> None:
+    (frame_,) = decode_record(w.encode_channel(), [7])
+    assert isinstance(frame_, w.Channel) and frame_.fds == [7]
+    assert "malformed channel" in protocol_error(w.HEADER.pack(w.F_CHANNEL, 0, 0, 0))  # no fd
+    assert "malformed channel" in protocol_error(w.HEADER.pack(w.F_CHANNEL, 0, 2, 0), [5, 6])
+    assert "malformed channel" in protocol_error(w.HEADER.pack(w.F_CHANNEL, 0, 1, 1) + b"x", [5])
+    assert "malformed channel" in protocol_error(w.HEADER.pack(w.F_CHANNEL, 1, 1, 0), [5])
+
+
+def test_hello_says_how_many_channels_the_sender_accepts() -> None:
+    (old,) = decode_record(w.encode_hello(True), [])
+    assert isinstance(old, w.Hello) and old.channels == 0  # what the C kit sends
+    (new,) = decode_record(w.encode_hello(False, w.MAX_CHANNELS), [])
+    assert isinstance(new, w.Hello) and new.channels == w.MAX_CHANNELS and not new.has_root
 
 
 @pytest.mark.parametrize(

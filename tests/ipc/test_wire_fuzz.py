@@ -24,12 +24,14 @@ from childkit.ipc._wire import (
     PROTOCOL_VERSION,
     REPLY_DATA_OFFSET,
     TXN_DATA_OFFSET,
+    Channel,
     Frame,
     Hello,
     Release,
     Reply,
     Transaction,
     decode_record,
+    encode_channel,
     encode_error_reply,
     encode_hello,
     encode_oneway_frames,
@@ -67,11 +69,14 @@ Spec = tuple[bytes, int, dict[str, Any]]
 
 @st.composite
 def frame_specs(draw: st.DrawFn) -> Spec:
-    kind = draw(st.sampled_from(["hello", "transaction", "reply", "error", "release"]))
+    kind = draw(st.sampled_from(["hello", "transaction", "reply", "error", "release",
+                                 "channel"]))
     if kind == "hello":
-        root = draw(st.booleans())
-        return encode_hello(root), 0, {"type": "Hello", "version": PROTOCOL_VERSION,
-                                       "has_root": root}  # fmt: skip
+        root, channels = draw(st.booleans()), draw(st.integers(0, 0xFFFF))
+        return encode_hello(root, channels), 0, {"type": "Hello", "version": PROTOCOL_VERSION,
+                                                 "has_root": root, "channels": channels}
+    if kind == "channel":
+        return encode_channel(), 1, {"type": "Channel"}
     if kind == "transaction":
         seq, handle, code = draw(U64), draw(U32), draw(U32)
         oneway, data, objects, n = draw(st.booleans()), draw(DATA), draw(OBJECTS), draw(N_FDS)
@@ -159,9 +164,10 @@ def check_decode(record: bytes, fds: list[int]) -> list[Frame] | None:
     handed: list[int] = []
     payload = 0
     for frame in frames:
-        assert isinstance(frame, (Hello, Transaction, Reply, Release))
-        if isinstance(frame, (Transaction, Reply)):
+        assert isinstance(frame, (Hello, Transaction, Reply, Release, Channel))
+        if isinstance(frame, (Transaction, Reply, Channel)):
             handed.extend(frame.fds)
+        if isinstance(frame, (Transaction, Reply)):
             payload += len(frame.data) + 5 * len(frame.objects)
         if isinstance(frame, Reply):
             payload += len(frame.detail.encode())
@@ -261,7 +267,7 @@ def test_valid_frames_round_trip(specs: list[Spec]) -> None:
     fd_iter = iter(fds)
     for _chunk, n, want in specs:
         want = dict(want)
-        if want["type"] in ("Transaction", "Reply"):
+        if want["type"] in ("Transaction", "Reply", "Channel"):
             want["fds"] = [next(fd_iter) for _ in range(n)]
         expected.append(want)
     assert [fields(f) for f in frames] == expected

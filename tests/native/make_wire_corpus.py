@@ -37,6 +37,8 @@ def rep(data: bytes = b"", *, flags: int = 0, n_fds: int = 0, n_obj: int = 0,
 VALID: list[tuple[str, bytes, int]] = [
     ("hello", w.encode_hello(False), 0),
     ("hello with root", w.encode_hello(True), 0),
+    ("hello offering channels", w.encode_hello(True, w.MAX_CHANNELS), 0),
+    ("channel", w.encode_channel(), 1),
     ("plain request", w.py_encode_transaction(7, 0, 1, False, b"\x03\x01\x00\x00\x00", [], 0), 0),
     ("one-way request", w.py_encode_transaction(0, 3, 0xFFFFFF, True, b"x" * 40, [], 0), 0),
     ("request with objects and fds",
@@ -99,6 +101,10 @@ HOSTILE: list[tuple[str, bytes, int]] = [
     ("hello unknown flag", H(w.F_HELLO, 2, 0, 4) + struct.pack("<HH", 1, 0), 0),
     ("hello of the wrong size", H(w.F_HELLO, 0, 0, 5) + struct.pack("<HHB", 1, 0, 0), 0),
     ("hello with an fd", H(w.F_HELLO, 0, 1, 4) + struct.pack("<HH", 1, 0), 1),
+    ("channel without its fd", H(w.F_CHANNEL, 0, 0, 0), 0),
+    ("channel with two fds", H(w.F_CHANNEL, 0, 2, 0), 2),
+    ("channel with a body", H(w.F_CHANNEL, 0, 1, 4) + b"\0" * 4, 1),
+    ("channel with a flag", H(w.F_CHANNEL, 1, 1, 0), 1),
     ("good frame then a bad one", w.encode_hello(False) + H(7, 0, 0, 0), 0),
 ]
 
@@ -107,6 +113,8 @@ def summary(frame: w.Frame) -> list[object]:
     """A frame as JSON: what both decoders must agree on."""
     if isinstance(frame, w.Hello):
         return ["hello", frame.version, frame.has_root]
+    if isinstance(frame, w.Channel):
+        return ["channel", len(frame.fds)]
     if isinstance(frame, w.Release):
         return ["release", frame.handle, frame.count, frame.after_replies]
     if isinstance(frame, w.Transaction):

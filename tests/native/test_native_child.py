@@ -80,6 +80,25 @@ def test_python_parent_c_child(seed_lib: Path) -> None:
         assert info is not None and info.exit_code == 0
 
 
+def test_many_python_threads_call_one_c_child(seed_lib: Path) -> None:
+    # The C kit's HELLO accepts no extra call channel: every thread shares the one call
+    # socket, as before channels existed (ipc/_channels.py), and every answer is right.
+    with childkit.connect(str(seed_lib)) as child:
+        answers: list[list[int]] = [[] for _ in range(6)]
+
+        def calls(i: int) -> None:
+            answers[i] = [_int_call(child.proxy, ADD_ONE, i * 1000 + n) for n in range(100)]
+
+        threads = [threading.Thread(target=calls, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert answers == [[i * 1000 + n + 1 for n in range(100)] for i in range(6)]
+        caller = child.proxy._conn._caller  # type: ignore[attr-defined]
+        assert caller.channels.limit == 0 and not caller.channels.all
+
+
 def test_python_stub_called_back_from_c(seed_lib: Path) -> None:
     with childkit.connect(str(seed_lib)) as child, MessageParcel() as data:
         data.write_remote_object(AddOne())

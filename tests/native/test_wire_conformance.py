@@ -40,6 +40,8 @@ def c_summary(t: tuple[Any, ...]) -> list[object]:
         return ["hello", version, bool(flags & w.FLAG_HAS_ROOT)]
     if ftype == w.F_RELEASE:
         return ["release", handle, count, after]
+    if ftype == w.F_CHANNEL:
+        return ["channel", n_fds]
     if ftype == w.F_TRANSACTION:
         return ["transaction", seq, handle, code, bool(flags & w.FLAG_ONEWAY), data.hex(),
                 objs, n_fds]

@@ -6,10 +6,12 @@ thread reads its own reply, since nothing else arrives on its call socket. When 
 calls are outstanding, one caller at a time reads (the *leader*) and hands the others'
 replies over; requests queued while another thread writes go out in one record (the
 transport's writer). An event loop may be the reader instead of a thread, for awaited
-calls: that hand-off lives in :mod:`._asyncbridge`, behind :class:`LoopHandoff`.
+calls: that hand-off lives in :mod:`._asyncbridge`, behind :class:`LoopHandoff`. A plain
+sync call that finds the main call socket busy goes on an extra channel of its own
+instead, when the peer accepts them (:mod:`._channels`, :meth:`Caller.call_on_channel`).
 
-May import: ``_busypoll``, ``_errors``, ``_fdutil``, ``_objects``, ``_option``,
-``_parcel``, ``_transport``, ``_wire``. Nothing above.
+May import: ``_busypoll``, ``_channels``, ``_errors``, ``_fdutil``, ``_objects``,
+``_option``, ``_parcel``, ``_transport``, ``_wire``. Nothing above.
 
 Lock discipline
 ---------------
@@ -29,6 +31,7 @@ references), never the server lock.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import select
@@ -39,6 +42,7 @@ from typing import Protocol
 
 from childkit.ipc import _busypoll, _wire
 from childkit.ipc._busypoll import PREEMPTED_NS, BusyPoll, lost_cpu
+from childkit.ipc._channels import CallChannel, ChannelSet
 from childkit.ipc._errors import (
     DeadRemoteObjectError,
     IPCError,
@@ -148,13 +152,18 @@ class Caller:
         self.poller.register(transport.call_fd, select.POLLIN)
         self.busy_poll = BusyPoll()
         self._conds = threading.local()  # each thread's condition over the link lock
+        self.channels = ChannelSet(transport)
+        self._opened, self._idle = self.channels.all, self.channels.free  # (never rebound)
+        # Per thread, ``oneway``: it sent one-way requests since its last sync call on the
+        # main socket, so its next sync call goes there too, after them (their order).
+        self._mine = threading.local()
 
     # ------------------------------------------------------------------ state
     def outstanding(self) -> int:
         """Sync calls sent (or being sent) and not yet answered."""
         with self.lock:
             lone = self.lone_seq != 0 and self.lone_seq not in self.waiters
-            return len(self.waiters) + lone
+            return len(self.waiters) + lone + len(self.channels.in_flight())
 
     def fail_waiters_locked(self, error: BaseException) -> None:
         """The link closed (holding the link lock): every waiter learns it."""
@@ -199,13 +208,34 @@ class Caller:
         """:meth:`transact` with the default option (sync, no timeout), for arguments the
         caller has checked: the hot path, with fewer steps to the lone caller's."""
         if not (parcel._fds or parcel._objects or parcel._closed):
+            opened = self._opened
+            if opened and len(self._idle) < len(opened):
+                # Others call on channels now: so does this call (a channel's round trip
+                # is leaner than the main socket's while it may not poll anyway).
+                return self._contended(handle, code, parcel)
             lock = self.lock
             t = self.transport
             lock.acquire()
             if not (t.closed or t.writing or self.leader or t.wqueue or t.gc_releases):
                 return self._transact_alone(handle, code, parcel._buf)  # releases the lock
             lock.release()
+            if self.channels.limit:  # the main socket is busy: a channel of its own?
+                return self._contended(handle, code, parcel)
         return self.transact(handle, code, parcel, SYNC_OPTION)
+
+    def _contended(self, handle: int, code: int, parcel: MessageParcel) -> MessageParcel:
+        """A plain sync call (no fds, objects or timeout) that found the main call socket
+        busy: on an idle extra channel if there is one (or one can be opened), unless this
+        thread's one-way requests must go first; else on the main socket."""
+        mine = self._mine
+        if getattr(mine, "oneway", False):
+            reply = self.transact(handle, code, parcel, SYNC_OPTION)
+            mine.oneway = False  # they were read before this call: channels are fine now
+            return reply
+        channel = self.channels.take()
+        if channel is None:
+            return self.transact(handle, code, parcel, SYNC_OPTION)
+        return self.call_on_channel(channel, handle, code, parcel._buf)
 
     def transact(
         self, handle: int, code: int, parcel: MessageParcel, option: MessageOption
@@ -219,6 +249,8 @@ class Caller:
             refs = self.table.refs_for(objects) if objects else []
             t.send_oneway(
                 _wire.encode_transaction(0, handle, code, True, data, refs, len(fds)), fds)
+            if self.channels.limit:
+                self._mine.oneway = True
             return MessageParcel()
         lock = self.lock
         if not (fds or objects or option.timeout is not None):
@@ -226,6 +258,10 @@ class Caller:
             if not (t.closed or t.writing or self.leader or t.wqueue or t.gc_releases):
                 return self._transact_alone(handle, code, data)  # releases the lock
             lock.release()
+            if self.channels.limit and not getattr(self._mine, "oneway", False):
+                channel = self.channels.take()
+                if channel is not None:
+                    return self.call_on_channel(channel, handle, code, data)
         # The timeout is the caller's whole budget, sending included.
         deadline = None if option.timeout is None else time.monotonic() + option.timeout
         lock.acquire()
@@ -250,7 +286,87 @@ class Caller:
             lock.release()
             raise
         reply = self._await_reply(call, seq, option.timeout, deadline)
+        if self.channels.limit:
+            self._mine.oneway = False  # read after this thread's one-way requests
         return reply_parcel(reply, code, call.objects)
+
+    def call_on_channel(self, channel: CallChannel, handle: int, code: int,
+                        data: _wire.Data) -> MessageParcel:
+        """Send one plain sync request on ``channel`` (taken from ``channels``), read its
+        reply there, give the channel back. Raises as a call on the main socket does. No
+        thread but this one reads the channel: no leader, no hand-off, no link lock."""
+        t = self.transport
+        seq = channel.seq = channel.seq + 1
+        channel.busy = seq
+        try:
+            if len(data) < _wire.GATHER_BYTES:
+                chunk: Outgoing = _wire.encode_transaction(seq, handle, code, False, data, (), 0)
+            else:  # sent gathered: the parcel's data is not copied behind the head first
+                chunk = (_wire.transaction_head(seq, handle, code, len(data)), data)
+            buf = recv_buffers.buf
+            # No busy polling: channels carry calls made while others call, and pollers
+            # would take the CPUs that the peer and the other callers need.
+            try:
+                if exchange is not None:
+                    result = exchange(channel.fd, chunk, buf, 0, PREEMPTED_NS)
+                else:
+                    result = exchange_slowly(channel.sock, self.poller.poll, channel.fd,
+                                             chunk, buf, 0, 0)
+            except OSError as exc:  # only sending raises
+                t.fail(f"sending failed: {exc.strerror or exc}")
+                raise DeadRemoteObjectError(f"{t.name}: {t.close_reason}") from None
+            n, anc, flags, _seen, err = result
+            while err in RETRY_LATER:  # interrupted by a signal: read again
+                try:
+                    n, anc, flags, _ = channel.sock.recvmsg_into([buf], ANC_SPACE, RECV_FLAGS)
+                    err = 0
+                except (InterruptedError, BlockingIOError):
+                    pass
+                except OSError as exc:
+                    err = exc.errno or errno.EIO
+            if err:
+                t.fail(f"receiving failed: {os.strerror(err)}")
+                raise DeadRemoteObjectError(f"{t.name}: {t.close_reason}")
+            if not anc and not flags & TRUNCATED:
+                simple = _wire.simple_reply(buf, n)
+                if simple is not None and simple[0] == seq and not simple[1]:
+                    if n < ADOPT_REPLY:
+                        return MessageParcel._from_wire(buf[_wire.REPLY_DATA_OFFSET:n], [], [])
+                    return MessageParcel._adopt(*adopt_buffer(_wire.REPLY_DATA_OFFSET, n))
+            reply, objects = self._channel_reply(seq, buf, n, anc, flags)
+            return reply_parcel(reply, code, objects)
+        finally:
+            channel.busy = 0  # before the deferred releases are looked at (ObjectTable)
+            if self.table.deferred:
+                try:
+                    self.table.apply_deferred()
+                except ProtocolError as exc:
+                    t.protocol_error(exc.message)
+            self.channels.give_back(channel)
+
+    def _channel_reply(self, seq: int, buf: mmap.mmap | bytearray, n: int,
+                       anc: list[tuple[int, int, bytes]], flags: int,
+                       ) -> tuple[_wire.Reply, list[RemoteObject]]:
+        """Any record on a channel but a plain successful reply: it must be exactly one
+        reply to ``seq`` (with fds, objects, or a failure status); else the link closes."""
+        t = self.transport
+        frames = t.decode(buf, n, anc, flags)
+        if frames is None:  # the end of the stream, or a protocol error: closed
+            raise DeadRemoteObjectError(f"{t.name}: {t.close_reason}")
+        reply = frames[0]
+        if len(frames) != 1 or not isinstance(reply, _wire.Reply) or reply.seq != seq:
+            for frame in frames:
+                if isinstance(frame, (_wire.Reply, _wire.Transaction, _wire.Channel)):
+                    close_fds(frame.fds)
+            t.protocol_error(f"a channel carries one reply to its request {seq}, not this")
+            raise DeadRemoteObjectError(f"{t.name}: {t.close_reason}")
+        try:
+            # Resolved before the channel is free again (ObjectTable.apply_release).
+            return reply, self.table.resolve(reply.objects) if reply.objects else []
+        except ProtocolError as exc:
+            close_fds(reply.fds)
+            t.protocol_error(exc.message)
+            raise DeadRemoteObjectError(f"{t.name}: {t.close_reason}") from None
 
     def _transact_alone(self, handle: int, code: int, data: _wire.Data) -> MessageParcel:
         """The common sync call: no fds, no objects, no timeout, nobody else writing or
@@ -279,7 +395,11 @@ class Caller:
             # one record: in C, one call without the GIL; else three socket calls.
             waiter = self.busy_poll
             started = _now_ns()
-            end = waiter.poll_end(started)
+            # Not while calls on channels wait too: a spinning thread would take a CPU
+            # their peer and callers need (two CPUs are common).
+            opened = self._opened
+            end = (waiter.poll_end(started) if not opened or len(self._idle) == len(opened)
+                   else 0)
             buf = recv_buffers.buf
             result = None
             try:
@@ -401,6 +521,8 @@ class Caller:
                 t.io_users += 1
         finally:
             lock.release()
+        if oneway and self.channels.limit:
+            self._mine.oneway = True
         if write:
             try:
                 t.flush_as_writer(deadline)  # the whole batch, coalesced into records

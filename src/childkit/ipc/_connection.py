@@ -5,9 +5,11 @@ lifecycle (start, the peer's greeting, close, the death fan-out) and holds one o
 role, each a module with its own state and lock discipline:
 
 - :mod:`._transport`: the two sockets, records in and out, the call socket's writer;
-- :mod:`._caller`: this side's sync calls, their replies, the reader (leader);
+- :mod:`._caller`: this side's sync calls, their replies, the reader (leader), and
+  :mod:`._channels`, the extra call sockets of concurrent callers;
 - :mod:`._asyncbridge`: awaited calls, and an event loop as the reader;
-- :mod:`._server`: the peer's requests, run on work threads, and the replies;
+- :mod:`._server`: the peer's requests, run on work threads, and the replies (one server
+  per serve socket: the main one and each extra channel the peer opened);
 - :mod:`._oneway`: the peer's one-way requests, queued per local object;
 - :mod:`._objects`: exported stubs and proxies, with reference counts and releases.
 
@@ -51,7 +53,10 @@ class Connection:
     """One IPC link to a peer process. Thread-safe.
 
     ``local_root`` is the stub this side offers as its root object (a child's
-    ``on_connect()`` stub); the peer reaches it with :meth:`root_proxy`.
+    ``on_connect()`` stub); the peer reaches it with :meth:`root_proxy`. ``channels``:
+    how many extra call channels the peer may open for its concurrent callers (0 to
+    ``MAX_CHANNELS``, 15; 0 serves one call socket only, as the C kit does).
+    :class:`ParamError` for another value.
     """
 
     #: :meth:`transact` with the default option, for arguments the caller has checked.
@@ -70,9 +75,14 @@ class Connection:
         local_root: RemoteStub | None = None,
         name: str = "",
         pool: IPCThreadPool | None = None,
+        channels: int = _wire.MAX_CHANNELS,
     ) -> None:
         if local_root is not None and not isinstance(local_root, RemoteStub):
             raise ParamError(f"local_root must be a RemoteStub, not {local_root!r}")
+        if (isinstance(channels, bool) or not isinstance(channels, int)
+                or not 0 <= channels <= _wire.MAX_CHANNELS):
+            raise ParamError(f"channels must be an int in 0..{_wire.MAX_CHANNELS} (extra call "
+                             f"sockets the peer may open), not {channels!r}")
         self._pool = pool = pool or default_pool()
         table = self._table = ObjectTable(local_root)
         # The pool's methods are looked up when used (a test's pool may lack some).
@@ -80,11 +90,16 @@ class Connection:
                                         lambda task: pool.submit(task))
         caller = self._caller = Caller(t, table)
         self._loop = LoopBridge(caller)
-        self._server = Server(t, table, pool)
+        server = self._server = Server(t, table, pool)
+        server.accepts = channels
+        chans = caller.channels
+        server.on_greeting = lambda peer_accepts: setattr(
+            chans, "limit", min(peer_accepts, _wire.MAX_CHANNELS))
         table.session = self
         table.transport = t
         table.submit_from_finalizer = lambda task: pool.submit_from_finalizer(task)
         table.requests_sent = lambda: caller.next_seq
+        table.channel_calls = chans.in_flight
         t.on_fail = self._shutdown
         self._started = False
         self._close_callbacks: list[Callable[[], object]] = []
@@ -126,7 +141,7 @@ class Connection:
             self._started = True
             self._table.started = True
         self._pool.register(t.serve_fd, self._server.on_readable)
-        t.send(_wire.encode_hello(self._has_root), None)
+        t.send(_wire.encode_hello(self._has_root, self._server.accepts), None)
 
     def wait_peer_hello(self, timeout: float) -> bool:
         """Wait for the peer's greeting; return whether it exports a root object.
@@ -190,6 +205,8 @@ class Connection:
         self._server.replies.close()  # before the sockets close: the writer lets go first
         if started:
             self._pool.unregister(t.serve_fd)
+        self._server.close_channels()  # the peer's channels: no longer served
+        self._caller.channels.shutdown()  # this side's: callers on them wake
         t.shutdown_sockets()  # wakes any thread blocked on them; closes them once idle
         close_fds(stale_fds + queued_fds)
         if recipients or callbacks:

@@ -28,7 +28,8 @@ from __future__ import annotations
 import collections
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from childkit.ipc import _proxy, _wire
 from childkit.ipc._errors import DeadRemoteObjectError, ParamError, ProtocolError
@@ -63,13 +64,16 @@ class ObjectTable:
             self.export_handles[id(local_root)] = ROOT_HANDLE
         self.proxies: dict[int, weakref.ref[RemoteProxy]] = {}
         self.gc_releases: collections.deque[tuple[int, int]] = collections.deque()
-        self.deferred: list[_wire.Release] = []
+        # Releases waiting for replies: each with the channel calls it waits for too.
+        self.deferred: list[tuple[_wire.Release, Sequence[tuple[ChannelCall, int]]]] = []
         # Wired by the connection once every part exists.
         self.session: Session | None = None
         self.transport: Transport | None = None
         self.submit_from_finalizer: Callable[[Callable[[], None]], None] = lambda task: None
         self.started = False
         self.requests_sent: Callable[[], int] = lambda: 0
+        #: This side's calls in flight on extra channels: ``(channel, seq)`` pairs.
+        self.channel_calls: Callable[[], Sequence[tuple[ChannelCall, int]]] = lambda: []
 
     # ------------------------------------------------------------------ proxies
     def root_proxy(self) -> RemoteProxy:
@@ -195,16 +199,23 @@ class ObjectTable:
     # ------------------------------------------------------------------ releases
     def apply_release(self, frame: _wire.Release) -> None:
         """Apply a RELEASE from the peer now, or once the replies it names are read.
-        :class:`ProtocolError` if it cannot be right."""
+        :class:`ProtocolError` if it cannot be right.
+
+        ``after_replies`` counts the replies of the main sockets only. A reply on an extra
+        channel may name the object too, and each channel is its own queue, so the release
+        also waits for every channel call in flight when it was read: such a reply was
+        sent before the release, so it belongs to one of those calls."""
         transport = self.transport
         assert transport is not None
+        waits = self.channel_calls()
         with self.lock:
-            if frame.after_replies > transport.replies_received:
-                if frame.after_replies >= self.requests_sent():
+            unread = frame.after_replies > transport.replies_received
+            if unread or waits:
+                if unread and frame.after_replies >= self.requests_sent():
                     raise ProtocolError("release refers to replies to requests never sent")
                 if len(self.deferred) >= MAX_DEFERRED_RELEASES:
                     raise ProtocolError("too many releases waiting for replies")
-                self.deferred.append(frame)
+                self.deferred.append((frame, waits))
                 # The caller may have read those replies since the count was looked at,
                 # and then found nothing deferred: look again (see apply_deferred).
                 self._apply_deferred_locked(transport.replies_received)
@@ -220,10 +231,10 @@ class ObjectTable:
             self._apply_deferred_locked(transport.replies_received)
 
     def _apply_deferred_locked(self, received: int) -> None:
-        ready = [r for r in self.deferred if r.after_replies <= received]
+        ready = [entry for entry in self.deferred if _ready(entry, received)]
         if ready:
-            self.deferred = [r for r in self.deferred if r.after_replies > received]
-            for release in ready:
+            self.deferred = [entry for entry in self.deferred if not _ready(entry, received)]
+            for release, _waits in ready:
                 self._apply_locked(release)
 
     def _apply_locked(self, frame: _wire.Release) -> None:
@@ -254,6 +265,22 @@ class ObjectTable:
             self.exports.clear()
             self.export_handles.clear()
         return recipients
+
+
+def _ready(entry: tuple[_wire.Release, Sequence[tuple[ChannelCall, int]]], received: int,
+           ) -> bool:
+    """Whether a deferred release may be applied: its replies are read, and the channel
+    calls it waits for are over (a channel's ``busy`` moved on from that call)."""
+    release, waits = entry
+    return release.after_replies <= received and all(
+        channel.busy != seq for channel, seq in waits)
+
+
+class ChannelCall(Protocol):
+    """What the table sees of an extra call channel (``_channels.CallChannel``): the
+    sequence number of its call in flight, 0 for none."""
+
+    busy: int
 
 
 class _ForwardingStub(RemoteStub):

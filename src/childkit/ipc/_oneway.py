@@ -49,7 +49,10 @@ ASYNC_BACKLOG_FDS = 256
 
 Request = tuple[_wire.Transaction, list[RemoteObject]]  # a request and its resolved objects
 OnewayRun = list[tuple[int, bytes]]  # a record of plain one-way requests: (code, data)
-Queued = Request | OnewayRun  # what waits in an object's one-way queue
+#: A sync request that arrived on an extra channel, with the dispatch that answers it there.
+ChannelRequest = tuple[_wire.Transaction, list[RemoteObject],
+                       Callable[[_wire.Transaction, list[RemoteObject]], None]]
+Queued = Request | ChannelRequest | OnewayRun  # what waits in an object's one-way queue
 
 
 class OnewayQueues:
@@ -190,11 +193,11 @@ class OnewayQueues:
             for item in items:
                 if isinstance(item, list):
                     continue  # one-way requests to an object that is gone: dropped
-                frame, objects = item
+                frame, objects = item[0], item[1]
                 if frame.oneway:
                     close_fds(frame.fds)
                 else:
-                    self.dispatch(frame, objects)  # answers "no such object"
+                    self._dispatcher(item)(frame, objects)  # answers "no such object"
             return
         on_request = stub.on_remote_request
         ctx = _skeleton._context
@@ -221,11 +224,11 @@ class OnewayQueues:
                             reply.close()
                             reply = MessageParcel()
                     continue
-                frame, objects = item
+                frame, objects = item[0], item[1]
                 if not frame.oneway:
                     ctx.identity = saved
                     try:
-                        self.dispatch(frame, objects)  # answers the caller in any case
+                        self._dispatcher(item)(frame, objects)  # answers the caller anyway
                     except BaseException as exc:
                         escaped = escaped or exc
                     ctx.identity = identity
@@ -250,6 +253,11 @@ class OnewayQueues:
             reply.close()
         if escaped is not None:
             raise escaped
+
+    def _dispatcher(self, item: Request | ChannelRequest,
+                    ) -> Callable[[_wire.Transaction, list[RemoteObject]], None]:
+        """What answers a queued sync request: on the socket it came by."""
+        return item[2] if len(item) == 3 else self.dispatch
 
     def close(self) -> list[int]:
         """The link closed: drop every queue; return the fds the dropped requests owned."""

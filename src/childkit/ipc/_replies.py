@@ -47,10 +47,13 @@ _Entry = tuple[bytes, list[int], list[MessageParcel]]  # a record, its fds, parc
 
 
 class ReplyQueue:
-    """The replies of one connection that found no room on its serve socket."""
+    """The replies of one serve socket of a connection (``sock``: the main one or an extra
+    channel's) that found no room on it."""
 
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, sock: socket.socket) -> None:
         self.transport = transport
+        self.sock = sock
+        self.fd = sock.fileno()
         self.lock = threading.Lock()
         self.pending: collections.deque[_Entry] = collections.deque()
         self.pending_bytes = 0
@@ -65,9 +68,9 @@ class ReplyQueue:
         if not self.pending:  # the common case: room, nothing queued before it
             try:
                 if fds:
-                    t.serve.sendmsg([chunk], rights(fds), _DONTWAIT)
+                    self.sock.sendmsg([chunk], rights(fds), _DONTWAIT)
                 else:
-                    t.serve.send(chunk, _DONTWAIT)
+                    self.sock.send(chunk, _DONTWAIT)
             except BlockingIOError:
                 pass
             except OSError as exc:
@@ -121,7 +124,7 @@ class ReplyQueue:
                 while self.pending and not self.closed:
                     chunk, fds, parcels = self.pending[0]
                     try:
-                        t.serve.sendmsg([chunk], rights(fds), _DONTWAIT)
+                        self.sock.sendmsg([chunk], rights(fds), _DONTWAIT)
                     except BlockingIOError:
                         return False
                     except OSError as exc:
@@ -167,7 +170,7 @@ class _ReplyWriter:
 
     def watch(self, queue: ReplyQueue) -> None:
         """Write ``queue`` once its socket has room (idempotent)."""
-        fd = queue.transport.serve_fd
+        fd = queue.fd
         with self._lock:
             if self._queues.get(fd) is queue:
                 return
@@ -190,7 +193,7 @@ class _ReplyWriter:
                                  daemon=True).start()
 
     def unwatch(self, queue: ReplyQueue) -> None:
-        fd = queue.transport.serve_fd
+        fd = queue.fd
         with self._lock:
             if self._queues.get(fd) is not queue:
                 return

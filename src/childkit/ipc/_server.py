@@ -4,18 +4,23 @@ The pool (:mod:`._threadpool`) calls :meth:`Server.on_readable` on a work thread
 serve socket has a record. A plain sync request (no fds, no objects) runs right there and
 its reply goes out from that thread, which then polls a moment for the next request (see
 :mod:`._busypoll`); one-way requests go to their object's queue (:mod:`._oneway`); the sync
-requests of one record (a batch) run in order and their replies go out coalesced.
+requests of one record (a batch) run in order and their replies go out coalesced. Each
+extra call channel the peer opens (a CHANNEL frame, see :mod:`._channels`) is served by a
+:class:`ChannelServer` of its own: one more socket in the pool's epoll, sharing the main
+server's one-way queues and lock; its thread stays with the channel for the next request.
 
 May import: ``_busypoll``, ``_errors``, ``_fdutil``, ``_objects``, ``_oneway``,
 ``_option``, ``_parcel``, ``_replies``, ``_stub``, ``_threadpool``, ``_transport``, ``_wire``.
 
 Lock discipline
 ---------------
-``Server.lock`` (the *server lock*) guards ``polling`` (one thread polls the serve socket
-at a time: a poll object is not reentrant) and the increments of the transport's
-``replies_sent`` counter, which are made before each reply is sent. The hello state
-(``greeted``, ``peer_has_root``) is written under the one-way queue lock, in the arrival
-order of frames, and read after ``hello`` is set. ``last_run_ns``, ``run_started`` and
+``Server.lock`` (the *server lock*, the main server's, shared by its channel servers)
+guards the main server's ``polling`` (one thread polls the connection's serve sockets at
+a time), ``channels`` (the channel servers) and the increments of the transport's
+``replies_sent`` counter (main socket replies only), which are made before each reply is
+sent. ``serving`` (a thread serves that channel) is a hint written without a lock. The
+hello state (``greeted``, ``peer_has_root``) is written under the one-way queue lock, in
+the arrival order of frames, and read after ``hello`` is set. ``last_run_ns``, ``run_started`` and
 ``idle_since`` are timing hints that work threads write without a lock (a stale one only
 shifts a busy-poll window). Nothing here holds the server lock while taking another lock.
 """
@@ -26,12 +31,14 @@ import logging
 import os
 import select
 import socket
+import struct
 import threading
+from collections.abc import Callable
 
 from childkit.ipc import _busypoll, _wire
 from childkit.ipc._busypoll import PREEMPTED_NS, BusyPoll, lost_cpu
 from childkit.ipc._errors import IPCError, IPCErrorCode, ProtocolError
-from childkit.ipc._fdutil import close_fds
+from childkit.ipc._fdutil import close_fds, received_fds
 from childkit.ipc._objects import ObjectTable
 from childkit.ipc._oneway import OnewayQueues, Request
 from childkit.ipc._option import ASYNC_OPTION, SYNC_OPTION
@@ -45,6 +52,7 @@ from childkit.ipc._transport import (
     NO_FDS,
     RECV_FLAGS,
     RETRY_LATER,
+    SNDBUF,
     TRUNCATED,
     Outgoing,
     Record,
@@ -62,7 +70,15 @@ _NO_PARCELS: list[MessageParcel] = []  # shared: only ever read
 # A plain request is run holding the serve socket (see serve_record) only while the one
 # before it ran shorter than this: one that takes longer may well again, and others wait.
 _HOLD_RUNS_NS = 100_000
+#: How long a work thread that answered a request on an extra channel waits there for the
+#: next one (ms) before it goes back to the pool (see ChannelServer).
+STAY_MS = 2
 _now_ns = _busypoll.now_ns  # the busy-poll rule's clock (a test may replace it there)
+
+
+def _timeval(ms: int) -> bytes:
+    """A ``struct timeval`` of ``ms`` milliseconds (SO_RCVTIMEO, SO_SNDTIMEO)."""
+    return struct.pack("@ll", ms // 1000, ms % 1000 * 1000)
 
 
 class ReplyBatch:
@@ -81,30 +97,106 @@ class ReplyBatch:
 class Server:
     """Reads the peer's requests from the serve socket, runs them, sends the replies."""
 
-    def __init__(self, transport: Transport, table: ObjectTable, pool: IPCThreadPool) -> None:
+    def __init__(self, transport: Transport, table: ObjectTable, pool: IPCThreadPool,
+                 sock: socket.socket | None = None, main: Server | None = None) -> None:
         self.transport = transport
         self.table = table
         self.pool = pool
-        self.lock = threading.Lock()
-        self.polling = False  # a thread polls the serve socket (set under the lock)
+        #: The socket served: the main serve socket, or a channel's (then ``main`` is the
+        #: main socket's server, whose one-way queues, lock and poll turn are shared).
+        self.sock = transport.serve if sock is None else sock
+        self.fd = self.sock.fileno()
+        self.main: Server = self if main is None else main
+        # Only the main socket's replies count for release ordering (see _wire.Release).
+        self.counts_replies = main is None
+        self.lock: threading.Lock = threading.Lock() if main is None else main.lock
+        # A thread polls one of the connection's serve sockets (main's, set under the lock).
+        self.polling = False
+        self.serving = False  # a thread serves this channel now (ChannelServer; a hint)
         # After answering a plain request inline, a work thread polls the serve socket for
         # the next one (one thread at a time: a poll object is not reentrant).
         self.poller = select.poll()
-        self.poller.register(transport.serve_fd, select.POLLIN)
+        self.poller.register(self.fd, select.POLLIN)
         self.busy_poll = BusyPoll()
         # How long the last plain request answered inline ran (ns), and when it started.
         self.last_run_ns = 0
         self.run_started = 0
         self.idle_since = 0  # when polling for the next request gave up (ns)
-        self.oneway = OnewayQueues(transport, table, self.dispatch, self._rearm)
-        self.replies = ReplyQueue(transport)  # replies that found no room, never waited for
-        # The peer's greeting.
+        self.oneway: OnewayQueues = (OnewayQueues(transport, table, self.dispatch, self._rearm)
+                                     if main is None else main.oneway)
+        # Replies that found no room, never waited for.
+        self.replies = ReplyQueue(transport, self.sock)
+        # The peer's greeting (main's).
         self.hello = threading.Event()
         self.greeted = False
         self.peer_has_root = False
+        #: Extra channels this side accepts from the peer (its HELLO says so), and the
+        #: servers of those it opened (main's; under the lock).
+        self.accepts = 0
+        self.channels: list[Server] = []
+        #: Told how many extra channels the peer accepts, when its greeting arrives.
+        self.on_greeting: Callable[[int], None] = lambda channels: None
 
     def _rearm(self) -> None:
         self.pool.rearm(self.transport.serve_fd)
+
+    # ------------------------------------------------------------------ channels
+    def open_channel(self, fd: int) -> None:
+        """Serve the extra channel whose socket ``fd`` (owned now) a CHANNEL frame brought;
+        a protocol error (the link closes) if it is not a SOCK_SEQPACKET socket or more
+        channels than this side accepts."""
+        t = self.transport
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            os.close(fd)
+            t.protocol_error("a channel frame carried an fd that is not a socket")
+            return
+        if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_SEQPACKET:
+            sock.close()
+            t.protocol_error("a channel frame carried a socket that is not AF_UNIX "
+                             "SOCK_SEQPACKET")
+            return
+        with self.lock:
+            over = len(self.channels) >= self.accepts
+            if not over:
+                server = ChannelServer(t, self.table, self.pool, sock, self)
+                self.channels.append(server)
+        if over:
+            sock.close()
+            t.protocol_error(f"the peer opened more than the {self.accepts} extra channels "
+                             f"this side accepts")
+            return
+        try:
+            # Read when epoll says so, or while a thread stays for the next request: then
+            # a read sleeps at most STAY_MS (SO_RCVTIMEO), and a send that finds no room
+            # (only a peer that does not read its replies) gives up after 1 ms and queues.
+            sock.setblocking(True)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(STAY_MS))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(1))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
+        except OSError:
+            pass
+        if not t.add_channel_socket(sock):  # closed meanwhile
+            sock.close()
+            return
+        self.pool.register(server.fd, server.on_readable)
+        if t.closed:  # closed while registering: the close may have missed it
+            self.pool.unregister(server.fd)
+
+    def channels_serving(self) -> bool:
+        """Whether a thread serves (or waits on) one of the peer's extra channels: then
+        no thread busy-polls the main socket, whose spinning would take a CPU they need."""
+        return any(server.serving for server in self.channels)
+
+    def close_channels(self) -> None:
+        """The link closed: stop serving every channel (their sockets close with the
+        link's, see Transport.close_sockets_if_idle_locked)."""
+        with self.lock:
+            servers = list(self.channels)
+        for server in servers:
+            self.pool.unregister(server.fd)
+            server.replies.close()
 
     # ------------------------------------------------------------------ reading
     def on_readable(self) -> None:
@@ -126,9 +218,10 @@ class Server:
         size, ancillary data and flags; ``None`` (re-armed) if nothing was there."""
         t = self.transport
         try:
-            n, anc, flags, _ = t.serve.recvmsg_into([recv_buffers.buf], ANC_SPACE, RECV_FLAGS)
+            n, anc, flags, _ = self.sock.recvmsg_into([recv_buffers.buf], ANC_SPACE,
+                                                      RECV_FLAGS)
         except (BlockingIOError, InterruptedError):
-            self.pool.rearm(t.serve_fd)
+            self.pool.rearm(self.fd)
             return None
         except OSError as exc:
             t.fail(f"receiving failed: {exc.strerror or exc}")
@@ -144,19 +237,21 @@ class Server:
         or the link closed)."""
         t = self.transport
         pool = self.pool
-        fd = t.serve_fd
+        fd = self.fd
         disarmed = pool.unhold(fd)
         waiter = self.busy_poll
         started = _now_ns()
         self.last_run_ns = started - self.run_started
         end = 0
         lock = self.lock
+        main = self.main
         lock.acquire()
-        if reply:
+        if reply and self.counts_replies:
             t.replies_sent += 1  # counted before it is sent (see send_reply)
-        if waiter.window_ns and not t.closed and not self.polling:
+        if (waiter.window_ns and not t.closed and not main.polling
+                and not (main.channels and main.channels_serving())):
             end = waiter.poll_end(started)
-            self.polling = end != 0  # one poller per connection at a time
+            main.polling = end != 0  # one poller per connection at a time
         lock.release()
         if not end:
             if disarmed:
@@ -177,7 +272,7 @@ class Server:
                 if not disarmed:
                     pool.disarm(fd)
                 n, anc, flags, seen, err = exchange_slowly(
-                    t.serve, self.poller.poll, fd, reply, buf, started, end,
+                    self.sock, self.poller.poll, fd, reply, buf, started, end,
                     wait_for_room=False)
         except BlockingIOError:  # the peer reads slowly: wait for room, do not poll
             pool.rearm(fd)
@@ -188,7 +283,7 @@ class Server:
             t.fail(f"sending a reply failed: {exc.strerror or exc}")
             return None
         finally:
-            self.polling = False
+            main.polling = False
         if n >= 0:
             if seen <= 0:  # it came after the window: adapt to how late
                 waiter.waited(_now_ns() - started)
@@ -227,9 +322,9 @@ class Server:
                 # is re-armed now, so other threads may serve the connection meanwhile.
                 now = _now_ns()
                 if self.busy_poll.window_ns and self.last_run_ns < _HOLD_RUNS_NS:
-                    self.pool.hold(t.serve_fd)
+                    self.pool.hold(self.fd)
                 else:
-                    self.pool.rearm(t.serve_fd)
+                    self.pool.rearm(self.fd)
                 self.run_started = now
                 # A large one's parcel takes the buffer it was read into, not a copy.
                 data = (MessageParcel._from_wire(buf[_wire.TXN_DATA_OFFSET:n], [], [])
@@ -253,11 +348,12 @@ class Server:
                     and not frame.objects
                     and frame.handle not in oneway.busy):
                 # One sync request with fds: run it on this thread, as above.
-                self.pool.rearm(t.serve_fd)
+                self.pool.rearm(self.fd)
                 self.dispatch(frame, [])
                 return b""
         sync: list[Request] = []
         drain: list[int] = []
+        opened: list[int] = []  # the fds of CHANNEL frames: new channels to serve
         error = ""
         table = self.table
         with oneway.lock:
@@ -285,17 +381,20 @@ class Server:
                             raise ProtocolError("second hello from the peer")
                         self.greeted = True
                         self.peer_has_root = frame.has_root
+                        self.on_greeting(frame.channels)
                         self.hello.set()
                         try:  # credentials were for the greeting; stop paying for them
                             t.serve.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
                         except OSError:
                             pass
+                    elif isinstance(frame, _wire.Channel):
+                        opened.extend(frame.fds)
                     else:
                         raise ProtocolError("a reply arrived on the serve socket")
                 except ProtocolError as exc:
                     error = exc.message
                     for rest in frames[i:]:
-                        if isinstance(rest, (_wire.Transaction, _wire.Reply)):
+                        if isinstance(rest, (_wire.Transaction, _wire.Reply, _wire.Channel)):
                             close_fds(rest.fds)
                     break
             # Backpressure: while a one-way queue that another thread drains is too long,
@@ -305,10 +404,12 @@ class Server:
                     {f.handle for f in frames
                      if isinstance(f, _wire.Transaction) and f.oneway} - set(drain), drain)
         if error:
-            close_fds([fd for f, _objs in sync for fd in f.fds])
+            close_fds([fd for f, _objs in sync for fd in f.fds] + opened)
             t.protocol_error(error)
             return None
-        self.pool.rearm(t.serve_fd)
+        for fd in opened:
+            self.open_channel(fd)
+        self.pool.rearm(self.fd)
         try:
             if len(sync) > 1:
                 self.run_batch(sync)
@@ -392,8 +493,8 @@ class Server:
                 stub, code, parcel, SYNC_OPTION, t.peer_pid, t.peer_uid, local=False)
         except StubEscaped as esc:
             # Answered first, the socket given back to the pool; the exception then goes on.
-            if self.pool.unhold(t.serve_fd):
-                self.pool.rearm(t.serve_fd)
+            if self.pool.unhold(self.fd):
+                self.pool.rearm(self.fd)
             self.send_reply(_wire.encode_error_reply(seq, esc.status, esc.detail), [])
             raise esc.exc from None
         if parcel._owner is None:
@@ -468,10 +569,11 @@ class Server:
             for parcel in parcels:
                 parcel.close()
             return
-        lock = self.lock
-        lock.acquire()
-        t.replies_sent += len(chunks)  # counted before they go (see send_reply)
-        lock.release()
+        if self.counts_replies:
+            lock = self.lock
+            lock.acquire()
+            t.replies_sent += len(chunks)  # counted before they go (see send_reply)
+            lock.release()
         self.replies.send(b"".join(chunks), fds, parcels)  # closes the parcels once sent
 
     def send_reply(self, chunk: bytes, fds: list[int], parcel: MessageParcel | None = None,
@@ -486,10 +588,11 @@ class Server:
         # Counted before it is sent, so that any release computed after it went out carries
         # a count that includes it: replies may finish sending in another order than they
         # started, and a count of finished ones could miss this one (see _wire.Release).
-        lock = self.lock
-        lock.acquire()
-        t.replies_sent += 1
-        lock.release()
+        if self.counts_replies:
+            lock = self.lock
+            lock.acquire()
+            t.replies_sent += 1
+            lock.release()
         self.replies.send(chunk, fds, _NO_PARCELS if parcel is None else [parcel])
 
     def send_reply_record(self, chunk: Outgoing) -> None:
@@ -498,3 +601,106 @@ class Server:
         if isinstance(chunk, tuple):  # not sent in an exchange: the queue takes one piece
             chunk = b"".join(chunk)
         self.replies.send(chunk, NO_FDS, _NO_PARCELS)
+
+
+class ChannelServer(Server):
+    """The server of one extra channel the peer opened: each record is one plain sync
+    request (no fds, no objects), run on the thread that read it; anything else closes
+    the link. Its replies do not count for release ordering (``ObjectTable.apply_release``
+    orders releases after the channel replies in flight instead).
+
+    A channel carries one call at a time, so its socket stays disarmed in the pool while a
+    thread serves it, and after answering, the thread waits on the channel itself for
+    the caller's next request (:data:`STAY_MS`), as binder's thread per connection does,
+    while another work thread is idle for the rest: no ``epoll_ctl`` and no hand-back to
+    the pool per request. It does not busy-poll (the callers on channels do not either)."""
+
+    def on_readable(self) -> None:
+        t = self.transport
+        if not t.enter_io():
+            return
+        self.serving = True
+        try:
+            record = self.read_here()
+            while record is not None:
+                reply = self.serve_record(*record)
+                if reply is None:
+                    break
+                record = self.reply_and_stay(reply)
+        finally:
+            self.serving = False
+            self.pool.rearm(self.fd)  # the pool serves the channel again
+            t.io_done()
+
+    def read_here(self) -> Record | None:
+        """One record from the channel, or ``None`` (nothing there, or the link failed)."""
+        try:
+            n, anc, flags, _ = self.sock.recvmsg_into([recv_buffers.buf], ANC_SPACE,
+                                                      RECV_FLAGS)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            self.transport.fail(f"receiving failed: {exc.strerror or exc}")
+            return None
+        return n, anc, flags
+
+    def reply_and_stay(self, reply: Outgoing) -> Record | None:
+        """Send ``reply`` (never waiting: see ReplyQueue), then wait up to
+        :data:`STAY_MS` for the next request on this channel if another work thread is
+        idle; the next record, or ``None`` (back to the pool). ``b""``: the reply went
+        out already. With the C twins, sending and waiting are one call without the GIL
+        (the socket's receive timeout is the stay)."""
+        t = self.transport
+        if not self.pool.spare() or t.closed or self.replies.pending or exchange is None:
+            if reply:
+                self.send_reply_record(reply)
+            if (exchange is not None or not self.pool.spare() or t.closed
+                    or not self.poller.poll(STAY_MS)):
+                return None
+            return self.read_here()
+        try:
+            n, anc, flags, _seen, err = exchange(self.fd, reply, recv_buffers.buf, 0,
+                                                 PREEMPTED_NS)
+        except BlockingIOError:  # no room (nothing was sent): the queue writes it later
+            self.send_reply_record(reply)
+            return None
+        except OSError as exc:
+            t.fail(f"sending a reply failed: {exc.strerror or exc}")
+            return None
+        if n >= 0:
+            return n, anc, flags
+        if err not in RETRY_LATER:  # else nothing came within the stay
+            t.fail(f"receiving failed: {os.strerror(err)}")
+        return None
+
+    def serve_record(self, n: int, anc: list[tuple[int, int, bytes]], flags: int,
+                     ) -> Outgoing | None:
+        buf = recv_buffers.buf
+        t = self.transport
+        simple = (_wire.simple_request(buf, n) if not anc and not flags & TRUNCATED
+                  else None)
+        if simple is None:
+            if n == 0 and not anc and not flags & TRUNCATED:
+                t.fail("the peer closed the connection")
+            else:
+                close_fds(received_fds(anc) if anc else [])
+                t.protocol_error("a channel carries one plain sync request per record")
+            return None
+        seq, handle, code = simple
+        oneway = self.oneway
+        if handle in oneway.busy:
+            # One-way requests to its object are pending: it runs after them, in their
+            # queue, answered on this channel.
+            frame = _wire.Transaction(seq, handle, code, False,
+                                      bytes(buf[_wire.TXN_DATA_OFFSET:n]), [], [])
+            with oneway.lock:
+                queued = not oneway.closed and handle in oneway.busy
+                if queued:
+                    oneway.enqueue_locked(handle, (frame, [], self.dispatch), 1)
+            if not queued and not oneway.closed:
+                self.dispatch(frame, [])  # drained meanwhile: run it here
+            return None
+        data = (MessageParcel._from_wire(buf[_wire.TXN_DATA_OFFSET:n], [], [])
+                if n < ADOPT_REQUEST
+                else MessageParcel._adopt(*adopt_buffer(_wire.TXN_DATA_OFFSET, n)))
+        return self.answer_plain(seq, handle, code, data)

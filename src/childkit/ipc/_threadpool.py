@@ -77,6 +77,11 @@ class IPCThreadPool:
     def thread_count(self) -> int:
         return self._threads
 
+    def spare(self) -> bool:
+        """Whether another work thread waits for work now (a hint, read without the lock):
+        a thread may then stay with one fd a moment instead of coming back at once."""
+        return self._idle > 0
+
     def set_max_threads(self, n: int) -> None:
         """Allow at most ``n`` work threads (running ones above it stay until idle)."""
         with self._lock:

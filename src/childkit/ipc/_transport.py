@@ -2,12 +2,13 @@
 
 A connection is two SOCK_SEQPACKET socket pairs. On its *call* socket a side sends its
 requests (and HELLO and RELEASE frames) and reads the replies; on its *serve* socket it
-receives the peer's requests and sends the replies. This module owns both sockets and is
-the only code that closes them; the roles (:mod:`._caller`, :mod:`._server`,
-:mod:`._asyncbridge`, :mod:`._objects`) read and write them through it. It also holds the
-per-thread receive buffer, the C ``exchange`` (send, poll, read in one call without the
-GIL) with its Python twin, and the *writer*: frames queue on the call socket while another
-thread writes, and go out coalesced.
+receives the peer's requests and sends the replies. This module owns both sockets (and
+the serve ends of the extra channels the peer opens: ``channel_socks``; this side's own
+channels belong to :mod:`._channels`) and is the only code that closes them; the roles
+(:mod:`._caller`, :mod:`._server`, :mod:`._asyncbridge`, :mod:`._objects`) read and write
+them through it. It also holds the per-thread receive buffer, the C ``exchange`` (send,
+poll, read in one call without the GIL) with its Python twin, and the *writer*: frames
+queue on the call socket while another thread writes, and go out coalesced.
 
 May import: ``_accel``, ``_allocator``, ``_busypoll``, ``_errors``, ``_fdutil``,
 ``_recvbuf``, ``_wire``. Nothing above.
@@ -15,10 +16,11 @@ May import: ``_accel``, ``_allocator``, ``_busypoll``, ``_errors``, ``_fdutil``,
 Lock discipline
 ---------------
 ``Transport.lock`` (the *link lock*, with its condition ``cond``) guards, here: ``closed``,
-``close_reason``, ``sockets_open``, ``io_users``, ``wqueue``, ``writing``. The caller role
-(:mod:`._caller`) and the asyncio hand-off (:mod:`._asyncbridge`) keep their fields under
-this same lock, because the lone caller's fast path decides in one critical section that
-nobody writes, reads or has closed the link. ``closed`` only ever goes from False to True,
+``close_reason``, ``sockets_open``, ``io_users``, ``wqueue``, ``writing``,
+``channel_socks``. The caller role (:mod:`._caller`) and the asyncio hand-off
+(:mod:`._asyncbridge`) keep their fields under this same lock, because the lone caller's
+fast path decides in one critical section that nobody writes, reads or has closed the
+link. ``closed`` only ever goes from False to True,
 so reading it without the lock is a hint that a locked check confirms. ``replies_sent``
 and ``replies_received`` are counters for release ordering (see ``_wire.Release``):
 ``replies_sent`` is advanced by the server role under its own lock, ``replies_received`` by
@@ -72,7 +74,8 @@ exchange: Callable[..., tuple[int, list[tuple[int, int, bytes]], int, int, int]]
     _accel.speedups.exchange if _accel.speedups is not None else None)
 release_holds: Callable[[], None] | None = (
     _accel.speedups.release_holds if _accel.speedups is not None else None)
-_SNDBUF = 1 << 20
+#: The send buffer every socket of a connection asks for (a full record fits with room).
+SNDBUF = 1 << 20
 #: One-way frames that may wait to be written before their senders block.
 WRITE_BACKLOG = 8192
 #: The fd list of every queued frame that carries none (shared: it is only ever read).
@@ -229,7 +232,7 @@ class Transport:
             if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_SEQPACKET:
                 raise ParamError("a connection needs AF_UNIX SOCK_SEQPACKET sockets")
             try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SNDBUF)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
             except OSError:
                 pass
         # The call socket blocks: a caller with no timeout sleeps in recvmsg itself, one
@@ -261,6 +264,9 @@ class Transport:
         self.writing = False
         self.replies_sent = 0
         self.replies_received = 0
+        # The serve ends of the extra channels the peer opened (see _channels): closed
+        # with the link's own sockets, once nobody is inside a socket call.
+        self.channel_socks: list[socket.socket] = []
 
     # ------------------------------------------------------------------ lifecycle
     def dead(self) -> DeadRemoteObjectError:
@@ -284,22 +290,35 @@ class Transport:
         return queued_fds
 
     def shutdown_sockets(self) -> None:
-        """Wake every thread blocked on either socket (after :meth:`mark_closed_locked`)."""
-        for sock in (self.call, self.serve):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        """Wake every thread blocked on a socket (after :meth:`mark_closed_locked`)."""
         with self.lock:
+            socks = [self.call, self.serve, *self.channel_socks] if self.sockets_open else []
+            for sock in socks:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
             self.close_sockets_if_idle_locked()
 
     def close_sockets_if_idle_locked(self) -> None:
-        # Every reader (the leader, a stand-in, a loop) and the writer count in io_users
-        # while they may touch a socket, so no user left means nobody is inside one.
+        # Every reader (the leader, a stand-in, a loop, a channel's server) and the writer
+        # count in io_users while they may touch a socket, so no user left means nobody
+        # is inside one.
         if self.closed and self.sockets_open and self.io_users == 0:
             self.sockets_open = False
             self.call.close()
             self.serve.close()
+            for sock in self.channel_socks:
+                sock.close()
+
+    def add_channel_socket(self, sock: socket.socket) -> bool:
+        """Own the serve end of a channel the peer opened; ``False`` (not taken) once the
+        link is closed."""
+        with self.lock:
+            if self.closed:
+                return False
+            self.channel_socks.append(sock)
+            return True
 
     def enter_io(self) -> bool:
         """Count this thread as a socket user; ``False`` (not counted) once closed."""

@@ -35,6 +35,7 @@ F_HELLO = 1
 F_TRANSACTION = 2
 F_REPLY = 3
 F_RELEASE = 4
+F_CHANNEL = 5
 
 # Frame flags.
 FLAG_ONEWAY = 0x01  # on F_TRANSACTION: no reply is sent
@@ -46,7 +47,7 @@ OBJ_SENDER_STUB = 1  # a stub the sender exports under this handle: the receiver
 OBJ_RECEIVER_STUB = 2  # a proxy of the receiver's own stub: the receiver gets its stub back
 
 HEADER = struct.Struct("<BBHI")  # type, flags, n_fds, body length
-_HELLO = struct.Struct("<HH")  # version, reserved
+_HELLO = struct.Struct("<HH")  # version, extra channels the sender accepts (0: none)
 _TXN = struct.Struct("<QIIIH")  # seq, handle, code, data length, n_objects
 _REPLY = struct.Struct("<QiIH")  # seq, status, data length, n_objects
 _RELEASE = struct.Struct("<IIQ")  # handle, count, replies the sender had sent before
@@ -60,14 +61,20 @@ ObjectRef = tuple[int, int]  # (kind, handle)
 Data = bytes | bytearray | memoryview
 
 
+#: Most extra call channels a side accepts from its peer (docs/wire-format.md, CHANNEL).
+MAX_CHANNELS = 15
+
+
 class Hello:
-    """First frame each side sends on its call socket."""
+    """First frame each side sends on its call socket. ``channels``: how many extra call
+    channels (CHANNEL frames) the sender accepts; a peer that predates them sends 0."""
 
-    __slots__ = ("has_root", "version")
+    __slots__ = ("channels", "has_root", "version")
 
-    def __init__(self, version: int, has_root: bool) -> None:
+    def __init__(self, version: int, has_root: bool, channels: int = 0) -> None:
         self.version = version
         self.has_root = has_root
+        self.channels = channels
 
 
 class Transaction:
@@ -121,7 +128,17 @@ class Release:
         self.after_replies = after_replies
 
 
-Frame = Hello | Transaction | Reply | Release
+class Channel:
+    """The sender opens an extra call channel: ``fd`` is the receiver's end of a new
+    SOCK_SEQPACKET socketpair, a serve socket for the sender's plain sync requests."""
+
+    __slots__ = ("fds",)
+
+    def __init__(self, fds: list[int]) -> None:
+        self.fds = fds  # exactly one
+
+
+Frame = Hello | Transaction | Reply | Release | Channel
 
 
 # ---------------------------------------------------------------------------- encoding
@@ -129,10 +146,17 @@ def _objects_bytes(objects: Sequence[ObjectRef]) -> bytes:
     return b"".join(_OBJ.pack(kind, handle) for kind, handle in objects)
 
 
-def encode_hello(has_root: bool) -> bytes:
+def encode_hello(has_root: bool, channels: int = 0) -> bytes:
+    """The greeting; ``channels``: extra call channels this side accepts (0..65535)."""
     return HEADER.pack(F_HELLO, FLAG_HAS_ROOT if has_root else 0, 0, _HELLO.size) + _HELLO.pack(
-        PROTOCOL_VERSION, 0
+        PROTOCOL_VERSION, channels
     )
+
+
+def encode_channel() -> bytes:
+    """A CHANNEL frame: its one fd (the receiver's end of the new channel) travels in the
+    record's SCM_RIGHTS."""
+    return HEADER.pack(F_CHANNEL, 0, 1, 0)
 
 
 def encode_transaction(
@@ -248,6 +272,10 @@ def _decode_frame(ftype: int, flags: int, body: memoryview, fds: list[int]) -> F
             raise ProtocolError(f"reply carries {len(fds)} fds (max {MAX_PARCEL_FDS})")
         data, objects = _parcel_section(body, _REPLY.size, data_len, n_obj, "reply")
         return Reply(seq, status, data, objects, fds)
+    if ftype == F_CHANNEL:
+        if len(body) or flags or len(fds) != 1:
+            raise ProtocolError("malformed channel frame")
+        return Channel(fds)
     if fds:
         raise ProtocolError(f"frame type {ftype} cannot carry file descriptors")
     if ftype == F_RELEASE:
@@ -260,10 +288,10 @@ def _decode_frame(ftype: int, flags: int, body: memoryview, fds: list[int]) -> F
     if ftype == F_HELLO:
         if len(body) != _HELLO.size or flags & ~FLAG_HAS_ROOT:
             raise ProtocolError("malformed hello frame")
-        version, _reserved = _HELLO.unpack_from(body, 0)
+        version, channels = _HELLO.unpack_from(body, 0)
         if version != PROTOCOL_VERSION:
             raise ProtocolError(f"peer speaks protocol {version}, this side {PROTOCOL_VERSION}")
-        return Hello(version, bool(flags & FLAG_HAS_ROOT))
+        return Hello(version, bool(flags & FLAG_HAS_ROOT), channels)
     raise ProtocolError(f"unknown frame type {ftype}")
 
 

@@ -17,6 +17,12 @@
 
 #include "ck_internal.h"
 
+/* An extra call channel (docs/wire-format.md): the C kit advertises none in its HELLO, so
+ * a peer never sends it one; decoded here only so that both decoders judge it alike. */
+#ifndef CK__F_CHANNEL
+#define CK__F_CHANNEL 5
+#endif
+
 void ck__frame_put_txn_head(unsigned char *out, uint64_t seq, uint32_t handle, uint32_t code,
                             int oneway, uint32_t data_len, uint16_t n_objects, uint16_t n_fds) {
     out[0] = CK__F_TRANSACTION;
@@ -153,6 +159,11 @@ static long decode_frame(ck__frame_t *f, const unsigned char *body, size_t body_
                         CK__MAX_PARCEL_FDS);
         return parcel_section(f, body, body_len, CK__REPLY_FIXED, data_len, n_objects, "reply",
                               err, errlen);
+    }
+    if (f->type == CK__F_CHANNEL) { /* classified only: the C kit never accepts channels */
+        if (body_len || f->flags || f->n_fds != 1)
+            return fail(err, errlen, "malformed channel frame");
+        return 0;
     }
     if (f->n_fds)
         return fail(err, errlen, "frame type %d cannot carry file descriptors", f->type);
