@@ -41,9 +41,7 @@ from childkit.ipc._stub import RemoteStub, StubEscaped, invoke_stub
 from childkit.ipc._threadpool import IPCThreadPool
 from childkit.ipc._transport import (
     ADOPT_REQUEST,
-    ANC_SPACE,
     NO_FDS,
-    RECV_FLAGS,
     RETRY_LATER,
     TRUNCATED,
     Outgoing,
@@ -52,6 +50,7 @@ from childkit.ipc._transport import (
     adopt_buffer,
     exchange,
     exchange_slowly,
+    read_record,
     received_creds,
     recv_buffers,
 )
@@ -126,7 +125,7 @@ class Server:
         size, ancillary data and flags; ``None`` (re-armed) if nothing was there."""
         t = self.transport
         try:
-            n, anc, flags, _ = t.serve.recvmsg_into([recv_buffers.buf], ANC_SPACE, RECV_FLAGS)
+            n, anc, flags = read_record(t.serve, recv_buffers.buf)
         except (BlockingIOError, InterruptedError):
             self.pool.rearm(t.serve_fd)
             return None
@@ -495,6 +494,4 @@ class Server:
     def send_reply_record(self, chunk: Outgoing) -> None:
         """Send a reply record without fds (already counted in ``replies_sent``); it waits
         in :attr:`replies` if the peer has no room for it now (a work thread never waits)."""
-        if isinstance(chunk, tuple):  # not sent in an exchange: the queue takes one piece
-            chunk = b"".join(chunk)
-        self.replies.send(chunk, NO_FDS, _NO_PARCELS)
+        self.replies.send(chunk, NO_FDS, _NO_PARCELS)  # a (head, data) pair: gathered
