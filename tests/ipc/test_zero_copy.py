@@ -23,10 +23,12 @@ from ipc_helpers import fd_count, wait_until
 
 from childkit.ipc import (
     Connection,
+    MessageOption,
     MessageParcel,
     ParcelReadError,
     ParcelWriteError,
     RemoteProxy,
+    RemoteStub,
     _accel,
     _parcel,
     _recvbuf,
@@ -36,6 +38,7 @@ from childkit.ipc import (
 )
 from childkit.ipc._fdutil import received_fds
 from childkit.ipc._limits import MAX_PARCEL_DATA
+from childkit.ipc._option import RequestMode
 
 C = _accel.speedups is not None
 KEEP = _parcel.KEEP_BYTES
@@ -427,3 +430,71 @@ def test_scattered_echoes_leak_no_fds_and_keep_few_buffers() -> None:
         server.close()
     assert wait_until(lambda: fd_count() <= before), f"fds leaked: {before} -> {fd_count()}"
     assert _recvbuf.free_count() <= _recvbuf.FREE_MAX
+
+
+class EchoAfterOneway(RemoteStub):
+    """Echoes buffers; its one-way request waits until ``go`` is set."""
+
+    ECHO, WAIT = 1, 2
+
+    def __init__(self) -> None:
+        super().__init__("test.EchoAfterOneway")
+        self.go = threading.Event()
+        self.waiting = threading.Event()
+
+    def on_remote_request(self, code: int, data: MessageParcel, reply: MessageParcel,
+                          option: MessageOption) -> int:
+        if code == self.ECHO:
+            reply.write_buffer(data.read_buffer())
+        elif code == self.WAIT:
+            self.waiting.set()
+            self.go.wait(60)
+        return 0
+
+
+def test_a_large_request_queued_behind_one_way_ones_is_served_whole(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sync request to an object with one-way requests pending is not run on the
+    thread that read it but queued, decoded from the whole record (one read scattered is
+    put back together first: test_a_scattered_record_is_put_back_for_any_other_reader;
+    which pool thread reads it, and so whether it came scattered, is the pool's choice)."""
+    stub = EchoAfterOneway()
+    decoded = threading.Event()
+    restore = _recvbuf.restore
+
+    def spy(buf: object) -> None:
+        decoded.set()  # the record is being decoded whole (the queued path)
+        restore(buf)
+
+    monkeypatch.setattr(_recvbuf, "restore", spy)
+    data = os.urandom(SCATTER * 4)
+    local, remote = channel_socketpairs()
+    server = Connection(*remote, local_root=stub, name="B")
+    client = Connection(*local, name="A")
+    server.start()
+    client.start()
+    try:
+        assert client.wait_peer_hello(10) is True
+        proxy = client.root_proxy()
+
+        def echo() -> bytes:
+            with MessageParcel() as request:
+                request.write_buffer(data)
+                with proxy.send_request(stub.ECHO, request) as reply:
+                    return reply.read_buffer()
+
+        for _ in range(4):  # the server's threads now expect large records
+            assert echo() == data
+        proxy.send_request(stub.WAIT, MessageParcel(), MessageOption(RequestMode.ASYNC))
+        assert stub.waiting.wait(30)
+        decoded.clear()
+        got: list[bytes] = []
+        caller = threading.Thread(target=lambda: got.append(echo()))
+        caller.start()
+        assert decoded.wait(30)  # read while the one-way request runs: queued behind it
+        stub.go.set()
+        caller.join(60)
+        assert got == [data]
+    finally:
+        client.close()
+        server.close()
