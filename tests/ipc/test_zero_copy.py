@@ -31,6 +31,7 @@ from childkit.ipc import (
     RemoteStub,
     _accel,
     _parcel,
+    _pieces,
     _recvbuf,
     _transport,
     _wire,
@@ -41,7 +42,7 @@ from childkit.ipc._limits import MAX_PARCEL_DATA
 from childkit.ipc._option import RequestMode
 
 C = _accel.speedups is not None
-KEEP = _parcel.KEEP_BYTES
+KEEP = _pieces.KEEP_BYTES
 SCATTER = _accel.speedups.SCATTER_BYTES if _accel.speedups is not None else KEEP
 #: The largest buffer a parcel holds (5 bytes of tag and length go before it).
 LIMIT = MAX_PARCEL_DATA - 5

@@ -11,17 +11,10 @@ wire frames (reading ``_buf``, ``_fds`` and ``_objects``) and builds received pa
 :meth:`MessageParcel._from_wire`.
 A parcel is not thread-safe; one thread writes or reads it at a time.
 
-*Large buffers by reference.* With the C twins, a ``bytes`` object of :data:`KEEP_BYTES`
-or more written with :meth:`~MessageParcel.write_buffer` (or a string of that many
-UTF-8 bytes) is not copied into the parcel: ``bytes`` cannot change, so the parcel keeps
-the object itself, and its data becomes a ``_speedups.Pieces``: the bytes written before
-it (copied once more, so only when they are fewer than the buffer's) with the buffer's
-tag and length, then the buffer. The transport sends the pieces gathered by ``sendmsg``;
-a received parcel that came scattered (see ``_recvbuf``) is held the same way, and
-``read_buffer`` of such a piece returns it as it is. Anything else that needs the data in
-one piece (another write, other reads, ``append``) joins it once.
+With the C twins, a large ``bytes`` buffer written is kept by reference, not copied, and
+the data is then in pieces (see ``_pieces``).
 
-May import: ``_accel``, ``_ashmem``, ``_errors``, ``_limits``, ``_option``, ``_recvbuf``
+May import: ``_ashmem``, ``_errors``, ``_limits``, ``_option``, ``_pieces``, ``_recvbuf``
 (to give a receive buffer back). Nothing that knows of connections: the parcel is below
 them all.
 """
@@ -34,7 +27,7 @@ import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from childkit.ipc import _accel, _recvbuf
+from childkit.ipc import _recvbuf
 from childkit.ipc._errors import (
     IPCError,
     IPCErrorCode,
@@ -44,6 +37,7 @@ from childkit.ipc._errors import (
     resource_error,
 )
 from childkit.ipc._limits import MAX_PARCEL_DATA, MAX_PARCEL_FDS, MAX_PARCEL_OBJECTS
+from childkit.ipc._pieces import KEEP_BYTES, Pieces, kept, take
 
 if TYPE_CHECKING:
     from childkit.ipc._ashmem import Ashmem
@@ -81,13 +75,6 @@ _I32 = _FIXED[T_INT32]
 # From this size up a value is read out of a bytearray through a memoryview (one copy,
 # not two); below it the view costs more than the second copy.
 _VIEW_BYTES = 512
-
-#: From this size up a ``bytes`` buffer (or a string's UTF-8) written into a parcel is kept
-#: by reference, not copied (with the C twins; see the module's docstring).
-KEEP_BYTES = 8192
-#: Parcel data in pieces (a ``_speedups.Pieces``), or ``None`` without the C twins.
-_Pieces: Any = _accel.speedups.Pieces if _accel.speedups is not None else None
-_MAX_PIECES = 8  # _speedups.c's MAX_PIECES
 
 _INT_RANGES = {
     T_INT8: (-(2**7), 2**7 - 1), T_INT16: (-(2**15), 2**15 - 1),
@@ -285,7 +272,7 @@ class MessageParcel:
         buf = self._buf
         if isinstance(buf, bytearray):
             return buf
-        owned = (bytearray().join(buf.parts) if buf.__class__ is _Pieces  # type: ignore[union-attr]
+        owned = (bytearray().join(buf.parts) if buf.__class__ is Pieces  # type: ignore[union-attr]
                  else bytearray(buf))
         if self._owner is not None:
             self._give_back(owned)
@@ -373,9 +360,6 @@ class MessageParcel:
         self._put(_FIXED[T_BOOL].pack(T_BOOL, value))
 
     def _write_blob(self, tag: int, blob: bytes | bytearray | memoryview) -> None:
-        if (blob.__class__ is bytes and len(blob) >= KEEP_BYTES and _Pieces is not None
-                and self._keep(tag, blob)):
-            return
         try:
             view = memoryview(blob)
         except ValueError as exc:  # a released memoryview
@@ -389,34 +373,14 @@ class MessageParcel:
                 f"a parcel holds at most {MAX_PARCEL_DATA} bytes; a {size}-byte "
                 f"{_TAG_NAMES[tag]} does not fit after {len(self._buf)} (use Ashmem)"
             )
+        if blob.__class__ is bytes and size >= KEEP_BYTES and Pieces is not None:
+            pieces = kept(self._buf, tag, blob, self._owner is not None)  # by reference
+            if pieces is not None:
+                self._buf = pieces
+                return
         buf = self._own()
         buf += _LEN.pack(tag, size)
         buf += view.cast("B") if view.ndim != 1 or view.format != "B" else view
-
-    def _keep(self, tag: int, blob: bytes) -> bool:
-        """Append ``blob`` (a large ``bytes``) by reference, its tag and length behind the
-        data so far; ``False`` (nothing written) when copying it costs less: the data so
-        far is as large, is a received parcel's, or is in too many pieces already."""
-        self._check_writable()
-        buf = self._buf
-        size = len(blob)
-        if len(buf) + _LEN.size + size > MAX_PARCEL_DATA:
-            raise ParcelWriteError(
-                f"a parcel holds at most {MAX_PARCEL_DATA} bytes; a {size}-byte "
-                f"{_TAG_NAMES[tag]} does not fit after {len(buf)} (use Ashmem)"
-            )
-        head = _LEN.pack(tag, size)
-        if buf.__class__ is _Pieces:
-            parts = buf.parts  # type: ignore[union-attr]
-            if len(parts) + 2 > _MAX_PIECES:
-                return False
-            pieces = (*parts, head, blob)
-        elif self._owner is not None or len(buf) >= size:
-            return False
-        else:
-            pieces = (bytes(buf) + head, blob) if buf else (head, blob)
-        self._buf = _Pieces(pieces)
-        return True
 
     def write_string(self, value: str) -> None:
         """Append a UTF-8 string. Raises :class:`ParamError` for a non-str or lone surrogate."""
@@ -515,7 +479,7 @@ class MessageParcel:
         if other._closed:
             raise ParamError("the parcel to append is closed")
         self._check_writable()
-        if other._buf.__class__ is _Pieces:
+        if other._buf.__class__ is Pieces:
             other._buf = other._buf.flat()  # type: ignore[union-attr]
         # All or nothing: on any failure drop what this call added, closing its fd copies.
         size, n_fds, n_objects = len(self._own()), len(self._fds), len(self._objects)
@@ -600,10 +564,11 @@ class MessageParcel:
     def _take_blob(self, tag: int) -> bytes:
         pos = self._rpos
         buf = self._buf
-        if buf.__class__ is _Pieces:
-            kept = self._take_kept(tag, pos)
-            if kept is not None:
-                return kept
+        if buf.__class__ is Pieces:
+            whole = take(buf, tag, pos)
+            if whole is not None:
+                self._rpos = whole[1]
+                return whole[0]
             buf = self._buf = buf.flat()  # type: ignore[union-attr]
         name = _TAG_NAMES[tag]
         if pos + _LEN.size > len(buf):
@@ -619,27 +584,6 @@ class MessageParcel:
             return bytes(buf[pos + _LEN.size : end])  # of bytes or a view: one copy
         with memoryview(buf) as view:  # one copy, not a bytearray slice and then bytes
             return bytes(view[pos + _LEN.size : end])
-
-    def _take_kept(self, tag: int, pos: int) -> bytes | None:
-        """The buffer piece of the data in pieces whose tag and length are at ``pos``, if
-        a ``tag`` value starts there and is that piece (moving the read position past it);
-        else ``None``."""
-        offset = 0
-        before = b""
-        for part in self._buf.parts:  # type: ignore[union-attr]
-            if offset == pos + _LEN.size:
-                if len(before) < _LEN.size:
-                    return None
-                found, size = _LEN.unpack_from(before, len(before) - _LEN.size)
-                if found != tag or size != len(part):
-                    return None
-                self._rpos = offset + size
-                return part  # type: ignore[no-any-return]
-            if offset > pos:
-                return None
-            offset += len(part)
-            before = part
-        return None
 
     def read_string(self) -> str:
         """Read a UTF-8 string. Invalid UTF-8 raises :class:`ParcelReadError`."""
@@ -698,7 +642,7 @@ class MessageParcel:
 
         start = pos = self._rpos
         buf = self._buf
-        if buf.__class__ is _Pieces:
+        if buf.__class__ is Pieces:
             buf = self._buf = buf.flat()  # type: ignore[union-attr]
         if pos + _ASHMEM.size > len(buf):
             raise self._fail("ashmem", "no data left" if pos >= len(buf) else "truncated")
@@ -792,7 +736,7 @@ class MessageParcel:
         """A read-only-use copy (own fd dups) for a local, in-process call."""
         copy = MessageParcel()
         # Data in pieces is immutable: shared (a write to the copy joins its own).
-        copy._buf = self._buf if self._buf.__class__ is _Pieces else bytearray(self._buf)
+        copy._buf = self._buf if self._buf.__class__ is Pieces else bytearray(self._buf)
         copy._objects = list(self._objects)
         for fd in self._fds:
             copy._add_fd(fd)
