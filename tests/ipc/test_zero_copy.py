@@ -499,3 +499,20 @@ def test_a_large_request_queued_behind_one_way_ones_is_served_whole(
     finally:
         client.close()
         server.close()
+
+
+def test_read_record_raises_what_recvmsg_into_raises(
+        sockets: tuple[socket.socket, socket.socket]) -> None:
+    a, b = sockets
+    b.setblocking(False)
+    buf = _recvbuf._new()
+    with pytest.raises(BlockingIOError):
+        _transport.read_record(b, buf)
+    a.send(b"hi")
+    n, anc, flags = _transport.read_record(b, buf)
+    assert (n, anc, flags & _transport.TRUNCATED, bytes(buf[:2])) == (2, [], 0, b"hi")
+    a.close()
+    assert _transport.read_record(b, buf)[0] == 0  # the peer closed: end of stream
+    b.close()
+    with pytest.raises(OSError):
+        _transport.read_record(b, buf)

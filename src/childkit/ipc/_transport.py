@@ -222,7 +222,10 @@ def read_record(sock: socket.socket, buf: RecvBuffer) -> Record:
     if exchange is None:
         n, anc, flags, _ = sock.recvmsg_into([buf], ANC_SPACE, RECV_FLAGS)
         return n, anc, flags
-    n, anc, flags, _seen, err = exchange(sock.fileno(), b"", buf, 0, 0)
+    fd = sock.fileno()
+    if fd < 0:  # closed: fail as recvmsg_into does
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+    n, anc, flags, _seen, err = exchange(fd, b"", buf, 0, 0)
     if err:
         raise OSError(err, os.strerror(err))  # BlockingIOError, InterruptedError, ...
     return n, anc, flags
