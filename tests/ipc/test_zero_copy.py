@@ -516,3 +516,25 @@ def test_read_record_raises_what_recvmsg_into_raises(
     b.close()
     with pytest.raises(OSError):
         _transport.read_record(b, buf)
+
+
+def test_a_kept_buffer_travels_with_fds_both_ways(peer: RemoteProxy) -> None:
+    """A frame with fds is encoded in one piece: the kept buffer is joined into it."""
+    data = os.urandom(LIMIT - 20)
+    r, w = os.pipe()
+    before = fd_count()
+    try:
+        with MessageParcel() as request:
+            request.write_file_descriptor(r)
+            request.write_buffer(data)
+            assert kept(request, data) == C
+            with peer.send_request(lp.ECHO_ALL, request) as reply:
+                fd = reply.read_file_descriptor()
+                assert reply.read_buffer() == data
+            os.write(w, b"!")
+            assert os.read(fd, 1) == b"!"  # the same pipe, through the peer and back
+            os.close(fd)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert wait_until(lambda: fd_count() <= before - 2)
