@@ -4,8 +4,10 @@ of many caller threads on one child, each beside its peers in the same run.
 - Payload sweep, 8 B to the parcel limit: childkit's sync echo (the caller writes the
   payload into a parcel, the stub reads it and writes it into the reply, the caller reads
   it back) against a ``multiprocessing`` Pipe ``send_bytes``/``recv_bytes`` echo and a bare
-  Python SOCK_SEQPACKET socketpair echo of the same bytes; minor page faults per round trip
-  on each side of childkit's echo at the largest size.
+  Python SOCK_SEQPACKET socketpair echo of the same bytes: the wall-clock time per echo,
+  and the CPU time both processes spent per echo (user + system, every thread: on a
+  loaded machine the wall clock mostly measures the others' work); minor page faults per
+  round trip on each side of childkit's echo at 190 KiB and at the largest size.
 - Thread sweep, 1 to 16 caller threads on one child: total 64-byte sync requests per
   second and the 99th-percentile latency, against a ``multiprocessing`` Manager proxy
   called from the same number of threads (runs alternated, medians of three). With more
@@ -19,6 +21,7 @@ runs it with the others. Nothing here asserts a speed.
 from __future__ import annotations
 
 import argparse
+import glob
 import multiprocessing as mp
 import os
 import resource
@@ -35,7 +38,7 @@ from childkit.ipc import MAX_PARCEL_DATA, MessageParcel, RemoteProxy
 
 KiB = 1024
 #: Payload sizes of the sweep; the last is the most one buffer in a parcel can hold.
-SIZES = [8, 512, 4 * KiB, 32 * KiB, 64 * KiB, 128 * KiB, MAX_PARCEL_DATA - 64]
+SIZES = [8, 512, 4 * KiB, 32 * KiB, 64 * KiB, 128 * KiB, 190 * KiB, MAX_PARCEL_DATA - 64]
 THREADS = [1, 2, 4, 8, 16]
 _SOCK_BUFFER = 1 << 20
 
@@ -45,6 +48,32 @@ def _label(size: int) -> str:
 
 
 # ---------------------------------------------------------------------------- payloads
+def cpu_ns(*pids: int) -> int:
+    """CPU time (ns) the processes ``pids`` spent so far, every thread (scheduler stats)."""
+    total = 0
+    for pid in pids:
+        for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
+            try:
+                with open(path) as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass  # a thread that ended meanwhile
+    return total
+
+
+class Cpu:
+    """CPU seconds per echo of this process and a peer, filled in by an echo function."""
+
+    def __init__(self) -> None:
+        self.per_echo = float("nan")
+
+    def measure(self, peer: int, n: int, run: Callable[[], float]) -> float:
+        before = cpu_ns(os.getpid(), peer)
+        result = run()
+        self.per_echo = (cpu_ns(os.getpid(), peer) - before) / 1e9 / n
+        return result
+
+
 def childkit_echo(proxy: RemoteProxy, payload: bytes, n: int) -> float:
     """Seconds per sync echo of ``payload`` (parcels built and read as a user would)."""
     send = proxy.send_request
@@ -84,13 +113,14 @@ def _pipe_echoer(conn: Any) -> None:
         conn.send_bytes(data)
 
 
-def pipe_echo(payload: bytes, n: int) -> float:
+def pipe_echo(payload: bytes, n: int, cpu: Cpu | None = None) -> float:
     ctx = mp.get_context("fork")
     ours, theirs = ctx.Pipe()
     proc = ctx.Process(target=_pipe_echoer, args=(theirs,))
     proc.start()
     theirs.close()
-    try:
+
+    def run() -> float:
         t = time.perf_counter()
         for _ in range(n):
             ours.send_bytes(payload)
@@ -98,6 +128,11 @@ def pipe_echo(payload: bytes, n: int) -> float:
         elapsed = time.perf_counter() - t
         assert len(got) == len(payload)
         return elapsed / n
+
+    try:
+        ours.send_bytes(payload)  # the echoer has started
+        ours.recv_bytes()
+        return run() if cpu is None or proc.pid is None else cpu.measure(proc.pid, n, run)
     finally:
         ours.send_bytes(b"")
         proc.join(30)
@@ -114,7 +149,7 @@ def _socket_echoer(sock: socket.socket, size: int) -> None:
         sock.send(view[:got])
 
 
-def socketpair_echo(payload: bytes, n: int) -> float:
+def socketpair_echo(payload: bytes, n: int, cpu: Cpu | None = None) -> float:
     """The floor: a Python SOCK_SEQPACKET echo of the same bytes into reused buffers."""
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     for s in (a, b):
@@ -128,7 +163,8 @@ def socketpair_echo(payload: bytes, n: int) -> float:
             os._exit(0)
     b.close()
     buf = bytearray(len(payload) + 1)
-    try:
+
+    def run() -> float:
         t = time.perf_counter()
         for _ in range(n):
             a.send(payload)
@@ -136,6 +172,9 @@ def socketpair_echo(payload: bytes, n: int) -> float:
         elapsed = time.perf_counter() - t
         assert got == len(payload)
         return elapsed / n
+
+    try:
+        return run() if cpu is None else cpu.measure(pid, n, run)
     finally:
         a.send(b"\0")
         a.close()
@@ -204,6 +243,39 @@ def _medians(runs: list[tuple[float, float]]) -> tuple[float, float]:
             statistics.median(p99 for _, p99 in runs))
 
 
+def _sweep(child: EchoChild, size: int, n: int, reps: int) -> list[dict[str, object]]:
+    """The rows of one payload size: wall clock and CPU per echo, each the median of
+    ``reps`` runs of ``n`` echoes, the three echoes run in turn."""
+    payload = os.urandom(size)
+    wall: dict[str, list[float]] = {"ck": [], "pipe": [], "bare": []}
+    cpu: dict[str, list[float]] = {"ck": [], "pipe": [], "bare": []}
+    for _ in range(reps):
+        for key, echo in (
+                ("ck", lambda c: c.measure(child.proc.pid, n,
+                                           lambda: childkit_echo(child.proxy, payload, n))),
+                ("pipe", lambda c: pipe_echo(payload, n, c)),
+                ("bare", lambda c: socketpair_echo(payload, n, c))):
+            meter = Cpu()
+            wall[key].append(echo(meter))
+            cpu[key].append(meter.per_echo)
+    ck, pipe, bare = (statistics.median(wall[k]) * 1e6 for k in ("ck", "pipe", "bare"))
+    ck_cpu, pipe_cpu, bare_cpu = (statistics.median(cpu[k]) * 1e6
+                                  for k in ("ck", "pipe", "bare"))
+    goal = "<= 1.0x Pipe echo; <= 1.3x bare socketpair echo"
+    return [
+        {"key": f"echo_{size}", "metric": f"sync echo of {_label(size)}",
+         "unit": "us", "better": "lower", "childkit": ck,
+         "peers": {"multiprocessing Pipe send_bytes/recv_bytes echo": pipe},
+         "bare": {"Python socketpair echo": bare}, "goal": goal, "source": "bench_curves"},
+        {"key": f"echo_cpu_{size}",
+         "metric": f"CPU per echo of {_label(size)} (both processes)",
+         "unit": "us", "better": "lower", "childkit": ck_cpu,
+         "peers": {"multiprocessing Pipe send_bytes/recv_bytes echo": pipe_cpu},
+         "bare": {"Python socketpair echo": bare_cpu}, "goal": goal,
+         "source": "bench_curves"},
+    ]
+
+
 def run(quick: bool = False) -> list[dict[str, object]]:
     reps = 1 if quick else 3
     seconds = 0.2 if quick else 1.0
@@ -213,25 +285,16 @@ def run(quick: bool = False) -> list[dict[str, object]]:
     child = EchoChild()
     try:
         for size in sizes:
-            payload = os.urandom(size)
             n = (200 if quick else 3000) if size <= 64 * KiB else (50 if quick else 600)
-            ck = _median(reps, lambda p=payload, n=n: childkit_echo(child.proxy, p, n))
-            pipe = _median(reps, lambda p=payload, n=n: pipe_echo(p, n))
-            bare = _median(reps, lambda p=payload, n=n: socketpair_echo(p, n))
-            rows.append({
-                "key": f"echo_{size}", "metric": f"sync echo of {_label(size)}",
-                "unit": "us", "better": "lower", "childkit": ck * 1e6,
-                "peers": {"multiprocessing Pipe send_bytes/recv_bytes echo": pipe * 1e6},
-                "bare": {"Python socketpair echo": bare * 1e6},
-                "goal": "<= 1.0x Pipe echo; <= 1.3x bare socketpair echo",
-                "source": "bench_curves"})
-        mine, theirs = childkit_faults(child.proxy, os.urandom(SIZES[-1]),
-                                       50 if quick else 600)
-        rows.append({"key": "echo_faults", "unit": "faults", "better": "lower",
-                     "metric": f"minor page faults per {_label(SIZES[-1])} echo "
-                               f"(caller; the child has {theirs:.2f})",
-                     "childkit": mine, "peers": {}, "bare": {}, "goal": "",
-                     "source": "bench_curves"})
+            rows.extend(_sweep(child, size, n, reps))
+        for size in (190 * KiB, SIZES[-1]):
+            mine, theirs = childkit_faults(child.proxy, os.urandom(size),
+                                           50 if quick else 600)
+            rows.append({"key": f"echo_faults_{size}", "unit": "faults", "better": "lower",
+                         "metric": f"minor page faults per {_label(size)} echo "
+                                   f"(caller; the child has {theirs:.2f})",
+                         "childkit": mine, "peers": {}, "bare": {}, "goal": "",
+                         "source": "bench_curves"})
         for k in threads:
             # Alternated, repeated, medians: on a shared machine one window can fall on a
             # busy moment of either side.

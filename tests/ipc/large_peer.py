@@ -1,6 +1,6 @@
-"""A peer process for test_large_parcels: echoes a buffer, and says how many receive
-buffers it has made because a parcel adopted one (so that a test sees the server side
-reuse them)."""
+"""A peer process for test_large_parcels and test_zero_copy: echoes a buffer (or every
+value), and says how many receive buffers it has made because a parcel adopted one and
+how many requests came scattered (so that a test sees what the server side did)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import threading
 
 from childkit.ipc import Connection, MessageOption, MessageParcel, RemoteStub, _recvbuf
 
-ECHO, REFILLS = 1, 2
+ECHO, REFILLS, ECHO_ALL, SCATTERED = 1, 2, 3, 4
 
 
 class LargeEcho(RemoteStub):
@@ -24,6 +24,10 @@ class LargeEcho(RemoteStub):
             reply.write_buffer(data.read_buffer())
         elif code == REFILLS:
             reply.write_int64(_recvbuf.refills)
+        elif code == ECHO_ALL:  # every value back, whatever they are
+            reply.append(data)
+        elif code == SCATTERED:  # requests whose buffer came scattered, so far
+            reply.write_int64(_recvbuf.scattered_taken)
         return 0
 
 

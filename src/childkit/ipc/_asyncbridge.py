@@ -184,8 +184,7 @@ class LoopBridge:
         self.loop_leader_thread = None
         self.caller.leader = False
         t.io_users -= 1
-        self.caller.wake_a_reader_locked()  # a waiting thread may read now
-        self.hand_lead_locked()
+        self.caller.wake_a_reader_locked()  # a waiting thread (or another loop) reads now
         if t.closed:
             t.close_sockets_if_idle_locked()
 

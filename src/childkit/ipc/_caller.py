@@ -183,11 +183,15 @@ class Caller:
 
     def wake_a_reader_locked(self) -> None:
         """The reader stopped (holding the link lock): wake one thread still waiting for
-        its reply, which then reads (one only: the others sleep on)."""
+        its reply, which then reads (one only: the others sleep on); if only awaited
+        calls wait, one of their event loops reads next. Every reader that stops calls
+        this: a reader's role left to nobody while replies are due hangs their callers
+        (the threads that could read may all be calling on channels)."""
         for waiter in self.waiters.values():
             if waiter.cond is not None and waiter.reply is None:
                 waiter.cond.notify()
                 return
+        self.loop.hand_lead_locked()
 
     def register_call_locked(self, objects: list[RemoteObject], make: Callable[[int], Call],
                              ) -> tuple[int, Call, list[_wire.ObjectRef]]:
@@ -602,8 +606,7 @@ class Caller:
                     self.leader = False
                 t.io_users -= 1
                 if self.waiters:
-                    self.wake_a_reader_locked()  # another caller reads next
-                    loop.hand_lead_locked()
+                    self.wake_a_reader_locked()  # another caller (or a loop) reads next
                 if t.closed:
                     t.close_sockets_if_idle_locked()
                 lock.release()

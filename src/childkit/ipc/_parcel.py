@@ -11,8 +11,12 @@ wire frames (reading ``_buf``, ``_fds`` and ``_objects``) and builds received pa
 :meth:`MessageParcel._from_wire`.
 A parcel is not thread-safe; one thread writes or reads it at a time.
 
-May import: ``_ashmem``, ``_errors``, ``_limits``, ``_option``, ``_recvbuf`` (to give a
-receive buffer back). Nothing that knows of connections: the parcel is below them all.
+With the C twins, a large ``bytes`` buffer written is kept by reference, not copied, and
+the data is then in pieces (see ``_pieces``).
+
+May import: ``_ashmem``, ``_errors``, ``_limits``, ``_option``, ``_pieces``, ``_recvbuf``
+(to give a receive buffer back). Nothing that knows of connections: the parcel is below
+them all.
 """
 
 from __future__ import annotations
@@ -33,10 +37,9 @@ from childkit.ipc._errors import (
     resource_error,
 )
 from childkit.ipc._limits import MAX_PARCEL_DATA, MAX_PARCEL_FDS, MAX_PARCEL_OBJECTS
+from childkit.ipc._pieces import KEEP_BYTES, Pieces, kept, take
 
 if TYPE_CHECKING:
-    import mmap
-
     from childkit.ipc._ashmem import Ashmem
     from childkit.ipc._option import MessageOption
 
@@ -142,7 +145,7 @@ class MessageParcel:
         # receive buffer it adopted, ``_owner``) until its first write makes them a
         # bytearray (see _own).
         self._buf: bytes | bytearray | memoryview = bytearray()
-        self._owner: mmap.mmap | None = None
+        self._owner: _recvbuf.RecvBuffer | None = None
         self._rpos = 0
         self._fds: list[int] = []
         self._objects: list[RemoteObject] = []
@@ -269,7 +272,8 @@ class MessageParcel:
         buf = self._buf
         if isinstance(buf, bytearray):
             return buf
-        owned = bytearray(buf)
+        owned = (bytearray().join(buf.parts) if buf.__class__ is Pieces  # type: ignore[union-attr]
+                 else bytearray(buf))
         if self._owner is not None:
             self._give_back(owned)
         else:
@@ -369,6 +373,11 @@ class MessageParcel:
                 f"a parcel holds at most {MAX_PARCEL_DATA} bytes; a {size}-byte "
                 f"{_TAG_NAMES[tag]} does not fit after {len(self._buf)} (use Ashmem)"
             )
+        if blob.__class__ is bytes and size >= KEEP_BYTES and Pieces is not None:
+            pieces = kept(self._buf, tag, blob, self._owner is not None)  # by reference
+            if pieces is not None:
+                self._buf = pieces
+                return
         buf = self._own()
         buf += _LEN.pack(tag, size)
         buf += view.cast("B") if view.ndim != 1 or view.format != "B" else view
@@ -470,6 +479,8 @@ class MessageParcel:
         if other._closed:
             raise ParamError("the parcel to append is closed")
         self._check_writable()
+        if other._buf.__class__ is Pieces:
+            other._buf = other._buf.flat()  # type: ignore[union-attr]
         # All or nothing: on any failure drop what this call added, closing its fd copies.
         size, n_fds, n_objects = len(self._own()), len(self._fds), len(self._objects)
         try:
@@ -553,6 +564,12 @@ class MessageParcel:
     def _take_blob(self, tag: int) -> bytes:
         pos = self._rpos
         buf = self._buf
+        if buf.__class__ is Pieces:
+            whole = take(buf, tag, pos)
+            if whole is not None:
+                self._rpos = whole[1]
+                return whole[0]
+            buf = self._buf = buf.flat()  # type: ignore[union-attr]
         name = _TAG_NAMES[tag]
         if pos + _LEN.size > len(buf):
             raise self._fail(name, "no data left" if pos >= len(buf) else "header is truncated")
@@ -625,6 +642,8 @@ class MessageParcel:
 
         start = pos = self._rpos
         buf = self._buf
+        if buf.__class__ is Pieces:
+            buf = self._buf = buf.flat()  # type: ignore[union-attr]
         if pos + _ASHMEM.size > len(buf):
             raise self._fail("ashmem", "no data left" if pos >= len(buf) else "truncated")
         tag, index, name_len = _ASHMEM.unpack_from(buf, pos)
@@ -698,9 +717,11 @@ class MessageParcel:
         return parcel
 
     @classmethod
-    def _adopt(cls, view: memoryview, owner: mmap.mmap) -> MessageParcel:
+    def _adopt(cls, view: memoryview | Any, owner: _recvbuf.RecvBuffer | None,
+               ) -> MessageParcel:
         """A parcel for reading a peer's plain (no fds, no objects) parcel data ``view``,
-        a view of the receive buffer ``owner``, which it gives back when closed."""
+        a view of the receive buffer ``owner``, which it gives back when closed; or, with
+        no ``owner``, the data of a record read scattered (a ``Pieces``, see _recvbuf)."""
         parcel = cls.__new__(cls)
         parcel._buf = view
         parcel._owner = owner
@@ -714,7 +735,8 @@ class MessageParcel:
     def _copy_for_reading(self) -> MessageParcel:
         """A read-only-use copy (own fd dups) for a local, in-process call."""
         copy = MessageParcel()
-        copy._buf = bytearray(self._buf)
+        # Data in pieces is immutable: shared (a write to the copy joins its own).
+        copy._buf = self._buf if self._buf.__class__ is Pieces else bytearray(self._buf)
         copy._objects = list(self._objects)
         for fd in self._fds:
             copy._add_fd(fd)

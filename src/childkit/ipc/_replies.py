@@ -31,7 +31,7 @@ import threading
 
 from childkit.ipc._fdutil import rights
 from childkit.ipc._parcel import MessageParcel
-from childkit.ipc._transport import Transport
+from childkit.ipc._transport import Outgoing, Transport, gather
 
 _log = logging.getLogger("childkit.ipc")
 
@@ -61,14 +61,15 @@ class ReplyQueue:
         self.closed = False
         self.overflowed = False  # the link is being closed for it: say so once
 
-    def send(self, chunk: bytes, fds: list[int], parcels: list[MessageParcel]) -> None:
+    def send(self, chunk: Outgoing, fds: list[int], parcels: list[MessageParcel]) -> None:
         """Send one reply record now if there is room, else queue it (never waits).
-        ``parcels`` own ``fds`` and are closed once the record is sent (or dropped)."""
+        ``parcels`` own ``fds`` and are closed once the record is sent (or dropped). A
+        ``(head, data)`` record is sent gathered (joined only if it must wait)."""
         t = self.transport
         if not self.pending:  # the common case: room, nothing queued before it
             try:
-                if fds:
-                    self.sock.sendmsg([chunk], rights(fds), _DONTWAIT)
+                if fds or isinstance(chunk, tuple):
+                    self.sock.sendmsg(gather(chunk), rights(fds), _DONTWAIT)
                 else:
                     self.sock.send(chunk, _DONTWAIT)
             except BlockingIOError:
@@ -80,6 +81,8 @@ class ReplyQueue:
             else:
                 _close_all(parcels)
                 return
+        if isinstance(chunk, tuple):
+            chunk = b"".join(gather(chunk))  # it waits in one piece
         with self.lock:
             if self.closed:
                 dropped = True

@@ -60,6 +60,7 @@ from childkit.ipc._transport import (
     adopt_buffer,
     exchange,
     exchange_slowly,
+    read_record,
     received_creds,
     recv_buffers,
 )
@@ -218,8 +219,7 @@ class Server:
         size, ancillary data and flags; ``None`` (re-armed) if nothing was there."""
         t = self.transport
         try:
-            n, anc, flags, _ = self.sock.recvmsg_into([recv_buffers.buf], ANC_SPACE,
-                                                      RECV_FLAGS)
+            n, anc, flags = read_record(self.sock, recv_buffers.buf)
         except (BlockingIOError, InterruptedError):
             self.pool.rearm(self.fd)
             return None
@@ -598,9 +598,7 @@ class Server:
     def send_reply_record(self, chunk: Outgoing) -> None:
         """Send a reply record without fds (already counted in ``replies_sent``); it waits
         in :attr:`replies` if the peer has no room for it now (a work thread never waits)."""
-        if isinstance(chunk, tuple):  # not sent in an exchange: the queue takes one piece
-            chunk = b"".join(chunk)
-        self.replies.send(chunk, NO_FDS, _NO_PARCELS)
+        self.replies.send(chunk, NO_FDS, _NO_PARCELS)  # a (head, data) pair: gathered
 
 
 class ChannelServer(Server):

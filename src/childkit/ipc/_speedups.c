@@ -538,6 +538,144 @@ static PyObject *set_hold_limit(PyObject *self, PyObject *arg) {
     return PyLong_FromLongLong(previous);
 }
 
+/* ------------------------------------------------------------------------ pieces
+ *
+ * Parcel data in a few pieces (bytes objects) that are not joined: a large immutable
+ * bytes object written into a parcel is kept by reference behind the parcel's own bytes,
+ * and a large buffer received in a record (see exchange) is its own bytes object. The
+ * exchange below sends a (head, Pieces) record gathered, piece by piece, without joining
+ * them; anything else that needs the data in one buffer gets it through the buffer
+ * protocol, joined once (on first need) and kept.
+ */
+#define MAX_PIECES 8
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *parts; /* a tuple of bytes */
+    Py_ssize_t size;
+    PyObject *flat; /* the parts joined, made on first need */
+} PiecesObject;
+
+static PyTypeObject PiecesType;
+
+static PyObject *pieces_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *parts;
+    if (!PyArg_ParseTuple(args, "O!:Pieces", &PyTuple_Type, &parts)) return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(parts), size = 0;
+    if (n < 1 || n > MAX_PIECES) {
+        PyErr_Format(PyExc_ValueError, "Pieces takes 1 to %d parts", MAX_PIECES);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *part = PyTuple_GET_ITEM(parts, i);
+        if (!PyBytes_CheckExact(part)) {
+            PyErr_SetString(PyExc_TypeError, "every part of a Pieces is a bytes object");
+            return NULL;
+        }
+        size += PyBytes_GET_SIZE(part);
+    }
+    PiecesObject *self = (PiecesObject *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    Py_INCREF(parts);
+    self->parts = parts;
+    self->size = size;
+    self->flat = NULL;
+    return (PyObject *)self;
+}
+
+static void pieces_dealloc(PiecesObject *self) {
+    Py_XDECREF(self->parts);
+    Py_XDECREF(self->flat);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *pieces_flat(PiecesObject *self, PyObject *unused) {
+    if (self->flat == NULL) {
+        Py_ssize_t n = PyTuple_GET_SIZE(self->parts);
+        if (n == 1) {
+            self->flat = Py_NewRef(PyTuple_GET_ITEM(self->parts, 0));
+        } else {
+            PyObject *out = PyBytes_FromStringAndSize(NULL, self->size);
+            if (out == NULL) return NULL;
+            char *p = PyBytes_AS_STRING(out);
+            for (Py_ssize_t i = 0; i < n; i++) {
+                PyObject *part = PyTuple_GET_ITEM(self->parts, i);
+                memcpy(p, PyBytes_AS_STRING(part), (size_t)PyBytes_GET_SIZE(part));
+                p += PyBytes_GET_SIZE(part);
+            }
+            self->flat = out;
+        }
+    }
+    return Py_NewRef(self->flat);
+}
+
+static Py_ssize_t pieces_length(PiecesObject *self) { return self->size; }
+
+static PyObject *pieces_item(PiecesObject *self, Py_ssize_t i) {
+    if (i < 0 || i >= self->size) {
+        PyErr_SetString(PyExc_IndexError, "Pieces index out of range");
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(self->parts); k++) {
+        PyObject *part = PyTuple_GET_ITEM(self->parts, k);
+        if (i < PyBytes_GET_SIZE(part))
+            return PyLong_FromLong((unsigned char)PyBytes_AS_STRING(part)[i]);
+        i -= PyBytes_GET_SIZE(part);
+    }
+    PyErr_SetString(PyExc_IndexError, "Pieces index out of range"); /* not reached */
+    return NULL;
+}
+
+static int pieces_getbuffer(PiecesObject *self, Py_buffer *view, int flags) {
+    PyObject *flat = pieces_flat(self, NULL);
+    if (flat == NULL) {
+        view->obj = NULL;
+        return -1;
+    }
+    Py_DECREF(flat); /* self->flat keeps it */
+    return PyBuffer_FillInfo(view, (PyObject *)self, PyBytes_AS_STRING(flat),
+                             PyBytes_GET_SIZE(flat), 1, flags);
+}
+
+static PyObject *pieces_get_parts(PiecesObject *self, void *unused) {
+    return Py_NewRef(self->parts);
+}
+
+static PyMethodDef pieces_methods[] = {
+    {"flat", (PyCFunction)pieces_flat, METH_NOARGS,
+     "flat() -> bytes\n\nThe parts joined (once; the same bytes object every time)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef pieces_getset[] = {
+    {"parts", (getter)pieces_get_parts, NULL, "The bytes objects, in order.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PySequenceMethods pieces_as_sequence = {
+    .sq_length = (lenfunc)pieces_length,
+    .sq_item = (ssizeargfunc)pieces_item,
+};
+
+static PyBufferProcs pieces_as_buffer = {
+    .bf_getbuffer = (getbufferproc)pieces_getbuffer,
+};
+
+static PyTypeObject PiecesType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "childkit.ipc._speedups.Pieces",
+    .tp_doc = "Pieces(parts)\n\nRead-only data in a few bytes objects (parts), sent gathered "
+              "by exchange; joined once when read as one buffer.",
+    .tp_basicsize = sizeof(PiecesObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = pieces_new,
+    .tp_dealloc = (destructor)pieces_dealloc,
+    .tp_methods = pieces_methods,
+    .tp_getset = pieces_getset,
+    .tp_as_sequence = &pieces_as_sequence,
+    .tp_as_buffer = &pieces_as_buffer,
+};
+
 /* Room for the control data of one record: every fd a record may carry (253, the
  * kernel's SCM_MAX_FD) plus credentials. */
 #define CONTROL_SPACE (CMSG_SPACE(253 * sizeof(int)) + CMSG_SPACE(sizeof(struct ucred)))
@@ -571,18 +709,138 @@ static PyObject *ancillary_list(struct msghdr *msg) {
     return list;
 }
 
+/* ------------------------------------------------------------------------ scatter
+ *
+ * A record that is one plain sync request or successful reply whose parcel is a single
+ * buffer (or string) of SCATTER_BYTES or more is read in two pieces: its frame and the
+ * buffer's tag and length into the receive buffer, the buffer itself straight into a new
+ * bytes object of its exact size, which the parcel's read_buffer then returns as it is
+ * (no copy out of the receive buffer). The size comes from a MSG_PEEK|MSG_TRUNC read of
+ * the record's first bytes, made instead of the read itself while this thread's last
+ * record was that large (a thread of small records pays no extra system call).
+ */
+#define SCATTER_BYTES 8192
+#define T_STRING 12 /* the parcel's type tags (docs/wire-format.md) */
+#define T_BYTES 13
+#define BLOB_HEAD 5 /* tag + u32 length */
+#define PEEK_BYTES (TXN_FRAME_SIZE + BLOB_HEAD)
+
+static __thread int expect_large; /* this thread's last record was SCATTER_BYTES or more */
+
+/* Where the buffer of a peeked record starts (its frame and the buffer's head end there),
+ * or 0 if the record is not to be scattered. ``head`` holds min(size, PEEK_BYTES) bytes. */
+static size_t scatter_at(const unsigned char *head, size_t size, int msg_flags) {
+    if (msg_flags & MSG_CTRUNC || size < PEEK_BYTES || size > MAX_RECORD_BYTES) return 0;
+    size_t frame_size;
+    if (head[0] == F_REPLY) {
+        frame_size = REPLY_FRAME_SIZE;
+        if (ck__get_u32(head + HEADER_SIZE + 8) != 0) return 0; /* an error status */
+    } else if (head[0] == F_TRANSACTION) {
+        frame_size = TXN_FRAME_SIZE;
+    } else {
+        return 0;
+    }
+    if (!ck__frame_is_plain(head, size, head[0])) return 0; /* no flags, fds or objects */
+    int tag = head[frame_size];
+    uint32_t len = ck__get_u32(head + frame_size + 1);
+    if ((tag != T_BYTES && tag != T_STRING) || len < SCATTER_BYTES ||
+        (size_t)len != size - frame_size - BLOB_HEAD)
+        return 0; /* not one buffer that fills the parcel */
+    return frame_size + BLOB_HEAD;
+}
+
+/* Read the record just peeked (``size`` bytes, peek flags ``peek_flags``) from ``fd``:
+ * scattered, with ``buf_obj.scattered = (at, blob)``, or whole into ``buf``. Returns
+ * exchange's result tuple. */
+static PyObject *read_peeked(int fd, PyObject *buf_obj, Py_buffer *buf, size_t size,
+                             int peek_flags, int seen) {
+    size_t at = scatter_at((const unsigned char *)buf->buf, size, peek_flags);
+    PyObject *blob = NULL;
+    if (at > 0 && at <= (size_t)buf->len) {
+        /* Only a buffer that can carry the blob (the receive buffers of _recvbuf) gets one. */
+        if (PyObject_SetAttrString(buf_obj, "scattered", Py_None) < 0) {
+            PyErr_Clear();
+        } else {
+            blob = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(size - at));
+            if (blob == NULL) return NULL;
+        }
+    }
+    union {
+        char bytes[CONTROL_SPACE];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov[2];
+    struct msghdr msg;
+    reset_msghdr(&msg, iov, control.bytes, sizeof control.bytes);
+    if (blob != NULL) {
+        iov[0].iov_base = buf->buf;
+        iov[0].iov_len = at;
+        iov[1].iov_base = PyBytes_AS_STRING(blob);
+        iov[1].iov_len = size - at;
+        msg.msg_iovlen = 2;
+    } else {
+        iov[0].iov_base = buf->buf;
+        iov[0].iov_len = (size_t)buf->len;
+    }
+    ssize_t n;
+    int saved_errno;
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        saved_errno = errno;
+        Py_END_ALLOW_THREADS
+        if (n >= 0 || saved_errno != EINTR) break;
+        if (PyErr_CheckSignals() < 0) {
+            Py_XDECREF(blob);
+            return NULL;
+        }
+    }
+    if (n < 0) {
+        Py_XDECREF(blob);
+        return Py_BuildValue("(n[]iii)", (Py_ssize_t)-1, 0, seen, saved_errno);
+    }
+    int flags = msg.msg_flags;
+    if (blob != NULL && ((size_t)n != size || flags & (MSG_TRUNC | MSG_CTRUNC))) {
+        /* Not the record peeked (only one thread reads a socket at a time: it cannot
+         * happen): what came is put back together in buf, or refused as truncated. */
+        size_t rest = (size_t)n > at ? (size_t)n - at : 0;
+        if (at + rest > (size_t)buf->len) {
+            rest = (size_t)buf->len - at;
+            flags |= MSG_TRUNC;
+        }
+        memcpy((char *)buf->buf + at, PyBytes_AS_STRING(blob), rest);
+        Py_CLEAR(blob);
+    }
+    if (blob != NULL) {
+        PyObject *stash = Py_BuildValue("(nN)", (Py_ssize_t)at, blob);
+        if (stash == NULL) return NULL;
+        int failed = PyObject_SetAttrString(buf_obj, "scattered", stash);
+        Py_DECREF(stash);
+        if (failed < 0) return NULL;
+    }
+    expect_large = (size_t)n >= SCATTER_BYTES;
+    PyObject *anc = ancillary_list(&msg);
+    if (anc == NULL) return NULL;
+    return Py_BuildValue("(nNiii)", (Py_ssize_t)n, anc, flags, seen, 0);
+}
+
 PyDoc_STRVAR(exchange_doc,
 "exchange(fd, record, buf, end_ns, preempted_ns, epfd=-1)\n"
 "    -> (n, ancdata, msg_flags, seen, error)\n\n"
 "One side's turn of a request/reply exchange in one call, without the GIL: send\n"
-"``record`` on the socket ``fd`` (unless it is empty; a ``(head, body)`` tuple of two\n"
-"bytes-likes goes out as one record, gathered by sendmsg, so a large parcel's data is not\n"
-"first copied behind its frame header); if ``end_ns`` is not 0, try\n"
+"``record`` on the socket ``fd`` (unless it is empty; a ``(head, body)`` tuple goes out as\n"
+"one record, gathered by sendmsg, so a large parcel's data is not first copied behind its\n"
+"frame header: ``body`` is a bytes-like or a Pieces, whose parts are gathered too); if\n"
+"``end_ns`` is not 0, try\n"
 "non-blocking reads until then, with poll_readable's rules (``seen``: 1 when one got the\n"
 "record, 0 when the window closed or no polling, -1 on a lost CPU); then, if none got\n"
 "it, read (sleeping if the socket blocks); one record into ``buf``, as\n"
 "``socket.recvmsg_into([buf], ..., MSG_CMSG_CLOEXEC)`` would, giving its size, ancillary\n"
-"data and flags. With ``epfd`` (and ``end_ns``), ``fd`` is first disarmed in that epoll\n"
+"data and flags. A plain sync request or successful reply whose parcel is one buffer of\n"
+"SCATTER_BYTES or more may instead be read scattered, when ``buf`` has a ``scattered``\n"
+"attribute: its first ``at`` bytes into ``buf`` and the rest into a new bytes object,\n"
+"with ``buf.scattered = (at, blob)`` (see _recvbuf; the size ``n`` is the whole record's).\n"
+"With ``epfd`` (and ``end_ns``), ``fd`` is first disarmed in that epoll\n"
 "(events EPOLLONESHOT only, as IPCThreadPool.disarm does; a failure is ignored, as\n"
 "there), so that no thread waiting in it wakes for what this one polls for.\n"
 "Signals that interrupt a call run their handlers (an exception from one propagates;\n"
@@ -608,18 +866,22 @@ static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t narg
     if (end == -1 && PyErr_Occurred()) return NULL;
     long long preempted = PyLong_AsLongLong(args[4]);
     if (preempted == -1 && PyErr_Occurred()) return NULL;
-    /* The record: one buffer, or a (head, body) pair sent gathered. */
+    /* The record: one buffer, or a (head, body) pair sent gathered (body: a buffer, or a
+     * Pieces whose parts are gathered too). The caller's tuple keeps the parts alive. */
     Py_buffer record, body, buf;
     body.obj = NULL;
     body.buf = NULL;
     body.len = 0;
-    PyObject *rec_obj = args[1];
+    PyObject *rec_obj = args[1], *pieces = NULL;
     if (PyTuple_Check(rec_obj)) {
         if (PyTuple_GET_SIZE(rec_obj) != 2) {
             PyErr_SetString(PyExc_TypeError, "exchange: a gathered record is (head, body)");
             return NULL;
         }
-        if (PyObject_GetBuffer(PyTuple_GET_ITEM(rec_obj, 1), &body, PyBUF_SIMPLE) < 0)
+        PyObject *body_obj = PyTuple_GET_ITEM(rec_obj, 1);
+        if (Py_TYPE(body_obj) == &PiecesType)
+            pieces = body_obj;
+        else if (PyObject_GetBuffer(body_obj, &body, PyBUF_SIMPLE) < 0)
             return NULL;
         rec_obj = PyTuple_GET_ITEM(rec_obj, 0);
     }
@@ -632,12 +894,28 @@ static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t narg
         if (body.obj != NULL) PyBuffer_Release(&body);
         return NULL;
     }
-    struct iovec out_iov[2] = {{.iov_base = record.buf, .iov_len = (size_t)record.len},
-                               {.iov_base = body.buf, .iov_len = (size_t)body.len}};
+    struct iovec out_iov[1 + MAX_PIECES];
+    size_t out_len = (size_t)record.len;
+    out_iov[0].iov_base = record.buf;
+    out_iov[0].iov_len = (size_t)record.len;
+    int out_n = 1;
+    if (pieces != NULL) {
+        PyObject *parts = ((PiecesObject *)pieces)->parts;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(parts); i++) {
+            PyObject *part = PyTuple_GET_ITEM(parts, i);
+            out_iov[out_n].iov_base = PyBytes_AS_STRING(part);
+            out_iov[out_n].iov_len = (size_t)PyBytes_GET_SIZE(part);
+            out_len += out_iov[out_n++].iov_len;
+        }
+    } else if (body.len > 0) {
+        out_iov[out_n].iov_base = body.buf;
+        out_iov[out_n++].iov_len = (size_t)body.len;
+        out_len += (size_t)body.len;
+    }
     struct msghdr out_msg;
     memset(&out_msg, 0, sizeof out_msg);
     out_msg.msg_iov = out_iov;
-    out_msg.msg_iovlen = body.len > 0 ? 2 : 1;
+    out_msg.msg_iovlen = (size_t)out_n;
     PyObject *result = NULL;
     ssize_t n;
     int saved_errno = 0, seen = 0;
@@ -647,7 +925,12 @@ static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t narg
     } control;
     struct iovec iov = {.iov_base = buf.buf, .iov_len = (size_t)buf.len};
     struct msghdr msg;
-    int disarm = epfd >= 0 && end != 0, sent = record.len + body.len == 0;
+    int disarm = epfd >= 0 && end != 0, sent = out_len == 0;
+    /* While this thread's records are large, look at the next one's size and head first
+     * (no control buffer: nothing is installed by a peek) and read it in read_peeked. */
+    int peek = expect_large && buf.len >= PEEK_BYTES;
+    int read_flags = peek ? MSG_PEEK | MSG_TRUNC : MSG_CMSG_CLOEXEC;
+    struct iovec peek_iov = {.iov_base = buf.buf, .iov_len = PEEK_BYTES};
     for (;;) { /* all of it without the GIL; it is taken again only to run signal handlers */
         int send_failed = 0;
         Py_BEGIN_ALLOW_THREADS
@@ -672,8 +955,11 @@ static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t narg
                  * poll(2) and then a read: one system call fewer once it is there). */
                 long long last = now_ns();
                 for (;;) {
-                    reset_msghdr(&msg, &iov, control.bytes, sizeof control.bytes);
-                    n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+                    if (peek)
+                        reset_msghdr(&msg, &peek_iov, NULL, 0);
+                    else
+                        reset_msghdr(&msg, &iov, control.bytes, sizeof control.bytes);
+                    n = recvmsg(fd, &msg, read_flags | MSG_DONTWAIT);
                     if (n >= 0) {
                         seen = 1;
                         break;
@@ -695,8 +981,11 @@ static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t narg
             if (n < 0 && (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK ||
                           saved_errno == EINTR)) {
                 release_own_holds(); /* about to sleep in the read */
-                reset_msghdr(&msg, &iov, control.bytes, sizeof control.bytes);
-                n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+                if (peek)
+                    reset_msghdr(&msg, &peek_iov, NULL, 0);
+                else
+                    reset_msghdr(&msg, &iov, control.bytes, sizeof control.bytes);
+                n = recvmsg(fd, &msg, read_flags);
                 saved_errno = errno;
             }
         }
@@ -716,6 +1005,11 @@ static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t narg
         result = Py_BuildValue("(n[]iii)", (Py_ssize_t)-1, 0, seen, saved_errno);
         goto done;
     }
+    if (peek) {
+        result = read_peeked(fd, args[2], &buf, (size_t)n, msg.msg_flags, seen);
+        goto done;
+    }
+    expect_large = n >= SCATTER_BYTES;
     PyObject *anc = ancillary_list(&msg);
     if (anc == NULL) goto done;
     result = Py_BuildValue("(nNiii)", (Py_ssize_t)n, anc, msg.msg_flags, seen, 0);
@@ -829,12 +1123,18 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         PyErr_SetString(PyExc_RuntimeError, "pthread_atfork failed");
         return NULL;
     }
+    if (PyType_Ready(&PiecesType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
+    if (PyModule_AddObjectRef(m, "Pieces", (PyObject *)&PiecesType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     if (PyModule_AddIntConstant(m, "MAX_RECORD_BYTES", MAX_RECORD_BYTES) < 0 ||
         PyModule_AddIntConstant(m, "MAX_PARCEL_DATA", MAX_PARCEL_DATA) < 0 ||
         PyModule_AddIntConstant(m, "TXN_DATA_OFFSET", TXN_FRAME_SIZE) < 0 ||
-        PyModule_AddIntConstant(m, "REPLY_DATA_OFFSET", REPLY_FRAME_SIZE) < 0) {
+        PyModule_AddIntConstant(m, "REPLY_DATA_OFFSET", REPLY_FRAME_SIZE) < 0 ||
+        PyModule_AddIntConstant(m, "SCATTER_BYTES", SCATTER_BYTES) < 0) {
         Py_DECREF(m);
         return NULL;
     }

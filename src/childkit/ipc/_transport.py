@@ -36,6 +36,7 @@ from __future__ import annotations
 import errno
 import logging
 import mmap
+import os
 import select
 import socket
 import struct
@@ -72,6 +73,8 @@ RETRY_LATER = frozenset({errno.EAGAIN, errno.EINTR})
 #: A sync caller's send, poll and read in one C call (see _caller), if built.
 exchange: Callable[..., tuple[int, list[tuple[int, int, bytes]], int, int, int]] | None = (
     _accel.speedups.exchange if _accel.speedups is not None else None)
+#: A parcel's data in pieces, sent gathered (see _speedups.Pieces), if built.
+_Pieces = _accel.speedups.Pieces if _accel.speedups is not None else None
 release_holds: Callable[[], None] | None = (
     _accel.speedups.release_holds if _accel.speedups is not None else None)
 #: The send buffer every socket of a connection asks for (a full record fits with room).
@@ -138,7 +141,7 @@ def sendmsg(sock: socket.socket, data: Outgoing, fds: list[int],
     """Send one record on ``sock``, waiting for room if the peer reads slowly: without
     limit, or until ``deadline`` (``time.monotonic()``), then :class:`SendTimeout`."""
     anc = rights(fds)
-    iov = data if isinstance(data, tuple) else (data,)
+    iov = gather(data)
     if deadline is not None:
         _send_by(sock, iov, anc, deadline)
         return
@@ -157,6 +160,17 @@ def sendmsg(sock: socket.socket, data: Outgoing, fds: list[int],
             poller = select.poll()
             poller.register(sock.fileno(), select.POLLOUT)
             poller.poll()
+
+
+def gather(data: Outgoing) -> tuple[bytes | bytearray | memoryview, ...]:
+    """The buffers of one record for ``sendmsg``: a ``(head, data)`` pair, and a parcel's
+    data kept in pieces (see ``_speedups.Pieces``), are sent piece by piece, not joined."""
+    if not isinstance(data, tuple):
+        return (data,)
+    head, body = data
+    if _Pieces is not None and body.__class__ is _Pieces:
+        return (head, *body.parts)  # type: ignore[union-attr]
+    return data
 
 
 def _send_by(sock: socket.socket, iov: tuple[bytes | bytearray | memoryview, ...],
@@ -189,7 +203,7 @@ def exchange_slowly(sock: socket.socket, poll: Callable[[int], list[tuple[int, i
         flags = 0 if wait_for_room else DONTWAIT
         try:
             if isinstance(chunk, tuple):
-                sock.sendmsg(chunk, [], flags)
+                sock.sendmsg(gather(chunk), [], flags)
             else:
                 sock.send(chunk, flags)
         except BlockingIOError:
@@ -202,6 +216,22 @@ def exchange_slowly(sock: socket.socket, poll: Callable[[int], list[tuple[int, i
     except OSError as exc:
         return -1, [], 0, int(seen), exc.errno or errno.EIO
     return n, anc, flags, int(seen), 0
+
+
+def read_record(sock: socket.socket, buf: RecvBuffer) -> Record:
+    """Read one record from ``sock`` into ``buf``, as ``sock.recvmsg_into([buf], ANC_SPACE,
+    RECV_FLAGS)`` does (raising what it raises), but with the C twins' read: a large
+    single-buffer parcel may come scattered (see ``_recvbuf``)."""
+    if exchange is None:
+        n, anc, flags, _ = sock.recvmsg_into([buf], ANC_SPACE, RECV_FLAGS)
+        return n, anc, flags
+    fd = sock.fileno()
+    if fd < 0:  # closed: fail as recvmsg_into does
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+    n, anc, flags, _seen, err = exchange(fd, b"", buf, 0, 0)
+    if err:
+        raise OSError(err, os.strerror(err))  # BlockingIOError, InterruptedError, ...
+    return n, anc, flags
 
 
 def dup_for_sending(fds: list[int]) -> list[int]:
@@ -344,6 +374,7 @@ class Transport:
                ) -> list[_wire.Frame] | None:
         """The frames of a record just read into ``buf``, now owning their fds; ``None``
         (and the link closed) at the end of the stream or on a protocol error."""
+        _recvbuf.restore(buf)  # a record read scattered, that no parcel took
         fds = received_fds(anc) if anc else []
         if n == 0 and not fds and not flags & TRUNCATED:
             self.fail("the peer closed the connection")
