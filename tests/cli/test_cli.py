@@ -293,6 +293,8 @@ def test_run_refuses_isolation_flags_without_isolated(inproc: pytest.CaptureFixt
                                                       ) -> None:
     assert cli.main(["run", "x:y", "--allow-reduced"]) == 1
     no_traceback_error(inproc, INVALID, "--allow-reduced needs --isolated")
+    assert cli.main(["run", "x:y", "--allow-subprocesses"]) == 1
+    no_traceback_error(inproc, INVALID, "--allow-subprocesses needs --isolated")
     assert cli.main(["run", "x:y", "--isolated", "--limit", "cpu=1,cpu=2"]) == 1
     no_traceback_error(inproc, INVALID, "given twice")
     assert cli.main(["run", "x:y", "--isolated", "--limit", "mem=lots"]) == 1
@@ -393,3 +395,16 @@ def test_cli_page_documents_every_command_and_flag() -> None:
     readme = (ROOT / "README.md").read_text()
     for page_name in ("cli", "reference", "executor"):
         assert f"(docs/{page_name}.md)" in readme, page_name
+
+
+def test_run_allow_subprocesses_reaches_the_limits() -> None:
+    from childkit.cli import _main
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["run", "x:y", "--isolated", "--allow-subprocesses",
+                              "--limit", "cpu=5"])
+    limits = _main._run_options(args).limits
+    assert limits.allow_subprocesses is True and limits.cpu_seconds == 5
+    # Without the flag the child stays one process where no cgroup holds its limits.
+    args = parser.parse_args(["run", "x:y", "--isolated", "--limit", "cpu=5"])
+    assert _main._run_options(args).limits.allow_subprocesses is False

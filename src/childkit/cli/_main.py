@@ -236,6 +236,8 @@ def _run_options(args: argparse.Namespace) -> Any:
             raise _invalid("--allow-reduced needs --isolated")
         if args.readonly:
             raise _invalid("--readonly needs --isolated")
+        if args.allow_subprocesses:
+            raise _invalid("--allow-subprocesses needs --isolated")
         return ChildProcessOptions()
     from childkit.sandbox import ResourceLimits
 
@@ -246,8 +248,10 @@ def _run_options(args: argparse.Namespace) -> Any:
         if missing:
             raise _invalid(f"--readonly {missing[0]}: no such file or directory")
         kwargs["readonly_paths"] = [os.path.abspath(p) for p in args.readonly]
-    if limits:
+    if limits or args.allow_subprocesses:
         given: dict[str, Any] = dict(limits)  # ints, for fields that are not all int
+        if args.allow_subprocesses:
+            given["allow_subprocesses"] = True
         kwargs["limits"] = ResourceLimits(**given)  # the rest keep their defaults
     return ChildProcessOptions(**kwargs)
 
@@ -376,6 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "entry's sibling modules)")
     run.add_argument("--limit", metavar="mem=512m,cpu=10,nproc=32,nofile=64,fsize=1m",
                      help="resource limits of an --isolated child")
+    run.add_argument("--allow-subprocesses", action="store_true",
+                     help="with --isolated: let the child start processes where no cgroup "
+                          "holds its limits (they then hold per process and multiply; "
+                          "childkit sandbox-check says which)")
     run.add_argument("--timeout", metavar="S",
                      help="kill the child S seconds after it started (S > 0; exit 124)")
     run.add_argument("--json", action="store_true", help="print the exit report as JSON")
