@@ -123,6 +123,15 @@ class _NoLoop:
         pass
 
 
+def plain_request(seq: int, handle: int, code: int, data: _wire.Data) -> Outgoing:
+    """The record of a plain sync request (no fds, no objects): one buffer, or from
+    GATHER_BYTES on a ``(head, data)`` pair sent gathered, so that the parcel's data is
+    not copied behind its frame head first."""
+    if len(data) < _wire.GATHER_BYTES:
+        return _wire.encode_transaction(seq, handle, code, False, data, (), 0)
+    return (_wire.transaction_head(seq, handle, code, len(data)), data)
+
+
 def reply_parcel(reply: _wire.Reply, code: int, objects: list[RemoteObject]) -> MessageParcel:
     """The caller's parcel for ``reply``; raises the error a failed reply carries."""
     if reply.status:
@@ -303,10 +312,7 @@ class Caller:
         seq = channel.seq = channel.seq + 1
         channel.busy = seq
         try:
-            if len(data) < _wire.GATHER_BYTES:
-                chunk: Outgoing = _wire.encode_transaction(seq, handle, code, False, data, (), 0)
-            else:  # sent gathered: the parcel's data is not copied behind the head first
-                chunk = (_wire.transaction_head(seq, handle, code, len(data)), data)
+            chunk = plain_request(seq, handle, code, data)
             buf = recv_buffers.buf
             # No busy polling: channels carry calls made while others call, and pollers
             # would take the CPUs that the peer and the other callers need.
@@ -391,10 +397,7 @@ class Caller:
         call: Call | None = None
         got_it = False
         try:
-            if len(data) < _wire.GATHER_BYTES:
-                chunk: Outgoing = _wire.encode_transaction(seq, handle, code, False, data, (), 0)
-            else:  # sent gathered: the parcel's data is not copied behind the head first
-                chunk = (_wire.transaction_head(seq, handle, code, len(data)), data)
+            chunk = plain_request(seq, handle, code, data)
             # Send, poll for the reply a moment before sleeping on it (see _busypoll), read
             # one record: in C, one call without the GIL; else three socket calls.
             waiter = self.busy_poll
