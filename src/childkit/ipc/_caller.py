@@ -56,7 +56,6 @@ from childkit.ipc._objects import ObjectTable
 from childkit.ipc._option import SYNC_OPTION, MessageOption
 from childkit.ipc._parcel import MessageParcel, RemoteObject
 from childkit.ipc._transport import (
-    ADOPT_REPLY,
     ANC_SPACE,
     DONTWAIT,
     NO_FDS,
@@ -65,7 +64,6 @@ from childkit.ipc._transport import (
     TRUNCATED,
     Outgoing,
     Transport,
-    adopt_buffer,
     dup_for_sending,
     exchange,
     exchange_slowly,
@@ -340,9 +338,7 @@ class Caller:
             if not anc and not flags & TRUNCATED:
                 simple = _wire.simple_reply(buf, n)
                 if simple is not None and simple[0] == seq and not simple[1]:
-                    if n < ADOPT_REPLY:
-                        return MessageParcel._from_wire(buf[_wire.REPLY_DATA_OFFSET:n], [], [])
-                    return MessageParcel._adopt(*adopt_buffer(_wire.REPLY_DATA_OFFSET, n))
+                    return MessageParcel._received(buf, _wire.REPLY_DATA_OFFSET, n)
             reply, objects = self._channel_reply(seq, buf, n, anc, flags)
             return reply_parcel(reply, code, objects)
         finally:
@@ -435,10 +431,7 @@ class Caller:
                     got_it = True
                     if not polled:
                         waiter.waited(_now_ns() - started)
-                    if n < ADOPT_REPLY:
-                        return MessageParcel._from_wire(buf[_wire.REPLY_DATA_OFFSET:n], [], [])
-                    # Large: the parcel takes the buffer it was read into, not a copy.
-                    return MessageParcel._adopt(*adopt_buffer(_wire.REPLY_DATA_OFFSET, n))
+                    return MessageParcel._received(buf, _wire.REPLY_DATA_OFFSET, n)
             call = Call()
             lock.acquire()
             self.waiters[seq] = call

@@ -717,6 +717,16 @@ class MessageParcel:
         return parcel
 
     @classmethod
+    def _received(cls, buf: _recvbuf.RecvBuffer, start: int, end: int) -> MessageParcel:
+        """A parcel for reading the plain (no fds, no objects) parcel data
+        ``buf[start:end]`` of the record the calling thread just read into its receive
+        buffer ``buf``: a copy while small; from ADOPT_BYTES on the parcel adopts the
+        buffer instead (:meth:`_adopt`, see _recvbuf)."""
+        if end - start < _recvbuf.ADOPT_BYTES:
+            return cls._from_wire(buf[start:end], [], [])
+        return cls._adopt(*_recvbuf.adopt(start, end))
+
+    @classmethod
     def _adopt(cls, view: memoryview | Any, owner: _recvbuf.RecvBuffer | None,
                ) -> MessageParcel:
         """A parcel for reading a peer's plain (no fds, no objects) parcel data ``view``,

@@ -47,7 +47,6 @@ from childkit.ipc._replies import ReplyQueue
 from childkit.ipc._stub import RemoteStub, StubEscaped, invoke_stub
 from childkit.ipc._threadpool import IPCThreadPool
 from childkit.ipc._transport import (
-    ADOPT_REQUEST,
     ANC_SPACE,
     NO_FDS,
     RECV_FLAGS,
@@ -57,7 +56,6 @@ from childkit.ipc._transport import (
     Outgoing,
     Record,
     Transport,
-    adopt_buffer,
     exchange,
     exchange_slowly,
     read_record,
@@ -326,10 +324,7 @@ class Server:
                 else:
                     self.pool.rearm(self.fd)
                 self.run_started = now
-                # A large one's parcel takes the buffer it was read into, not a copy.
-                data = (MessageParcel._from_wire(buf[_wire.TXN_DATA_OFFSET:n], [], [])
-                        if n < ADOPT_REQUEST
-                        else MessageParcel._adopt(*adopt_buffer(_wire.TXN_DATA_OFFSET, n)))
+                data = MessageParcel._received(buf, _wire.TXN_DATA_OFFSET, n)
                 return self.answer_plain(simple[0], simple[1], simple[2], data)
             run = _wire.oneway_run(buf, n)
             if run is not None:
@@ -698,7 +693,5 @@ class ChannelServer(Server):
             if not queued and not oneway.closed:
                 self.dispatch(frame, [])  # drained meanwhile: run it here
             return None
-        data = (MessageParcel._from_wire(buf[_wire.TXN_DATA_OFFSET:n], [], [])
-                if n < ADOPT_REQUEST
-                else MessageParcel._adopt(*adopt_buffer(_wire.TXN_DATA_OFFSET, n)))
+        data = MessageParcel._received(buf, _wire.TXN_DATA_OFFSET, n)
         return self.answer_plain(seq, handle, code, data)

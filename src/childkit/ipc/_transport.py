@@ -97,11 +97,6 @@ ExchangeResult = tuple[int, list[tuple[int, int, bytes]], int, int, int]
 #: a read leaves there is copied out (decoded) before the same thread reads again, unless
 #: a large parcel adopts the buffer (see _recvbuf).
 recv_buffers = _recvbuf.buffers
-#: Hands the thread's receive buffer over to a large parcel (see _recvbuf).
-adopt_buffer = _recvbuf.adopt
-#: Records this long or longer hold a plain reply (request) whose parcel adopts the buffer.
-ADOPT_REPLY = _wire.REPLY_DATA_OFFSET + _recvbuf.ADOPT_BYTES
-ADOPT_REQUEST = _wire.TXN_DATA_OFFSET + _recvbuf.ADOPT_BYTES
 
 
 def received_creds(ancdata: list[tuple[int, int, bytes]]) -> tuple[int, int] | None:
