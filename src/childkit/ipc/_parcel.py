@@ -719,22 +719,13 @@ class MessageParcel:
     @classmethod
     def _received(cls, buf: _recvbuf.RecvBuffer, start: int, end: int) -> MessageParcel:
         """A parcel for reading the plain (no fds, no objects) parcel data
-        ``buf[start:end]`` of the record the calling thread just read into its receive
-        buffer ``buf``: a copy while small; from ADOPT_BYTES on the parcel adopts the
-        buffer instead (:meth:`_adopt`, see _recvbuf)."""
+        ``buf[start:end]`` of the record just read into this thread's receive buffer:
+        copied while small; from ADOPT_BYTES on it adopts that buffer and gives it back
+        when closed, or keeps a record read scattered as ``Pieces`` (see _recvbuf)."""
         if end - start < _recvbuf.ADOPT_BYTES:
             return cls._from_wire(buf[start:end], [], [])
-        return cls._adopt(*_recvbuf.adopt(start, end))
-
-    @classmethod
-    def _adopt(cls, view: memoryview | Any, owner: _recvbuf.RecvBuffer | None,
-               ) -> MessageParcel:
-        """A parcel for reading a peer's plain (no fds, no objects) parcel data ``view``,
-        a view of the receive buffer ``owner``, which it gives back when closed; or, with
-        no ``owner``, the data of a record read scattered (a ``Pieces``, see _recvbuf)."""
         parcel = cls.__new__(cls)
-        parcel._buf = view
-        parcel._owner = owner
+        parcel._buf, parcel._owner = _recvbuf.adopt(start, end)
         parcel._rpos = 0
         parcel._objects = []
         parcel._closed = False
