@@ -60,19 +60,29 @@ class _Built:
         return float(done.stdout)
 
 
-def _median(repeats: int, fn: Callable[[], float]) -> float:
-    return statistics.median(fn() for _ in range(repeats))
-
-
-def _paired(repeats: int, first: Callable[[], float],
-            second: Callable[[], float]) -> tuple[float, float]:
-    """Medians of two measurements taken in turns, so a loaded machine's changing load
-    falls on both alike (the ratio of the two is what a row compares)."""
+def _turns(repeats: int, first: Callable[[], float],
+           second: Callable[[], float]) -> tuple[list[float], list[float]]:
+    """Two measurements taken in turns, so a loaded machine's changing load falls on both
+    alike (the ratio of the two is what a row compares)."""
     a, b = [], []
     for _ in range(repeats):
         a.append(first())
         b.append(second())
+    return a, b
+
+
+def _paired(repeats: int, first: Callable[[], float],
+            second: Callable[[], float]) -> tuple[float, float]:
+    """The medians of _turns."""
+    a, b = _turns(repeats, first, second)
     return statistics.median(a), statistics.median(b)
+
+
+def _ratios(a: list[float], b: list[float]) -> dict[str, float]:
+    """The ratio a/b of each turn: its median, lowest and highest, and how many turns.
+    A turn's two runs follow each other, so their ratio is what the load disturbs least."""
+    r = [x / y for x, y in zip(a, b, strict=True)]
+    return {"median": statistics.median(r), "low": min(r), "high": max(r), "turns": len(r)}
 
 
 def _python_rtt_us(entry: str, rounds: int) -> float:
@@ -133,19 +143,22 @@ def _python_parcel_us(rounds: int) -> float:
 
 def run(quick: bool = False) -> list[dict[str, object]]:
     reps = 1 if quick else 3
-    rounds = 2000 if quick else 100000
     built = _Built()
     py_worker = "bench_native_py_worker"
     sys.path.insert(0, str(HERE))
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE),
                                                               os.environ.get("PYTHONPATH")]))
     rows: list[dict[str, object]] = []
-    # five turns of 100,000 round trips: the 1.2x goal is a ratio of two small numbers
-    c_rtt, bare = (v / 1e3 for v in _paired(1 if quick else 5, lambda: built.run("rtt", rounds),
-                                            lambda: built.run("seqpacket", rounds)))
+    # fifteen alternated turns of 20,000 round trips each: the 1.2x goal is a ratio of two
+    # small numbers, and a loaded machine moves both by more than that between seconds
+    rtt_turns, rtt_rounds = (3, 2000) if quick else (15, 20000)
+    c_ns, bare_ns = _turns(rtt_turns, lambda: built.run("rtt", rtt_rounds),
+                           lambda: built.run("seqpacket", rtt_rounds))
     rows.append({"key": "native_rtt", "metric": "sync round trip, C parent to C child",
-                 "unit": "us", "better": "lower", "childkit": c_rtt, "peers": {},
-                 "bare": {"C SOCK_SEQPACKET ping-pong": bare}, "goal": "<= 1.2x bare",
+                 "unit": "us", "better": "lower", "childkit": statistics.median(c_ns) / 1e3,
+                 "peers": {}, "bare": {"C SOCK_SEQPACKET ping-pong": statistics.median(bare_ns)
+                                       / 1e3},
+                 "ratio": _ratios(c_ns, bare_ns), "goal": "<= 1.2x bare",
                  "source": "bench_native"})
     py_rounds = 500 if quick else 5000
     to_c, to_py = _paired(reps, lambda: _python_rtt_us(built.child, py_rounds),
@@ -154,12 +167,15 @@ def run(quick: bool = False) -> list[dict[str, object]]:
                  "unit": "us", "better": "lower", "childkit": to_c,
                  "peers": {"Python parent to Python stub (childkit)": to_py}, "bare": {},
                  "goal": "no slower than Python to Python", "source": "bench_native"})
-    n = 20000 if quick else 200000
-    oneway = _median(reps, lambda: built.run("oneway", n))
-    queue = _median(reps, lambda: _mp_queue_rate(n // 4))
+    # alternated turns: 200,000 requests C to C, 50,000 messages through the Queue (each
+    # about a quarter of a second)
+    n, ow_turns = (20000, 1) if quick else (200000, 7)
+    oneway, queue = _turns(ow_turns, lambda: built.run("oneway", n),
+                           lambda: _mp_queue_rate(n // 4))
     rows.append({"key": "native_oneway", "metric": "one-way requests, C to C", "unit": "msg/s",
-                 "better": "higher", "childkit": oneway,
-                 "peers": {"multiprocessing.Queue put/get": queue}, "bare": {},
+                 "better": "higher", "childkit": statistics.median(oneway),
+                 "peers": {"multiprocessing.Queue put/get": statistics.median(queue)},
+                 "bare": {}, "ratio": _ratios(oneway, queue),
                  "goal": ">= 5x multiprocessing.Queue", "source": "bench_native"})
     p_rounds = 50 if quick else 1000
     c_parcel, py_parcel = _paired(reps, lambda: built.run("parcel", PARCEL_BYTES, p_rounds),
@@ -176,6 +192,10 @@ def _show(rows: list[dict[str, object]]) -> None:
         others: dict[str, float] = {**r["peers"], **r["bare"]}  # type: ignore[dict-item]
         extra = "; ".join(f"{k}: {v:.1f}" for k, v in others.items())
         print(f"{r['metric']}: {r['childkit']:.1f} {r['unit']}  ({extra})  goal {r['goal']}")
+        if "ratio" in r:
+            q: dict[str, float] = r["ratio"]  # type: ignore[assignment]
+            print(f"    ratio per turn: median {q['median']:.2f}x, {q['low']:.2f}x to "
+                  f"{q['high']:.2f}x over {int(q['turns'])} alternated turns")
 
 
 if __name__ == "__main__":

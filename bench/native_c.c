@@ -4,8 +4,9 @@
  *   native_c rtt ROUNDS        a C parent and a forked C child over libipc_capi.so: one
  *                              int32 request and reply per round; prints ns per round trip
  *   native_c seqpacket ROUNDS  the bare limit beside it: two SOCK_SEQPACKET socketpairs
- *                              (as the kit uses), a forked echo peer, 32-byte records;
- *                              prints ns per round trip
+ *                              (as the kit uses), a forked echo peer, records of the
+ *                              bytes the kit's rtt sends (35 out, 31 back); prints ns per
+ *                              round trip
  *   native_c oneway COUNT      COUNT one-way requests C to C, then one sync request that
  *                              queues behind them; prints requests per second
  *   native_c parcel BYTES ROUNDS  write then read a BYTES string and a BYTES buffer in one
@@ -119,9 +120,14 @@ static int oneway(long n) {
     return 0;
 }
 
+/* The records of one rtt round: a TRANSACTION frame (8-byte header, 22 fixed bytes) with
+ * one int32 value (a tag and 4 bytes), and a REPLY frame (8 + 18) with one int32. */
+#define REQUEST_BYTES (8 + 22 + 5)
+#define REPLY_BYTES (8 + 18 + 5)
+
 static int seqpacket(long rounds) {
     int a[2], b[2];
-    char buf[32] = {0};
+    char buf[64] = {0};
     if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, a) < 0 || socketpair(AF_UNIX, SOCK_SEQPACKET, 0, b) < 0)
         return perror("socketpair"), 1;
     pid_t pid = fork();
@@ -131,18 +137,18 @@ static int seqpacket(long rounds) {
         close(b[0]);
         for (;;) {
             if (recv(a[1], buf, sizeof buf, 0) <= 0) _exit(0);
-            send(b[1], buf, sizeof buf, 0);
+            send(b[1], buf, REPLY_BYTES, 0);
         }
     }
     close(a[1]);
     close(b[1]);
     for (int i = 0; i < 1000; i++) {
-        send(a[0], buf, sizeof buf, 0);
+        send(a[0], buf, REQUEST_BYTES, 0);
         recv(b[0], buf, sizeof buf, 0);
     }
     double t = now();
     for (long i = 0; i < rounds; i++) {
-        send(a[0], buf, sizeof buf, 0);
+        send(a[0], buf, REQUEST_BYTES, 0);
         recv(b[0], buf, sizeof buf, 0);
     }
     double per = (now() - t) / (double)rounds;

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -71,6 +72,7 @@ typedef struct waiter_s {
     int reading;           /* its thread holds the reading role of the call socket */
     pthread_cond_t *wake;  /* its thread's own condition: signalled for it alone */
     OHIPCParcel *reply;
+    OHIPCParcel *target;   /* the caller's reply parcel (its own reply may go straight in) */
     struct waiter_s *next;
 } waiter_t;
 
@@ -94,7 +96,8 @@ struct ck__conn_s {
     uint64_t next_seq;       /* guarded: the next sync call's seq (from 1) */
     waiter_t *waiters;       /* guarded */
     int reading;             /* guarded: a caller reads the call socket */
-    uint64_t replies_sent, replies_received; /* guarded */
+    uint64_t replies_sent;   /* atomic (a reply without objects counts without the lock) */
+    uint64_t replies_received; /* guarded */
     release_t *deferred;     /* guarded */
     size_t n_deferred;
     int greeted, peer_has_root; /* guarded */
@@ -112,6 +115,10 @@ struct ck__conn_s {
     int followers;          /* of which waiting for the role */
     int watching;           /* one follower waits with a timeout, watching the holder */
     pid_t owner;               /* the process that started it (a fork's copy is dead) */
+    /* Queued requests' jobs once run, each with its emptied parcel (guarded): the next
+     * requests' jobs, so a stream of one-way requests allocates nothing per request. */
+    job_t *spare_jobs;
+    size_t n_spare_jobs;
     /* The call socket's outbox: one-way frames wait here (with dups of their fds) until a
      * flush job, or the next sync request or release, sends them in one record, in order. */
     pthread_mutex_t send_lock;
@@ -141,6 +148,16 @@ static void free_exports(export_t *e) {
     }
 }
 
+/* Frees a list of jobs with their parcels (empty ones: no fds or objects left). */
+static void free_jobs(job_t *job) {
+    while (job != NULL) {
+        job_t *next = job->next;
+        OH_IPCParcel_Destroy(job->data);
+        free(job);
+        job = next;
+    }
+}
+
 void ck__conn_unref(ck__conn_t *conn) {
     if (__atomic_sub_fetch(&conn->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
     close(conn->call_fd);
@@ -152,6 +169,7 @@ void ck__conn_unref(ck__conn_t *conn) {
         r = next;
     }
     free(conn->imports);
+    free_jobs(conn->spare_jobs);
     close_all(conn->out_fds, conn->out_nfds); /* one-way frames never sent */
     free(conn->out);
     pthread_mutex_destroy(&conn->send_lock);
@@ -162,6 +180,20 @@ void ck__conn_unref(ck__conn_t *conn) {
 }
 
 /* ------------------------------------------------------------------ socket I/O */
+/* The kit's socket calls are system calls without glibc's cancellation-point wrappers
+ * (syscall(2)): a thread cancelled inside the kit would leave its call registered on the
+ * link (a waiter on its stack), so they must not be cancellation points; and the wrappers
+ * cost two atomic operations per call in a threaded process. */
+static ssize_t sys_send(int fd, const void *buf, size_t len, int flags) {
+    return syscall(SYS_sendto, fd, buf, len, flags, NULL, 0);
+}
+static ssize_t sys_sendmsg(int fd, const struct msghdr *msg, int flags) {
+    return syscall(SYS_sendmsg, fd, msg, flags);
+}
+static ssize_t sys_recvmsg(int fd, struct msghdr *msg, int flags) {
+    return syscall(SYS_recvmsg, fd, msg, flags);
+}
+
 static void close_all(const int *fds, size_t n) {
     for (size_t i = 0; i < n; i++) close(fds[i]);
 }
@@ -185,7 +217,8 @@ static int send_record(int fd, const unsigned char *buf, size_t len, const int *
     }
     for (;;) {
         /* Without fds, send(): the kernel copies no message header or iovec for it. */
-        ssize_t n = n_fds ? sendmsg(fd, &msg, MSG_NOSIGNAL) : send(fd, buf, len, MSG_NOSIGNAL);
+        ssize_t n = n_fds ? sys_sendmsg(fd, &msg, MSG_NOSIGNAL)
+                          : sys_send(fd, buf, len, MSG_NOSIGNAL);
         if (n == (ssize_t)len) return 0;
         if (n < 0 && errno == EINTR) continue;
         return -1;
@@ -205,7 +238,7 @@ static ssize_t recv_record(int fd, unsigned char *buf, int *fds, size_t *n_fds,
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space,
                          .msg_controllen = sizeof control.space};
     ssize_t n;
-    do n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+    do n = sys_recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
     while (n < 0 && errno == EINTR);
     *n_fds = 0;
     *has_cred = 0;
@@ -236,12 +269,37 @@ static ssize_t recv_record(int fd, unsigned char *buf, int *fds, size_t *n_fds,
     return n;
 }
 
-/* A received record's frames (ck_frame.c); on a protocol error its fds are closed and
- * why says what was wrong (in this thread's buffer). */
+/* Room for the frames of a usual record (one request or reply, or a few), on the stack. */
+#define CK__FEW_FRAMES 8
+/* Room for why a record was refused (the caller's, living as long as why may be used). */
+#define CK__ERR_BYTES 200
+
+/* A received record's frames (ck_frame.c), in room (CK__FEW_FRAMES) while they fit there:
+ * free *frames only if it is not room. On a protocol error its fds are closed and why
+ * says what was wrong (written into err, CK__ERR_BYTES). */
 static long decode(const unsigned char *buf, size_t size, int *fds, size_t n_fds,
-                   ck__frame_t **frames, const char **why) {
-    static __thread char err[200];
-    long n = ck__record_decode(buf, size, n_fds, frames, err, sizeof err);
+                   ck__frame_t *room, ck__frame_t **frames, char *err, const char **why) {
+    /* The usual record, one plain sync request or plain reply (no fds, objects or flags:
+     * ck__frame_is_plain checks its head and lengths as the decoder would), is read off
+     * its fixed head in one pass. */
+    int type = size ? buf[0] : 0;
+    if (n_fds == 0 && (type == CK__F_TRANSACTION || type == CK__F_REPLY) &&
+        ck__frame_is_plain(buf, size, type)) {
+        size_t head = type == CK__F_TRANSACTION ? CK__TXN_FRAME_SIZE : CK__REPLY_FRAME_SIZE;
+        const unsigned char *body = buf + CK__HEADER_SIZE;
+        *room = (ck__frame_t){.type = type, .seq = ck__get_u64(body), .data = buf + head,
+                              .data_len = size - head, .objects = buf + size};
+        if (type == CK__F_TRANSACTION) {
+            room->handle = ck__get_u32(body + 8);
+            room->code = ck__get_u32(body + 12);
+        } else {
+            room->status = (int32_t)ck__get_u32(body + 8);
+        }
+        *frames = room;
+        return 1;
+    }
+    long n = ck__record_decode_into(buf, size, n_fds, room, CK__FEW_FRAMES, frames, err,
+                                    CK__ERR_BYTES);
     if (n < 0) {
         close_all(fds, n_fds);
         *why = n == -1 ? err : "no memory for a record";
@@ -312,8 +370,13 @@ static ck__remote_t *import_locked(ck__conn_t *conn, uint32_t handle) {
     return r;
 }
 
-/* A parcel for a received frame's data, fds and objects (guarded). On failure (-1: a
- * protocol error, why set; -2: no memory) nothing is left held, fds included. */
+/* Requests this small are copied into a recycled parcel under the lock. */
+#define CK__REFILL_LOCKED 256
+
+/* A parcel for a received frame's data, fds and objects (guarded), in *out: the empty
+ * parcel there (a spare job's, or NULL) is refilled or replaced. On failure (-1: a
+ * protocol error, why set; -2: no memory) nothing is left held, fds included, and *out
+ * is left as it came (-1) or NULL (-2). */
 static int parcel_locked(ck__conn_t *conn, const ck__frame_t *f, int *fds, OHIPCParcel **out,
                          const char **why) {
     ck__pobj_t objs[CK__MAX_PARCEL_OBJECTS];
@@ -359,8 +422,23 @@ static int parcel_locked(ck__conn_t *conn, const ck__frame_t *f, int *fds, OHIPC
         close_all(fds, f->n_fds);
         return rc;
     }
+    if (*out != NULL && n == 0 && f->data_len <= CK__REFILL_LOCKED) {
+        /* a recycled parcel, refilled with a small request: no need to let the lock go */
+        if (ck__parcel_refill(*out, f->data, f->data_len, fds, f->n_fds) == 0) return 0;
+        OH_IPCParcel_Destroy(*out); /* empty: no locks taken */
+        *out = NULL;
+        return -2;
+    }
     pthread_mutex_unlock(&conn->lock); /* from_wire may drop references on failure */
-    *out = ck__parcel_from_wire(f->data, f->data_len, fds, f->n_fds, objs, n);
+    if (*out != NULL && n == 0) { /* a recycled parcel, refilled */
+        if (ck__parcel_refill(*out, f->data, f->data_len, fds, f->n_fds) < 0) {
+            OH_IPCParcel_Destroy(*out);
+            *out = NULL;
+        }
+    } else {
+        OH_IPCParcel_Destroy(*out); /* (an empty one, or NULL) */
+        *out = ck__parcel_from_wire(f->data, f->data_len, fds, f->n_fds, objs, n);
+    }
     pthread_mutex_lock(&conn->lock);
     return *out == NULL ? -2 : 0;
 }
@@ -437,7 +515,9 @@ void ck__conn_forget_remote_locked(ck__conn_t *conn, ck__remote_t *remote) {
     }
     unsigned char frame[CK__HEADER_SIZE + CK__RELEASE_BODY];
     int send = !conn->dead && remote->handle != 0 && remote->wire_refs > 0;
-    if (send) ck__frame_put_release(frame, remote->handle, remote->wire_refs, conn->replies_sent);
+    if (send)
+        ck__frame_put_release(frame, remote->handle, remote->wire_refs,
+                              __atomic_load_n(&conn->replies_sent, __ATOMIC_ACQUIRE));
     pthread_mutex_unlock(&conn->lock);
     if (send && call_send(conn, frame, sizeof frame, NULL, 0, 0) < 0)
         ck__conn_close(conn, "sending a release failed: the peer is gone");
@@ -616,18 +696,28 @@ static int send_parcel(ck__conn_t *conn, int fd, int is_reply, uint64_t seq, uin
         forwarding = 1;
         if ((forwarders[i] = ck__forwarder_for(o->ptr)) == NULL) rc = OH_IPC_INNER_ERROR;
     }
-    pthread_mutex_lock(&conn->lock);
-    if (conn->dead) rc = OH_IPC_DEAD_REMOTE_OBJECT;
-    if (rc == OH_IPC_SUCCESS)
-        rc = encode_objects_locked(conn, p, forwarding ? forwarders : NULL, buf + head + p->len);
-    if (rc == OH_IPC_SUCCESS && count_reply) conn->replies_sent++;
-    if (rc == OH_IPC_SUCCESS && w != NULL) { /* a sync call: its waiter, under the same lock */
-        seq = w->seq = conn->next_seq++;
-        w->next = conn->waiters;
-        conn->waiters = w;
-        if (!conn->reading) conn->reading = w->reading = 1; /* it reads its reply itself */
+    if (p->n_objs == 0 && w == NULL) {
+        /* A reply or one-way request without objects touches nothing the lock guards: it
+         * is counted atomically (a RELEASE made meanwhile may or may not count it; either
+         * is right, as it names no object). A link that dies meanwhile fails the send. */
+        if (__atomic_load_n(&conn->dead, __ATOMIC_ACQUIRE)) rc = OH_IPC_DEAD_REMOTE_OBJECT;
+        else if (count_reply) __atomic_add_fetch(&conn->replies_sent, 1, __ATOMIC_RELEASE);
+    } else {
+        pthread_mutex_lock(&conn->lock);
+        if (conn->dead) rc = OH_IPC_DEAD_REMOTE_OBJECT;
+        if (rc == OH_IPC_SUCCESS)
+            rc = encode_objects_locked(conn, p, forwarding ? forwarders : NULL,
+                                       buf + head + p->len);
+        if (rc == OH_IPC_SUCCESS && count_reply) /* with the objects it names, under the lock */
+            __atomic_add_fetch(&conn->replies_sent, 1, __ATOMIC_RELEASE);
+        if (rc == OH_IPC_SUCCESS && w != NULL) { /* a sync call: its waiter, under the lock */
+            seq = w->seq = conn->next_seq++;
+            w->next = conn->waiters;
+            conn->waiters = w;
+            if (!conn->reading) conn->reading = w->reading = 1; /* it reads its reply itself */
+        }
+        pthread_mutex_unlock(&conn->lock);
     }
-    pthread_mutex_unlock(&conn->lock);
     for (size_t i = 0; forwarding && i < p->n_objs; i++) /* the exports hold their own */
         if (forwarders[i] != NULL) ck__stub_unref(forwarders[i]);
     if (rc != OH_IPC_SUCCESS) {
@@ -658,9 +748,7 @@ static void send_error_reply(ck__conn_t *conn, uint64_t seq, int32_t status, con
     if (n > 256) n = 256;
     ck__frame_put_reply_head(buf, CK__FLAG_ERROR, seq, status, (uint32_t)n, 0, 0);
     memcpy(buf + CK__REPLY_FRAME_SIZE, detail, n);
-    pthread_mutex_lock(&conn->lock);
-    conn->replies_sent++;
-    pthread_mutex_unlock(&conn->lock);
+    __atomic_add_fetch(&conn->replies_sent, 1, __ATOMIC_RELEASE);
     if (send_record(conn->serve_fd, buf, CK__REPLY_FRAME_SIZE + n, NULL, 0) < 0)
         ck__conn_close(conn, "sending a reply failed: the peer is gone");
 }
@@ -714,7 +802,6 @@ static void run_job(job_t *job) {
         }
     }
     OH_IPCParcel_Destroy(reply);
-    OH_IPCParcel_Destroy(job->data);
 }
 
 static void finish_job(job_t *job) {
@@ -727,27 +814,101 @@ static void finish_job(job_t *job) {
 static void sync_job(void *arg) {
     job_t *job = arg;
     run_job(job);
+    OH_IPCParcel_Destroy(job->data);
     finish_job(job);
 }
 
-/* Runs an object's queue in order until it is empty. */
+/* Run jobs (with their parcels) a connection keeps for its next requests: all of them
+ * while a queue drains (a stream of one-way requests reuses the jobs of the requests
+ * before it: never more than were queued at once); when a queue empties, as many as
+ * twice that drain ran, or this many (so a stream keeps its jobs from one burst to the
+ * next, and a link whose traffic calms down gives them back). */
+#define CK__SPARE_JOBS_IDLE 64
+/* How many run jobs a drain hands back at a time (one lock round trip each). */
+#define CK__DRAIN_RETURN 256
+
+/* A job for a request (guarded): a spare one (its parcel, if it has one, empty and ready
+ * to be refilled), else a new one without a parcel. NULL without memory. */
+static job_t *take_job_locked(ck__conn_t *conn) {
+    job_t *job = conn->spare_jobs;
+    if (job == NULL) {
+        if ((job = malloc(sizeof *job)) != NULL) job->data = NULL;
+        return job;
+    }
+    conn->spare_jobs = job->next;
+    conn->n_spare_jobs--;
+    return job;
+}
+
+/* Keeps the run jobs of list as spares (guarded). */
+static void keep_jobs_locked(ck__conn_t *conn, job_t *list) {
+    while (list != NULL) {
+        job_t *job = list;
+        list = job->next;
+        job->next = conn->spare_jobs;
+        conn->spare_jobs = job;
+        conn->n_spare_jobs++;
+    }
+}
+
+/* The spares past keep (guarded), for the caller to free outside the lock. */
+static job_t *trim_jobs_locked(ck__conn_t *conn, size_t keep) {
+    job_t *extra = NULL;
+    while (conn->n_spare_jobs > keep) {
+        job_t *job = conn->spare_jobs;
+        conn->spare_jobs = job->next;
+        conn->n_spare_jobs--;
+        job->next = extra;
+        extra = job;
+    }
+    return extra;
+}
+
+/* Runs an object's queue in order until it is empty: all the requests queued by the time
+ * it looks, one after another, then the ones queued meanwhile (the object stays busy, so
+ * new ones queue behind them). Each run job, its parcel emptied, becomes a spare. */
 static void drain_job(void *arg) {
     job_t *first = arg; /* a placeholder naming the export; holds the references */
     ck__conn_t *conn = first->conn;
     export_t *e = first->export;
+    job_t *ran = NULL;
+    size_t n_ran = 0, total = 0;
     for (;;) {
         pthread_mutex_lock(&conn->lock);
-        job_t *job = e->qhead;
-        if (job == NULL) {
+        keep_jobs_locked(conn, ran);
+        job_t *batch = e->qhead, *extra = NULL;
+        e->qhead = e->qtail = NULL;
+        if (batch == NULL) {
             e->busy = 0;
-            pthread_mutex_unlock(&conn->lock);
-            break;
+            extra = trim_jobs_locked(conn, total > CK__SPARE_JOBS_IDLE / 2
+                                               ? 2 * total : CK__SPARE_JOBS_IDLE);
         }
-        e->qhead = job->next;
-        if (e->qhead == NULL) e->qtail = NULL;
         pthread_mutex_unlock(&conn->lock);
-        run_job(job);
-        finish_job(job);
+        free_jobs(extra);
+        if (batch == NULL) break;
+        ran = NULL;
+        n_ran = 0;
+        while (batch != NULL) {
+            job_t *job = batch;
+            batch = job->next;
+            run_job(job);
+            ck__stub_unref(job->export->stub);
+            ck__conn_unref(conn); /* not the last: the drain holds one */
+            if (job->data != NULL && !ck__parcel_recycle(job->data)) {
+                OH_IPCParcel_Destroy(job->data); /* a large one: not kept */
+                job->data = NULL;
+            }
+            job->next = ran;
+            ran = job;
+            total++;
+            if (++n_ran == CK__DRAIN_RETURN && batch != NULL) { /* the reader may want them */
+                pthread_mutex_lock(&conn->lock);
+                keep_jobs_locked(conn, ran);
+                pthread_mutex_unlock(&conn->lock);
+                ran = NULL;
+                n_ran = 0;
+            }
+        }
     }
     finish_job(first);
 }
@@ -792,12 +953,12 @@ static void want_watcher_locked(ck__conn_t *conn);
  * *inline_job (else NULL) for this thread to run, marked as running in the role's state
  * (the role's generation in *inline_gen). */
 static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size, int *fds,
-                        size_t n_fds, const struct ucred *cred, int has_cred,
+                        size_t n_fds, const struct ucred *cred, int has_cred, char *err,
                         const char **why, job_t **inline_job, uint64_t *inline_gen) {
     job_t *slot = *inline_job;
     *inline_job = NULL;
-    ck__frame_t *frames;
-    long n = decode(buf, size, fds, n_fds, &frames, why);
+    ck__frame_t room[CK__FEW_FRAMES], *frames;
+    long n = decode(buf, size, fds, n_fds, room, &frames, err, why);
     if (n < 0) return -1;
     /* A lone request without objects gets its parcel before the lock (it needs none). */
     OHIPCParcel *pre = NULL;
@@ -826,6 +987,10 @@ static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size,
     pthread_mutex_lock(&conn->lock);
     for (; rc == 0 && i < n; i++) { /* every failure breaks with i at the failed frame */
         const ck__frame_t *f = &frames[i];
+        if (i % 64 == 63) { /* a long record: let the drains hand their jobs back */
+            pthread_mutex_unlock(&conn->lock);
+            pthread_mutex_lock(&conn->lock);
+        }
         if (f->type == CK__F_HELLO) {
             if (conn->greeted) {
                 *why = "protocol error from the peer: second hello";
@@ -854,7 +1019,7 @@ static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size,
             /* A lone sync request to an idle object will run here: the caller's slot. */
             int here = slot != NULL && n == 1 && e != NULL && !e->busy &&
                        !(f->flags & CK__FLAG_ONEWAY);
-            job_t *job = e == NULL ? NULL : here ? slot : malloc(sizeof *job); /* set below */
+            job_t *job = e == NULL ? NULL : here ? slot : take_job_locked(conn); /* set below */
             if (job == NULL) { /* its fds go (with the parcel that holds them, if made) */
                 if (pre_made) OH_IPCParcel_Destroy(pre); /* no objects: fine under the lock */
                 else close_all(fds + f->fd_start, f->n_fds);
@@ -870,14 +1035,23 @@ static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size,
             /* The job's references first: parcel_locked lets go of the lock for a while,
              * and a release in that time must not free the stub under us. */
             job->on_stack = here;
+            if (here) job->data = NULL;
             ck__conn_ref(conn);
             ck__stub_ref(e->stub);
-            int prc = pre_made ? (pre != NULL ? 0 : -2)
-                               : parcel_locked(conn, f, fds + f->fd_start, &job->data, why);
-            if (pre_made) job->data = pre;
+            int prc;
+            if (pre_made) { /* no objects: a spare's empty parcel goes, under the lock too */
+                OH_IPCParcel_Destroy(job->data);
+                job->data = pre;
+                prc = pre != NULL ? 0 : -2;
+            } else { /* into the spare's parcel, if it has one */
+                prc = parcel_locked(conn, f, fds + f->fd_start, &job->data, why);
+            }
             pre_made = 0;
             if (prc < 0) {
-                if (!here) free(job);
+                if (!here) {
+                    job->next = NULL;
+                    free_jobs(job);
+                }
                 drop[n_drop++] = e->stub;
                 ck__conn_unref(conn); /* not the last: this thread holds one */
                 if (prc == -2) *why = "no memory for a request";
@@ -935,7 +1109,7 @@ static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size,
         free(todo);
         free(drop);
     }
-    free(frames);
+    if (frames != room) free(frames);
     return rc;
 }
 
@@ -947,7 +1121,7 @@ static void serve_loop(ck__conn_t *conn, int dedicated);
 
 /* The request this thread runs as the role's holder, so a call out of it (or a join of the
  * work threads) can hand the reading on first. */
-static __thread struct {
+static CK__TLS struct {
     ck__conn_t *conn;
     uint64_t gen;
 } inline_role;
@@ -1046,6 +1220,7 @@ static int take_role_locked(ck__conn_t *conn) {
 static void serve_loop(ck__conn_t *conn, int dedicated) {
     unsigned char *buf = reply_buffer();
     int fds[CK__MAX_RECORD_FDS]; /* on the stack: no TLS look-up per record */
+    char err[CK__ERR_BYTES];     /* why a record was refused, until the link is closed */
     const char *why = "no memory for the receive buffer";
     int failed = buf == NULL;
     pthread_mutex_lock(&conn->lock);
@@ -1067,7 +1242,7 @@ static void serve_loop(ck__conn_t *conn, int dedicated) {
             break;
         }
         uint64_t gen = 0;
-        int rc = serve_record(conn, buf, (size_t)n, fds, n_fds, &cred, has_cred, &why,
+        int rc = serve_record(conn, buf, (size_t)n, fds, n_fds, &cred, has_cred, err, &why,
                               &inline_job, &gen);
         if (rc < 0) {
             failed = 1;
@@ -1184,17 +1359,19 @@ static void wait_changed(ck__conn_t *conn, long long deadline) {
 
 /* This thread's condition for its sync calls (glibc's conditions hold no resources). */
 static pthread_cond_t *own_condition(void) {
-    static __thread pthread_cond_t cond;
-    static __thread int ready;
-    if (!ready) {
+    static CK__TLS struct {
+        pthread_cond_t cond;
+        int ready;
+    } own;
+    if (!own.ready) {
         pthread_condattr_t attr;
         pthread_condattr_init(&attr);
         pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-        pthread_cond_init(&cond, &attr);
+        pthread_cond_init(&own.cond, &attr);
         pthread_condattr_destroy(&attr);
-        ready = 1;
+        own.ready = 1;
     }
-    return &cond;
+    return &own.cond;
 }
 
 ck__remote_t *ck__conn_peer_root(ck__conn_t *conn, int timeout_ms) {
@@ -1211,7 +1388,7 @@ ck__remote_t *ck__conn_peer_root(ck__conn_t *conn, int timeout_ms) {
 /* ------------------------------------------------------------------ calling */
 /* Handles a record from the call socket (guarded): replies go to their waiters. */
 static int take_replies_locked(ck__conn_t *conn, const ck__frame_t *frames, long n,
-                               int *fds, int pre_made, OHIPCParcel *pre,
+                               int *fds, int pre_made, OHIPCParcel *pre, const waiter_t *self,
                                OHIPCRemoteStub **drop, size_t *n_drop, size_t max_drop,
                                const char **why) {
     int rc = 0;
@@ -1231,7 +1408,7 @@ static int take_replies_locked(ck__conn_t *conn, const ck__frame_t *frames, long
             w = w->next;
         }
         if (bad || w == NULL) { /* bad; or its caller timed out: dropped. Its fds go */
-            if (pre_made) OH_IPCParcel_Destroy(pre); /* no objects: fine under the lock */
+            if (pre_made && pre != self->target) OH_IPCParcel_Destroy(pre); /* no objects */
             else close_all(fds + f->fd_start, f->n_fds);
             pre_made = 0;
             if (!bad) {
@@ -1260,11 +1437,11 @@ static int take_replies_locked(ck__conn_t *conn, const ck__frame_t *frames, long
             w->status = prc == -2 ? OH_IPC_INNER_ERROR : f->status;
         }
         w->done = 1;
-        pthread_cond_signal(w->wake); /* its thread alone (no-op for the reader's own) */
+        if (w != self) pthread_cond_signal(w->wake); /* its thread alone */
     }
     if (rc < 0)
         for (long k = i + 1; k < n; k++) close_all(fds + frames[k].fd_start, frames[k].n_fds);
-    if (pre_made) OH_IPCParcel_Destroy(pre); /* its frame failed before taking it */
+    if (pre_made && pre != self->target) OH_IPCParcel_Destroy(pre); /* failed first */
     if (rc == 0) rc = apply_deferred_locked(conn, drop, n_drop, max_drop, why);
     return rc;
 }
@@ -1275,11 +1452,15 @@ static pthread_once_t buf_once = PTHREAD_ONCE_INIT;
 static void make_buf_key(void) { pthread_key_create(&buf_key, free); }
 
 static unsigned char *reply_buffer(void) {
+    static CK__TLS unsigned char *mine; /* the key's value, read without a call */
+    if (mine != NULL) return mine;
     pthread_once(&buf_once, make_buf_key);
-    unsigned char *buf = pthread_getspecific(buf_key);
-    if (buf == NULL && (buf = malloc(CK__MAX_RECORD_BYTES)) != NULL)
-        pthread_setspecific(buf_key, buf);
-    return buf;
+    unsigned char *buf = malloc(CK__MAX_RECORD_BYTES);
+    if (buf != NULL && pthread_setspecific(buf_key, buf) != 0) {
+        free(buf);
+        buf = NULL;
+    }
+    return mine = buf;
 }
 
 /* Takes w off the waiting list if it is still there, and if its thread held the reading
@@ -1297,7 +1478,9 @@ static void forget_waiter_locked(ck__conn_t *conn, waiter_t *w) {
     if (!conn->reading && conn->waiters != NULL) pthread_cond_signal(conn->waiters->wake);
 }
 
-/* Waits for w's reply (w is on the waiting list; the lock is not held on entry or exit).
+/* Waits for w's reply (w is on the waiting list; the lock is not held on entry or exit);
+ * a plain reply this thread reads for itself is copied straight into w->target (the
+ * caller's reply parcel; then w->reply is w->target).
  * Only replies arrive on the call socket, and the calling threads read it themselves
  * (leader/follower): one at a time reads (a caller that finds no reader takes the role as
  * it sends: w->reading), hands each reply for another thread to exactly that thread (its
@@ -1305,6 +1488,8 @@ static void forget_waiter_locked(ck__conn_t *conn, waiter_t *w) {
  * other waiting caller to read next. A lone caller reads its reply with no thread hop. */
 static void wait_reply(ck__conn_t *conn, waiter_t *w, long long deadline) {
     int fds[CK__MAX_RECORD_FDS];
+    ck__frame_t room[CK__FEW_FRAMES];
+    char err[CK__ERR_BYTES];
     if (!w->reading) pthread_mutex_lock(&conn->lock);
     for (;;) {
         if (!w->reading) { /* the lock is held */
@@ -1349,21 +1534,25 @@ static void wait_reply(ck__conn_t *conn, waiter_t *w, long long deadline) {
         }
         /* Decoded, and a lone plain reply's parcel made, before the lock. */
         ck__frame_t *frames = NULL;
-        long n = size > 0 ? decode(buf, (size_t)size, fds, n_fds, &frames, &why) : 0;
+        long n = size > 0 ? decode(buf, (size_t)size, fds, n_fds, room, &frames, err, &why) : 0;
         OHIPCParcel *pre = NULL;
         int pre_made = n == 1 && frames[0].type == CK__F_REPLY &&
                        !(frames[0].flags & CK__FLAG_ERROR) && frames[0].n_objects == 0;
-        if (pre_made)
+        if (pre_made && frames[0].seq == w->seq && frames[0].status == 0 && n_fds == 0)
+            /* its own answer (no other thread waits for this seq): into the caller's parcel */
+            pre = ck__parcel_refill(w->target, frames[0].data, frames[0].data_len, NULL, 0) == 0
+                      ? w->target : NULL;
+        else if (pre_made)
             pre = ck__parcel_from_wire(frames[0].data, frames[0].data_len,
                                        fds + frames[0].fd_start, frames[0].n_fds, NULL, 0);
         OHIPCRemoteStub *drop[64];
         size_t n_drop = 0;
         pthread_mutex_lock(&conn->lock);
         conn->reading = w->reading = 0;
-        if (n > 0 && take_replies_locked(conn, frames, n, fds, pre_made, pre, drop, &n_drop,
+        if (n > 0 && take_replies_locked(conn, frames, n, fds, pre_made, pre, w, drop, &n_drop,
                                          64, &why) == 0)
             why = NULL;
-        free(frames);
+        if (frames != room) free(frames);
         if (why != NULL || n_drop) {
             pthread_mutex_unlock(&conn->lock);
             for (size_t k = 0; k < n_drop; k++) ck__stub_unref(drop[k]);
@@ -1397,8 +1586,9 @@ int ck__conn_transact(ck__remote_t *remote, uint32_t code, const struct OHIPCPar
         }
         return rc;
     }
+    w.target = reply;
     wait_reply(conn, &w, deadline);
-    if (w.reply != NULL) {
+    if (w.reply != NULL && w.reply != reply) {
         if (w.status == 0) ck__parcel_replace(reply, w.reply);
         else OH_IPCParcel_Destroy(w.reply);
     }

@@ -7,8 +7,8 @@
  * and tests/native/test_wire_conformance.py holds both to one corpus of records.
  *
  * Why every length is checked before use: the peer may be a hostile child. The decoder
- * reads only inside [buf, buf + size), allocates one frame array bounded by the record
- * size, and never recurses.
+ * reads only inside [buf, buf + size), fills the caller's room for frames or allocates
+ * one frame array bounded by the record size, and never recurses.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -188,24 +188,44 @@ static long decode_frame(ck__frame_t *f, const unsigned char *body, size_t body_
     return fail(err, errlen, "unknown frame type %d", f->type);
 }
 
-long ck__record_decode(const unsigned char *buf, size_t size, size_t n_fds,
-                       ck__frame_t **frames, char *err, size_t errlen) {
+long ck__record_decode_into(const unsigned char *buf, size_t size, size_t n_fds,
+                            ck__frame_t *room, size_t room_n, ck__frame_t **frames,
+                            char *err, size_t errlen) {
     *frames = NULL;
     if (size == 0) return fail(err, errlen, "empty record");
     if (size > CK__MAX_RECORD_BYTES)
         return fail(err, errlen, "record of %zu bytes exceeds %d", size, CK__MAX_RECORD_BYTES);
     if (n_fds > CK__MAX_RECORD_FDS)
         return fail(err, errlen, "record carries %zu fds (max %d)", n_fds, CK__MAX_RECORD_FDS);
-    /* Every frame takes at least a header, so this bounds the count. */
-    size_t cap = size / CK__HEADER_SIZE + 1;
-    ck__frame_t *out = malloc(cap * sizeof *out); /* glibc's calloc skips its fast cache */
-    if (out == NULL) return -2;
+    /* Every frame takes at least a header, so this bounds the count. The caller's room
+     * serves the usual few frames; past it the array moves to the heap and doubles as
+     * needed (a record of many small frames touches no more memory than it needs). */
+    size_t bound = size / CK__HEADER_SIZE + 1;
+    ck__frame_t *out = room;
+    size_t cap = room_n;
+    if (cap == 0) { /* malloc: glibc's calloc skips its fast cache */
+        if ((out = malloc(bound * sizeof *out)) == NULL) return -2;
+        cap = bound;
+    }
     size_t pos = 0, fd_pos = 0, n = 0;
     long rc = 0;
     while (pos < size && rc == 0) {
         if (size - pos < CK__HEADER_SIZE) {
             rc = fail(err, errlen, "truncated frame header at offset %zu", pos);
             break;
+        }
+        if (n == cap) { /* never at the bound: each frame takes a header */
+            size_t more = cap < 32 ? 64 : cap * 2;
+            if (more > bound) more = bound;
+            ck__frame_t *grown = out == room ? malloc(more * sizeof *grown)
+                                             : realloc(out, more * sizeof *grown);
+            if (grown == NULL) {
+                rc = -2;
+                break;
+            }
+            if (out == room) memcpy(grown, out, n * sizeof *out);
+            out = grown;
+            cap = more;
         }
         ck__frame_t *f = &out[n];
         memset(f, 0, sizeof *f);
@@ -230,9 +250,14 @@ long ck__record_decode(const unsigned char *buf, size_t size, size_t n_fds,
     if (rc == 0 && fd_pos != n_fds)
         rc = fail(err, errlen, "record carried %zu fds but its frames claim %zu", n_fds, fd_pos);
     if (rc < 0) {
-        free(out);
+        if (out != room) free(out);
         return rc;
     }
     *frames = out;
     return (long)n;
+}
+
+long ck__record_decode(const unsigned char *buf, size_t size, size_t n_fds,
+                       ck__frame_t **frames, char *err, size_t errlen) {
+    return ck__record_decode_into(buf, size, n_fds, NULL, 0, frames, err, errlen);
 }

@@ -43,6 +43,12 @@
 #define CK__MAX_PARCEL_FDS 64
 #define CK__MAX_PARCEL_OBJECTS 256
 
+/* The kit's thread-local variables (a few pointers and a condition, under 200 bytes in
+ * all). initial-exec: each use is one load off the thread pointer instead of a call to
+ * __tls_get_addr (a dozen per round trip). glibc keeps surplus static TLS for libraries
+ * that dlopen brings in with this model, far more than these bytes. */
+#define CK__TLS __thread __attribute__((tls_model("initial-exec")))
+
 /* ------------------------------------------------------------------ little-endian */
 static inline void ck__put_u16(unsigned char *p, uint16_t v) {
     p[0] = (unsigned char)v;
@@ -113,6 +119,12 @@ int ck__frame_is_plain(const unsigned char *buf, size_t size, int ftype);
  * touches the fds. */
 long ck__record_decode(const unsigned char *buf, size_t size, size_t n_fds,
                        ck__frame_t **frames, char *err, size_t errlen);
+/* The same, with room for room_n frames given by the caller (on its stack): *frames is
+ * room while the record's frames fit there, else a malloc'ed array (free it only when it
+ * is not room). A record of one or a few frames costs no allocation. */
+long ck__record_decode_into(const unsigned char *buf, size_t size, size_t n_fds,
+                            ck__frame_t *room, size_t room_n, ck__frame_t **frames,
+                            char *err, size_t errlen);
 
 /* ------------------------------------------------------------------ memory (ck_mem.c) */
 /* A block of n bytes that knows its capacity (free it with ck__mem_free only); large ones
@@ -172,6 +184,15 @@ struct OHIPCParcel {
  * NULL without memory. */
 struct OHIPCParcel *ck__parcel_from_wire(const unsigned char *data, size_t len, int *fds,
                                          size_t n_fds, ck__pobj_t *objs, size_t n_objs);
+/* Replaces p's contents (released; its small buffers kept) with a copy of the len bytes
+ * of wire data of a frame without objects, indexed, taking over its n_fds fds: a parcel
+ * filled in place (the caller's own reply, a recycled request). 0, or -1 without memory
+ * (p left empty, the fds closed). */
+int ck__parcel_refill(struct OHIPCParcel *p, const unsigned char *data, size_t len, int *fds,
+                      size_t n_fds);
+/* Releases p's contents (fds closed, objects dropped: not under a connection's lock) and
+ * says whether it is small enough (a few hundred bytes of buffers) to keep for reuse. */
+int ck__parcel_recycle(struct OHIPCParcel *p);
 /* Moves the contents of src into dst (whose old contents are released); frees src. */
 void ck__parcel_replace(struct OHIPCParcel *dst, struct OHIPCParcel *src);
 

@@ -33,7 +33,7 @@ typedef struct {
 
 static pthread_key_t cache_key;
 static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
-static __thread cache_t *thread_cache; /* also reachable here (leak checkers scan TLS) */
+static CK__TLS cache_t *thread_cache; /* also reachable here (leak checkers scan TLS) */
 
 static void drop_cache(void *arg) {
     cache_t *c = arg;

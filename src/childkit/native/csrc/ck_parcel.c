@@ -100,13 +100,15 @@ static long utf16_units(const unsigned char *s, size_t n) {
 #define CK__SPARES 8
 #define CK__SPARE_DATA 4096 /* bytes of data a spare keeps */
 #define CK__SPARE_MARKS 256 /* values a spare keeps room for */
+#define CK__RECYCLE_DATA 512  /* a parcel a link keeps for its next one-way request */
+#define CK__RECYCLE_MARKS 16
 
 typedef struct {
     OHIPCParcel *parcel[CK__SPARES];
     int n;
 } spares_t;
 
-static __thread spares_t *spares; /* also reachable here (leak checkers scan TLS) */
+static CK__TLS spares_t *spares; /* also reachable here (leak checkers scan TLS) */
 static pthread_key_t spares_key;
 static pthread_once_t spares_once = PTHREAD_ONCE_INIT;
 
@@ -122,6 +124,12 @@ static void drop_objs_from(OHIPCParcel *p, size_t keep) {
  * small data and marks buffers stay for reuse. p is left empty. (Only what is there is
  * freed: this runs for every parcel of every call.) */
 static void empty(OHIPCParcel *p, int keep_small) {
+    /* A parcel of plain values (the usual one) holds no fds, objects or copies. */
+    if (p->fds == NULL && p->objs == NULL && p->keep == NULL && keep_small &&
+        p->cap <= CK__SPARE_DATA && p->marks_cap <= CK__SPARE_MARKS) {
+        p->len = p->n_marks = p->r_idx = 0;
+        return;
+    }
     if (p->n_fds) close_fds_from(p, 0);
     if (p->n_objs) drop_objs_from(p, 0);
     if (p->keep != NULL) {
@@ -279,6 +287,7 @@ static int grow(void **buf, size_t *cap, size_t need, size_t item) {
 
 /* Room for need bytes of data (ck_mem.c: geometric growth; large blocks are reused). */
 static int reserve_data(OHIPCParcel *p, size_t need) {
+    if (need <= p->cap) return 0; /* the usual case: no call */
     if (ck__mem_reserve((void **)&p->data, p->len, need) < 0) return -1;
     p->cap = ck__mem_cap(p->data);
     return 0;
@@ -668,26 +677,11 @@ static size_t walk_value(const unsigned char *d, size_t len, size_t pos, size_t 
     return fixed[tag] <= 4 ? 4 : 8;
 }
 
-struct OHIPCParcel *ck__parcel_from_wire(const unsigned char *data, size_t len, int *fds,
-                                         size_t n_fds, ck__pobj_t *objs, size_t n_objs) {
-    OHIPCParcel *p = OH_IPCParcel_Create();
-    int *own = n_fds ? malloc(n_fds * sizeof(int)) : NULL;
-    ck__pobj_t *own_objs = n_objs ? malloc(n_objs * sizeof *own_objs) : NULL;
-    if (p == NULL || (n_fds && own == NULL) || (n_objs && own_objs == NULL) ||
-        (len && reserve_data(p, len) < 0)) {
-        for (size_t i = 0; i < n_fds; i++) close(fds[i]);
-        for (size_t i = 0; i < n_objs; i++) ck__pobj_unref(&objs[i]);
-        free(own);
-        free(own_objs);
-        OH_IPCParcel_Destroy(p);
-        return NULL;
-    }
-    if (n_fds) memcpy(own, fds, n_fds * sizeof(int));
-    p->fds = own;
-    p->n_fds = n_fds;
-    if (n_objs) memcpy(own_objs, objs, n_objs * sizeof *objs);
-    p->objs = own_objs;
-    p->n_objs = n_objs;
+/* Copies len bytes of wire data into the empty parcel p and indexes its values; 0, or -1
+ * without memory (p stays empty). */
+static int fill_from_wire(OHIPCParcel *p, const unsigned char *data, size_t len, size_t n_fds,
+                          size_t n_objs) {
+    if (len && reserve_data(p, len) < 0) return -1;
     if (len) memcpy(p->data, data, len);
     p->len = len;
     size_t pos = 0, oh = 0;
@@ -703,7 +697,51 @@ struct OHIPCParcel *ck__parcel_from_wire(const unsigned char *data, size_t len, 
         pos = end;
     }
     p->len = wire_pos(p, p->n_marks); /* a malformed tail is dropped: nothing reads it */
+    return 0;
+}
+
+struct OHIPCParcel *ck__parcel_from_wire(const unsigned char *data, size_t len, int *fds,
+                                         size_t n_fds, ck__pobj_t *objs, size_t n_objs) {
+    OHIPCParcel *p = OH_IPCParcel_Create();
+    int *own = n_fds ? malloc(n_fds * sizeof(int)) : NULL;
+    ck__pobj_t *own_objs = n_objs ? malloc(n_objs * sizeof *own_objs) : NULL;
+    if (p == NULL || (n_fds && own == NULL) || (n_objs && own_objs == NULL) ||
+        fill_from_wire(p, data, len, n_fds, n_objs) < 0) {
+        for (size_t i = 0; i < n_fds; i++) close(fds[i]);
+        for (size_t i = 0; i < n_objs; i++) ck__pobj_unref(&objs[i]);
+        free(own);
+        free(own_objs);
+        OH_IPCParcel_Destroy(p);
+        return NULL;
+    }
+    if (n_fds) memcpy(own, fds, n_fds * sizeof(int));
+    p->fds = own;
+    p->n_fds = n_fds;
+    if (n_objs) memcpy(own_objs, objs, n_objs * sizeof *objs);
+    p->objs = own_objs;
+    p->n_objs = n_objs;
     return p;
+}
+
+int ck__parcel_refill(struct OHIPCParcel *p, const unsigned char *data, size_t len, int *fds,
+                      size_t n_fds) {
+    empty(p, 1);
+    int *own = n_fds ? malloc(n_fds * sizeof(int)) : NULL;
+    if ((n_fds && own == NULL) || fill_from_wire(p, data, len, n_fds, 0) < 0) {
+        for (size_t i = 0; i < n_fds; i++) close(fds[i]);
+        free(own);
+        empty(p, 1);
+        return -1;
+    }
+    if (n_fds) memcpy(own, fds, n_fds * sizeof(int));
+    p->fds = own;
+    p->n_fds = n_fds;
+    return 0;
+}
+
+int ck__parcel_recycle(struct OHIPCParcel *p) {
+    empty(p, 1);
+    return p->cap <= CK__RECYCLE_DATA && p->marks_cap <= CK__RECYCLE_MARKS;
 }
 
 void ck__parcel_replace(struct OHIPCParcel *dst, struct OHIPCParcel *src) {

@@ -18,7 +18,7 @@
 
 #define CK__EXPORT __attribute__((visibility("default")))
 
-static __thread ck__identity_t identity;
+static CK__TLS ck__identity_t identity;
 
 ck__identity_t *ck__identity(void) { return &identity; }
 
