@@ -730,7 +730,7 @@ static int send_parcel(ck__conn_t *conn, int fd, int is_reply, uint64_t seq, uin
     else
         ck__frame_put_txn_head(buf, seq, handle, code, oneway, (uint32_t)p->len,
                                (uint16_t)p->n_objs, (uint16_t)p->n_fds);
-    if (p->len) memcpy(buf + head, p->data, p->len); /* an empty parcel may have no data */
+    if (p->len) ck__copy(buf + head, p->data, p->len); /* an empty parcel may have no data */
     rc = fd == conn->call_fd ? call_send(conn, buf, len, p->fds, p->n_fds, oneway)
                              : send_record(fd, buf, len, p->fds, p->n_fds);
     if (buf != small) ck__mem_free(buf);
@@ -985,6 +985,25 @@ static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size,
         rc = -1;
     }
     pthread_mutex_lock(&conn->lock);
+    if (pre != NULL && rc == 0 && slot != NULL && !(frames[0].flags & CK__FLAG_ONEWAY)) {
+        /* The usual record, one sync request without objects (pre made), to an idle
+         * object: it runs on this thread (what the loop below would decide, in short). */
+        export_t *e = find_export(conn, frames[0].handle);
+        if (e != NULL && !e->busy) {
+            ck__conn_ref(conn);
+            ck__stub_ref(e->stub);
+            *slot = (job_t){.conn = conn, .export = e, .seq = frames[0].seq,
+                            .code = frames[0].code, .data = pre, .pid = conn->peer_pid,
+                            .uid = conn->peer_uid, .on_stack = 1};
+            *inline_job = slot;
+            *inline_gen = conn->role_gen;
+            __atomic_store_n(&conn->inline_token, conn->role_gen, __ATOMIC_RELEASE);
+            conn->inline_gen++;
+            want_watcher_locked(conn);
+            pthread_mutex_unlock(&conn->lock);
+            return 0; /* frames is room: one frame */
+        }
+    }
     for (; rc == 0 && i < n; i++) { /* every failure breaks with i at the failed frame */
         const ck__frame_t *f = &frames[i];
         if (i % 64 == 63) { /* a long record: let the drains hand their jobs back */

@@ -74,16 +74,6 @@ void ck__frame_put_object(unsigned char *out, int kind, uint32_t handle) {
     ck__put_u32(out + 1, handle);
 }
 
-int ck__frame_is_plain(const unsigned char *buf, size_t size, int ftype) {
-    size_t frame_size = ftype == CK__F_TRANSACTION ? CK__TXN_FRAME_SIZE : CK__REPLY_FRAME_SIZE;
-    if (size < frame_size || size > CK__MAX_RECORD_BYTES || buf[0] != ftype) return 0;
-    /* The data length and object count end the fixed part in both frame types. */
-    uint32_t data_len = ck__get_u32(buf + frame_size - 6);
-    return buf[1] == 0 && ck__get_u16(buf + 2) == 0 && ck__get_u16(buf + frame_size - 2) == 0 &&
-           ck__get_u32(buf + 4) == (uint64_t)(size - CK__HEADER_SIZE) &&
-           data_len == (uint64_t)(size - frame_size) && data_len <= CK__MAX_PARCEL_DATA;
-}
-
 static long fail(char *err, size_t errlen, const char *fmt, ...) {
     if (err != NULL && errlen > 0) {
         va_list ap;

@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 
 #include "ipc_cremote_object.h"
@@ -71,6 +72,30 @@ static inline uint64_t ck__get_u64(const unsigned char *p) {
     return (uint64_t)ck__get_u32(p) | ((uint64_t)ck__get_u32(p + 4) << 32);
 }
 
+/* Copies n bytes. A parcel's usual values are a few bytes: those are copied inline, in
+ * two overlapping words, rather than through a call to memcpy for each. */
+static inline void ck__copy(void *dst, const void *src, size_t n) {
+    unsigned char *d = dst;
+    const unsigned char *s = src;
+    if (n > 16) {
+        memcpy(d, s, n);
+    } else if (n >= 8) {
+        uint64_t a, b;
+        memcpy(&a, s, 8);
+        memcpy(&b, s + n - 8, 8);
+        memcpy(d, &a, 8);
+        memcpy(d + n - 8, &b, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, s, 4);
+        memcpy(&b, s + n - 4, 4);
+        memcpy(d, &a, 4);
+        memcpy(d + n - 4, &b, 4);
+    } else {
+        for (size_t i = 0; i < n; i++) d[i] = s[i];
+    }
+}
+
 /* ------------------------------------------------------------------ frames (ck_frame.c) */
 /* One decoded frame: views into the record it came from (valid while the record is). */
 typedef struct ck__frame_s {
@@ -109,8 +134,17 @@ void ck__frame_put_object(unsigned char *out, int kind, uint32_t handle);
 /* 1 if the size bytes of buf (a record that came without fds) are exactly one plain frame
  * of ftype (CK__F_TRANSACTION sync, or CK__F_REPLY without ERROR): no flags, fds or
  * objects, lengths adding up, data within CK__MAX_PARCEL_DATA. Else 0. Reads at most the
- * frame head, and only when size covers it. */
-int ck__frame_is_plain(const unsigned char *buf, size_t size, int ftype);
+ * frame head, and only when size covers it. (Inline: every plain request and reply of
+ * both kits passes here.) */
+static inline int ck__frame_is_plain(const unsigned char *buf, size_t size, int ftype) {
+    size_t frame_size = ftype == CK__F_TRANSACTION ? CK__TXN_FRAME_SIZE : CK__REPLY_FRAME_SIZE;
+    if (size < frame_size || size > CK__MAX_RECORD_BYTES || buf[0] != ftype) return 0;
+    /* The data length and object count end the fixed part in both frame types. */
+    uint32_t data_len = ck__get_u32(buf + frame_size - 6);
+    return buf[1] == 0 && ck__get_u16(buf + 2) == 0 && ck__get_u16(buf + frame_size - 2) == 0 &&
+           ck__get_u32(buf + 4) == (uint64_t)(size - CK__HEADER_SIZE) &&
+           data_len == (uint64_t)(size - frame_size) && data_len <= CK__MAX_PARCEL_DATA;
+}
 
 /* Splits a record of size bytes that came with n_fds fds into frames, checked as
  * docs/wire-format.md says. On success returns the count and sets *frames to a malloc'ed

@@ -307,7 +307,7 @@ static int put_value(OHIPCParcel *p, int tag, const void *head, size_t head_len,
         return OH_IPC_PARCEL_WRITE_ERROR;
     unsigned char *out = p->data + p->len;
     out[0] = (unsigned char)tag;
-    if (head_len) memcpy(out + 1, head, head_len);
+    ck__copy(out + 1, head, head_len);
     if (body_len) memcpy(out + 1 + head_len, body, body_len);
     p->len += wire_len;
     p->marks[p->n_marks].wire_end = (uint32_t)p->len;
@@ -682,7 +682,7 @@ static size_t walk_value(const unsigned char *d, size_t len, size_t pos, size_t 
 static int fill_from_wire(OHIPCParcel *p, const unsigned char *data, size_t len, size_t n_fds,
                           size_t n_objs) {
     if (len && reserve_data(p, len) < 0) return -1;
-    if (len) memcpy(p->data, data, len);
+    if (len) ck__copy(p->data, data, len);
     p->len = len;
     size_t pos = 0, oh = 0;
     while (pos < len) {
