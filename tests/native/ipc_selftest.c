@@ -58,6 +58,9 @@ enum {
     GATE_OPEN = 16, /* waits (30 s at most) until a GATE_WAIT waits, then opens the gate */
     RELAY_LOG = 17, /* a proxy: LOG 0..199 one-way on it, then GET_LOG; answers 1 if all
                      * came in order */
+    LOG_ANY = 18,   /* one-way: an int32 x, then a kind: 0 nothing more, 1 an fd (writes
+                     * "x" to it), 2 a proxy (destroyed); appends x, or -1 if a read failed */
+    CLEAR_LOG = 19, /* empties the log */
 };
 
 #define BIG_BYTES (204800 - 5) /* the largest buffer a parcel holds */
@@ -149,6 +152,25 @@ static int child_request(uint32_t code, const OHIPCParcel *data, OHIPCParcel *re
     case LOG:
         if (OH_IPCParcel_ReadInt32(data, &x) == OH_IPC_SUCCESS && log_len < 1000)
             log_values[log_len++] = x;
+        return 0;
+    case LOG_ANY: {
+        int32_t kind = -1, fd = -1;
+        int ok = OH_IPCParcel_ReadInt32(data, &x) == OH_IPC_SUCCESS &&
+                 OH_IPCParcel_ReadInt32(data, &kind) == OH_IPC_SUCCESS;
+        if (ok && kind == 1) {
+            ok = OH_IPCParcel_ReadFileDescriptor(data, &fd) == OH_IPC_SUCCESS &&
+                 write(fd, "x", 1) == 1;
+            if (fd >= 0) close(fd);
+        } else if (ok && kind == 2) {
+            OHIPCRemoteProxy *p = OH_IPCParcel_ReadRemoteProxy(data);
+            ok = p != NULL;
+            OH_IPCRemoteProxy_Destroy(p);
+        }
+        if (log_len < 1000) log_values[log_len++] = ok ? x : -1;
+        return 0;
+    }
+    case CLEAR_LOG:
+        log_len = 0;
         return 0;
     case GET_LOG:
         OH_IPCParcel_WriteInt32(reply, log_len);
@@ -480,6 +502,46 @@ static void full_run(void) {
         if (v != i) ordered = 0;
     }
     CHECK(n == 500 && ordered);
+
+    /* bursts of one-way requests, plain ones between ones with an fd or an object, run in
+     * order; each burst after the first runs on the jobs and parcels of the one before */
+    int pipe_fds[2];
+    CHECK(pipe(pipe_fds) == 0);
+    OHIPCRemoteStub *logged = OH_IPCRemoteStub_Create("test.ILogged", parent_request, NULL,
+                                                      NULL);
+    for (int burst = 0; burst < 3; burst++) {
+        CHECK(call(root, CLEAR_LOG, empty, r) == OH_IPC_SUCCESS);
+        for (int i = 0; i < 300; i++) {
+            OHIPCParcel *one = OH_IPCParcel_Create();
+            OH_IPCParcel_WriteInt32(one, i);
+            OH_IPCParcel_WriteInt32(one, i % 3);
+            if (i % 3 == 1) OH_IPCParcel_WriteFileDescriptor(one, pipe_fds[1]);
+            if (i % 3 == 2) OH_IPCParcel_WriteRemoteStub(one, logged);
+            CHECK(OH_IPCRemoteProxy_SendRequest(root, LOG_ANY, one, NULL, &async) ==
+                  OH_IPC_SUCCESS);
+            OH_IPCParcel_Destroy(one);
+        }
+        CHECK(call(root, GET_LOG, empty, r) == OH_IPC_SUCCESS);
+        n = 0;
+        ordered = 1;
+        OH_IPCParcel_ReadInt32(r, &n);
+        for (int i = 0; i < n; i++) {
+            OH_IPCParcel_ReadInt32(r, &v);
+            if (v != i) ordered = 0;
+        }
+        CHECK(n == 300 && ordered);
+        char marks[100];
+        size_t got = 0; /* every fd request wrote its mark before GET_LOG answered */
+        while (got < sizeof marks) {
+            ssize_t k = read(pipe_fds[0], marks + got, sizeof marks - got);
+            if (k <= 0) break;
+            got += (size_t)k;
+        }
+        CHECK(got == sizeof marks);
+    }
+    OH_IPCRemoteStub_Destroy(logged);
+    close(pipe_fds[0]);
+    close(pipe_fds[1]);
 
     /* a timeout: the call gives up, the late reply is dropped, the link stays usable */
     OH_IPC_MessageOption quick = {OH_IPC_REQUEST_MODE_SYNC, 1, NULL};

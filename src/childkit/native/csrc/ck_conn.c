@@ -198,11 +198,12 @@ static void close_all(const int *fds, size_t n) {
     for (size_t i = 0; i < n; i++) close(fds[i]);
 }
 
-/* Sends one record; 0, or -1 (the peer is gone, or the kernel refused). */
+/* Sends one record with its n_fds fds (at most CK__MAX_RECORD_FDS: the outbox joins the
+ * fds of many one-way frames); 0, or -1 (the peer is gone, or the kernel refused). */
 static int send_record(int fd, const unsigned char *buf, size_t len, const int *fds, size_t n_fds) {
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
     union {
-        char space[CMSG_SPACE(CK__MAX_PARCEL_FDS * sizeof(int))];
+        char space[CMSG_SPACE(CK__MAX_RECORD_FDS * sizeof(int))];
         struct cmsghdr align;
     } control;
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
