@@ -201,25 +201,28 @@ static void close_all(const int *fds, size_t n) {
 /* Sends one record with its n_fds fds (at most CK__MAX_RECORD_FDS: the outbox joins the
  * fds of many one-way frames); 0, or -1 (the peer is gone, or the kernel refused). */
 static int send_record(int fd, const unsigned char *buf, size_t len, const int *fds, size_t n_fds) {
+    if (n_fds == 0) { /* send(): the kernel copies no message header or iovec for it */
+        for (;;) {
+            ssize_t n = sys_send(fd, buf, len, MSG_NOSIGNAL);
+            if (n == (ssize_t)len) return 0;
+            if (n < 0 && errno == EINTR) continue;
+            return -1;
+        }
+    }
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
     union {
         char space[CMSG_SPACE(CK__MAX_RECORD_FDS * sizeof(int))];
         struct cmsghdr align;
     } control;
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (n_fds) {
-        msg.msg_control = control.space;
-        msg.msg_controllen = CMSG_SPACE(n_fds * sizeof(int));
-        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-        cmsg->cmsg_level = SOL_SOCKET;
-        cmsg->cmsg_type = SCM_RIGHTS;
-        cmsg->cmsg_len = CMSG_LEN(n_fds * sizeof(int));
-        memcpy(CMSG_DATA(cmsg), fds, n_fds * sizeof(int));
-    }
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space,
+                         .msg_controllen = CMSG_SPACE(n_fds * sizeof(int))};
+    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(n_fds * sizeof(int));
+    memcpy(CMSG_DATA(cmsg), fds, n_fds * sizeof(int));
     for (;;) {
-        /* Without fds, send(): the kernel copies no message header or iovec for it. */
-        ssize_t n = n_fds ? sys_sendmsg(fd, &msg, MSG_NOSIGNAL)
-                          : sys_send(fd, buf, len, MSG_NOSIGNAL);
+        ssize_t n = sys_sendmsg(fd, &msg, MSG_NOSIGNAL);
         if (n == (ssize_t)len) return 0;
         if (n < 0 && errno == EINTR) continue;
         return -1;
@@ -1483,17 +1486,31 @@ static unsigned char *reply_buffer(void) {
     return mine = buf;
 }
 
+/* Takes w off the waiting list (guarded). */
+static void unlink_waiter_locked(ck__conn_t *conn, waiter_t *w) {
+    for (waiter_t **at = &conn->waiters; *at != NULL; at = &(*at)->next) {
+        if (*at == w) {
+            *at = w->next;
+            break;
+        }
+    }
+}
+
+/* What reading a record left to do outside the lock (guarded on entry and exit): the stub
+ * references that went, and closing the link if why is set. */
+static void settle_locked(ck__conn_t *conn, OHIPCRemoteStub **drop, size_t n_drop,
+                          const char *why) {
+    if (why == NULL && n_drop == 0) return;
+    pthread_mutex_unlock(&conn->lock);
+    for (size_t k = 0; k < n_drop; k++) ck__stub_unref(drop[k]);
+    if (why != NULL) ck__conn_close(conn, why);
+    pthread_mutex_lock(&conn->lock);
+}
+
 /* Takes w off the waiting list if it is still there, and if its thread held the reading
  * (or no one does), wakes exactly one other waiting caller to read next (guarded). */
 static void forget_waiter_locked(ck__conn_t *conn, waiter_t *w) {
-    if (!w->done) {
-        for (waiter_t **at = &conn->waiters; *at != NULL; at = &(*at)->next) {
-            if (*at == w) {
-                *at = w->next;
-                break;
-            }
-        }
-    }
+    if (!w->done) unlink_waiter_locked(conn, w);
     if (w->reading) conn->reading = w->reading = 0;
     if (!conn->reading && conn->waiters != NULL) pthread_cond_signal(conn->waiters->wake);
 }
@@ -1552,6 +1569,28 @@ static void wait_reply(ck__conn_t *conn, waiter_t *w, long long deadline) {
         } else if (ready < 0 && (buf == NULL || errno != EINTR)) {
             why = "waiting for a reply failed";
         }
+        OHIPCRemoteStub *drop[64];
+        size_t n_drop = 0;
+        if (size > 0 && n_fds == 0 && ck__frame_is_plain(buf, (size_t)size, CK__F_REPLY) &&
+            ck__get_u64(buf + CK__HEADER_SIZE) == w->seq &&
+            ck__get_u32(buf + CK__HEADER_SIZE + 8) == 0) {
+            /* The usual answer: one plain reply (status 0) to this very call, read by its
+             * own thread (no other waits for this seq): straight into the caller's parcel,
+             * and the waiter off the list, without a pass of the decoder. */
+            int ok = ck__parcel_refill(w->target, buf + CK__REPLY_FRAME_SIZE,
+                                       (size_t)size - CK__REPLY_FRAME_SIZE, NULL, 0) == 0;
+            pthread_mutex_lock(&conn->lock);
+            conn->reading = w->reading = 0;
+            conn->replies_received++;
+            unlink_waiter_locked(conn, w);
+            w->reply = ok ? w->target : NULL;
+            w->status = ok ? 0 : OH_IPC_INNER_ERROR;
+            w->done = 1;
+            if (conn->deferred == NULL || apply_deferred_locked(conn, drop, &n_drop, 64, &why) == 0)
+                why = NULL;
+            settle_locked(conn, drop, n_drop, why);
+            break;
+        }
         /* Decoded, and a lone plain reply's parcel made, before the lock. */
         ck__frame_t *frames = NULL;
         long n = size > 0 ? decode(buf, (size_t)size, fds, n_fds, room, &frames, err, &why) : 0;
@@ -1565,20 +1604,13 @@ static void wait_reply(ck__conn_t *conn, waiter_t *w, long long deadline) {
         else if (pre_made)
             pre = ck__parcel_from_wire(frames[0].data, frames[0].data_len,
                                        fds + frames[0].fd_start, frames[0].n_fds, NULL, 0);
-        OHIPCRemoteStub *drop[64];
-        size_t n_drop = 0;
         pthread_mutex_lock(&conn->lock);
         conn->reading = w->reading = 0;
         if (n > 0 && take_replies_locked(conn, frames, n, fds, pre_made, pre, w, drop, &n_drop,
                                          64, &why) == 0)
             why = NULL;
         if (frames != room) free(frames);
-        if (why != NULL || n_drop) {
-            pthread_mutex_unlock(&conn->lock);
-            for (size_t k = 0; k < n_drop; k++) ck__stub_unref(drop[k]);
-            if (why != NULL) ck__conn_close(conn, why);
-            pthread_mutex_lock(&conn->lock);
-        }
+        settle_locked(conn, drop, n_drop, why);
     }
     forget_waiter_locked(conn, w); /* timed out or died: a late reply is dropped */
     pthread_mutex_unlock(&conn->lock);
