@@ -7,6 +7,9 @@
  *                              (as the kit uses), a forked echo peer, records of the
  *                              bytes the kit's rtt sends (35 out, 31 back); prints ns per
  *                              round trip
+ *   native_c seqpacket-msg ROUNDS  the same, both sides reading with recvmsg and room for
+ *                              253 fds, as the wire format requires of every reader (the
+ *                              protocol's own floor: what the kit cannot do without)
  *   native_c oneway COUNT      COUNT one-way requests C to C, then one sync request that
  *                              queues behind them; prints requests per second
  *   native_c parcel BYTES ROUNDS  write then read a BYTES string and a BYTES buffer in one
@@ -125,7 +128,20 @@ static int oneway(long n) {
 #define REQUEST_BYTES (8 + 22 + 5)
 #define REPLY_BYTES (8 + 18 + 5)
 
-static int seqpacket(long rounds) {
+/* One record into buf: recv(), or with ancillary room for fds, recvmsg() as the kit reads. */
+static ssize_t take(int fd, char *buf, size_t size, int with_room) {
+    if (!with_room) return recv(fd, buf, size, 0);
+    struct iovec iov = {.iov_base = buf, .iov_len = size};
+    union {
+        char space[CMSG_SPACE(253 * sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space,
+                         .msg_controllen = sizeof control.space};
+    return recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+}
+
+static int seqpacket(long rounds, int with_room) {
     int a[2], b[2];
     char buf[64] = {0};
     if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, a) < 0 || socketpair(AF_UNIX, SOCK_SEQPACKET, 0, b) < 0)
@@ -136,7 +152,7 @@ static int seqpacket(long rounds) {
         close(a[0]);
         close(b[0]);
         for (;;) {
-            if (recv(a[1], buf, sizeof buf, 0) <= 0) _exit(0);
+            if (take(a[1], buf, sizeof buf, with_room) <= 0) _exit(0);
             send(b[1], buf, REPLY_BYTES, 0);
         }
     }
@@ -144,12 +160,12 @@ static int seqpacket(long rounds) {
     close(b[1]);
     for (int i = 0; i < 1000; i++) {
         send(a[0], buf, REQUEST_BYTES, 0);
-        recv(b[0], buf, sizeof buf, 0);
+        take(b[0], buf, sizeof buf, with_room);
     }
     double t = now();
     for (long i = 0; i < rounds; i++) {
         send(a[0], buf, REQUEST_BYTES, 0);
-        recv(b[0], buf, sizeof buf, 0);
+        take(b[0], buf, sizeof buf, with_room);
     }
     double per = (now() - t) / (double)rounds;
     close(a[0]);
@@ -183,8 +199,9 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     if (argc == 3 && strcmp(argv[1], "rtt") == 0) return rtt(atol(argv[2]));
     if (argc == 3 && strcmp(argv[1], "oneway") == 0) return oneway(atol(argv[2]));
-    if (argc == 3 && strcmp(argv[1], "seqpacket") == 0) return seqpacket(atol(argv[2]));
+    if (argc == 3 && strcmp(argv[1], "seqpacket") == 0) return seqpacket(atol(argv[2]), 0);
+    if (argc == 3 && strcmp(argv[1], "seqpacket-msg") == 0) return seqpacket(atol(argv[2]), 1);
     if (argc == 4 && strcmp(argv[1], "parcel") == 0) return parcel(atol(argv[2]), atol(argv[3]));
-    fprintf(stderr, "usage: native_c rtt|oneway|seqpacket N | parcel BYTES N\n");
+    fprintf(stderr, "usage: native_c rtt|oneway|seqpacket|seqpacket-msg N | parcel BYTES N\n");
     return 1;
 }
