@@ -82,39 +82,44 @@ typedef struct release_s {
     struct release_s *next;
 } release_t;
 
+/* The fields every call or request touches come first, together in a few cache lines (a
+ * round trip finds its caches cold after each context switch: each line costs); the rest
+ * (waits, the reason, imports, the outbox's fds) follow. */
 struct ck__conn_s {
     pthread_mutex_t lock;
-    pthread_cond_t changed; /* HELLO came, or death */
     int refs;               /* atomic */
     int call_fd, serve_fd;
     int dead;               /* atomic; set once */
-    char reason[160];       /* guarded */
-    export_t *exports;      /* guarded */
-    uint32_t next_handle;   /* guarded */
-    ck__remote_t **imports; /* guarded */
-    size_t n_imports, imports_cap;
-    uint64_t next_seq;       /* guarded: the next sync call's seq (from 1) */
-    waiter_t *waiters;       /* guarded */
-    int reading;             /* guarded: a caller reads the call socket */
-    uint64_t replies_sent;   /* atomic (a reply without objects counts without the lock) */
+    pid_t owner;            /* the process that started it (a fork's copy is dead) */
+    int reading;            /* guarded: a caller reads the call socket */
+    uint64_t next_seq;      /* guarded: the next sync call's seq (from 1) */
+    waiter_t *waiters;      /* guarded */
+    uint64_t replies_sent;  /* atomic (a reply without objects counts without the lock) */
     uint64_t replies_received; /* guarded */
-    release_t *deferred;     /* guarded */
-    size_t n_deferred;
-    int greeted, peer_has_root; /* guarded */
+    release_t *deferred;    /* guarded */
+    export_t *exports;      /* guarded */
     uint64_t peer_pid, peer_uid;
+    size_t out_len;         /* the outbox's (below): written under send_lock, atomically
+                             * (read without the lock) */
     /* The serve socket's reading role (see "the serve reader" below), all guarded: one
      * holder at a time reads, so records are decoded and queued in arrival order. */
-    pthread_cond_t follow;  /* the role is free, a watcher is wanted, or death */
     int role_taken;         /* a thread holds the role */
+    int serve_threads;      /* threads in the serve loop (holder, followers, starting) */
+    int followers;          /* of which waiting for the role */
+    int watching;           /* one follower waits with a timeout, watching the holder */
     uint64_t role_gen;      /* bumped each time the role changes hands */
     uint64_t inline_token;  /* atomic: while the holder runs a request (and nobody reads
                              * the socket), the role_gen of its tenure; else 0. The holder
                              * clears it without the lock when its request ends */
     uint64_t inline_gen;    /* bumped for each request run by the holder */
-    int serve_threads;      /* threads in the serve loop (holder, followers, starting) */
-    int followers;          /* of which waiting for the role */
-    int watching;           /* one follower waits with a timeout, watching the holder */
-    pid_t owner;               /* the process that started it (a fork's copy is dead) */
+    pthread_cond_t follow;  /* the role is free, a watcher is wanted, or death */
+    pthread_cond_t changed; /* HELLO came, or death */
+    size_t n_deferred;      /* guarded */
+    int greeted, peer_has_root; /* guarded */
+    char reason[160];       /* guarded */
+    uint32_t next_handle;   /* guarded */
+    ck__remote_t **imports; /* guarded */
+    size_t n_imports, imports_cap;
     /* Queued requests' jobs once run, each with its emptied parcel (guarded): the next
      * requests' jobs, so a stream of one-way requests allocates nothing per request. */
     job_t *spare_jobs;
@@ -123,7 +128,7 @@ struct ck__conn_s {
      * flush job, or the next sync request or release, sends them in one record, in order. */
     pthread_mutex_t send_lock;
     unsigned char *out;        /* guarded by send_lock, as the rest of the outbox */
-    size_t out_len, out_cap;   /* out_len: written atomically (read without the lock) */
+    size_t out_cap;
     int out_fds[CK__MAX_RECORD_FDS];
     size_t out_nfds;
     int flush_pending;
