@@ -81,7 +81,7 @@ int ck__frame_is_plain(const unsigned char *buf, size_t size, int ftype) {
     uint32_t data_len = ck__get_u32(buf + frame_size - 6);
     return buf[1] == 0 && ck__get_u16(buf + 2) == 0 && ck__get_u16(buf + frame_size - 2) == 0 &&
            ck__get_u32(buf + 4) == (uint64_t)(size - CK__HEADER_SIZE) &&
-           data_len == (uint64_t)(size - frame_size) && data_len <= CK__MAX_PARCEL_DATA;
+           data_len == (uint64_t)(size - frame_size) && data_len <= CK__MAX_WIRE_DATA;
 }
 
 static long fail(char *err, size_t errlen, const char *fmt, ...) {
@@ -99,9 +99,9 @@ static long fail(char *err, size_t errlen, const char *fmt, ...) {
 static long parcel_section(ck__frame_t *f, const unsigned char *body, size_t body_len,
                            size_t fixed, uint32_t data_len, uint16_t n_objects,
                            const char *what, char *err, size_t errlen) {
-    if (data_len > CK__MAX_PARCEL_DATA)
+    if (data_len > CK__MAX_WIRE_DATA)
         return fail(err, errlen, "%s parcel of %u bytes exceeds %d", what, data_len,
-                    CK__MAX_PARCEL_DATA);
+                    CK__MAX_WIRE_DATA);
     if (n_objects > CK__MAX_PARCEL_OBJECTS)
         return fail(err, errlen, "%s carries %u objects (max %d)", what, n_objects,
                     CK__MAX_PARCEL_OBJECTS);
