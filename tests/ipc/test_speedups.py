@@ -41,7 +41,7 @@ from childkit.ipc import (
     _transport,
     _wire,
 )
-from childkit.ipc._parcel import MAX_PARCEL_DATA
+from childkit.ipc._limits import MAX_WIRE_DATA
 
 if _accel.speedups is None:
     if os.environ.get("CHILDKIT_REQUIRE_SPEEDUPS") == "1":
@@ -78,7 +78,7 @@ def test_the_hot_path_uses_the_c_twins() -> None:
 
 def test_a_module_built_with_other_limits_is_not_used() -> None:
     stale = types.SimpleNamespace(
-        MAX_RECORD_BYTES=_wire.MAX_RECORD_BYTES, MAX_PARCEL_DATA=MAX_PARCEL_DATA + 1,
+        MAX_RECORD_BYTES=_wire.MAX_RECORD_BYTES, MAX_WIRE_DATA=MAX_WIRE_DATA + 1,
         TXN_DATA_OFFSET=_wire.TXN_DATA_OFFSET, REPLY_DATA_OFFSET=_wire.REPLY_DATA_OFFSET)
     assert _wire._checked(stale) is None  # type: ignore[arg-type]
     assert _wire._checked(C) is C
@@ -194,7 +194,7 @@ def test_simple_request_and_reply_match(record: tuple[bytearray, int]) -> None:
 
 
 def test_simple_checks_at_the_parcel_size_limit() -> None:
-    for data_len, fits in ((MAX_PARCEL_DATA, True), (MAX_PARCEL_DATA + 1, False)):
+    for data_len, fits in ((MAX_WIRE_DATA, True), (MAX_WIRE_DATA + 1, False)):
         txn = _wire.py_encode_transaction(7, 1, 2, False, bytes(data_len), [], 0)
         reply = _wire.py_encode_reply(7, -3, bytes(data_len), [], 0)
         assert (C.simple_request(txn, len(txn)) == (7, 1, 2)) is fits

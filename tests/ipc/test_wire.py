@@ -9,7 +9,7 @@ import pytest
 from childkit import ipc
 from childkit.ipc import IPCErrorCode
 from childkit.ipc import _wire as w
-from childkit.ipc._parcel import MAX_PARCEL_DATA, MAX_PARCEL_FDS, MAX_PARCEL_OBJECTS
+from childkit.ipc._limits import MAX_PARCEL_FDS, MAX_PARCEL_OBJECTS, MAX_WIRE_DATA
 from childkit.ipc._wire import (
     F_HELLO,
     F_RELEASE,
@@ -193,7 +193,7 @@ def test_decode_accepts_bytearray_and_memoryview() -> None:
 
 # ---------------------------------------------------------------------------- fast paths
 @pytest.mark.parametrize("oneway", [False, True])
-@pytest.mark.parametrize("data", [b"", b"small", bytes(MAX_PARCEL_DATA)])
+@pytest.mark.parametrize("data", [b"", b"small", bytes(MAX_WIRE_DATA)])
 def test_fast_and_general_paths_agree_on_transactions(oneway: bool, data: bytes) -> None:
     chunk = encode_transaction(42, 3, 0x123456, oneway, data, [], 0)
     alone = decode_one(chunk)  # the single-frame fast path
@@ -209,7 +209,7 @@ def test_fast_and_general_paths_agree_on_transactions(oneway: bool, data: bytes)
     assert isinstance(second, Release)
 
 
-@pytest.mark.parametrize("data", [b"", b"reply", bytes(MAX_PARCEL_DATA)])
+@pytest.mark.parametrize("data", [b"", b"reply", bytes(MAX_WIRE_DATA)])
 def test_fast_and_general_paths_agree_on_replies(data: bytes) -> None:
     chunk = encode_reply(7, 1909000, data, [], 0)
     alone = decode_one(chunk)
@@ -366,14 +366,14 @@ def test_frame_fd_limit_both_sides(encode: str) -> None:
 
 @pytest.mark.parametrize("objects", [[], [(OBJ_SENDER_STUB, 1)]])
 def test_parcel_data_limit_both_sides(objects: list[tuple[int, int]]) -> None:
-    for chunk in (encode_transaction(1, 0, 1, False, bytes(MAX_PARCEL_DATA), objects, 0),
-                  encode_reply(1, 0, bytes(MAX_PARCEL_DATA), objects, 0)):  # fmt: skip
+    for chunk in (encode_transaction(1, 0, 1, False, bytes(MAX_WIRE_DATA), objects, 0),
+                  encode_reply(1, 0, bytes(MAX_WIRE_DATA), objects, 0)):  # fmt: skip
         assert len(decode_record(chunk, [])) == 1
         assert len(decode_record(chunk + encode_release(1, 1), [])) == 2
-    for chunk in (encode_transaction(1, 0, 1, False, bytes(MAX_PARCEL_DATA + 1), objects, 0),
-                  encode_reply(1, 0, bytes(MAX_PARCEL_DATA + 1), objects, 0)):  # fmt: skip
+    for chunk in (encode_transaction(1, 0, 1, False, bytes(MAX_WIRE_DATA + 1), objects, 0),
+                  encode_reply(1, 0, bytes(MAX_WIRE_DATA + 1), objects, 0)):  # fmt: skip
         assert len(chunk) <= MAX_RECORD_BYTES  # refused for the parcel, not the record
-        assert str(MAX_PARCEL_DATA) in protocol_error(chunk)
+        assert str(MAX_WIRE_DATA) in protocol_error(chunk)
         protocol_error(chunk + encode_release(1, 1))
         protocol_error(encode_release(1, 1) + chunk)
 

@@ -388,6 +388,10 @@ static void full_run(void) {
     CHECK(OH_IPCRemoteProxy_SendRequest(root, 0x01000000, d, r, NULL) == OH_IPC_CODE_OUT_OF_RANGE);
     OH_IPC_MessageOption bad = {(OH_IPC_RequestMode)5, 0, NULL};
     CHECK(OH_IPCRemoteProxy_SendRequest(root, ECHO, d, r, &bad) == OH_IPC_CHECK_PARAM_ERROR);
+    int reserved_for_later = 0; /* a non-NULL reserved field is refused, as in OpenHarmony */
+    OH_IPC_MessageOption with_reserved = {OH_IPC_REQUEST_MODE_SYNC, 0, &reserved_for_later};
+    CHECK(OH_IPCRemoteProxy_SendRequest(root, ECHO, d, r, &with_reserved) ==
+          OH_IPC_CHECK_PARAM_ERROR);
     CHECK(OH_IPCRemoteStub_Create(NULL, parent_request, NULL, NULL) == NULL);
     CHECK(OH_IPCRemoteStub_Create("x", NULL, NULL, NULL) == NULL);
     CHECK(OH_IPCRemoteStub_Create("", parent_request, NULL, NULL) == NULL);

@@ -51,7 +51,7 @@ VALID: list[tuple[str, bytes, int]] = [
         w.py_encode_transaction(0, 2, c, True, bytes([c]) * c, [], 0) for c in range(1, 6)), 0),
     ("mixed record", w.encode_release(1, 1) + w.py_encode_transaction(
         0, 0, 5, True, b"", [(1, 3)], 1) + w.py_encode_reply(2, 0, b"", [], 1), 2),
-    ("largest parcel", w.py_encode_transaction(1, 0, 1, False, b"\x00" * w.MAX_PARCEL_DATA,
+    ("largest parcel", w.py_encode_transaction(1, 0, 1, False, b"\x00" * w.MAX_WIRE_DATA,
                                                [], 0), 0),
     ("most objects", w.py_encode_transaction(1, 0, 1, False, b"",
                                              [(1, i) for i in range(256)], 0), 0),
@@ -77,7 +77,7 @@ HOSTILE: list[tuple[str, bytes, int]] = [
     ("transaction data_len past the body", txn(b"abc", data_len=4), 0),
     ("transaction data_len short of the body", txn(b"abc", data_len=2), 0),
     ("transaction data_len 2**32-1", txn(b"", data_len=0xFFFFFFFF), 0),
-    ("transaction parcel too large", txn(b"\x00" * (w.MAX_PARCEL_DATA + 1)), 0),
+    ("transaction parcel too large", txn(b"\x00" * (w.MAX_WIRE_DATA + 1)), 0),
     ("transaction too many objects", txn(b"", b"\x01\x00\x00\x00\x00" * 257, 257), 0),
     ("transaction object kind 0", txn(b"", b"\x00\x01\x00\x00\x00", 1), 0),
     ("transaction object kind 3", txn(b"", b"\x03\x01\x00\x00\x00", 1), 0),

@@ -115,9 +115,10 @@ static void null_arguments(void) {
 /* Every value round-trips, and sizes follow OpenHarmony's layout after each write. */
 static void layout_and_round_trip(void) {
     OHIPCParcel *p = OH_IPCParcel_Create();
-    CHECK(OH_IPCParcel_GetWritableBytes(p) == 204800);
+    CHECK(OH_IPCParcel_GetWritableBytes(p) == 0); /* OpenHarmony's capacity starts at 0 */
     CHECK(OH_IPCParcel_WriteInt8(p, -8) == OH_IPC_SUCCESS);
     CHECK(OH_IPCParcel_GetDataSize(p) == 4);
+    CHECK(OH_IPCParcel_GetWritableBytes(p) == 64 - 4); /* and grows to 64 bytes first */
     CHECK(OH_IPCParcel_WriteInt16(p, -16) == OH_IPC_SUCCESS);
     CHECK(OH_IPCParcel_GetDataSize(p) == 8);
     CHECK(OH_IPCParcel_WriteInt32(p, INT32_MIN) == OH_IPC_SUCCESS);
@@ -148,7 +149,7 @@ static void layout_and_round_trip(void) {
     CHECK(OH_IPCParcel_WriteInterfaceToken(p, "\xf0\x9f\x98\x80") == OH_IPC_SUCCESS);
     CHECK(OH_IPCParcel_GetDataSize(p) == 96 + 12 + 8); /* a surrogate pair: (2+1)*2 -> 8 */
     CHECK(OH_IPCParcel_GetWritePosition(p) == 116);
-    CHECK(OH_IPCParcel_GetWritableBytes(p) == 204800 - 116);
+    CHECK(OH_IPCParcel_GetWritableBytes(p) == 128 - 116); /* 64, then doubled once */
     CHECK(OH_IPCParcel_GetReadableBytes(p) == 116);
     CHECK(OH_IPCParcel_WriteString(p, "\xff") == OH_IPC_PARCEL_WRITE_ERROR); /* not UTF-8 */
     CHECK(OH_IPCParcel_WriteInterfaceToken(p, "\xc0\x80") == OH_IPC_PARCEL_WRITE_ERROR);
@@ -228,18 +229,72 @@ static void layout_and_round_trip(void) {
     OH_IPCParcel_Destroy(p);
 }
 
-/* 204,800 bytes fit, one more does not, on both sides of the edge. */
+/* The capacity that GetWritableBytes reports grows as OpenHarmony's does: doubling from 64
+ * bytes to 4 KiB, then 4 KiB at a time, at most 200 KiB; it never shrinks on a rewind. */
+static void capacity_growth(void) {
+    OHIPCParcel *p = OH_IPCParcel_Create();
+    for (int i = 0; i < 16; i++) CHECK(OH_IPCParcel_WriteInt32(p, i) == OH_IPC_SUCCESS);
+    CHECK(OH_IPCParcel_GetWritableBytes(p) == 0); /* 64 bytes, full */
+    CHECK(OH_IPCParcel_WriteInt32(p, 16) == OH_IPC_SUCCESS);
+    CHECK(OH_IPCParcel_GetWritableBytes(p) == 128 - 68);
+    static uint8_t block[8192];
+    CHECK(OH_IPCParcel_WriteBuffer(p, block, 4000) == OH_IPC_SUCCESS); /* 4068: 4096 */
+    CHECK(OH_IPCParcel_GetWritableBytes(p) == 4096 - 4068);
+    CHECK(OH_IPCParcel_WriteBuffer(p, block, 28) == OH_IPC_SUCCESS); /* exactly 4096 */
+    CHECK(OH_IPCParcel_GetWritableBytes(p) == 0);
+    CHECK(OH_IPCParcel_WriteBuffer(p, block, 8192) == OH_IPC_SUCCESS); /* 12288: + 4 KiB */
+    CHECK(OH_IPCParcel_GetWritableBytes(p) == 16384 - 12288);
+    CHECK(OH_IPCParcel_RewindWritePosition(p, 4096) == OH_IPC_SUCCESS);
+    CHECK(OH_IPCParcel_GetWritableBytes(p) == 16384 - 4096);
+    OH_IPCParcel_Destroy(p);
+    p = OH_IPCParcel_Create(); /* a spare parcel starts again from 0 */
+    CHECK(OH_IPCParcel_GetWritableBytes(p) == 0);
+    OH_IPCParcel_Destroy(p);
+}
+
+/* 204,800 bytes of OpenHarmony's layout fit, one more does not, on both sides of the edge,
+ * whatever the values take tagged on the wire. */
 static void limits(void) {
     OHIPCParcel *p = OH_IPCParcel_Create();
     static uint8_t big[204800];
     memset(big, 'x', sizeof big);
-    CHECK(OH_IPCParcel_WriteBuffer(p, big, 204800) == OH_IPC_PARCEL_WRITE_ERROR); /* + tag, len */
-    CHECK(OH_IPCParcel_WriteBuffer(p, big, 204800 - 5) == OH_IPC_SUCCESS);
-    CHECK(OH_IPCParcel_GetDataSize(p) == 204796);
+    CHECK(OH_IPCParcel_WriteBuffer(p, big, 204800) == OH_IPC_SUCCESS);
+    CHECK(OH_IPCParcel_GetDataSize(p) == 204800);
+    CHECK(OH_IPCParcel_GetWritableBytes(p) == 0);
     CHECK(OH_IPCParcel_WriteInt8(p, 1) == OH_IPC_PARCEL_WRITE_ERROR);
-    CHECK(OH_IPCParcel_GetDataSize(p) == 204796);
-    CHECK(OH_IPCParcel_GetWritableBytes(p) == 4);
-    CHECK(OH_IPCParcel_ReadBuffer(p, 204795) != NULL);
+    CHECK(OH_IPCParcel_GetDataSize(p) == 204800);
+    const uint8_t *back = OH_IPCParcel_ReadBuffer(p, 204800);
+    CHECK(back != NULL && back[0] == 'x' && back[204799] == 'x');
+    OH_IPCParcel_Destroy(p);
+
+    p = OH_IPCParcel_Create();
+    CHECK(OH_IPCParcel_WriteBuffer(p, big, 204797) == OH_IPC_SUCCESS); /* padded: 204800 */
+    CHECK(OH_IPCParcel_GetDataSize(p) == 204800);
+    OH_IPCParcel_Destroy(p);
+    p = OH_IPCParcel_Create();
+    CHECK(OH_IPCParcel_WriteInt32(p, 1) == OH_IPC_SUCCESS);
+    CHECK(OH_IPCParcel_WriteBuffer(p, big, 204797) == OH_IPC_PARCEL_WRITE_ERROR);
+    CHECK(OH_IPCParcel_WriteBuffer(p, big, 204796) == OH_IPC_SUCCESS);
+    OH_IPCParcel_Destroy(p);
+
+    /* Fixed-size values: 51,200 of 4 bytes and 25,600 of 8 (5 and 9 bytes on the wire). */
+    p = OH_IPCParcel_Create();
+    int failed_at = -1;
+    for (int i = 0; i < 51200 && failed_at < 0; i++)
+        if (OH_IPCParcel_WriteUint32(p, (uint32_t)i) != OH_IPC_SUCCESS) failed_at = i;
+    CHECK(failed_at == -1);
+    CHECK(OH_IPCParcel_GetWritableBytes(p) == 0);
+    CHECK(OH_IPCParcel_WriteUint32(p, 1) == OH_IPC_PARCEL_WRITE_ERROR);
+    uint32_t u = 0;
+    CHECK(OH_IPCParcel_RewindReadPosition(p, 204796) == OH_IPC_SUCCESS);
+    CHECK(OH_IPCParcel_ReadUint32(p, &u) == OH_IPC_SUCCESS && u == 51199);
+    OH_IPCParcel_Destroy(p);
+    p = OH_IPCParcel_Create();
+    for (int i = 0; i < 25600 && failed_at < 0; i++)
+        if (OH_IPCParcel_WriteUint64(p, (uint64_t)i) != OH_IPC_SUCCESS) failed_at = i;
+    CHECK(failed_at == -1);
+    CHECK(OH_IPCParcel_WriteUint64(p, 1) == OH_IPC_PARCEL_WRITE_ERROR);
+    CHECK(OH_IPCParcel_WriteInt8(p, 1) == OH_IPC_PARCEL_WRITE_ERROR);
     OH_IPCParcel_Destroy(p);
 
     p = OH_IPCParcel_Create();
@@ -362,6 +417,7 @@ int main(void) {
     null_arguments();
     large_values_reuse();
     layout_and_round_trip();
+    capacity_growth();
     limits();
     file_descriptors();
     append();

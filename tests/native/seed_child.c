@@ -28,6 +28,8 @@ enum {
     CB_DIED = 10,  /* whether the kept proxy's death recipient ran */
     GIVE_STUB = 11, /* answers a new C stub (ADD_ONE) that the parent may call */
     PID = 12,      /* the calling pid, this pid */
+    FILL = 13,     /* an int32 n -> n uint32s 0..n-1 (51,200 fill it; more: 1909002) */
+    TOKENS = 14,   /* the calling token id, this process's token id, the first token id */
 };
 
 static OHIPCRemoteStub *ipcRemoteStub;
@@ -124,6 +126,19 @@ static int OnRemoteRequest(uint32_t code, const OHIPCParcel *data, OHIPCParcel *
     case PID:
         OH_IPCParcel_WriteUint64(reply, OH_IPCSkeleton_GetCallingPid());
         return OH_IPCParcel_WriteUint64(reply, (uint64_t)getpid());
+    case FILL: {
+        int32_t n = 0;
+        if (OH_IPCParcel_ReadInt32(data, &n) != OH_IPC_SUCCESS) return 1909001;
+        for (int32_t i = 0; i < n; i++) {
+            if (OH_IPCParcel_WriteUint32(reply, (uint32_t)i) != OH_IPC_SUCCESS)
+                return 1909002; /* the reply is full */
+        }
+        return 0;
+    }
+    case TOKENS:
+        OH_IPCParcel_WriteUint64(reply, OH_IPCSkeleton_GetCallingTokenId());
+        OH_IPCParcel_WriteUint64(reply, OH_IPCSkeleton_GetSelfTokenId());
+        return OH_IPCParcel_WriteUint64(reply, OH_IPCSkeleton_GetFirstTokenId());
     }
     return 1909999;
 }

@@ -17,7 +17,7 @@ from childkit import ChildkitError, ErrCode
 from childkit.ipc import IPCError, MessageOption, MessageParcel, RemoteStub, RequestMode
 
 ADD_ONE, CALL_BACK, WRITE_FD, LOG, GET_LOG, EXIT, GREET, USER_ERR = 1, 2, 3, 4, 5, 6, 7, 8
-KEEP_CB, CB_DIED, GIVE_STUB, PID = 9, 10, 11, 12
+KEEP_CB, CB_DIED, GIVE_STUB, PID, FILL, TOKENS = 9, 10, 11, 12, 13, 14
 
 
 @pytest.fixture(autouse=True)
@@ -78,6 +78,35 @@ def test_python_parent_c_child(seed_lib: Path) -> None:
         _exit(proxy)  # MainProc returns, and so the child ends, with status 0
         info = child.wait(30)
         assert info is not None and info.exit_code == 0
+
+
+def test_a_c_parcel_full_in_openharmony_layout_reaches_python(seed_lib: Path) -> None:
+    # 51,200 uint32s are 204,800 bytes in OpenHarmony's layout (the limit, as there) and
+    # 256,000 tagged on the wire: the reply arrives whole; one more is refused in C.
+    with childkit.connect(str(seed_lib)) as child:
+        with MessageParcel() as data:
+            data.write_int32(51200)
+            with child.proxy.send_request(FILL, data) as reply:
+                assert reply.get_data_size() == 51200 * 5
+                got = [reply.read_uint32() for _ in range(51200)]
+        assert got == list(range(51200))
+        with pytest.raises(IPCError) as err, MessageParcel() as data:
+            data.write_int32(51201)
+            child.proxy.send_request(FILL, data)
+        assert err.value.code == 1909002  # the stub's answer: its reply was full
+        assert _int_call(child.proxy, ADD_ONE, 1) == 2  # the link is fine
+        _exit(child.proxy)
+
+
+def test_token_ids_are_the_uid_tagged(seed_lib: Path) -> None:
+    # Linux has no access tokens: a token id is the uid with bit 32 set (docs/native.md).
+    with childkit.connect(str(seed_lib)) as child:
+        with MessageParcel() as data, child.proxy.send_request(TOKENS, data) as reply:
+            calling, own, first = reply.read_uint64(), reply.read_uint64(), reply.read_uint64()
+        assert calling == (1 << 32) | os.getuid()
+        assert own == (1 << 32) | os.getuid()
+        assert first == 0
+        _exit(child.proxy)
 
 
 def test_many_python_threads_call_one_c_child(seed_lib: Path) -> None:

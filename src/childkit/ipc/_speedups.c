@@ -42,7 +42,7 @@
 #define REPLY_FRAME_SIZE CK__REPLY_FRAME_SIZE
 #define OBJ_SIZE CK__OBJ_SIZE
 #define MAX_RECORD_BYTES CK__MAX_RECORD_BYTES
-#define MAX_PARCEL_DATA CK__MAX_PARCEL_DATA
+#define MAX_WIRE_DATA CK__MAX_WIRE_DATA
 
 static PyObject *struct_error; /* struct.error: what the Python twins raise */
 
@@ -207,7 +207,7 @@ static int header_view(PyObject *buf_obj, Py_buffer *view, Py_ssize_t need) {
 
 /* Whether the ``size`` bytes of a receive buffer (args: buf, size) are exactly one plain
  * frame of type ``ftype``: no flags, fds or objects, its lengths adding up to ``size``, and
- * its parcel within MAX_PARCEL_DATA. Copies the frame's fixed part (``frame_size`` bytes)
+ * its parcel within MAX_WIRE_DATA. Copies the frame's fixed part (``frame_size`` bytes)
  * into ``head``. 1: plain, 0: not, -1: an exception is set. The object count is the
  * fixed part's last field and the data length the one before it, in both frame types. */
 static int plain_frame(PyObject *const *args, Py_ssize_t nargs, const char *name,
@@ -1131,7 +1131,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         return NULL;
     }
     if (PyModule_AddIntConstant(m, "MAX_RECORD_BYTES", MAX_RECORD_BYTES) < 0 ||
-        PyModule_AddIntConstant(m, "MAX_PARCEL_DATA", MAX_PARCEL_DATA) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_WIRE_DATA", MAX_WIRE_DATA) < 0 ||
         PyModule_AddIntConstant(m, "TXN_DATA_OFFSET", TXN_FRAME_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "REPLY_DATA_OFFSET", REPLY_FRAME_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "SCATTER_BYTES", SCATTER_BYTES) < 0) {

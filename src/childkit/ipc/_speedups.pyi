@@ -4,7 +4,7 @@ import mmap
 from collections.abc import Sequence
 
 MAX_RECORD_BYTES: int
-MAX_PARCEL_DATA: int
+MAX_WIRE_DATA: int
 TXN_DATA_OFFSET: int
 REPLY_DATA_OFFSET: int
 SCATTER_BYTES: int

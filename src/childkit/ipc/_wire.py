@@ -20,11 +20,11 @@ from types import ModuleType
 
 from childkit.ipc import _accel
 from childkit.ipc._errors import ProtocolError
-from childkit.ipc._limits import MAX_PARCEL_DATA, MAX_PARCEL_FDS, MAX_PARCEL_OBJECTS
+from childkit.ipc._limits import MAX_PARCEL_FDS, MAX_PARCEL_OBJECTS, MAX_WIRE_DATA
 
 PROTOCOL_VERSION = 1
 #: Largest record a peer may send (a full parcel plus headers fits with room to spare).
-MAX_RECORD_BYTES = 256 * 1024
+MAX_RECORD_BYTES = 320 * 1024
 #: Most fds one record carries (the kernel's SCM_MAX_FD is 253).
 MAX_RECORD_FDS = 253
 #: Longest error detail a reply may carry.
@@ -229,8 +229,8 @@ def encode_release(handle: int, count: int, after_replies: int = 0) -> bytes:
 def _parcel_section(
     body: memoryview, offset: int, data_len: int, n_objects: int, what: str
 ) -> tuple[bytes, list[ObjectRef]]:
-    if data_len > MAX_PARCEL_DATA:
-        raise ProtocolError(f"{what} parcel of {data_len} bytes exceeds {MAX_PARCEL_DATA}")
+    if data_len > MAX_WIRE_DATA:
+        raise ProtocolError(f"{what} parcel of {data_len} bytes exceeds {MAX_WIRE_DATA}")
     if n_objects > MAX_PARCEL_OBJECTS:
         raise ProtocolError(f"{what} carries {n_objects} objects (max {MAX_PARCEL_OBJECTS})")
     end = offset + data_len
@@ -315,7 +315,7 @@ def simple_request(buf: bytes | bytearray | memoryview | mmap.mmap, size: int,
         return None
     _, flags, n_fds, body_len, seq, handle, code, data_len, n_obj = _txn_unpack(buf, 0)
     if (flags or n_fds or n_obj or body_len != size - HEADER.size
-            or data_len != size - TXN_DATA_OFFSET or data_len > MAX_PARCEL_DATA):
+            or data_len != size - TXN_DATA_OFFSET or data_len > MAX_WIRE_DATA):
         return None
     return seq, handle, code
 
@@ -329,7 +329,7 @@ def simple_reply(buf: bytes | bytearray | memoryview | mmap.mmap, size: int,
         return None
     _, flags, n_fds, body_len, seq, status, data_len, n_obj = _reply_unpack(buf, 0)
     if (flags or n_fds or n_obj or body_len != size - HEADER.size
-            or data_len != size - REPLY_DATA_OFFSET or data_len > MAX_PARCEL_DATA):
+            or data_len != size - REPLY_DATA_OFFSET or data_len > MAX_WIRE_DATA):
         return None
     return seq, status
 
@@ -350,7 +350,7 @@ def _uniform_run(raw: bytes, size: int) -> tuple[int, list[tuple[int, bytes]]] |
     ftype, flags, n_fds, body_len, _seq, handle, _code, data_len, n_obj = _txn_unpack(raw, 0)
     frame = TXN_DATA_OFFSET + data_len
     if (ftype != F_TRANSACTION or flags != FLAG_ONEWAY or n_fds or n_obj
-            or body_len != data_len + _TXN.size or data_len > MAX_PARCEL_DATA
+            or body_len != data_len + _TXN.size or data_len > MAX_WIRE_DATA
             or size % frame):
         return None
     count = size // frame
@@ -395,7 +395,7 @@ def oneway_run(buf: bytes | bytearray | memoryview | mmap.mmap, size: int,
         pos = start + data_len
         if (ftype != F_TRANSACTION or flags != FLAG_ONEWAY or n_fds or n_obj
                 or body_len != data_len + body_extra or pos > size
-                or data_len > MAX_PARCEL_DATA or handle != first_handle):
+                or data_len > MAX_WIRE_DATA or handle != first_handle):
             return None
         append((code, raw[start:pos]))
     return first_handle, run
@@ -419,14 +419,14 @@ def decode_record(data: bytes | bytearray | memoryview, fds: Sequence[int]) -> l
                 _TXN_FRAME.unpack_from(view, 0))
             if (flags & ~FLAG_ONEWAY == 0 and body_len == size - HEADER.size and not n_fds
                     and not n_obj and data_len == size - _TXN_FRAME.size
-                    and data_len <= MAX_PARCEL_DATA):
+                    and data_len <= MAX_WIRE_DATA):
                 return [Transaction(seq, handle, code, flags == FLAG_ONEWAY,
                                     bytes(view[_TXN_FRAME.size :]), [], [])]
         elif ftype == F_REPLY and size >= _REPLY_FRAME.size:
             _, flags, n_fds, body_len, seq, status, data_len, n_obj = (
                 _REPLY_FRAME.unpack_from(view, 0))
             if (not flags and body_len == size - HEADER.size and not n_fds and not n_obj
-                    and data_len == size - _REPLY_FRAME.size and data_len <= MAX_PARCEL_DATA):
+                    and data_len == size - _REPLY_FRAME.size and data_len <= MAX_WIRE_DATA):
                 return [Reply(seq, status, bytes(view[_REPLY_FRAME.size :]), [], [])]
     if size == 0:
         raise ProtocolError("empty record")
@@ -449,7 +449,7 @@ def decode_record(data: bytes | bytearray | memoryview, fds: Sequence[int]) -> l
             start = pos + txn_size
             end = start + data_len
             if not n_fds and not n_obj and data_len == body_len - _TXN.size \
-                    and flags & ~FLAG_ONEWAY == 0 and data_len <= MAX_PARCEL_DATA and end <= size:
+                    and flags & ~FLAG_ONEWAY == 0 and data_len <= MAX_WIRE_DATA and end <= size:
                 frames.append(Transaction(seq, handle, code, flags == FLAG_ONEWAY,
                                           raw[start:end], [], []))
                 pos = end
@@ -484,9 +484,9 @@ py_simple_reply = simple_reply
 def _checked(module: ModuleType | None) -> ModuleType | None:
     # Built from another checkout's constants? Then its frames would not be ours.
     if module is None or (
-        module.MAX_RECORD_BYTES, module.MAX_PARCEL_DATA, module.TXN_DATA_OFFSET,
+        module.MAX_RECORD_BYTES, module.MAX_WIRE_DATA, module.TXN_DATA_OFFSET,
         module.REPLY_DATA_OFFSET,
-    ) != (MAX_RECORD_BYTES, MAX_PARCEL_DATA, TXN_DATA_OFFSET, REPLY_DATA_OFFSET):
+    ) != (MAX_RECORD_BYTES, MAX_WIRE_DATA, TXN_DATA_OFFSET, REPLY_DATA_OFFSET):
         return None
     return module
 

@@ -89,9 +89,9 @@ static long fail(char *err, size_t errlen, const char *fmt, ...) {
 static long parcel_section(ck__frame_t *f, const unsigned char *body, size_t body_len,
                            size_t fixed, uint32_t data_len, uint16_t n_objects,
                            const char *what, char *err, size_t errlen) {
-    if (data_len > CK__MAX_PARCEL_DATA)
+    if (data_len > CK__MAX_WIRE_DATA)
         return fail(err, errlen, "%s parcel of %u bytes exceeds %d", what, data_len,
-                    CK__MAX_PARCEL_DATA);
+                    CK__MAX_WIRE_DATA);
     if (n_objects > CK__MAX_PARCEL_OBJECTS)
         return fail(err, errlen, "%s carries %u objects (max %d)", what, n_objects,
                     CK__MAX_PARCEL_OBJECTS);

@@ -37,10 +37,16 @@
 #define CK__REPLY_FRAME_SIZE (CK__HEADER_SIZE + CK__REPLY_FIXED)
 #define CK__OBJ_SIZE 5 /* <BI */
 
-#define CK__MAX_RECORD_BYTES (256 * 1024)
+#define CK__MAX_RECORD_BYTES (320 * 1024)
 #define CK__MAX_RECORD_FDS 253
 #define CK__MAX_DETAIL_BYTES 4096
+/* The most data a parcel holds: 200 KiB in OpenHarmony's layout (what OH_IPCParcel_GetDataSize
+ * counts; a Python parcel counts its own bytes against it). */
 #define CK__MAX_PARCEL_DATA 204800
+/* The most parcel data bytes one frame carries. The wire tags each value, so a full parcel
+ * takes more than its OpenHarmony size there: 5 bytes for a 4-byte int32, up to 3 bytes of
+ * UTF-8 for a 2-byte UTF-16 unit of an interface token: at most 1.5 times. */
+#define CK__MAX_WIRE_DATA (CK__MAX_PARCEL_DATA * 3 / 2)
 #define CK__MAX_PARCEL_FDS 64
 #define CK__MAX_PARCEL_OBJECTS 256
 
@@ -133,7 +139,7 @@ void ck__frame_put_object(unsigned char *out, int kind, uint32_t handle);
 
 /* 1 if the size bytes of buf (a record that came without fds) are exactly one plain frame
  * of ftype (CK__F_TRANSACTION sync, or CK__F_REPLY without ERROR): no flags, fds or
- * objects, lengths adding up, data within CK__MAX_PARCEL_DATA. Else 0. Reads at most the
+ * objects, lengths adding up, data within CK__MAX_WIRE_DATA. Else 0. Reads at most the
  * frame head, and only when size covers it. (Inline: every plain request and reply of
  * both kits passes here.) */
 static inline int ck__frame_is_plain(const unsigned char *buf, size_t size, int ftype) {
@@ -143,7 +149,7 @@ static inline int ck__frame_is_plain(const unsigned char *buf, size_t size, int 
     uint32_t data_len = ck__get_u32(buf + frame_size - 6);
     return buf[1] == 0 && ck__get_u16(buf + 2) == 0 && ck__get_u16(buf + frame_size - 2) == 0 &&
            ck__get_u32(buf + 4) == (uint64_t)(size - CK__HEADER_SIZE) &&
-           data_len == (uint64_t)(size - frame_size) && data_len <= CK__MAX_PARCEL_DATA;
+           data_len == (uint64_t)(size - frame_size) && data_len <= CK__MAX_WIRE_DATA;
 }
 
 /* Splits a record of size bytes that came with n_fds fds into frames, checked as
@@ -201,6 +207,7 @@ typedef struct ck__mark_s {
 struct OHIPCParcel {
     unsigned char *data;
     size_t len, cap;
+    size_t oh_cap; /* the capacity OpenHarmony's parcel would have now (GetWritableBytes) */
     ck__mark_t *marks;
     size_t n_marks, marks_cap;
     size_t r_idx;

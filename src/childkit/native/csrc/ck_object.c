@@ -136,7 +136,9 @@ CK__EXPORT int OH_IPCRemoteProxy_SendRequest(const OHIPCRemoteProxy *proxy, uint
     int oneway = 0;
     uint32_t timeout_ms = 0;
     if (option != NULL) {
-        if (option->mode != OH_IPC_REQUEST_MODE_SYNC && option->mode != OH_IPC_REQUEST_MODE_ASYNC)
+        /* reserved must be NULL, as OpenHarmony checks: it may mean something later */
+        if (option->reserved != NULL ||
+            (option->mode != OH_IPC_REQUEST_MODE_SYNC && option->mode != OH_IPC_REQUEST_MODE_ASYNC))
             return OH_IPC_CHECK_PARAM_ERROR;
         oneway = option->mode == OH_IPC_REQUEST_MODE_ASYNC;
         if (option->timeout > UINT32_MAX / 1000) return OH_IPC_CHECK_PARAM_ERROR;

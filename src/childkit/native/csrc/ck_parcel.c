@@ -156,7 +156,7 @@ static void empty(OHIPCParcel *p, int keep_small) {
         p->marks = NULL;
         p->marks_cap = 0;
     }
-    p->len = p->n_marks = p->r_idx = 0;
+    p->len = p->n_marks = p->r_idx = p->oh_cap = 0;
 }
 
 static void clear(OHIPCParcel *p) { empty(p, 0); }
@@ -205,8 +205,12 @@ CK__EXPORT int OH_IPCParcel_GetDataSize(const OHIPCParcel *parcel) {
     return parcel == NULL ? -1 : (int)oh_pos(parcel, parcel->n_marks);
 }
 
+/* Bytes left before the capacity that OpenHarmony's parcel would have now must grow: it
+ * starts at 0 and grows (oh_grow) when a write needs more. */
 CK__EXPORT int OH_IPCParcel_GetWritableBytes(const OHIPCParcel *parcel) {
-    return parcel == NULL ? -1 : CK__MAX_PARCEL_DATA - (int)oh_pos(parcel, parcel->n_marks);
+    if (parcel == NULL) return -1;
+    size_t used = oh_pos(parcel, parcel->n_marks);
+    return parcel->oh_cap > used ? (int)(parcel->oh_cap - used) : 0;
 }
 
 CK__EXPORT int OH_IPCParcel_GetReadableBytes(const OHIPCParcel *parcel) {
@@ -293,13 +297,29 @@ static int reserve_data(OHIPCParcel *p, size_t need) {
     return 0;
 }
 
+/* The capacity OpenHarmony's parcel (c_utils Parcel::CalcNewCapacity) grows to when a write
+ * needs need bytes in all: doubling from 64 up to 4 KiB, then in 4 KiB steps, at most the
+ * limit. (GetWritableBytes reports what is left of it, as OpenHarmony does.) */
+static size_t oh_grow(size_t need) {
+    const size_t step = 4096;
+    if (need == step) return step;
+    if (need > step) {
+        size_t cap = need / step * step;
+        return cap > CK__MAX_PARCEL_DATA - step ? CK__MAX_PARCEL_DATA : cap + step;
+    }
+    size_t cap = 64;
+    while (cap < need) cap *= 2;
+    return cap;
+}
+
 /* Appends one value: tag, head (head_len bytes), body (body_len bytes), taking oh_len bytes
- * of OpenHarmony layout. OH_IPC_PARCEL_WRITE_ERROR if either size would pass the limit. */
+ * of OpenHarmony layout. OH_IPC_PARCEL_WRITE_ERROR if the OpenHarmony size would pass
+ * CK__MAX_PARCEL_DATA (or the tagged wire form CK__MAX_WIRE_DATA, which it cannot before). */
 static int put_value(OHIPCParcel *p, int tag, const void *head, size_t head_len,
                      const void *body, size_t body_len, size_t oh_len) {
     size_t wire_len = 1 + head_len + body_len;
     size_t oh_end = oh_pos(p, p->n_marks) + oh_len;
-    if (body_len > CK__MAX_PARCEL_DATA || p->len + wire_len > CK__MAX_PARCEL_DATA ||
+    if (body_len > CK__MAX_WIRE_DATA || p->len + wire_len > CK__MAX_WIRE_DATA ||
         oh_end > CK__MAX_PARCEL_DATA)
         return OH_IPC_PARCEL_WRITE_ERROR;
     if (reserve_data(p, p->len + wire_len) < 0 ||
@@ -313,6 +333,7 @@ static int put_value(OHIPCParcel *p, int tag, const void *head, size_t head_len,
     p->marks[p->n_marks].wire_end = (uint32_t)p->len;
     p->marks[p->n_marks].oh_end = (uint32_t)oh_end;
     p->n_marks++;
+    if (oh_end > p->oh_cap) p->oh_cap = oh_grow(oh_end);
     return OH_IPC_SUCCESS;
 }
 
@@ -606,7 +627,7 @@ CK__EXPORT int OH_IPCParcel_Append(OHIPCParcel *parcel, const OHIPCParcel *data)
     if (parcel == NULL || data == NULL || parcel == data) return OH_IPC_CHECK_PARAM_ERROR;
     size_t old_marks = parcel->n_marks, old_fds = parcel->n_fds, old_objs = parcel->n_objs;
     uint32_t old_oh = (uint32_t)oh_pos(parcel, old_marks);
-    if (data->len + parcel->len > CK__MAX_PARCEL_DATA ||
+    if (data->len + parcel->len > CK__MAX_WIRE_DATA ||
         oh_pos(data, data->n_marks) + old_oh > CK__MAX_PARCEL_DATA ||
         parcel->n_fds + data->n_fds > CK__MAX_PARCEL_FDS ||
         parcel->n_objs + data->n_objs > CK__MAX_PARCEL_OBJECTS)
@@ -697,6 +718,7 @@ static int fill_from_wire(OHIPCParcel *p, const unsigned char *data, size_t len,
         pos = end;
     }
     p->len = wire_pos(p, p->n_marks); /* a malformed tail is dropped: nothing reads it */
+    p->oh_cap = oh; /* as OpenHarmony's parcel parsed from a buffer: full */
     return 0;
 }
 

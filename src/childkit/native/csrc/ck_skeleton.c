@@ -26,11 +26,21 @@ CK__EXPORT void OH_IPCSkeleton_JoinWorkThread(void) { ck__pool_join(); }
 
 CK__EXPORT void OH_IPCSkeleton_StopWorkThread(void) { ck__pool_stop(); }
 
-CK__EXPORT uint64_t OH_IPCSkeleton_GetCallingTokenId(void) { return 0; }
+/* Linux has no access tokens; the closest thing to OpenHarmony's per-application token is
+ * the uid a process runs as (Android's app identity). A token id here is that uid with bit
+ * 32 set, so that it is never 0 (OpenHarmony's "no token") and never mistaken for a bare
+ * uid. */
+#define CK__TOKEN_OF_UID(uid) ((UINT64_C(1) << 32) | (uint64_t)(uint32_t)(uid))
 
+CK__EXPORT uint64_t OH_IPCSkeleton_GetCallingTokenId(void) {
+    return CK__TOKEN_OF_UID(identity.handling ? identity.uid : (uint64_t)getuid());
+}
+
+/* The first caller of a chain of calls made on behalf of others: childkit does not pass
+ * that along, so there is none (0), as OpenHarmony says when no first caller is known. */
 CK__EXPORT uint64_t OH_IPCSkeleton_GetFirstTokenId(void) { return 0; }
 
-CK__EXPORT uint64_t OH_IPCSkeleton_GetSelfTokenId(void) { return 0; }
+CK__EXPORT uint64_t OH_IPCSkeleton_GetSelfTokenId(void) { return CK__TOKEN_OF_UID(getuid()); }
 
 CK__EXPORT uint64_t OH_IPCSkeleton_GetCallingPid(void) {
     return identity.handling ? identity.pid : (uint64_t)getpid();
