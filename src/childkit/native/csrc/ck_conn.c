@@ -679,6 +679,7 @@ static void run_job(job_t *job) {
     OHIPCParcel *reply = OH_IPCParcel_Create();
     ck__identity_t *id = ck__identity(), saved = *id;
     int32_t status;
+    ck__request_begin(); /* until its reply is sent (childkit_ipc_drain) */
     id->handling = 1;
     id->oneway = job->oneway;
     id->local = 0;
@@ -715,6 +716,7 @@ static void run_job(job_t *job) {
     }
     OH_IPCParcel_Destroy(reply);
     OH_IPCParcel_Destroy(job->data);
+    ck__request_end();
 }
 
 static void finish_job(job_t *job) {

@@ -7,9 +7,11 @@
  * OpenHarmony uses for "no token" (docs/native.md).
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ck_internal.h"
@@ -21,6 +23,43 @@
 static __thread ck__identity_t identity;
 
 ck__identity_t *ck__identity(void) { return &identity; }
+
+/* Requests being answered in this process, for childkit_ipc_drain: counted without a
+ * lock (a request's cost stays as it was); only a request ending while a drainer waits
+ * takes the lock, to wake it. */
+static pthread_mutex_t requests_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t requests_done = PTHREAD_COND_INITIALIZER;
+static long requests, drainers;
+
+void ck__request_begin(void) { __atomic_add_fetch(&requests, 1, __ATOMIC_SEQ_CST); }
+
+void ck__request_end(void) {
+    if (__atomic_sub_fetch(&requests, 1, __ATOMIC_SEQ_CST) == 0 &&
+        __atomic_load_n(&drainers, __ATOMIC_SEQ_CST) > 0) {
+        pthread_mutex_lock(&requests_lock);
+        pthread_cond_broadcast(&requests_done);
+        pthread_mutex_unlock(&requests_lock);
+    }
+}
+
+CK__EXPORT int childkit_ipc_drain(int timeout_ms) {
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&requests_lock);
+    __atomic_add_fetch(&drainers, 1, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&requests, __ATOMIC_SEQ_CST) > 0)
+        if (pthread_cond_timedwait(&requests_done, &requests_lock, &deadline) != 0) break;
+    __atomic_sub_fetch(&drainers, 1, __ATOMIC_SEQ_CST);
+    int idle = __atomic_load_n(&requests, __ATOMIC_SEQ_CST) == 0;
+    pthread_mutex_unlock(&requests_lock);
+    return idle;
+}
 
 CK__EXPORT void OH_IPCSkeleton_JoinWorkThread(void) { ck__pool_join(); }
 
