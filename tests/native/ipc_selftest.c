@@ -47,6 +47,7 @@ enum {
     GET_LOG = 5,    /* answers the log's length, then its values */
     USER_ERR = 6,   /* answers 1909001 */
     BAD_ERR = 7,    /* answers 7 (not a user code) */
+    STATUS = 18,    /* answers the int32 it reads, as its status */
     SLOW = 8,       /* sleeps 1.5 s */
     IDENTITY = 9,   /* answers calling pid, uid, handling, local */
     KEEP = 10,      /* keeps the proxy it got (the parent's stub stays referenced) */
@@ -63,6 +64,7 @@ enum {
 #define BIG_BYTES (204800 - 5) /* the largest buffer a parcel holds */
 
 static void *alloc(int32_t len) { return malloc((size_t)len); }
+static void *no_memory(int32_t len) { return NULL; }
 
 /* ------------------------------------------------------------------ the child */
 static int log_values[1000];
@@ -158,6 +160,11 @@ static int child_request(uint32_t code, const OHIPCParcel *data, OHIPCParcel *re
         return 1909001;
     case BAD_ERR:
         return 7;
+    case STATUS: {
+        int32_t status = 0;
+        OH_IPCParcel_ReadInt32(data, &status);
+        return status;
+    }
     case SLOW: {
         struct timespec ts = {1, 500000000};
         nanosleep(&ts, NULL);
@@ -373,6 +380,17 @@ static void full_run(void) {
     CHECK(OH_IPCRemoteStub_Create(NULL, parent_request, NULL, NULL) == NULL);
     CHECK(OH_IPCRemoteStub_Create("x", NULL, NULL, NULL) == NULL);
     CHECK(OH_IPCRemoteStub_Create("", parent_request, NULL, NULL) == NULL);
+    /* OpenHarmony's OH_IPCRemoteStub_Create (ipc_cremote_object.cpp; its unit test
+     * ipc_cremote_object_unittest.cpp CreateTest004): at most MAX_PARCEL_LEN (204,800)
+     * bytes, and UTF-8 (its UTF-16 conversion of anything else is empty: NULL) */
+    static char longest[204802];
+    memset(longest, 'd', 204801);
+    CHECK(OH_IPCRemoteStub_Create(longest, parent_request, NULL, NULL) == NULL);
+    longest[204800] = '\0';
+    OHIPCRemoteStub *long_stub = OH_IPCRemoteStub_Create(longest, parent_request, NULL, NULL);
+    CHECK(long_stub != NULL);
+    OH_IPCRemoteStub_Destroy(long_stub);
+    CHECK(OH_IPCRemoteStub_Create("bad\xff", parent_request, NULL, NULL) == NULL);
     CHECK(OH_IPCDeathRecipient_Create(NULL, NULL, NULL) == NULL);
     CHECK(OH_IPCRemoteProxy_IsRemoteDead(NULL) == 1);
     CHECK(OH_IPCRemoteProxy_AddDeathRecipient(NULL, NULL) == OH_IPC_CHECK_PARAM_ERROR);
@@ -411,6 +429,30 @@ static void full_run(void) {
     /* user errors pass through; others become OH_IPC_INVALID_USER_ERROR_CODE */
     CHECK(call(root, USER_ERR, d, r) == 1909001);
     CHECK(call(root, BAD_ERR, d, r) == OH_IPC_INVALID_USER_ERROR_CODE);
+    /* OpenHarmony's C stub (OHIPCRemoteServiceStub::OnRemoteRequest, communication_ipc
+     * ipc_remote_object_internal.cpp) also passes IPCKit's own codes, OH_IPC_ERROR_CODE_BASE
+     * up to OH_IPC_INNER_ERROR: a stub answering OH_IPC_CHECK_PARAM_ERROR (as the XTS
+     * suite's does for a wrong token) is heard as that */
+    const int32_t statuses[][2] = {
+        {OH_IPC_CHECK_PARAM_ERROR, OH_IPC_CHECK_PARAM_ERROR},
+        {OH_IPC_CODE_OUT_OF_RANGE, OH_IPC_CODE_OUT_OF_RANGE},
+        {OH_IPC_INNER_ERROR, OH_IPC_INNER_ERROR},
+        {OH_IPC_INNER_ERROR + 1, OH_IPC_INVALID_USER_ERROR_CODE},
+        {OH_IPC_ERROR_CODE_BASE - 1, OH_IPC_INVALID_USER_ERROR_CODE},
+        {OH_IPC_USER_ERROR_CODE_MIN, OH_IPC_USER_ERROR_CODE_MIN},
+        {OH_IPC_USER_ERROR_CODE_MAX, OH_IPC_USER_ERROR_CODE_MAX},
+        {OH_IPC_USER_ERROR_CODE_MAX + 1, OH_IPC_INVALID_USER_ERROR_CODE},
+        {-1, OH_IPC_INVALID_USER_ERROR_CODE},
+    };
+    for (size_t i = 0; i < sizeof statuses / sizeof statuses[0]; i++) {
+        OHIPCParcel *sd = OH_IPCParcel_Create(), *sr = OH_IPCParcel_Create();
+        OH_IPCParcel_WriteInt32(sd, statuses[i][0]);
+        int got = call(root, STATUS, sd, sr);
+        if (got != statuses[i][1]) printf("  status %d came as %d\n", statuses[i][0], got);
+        CHECK(got == statuses[i][1]);
+        OH_IPCParcel_Destroy(sd);
+        OH_IPCParcel_Destroy(sr);
+    }
 
     /* the descriptor, through the allocator */
     char *desc = NULL;
@@ -420,6 +462,16 @@ static void full_run(void) {
     free(desc);
     CHECK(OH_IPCRemoteProxy_GetInterfaceDescriptor(root, &desc, &len, NULL) ==
           OH_IPC_CHECK_PARAM_ERROR);
+    /* OpenHarmony's GetInterfaceDescriptor: each out pointer checked, an allocator that
+     * fails is OH_IPC_MEM_ALLOCATOR_ERROR (ipc_cremote_object_unittest.cpp Test001..005) */
+    CHECK(OH_IPCRemoteProxy_GetInterfaceDescriptor(NULL, &desc, &len, alloc) ==
+          OH_IPC_CHECK_PARAM_ERROR);
+    CHECK(OH_IPCRemoteProxy_GetInterfaceDescriptor(root, NULL, &len, alloc) ==
+          OH_IPC_CHECK_PARAM_ERROR);
+    CHECK(OH_IPCRemoteProxy_GetInterfaceDescriptor(root, &desc, NULL, alloc) ==
+          OH_IPC_CHECK_PARAM_ERROR);
+    CHECK(OH_IPCRemoteProxy_GetInterfaceDescriptor(root, &desc, &len, no_memory) ==
+          OH_IPC_MEM_ALLOCATOR_ERROR);
 
     /* the calling identity the child sees is the kernel's */
     OHIPCParcel *empty = OH_IPCParcel_Create();
@@ -536,13 +588,18 @@ static void full_run(void) {
     CHECK(OH_IPCRemoteProxy_AddDeathRecipient(root, rec) == OH_IPC_SUCCESS);
     CHECK(OH_IPCRemoteProxy_AddDeathRecipient(root, removed) == OH_IPC_SUCCESS);
     CHECK(OH_IPCRemoteProxy_RemoveDeathRecipient(root, removed) == OH_IPC_SUCCESS);
-    CHECK(OH_IPCRemoteProxy_RemoveDeathRecipient(root, removed) == OH_IPC_CHECK_PARAM_ERROR);
+    /* as OpenHarmony's (IPCObjectProxy::RemoveDeathRecipient answers true when there is
+     * nothing to remove): removing one not added is a success */
+    CHECK(OH_IPCRemoteProxy_RemoveDeathRecipient(root, removed) == OH_IPC_SUCCESS);
     OH_IPCDeathRecipient_Destroy(removed);
     CHECK(call(root, DIE, empty, r) == OH_IPC_DEAD_REMOTE_OBJECT);
     CHECK(wait_for(&died, 1));
     CHECK(OH_IPCRemoteProxy_IsRemoteDead(root) == 1);
     CHECK(call(root, ECHO, d2, r2) == OH_IPC_DEAD_REMOTE_OBJECT);
-    CHECK(OH_IPCRemoteProxy_AddDeathRecipient(root, rec) == OH_IPC_DEAD_REMOTE_OBJECT);
+    /* as OpenHarmony's (its proxy's Add/RemoveDeathRecipient fail on a dead object, which
+     * OH_IPCRemoteProxy_* answer with OH_IPC_INNER_ERROR; ipc_cremote_object_unittest.cpp) */
+    CHECK(OH_IPCRemoteProxy_AddDeathRecipient(root, rec) == OH_IPC_INNER_ERROR);
+    CHECK(OH_IPCRemoteProxy_RemoveDeathRecipient(root, rec) == OH_IPC_INNER_ERROR);
     OH_IPCDeathRecipient_Destroy(rec);
     CHECK(wait_for(&recipient_destroyed, 1));
     CHECK(died == 1);

@@ -667,8 +667,11 @@ static void send_error_reply(ck__conn_t *conn, uint64_t seq, int32_t status, con
 
 /* ------------------------------------------------------------------ serving requests */
 /* A stub's status as IPCKit passes it on: 0, or a user code in [1909000, 1909999]. */
+/* As OpenHarmony's C stub: success, IPCKit's own codes (OH_IPC_ERROR_CODE_BASE up to
+ * OH_IPC_INNER_ERROR) and the user range pass; anything else is clamped. */
 static int32_t clamp_status(int status) {
-    if (status == 0 || (status >= OH_IPC_USER_ERROR_CODE_MIN && status <= OH_IPC_USER_ERROR_CODE_MAX))
+    if (status == 0 || (status >= OH_IPC_USER_ERROR_CODE_MIN && status <= OH_IPC_USER_ERROR_CODE_MAX) ||
+        (status >= OH_IPC_ERROR_CODE_BASE && status <= OH_IPC_INNER_ERROR))
         return status;
     return OH_IPC_INVALID_USER_ERROR_CODE;
 }

@@ -293,6 +293,9 @@ int ck__pool_set_max(int n);
 void ck__pool_join(void);
 void ck__pool_stop(void);
 
+/* UTF-16 units of n bytes of UTF-8, or -1 if they are not valid UTF-8 (ck_parcel.c). */
+long ck__utf16_units(const char *s, size_t n);
+
 /* ------------------------------------------------------------------ identity (ck_skeleton.c) */
 typedef struct ck__identity_s {
     int handling; /* this thread runs a request */

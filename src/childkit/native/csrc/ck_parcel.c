@@ -42,6 +42,12 @@ static size_t oh_pos(const OHIPCParcel *p, size_t idx) {
 }
 
 /* ------------------------------------------------------------------ UTF-8 */
+static long utf16_units(const unsigned char *s, size_t n);
+
+long ck__utf16_units(const char *s, size_t n) {
+    return utf16_units((const unsigned char *)s, n);
+}
+
 /* UTF-16 units of n bytes of UTF-8, or -1 if they are not valid UTF-8 (as Python's strict
  * decoder judges: no overlongs, no surrogates, nothing past U+10FFFF). */
 static long utf16_units(const unsigned char *s, size_t n) {
