@@ -365,6 +365,22 @@ int main(void) {
     CHECK(exit_signal_of(pid) == 0);
     fd_list_checks();
 
+    /* [xts] WithConfigs_1000, 1100: a library or function that does not load still gives
+     * a started child's pid (its child then ends: the exit callbacks hear of it, and it
+     * cannot be killed) */
+    Ability_ChildProcessConfigs *configs = OH_Ability_CreateChildProcessConfigs();
+    CHECK(OH_Ability_ChildProcessConfigs_SetProcessName(configs, "abc_123") == NCP_NO_ERROR);
+    const char *missing[] = {"libnoexisted.so:Main", LIB ":notexisted"};
+    for (int i = 0; i < 2; i++) {
+        pid = -1;
+        CHECK(OH_Ability_StartNativeChildProcessWithConfigs(missing[i], none, configs, &pid) ==
+              NCP_NO_ERROR);
+        CHECK(pid > 0);
+        CHECK(exit_signal_of(pid) == 0);
+        CHECK(OH_Ability_KillChildProcess(pid) == NCP_ERR_INVALID_PID);
+    }
+    CHECK(OH_Ability_DestroyChildProcessConfigs(configs) == NCP_NO_ERROR);
+
     /* [impl] KillChildProcess: a live child of this process (its exit says SIGKILL), then
      * the same pid again: NCP_ERR_INVALID_PID */
     CHECK(pipe(fds) == 0);
