@@ -19,12 +19,15 @@ from collections.abc import Callable
 from typing import Any
 
 from childkit.common import ChildkitError, ErrCode
-from childkit.launcher._replies import DRAIN_TIMEOUT
 
 ON_CONNECT = "NativeChildProcess_OnConnect"
 MAIN_PROC = "NativeChildProcess_MainProc"
 _CONNECT = "childkit_ipc_connect"
 _DRAIN = "childkit_ipc_drain"
+#: How long the requests being answered when NativeChildProcess_MainProc() returns may
+#: hold the child's exit, in ms: as long as a Python child's (launcher/_replies.py's
+#: DRAIN_TIMEOUT; the launcher layer is above this one).
+DRAIN_MS = 2000
 _ERR_LEN = 200
 
 
@@ -115,7 +118,7 @@ def prepare(library: str, entry: str, call_fd: int, serve_fd: int) -> Callable[[
         main_proc()
         # Requests being answered hold the exit until their replies are sent (bounded),
         # so a request that made MainProc return is still answered, as in a Python child.
-        drain(int(DRAIN_TIMEOUT * 1000))
+        drain(DRAIN_MS)
         return 0
 
     return run
