@@ -304,4 +304,4 @@ def test_c_and_python_children_drain_replies_alike() -> None:
     from childkit.launcher._replies import DRAIN_TIMEOUT
     from childkit.native._child import DRAIN_MS
 
-    assert DRAIN_MS == round(DRAIN_TIMEOUT * 1000)
+    assert round(DRAIN_TIMEOUT * 1000) == DRAIN_MS
