@@ -48,6 +48,7 @@ enum {
     USER_ERR = 6,   /* answers 1909001 */
     BAD_ERR = 7,    /* answers 7 (not a user code) */
     STATUS = 18,    /* answers the int32 it reads, as its status */
+    RESET_SET = 19, /* resets and restores the calling identity: 1 if all went right */
     SLOW = 8,       /* sleeps 1.5 s */
     IDENTITY = 9,   /* answers calling pid, uid, handling, local */
     KEEP = 10,      /* keeps the proxy it got (the parent's stub stays referenced) */
@@ -176,6 +177,23 @@ static int child_request(uint32_t code, const OHIPCParcel *data, OHIPCParcel *re
         OH_IPCParcel_WriteInt32(reply, OH_IPCSkeleton_IsHandlingTransaction());
         OH_IPCParcel_WriteInt32(reply, OH_IPCSkeleton_IsLocalCalling());
         return 0;
+    case RESET_SET: {
+        /* during a request: the reset identity names the caller and the thread acts as
+         * itself until it is set back; text it did not make is OH_IPC_INNER_ERROR (as
+         * OpenHarmony's invoker refuses it) */
+        uint64_t caller = OH_IPCSkeleton_GetCallingPid();
+        char *saved = NULL;
+        int32_t len = 0;
+        int ok = OH_IPCSkeleton_ResetCallingIdentity(&saved, &len, alloc) == OH_IPC_SUCCESS &&
+                 saved != NULL && len == (int32_t)strlen(saved) + 1 && len > 1;
+        ok = ok && OH_IPCSkeleton_GetCallingPid() == (uint64_t)getpid() &&
+             OH_IPCSkeleton_IsLocalCalling() == 1;
+        ok = ok && OH_IPCSkeleton_SetCallingIdentity("STUB_DESCRIPTOR") == OH_IPC_INNER_ERROR;
+        ok = ok && OH_IPCSkeleton_SetCallingIdentity(saved) == OH_IPC_SUCCESS &&
+             OH_IPCSkeleton_GetCallingPid() == caller && OH_IPCSkeleton_IsLocalCalling() == 0;
+        free(saved);
+        return OH_IPCParcel_WriteInt32(reply, ok);
+    }
     case KEEP:
         kept = OH_IPCParcel_ReadRemoteProxy(data);
         return kept != NULL ? 0 : 1909105;
@@ -472,6 +490,39 @@ static void full_run(void) {
           OH_IPC_CHECK_PARAM_ERROR);
     CHECK(OH_IPCRemoteProxy_GetInterfaceDescriptor(root, &desc, &len, no_memory) ==
           OH_IPC_MEM_ALLOCATOR_ERROR);
+
+    /* the skeleton as OpenHarmony's ipc_cskeleton.cpp, its unit tests
+     * (ipc_capi_skeleton_unittest.cpp, ipc_cskeleton_unittest.cpp) and XTS capi_ipc
+     * (ipc_capi.cpp): 1..32 work threads; outside a request the identity is "" and setting
+     * any identity succeeds and changes nothing */
+    CHECK(OH_IPCSkeleton_SetMaxWorkThreadNum(0) == OH_IPC_CHECK_PARAM_ERROR);
+    CHECK(OH_IPCSkeleton_SetMaxWorkThreadNum(33) == OH_IPC_CHECK_PARAM_ERROR);
+    CHECK(OH_IPCSkeleton_SetMaxWorkThreadNum(1) == OH_IPC_SUCCESS);
+    CHECK(OH_IPCSkeleton_SetMaxWorkThreadNum(32) == OH_IPC_SUCCESS);
+    CHECK(OH_IPCSkeleton_SetMaxWorkThreadNum(16) == OH_IPC_SUCCESS); /* the default again */
+    CHECK(OH_IPCSkeleton_SetCallingIdentity(NULL) == OH_IPC_CHECK_PARAM_ERROR);
+    CHECK(OH_IPCSkeleton_SetCallingIdentity("STUB_DESCRIPTOR") == OH_IPC_SUCCESS);
+    CHECK(OH_IPCSkeleton_GetCallingPid() == (uint64_t)getpid());
+    char *ident = NULL;
+    int32_t ident_len = 0;
+    CHECK(OH_IPCSkeleton_ResetCallingIdentity(NULL, &ident_len, alloc) == OH_IPC_CHECK_PARAM_ERROR);
+    CHECK(OH_IPCSkeleton_ResetCallingIdentity(&ident, NULL, alloc) == OH_IPC_CHECK_PARAM_ERROR);
+    CHECK(OH_IPCSkeleton_ResetCallingIdentity(&ident, &ident_len, NULL) == OH_IPC_CHECK_PARAM_ERROR);
+    CHECK(OH_IPCSkeleton_ResetCallingIdentity(&ident, &ident_len, no_memory) ==
+          OH_IPC_MEM_ALLOCATOR_ERROR);
+    CHECK(OH_IPCSkeleton_ResetCallingIdentity(&ident, &ident_len, alloc) == OH_IPC_SUCCESS);
+    CHECK(ident != NULL && ident[0] == '\0' && ident_len == 1);
+    CHECK(OH_IPCSkeleton_SetCallingIdentity(ident) == OH_IPC_SUCCESS);
+    free(ident);
+    CHECK(OH_IPCSkeleton_IsHandlingTransaction() == 0 && OH_IPCSkeleton_IsLocalCalling() == 1);
+    {
+        OHIPCParcel *none = OH_IPCParcel_Create(), *rs = OH_IPCParcel_Create();
+        int32_t ok = 0;
+        CHECK(call(root, RESET_SET, none, rs) == OH_IPC_SUCCESS);
+        CHECK(OH_IPCParcel_ReadInt32(rs, &ok) == OH_IPC_SUCCESS && ok == 1);
+        OH_IPCParcel_Destroy(none);
+        OH_IPCParcel_Destroy(rs);
+    }
 
     /* the calling identity the child sees is the kernel's */
     OHIPCParcel *empty = OH_IPCParcel_Create();
