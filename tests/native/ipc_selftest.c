@@ -562,7 +562,9 @@ static void full_run(void) {
     CHECK(call(root, KEEP, cbp, r) == OH_IPC_SUCCESS);
     /* the same stub sent and sent back comes home as the stub itself */
     CHECK(call(root, ROUND_TRIP, cbp, r) == OH_IPC_SUCCESS);
-    CHECK(OH_IPCParcel_ReadRemoteStub(r) == cb);
+    OHIPCRemoteStub *home = OH_IPCParcel_ReadRemoteStub(r);
+    CHECK(home == cb);
+    OH_IPCRemoteStub_Destroy(home); /* a read stub is the reader's reference */
     OH_IPCParcel_Destroy(cbp);
     OH_IPCParcel_Destroy(r);
     r = OH_IPCParcel_Create();
