@@ -346,6 +346,35 @@ int main(void) {
     CHECK(read(fds[0], got, sizeof got - 1) > 0 && strcmp(got, "SUCC:testEntryParams:fd1") == 0);
     close(fds[0]);
     CHECK(exit_signal_of(pid) == 0); /* a normal exit: signal 0 */
+    /* [xts] WithArgs 0400/0500 (isolated), GetCurrentChildProcess_0100: an isolated child
+     * loads the library by bare name too (found on LD_LIBRARY_PATH, as OpenHarmony's in
+     * the app's library directory) */
+    CHECK(pipe(fds) == 0);
+    node = (NativeChildProcess_Fd){"fd1", fds[1], NULL};
+    args = (NativeChildProcess_Args){"testEntryParams", {&node}};
+    NativeChildProcess_Options isolated = {NCP_ISOLATION_MODE_ISOLATED, 0};
+    CHECK(OH_Ability_StartNativeChildProcess(LIB ":Main", args, isolated, &pid) == NCP_NO_ERROR);
+    close(fds[1]);
+    memset(got, 0, sizeof got);
+    CHECK(read(fds[0], got, sizeof got - 1) > 0 && strcmp(got, "SUCC:testEntryParams:fd1") == 0);
+    close(fds[0]);
+    CHECK(exit_signal_of(pid) == 0);
+    Ability_ChildProcessConfigs *isolating = OH_Ability_CreateChildProcessConfigs();
+    CHECK(OH_Ability_ChildProcessConfigs_SetIsolationMode(isolating, NCP_ISOLATION_MODE_ISOLATED) ==
+          NCP_NO_ERROR);
+    before = count(&started);
+    CHECK(OH_Ability_CreateNativeChildProcessWithConfigs(LIB, isolating, OnStarted) ==
+          NCP_NO_ERROR);
+    CHECK(wait_count(&started, before + 1));
+    pthread_mutex_lock(&mu);
+    child = last_code == NCP_NO_ERROR ? last_proxy : NULL;
+    pthread_mutex_unlock(&mu);
+    CHECK(child != NULL);
+    if (child != NULL) {
+        CHECK(call(child, ADD, 20, 22, out, 1) == OH_IPC_SUCCESS && out[0] == 42);
+        quit(child);
+    }
+    OH_Ability_DestroyChildProcessConfigs(isolating);
     /* [xts] WithArgs 0600: no params and no fds */
     NativeChildProcess_Args none = {NULL, {NULL}};
     CHECK(OH_Ability_StartNativeChildProcess(LIB ":Main", none, options, &pid) == NCP_NO_ERROR);

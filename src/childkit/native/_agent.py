@@ -161,11 +161,12 @@ def _start_ipc(request: dict[str, Any], accepted: Callable[[], None]) -> tuple[i
     local, remote = channel_socketpairs()
     try:
         with slot:
-            child = mgr.spawn(slot, mode="ipc", entry=entry, params="", fd_names=[],
+            spawned = _children._spawn_entry(opts, entry, "ipc")
+            child = mgr.spawn(slot, mode="ipc", entry=spawned, params="", fd_names=[],
                               fds=[remote[0].fileno(), remote[1].fileno()],
                               process_name=_children._process_name(opts, entry),
                               deadline=deadline,
-                              sandbox=_children._sandbox_header(opts, entry))
+                              sandbox=_children._sandbox_header(opts, spawned))
     except BaseException:
         for sock in (*local, *remote):
             sock.close()
