@@ -74,6 +74,22 @@ static void ExitB(int32_t pid, int32_t signal) { record_exit('b', pid, signal); 
 static void ExitC(int32_t pid, int32_t signal) { record_exit('c', pid, signal); }
 static void NeverRegistered(int32_t pid, int32_t signal) {}
 
+/* Seventy distinct exit callbacks: OpenHarmony keeps them in a list without a limit. */
+static int many_called;
+#define DIGITS(m, t) m(t##0) m(t##1) m(t##2) m(t##3) m(t##4) m(t##5) m(t##6) m(t##7) m(t##8) m(t##9)
+#define SEVENTY(m) DIGITS(m, 1) DIGITS(m, 2) DIGITS(m, 3) DIGITS(m, 4) DIGITS(m, 5) DIGITS(m, 6) \
+    DIGITS(m, 7)
+#define DEFINE_MANY(n)                                  \
+    static void Many##n(int32_t pid, int32_t signal) {  \
+        pthread_mutex_lock(&mu);                        \
+        many_called++;                                  \
+        pthread_cond_broadcast(&cv);                    \
+        pthread_mutex_unlock(&mu);                      \
+    }
+#define LIST_MANY(n) Many##n,
+SEVENTY(DEFINE_MANY)
+static const OH_Ability_OnNativeChildProcessExit many[] = {SEVENTY(LIST_MANY)};
+
 static int wait_count(int *counter, int want) {
     struct timespec deadline;
     clock_gettime(CLOCK_REALTIME, &deadline);
@@ -375,6 +391,22 @@ int main(void) {
         quit(child);
     }
     OH_Ability_DestroyChildProcessConfigs(isolating);
+    /* [impl] exit callbacks are a list without a limit: seventy, each called once */
+    size_t n_many = sizeof many / sizeof many[0];
+    int all_registered = 1;
+    for (size_t i = 0; i < n_many; i++)
+        all_registered &= OH_Ability_RegisterNativeChildProcessExitCallback(many[i]) == 0;
+    CHECK(all_registered);
+    NativeChildProcess_Args nothing = {NULL, {NULL}};
+    CHECK(OH_Ability_StartNativeChildProcess(LIB ":Main", nothing, options, &pid) == NCP_NO_ERROR);
+    CHECK(exit_signal_of(pid) == 0);
+    CHECK(wait_count(&many_called, (int)n_many) && count(&many_called) == (int)n_many);
+    int all_removed = 1;
+    for (size_t i = 0; i < n_many; i++)
+        all_removed &= OH_Ability_UnregisterNativeChildProcessExitCallback(many[i]) == 0;
+    CHECK(all_removed);
+    CHECK(OH_Ability_UnregisterNativeChildProcessExitCallback(many[0]) ==
+          NCP_ERR_CALLBACK_NOT_EXIST);
     /* [xts] WithArgs 0600: no params and no fds */
     NativeChildProcess_Args none = {NULL, {NULL}};
     CHECK(OH_Ability_StartNativeChildProcess(LIB ":Main", none, options, &pid) == NCP_NO_ERROR);

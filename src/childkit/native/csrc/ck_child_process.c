@@ -36,7 +36,6 @@
 #include "ck_internal.h"
 
 #define CK__EXPORT __attribute__((visibility("default")))
-#define CK__MAX_EXIT_CALLBACKS 64
 #define CK__CONNECT_MS 30000 /* the child greets within the start's own time limit */
 #define CK__ANSWER_MS 60000
 
@@ -72,8 +71,9 @@ static int agent_fd = -1;     /* guarded */
 static pid_t agent_pid;       /* guarded */
 static long next_id = 1;      /* guarded */
 static pending_t *pendings;   /* guarded */
-static OH_Ability_OnNativeChildProcessExit exit_callbacks[CK__MAX_EXIT_CALLBACKS]; /* guarded */
-static size_t n_exit_callbacks;
+/* A list without a limit, as OpenHarmony's (guarded; it only grows) */
+static OH_Ability_OnNativeChildProcessExit *exit_callbacks;
+static size_t n_exit_callbacks, cap_exit_callbacks;
 static NativeChildProcess_Args *current_args; /* set by childkit's launcher in a child */
 static volatile int in_child; /* set by childkit's launcher in an IPC-mode child */
 
@@ -142,11 +142,16 @@ static void take_answer_locked(char *text, const int *fds, size_t n_fds) {
     long id = 0;
     int a = 0, b = 0, used = 0;
     if (sscanf(text, "exit %d %d", &a, &b) == 2) {
-        OH_Ability_OnNativeChildProcessExit cbs[CK__MAX_EXIT_CALLBACKS];
+        OH_Ability_OnNativeChildProcessExit few[16], *cbs = few;
         size_t n = n_exit_callbacks;
-        memcpy(cbs, exit_callbacks, n * sizeof *cbs);
+        if (n > 16 && (cbs = malloc(n * sizeof *cbs)) == NULL) {
+            cbs = few; /* no memory for a copy: the first 16 still hear of it */
+            n = 16;
+        }
+        if (n) memcpy(cbs, exit_callbacks, n * sizeof *cbs);
         pthread_mutex_unlock(&lock); /* callbacks run outside the lock */
         for (size_t i = 0; i < n; i++) cbs[i](a, b);
+        if (cbs != few) free(cbs);
         pthread_mutex_lock(&lock);
         return;
     }
@@ -536,7 +541,16 @@ CK__EXPORT Ability_NativeChildProcess_ErrCode OH_Ability_RegisterNativeChildProc
     size_t i = 0;
     while (i < n_exit_callbacks && exit_callbacks[i] != onProcessExit) i++;
     if (i == n_exit_callbacks) { /* registering one twice keeps one */
-        if (n_exit_callbacks == CK__MAX_EXIT_CALLBACKS) code = NCP_ERR_INVALID_PARAM;
+        if (n_exit_callbacks == cap_exit_callbacks) {
+            size_t cap = cap_exit_callbacks ? 2 * cap_exit_callbacks : 8;
+            OH_Ability_OnNativeChildProcessExit *grown =
+                realloc(exit_callbacks, cap * sizeof *grown);
+            if (grown != NULL) {
+                exit_callbacks = grown;
+                cap_exit_callbacks = cap;
+            }
+        }
+        if (n_exit_callbacks == cap_exit_callbacks) code = NCP_ERR_INTERNAL; /* no memory */
         else exit_callbacks[n_exit_callbacks++] = onProcessExit;
     }
     /* exits are reported by the agent: have one, so that exits are seen */
