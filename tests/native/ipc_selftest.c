@@ -47,6 +47,8 @@ enum {
     GET_LOG = 5,    /* answers the log's length, then its values */
     USER_ERR = 6,   /* answers 1909001 */
     BAD_ERR = 7,    /* answers 7 (not a user code) */
+    STATUS = 20,    /* answers the int32 it reads, as its status */
+    RESET_SET = 21, /* resets and restores the calling identity: 1 if all went right */
     SLOW = 8,       /* sleeps 1.5 s */
     IDENTITY = 9,   /* answers calling pid, uid, handling, local */
     KEEP = 10,      /* keeps the proxy it got (the parent's stub stays referenced) */
@@ -63,9 +65,10 @@ enum {
     CLEAR_LOG = 19, /* empties the log */
 };
 
-#define BIG_BYTES (204800 - 5) /* the largest buffer a parcel holds */
+#define BIG_BYTES 204800 /* the largest buffer a parcel holds (OpenHarmony layout) */
 
 static void *alloc(int32_t len) { return malloc((size_t)len); }
+static void *no_memory(int32_t len) { return NULL; }
 
 /* ------------------------------------------------------------------ the child */
 static int log_values[1000];
@@ -180,6 +183,11 @@ static int child_request(uint32_t code, const OHIPCParcel *data, OHIPCParcel *re
         return 1909001;
     case BAD_ERR:
         return 7;
+    case STATUS: {
+        int32_t status = 0;
+        OH_IPCParcel_ReadInt32(data, &status);
+        return status;
+    }
     case SLOW: {
         struct timespec ts = {1, 500000000};
         nanosleep(&ts, NULL);
@@ -191,6 +199,23 @@ static int child_request(uint32_t code, const OHIPCParcel *data, OHIPCParcel *re
         OH_IPCParcel_WriteInt32(reply, OH_IPCSkeleton_IsHandlingTransaction());
         OH_IPCParcel_WriteInt32(reply, OH_IPCSkeleton_IsLocalCalling());
         return 0;
+    case RESET_SET: {
+        /* during a request: the reset identity names the caller and the thread acts as
+         * itself until it is set back; text it did not make is OH_IPC_INNER_ERROR (as
+         * OpenHarmony's invoker refuses it) */
+        uint64_t caller = OH_IPCSkeleton_GetCallingPid();
+        char *saved = NULL;
+        int32_t len = 0;
+        int ok = OH_IPCSkeleton_ResetCallingIdentity(&saved, &len, alloc) == OH_IPC_SUCCESS &&
+                 saved != NULL && len == (int32_t)strlen(saved) + 1 && len > 1;
+        ok = ok && OH_IPCSkeleton_GetCallingPid() == (uint64_t)getpid() &&
+             OH_IPCSkeleton_IsLocalCalling() == 1;
+        ok = ok && OH_IPCSkeleton_SetCallingIdentity("STUB_DESCRIPTOR") == OH_IPC_INNER_ERROR;
+        ok = ok && OH_IPCSkeleton_SetCallingIdentity(saved) == OH_IPC_SUCCESS &&
+             OH_IPCSkeleton_GetCallingPid() == caller && OH_IPCSkeleton_IsLocalCalling() == 0;
+        free(saved);
+        return OH_IPCParcel_WriteInt32(reply, ok);
+    }
     case KEEP:
         kept = OH_IPCParcel_ReadRemoteProxy(data);
         return kept != NULL ? 0 : 1909105;
@@ -395,6 +420,17 @@ static void full_run(void) {
     CHECK(OH_IPCRemoteStub_Create(NULL, parent_request, NULL, NULL) == NULL);
     CHECK(OH_IPCRemoteStub_Create("x", NULL, NULL, NULL) == NULL);
     CHECK(OH_IPCRemoteStub_Create("", parent_request, NULL, NULL) == NULL);
+    /* OpenHarmony's OH_IPCRemoteStub_Create (ipc_cremote_object.cpp; its unit test
+     * ipc_cremote_object_unittest.cpp CreateTest004): at most MAX_PARCEL_LEN (204,800)
+     * bytes, and UTF-8 (its UTF-16 conversion of anything else is empty: NULL) */
+    static char longest[204802];
+    memset(longest, 'd', 204801);
+    CHECK(OH_IPCRemoteStub_Create(longest, parent_request, NULL, NULL) == NULL);
+    longest[204800] = '\0';
+    OHIPCRemoteStub *long_stub = OH_IPCRemoteStub_Create(longest, parent_request, NULL, NULL);
+    CHECK(long_stub != NULL);
+    OH_IPCRemoteStub_Destroy(long_stub);
+    CHECK(OH_IPCRemoteStub_Create("bad\xff", parent_request, NULL, NULL) == NULL);
     CHECK(OH_IPCDeathRecipient_Create(NULL, NULL, NULL) == NULL);
     CHECK(OH_IPCRemoteProxy_IsRemoteDead(NULL) == 1);
     CHECK(OH_IPCRemoteProxy_AddDeathRecipient(NULL, NULL) == OH_IPC_CHECK_PARAM_ERROR);
@@ -433,6 +469,30 @@ static void full_run(void) {
     /* user errors pass through; others become OH_IPC_INVALID_USER_ERROR_CODE */
     CHECK(call(root, USER_ERR, d, r) == 1909001);
     CHECK(call(root, BAD_ERR, d, r) == OH_IPC_INVALID_USER_ERROR_CODE);
+    /* OpenHarmony's C stub (OHIPCRemoteServiceStub::OnRemoteRequest, communication_ipc
+     * ipc_remote_object_internal.cpp) also passes IPCKit's own codes, OH_IPC_ERROR_CODE_BASE
+     * up to OH_IPC_INNER_ERROR: a stub answering OH_IPC_CHECK_PARAM_ERROR (as the XTS
+     * suite's does for a wrong token) is heard as that */
+    const int32_t statuses[][2] = {
+        {OH_IPC_CHECK_PARAM_ERROR, OH_IPC_CHECK_PARAM_ERROR},
+        {OH_IPC_CODE_OUT_OF_RANGE, OH_IPC_CODE_OUT_OF_RANGE},
+        {OH_IPC_INNER_ERROR, OH_IPC_INNER_ERROR},
+        {OH_IPC_INNER_ERROR + 1, OH_IPC_INVALID_USER_ERROR_CODE},
+        {OH_IPC_ERROR_CODE_BASE - 1, OH_IPC_INVALID_USER_ERROR_CODE},
+        {OH_IPC_USER_ERROR_CODE_MIN, OH_IPC_USER_ERROR_CODE_MIN},
+        {OH_IPC_USER_ERROR_CODE_MAX, OH_IPC_USER_ERROR_CODE_MAX},
+        {OH_IPC_USER_ERROR_CODE_MAX + 1, OH_IPC_INVALID_USER_ERROR_CODE},
+        {-1, OH_IPC_INVALID_USER_ERROR_CODE},
+    };
+    for (size_t i = 0; i < sizeof statuses / sizeof statuses[0]; i++) {
+        OHIPCParcel *sd = OH_IPCParcel_Create(), *sr = OH_IPCParcel_Create();
+        OH_IPCParcel_WriteInt32(sd, statuses[i][0]);
+        int got = call(root, STATUS, sd, sr);
+        if (got != statuses[i][1]) printf("  status %d came as %d\n", statuses[i][0], got);
+        CHECK(got == statuses[i][1]);
+        OH_IPCParcel_Destroy(sd);
+        OH_IPCParcel_Destroy(sr);
+    }
 
     /* the descriptor, through the allocator */
     char *desc = NULL;
@@ -442,6 +502,49 @@ static void full_run(void) {
     free(desc);
     CHECK(OH_IPCRemoteProxy_GetInterfaceDescriptor(root, &desc, &len, NULL) ==
           OH_IPC_CHECK_PARAM_ERROR);
+    /* OpenHarmony's GetInterfaceDescriptor: each out pointer checked, an allocator that
+     * fails is OH_IPC_MEM_ALLOCATOR_ERROR (ipc_cremote_object_unittest.cpp Test001..005) */
+    CHECK(OH_IPCRemoteProxy_GetInterfaceDescriptor(NULL, &desc, &len, alloc) ==
+          OH_IPC_CHECK_PARAM_ERROR);
+    CHECK(OH_IPCRemoteProxy_GetInterfaceDescriptor(root, NULL, &len, alloc) ==
+          OH_IPC_CHECK_PARAM_ERROR);
+    CHECK(OH_IPCRemoteProxy_GetInterfaceDescriptor(root, &desc, NULL, alloc) ==
+          OH_IPC_CHECK_PARAM_ERROR);
+    CHECK(OH_IPCRemoteProxy_GetInterfaceDescriptor(root, &desc, &len, no_memory) ==
+          OH_IPC_MEM_ALLOCATOR_ERROR);
+
+    /* the skeleton as OpenHarmony's ipc_cskeleton.cpp, its unit tests
+     * (ipc_capi_skeleton_unittest.cpp, ipc_cskeleton_unittest.cpp) and XTS capi_ipc
+     * (ipc_capi.cpp): 1..32 work threads; outside a request the identity is "" and setting
+     * any identity succeeds and changes nothing */
+    CHECK(OH_IPCSkeleton_SetMaxWorkThreadNum(0) == OH_IPC_CHECK_PARAM_ERROR);
+    CHECK(OH_IPCSkeleton_SetMaxWorkThreadNum(33) == OH_IPC_CHECK_PARAM_ERROR);
+    CHECK(OH_IPCSkeleton_SetMaxWorkThreadNum(1) == OH_IPC_SUCCESS);
+    CHECK(OH_IPCSkeleton_SetMaxWorkThreadNum(32) == OH_IPC_SUCCESS);
+    CHECK(OH_IPCSkeleton_SetMaxWorkThreadNum(16) == OH_IPC_SUCCESS); /* the default again */
+    CHECK(OH_IPCSkeleton_SetCallingIdentity(NULL) == OH_IPC_CHECK_PARAM_ERROR);
+    CHECK(OH_IPCSkeleton_SetCallingIdentity("STUB_DESCRIPTOR") == OH_IPC_SUCCESS);
+    CHECK(OH_IPCSkeleton_GetCallingPid() == (uint64_t)getpid());
+    char *ident = NULL;
+    int32_t ident_len = 0;
+    CHECK(OH_IPCSkeleton_ResetCallingIdentity(NULL, &ident_len, alloc) == OH_IPC_CHECK_PARAM_ERROR);
+    CHECK(OH_IPCSkeleton_ResetCallingIdentity(&ident, NULL, alloc) == OH_IPC_CHECK_PARAM_ERROR);
+    CHECK(OH_IPCSkeleton_ResetCallingIdentity(&ident, &ident_len, NULL) == OH_IPC_CHECK_PARAM_ERROR);
+    CHECK(OH_IPCSkeleton_ResetCallingIdentity(&ident, &ident_len, no_memory) ==
+          OH_IPC_MEM_ALLOCATOR_ERROR);
+    CHECK(OH_IPCSkeleton_ResetCallingIdentity(&ident, &ident_len, alloc) == OH_IPC_SUCCESS);
+    CHECK(ident != NULL && ident[0] == '\0' && ident_len == 1);
+    CHECK(OH_IPCSkeleton_SetCallingIdentity(ident) == OH_IPC_SUCCESS);
+    free(ident);
+    CHECK(OH_IPCSkeleton_IsHandlingTransaction() == 0 && OH_IPCSkeleton_IsLocalCalling() == 1);
+    {
+        OHIPCParcel *none = OH_IPCParcel_Create(), *rs = OH_IPCParcel_Create();
+        int32_t ok = 0;
+        CHECK(call(root, RESET_SET, none, rs) == OH_IPC_SUCCESS);
+        CHECK(OH_IPCParcel_ReadInt32(rs, &ok) == OH_IPC_SUCCESS && ok == 1);
+        OH_IPCParcel_Destroy(none);
+        OH_IPCParcel_Destroy(rs);
+    }
 
     /* the calling identity the child sees is the kernel's */
     OHIPCParcel *empty = OH_IPCParcel_Create();
@@ -481,7 +584,9 @@ static void full_run(void) {
     CHECK(call(root, KEEP, cbp, r) == OH_IPC_SUCCESS);
     /* the same stub sent and sent back comes home as the stub itself */
     CHECK(call(root, ROUND_TRIP, cbp, r) == OH_IPC_SUCCESS);
-    CHECK(OH_IPCParcel_ReadRemoteStub(r) == cb);
+    OHIPCRemoteStub *home = OH_IPCParcel_ReadRemoteStub(r);
+    CHECK(home == cb);
+    OH_IPCRemoteStub_Destroy(home); /* a read stub is the reader's reference */
     OH_IPCParcel_Destroy(cbp);
     OH_IPCParcel_Destroy(r);
     r = OH_IPCParcel_Create();
@@ -598,13 +703,18 @@ static void full_run(void) {
     CHECK(OH_IPCRemoteProxy_AddDeathRecipient(root, rec) == OH_IPC_SUCCESS);
     CHECK(OH_IPCRemoteProxy_AddDeathRecipient(root, removed) == OH_IPC_SUCCESS);
     CHECK(OH_IPCRemoteProxy_RemoveDeathRecipient(root, removed) == OH_IPC_SUCCESS);
-    CHECK(OH_IPCRemoteProxy_RemoveDeathRecipient(root, removed) == OH_IPC_CHECK_PARAM_ERROR);
+    /* as OpenHarmony's (IPCObjectProxy::RemoveDeathRecipient answers true when there is
+     * nothing to remove): removing one not added is a success */
+    CHECK(OH_IPCRemoteProxy_RemoveDeathRecipient(root, removed) == OH_IPC_SUCCESS);
     OH_IPCDeathRecipient_Destroy(removed);
     CHECK(call(root, DIE, empty, r) == OH_IPC_DEAD_REMOTE_OBJECT);
     CHECK(wait_for(&died, 1));
     CHECK(OH_IPCRemoteProxy_IsRemoteDead(root) == 1);
     CHECK(call(root, ECHO, d2, r2) == OH_IPC_DEAD_REMOTE_OBJECT);
-    CHECK(OH_IPCRemoteProxy_AddDeathRecipient(root, rec) == OH_IPC_DEAD_REMOTE_OBJECT);
+    /* as OpenHarmony's (its proxy's Add/RemoveDeathRecipient fail on a dead object, which
+     * OH_IPCRemoteProxy_* answer with OH_IPC_INNER_ERROR; ipc_cremote_object_unittest.cpp) */
+    CHECK(OH_IPCRemoteProxy_AddDeathRecipient(root, rec) == OH_IPC_INNER_ERROR);
+    CHECK(OH_IPCRemoteProxy_RemoveDeathRecipient(root, rec) == OH_IPC_INNER_ERROR);
     OH_IPCDeathRecipient_Destroy(rec);
     CHECK(wait_for(&recipient_destroyed, 1));
     CHECK(died == 1);

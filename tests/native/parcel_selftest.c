@@ -413,8 +413,45 @@ static void large_values_reuse(void) {
     }
 }
 
+static int stub_destroyed;
+static int noop_request(uint32_t code, const OHIPCParcel *data, OHIPCParcel *reply, void *ud) {
+    return 0;
+}
+static void count_destroy(void *ud) { stub_destroyed++; }
+
+/* A stub in a parcel, as OpenHarmony's XTS suite (capi_ipc ipc_capi.cpp,
+ * OHIPCParcelReadRemoteStub) uses it: written, its creator's reference dropped, read back
+ * and the read one destroyed. As OpenHarmony's ReadRemoteStub, each read is a new
+ * reference the reader destroys; the parcel keeps its own until it goes. A proxy read from
+ * an empty parcel is NULL. */
+static void remote_objects(void) {
+    OHIPCParcel *p = OH_IPCParcel_Create();
+    OHIPCRemoteStub *stub = OH_IPCRemoteStub_Create("STUB_DESCRIPTOR", noop_request,
+                                                    count_destroy, NULL);
+    CHECK(stub != NULL && OH_IPCParcel_WriteRemoteStub(p, stub) == OH_IPC_SUCCESS);
+    OH_IPCRemoteStub_Destroy(stub);
+    CHECK(stub_destroyed == 0); /* the parcel holds it */
+    OHIPCRemoteStub *read = OH_IPCParcel_ReadRemoteStub(p);
+    CHECK(read == stub);
+    CHECK(OH_IPCParcel_ReadRemoteStub(p) == NULL); /* one object, read once */
+    OH_IPCRemoteStub_Destroy(read);
+    CHECK(stub_destroyed == 0);
+    CHECK(OH_IPCParcel_RewindReadPosition(p, 0) == OH_IPC_SUCCESS);
+    read = OH_IPCParcel_ReadRemoteStub(p); /* read again: another reference */
+    CHECK(read == stub);
+    OH_IPCParcel_Destroy(p);
+    CHECK(stub_destroyed == 0);
+    OH_IPCRemoteStub_Destroy(read);
+    CHECK(stub_destroyed == 1);
+    p = OH_IPCParcel_Create();
+    CHECK(OH_IPCParcel_ReadRemoteProxy(p) == NULL && OH_IPCParcel_ReadRemoteStub(p) == NULL);
+    CHECK(OH_IPCParcel_WriteRemoteProxy(p, NULL) == OH_IPC_CHECK_PARAM_ERROR);
+    OH_IPCParcel_Destroy(p);
+}
+
 int main(void) {
     null_arguments();
+    remote_objects();
     large_values_reuse();
     layout_and_round_trip();
     capacity_growth();

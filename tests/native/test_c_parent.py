@@ -33,6 +33,22 @@ def test_c_parent(cc: Build) -> None:
     assert result.stdout.strip().endswith("0 failures")
 
 
+def test_openharmony_conformance(cc: Build) -> None:
+    """OpenHarmony's own expectations of the API (its unit test, implementation and XTS
+    suite; ohos_ncp_conformance.c names which), the child library found by bare name on
+    LD_LIBRARY_PATH as the XTS suite's "libentry.so" is."""
+    child = cc("libohos_ncp_child.so", ["ohos_ncp_child.c"], flags=["-shared", "-fPIC"])
+    cc("libohos_ncp_nullstub.so", ["ohos_ncp_child.c"],
+       flags=["-shared", "-fPIC", "-DNULL_STUB"])
+    parent = cc("ohos_ncp_conformance", ["ohos_ncp_conformance.c"])
+    env = {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(
+        [str(child.parent), os.environ.get("LD_LIBRARY_PATH", "")])}
+    result = subprocess.run([str(parent)], capture_output=True, text=True, timeout=600,
+                            env=env)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert result.stdout.strip().endswith("0 failures")
+
+
 def test_agent_dies_with_its_parent(cc: Build, tmp_path: Path) -> None:
     """No orphans: the C parent killed, its agent, launcher and children go too."""
     program = tmp_path / "spawn_and_die.c"

@@ -296,3 +296,12 @@ def test_seed_child_built_as_cpp(cc: Build) -> None:
         _exit(child.proxy)
         info = child.wait(30)
         assert info is not None and info.exit_code == 0
+
+
+def test_c_and_python_children_drain_replies_alike() -> None:
+    """A native IPC child holds its exit for the replies in flight as long as a Python
+    child does (the constant is repeated because native sits below the launcher)."""
+    from childkit.launcher._replies import DRAIN_TIMEOUT
+    from childkit.native._child import DRAIN_MS
+
+    assert round(DRAIN_TIMEOUT * 1000) == DRAIN_MS

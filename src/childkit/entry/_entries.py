@@ -24,8 +24,9 @@ contain ``':'``. A library is anything whose last path component ends in ``.so``
 ``.so.N[.N...]``, or anything containing ``'/'``; it is handed to ``dlopen`` unchanged
 (a bare name is searched the way ``dlopen`` searches, a path with ``'/'`` is used as
 is; a relative path or ``.py`` file is relative to the child's working directory).
-OpenHarmony's ``CreateNativeChildProcess`` also refuses names containing ``"../"``; on
-Linux paths are the caller's business, so childkit does not.
+OpenHarmony's ``CreateNativeChildProcess`` also refuses names containing ``"../"``; so
+does childkit's C API (libchild_process.so, for conformance), while the Python API
+leaves paths to the caller.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ Protocol (one record each way, requests answered in order):
 * agent -> C: text. ``ok ID PID`` (for ``ipc`` with the parent's call and serve sockets
   as fds), ``err ID CODE MESSAGE``, for ``ipc`` first ``acc ID`` once its checks passed
   (the C call returns; ``ok``/``err`` then go to its callback), and unasked
-  ``exit PID SIGNAL`` for each child that ends (signal 0 for a normal exit).
+  ``exit PID SIGNAL`` for each child that ends (signal 0 for a normal exit), also an
+  args-mode child whose entry did not load (its ``ok`` comes first).
 
 The agent dies with the C program (parent-death signal, and end-of-file on the socket),
 and its launcher and children die with it.
@@ -34,9 +35,12 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from childkit.common import ChildkitError, ErrCode
+
+if TYPE_CHECKING:
+    from childkit.process._child import ChildStartFailed
 
 _MAX_RECORD = 256 * 1024
 _PR_SET_PDEATHSIG = 1
@@ -103,7 +107,11 @@ class Agent:
                     for fd in ends:
                         os.close(fd)
             elif op == "args":
-                self.send(f"ok {ident} {_start_args(request, fds)}")
+                pid, failed = _start_args(request, fds)
+                self.send(f"ok {ident} {pid}")
+                if failed is not None:  # it has ended: the exit callbacks hear of it
+                    info = failed.exit_info
+                    self.send(f"exit {pid} {info.signal or 0 if info is not None else 0}")
             elif op == "kill":
                 from childkit.process import _children
 
@@ -153,11 +161,12 @@ def _start_ipc(request: dict[str, Any], accepted: Callable[[], None]) -> tuple[i
     local, remote = channel_socketpairs()
     try:
         with slot:
-            child = mgr.spawn(slot, mode="ipc", entry=entry, params="", fd_names=[],
+            spawned = _children._spawn_entry(opts, entry, "ipc")
+            child = mgr.spawn(slot, mode="ipc", entry=spawned, params="", fd_names=[],
                               fds=[remote[0].fileno(), remote[1].fileno()],
                               process_name=_children._process_name(opts, entry),
                               deadline=deadline,
-                              sandbox=_children._sandbox_header(opts, entry))
+                              sandbox=_children._sandbox_header(opts, spawned))
     except BaseException:
         for sock in (*local, *remote):
             sock.close()
@@ -168,9 +177,18 @@ def _start_ipc(request: dict[str, Any], accepted: Callable[[], None]) -> tuple[i
     return child.pid, [local[0].detach(), local[1].detach()]
 
 
-def _start_args(request: dict[str, Any], fds: list[int]) -> int:
+def _start_args(request: dict[str, Any],
+                fds: list[int]) -> tuple[int, ChildStartFailed | None]:
+    """An args-mode child's pid, and for one whose entry did not load, why.
+
+    As OpenHarmony's ``OH_Ability_StartNativeChildProcess`` (whose XTS suite expects a pid
+    for ``"libnoexisted.so:Main"``), a child that was forked but could not load its
+    library or function is a started child that ended: its pid is the answer, the reason
+    goes to stderr, and the exit callbacks hear of its end.
+    """
     from childkit.entry._args import ChildProcessArgs
     from childkit.process import _children
+    from childkit.process._child import ChildStartFailed
 
     names = [str(n) for n in request.get("fd_names", [])]
     if len(names) != len(fds):
@@ -178,7 +196,14 @@ def _start_args(request: dict[str, Any], fds: list[int]) -> int:
                             f"{len(names)} fd names came with {len(fds)} fds")
     args = ChildProcessArgs(entry_params=str(request.get("params", "")),
                             fds=dict(zip(names, fds, strict=True)))
-    return _children.start_native_child_process(str(request["entry"]), args, _options(request))
+    try:
+        return _children.start_native_child_process(str(request["entry"]), args,
+                                                    _options(request)), None
+    except ChildStartFailed as exc:
+        if exc.code != ErrCode.NCP_ERR_LIB_LOADING_FAILED:
+            raise
+        sys.stderr.write(f"childkit: child {exc.pid} ended: {exc.message}\n")
+        return exc.pid, exc
 
 
 def main(argv: list[str]) -> int:

@@ -5,7 +5,7 @@ The launcher's forked child calls :func:`prepare` for an IPC entry naming a libr
 gives the root stub (an ``OHIPCRemoteStub *`` made with IPCKit's C API), the C kit serves
 it on the child's two sockets with its own work threads (no Python on the request path),
 and the returned function runs ``NativeChildProcess_MainProc()``; the child exits when it
-returns.
+returns, once the requests being answered then have sent their replies (at most 2 s).
 
 The kit is the ``libipc_capi.so`` the library itself was linked against (looked up through
 the library's own handle), so one copy of the C kit runs in the child; a library not
@@ -23,6 +23,11 @@ from childkit.common import ChildkitError, ErrCode
 ON_CONNECT = "NativeChildProcess_OnConnect"
 MAIN_PROC = "NativeChildProcess_MainProc"
 _CONNECT = "childkit_ipc_connect"
+_DRAIN = "childkit_ipc_drain"
+#: How long the requests being answered when NativeChildProcess_MainProc() returns may
+#: hold the child's exit, in ms: as long as a Python child's (launcher/_replies.py's
+#: DRAIN_TIMEOUT; the launcher layer is above this one).
+DRAIN_MS = 2000
 _ERR_LEN = 200
 
 
@@ -42,21 +47,29 @@ def _symbol(lib: ctypes.CDLL, name: str, entry: str) -> Any:  # a ctypes functio
                             f"the library of {entry!r} does not export {name}()") from None
 
 
-def _kit_connect(lib: ctypes.CDLL, entry: str) -> Any:  # a ctypes function
-    try:
-        connect = lib.childkit_ipc_connect  # the kit the library was linked against
-    except AttributeError:
+def _kit(lib: ctypes.CDLL, entry: str) -> tuple[Any, Any]:  # two ctypes functions
+    """The C kit's ``childkit_ipc_connect`` and ``childkit_ipc_drain``: of the kit the
+    library was linked against, else of childkit's own."""
+    kit: Any = lib
+    if not hasattr(lib, _CONNECT):
         from childkit.native import NativeLibraryMissing, require_library
 
         try:
-            connect = _load(str(require_library("ipc_capi")), entry).childkit_ipc_connect
-        except (NativeLibraryMissing, AttributeError) as exc:
+            kit = _load(str(require_library("ipc_capi")), entry)
+        except NativeLibraryMissing as exc:
             raise ChildkitError(ErrCode.NCP_ERR_LIB_LOADING_FAILED,
                                 f"no IPCKit C library to serve {entry!r}: {exc}") from None
+    try:
+        connect, drain = getattr(kit, _CONNECT), getattr(kit, _DRAIN)
+    except AttributeError as exc:
+        raise ChildkitError(ErrCode.NCP_ERR_LIB_LOADING_FAILED,
+                            f"no IPCKit C library to serve {entry!r}: {exc}") from None
     connect.restype = ctypes.c_int
     connect.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
                         ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
-    return connect
+    drain.restype = ctypes.c_int
+    drain.argtypes = [ctypes.c_int]
+    return connect, drain
 
 
 def prepare(library: str, entry: str, call_fd: int, serve_fd: int) -> Callable[[], int]:
@@ -74,10 +87,17 @@ def prepare(library: str, entry: str, call_fd: int, serve_fd: int) -> Callable[[
         lib = _load(library, entry)
         on_connect = _symbol(lib, ON_CONNECT, entry)
         main_proc = _symbol(lib, MAIN_PROC, entry)
-        connect = _kit_connect(lib, entry)
+        connect, drain = _kit(lib, entry)
     except ChildkitError:
         _close(call_fd, serve_fd)
         raise
+    # A library linked with childkit's libchild_process.so learns it is in a child (its
+    # OH_Ability_* starts answer NCP_ERR_ALREADY_IN_CHILD), before its own code runs.
+    in_child = getattr(lib, "childkit_set_in_child", None)
+    if in_child is not None:
+        in_child.argtypes = []
+        in_child.restype = None
+        in_child()
     on_connect.restype = ctypes.c_void_p
     on_connect.argtypes = []
     main_proc.restype = None
@@ -96,6 +116,9 @@ def prepare(library: str, entry: str, call_fd: int, serve_fd: int) -> Callable[[
 
     def run() -> int:
         main_proc()
+        # Requests being answered hold the exit until their replies are sent (bounded),
+        # so a request that made MainProc return is still answered, as in a Python child.
+        drain(DRAIN_MS)
         return 0
 
     return run

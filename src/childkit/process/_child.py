@@ -1,5 +1,6 @@
-"""What the manager knows of one child (:class:`Child`), and what a start request says of
-this process (its ``sys.path`` and working directory) and of a child's end."""
+"""What the manager knows of one child (:class:`Child`), how a forked child's failed start
+is raised (:class:`ChildStartFailed`), and what a start request says of this process (its
+``sys.path`` and working directory) and of a child's end."""
 
 from __future__ import annotations
 
@@ -10,9 +11,22 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from childkit.common._errors import ChildkitError, ErrCode
 from childkit.process._exit import ChildExitInfo
 
 Mode = Literal["args", "ipc"]
+
+
+class ChildStartFailed(ChildkitError):
+    """A forked child reported that it could not start (its entry did not load, or its
+    IPC connection failed): the error it reported, its ``pid``, and how it ended
+    (``exit_info``, ``None`` if it was not reaped in time)."""
+
+    def __init__(self, code: ErrCode, message: str, pid: int,
+                 exit_info: ChildExitInfo | None) -> None:
+        super().__init__(code, message)
+        self.pid = pid
+        self.exit_info = exit_info
 
 
 @dataclass(eq=False)

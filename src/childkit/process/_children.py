@@ -33,7 +33,7 @@ from typing import Any
 
 from childkit.common._errors import ChildkitError, ErrCode
 from childkit.entry._args import ChildProcessArgs
-from childkit.entry._entries import ParsedEntry, parse_entry
+from childkit.entry._entries import EntryMode, ParsedEntry, parse_entry
 from childkit.ipc import (
     Connection,
     DeadRemoteObjectError,
@@ -98,6 +98,23 @@ def _entry_files(parsed: ParsedEntry) -> list[str]:
     return []  # a module the interpreter's own paths provide, or none: resolving says so
 
 
+def _spawn_entry(options: ChildProcessOptions, entry: str, mode: EntryMode) -> str:
+    """The entry an ISOLATED child is given: a bare library name (``"libx.so[:Main]"``)
+    found in a ``LD_LIBRARY_PATH`` directory becomes that file's path, which the sandbox
+    then shows (it keeps neither the variable nor the directory); as OpenHarmony's isolated
+    child loads a bare name from the app's own library directory. Else ``entry``."""
+    if options.isolation_mode != IsolationMode.ISOLATED:
+        return entry
+    parsed = parse_entry(entry, mode=mode)
+    if parsed.kind != "native" or "/" in parsed.target:
+        return entry
+    for base in os.environ.get("LD_LIBRARY_PATH", "").split(":"):
+        path = os.path.join(os.path.abspath(base or "."), parsed.target)
+        if os.path.isfile(path):
+            return path if parsed.symbol is None else f"{path}:{parsed.symbol}"
+    return entry
+
+
 def _sandbox_header(options: ChildProcessOptions,
                     parsed: ParsedEntry | str) -> dict[str, Any] | None:
     """The sandbox an ISOLATED child enters, as plain data for the spawn request.
@@ -160,8 +177,11 @@ def start_native_child_process(entry: str, args: ChildProcessArgs | None = None,
     deadline = _deadline(timeout)
     names = list(args.fds)
     mgr = manager()
+    spawned = _spawn_entry(opts, entry, "args")
+    if spawned != entry:
+        parsed = parse_entry(spawned, mode="args")
     with mgr.reserve() as slot, _out_of_resources("start the child"):
-        child = mgr.spawn(slot, mode="args", entry=entry, params=args.entry_params,
+        child = mgr.spawn(slot, mode="args", entry=spawned, params=args.entry_params,
                           fd_names=names, fds=[args.fds[n] for n in names],
                           process_name=_process_name(opts, entry), deadline=deadline,
                           sandbox=_sandbox_header(opts, parsed))
@@ -251,12 +271,13 @@ def _start_ipc(entry: str, opts: ChildProcessOptions, deadline: float,
         ours.append(conn)
         conn.start()
 
+    spawned = _spawn_entry(opts, entry, "ipc")
     try:
-        child = mgr.spawn(slot, mode="ipc", entry=entry, params="", fd_names=[],
+        child = mgr.spawn(slot, mode="ipc", entry=spawned, params="", fd_names=[],
                           fds=[remote[0].fileno(), remote[1].fileno()],
                           process_name=_process_name(opts, entry), deadline=deadline,
                           meanwhile=open_our_end,
-                          sandbox=_sandbox_header(opts, entry))
+                          sandbox=_sandbox_header(opts, spawned))
     except BaseException:
         if ours:
             ours[0].close()

@@ -44,6 +44,7 @@ from childkit.launcher import _isolated
 from childkit.launcher import _protocol as proto
 from childkit.process._child import (
     Child,
+    ChildStartFailed,
     Mode,
     absolute_sys_path,
     describe_exit,
@@ -329,8 +330,7 @@ class Manager:
             raise ChildkitError(ErrCode.NCP_ERR_INTERNAL,
                                 f"child {child.pid} sent a bad start-up report: {exc}") from None
         if err != ErrCode.NCP_NO_ERROR:
-            self._wait_reaped(child)
-            raise ChildkitError(err, message)
+            raise ChildStartFailed(err, message, child.pid, self._wait_reaped(child))
 
     def announce(self, child: Child) -> None:
         """Hand ``child`` to the user: exit callbacks and kill now apply to it."""

@@ -36,7 +36,6 @@
 #include "ck_internal.h"
 
 #define CK__EXPORT __attribute__((visibility("default")))
-#define CK__MAX_EXIT_CALLBACKS 64
 #define CK__CONNECT_MS 30000 /* the child greets within the start's own time limit */
 #define CK__ANSWER_MS 60000
 
@@ -72,9 +71,17 @@ static int agent_fd = -1;     /* guarded */
 static pid_t agent_pid;       /* guarded */
 static long next_id = 1;      /* guarded */
 static pending_t *pendings;   /* guarded */
-static OH_Ability_OnNativeChildProcessExit exit_callbacks[CK__MAX_EXIT_CALLBACKS]; /* guarded */
-static size_t n_exit_callbacks;
+/* A list without a limit, as OpenHarmony's (guarded; it only grows) */
+static OH_Ability_OnNativeChildProcessExit *exit_callbacks;
+static size_t n_exit_callbacks, cap_exit_callbacks;
 static NativeChildProcess_Args *current_args; /* set by childkit's launcher in a child */
+static volatile int in_child; /* set by childkit's launcher in an IPC-mode child */
+
+/* A child of childkit's launcher may not start children (OpenHarmony's
+ * NCP_ERR_ALREADY_IN_CHILD, which its appmgr answers any child's start with). */
+static int is_child(void) {
+    return in_child || current_args != NULL;
+}
 
 /* ------------------------------------------------------------------ the agent */
 typedef struct {
@@ -135,11 +142,16 @@ static void take_answer_locked(char *text, const int *fds, size_t n_fds) {
     long id = 0;
     int a = 0, b = 0, used = 0;
     if (sscanf(text, "exit %d %d", &a, &b) == 2) {
-        OH_Ability_OnNativeChildProcessExit cbs[CK__MAX_EXIT_CALLBACKS];
+        OH_Ability_OnNativeChildProcessExit few[16], *cbs = few;
         size_t n = n_exit_callbacks;
-        memcpy(cbs, exit_callbacks, n * sizeof *cbs);
+        if (n > 16 && (cbs = malloc(n * sizeof *cbs)) == NULL) {
+            cbs = few; /* no memory for a copy: the first 16 still hear of it */
+            n = 16;
+        }
+        if (n) memcpy(cbs, exit_callbacks, n * sizeof *cbs);
         pthread_mutex_unlock(&lock); /* callbacks run outside the lock */
         for (size_t i = 0; i < n; i++) cbs[i](a, b);
+        if (cbs != few) free(cbs);
         pthread_mutex_lock(&lock);
         return;
     }
@@ -414,6 +426,9 @@ static int create(const char *libName, const Ability_ChildProcessConfigs *config
     if (libName == NULL || libName[0] == '\0' || onProcessStarted == NULL)
         return NCP_ERR_INVALID_PARAM;
     if (strlen(libName) > 4096) return NCP_ERR_INVALID_PARAM;
+    /* OpenHarmony refuses a name with "../" in it (a library outside the app's) */
+    if (strstr(libName, "../") != NULL) return NCP_ERR_INVALID_PARAM;
+    if (is_child()) return NCP_ERR_ALREADY_IN_CHILD;
     char tail[8192], opts[256];
     size_t len = (size_t)snprintf(tail, sizeof tail, "\"op\": \"ipc\", \"entry\": ");
     if (json_string(tail, sizeof tail, &len, libName) < 0 ||
@@ -452,9 +467,19 @@ static Ability_NativeChildProcess_ErrCode start(const char *entry, NativeChildPr
     len += (size_t)snprintf(tail + len, cap - len, ", \"params\": ");
     bad = bad || json_string(tail, cap, &len, args.entryParams ? args.entryParams : "") < 0;
     len += (size_t)snprintf(tail + len, cap - len, ", \"fd_names\": [");
+    /* As OpenHarmony, the list becomes a map by name: of two equal names the first
+     * counts, and at most 16 distinct names may remain. */
     for (NativeChildProcess_Fd *f = args.fdList.head; f != NULL && !bad; f = f->next) {
-        if (n_fds == 16 || f->fdName == NULL || fcntl(f->fd, F_GETFD) < 0) {
-            bad = 1; /* over 16 fds, a nameless or closed one: as ChildProcessArgs checks */
+        if (f->fdName == NULL) {
+            bad = 1;
+            break;
+        }
+        int seen = 0;
+        for (NativeChildProcess_Fd *g = args.fdList.head; g != f && !seen; g = g->next)
+            seen = strcmp(g->fdName, f->fdName) == 0;
+        if (seen) continue;
+        if (n_fds == 16 || fcntl(f->fd, F_GETFD) < 0) {
+            bad = 1; /* over 16 fds or a closed one: as ChildProcessArgs checks */
             break;
         }
         if (n_fds) len += (size_t)snprintf(tail + len, cap - len, ", ");
@@ -465,7 +490,9 @@ static Ability_NativeChildProcess_ErrCode start(const char *entry, NativeChildPr
     bad = bad || options_json(opts, sizeof opts, configs, isolated) < 0;
     if (!bad) snprintf(tail + len, cap - len, "%s", opts);
     int out_pid = 0;
-    int code = bad ? NCP_ERR_INVALID_PARAM : request(tail, fds, n_fds, NULL, &out_pid);
+    int code = bad          ? NCP_ERR_INVALID_PARAM
+               : is_child() ? NCP_ERR_ALREADY_IN_CHILD
+                            : request(tail, fds, n_fds, NULL, &out_pid);
     free(tail);
     if (code == NCP_NO_ERROR) *pid = out_pid;
     return (Ability_NativeChildProcess_ErrCode)code;
@@ -495,6 +522,12 @@ CK__EXPORT void childkit_set_current_child_process_args(NativeChildProcess_Args 
     current_args = args;
 }
 
+/* childkit's launcher calls this (exported, private) in an IPC-mode child before
+ * NativeChildProcess_OnConnect(): from then on this process may not start children. */
+CK__EXPORT void childkit_set_in_child(void) {
+    in_child = 1;
+}
+
 CK__EXPORT NativeChildProcess_Args *OH_Ability_GetCurrentChildProcessArgs(void) {
     return current_args;
 }
@@ -508,7 +541,16 @@ CK__EXPORT Ability_NativeChildProcess_ErrCode OH_Ability_RegisterNativeChildProc
     size_t i = 0;
     while (i < n_exit_callbacks && exit_callbacks[i] != onProcessExit) i++;
     if (i == n_exit_callbacks) { /* registering one twice keeps one */
-        if (n_exit_callbacks == CK__MAX_EXIT_CALLBACKS) code = NCP_ERR_INVALID_PARAM;
+        if (n_exit_callbacks == cap_exit_callbacks) {
+            size_t cap = cap_exit_callbacks ? 2 * cap_exit_callbacks : 8;
+            OH_Ability_OnNativeChildProcessExit *grown =
+                realloc(exit_callbacks, cap * sizeof *grown);
+            if (grown != NULL) {
+                exit_callbacks = grown;
+                cap_exit_callbacks = cap;
+            }
+        }
+        if (n_exit_callbacks == cap_exit_callbacks) code = NCP_ERR_INTERNAL; /* no memory */
         else exit_callbacks[n_exit_callbacks++] = onProcessExit;
     }
     /* exits are reported by the agent: have one, so that exits are seen */
@@ -523,8 +565,9 @@ CK__EXPORT Ability_NativeChildProcess_ErrCode OH_Ability_UnregisterNativeChildPr
     pthread_mutex_lock(&lock);
     int code = NCP_ERR_CALLBACK_NOT_EXIST;
     for (size_t i = 0; i < n_exit_callbacks; i++) {
-        if (exit_callbacks[i] == onProcessExit) {
-            exit_callbacks[i] = exit_callbacks[--n_exit_callbacks];
+        if (exit_callbacks[i] == onProcessExit) { /* the others keep their order */
+            memmove(&exit_callbacks[i], &exit_callbacks[i + 1],
+                    (--n_exit_callbacks - i) * sizeof *exit_callbacks);
             code = NCP_NO_ERROR;
             break;
         }
@@ -540,10 +583,10 @@ CK__EXPORT Ability_NativeChildProcess_ErrCode OH_Ability_KillChildProcess(int32_
     return (Ability_NativeChildProcess_ErrCode)request(tail, NULL, 0, NULL, NULL);
 }
 
-/* Whether children can be started from here: not in one of childkit's args-mode children,
- * and childkit's agent runs (or starts). */
+/* Whether children can be started from here: not in one of childkit's children (args or
+ * IPC mode), and childkit's agent runs (or starts). */
 CK__EXPORT bool OH_Ability_IsNativeChildProcessSupported(void) {
-    if (current_args != NULL) return false;
+    if (is_child()) return false;
     pthread_mutex_lock(&lock);
     int ok = ensure_agent_locked() == 0;
     pthread_mutex_unlock(&lock);

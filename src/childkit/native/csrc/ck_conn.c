@@ -764,8 +764,11 @@ static void send_error_reply(ck__conn_t *conn, uint64_t seq, int32_t status, con
 
 /* ------------------------------------------------------------------ serving requests */
 /* A stub's status as IPCKit passes it on: 0, or a user code in [1909000, 1909999]. */
+/* As OpenHarmony's C stub: success, IPCKit's own codes (OH_IPC_ERROR_CODE_BASE up to
+ * OH_IPC_INNER_ERROR) and the user range pass; anything else is clamped. */
 static int32_t clamp_status(int status) {
-    if (status == 0 || (status >= OH_IPC_USER_ERROR_CODE_MIN && status <= OH_IPC_USER_ERROR_CODE_MAX))
+    if (status == 0 || (status >= OH_IPC_USER_ERROR_CODE_MIN && status <= OH_IPC_USER_ERROR_CODE_MAX) ||
+        (status >= OH_IPC_ERROR_CODE_BASE && status <= OH_IPC_INNER_ERROR))
         return status;
     return OH_IPC_INVALID_USER_ERROR_CODE;
 }
@@ -776,6 +779,7 @@ static void run_job(job_t *job) {
     OHIPCParcel *reply = OH_IPCParcel_Create();
     ck__identity_t *id = ck__identity(), saved = *id;
     int32_t status;
+    ck__request_begin(); /* until its reply is sent (childkit_ipc_drain) */
     id->handling = 1;
     id->oneway = job->oneway;
     id->local = 0;
@@ -811,6 +815,7 @@ static void run_job(job_t *job) {
         }
     }
     OH_IPCParcel_Destroy(reply);
+    ck__request_end();
 }
 
 static void finish_job(job_t *job) {

@@ -348,6 +348,9 @@ int ck__pool_set_max(int n);
 void ck__pool_join(void);
 void ck__pool_stop(void);
 
+/* UTF-16 units of n bytes of UTF-8, or -1 if they are not valid UTF-8 (ck_parcel.c). */
+long ck__utf16_units(const char *s, size_t n);
+
 /* ------------------------------------------------------------------ identity (ck_skeleton.c) */
 typedef struct ck__identity_s {
     int handling; /* this thread runs a request */
@@ -357,5 +360,13 @@ typedef struct ck__identity_s {
 } ck__identity_t;
 /* This thread's calling identity (thread-local). */
 ck__identity_t *ck__identity(void);
+/* A request starts / has sent its reply (ck_conn.c's run_job): what childkit_ipc_drain
+ * waits for. */
+void ck__request_begin(void);
+void ck__request_end(void);
+/* Waits until no request of this process is being answered, at most timeout_ms; 1 if none
+ * is, else 0. A native IPC child calls it when NativeChildProcess_MainProc() returns, so a
+ * request that made it return is still answered (as OpenHarmony's child answers it). */
+int childkit_ipc_drain(int timeout_ms);
 
 #endif /* CK_INTERNAL_H */

@@ -58,7 +58,8 @@ CK__EXPORT OHIPCRemoteStub *OH_IPCRemoteStub_Create(const char *descriptor,
                                                     void *userData) {
     if (descriptor == NULL || requestCallback == NULL) return NULL;
     size_t n = strlen(descriptor);
-    if (n == 0 || n > CK__MAX_PARCEL_DATA) return NULL;
+    /* as OpenHarmony: 1..204,800 bytes of UTF-8 (its UTF-16 conversion fails otherwise) */
+    if (n == 0 || n > CK__MAX_PARCEL_DATA || ck__utf16_units(descriptor, n) < 0) return NULL;
     struct OHIPCRemoteStub *stub = calloc(1, sizeof *stub);
     if (stub == NULL || (stub->descriptor = strdup(descriptor)) == NULL) {
         free(stub);
@@ -200,7 +201,8 @@ CK__EXPORT void OH_IPCDeathRecipient_Destroy(OHIPCDeathRecipient *recipient) {
     if (recipient != NULL) recipient_unref(recipient);
 }
 
-/* A dead remote answers OH_IPC_DEAD_REMOTE_OBJECT: its recipients have already run. */
+/* A dead remote answers OH_IPC_INNER_ERROR, as OpenHarmony's (its proxy's
+ * AddDeathRecipient fails): its recipients have already run. */
 CK__EXPORT int OH_IPCRemoteProxy_AddDeathRecipient(OHIPCRemoteProxy *proxy,
                                                    OHIPCDeathRecipient *recipient) {
     if (proxy == NULL || recipient == NULL) return OH_IPC_CHECK_PARAM_ERROR;
@@ -211,7 +213,7 @@ CK__EXPORT int OH_IPCRemoteProxy_AddDeathRecipient(OHIPCRemoteProxy *proxy,
     if (ck__conn_is_dead(remote->conn)) {
         ck__conn_unlock(remote->conn);
         free(link);
-        return OH_IPC_DEAD_REMOTE_OBJECT;
+        return OH_IPC_INNER_ERROR;
     }
     __atomic_add_fetch(&recipient->refs, 1, __ATOMIC_RELAXED);
     link->recipient = recipient;
@@ -221,13 +223,18 @@ CK__EXPORT int OH_IPCRemoteProxy_AddDeathRecipient(OHIPCRemoteProxy *proxy,
     return OH_IPC_SUCCESS;
 }
 
-/* Removes one addition of recipient; one that was never added is a parameter error. */
+/* Removes one addition of recipient. As OpenHarmony's: one that was never added is a
+ * success (nothing to remove), and a dead remote answers OH_IPC_INNER_ERROR. */
 CK__EXPORT int OH_IPCRemoteProxy_RemoveDeathRecipient(OHIPCRemoteProxy *proxy,
                                                       OHIPCDeathRecipient *recipient) {
     if (proxy == NULL || recipient == NULL) return OH_IPC_CHECK_PARAM_ERROR;
     ck__remote_t *remote = proxy->remote;
     ck__deathlink_t *found = NULL;
     ck__conn_lock(remote->conn);
+    if (ck__conn_is_dead(remote->conn)) {
+        ck__conn_unlock(remote->conn);
+        return OH_IPC_INNER_ERROR;
+    }
     for (ck__deathlink_t **at = &remote->recipients; *at != NULL; at = &(*at)->next) {
         if ((*at)->recipient == recipient) {
             found = *at;
@@ -236,7 +243,7 @@ CK__EXPORT int OH_IPCRemoteProxy_RemoveDeathRecipient(OHIPCRemoteProxy *proxy,
         }
     }
     ck__conn_unlock(remote->conn);
-    if (found == NULL) return OH_IPC_CHECK_PARAM_ERROR;
+    if (found == NULL) return OH_IPC_SUCCESS;
     recipient_unref(found->recipient);
     free(found);
     return OH_IPC_SUCCESS;

@@ -42,6 +42,12 @@ static size_t oh_pos(const OHIPCParcel *p, size_t idx) {
 }
 
 /* ------------------------------------------------------------------ UTF-8 */
+static long utf16_units(const unsigned char *s, size_t n);
+
+long ck__utf16_units(const char *s, size_t n) {
+    return utf16_units((const unsigned char *)s, n);
+}
+
 /* UTF-16 units of n bytes of UTF-8, or -1 if they are not valid UTF-8 (as Python's strict
  * decoder judges: no overlongs, no surrogates, nothing past U+10FFFF). */
 static long utf16_units(const unsigned char *s, size_t n) {
@@ -603,10 +609,13 @@ static void *take_object(const OHIPCParcel *parcel, int kind) {
     return parcel->objs[index].ptr;
 }
 
-/* The stub stays the parcel's (and its creator's): borrowed. A proxy of the peer's object
- * read here gives NULL (OH_IPCParcel_ReadRemoteProxy reads it). */
+/* A new reference to the stub, the reader's (OH_IPCRemoteStub_Destroy releases it), as
+ * OpenHarmony's ReadRemoteStub hands out a new OHIPCRemoteStub the caller destroys. A
+ * proxy of the peer's object read here gives NULL (OH_IPCParcel_ReadRemoteProxy reads it). */
 CK__EXPORT OHIPCRemoteStub *OH_IPCParcel_ReadRemoteStub(const OHIPCParcel *parcel) {
-    return take_object(parcel, CK__POBJ_STUB);
+    OHIPCRemoteStub *stub = take_object(parcel, CK__POBJ_STUB);
+    if (stub != NULL) ck__stub_ref(stub);
+    return stub;
 }
 
 /* A new box with its own reference. A stub of this process sent back gives NULL

@@ -7,9 +7,11 @@
  * OpenHarmony uses for "no token" (docs/native.md).
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ck_internal.h"
@@ -21,6 +23,43 @@
 static CK__TLS ck__identity_t identity;
 
 ck__identity_t *ck__identity(void) { return &identity; }
+
+/* Requests being answered in this process, for childkit_ipc_drain: counted without a
+ * lock (a request's cost stays as it was); only a request ending while a drainer waits
+ * takes the lock, to wake it. */
+static pthread_mutex_t requests_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t requests_done = PTHREAD_COND_INITIALIZER;
+static long requests, drainers;
+
+void ck__request_begin(void) { __atomic_add_fetch(&requests, 1, __ATOMIC_SEQ_CST); }
+
+void ck__request_end(void) {
+    if (__atomic_sub_fetch(&requests, 1, __ATOMIC_SEQ_CST) == 0 &&
+        __atomic_load_n(&drainers, __ATOMIC_SEQ_CST) > 0) {
+        pthread_mutex_lock(&requests_lock);
+        pthread_cond_broadcast(&requests_done);
+        pthread_mutex_unlock(&requests_lock);
+    }
+}
+
+CK__EXPORT int childkit_ipc_drain(int timeout_ms) {
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&requests_lock);
+    __atomic_add_fetch(&drainers, 1, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&requests, __ATOMIC_SEQ_CST) > 0)
+        if (pthread_cond_timedwait(&requests_done, &requests_lock, &deadline) != 0) break;
+    __atomic_sub_fetch(&drainers, 1, __ATOMIC_SEQ_CST);
+    int idle = __atomic_load_n(&requests, __ATOMIC_SEQ_CST) == 0;
+    pthread_mutex_unlock(&requests_lock);
+    return idle;
+}
 
 CK__EXPORT void OH_IPCSkeleton_JoinWorkThread(void) { ck__pool_join(); }
 
@@ -60,14 +99,18 @@ CK__EXPORT int OH_IPCSkeleton_SetMaxWorkThreadNum(const int maxThreadNum) {
 
 CK__EXPORT int OH_IPCSkeleton_IsHandlingTransaction(void) { return identity.handling; }
 
-/* The identity travels as "pid:uid:local:handling" text (its format is childkit's own:
- * only OH_IPCSkeleton_SetCallingIdentity reads it). After the reset the thread acts as
- * itself: its own pid and uid, a local call. */
+/* During a request the identity travels as "pid:uid:local:handling" text (its format is
+ * childkit's own: only OH_IPCSkeleton_SetCallingIdentity reads it), and after the reset
+ * the thread acts as itself: its own pid and uid, a local call. Outside a request there is
+ * no caller's identity: the text is "" and nothing changes, as in OpenHarmony (no active
+ * invoker: IPCSkeleton::ResetCallingIdentity answers ""). */
 CK__EXPORT int OH_IPCSkeleton_ResetCallingIdentity(char **identityOut, int32_t *len,
                                                    OH_IPC_MemAllocator allocator) {
     if (identityOut == NULL || len == NULL || allocator == NULL) return OH_IPC_CHECK_PARAM_ERROR;
-    char text[96];
-    int n = snprintf(text, sizeof text, "%" PRIu64 ":%" PRIu64 ":%d:%d",
+    char text[96] = "";
+    int n = 0;
+    if (identity.handling)
+        n = snprintf(text, sizeof text, "%" PRIu64 ":%" PRIu64 ":%d:%d",
                      OH_IPCSkeleton_GetCallingPid(), OH_IPCSkeleton_GetCallingUid(),
                      OH_IPCSkeleton_IsLocalCalling(), identity.handling);
     char *out = allocator(n + 1);
@@ -75,20 +118,27 @@ CK__EXPORT int OH_IPCSkeleton_ResetCallingIdentity(char **identityOut, int32_t *
     memcpy(out, text, (size_t)n + 1);
     *identityOut = out;
     *len = n + 1;
-    identity.pid = (uint64_t)getpid();
-    identity.uid = (uint64_t)getuid();
-    identity.local = 1;
+    if (identity.handling) {
+        identity.pid = (uint64_t)getpid();
+        identity.uid = (uint64_t)getuid();
+        identity.local = 1;
+    }
     return OH_IPC_SUCCESS;
 }
 
+/* Outside a request any identity is accepted and changes nothing, as in OpenHarmony
+ * (IPCSkeleton::SetCallingIdentity without an active invoker answers true; its XTS suite
+ * sets "STUB_DESCRIPTOR" so). During one, text that ResetCallingIdentity did not make is
+ * OH_IPC_INNER_ERROR, as OpenHarmony answers its invoker's refusal. */
 CK__EXPORT int OH_IPCSkeleton_SetCallingIdentity(const char *identityIn) {
     if (identityIn == NULL) return OH_IPC_CHECK_PARAM_ERROR;
+    if (!identity.handling) return OH_IPC_SUCCESS;
     uint64_t pid, uid;
     int local, handling, used = 0;
     if (sscanf(identityIn, "%" SCNu64 ":%" SCNu64 ":%d:%d%n", &pid, &uid, &local, &handling,
                &used) != 4 || identityIn[used] != '\0' || (local != 0 && local != 1) ||
-        (handling != 0 && handling != 1))
-        return OH_IPC_CHECK_PARAM_ERROR;
+        handling != 1)
+        return OH_IPC_INNER_ERROR;
     identity.pid = pid;
     identity.uid = uid;
     identity.local = local;
