@@ -3,6 +3,7 @@ parent, served by the C kit; Python objects and fds crossing into C and back."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import pytest
 from native_build import Build
 
 import childkit
-from child_helpers import no_child_leaks
+from child_helpers import exit_recorder, no_child_leaks, read_all
 from childkit import ChildkitError, ErrCode
 from childkit.ipc import IPCError, MessageOption, MessageParcel, RemoteStub, RequestMode
 
@@ -305,3 +306,26 @@ def test_c_and_python_children_drain_replies_alike() -> None:
     from childkit.native._child import DRAIN_MS
 
     assert round(DRAIN_TIMEOUT * 1000) == DRAIN_MS
+
+
+@pytest.mark.parametrize("mode", [childkit.IsolationMode.NORMAL, childkit.IsolationMode.ISOLATED])
+def test_c_code_in_a_python_child_may_not_start_children(mode: childkit.IsolationMode) -> None:
+    # A Python-entry child that loads C code calling libchild_process.so is a child there
+    # too (the CHILDKIT_ROLE marker; an isolated one has it after its sandbox scrubbed the
+    # environment and gave it a pid of its own): the start is refused, as a C child's is.
+    read, write = os.pipe()
+    try:
+        with exit_recorder() as rec:
+            pid = childkit.start_native_child_process(
+                "workers.args_entries:c_start_refused",
+                childkit.ChildProcessArgs(fds={"out": write}),
+                childkit.ChildProcessOptions(isolation_mode=mode))
+            os.close(write)
+            write = -1
+            answer = json.loads(read_all(read))
+            assert rec.wait_for(pid).exit_code == 0
+    finally:
+        os.close(read)
+        if write >= 0:
+            os.close(write)
+    assert answer == {"create": ErrCode.NCP_ERR_ALREADY_IN_CHILD, "supported": False}

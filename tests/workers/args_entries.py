@@ -92,3 +92,21 @@ def preload_probe(args: ChildProcessArgs) -> int:
 
     os.write(args.fds["out"], str(probe.IMPORTED_IN).encode())
     return 0
+
+
+def c_start_refused(args: ChildProcessArgs) -> int:
+    """Call libchild_process.so from this child, as a Python entry that loads C code
+    would; write what OH_Ability_CreateNativeChildProcess and
+    OH_Ability_IsNativeChildProcessSupported answered to fd "out" (as JSON)."""
+    import ctypes
+
+    from childkit import native
+
+    lib = ctypes.CDLL(str(Path(native.get_lib_dir()) / "libchild_process.so"))
+    started = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p)(lambda code, proxy: None)
+    lib.OH_Ability_CreateNativeChildProcess.argtypes = [ctypes.c_char_p, type(started)]
+    lib.OH_Ability_IsNativeChildProcessSupported.restype = ctypes.c_bool
+    answer = {"create": lib.OH_Ability_CreateNativeChildProcess(b"libx.so", started),
+              "supported": bool(lib.OH_Ability_IsNativeChildProcessSupported())}
+    os.write(args.fds["out"], json.dumps(answer).encode())
+    return 0

@@ -235,6 +235,9 @@ def _child(header: dict[str, Any], payload: bytes, fds: list[int], launcher_pid:
             _report(status_fd, proto.status_error(
                 ErrCode.NCP_ERR_INTERNAL, f"entering the sandbox failed: {exc}"))
             return 1
+    # The application's environment replaced the launcher's, and a sandbox scrubs it (and
+    # gives this process a pid of its own namespace): the role marker for C code goes last.
+    _role.mark_environment()
 
     try:
         if header["mode"] == "args":

@@ -77,10 +77,24 @@ static size_t n_exit_callbacks, cap_exit_callbacks;
 static NativeChildProcess_Args *current_args; /* set by childkit's launcher in a child */
 static volatile int in_child; /* set by childkit's launcher in an IPC-mode child */
 
+/* Whether the environment says this very process is childkit's launcher or a child of it
+ * ("child:PID" or "launcher:PID", written by childkit.common._role): a Python-entry child
+ * that loads C code calling this library. A marker naming another pid was inherited by a
+ * program a child ran, which is no child of childkit's. */
+static int role_marked(void) {
+    const char *role = getenv("CHILDKIT_ROLE");
+    if (role == NULL) return 0;
+    const char *colon = strchr(role, ':');
+    if (colon == NULL) return 0;
+    char *end = NULL;
+    long pid = strtol(colon + 1, &end, 10);
+    return end != colon + 1 && *end == '\0' && pid == (long)getpid();
+}
+
 /* A child of childkit's launcher may not start children (OpenHarmony's
  * NCP_ERR_ALREADY_IN_CHILD, which its appmgr answers any child's start with). */
 static int is_child(void) {
-    return in_child || current_args != NULL;
+    return in_child || current_args != NULL || role_marked();
 }
 
 /* ------------------------------------------------------------------ the agent */
