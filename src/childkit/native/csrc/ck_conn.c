@@ -42,14 +42,15 @@
 
 /* A request waiting in an object's one-way queue, or on its way to a work thread. */
 typedef struct job_s {
-    ck__conn_t *conn; /* a reference */
+    ck__conn_t *conn; /* a reference (the serve reader's slot: its thread's) */
     struct export_s *export;
     uint64_t seq;
     uint32_t code;
     int oneway;
     OHIPCParcel *data;
     uint64_t pid, uid;
-    int on_stack; /* the serve reader's own slot (a request it runs itself): not freed */
+    int on_stack; /* the serve reader's own slot (a request it runs itself): not freed,
+                   * and no reference of its own (the serve loop's thread holds one) */
     struct job_s *next;
 } job_t;
 
@@ -821,7 +822,8 @@ static void run_job(job_t *job) {
 static void finish_job(job_t *job) {
     ck__conn_t *conn = job->conn;
     ck__stub_unref(job->export->stub);
-    if (!job->on_stack) free(job);
+    if (job->on_stack) return;
+    free(job);
     ck__conn_unref(conn);
 }
 
@@ -1004,7 +1006,6 @@ static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size,
          * object: it runs on this thread (what the loop below would decide, in short). */
         export_t *e = find_export(conn, frames[0].handle);
         if (e != NULL && !e->busy) {
-            ck__conn_ref(conn);
             ck__stub_ref(e->stub);
             *slot = (job_t){.conn = conn, .export = e, .seq = frames[0].seq,
                             .code = frames[0].code, .data = pre, .pid = conn->peer_pid,
@@ -1069,7 +1070,7 @@ static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size,
              * and a release in that time must not free the stub under us. */
             job->on_stack = here;
             if (here) job->data = NULL;
-            ck__conn_ref(conn);
+            else ck__conn_ref(conn);
             ck__stub_ref(e->stub);
             int prc;
             if (pre_made) { /* no objects: a spare's empty parcel goes, under the lock too */
@@ -1084,9 +1085,9 @@ static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size,
                 if (!here) {
                     job->next = NULL;
                     free_jobs(job);
+                    ck__conn_unref(conn); /* not the last: this thread holds one */
                 }
                 drop[n_drop++] = e->stub;
-                ck__conn_unref(conn); /* not the last: this thread holds one */
                 if (prc == -2) *why = "no memory for a request";
                 rc = -1;
                 break;
@@ -1144,6 +1145,37 @@ static int serve_record(ck__conn_t *conn, const unsigned char *buf, size_t size,
     }
     if (frames != room) free(frames);
     return rc;
+}
+
+/* The usual record in short: a record of size bytes that came without fds and is one
+ * plain sync request (ck__frame_is_plain: exactly as strict as the decoder) to an idle
+ * object is built into slot, marked as running, for this thread to run (1, its role
+ * generation in *inline_gen); what serve_record would decide for it, without the pass of
+ * the decoder and the general bookkeeping. Else 0, nothing changed: serve_record reads it. */
+static int serve_plain_request(ck__conn_t *conn, const unsigned char *buf, size_t size,
+                               job_t *slot, uint64_t *inline_gen) {
+    if (!ck__frame_is_plain(buf, size, CK__F_TRANSACTION)) return 0;
+    const unsigned char *body = buf + CK__HEADER_SIZE;
+    OHIPCParcel *data = ck__parcel_from_wire(buf + CK__TXN_FRAME_SIZE, size - CK__TXN_FRAME_SIZE,
+                                             NULL, 0, NULL, 0);
+    if (data == NULL) return 0;
+    pthread_mutex_lock(&conn->lock);
+    export_t *e = find_export(conn, ck__get_u32(body + 8));
+    if (e == NULL || e->busy) {
+        pthread_mutex_unlock(&conn->lock);
+        OH_IPCParcel_Destroy(data); /* no fds or objects: serve_record makes it again */
+        return 0;
+    }
+    ck__stub_ref(e->stub);
+    *slot = (job_t){.conn = conn, .export = e, .seq = ck__get_u64(body),
+                    .code = ck__get_u32(body + 12), .data = data, .pid = conn->peer_pid,
+                    .uid = conn->peer_uid, .on_stack = 1};
+    *inline_gen = conn->role_gen;
+    __atomic_store_n(&conn->inline_token, conn->role_gen, __ATOMIC_RELEASE);
+    conn->inline_gen++;
+    want_watcher_locked(conn);
+    pthread_mutex_unlock(&conn->lock);
+    return 1;
 }
 
 static unsigned char *reply_buffer(void);
@@ -1275,14 +1307,16 @@ static void serve_loop(ck__conn_t *conn, int dedicated) {
             break;
         }
         uint64_t gen = 0;
-        int rc = serve_record(conn, buf, (size_t)n, fds, n_fds, &cred, has_cred, err, &why,
-                              &inline_job, &gen);
-        if (rc < 0) {
-            failed = 1;
-            pthread_mutex_lock(&conn->lock);
-            break;
+        if (n_fds != 0 || !serve_plain_request(conn, buf, (size_t)n, &slot, &gen)) {
+            int rc = serve_record(conn, buf, (size_t)n, fds, n_fds, &cred, has_cred, err,
+                                  &why, &inline_job, &gen);
+            if (rc < 0) {
+                failed = 1;
+                pthread_mutex_lock(&conn->lock);
+                break;
+            }
+            if (inline_job == NULL) continue;
         }
-        if (inline_job == NULL) continue;
         inline_role.conn = conn;
         inline_role.gen = gen;
         sync_job(inline_job);

@@ -129,13 +129,19 @@ static void drop_objs_from(OHIPCParcel *p, size_t keep) {
 /* Releases what p holds (its values, fds, objects, handed-out copies); with keep_small,
  * small data and marks buffers stay for reuse. p is left empty. (Only what is there is
  * freed: this runs for every parcel of every call.) */
-static void empty(OHIPCParcel *p, int keep_small) {
-    /* A parcel of plain values (the usual one) holds no fds, objects or copies. */
+static void empty_slow(OHIPCParcel *p, int keep_small);
+static inline void empty(OHIPCParcel *p, int keep_small) {
+    /* A parcel of plain values (the usual one) holds no fds, objects or copies: inline,
+     * without a call (this runs for every parcel of every call). */
     if (p->fds == NULL && p->objs == NULL && p->keep == NULL && keep_small &&
         p->cap <= CK__SPARE_DATA && p->marks_cap <= CK__SPARE_MARKS) {
         p->len = p->n_marks = p->r_idx = 0;
         return;
     }
+    empty_slow(p, keep_small);
+}
+
+static __attribute__((noinline)) void empty_slow(OHIPCParcel *p, int keep_small) {
     if (p->n_fds) close_fds_from(p, 0);
     if (p->n_objs) drop_objs_from(p, 0);
     if (p->keep != NULL) {
