@@ -1237,8 +1237,11 @@ void ck__serve_yield(void) {
 /* Waits for the reading role (guarded); 0 once held, -1 if the connection died. A follower
  * that finds no one watching watches: it wakes every CK__WATCH_NS while the holder runs
  * requests, and takes the role over when one request has run a whole period (it may wait
- * for another request of this link, or take long: the socket must be read meanwhile). With
- * no request running it sleeps until woken. */
+ * for another request of this link, or take long: the socket must be read meanwhile). It
+ * watches on while requests ran in its last period, even if none runs at the moment it
+ * looks (a stream of requests runs each briefly: were it to sleep between them, the next
+ * would have to wake it, a futex call and a thread switch for many requests); after a
+ * whole period without one it sleeps until woken. */
 static int take_role_locked(ck__conn_t *conn) {
     uint64_t seen = 0;
     int watch = 0;
@@ -1251,8 +1254,9 @@ static int take_role_locked(ck__conn_t *conn) {
             conn->role_gen++;
             return 0;
         }
+        int busy = token != 0 || (watch && conn->inline_gen != seen);
         if (watch) conn->watching = 0;
-        watch = !conn->watching && token != 0;
+        watch = !conn->watching && busy;
         conn->followers++;
         if (watch) {
             conn->watching = 1;
