@@ -38,22 +38,11 @@ from childkit.ipc._errors import (
 from childkit.ipc._limits import MAX_PARCEL_DATA, MAX_PARCEL_FDS, MAX_PARCEL_OBJECTS
 from childkit.ipc._parcelbase import ParcelBase
 from childkit.ipc._pieces import KEEP_BYTES, Pieces, kept, take
-from childkit.ipc._tags import (  # re-exported: the tags are the parcel's
-    ASHMEM as _ASHMEM,
-)
-from childkit.ipc._tags import (
-    FIXED as _FIXED,
-)
-from childkit.ipc._tags import (
-    I32 as _I32,
-)
-from childkit.ipc._tags import (
-    INT_RANGES as _INT_RANGES,
-)
-from childkit.ipc._tags import (
-    LEN as _LEN,
-)
-from childkit.ipc._tags import (
+from childkit.ipc._tags import (  # the tags re-exported: they are the parcel's
+    ASHMEM,
+    FIXED,
+    INT_RANGES,
+    LEN,
     T_ASHMEM,
     T_BOOL,
     T_BYTES,
@@ -62,7 +51,6 @@ from childkit.ipc._tags import (
     T_FLOAT,
     T_INT8,
     T_INT16,
-    T_INT32,
     T_INT64,
     T_REMOTE,
     T_STRING,
@@ -71,12 +59,8 @@ from childkit.ipc._tags import (
     T_UINT16,
     T_UINT32,
     T_UINT64,
-)
-from childkit.ipc._tags import (
-    TAG_NAMES as _TAG_NAMES,
-)
-from childkit.ipc._tags import (
-    VIEW_BYTES as _VIEW_BYTES,
+    TAG_NAMES,
+    VIEW_BYTES,
 )
 
 if TYPE_CHECKING:
@@ -248,12 +232,12 @@ class MessageParcel(ParcelBase):
 
     def _write_int(self, tag: int, value: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ParamError(f"write_{_TAG_NAMES[tag]} needs an int, not {type(value).__name__}")
+            raise ParamError(f"write_{TAG_NAMES[tag]} needs an int, not {type(value).__name__}")
         try:
-            chunk = _FIXED[tag].pack(tag, value)
+            chunk = FIXED[tag].pack(tag, value)
         except struct.error:
-            lo, hi = _INT_RANGES[tag]
-            raise ParamError(f"{value} does not fit {_TAG_NAMES[tag]} ({lo}..{hi})") from None
+            lo, hi = INT_RANGES[tag]
+            raise ParamError(f"{value} does not fit {TAG_NAMES[tag]} ({lo}..{hi})") from None
         self._put(chunk)
 
     def write_int8(self, value: int) -> None:
@@ -261,19 +245,6 @@ class MessageParcel(ParcelBase):
 
     def write_int16(self, value: int) -> None:
         self._write_int(T_INT16, value)
-
-    def write_int32(self, value: int) -> None:
-        """Append a signed 32-bit int. Raises :class:`ParamError` if it does not fit."""
-        # The hot path of small requests: pack directly, check only on failure.
-        if value.__class__ is int:
-            try:
-                chunk = _I32.pack(T_INT32, value)
-            except struct.error:
-                pass
-            else:
-                self._put(chunk)
-                return
-        self._write_int(T_INT32, value)
 
     def write_int64(self, value: int) -> None:
         self._write_int(T_INT64, value)
@@ -292,11 +263,11 @@ class MessageParcel(ParcelBase):
 
     def _write_real(self, tag: int, value: float) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ParamError(f"write_{_TAG_NAMES[tag]} needs a number, not {type(value).__name__}")
+            raise ParamError(f"write_{TAG_NAMES[tag]} needs a number, not {type(value).__name__}")
         try:
-            chunk = _FIXED[tag].pack(tag, value)
+            chunk = FIXED[tag].pack(tag, value)
         except (struct.error, OverflowError):
-            raise ParamError(f"{value} does not fit a {_TAG_NAMES[tag]}") from None
+            raise ParamError(f"{value} does not fit a {TAG_NAMES[tag]}") from None
         self._put(chunk)
 
     def write_float(self, value: float) -> None:
@@ -309,7 +280,7 @@ class MessageParcel(ParcelBase):
     def write_bool(self, value: bool) -> None:
         if not isinstance(value, bool):
             raise ParamError(f"write_bool needs a bool, not {type(value).__name__}")
-        self._put(_FIXED[T_BOOL].pack(T_BOOL, value))
+        self._put(FIXED[T_BOOL].pack(T_BOOL, value))
 
     def _write_blob(self, tag: int, blob: bytes | bytearray | memoryview) -> None:
         try:
@@ -320,10 +291,10 @@ class MessageParcel(ParcelBase):
             raise ParamError("buffer must be contiguous")
         size = view.nbytes
         self._check_writable()
-        if len(self._buf) + _LEN.size + size > MAX_PARCEL_DATA:
+        if len(self._buf) + LEN.size + size > MAX_PARCEL_DATA:
             raise ParcelWriteError(
                 f"a parcel holds at most {MAX_PARCEL_DATA} bytes; a {size}-byte "
-                f"{_TAG_NAMES[tag]} does not fit after {len(self._buf)} (use Ashmem)"
+                f"{TAG_NAMES[tag]} does not fit after {len(self._buf)} (use Ashmem)"
             )
         if blob.__class__ is bytes and size >= KEEP_BYTES and Pieces is not None:
             pieces = kept(self._buf, tag, blob, self._owner is not None)  # by reference
@@ -331,7 +302,7 @@ class MessageParcel(ParcelBase):
                 self._buf = pieces
                 return
         buf = self._own()
-        buf += _LEN.pack(tag, size)
+        buf += LEN.pack(tag, size)
         buf += view.cast("B") if view.ndim != 1 or view.format != "B" else view
 
     def write_string(self, value: str) -> None:
@@ -389,10 +360,10 @@ class MessageParcel(ParcelBase):
         if isinstance(fd, bool) or not isinstance(fd, int) or fd < 0:
             raise ParamError(f"file descriptor must be a non-negative int, not {fd!r}")
         self._check_writable()
-        if len(self._buf) + _FIXED[T_FD].size > MAX_PARCEL_DATA:
+        if len(self._buf) + FIXED[T_FD].size > MAX_PARCEL_DATA:
             raise ParcelWriteError(f"a parcel holds at most {MAX_PARCEL_DATA} bytes")
         index = self._add_fd(fd)
-        self._own().extend(_FIXED[T_FD].pack(T_FD, index))
+        self._own().extend(FIXED[T_FD].pack(T_FD, index))
 
     def write_remote_object(self, obj: RemoteObject) -> None:
         """Append a stub or a proxy; the receiver reads it as an object it can call."""
@@ -402,7 +373,7 @@ class MessageParcel(ParcelBase):
             raise ParcelWriteError(f"{obj!r} is dead or closed and cannot be sent")
         if len(self._objects) >= MAX_PARCEL_OBJECTS:
             raise ParcelWriteError(f"a parcel carries at most {MAX_PARCEL_OBJECTS} objects")
-        self._put(_FIXED[T_REMOTE].pack(T_REMOTE, len(self._objects)))
+        self._put(FIXED[T_REMOTE].pack(T_REMOTE, len(self._objects)))
         self._objects.append(obj)
 
     def write_ashmem(self, ashmem: Ashmem) -> None:
@@ -413,11 +384,11 @@ class MessageParcel(ParcelBase):
             raise ParamError(f"write_ashmem needs an Ashmem, not {type(ashmem).__name__}")
         name = ashmem.name.encode("utf-8", "surrogateescape")
         self._check_writable()
-        if len(self._buf) + _ASHMEM.size + len(name) > MAX_PARCEL_DATA:
+        if len(self._buf) + ASHMEM.size + len(name) > MAX_PARCEL_DATA:
             raise ParcelWriteError(f"a parcel holds at most {MAX_PARCEL_DATA} bytes")
         index = self._add_fd(ashmem.fileno())
         buf = self._own()
-        buf += _ASHMEM.pack(T_ASHMEM, index, len(name))
+        buf += ASHMEM.pack(T_ASHMEM, index, len(name))
         buf += name
 
     def append(self, other: MessageParcel) -> None:
@@ -429,15 +400,15 @@ class MessageParcel(ParcelBase):
         return ParcelReadError(f"read_{what} at offset {self._rpos}: {msg}")
 
     def _take_fixed(self, tag: int) -> Any:
-        st = _FIXED[tag]
+        st = FIXED[tag]
         pos = self._rpos
         buf = self._buf
         if pos + st.size > len(buf):
             if pos >= len(buf):
-                raise self._fail(_TAG_NAMES[tag], "no data left")
-            raise self._fail(_TAG_NAMES[tag], "value is truncated")
+                raise self._fail(TAG_NAMES[tag], "no data left")
+            raise self._fail(TAG_NAMES[tag], "value is truncated")
         if buf[pos] != tag:
-            raise self._fail(_TAG_NAMES[tag], f"found {_TAG_NAMES.get(buf[pos], 'garbage')}")
+            raise self._fail(TAG_NAMES[tag], f"found {TAG_NAMES.get(buf[pos], 'garbage')}")
         self._rpos = pos + st.size
         return st.unpack_from(buf, pos)[1]
 
@@ -446,15 +417,6 @@ class MessageParcel(ParcelBase):
 
     def read_int16(self) -> int:
         return int(self._take_fixed(T_INT16))
-
-    def read_int32(self) -> int:
-        """Read a signed 32-bit int. Raises :class:`ParcelReadError` if that is not next."""
-        pos = self._rpos
-        buf = self._buf
-        if pos + 5 <= len(buf) and buf[pos] == T_INT32:
-            self._rpos = pos + 5
-            return int(_I32.unpack_from(buf, pos)[1])
-        return int(self._take_fixed(T_INT32))
 
     def read_int64(self) -> int:
         return int(self._take_fixed(T_INT64))
@@ -490,20 +452,20 @@ class MessageParcel(ParcelBase):
                 self._rpos = whole[1]
                 return whole[0]
             buf = self._buf = buf.flat()  # type: ignore[union-attr]
-        name = _TAG_NAMES[tag]
-        if pos + _LEN.size > len(buf):
+        name = TAG_NAMES[tag]
+        if pos + LEN.size > len(buf):
             raise self._fail(name, "no data left" if pos >= len(buf) else "header is truncated")
-        found, size = _LEN.unpack_from(buf, pos)
+        found, size = LEN.unpack_from(buf, pos)
         if found != tag:
-            raise self._fail(name, f"found {_TAG_NAMES.get(found, 'garbage')}")
-        end = pos + _LEN.size + size
+            raise self._fail(name, f"found {TAG_NAMES.get(found, 'garbage')}")
+        end = pos + LEN.size + size
         if end > len(buf):
             raise self._fail(name, f"length {size} runs past the end of the parcel")
         self._rpos = end
-        if buf.__class__ is not bytearray or size < _VIEW_BYTES:
-            return bytes(buf[pos + _LEN.size : end])  # of bytes or a view: one copy
+        if buf.__class__ is not bytearray or size < VIEW_BYTES:
+            return bytes(buf[pos + LEN.size : end])  # of bytes or a view: one copy
         with memoryview(buf) as view:  # one copy, not a bytearray slice and then bytes
-            return bytes(view[pos + _LEN.size : end])
+            return bytes(view[pos + LEN.size : end])
 
     def read_string(self) -> str:
         """Read a UTF-8 string. Invalid UTF-8 raises :class:`ParcelReadError`."""
@@ -559,16 +521,16 @@ class MessageParcel(ParcelBase):
         buf = self._buf
         if buf.__class__ is Pieces:
             buf = self._buf = buf.flat()  # type: ignore[union-attr]
-        if pos + _ASHMEM.size > len(buf):
+        if pos + ASHMEM.size > len(buf):
             raise self._fail("ashmem", "no data left" if pos >= len(buf) else "truncated")
-        tag, index, name_len = _ASHMEM.unpack_from(buf, pos)
+        tag, index, name_len = ASHMEM.unpack_from(buf, pos)
         if tag != T_ASHMEM:
-            raise self._fail("ashmem", f"found {_TAG_NAMES.get(tag, 'garbage')}")
-        end = pos + _ASHMEM.size + name_len
+            raise self._fail("ashmem", f"found {TAG_NAMES.get(tag, 'garbage')}")
+        end = pos + ASHMEM.size + name_len
         if end > len(buf):
             raise self._fail("ashmem", "name runs past the end of the parcel")
         fd = self._fd_at("ashmem", index)
-        name = bytes(buf[pos + _ASHMEM.size : end]).decode("utf-8", "replace")
+        name = bytes(buf[pos + ASHMEM.size : end]).decode("utf-8", "replace")
         try:
             copy = _dup_for_reader(fd)
         except IPCError:

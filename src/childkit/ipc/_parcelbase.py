@@ -3,11 +3,12 @@
 :class:`MessageParcel` (``_parcel``) subclasses :data:`ParcelBase`, which holds the seven
 fields of a parcel and runs the few steps that a small request or reply takes on each
 side: an empty parcel made, a small ``bytes`` written (``write_bytes``), a buffer read
-back (``read_bytes``), the parcel closed (``close``, a ``with`` block), and a small
-received parcel made (``_received``). Anything else those calls meet (another type, a
-large buffer, data in pieces, fds to close, a receive buffer to give back) goes to the
-parcel's own methods: ``_write_bytes_slow``, ``_take_blob``, ``_release`` and
-``_received_large``, so the behaviour is theirs.
+back (``read_bytes``), an int32 written and read, the parcel closed (``close``, a
+``with`` block), and a small received parcel made (``_received``). Anything else
+those calls meet (another type, a large buffer, data in pieces, fds to close, a receive
+buffer to give back) goes to the parcel's own methods: ``_write_bytes_slow``,
+``_take_blob``, ``_write_int``, ``_take_fixed``, ``_release`` and ``_received_large``,
+so the behaviour is theirs.
 
 ``ParcelBase`` is the C twin (``_speedups.ParcelBase``) when built, else
 :class:`PyParcelBase` below, the reference; the tests run both.
@@ -17,6 +18,7 @@ May import: ``_accel``, ``_limits``, ``_pieces``, ``_recvbuf``, ``_tags``. Nothi
 
 from __future__ import annotations
 
+import struct
 import weakref
 from typing import TYPE_CHECKING, Any, Self
 
@@ -24,7 +26,7 @@ from childkit.ipc import _accel
 from childkit.ipc._limits import MAX_PARCEL_DATA
 from childkit.ipc._pieces import KEEP_BYTES
 from childkit.ipc._recvbuf import ADOPT_BYTES, RecvBuffer
-from childkit.ipc._tags import LEN, T_BYTES
+from childkit.ipc._tags import I32, LEN, T_BYTES, T_INT32
 
 if TYPE_CHECKING:
     from childkit.ipc._parcel import RemoteObject
@@ -94,6 +96,28 @@ class PyParcelBase:
 
     read_buffer = read_bytes
 
+    def write_int32(self, value: int) -> None:
+        """Append a signed 32-bit int. Raises :class:`ParamError` if it does not fit."""
+        # The hot path of small requests: pack directly, check only on failure.
+        if value.__class__ is int:
+            try:
+                chunk = I32.pack(T_INT32, value)
+            except struct.error:
+                pass
+            else:
+                self._put(chunk)
+                return
+        self._write_int(T_INT32, value)
+
+    def read_int32(self) -> int:
+        """Read a signed 32-bit int. Raises :class:`ParcelReadError` if that is not next."""
+        pos = self._rpos
+        buf = self._buf
+        if pos + 5 <= len(buf) and buf[pos] == T_INT32:
+            self._rpos = pos + 5
+            return int(I32.unpack_from(buf, pos)[1])
+        return int(self._take_fixed(T_INT32))
+
     @classmethod
     def _received(cls, buf: RecvBuffer, start: int, end: int) -> Self:
         """A parcel for reading the plain (no fds, no objects) parcel data
@@ -119,6 +143,15 @@ class PyParcelBase:
         raise NotImplementedError
 
     def _take_blob(self, tag: int) -> bytes:
+        raise NotImplementedError
+
+    def _take_fixed(self, tag: int) -> Any:
+        raise NotImplementedError
+
+    def _put(self, chunk: bytes) -> None:
+        raise NotImplementedError
+
+    def _write_int(self, tag: int, value: int) -> None:
         raise NotImplementedError
 
     @classmethod

@@ -1093,12 +1093,14 @@ fail:
  * bytes a small received record held, a view of an adopted receive buffer, or Pieces),
  * the adopted buffer, the fds and objects lists, the fd finalizer, the read position and
  * the closed flag. Only the common cases run here: creating an empty parcel, a small
- * ``bytes`` written, a buffer read from bytes or a bytearray, closing a parcel that holds
+ * ``bytes`` written, a buffer read from bytes or a bytearray, an int32 written and read,
+ * closing a parcel that holds
  * no fds, objects or buffer, and a small received parcel made; everything else calls the
- * parcel's Python methods (``_write_bytes_slow``, ``_take_blob``, ``_release``,
- * ``_received_large``), so the behaviour is theirs.
+ * parcel's Python methods (``_write_bytes_slow``, ``_take_blob``, ``_write_int``,
+ * ``_take_fixed``, ``_release``, ``_received_large``), so the behaviour is theirs.
  */
 #define PARCEL_SMALL_BYTES 8192 /* _pieces.KEEP_BYTES and _recvbuf.ADOPT_BYTES */
+#define TAG_INT32 3
 
 typedef struct {
     PyObject_HEAD
@@ -1108,7 +1110,7 @@ typedef struct {
 } ParcelObject;
 
 static PyObject *str_release, *str_take_blob, *str_write_bytes_slow, *str_received_large,
-    *tag_bytes;
+    *str_write_int, *str_take_fixed, *tag_bytes, *tag_int32;
 
 /* A new parcel of ``type`` holding ``data`` (a new reference, taken even on failure). */
 static PyObject *parcel_wrap(PyTypeObject *type, PyObject *data) {
@@ -1223,6 +1225,42 @@ static PyObject *parcel_read_bytes(ParcelObject *self, PyObject *unused) {
     return PyObject_CallMethodOneArg((PyObject *)self, str_take_blob, tag_bytes);
 }
 
+static PyObject *parcel_write_int32(ParcelObject *self, PyObject *value) {
+    PyObject *buf = self->buf;
+    if (PyLong_CheckExact(value) && buf != NULL && PyByteArray_CheckExact(buf) &&
+        !self->closed) {
+        int overflow;
+        long v = PyLong_AsLongAndOverflow(value, &overflow);
+        Py_ssize_t len = PyByteArray_GET_SIZE(buf);
+        if (!overflow && v >= INT32_MIN && v <= INT32_MAX && len + 5 <= MAX_PARCEL_DATA) {
+            if (PyByteArray_Resize(buf, len + 5) < 0) return NULL;
+            unsigned char *p = (unsigned char *)PyByteArray_AS_STRING(buf) + len;
+            p[0] = TAG_INT32;
+            ck__put_u32(p + 1, (uint32_t)(int32_t)v);
+            Py_RETURN_NONE;
+        }
+    }
+    return PyObject_CallMethodObjArgs((PyObject *)self, str_write_int, tag_int32, value, NULL);
+}
+
+static PyObject *parcel_read_int32(ParcelObject *self, PyObject *unused) {
+    PyObject *buf = self->buf;
+    const unsigned char *data = NULL;
+    Py_ssize_t len = 0, pos = self->rpos;
+    if (buf != NULL && PyBytes_CheckExact(buf)) {
+        data = (const unsigned char *)PyBytes_AS_STRING(buf);
+        len = PyBytes_GET_SIZE(buf);
+    } else if (buf != NULL && PyByteArray_CheckExact(buf)) {
+        data = (const unsigned char *)PyByteArray_AS_STRING(buf);
+        len = PyByteArray_GET_SIZE(buf);
+    }
+    if (data != NULL && pos >= 0 && pos + 5 <= len && data[pos] == TAG_INT32) {
+        self->rpos = pos + 5;
+        return PyLong_FromLong((long)(int32_t)ck__get_u32(data + pos + 1));
+    }
+    return PyObject_CallMethodOneArg((PyObject *)self, str_take_fixed, tag_int32);
+}
+
 static PyObject *parcel_received(PyObject *cls, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "_received takes 3 arguments");
@@ -1272,6 +1310,10 @@ static PyMethodDef parcel_methods[] = {
     {"write_buffer", (PyCFunction)parcel_write_bytes, METH_O, write_bytes_doc},
     {"read_bytes", (PyCFunction)parcel_read_bytes, METH_NOARGS, read_bytes_doc},
     {"read_buffer", (PyCFunction)parcel_read_bytes, METH_NOARGS, read_bytes_doc},
+    {"write_int32", (PyCFunction)parcel_write_int32, METH_O,
+     "Append a signed 32-bit int. Raises ParamError if it does not fit."},
+    {"read_int32", (PyCFunction)parcel_read_int32, METH_NOARGS,
+     "Read a signed 32-bit int. Raises ParcelReadError if that is not next."},
     {"_received", (PyCFunction)(void (*)(void))parcel_received, METH_FASTCALL | METH_CLASS,
      "A parcel for reading buf[start:end] of a record just read (see _parcel)."},
     {NULL, NULL, 0, NULL},
@@ -1296,7 +1338,10 @@ static int parcel_init_module(PyObject *m) {
         (str_take_blob = PyUnicode_InternFromString("_take_blob")) == NULL ||
         (str_write_bytes_slow = PyUnicode_InternFromString("_write_bytes_slow")) == NULL ||
         (str_received_large = PyUnicode_InternFromString("_received_large")) == NULL ||
-        (tag_bytes = PyLong_FromLong(TAG_BYTES)) == NULL)
+        (str_write_int = PyUnicode_InternFromString("_write_int")) == NULL ||
+        (str_take_fixed = PyUnicode_InternFromString("_take_fixed")) == NULL ||
+        (tag_bytes = PyLong_FromLong(TAG_BYTES)) == NULL ||
+        (tag_int32 = PyLong_FromLong(TAG_INT32)) == NULL)
         return -1;
     if (PyType_Ready(&ParcelBaseType) < 0) return -1;
     if (PyModule_AddObjectRef(m, "ParcelBase", (PyObject *)&ParcelBaseType) < 0) return -1;
