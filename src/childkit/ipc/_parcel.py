@@ -565,13 +565,9 @@ class MessageParcel(ParcelBase):
         """``_received`` (ParcelBase's) of ADOPT_BYTES or more: the parcel adopts the
         thread's receive buffer and gives it back when closed, or keeps a record read
         scattered as ``Pieces`` (see _recvbuf)."""
-        parcel = cls.__new__(cls)
-        parcel._buf, parcel._owner = _recvbuf.adopt(start, end)
-        parcel._rpos = 0
-        parcel._objects = []
-        parcel._closed = False
-        parcel._fds = []
-        parcel._finalizer = None
+        data, owner = _recvbuf.adopt(start, end)
+        parcel = cls._from_wire(data, [], [])  # type: ignore[arg-type]  # (a view)
+        parcel._owner = owner
         return parcel
 
     def _copy_for_reading(self) -> MessageParcel:

@@ -125,15 +125,7 @@ class PyParcelBase:
         copied while small, else see ``MessageParcel._received_large``."""
         if end - start >= ADOPT_BYTES:
             return cls._received_large(buf, start, end)
-        parcel = cls.__new__(cls)
-        parcel._buf = buf[start:end]
-        parcel._owner = None
-        parcel._rpos = 0
-        parcel._objects = []
-        parcel._closed = False
-        parcel._fds = []
-        parcel._finalizer = None
-        return parcel
+        return cls._from_wire(buf[start:end], [], [])
 
     # What the parcel implements (see MessageParcel).
     def _release(self) -> None:
@@ -156,6 +148,10 @@ class PyParcelBase:
 
     @classmethod
     def _received_large(cls, buf: RecvBuffer, start: int, end: int) -> Self:
+        raise NotImplementedError
+
+    @classmethod
+    def _from_wire(cls, data: bytes, fds: list[int], objects: list[RemoteObject]) -> Self:
         raise NotImplementedError
 
 

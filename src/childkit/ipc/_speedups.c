@@ -1203,17 +1203,24 @@ static PyObject *parcel_write_bytes(ParcelObject *self, PyObject *value) {
     return PyObject_CallMethodOneArg((PyObject *)self, str_write_bytes_slow, value);
 }
 
-static PyObject *parcel_read_bytes(ParcelObject *self, PyObject *unused) {
+/* The data of a parcel whose buffer is bytes or a bytearray, and its length; NULL for
+ * anything else (a view of an adopted buffer, Pieces: the Python methods read those). */
+static const unsigned char *parcel_data(ParcelObject *self, Py_ssize_t *len) {
     PyObject *buf = self->buf;
-    const unsigned char *data = NULL;
-    Py_ssize_t len = 0, pos = self->rpos;
     if (buf != NULL && PyBytes_CheckExact(buf)) {
-        data = (const unsigned char *)PyBytes_AS_STRING(buf);
-        len = PyBytes_GET_SIZE(buf);
-    } else if (buf != NULL && PyByteArray_CheckExact(buf)) {
-        data = (const unsigned char *)PyByteArray_AS_STRING(buf);
-        len = PyByteArray_GET_SIZE(buf);
+        *len = PyBytes_GET_SIZE(buf);
+        return (const unsigned char *)PyBytes_AS_STRING(buf);
     }
+    if (buf != NULL && PyByteArray_CheckExact(buf)) {
+        *len = PyByteArray_GET_SIZE(buf);
+        return (const unsigned char *)PyByteArray_AS_STRING(buf);
+    }
+    return NULL;
+}
+
+static PyObject *parcel_read_bytes(ParcelObject *self, PyObject *unused) {
+    Py_ssize_t len = 0, pos = self->rpos;
+    const unsigned char *data = parcel_data(self, &len);
     if (data != NULL && pos >= 0 && pos + BLOB_HEAD <= len && data[pos] == TAG_BYTES) {
         Py_ssize_t size = (Py_ssize_t)ck__get_u32(data + pos + 1);
         if (size <= len - pos - BLOB_HEAD) {
@@ -1244,16 +1251,8 @@ static PyObject *parcel_write_int32(ParcelObject *self, PyObject *value) {
 }
 
 static PyObject *parcel_read_int32(ParcelObject *self, PyObject *unused) {
-    PyObject *buf = self->buf;
-    const unsigned char *data = NULL;
     Py_ssize_t len = 0, pos = self->rpos;
-    if (buf != NULL && PyBytes_CheckExact(buf)) {
-        data = (const unsigned char *)PyBytes_AS_STRING(buf);
-        len = PyBytes_GET_SIZE(buf);
-    } else if (buf != NULL && PyByteArray_CheckExact(buf)) {
-        data = (const unsigned char *)PyByteArray_AS_STRING(buf);
-        len = PyByteArray_GET_SIZE(buf);
-    }
+    const unsigned char *data = parcel_data(self, &len);
     if (data != NULL && pos >= 0 && pos + 5 <= len && data[pos] == TAG_INT32) {
         self->rpos = pos + 5;
         return PyLong_FromLong((long)(int32_t)ck__get_u32(data + pos + 1));
