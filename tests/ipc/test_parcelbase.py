@@ -8,8 +8,10 @@ on the cases they hand back to the parcel (closed parcels, wrong tags, other typ
 
 from __future__ import annotations
 
+import copy
 import gc
 import os
+import pickle
 import weakref
 from typing import Any
 
@@ -195,3 +197,12 @@ def test_a_cycle_through_a_parcel_is_collected(P: Any) -> None:
     del p, holder
     gc.collect()
     assert ref() is None
+
+
+def test_a_parcel_is_neither_copied_nor_pickled(P: Any) -> None:
+    # A copy would share the fds it owns; either base refuses alike.
+    p = P()
+    p.write_int32(1)
+    for dup in (copy.copy, copy.deepcopy, pickle.dumps):
+        with pytest.raises(TypeError, match="cannot be copied or pickled"):
+            dup(p)

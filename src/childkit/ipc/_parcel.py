@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import struct
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex
 
 from childkit.ipc import _parcelwalk, _recvbuf
 from childkit.ipc._errors import (
@@ -153,6 +153,11 @@ class MessageParcel(ParcelBase):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        # A copy would share (and close twice) the fds it owns, with either base class.
+        raise TypeError(f"a {type(self).__name__} cannot be copied or pickled (it owns its "
+                        "fds and objects); append() it to a new parcel instead")
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._buf)} bytes"
