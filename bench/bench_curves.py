@@ -43,6 +43,13 @@ THREADS = [1, 2, 4, 8, 16]
 _SOCK_BUFFER = 1 << 20
 
 
+def _warm_up(n: int) -> int:
+    """Untimed echoes before ``n`` timed ones: each echo is timed in steady state (its
+    peer process started and warm; childkit's child awake, its polling windows adapted
+    after the other echoes ran in between)."""
+    return max(10, n // 10)
+
+
 def _label(size: int) -> str:
     return f"{size} B" if size < KiB else f"{size / KiB:g} KiB"
 
@@ -130,8 +137,9 @@ def pipe_echo(payload: bytes, n: int, cpu: Cpu | None = None) -> float:
         return elapsed / n
 
     try:
-        ours.send_bytes(payload)  # the echoer has started
-        ours.recv_bytes()
+        for _ in range(_warm_up(n)):  # the echoer has started and runs in steady state
+            ours.send_bytes(payload)
+            ours.recv_bytes()
         return run() if cpu is None or proc.pid is None else cpu.measure(proc.pid, n, run)
     finally:
         ours.send_bytes(b"")
@@ -174,6 +182,9 @@ def socketpair_echo(payload: bytes, n: int, cpu: Cpu | None = None) -> float:
         return elapsed / n
 
     try:
+        for _ in range(_warm_up(n)):  # as the other echoes: timed in steady state
+            a.send(payload)
+            a.recv_into(buf)
         return run() if cpu is None else cpu.measure(pid, n, run)
     finally:
         a.send(b"\0")
@@ -243,18 +254,25 @@ def _medians(runs: list[tuple[float, float]]) -> tuple[float, float]:
             statistics.median(p99 for _, p99 in runs))
 
 
+def _childkit_run(child: EchoChild, payload: bytes, n: int, cpu: Cpu) -> float:
+    childkit_echo(child.proxy, payload, _warm_up(n))  # untimed, as the peers' warm-ups
+    return cpu.measure(child.proc.pid, n, lambda: childkit_echo(child.proxy, payload, n))
+
+
 def _sweep(child: EchoChild, size: int, n: int, reps: int) -> list[dict[str, object]]:
     """The rows of one payload size: wall clock and CPU per echo, each the median of
-    ``reps`` runs of ``n`` echoes, the three echoes run in turn."""
+    ``reps`` runs of ``n`` echoes (after untimed warm-up echoes), the three echoes run in
+    turn, in a rotated order each time, so that none always runs right after another
+    (or right after the forks of the peers' processes)."""
     payload = os.urandom(size)
     wall: dict[str, list[float]] = {"ck": [], "pipe": [], "bare": []}
     cpu: dict[str, list[float]] = {"ck": [], "pipe": [], "bare": []}
-    for _ in range(reps):
-        for key, echo in (
-                ("ck", lambda c: c.measure(child.proc.pid, n,
-                                           lambda: childkit_echo(child.proxy, payload, n))),
-                ("pipe", lambda c: pipe_echo(payload, n, c)),
-                ("bare", lambda c: socketpair_echo(payload, n, c))):
+    echoes: list[tuple[str, Callable[[Cpu], float]]] = [
+        ("ck", lambda c: _childkit_run(child, payload, n, c)),
+        ("pipe", lambda c: pipe_echo(payload, n, c)),
+        ("bare", lambda c: socketpair_echo(payload, n, c))]
+    for rep in range(reps):
+        for key, echo in echoes[rep % 3:] + echoes[:rep % 3]:
             meter = Cpu()
             wall[key].append(echo(meter))
             cpu[key].append(meter.per_echo)
@@ -276,18 +294,21 @@ def _sweep(child: EchoChild, size: int, n: int, reps: int) -> list[dict[str, obj
     ]
 
 
-def run(quick: bool = False) -> list[dict[str, object]]:
+def run(quick: bool = False, parts: str = "all") -> list[dict[str, object]]:
+    """The rows of the payload sweep and the thread sweep (``parts``: "all",
+    "payload" or "threads")."""
     reps = 1 if quick else 3
+    echo_reps = 1 if quick else 5  # (cheap: a few seconds; medians steadier than of 3)
     seconds = 0.2 if quick else 1.0
-    sizes = [8, 64 * KiB, SIZES[-1]] if quick else SIZES
-    threads = [1, 4] if quick else THREADS
+    sizes = ([8, 64 * KiB, SIZES[-1]] if quick else SIZES) if parts != "threads" else []
+    threads = ([1, 4] if quick else THREADS) if parts != "payload" else []
     rows: list[dict[str, object]] = []
     child = EchoChild()
     try:
         for size in sizes:
             n = (200 if quick else 3000) if size <= 64 * KiB else (50 if quick else 600)
-            rows.extend(_sweep(child, size, n, reps))
-        for size in (190 * KiB, SIZES[-1]):
+            rows.extend(_sweep(child, size, n, echo_reps))
+        for size in (190 * KiB, SIZES[-1]) if sizes else ():
             mine, theirs = childkit_faults(child.proxy, os.urandom(size),
                                            50 if quick else 600)
             rows.append({"key": f"echo_faults_{size}", "unit": "faults", "better": "lower",
@@ -322,8 +343,10 @@ def run(quick: bool = False) -> list[dict[str, object]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few sizes, short runs")
+    parser.add_argument("--only", choices=("payload", "threads"), default="all",
+                        help="run one sweep only")
     args = parser.parse_args()
-    for r in run(args.quick):
+    for r in run(args.quick, args.only):
         peers = ", ".join(f"{name} {value:,.1f} ({r['childkit'] / value:.2f}x)"
                           for name, value in {**r["peers"], **r["bare"]}.items()
                           if value)

@@ -31,7 +31,6 @@ from childkit.ipc._parcel import (
     T_ASHMEM,
     T_BYTES,
     T_FD,
-    T_INT32,
     T_INT64,
     T_REMOTE,
     T_STRING,
@@ -39,6 +38,7 @@ from childkit.ipc._parcel import (
     RemoteObject,
 )
 from childkit.ipc._stub import RemoteStub
+from childkit.ipc._tags import T_INT32
 
 READ_ERROR = IPCErrorCode.OH_IPC_PARCEL_READ_ERROR
 WRITE_ERROR = IPCErrorCode.OH_IPC_PARCEL_WRITE_ERROR

@@ -24,10 +24,9 @@ from __future__ import annotations
 import os
 import struct
 import weakref
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex
 
-from childkit.ipc import _recvbuf
+from childkit.ipc import _parcelwalk, _recvbuf
 from childkit.ipc._errors import (
     IPCError,
     IPCErrorCode,
@@ -37,51 +36,36 @@ from childkit.ipc._errors import (
     resource_error,
 )
 from childkit.ipc._limits import MAX_PARCEL_DATA, MAX_PARCEL_FDS, MAX_PARCEL_OBJECTS
+from childkit.ipc._parcelbase import ParcelBase
 from childkit.ipc._pieces import KEEP_BYTES, Pieces, kept, take
+from childkit.ipc._tags import (  # the tags re-exported: they are the parcel's
+    ASHMEM,
+    FIXED,
+    INT_RANGES,
+    LEN,
+    T_ASHMEM,
+    T_BOOL,
+    T_BYTES,
+    T_DOUBLE,
+    T_FD,
+    T_FLOAT,
+    T_INT8,
+    T_INT16,
+    T_INT64,
+    T_REMOTE,
+    T_STRING,
+    T_TOKEN,
+    T_UINT8,
+    T_UINT16,
+    T_UINT32,
+    T_UINT64,
+    TAG_NAMES,
+    VIEW_BYTES,
+)
 
 if TYPE_CHECKING:
     from childkit.ipc._ashmem import Ashmem
     from childkit.ipc._option import MessageOption
-
-
-# Type tags. Never reuse a value: they are part of the wire format (docs/wire-format.md).
-T_INT8, T_INT16, T_INT32, T_INT64 = 1, 2, 3, 4
-T_UINT8, T_UINT16, T_UINT32, T_UINT64 = 5, 6, 7, 8
-T_FLOAT, T_DOUBLE, T_BOOL = 9, 10, 11
-T_STRING, T_BYTES, T_TOKEN = 12, 13, 14
-T_FD, T_REMOTE, T_ASHMEM = 15, 16, 17
-
-_TAG_NAMES = {
-    T_INT8: "int8", T_INT16: "int16", T_INT32: "int32", T_INT64: "int64",
-    T_UINT8: "uint8", T_UINT16: "uint16", T_UINT32: "uint32", T_UINT64: "uint64",
-    T_FLOAT: "float", T_DOUBLE: "double", T_BOOL: "bool", T_STRING: "string",
-    T_BYTES: "bytes", T_TOKEN: "interface token", T_FD: "file descriptor",
-    T_REMOTE: "remote object", T_ASHMEM: "ashmem",
-}  # fmt: skip
-
-# One Struct per fixed-size type: tag byte + value, packed and checked in one call.
-_FIXED: dict[int, struct.Struct] = {
-    T_INT8: struct.Struct("<Bb"), T_INT16: struct.Struct("<Bh"),
-    T_INT32: struct.Struct("<Bi"), T_INT64: struct.Struct("<Bq"),
-    T_UINT8: struct.Struct("<BB"), T_UINT16: struct.Struct("<BH"),
-    T_UINT32: struct.Struct("<BI"), T_UINT64: struct.Struct("<BQ"),
-    T_FLOAT: struct.Struct("<Bf"), T_DOUBLE: struct.Struct("<Bd"),
-    T_BOOL: struct.Struct("<B?"), T_FD: struct.Struct("<BI"),
-    T_REMOTE: struct.Struct("<BI"),
-}  # fmt: skip
-_LEN = struct.Struct("<BI")  # tag + u32 length, for strings, bytes and tokens
-_ASHMEM = struct.Struct("<BII")  # tag + fd index + name length, then the name
-_I32 = _FIXED[T_INT32]
-# From this size up a value is read out of a bytearray through a memoryview (one copy,
-# not two); below it the view costs more than the second copy.
-_VIEW_BYTES = 512
-
-_INT_RANGES = {
-    T_INT8: (-(2**7), 2**7 - 1), T_INT16: (-(2**15), 2**15 - 1),
-    T_INT32: (-(2**31), 2**31 - 1), T_INT64: (-(2**63), 2**63 - 1),
-    T_UINT8: (0, 2**8 - 1), T_UINT16: (0, 2**16 - 1),
-    T_UINT32: (0, 2**32 - 1), T_UINT64: (0, 2**64 - 1),
-}  # fmt: skip
 
 
 def _dup_for_reader(fd: int) -> int:
@@ -128,7 +112,7 @@ class RemoteObject:
         raise NotImplementedError
 
 
-class MessageParcel:
+class MessageParcel(ParcelBase):
     """A typed parcel of values, file descriptors and remote objects.
 
     Writes append; reads go forward from the read position. File descriptors written are
@@ -137,29 +121,11 @@ class MessageParcel:
     :meth:`close`; a parcel that is garbage collected closes its descriptors too.
     """
 
-    __slots__ = ("__weakref__", "_buf", "_closed", "_fds", "_finalizer", "_objects", "_owner",
-                 "_rpos")
-
-    def __init__(self) -> None:
-        # A parcel read from a peer holds the bytes it arrived in (bytes, or a view of the
-        # receive buffer it adopted, ``_owner``) until its first write makes them a
-        # bytearray (see _own).
-        self._buf: bytes | bytearray | memoryview = bytearray()
-        self._owner: _recvbuf.RecvBuffer | None = None
-        self._rpos = 0
-        self._fds: list[int] = []
-        self._objects: list[RemoteObject] = []
-        self._closed = False
-        self._finalizer: weakref.finalize[Any, Any] | None = None
+    __slots__ = ("__weakref__",)
 
     # ------------------------------------------------------------------ lifetime
-    def close(self) -> None:
-        """Release the parcel's file descriptors and objects. Idempotent.
-
-        A parcel received in a large record also gives back the buffer it was read into,
-        for the next record: its data is gone (it reads as empty).
-        """
-        self._closed = True
+    # close(), ``with``: ParcelBase's; what it cannot do alone is here.
+    def _release(self) -> None:
         if self._fds:
             _close_fds(self._fds)
         if self._objects:
@@ -184,15 +150,14 @@ class MessageParcel:
         if owner is not None:
             _recvbuf.give_back(owner)
 
-    def __enter__(self) -> MessageParcel:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        # A copy would share (and close twice) the fds it owns, with either base class.
+        raise TypeError(f"a {type(self).__name__} cannot be copied or pickled (it owns its "
+                        "fds and objects); append() it to a new parcel instead")
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._buf)} bytes"
@@ -234,31 +199,7 @@ class MessageParcel:
         ``position`` must be the end of a value written earlier (or 0); anything else
         raises :class:`ParamError`.
         """
-        if isinstance(position, bool) or not isinstance(position, int):
-            raise ParamError(f"write position must be an int, not {type(position).__name__}")
-        if not 0 <= position <= len(self._buf):
-            raise ParamError(f"write position {position} is outside 0..{len(self._buf)}")
-        self._check_writable()
-        keep_fds = keep_objs = 0
-        offset = 0
-        for tag, start, end, payload in self._walk(0):
-            if end > position:
-                if start != position:
-                    raise ParamError(f"write position {position} is inside a written value")
-                break
-            offset = end
-            if tag in (T_FD, T_ASHMEM):
-                keep_fds = max(keep_fds, payload + 1)
-            elif tag == T_REMOTE:
-                keep_objs = max(keep_objs, payload + 1)
-        else:
-            if offset != position:
-                raise ParamError(f"write position {position} is inside a written value")
-        _close_fds(self._fds[keep_fds:])
-        del self._fds[keep_fds:]
-        del self._objects[keep_objs:]
-        del self._own()[position:]
-        self._rpos = min(self._rpos, position)
+        _parcelwalk.rewind_write(self, position)
 
     # ------------------------------------------------------------------ writing
     def _check_writable(self) -> None:
@@ -296,12 +237,12 @@ class MessageParcel:
 
     def _write_int(self, tag: int, value: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ParamError(f"write_{_TAG_NAMES[tag]} needs an int, not {type(value).__name__}")
+            raise ParamError(f"write_{TAG_NAMES[tag]} needs an int, not {type(value).__name__}")
         try:
-            chunk = _FIXED[tag].pack(tag, value)
+            chunk = FIXED[tag].pack(tag, value)
         except struct.error:
-            lo, hi = _INT_RANGES[tag]
-            raise ParamError(f"{value} does not fit {_TAG_NAMES[tag]} ({lo}..{hi})") from None
+            lo, hi = INT_RANGES[tag]
+            raise ParamError(f"{value} does not fit {TAG_NAMES[tag]} ({lo}..{hi})") from None
         self._put(chunk)
 
     def write_int8(self, value: int) -> None:
@@ -309,19 +250,6 @@ class MessageParcel:
 
     def write_int16(self, value: int) -> None:
         self._write_int(T_INT16, value)
-
-    def write_int32(self, value: int) -> None:
-        """Append a signed 32-bit int. Raises :class:`ParamError` if it does not fit."""
-        # The hot path of small requests: pack directly, check only on failure.
-        if value.__class__ is int:
-            try:
-                chunk = _I32.pack(T_INT32, value)
-            except struct.error:
-                pass
-            else:
-                self._put(chunk)
-                return
-        self._write_int(T_INT32, value)
 
     def write_int64(self, value: int) -> None:
         self._write_int(T_INT64, value)
@@ -340,11 +268,11 @@ class MessageParcel:
 
     def _write_real(self, tag: int, value: float) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ParamError(f"write_{_TAG_NAMES[tag]} needs a number, not {type(value).__name__}")
+            raise ParamError(f"write_{TAG_NAMES[tag]} needs a number, not {type(value).__name__}")
         try:
-            chunk = _FIXED[tag].pack(tag, value)
+            chunk = FIXED[tag].pack(tag, value)
         except (struct.error, OverflowError):
-            raise ParamError(f"{value} does not fit a {_TAG_NAMES[tag]}") from None
+            raise ParamError(f"{value} does not fit a {TAG_NAMES[tag]}") from None
         self._put(chunk)
 
     def write_float(self, value: float) -> None:
@@ -357,7 +285,7 @@ class MessageParcel:
     def write_bool(self, value: bool) -> None:
         if not isinstance(value, bool):
             raise ParamError(f"write_bool needs a bool, not {type(value).__name__}")
-        self._put(_FIXED[T_BOOL].pack(T_BOOL, value))
+        self._put(FIXED[T_BOOL].pack(T_BOOL, value))
 
     def _write_blob(self, tag: int, blob: bytes | bytearray | memoryview) -> None:
         try:
@@ -368,10 +296,10 @@ class MessageParcel:
             raise ParamError("buffer must be contiguous")
         size = view.nbytes
         self._check_writable()
-        if len(self._buf) + _LEN.size + size > MAX_PARCEL_DATA:
+        if len(self._buf) + LEN.size + size > MAX_PARCEL_DATA:
             raise ParcelWriteError(
                 f"a parcel holds at most {MAX_PARCEL_DATA} bytes; a {size}-byte "
-                f"{_TAG_NAMES[tag]} does not fit after {len(self._buf)} (use Ashmem)"
+                f"{TAG_NAMES[tag]} does not fit after {len(self._buf)} (use Ashmem)"
             )
         if blob.__class__ is bytes and size >= KEEP_BYTES and Pieces is not None:
             pieces = kept(self._buf, tag, blob, self._owner is not None)  # by reference
@@ -379,7 +307,7 @@ class MessageParcel:
                 self._buf = pieces
                 return
         buf = self._own()
-        buf += _LEN.pack(tag, size)
+        buf += LEN.pack(tag, size)
         buf += view.cast("B") if view.ndim != 1 or view.format != "B" else view
 
     def write_string(self, value: str) -> None:
@@ -392,8 +320,8 @@ class MessageParcel:
             raise ParamError(f"string is not encodable as UTF-8: {exc.reason}") from None
         self._write_blob(T_STRING, data)
 
-    def write_bytes(self, value: bytes | bytearray | memoryview) -> None:
-        """Append a bytes-like value (copied once, into the parcel)."""
+    # write_bytes, write_buffer: ParcelBase's, for small bytes; else this.
+    def _write_bytes_slow(self, value: bytes | bytearray | memoryview) -> None:
         if isinstance(value, str) or not isinstance(value, (bytes, bytearray, memoryview)):
             try:
                 value = memoryview(value)  # any other buffer-protocol object, e.g. an array
@@ -402,8 +330,6 @@ class MessageParcel:
                     f"write_bytes needs a bytes-like object, not {type(value).__name__}"
                 ) from None
         self._write_blob(T_BYTES, value)
-
-    write_buffer = write_bytes
 
     def write_interface_token(self, token: str) -> None:
         """Append an interface descriptor for the stub to check with read_interface_token()."""
@@ -439,10 +365,10 @@ class MessageParcel:
         if isinstance(fd, bool) or not isinstance(fd, int) or fd < 0:
             raise ParamError(f"file descriptor must be a non-negative int, not {fd!r}")
         self._check_writable()
-        if len(self._buf) + _FIXED[T_FD].size > MAX_PARCEL_DATA:
+        if len(self._buf) + FIXED[T_FD].size > MAX_PARCEL_DATA:
             raise ParcelWriteError(f"a parcel holds at most {MAX_PARCEL_DATA} bytes")
         index = self._add_fd(fd)
-        self._own().extend(_FIXED[T_FD].pack(T_FD, index))
+        self._own().extend(FIXED[T_FD].pack(T_FD, index))
 
     def write_remote_object(self, obj: RemoteObject) -> None:
         """Append a stub or a proxy; the receiver reads it as an object it can call."""
@@ -452,7 +378,7 @@ class MessageParcel:
             raise ParcelWriteError(f"{obj!r} is dead or closed and cannot be sent")
         if len(self._objects) >= MAX_PARCEL_OBJECTS:
             raise ParcelWriteError(f"a parcel carries at most {MAX_PARCEL_OBJECTS} objects")
-        self._put(_FIXED[T_REMOTE].pack(T_REMOTE, len(self._objects)))
+        self._put(FIXED[T_REMOTE].pack(T_REMOTE, len(self._objects)))
         self._objects.append(obj)
 
     def write_ashmem(self, ashmem: Ashmem) -> None:
@@ -463,61 +389,31 @@ class MessageParcel:
             raise ParamError(f"write_ashmem needs an Ashmem, not {type(ashmem).__name__}")
         name = ashmem.name.encode("utf-8", "surrogateescape")
         self._check_writable()
-        if len(self._buf) + _ASHMEM.size + len(name) > MAX_PARCEL_DATA:
+        if len(self._buf) + ASHMEM.size + len(name) > MAX_PARCEL_DATA:
             raise ParcelWriteError(f"a parcel holds at most {MAX_PARCEL_DATA} bytes")
         index = self._add_fd(ashmem.fileno())
         buf = self._own()
-        buf += _ASHMEM.pack(T_ASHMEM, index, len(name))
+        buf += ASHMEM.pack(T_ASHMEM, index, len(name))
         buf += name
 
     def append(self, other: MessageParcel) -> None:
         """Append every value of ``other`` (from its start), with its fds and objects."""
-        if not isinstance(other, MessageParcel):
-            raise ParamError(f"append needs a MessageParcel, not {type(other).__name__}")
-        if other is self:
-            raise ParamError("cannot append a parcel to itself")
-        if other._closed:
-            raise ParamError("the parcel to append is closed")
-        self._check_writable()
-        if other._buf.__class__ is Pieces:
-            other._buf = other._buf.flat()  # type: ignore[union-attr]
-        # All or nothing: on any failure drop what this call added, closing its fd copies.
-        size, n_fds, n_objects = len(self._own()), len(self._fds), len(self._objects)
-        try:
-            for tag, start, end, payload in other._walk(0):
-                if tag in (T_FD, T_ASHMEM) or tag == T_REMOTE:
-                    head = bytes(other._buf[start:end])
-                    if tag == T_FD:
-                        self._put(_FIXED[T_FD].pack(T_FD, self._add_fd(other._fds[payload])))
-                    elif tag == T_ASHMEM:
-                        index = self._add_fd(other._fds[payload])
-                        name = head[_ASHMEM.size :]
-                        self._put(_ASHMEM.pack(T_ASHMEM, index, len(name)) + name)
-                    else:
-                        self.write_remote_object(other._objects[payload])
-                else:
-                    self._put(bytes(other._buf[start:end]))
-        except BaseException:
-            _close_fds(self._fds[n_fds:])
-            del self._fds[n_fds:]
-            del self._objects[n_objects:]
-            del self._own()[size:]
-            raise
+        _parcelwalk.append(self, other)
 
     # ------------------------------------------------------------------ reading
     def _fail(self, what: str, msg: str) -> ParcelReadError:
         return ParcelReadError(f"read_{what} at offset {self._rpos}: {msg}")
 
     def _take_fixed(self, tag: int) -> Any:
-        st = _FIXED[tag]
+        st = FIXED[tag]
         pos = self._rpos
         buf = self._buf
         if pos + st.size > len(buf):
             if pos >= len(buf):
-                raise self._fail(_TAG_NAMES[tag], "no data left")
-            raise self._fail(_TAG_NAMES[tag], "value is truncated")
+                raise self._fail(TAG_NAMES[tag], "no data left")
+            raise self._fail(TAG_NAMES[tag], "value is truncated")
         if buf[pos] != tag:
-            raise self._fail(_TAG_NAMES[tag], f"found {_TAG_NAMES.get(buf[pos], 'garbage')}")
+            raise self._fail(TAG_NAMES[tag], f"found {TAG_NAMES.get(buf[pos], 'garbage')}")
         self._rpos = pos + st.size
         return st.unpack_from(buf, pos)[1]
 
@@ -526,15 +422,6 @@ class MessageParcel:
 
     def read_int16(self) -> int:
         return int(self._take_fixed(T_INT16))
-
-    def read_int32(self) -> int:
-        """Read a signed 32-bit int. Raises :class:`ParcelReadError` if that is not next."""
-        pos = self._rpos
-        buf = self._buf
-        if pos + 5 <= len(buf) and buf[pos] == T_INT32:
-            self._rpos = pos + 5
-            return int(_I32.unpack_from(buf, pos)[1])
-        return int(self._take_fixed(T_INT32))
 
     def read_int64(self) -> int:
         return int(self._take_fixed(T_INT64))
@@ -570,20 +457,20 @@ class MessageParcel:
                 self._rpos = whole[1]
                 return whole[0]
             buf = self._buf = buf.flat()  # type: ignore[union-attr]
-        name = _TAG_NAMES[tag]
-        if pos + _LEN.size > len(buf):
+        name = TAG_NAMES[tag]
+        if pos + LEN.size > len(buf):
             raise self._fail(name, "no data left" if pos >= len(buf) else "header is truncated")
-        found, size = _LEN.unpack_from(buf, pos)
+        found, size = LEN.unpack_from(buf, pos)
         if found != tag:
-            raise self._fail(name, f"found {_TAG_NAMES.get(found, 'garbage')}")
-        end = pos + _LEN.size + size
+            raise self._fail(name, f"found {TAG_NAMES.get(found, 'garbage')}")
+        end = pos + LEN.size + size
         if end > len(buf):
             raise self._fail(name, f"length {size} runs past the end of the parcel")
         self._rpos = end
-        if buf.__class__ is not bytearray or size < _VIEW_BYTES:
-            return bytes(buf[pos + _LEN.size : end])  # of bytes or a view: one copy
+        if buf.__class__ is not bytearray or size < VIEW_BYTES:
+            return bytes(buf[pos + LEN.size : end])  # of bytes or a view: one copy
         with memoryview(buf) as view:  # one copy, not a bytearray slice and then bytes
-            return bytes(view[pos + _LEN.size : end])
+            return bytes(view[pos + LEN.size : end])
 
     def read_string(self) -> str:
         """Read a UTF-8 string. Invalid UTF-8 raises :class:`ParcelReadError`."""
@@ -594,11 +481,6 @@ class MessageParcel:
         except UnicodeDecodeError:
             self._rpos = start
             raise self._fail("string", "not valid UTF-8") from None
-
-    def read_bytes(self) -> bytes:
-        return self._take_blob(T_BYTES)
-
-    read_buffer = read_bytes
 
     def read_interface_token(self) -> str:
         start = self._rpos
@@ -644,16 +526,16 @@ class MessageParcel:
         buf = self._buf
         if buf.__class__ is Pieces:
             buf = self._buf = buf.flat()  # type: ignore[union-attr]
-        if pos + _ASHMEM.size > len(buf):
+        if pos + ASHMEM.size > len(buf):
             raise self._fail("ashmem", "no data left" if pos >= len(buf) else "truncated")
-        tag, index, name_len = _ASHMEM.unpack_from(buf, pos)
+        tag, index, name_len = ASHMEM.unpack_from(buf, pos)
         if tag != T_ASHMEM:
-            raise self._fail("ashmem", f"found {_TAG_NAMES.get(tag, 'garbage')}")
-        end = pos + _ASHMEM.size + name_len
+            raise self._fail("ashmem", f"found {TAG_NAMES.get(tag, 'garbage')}")
+        end = pos + ASHMEM.size + name_len
         if end > len(buf):
             raise self._fail("ashmem", "name runs past the end of the parcel")
         fd = self._fd_at("ashmem", index)
-        name = bytes(buf[pos + _ASHMEM.size : end]).decode("utf-8", "replace")
+        name = bytes(buf[pos + ASHMEM.size : end]).decode("utf-8", "replace")
         try:
             copy = _dup_for_reader(fd)
         except IPCError:
@@ -665,39 +547,6 @@ class MessageParcel:
         except BaseException:
             self._rpos = start
             raise
-
-    # ------------------------------------------------------------------ structure
-    def _walk(self, pos: int) -> Iterator[tuple[int, int, int, int]]:
-        """Yield (tag, start, end, fd-or-object index) for each value from ``pos``.
-
-        Raises :class:`ParcelReadError` for malformed data. Used by append/rewind.
-        """
-        buf = self._buf
-        while pos < len(buf):
-            tag = buf[pos]
-            payload = -1
-            if tag in (T_STRING, T_BYTES, T_TOKEN):
-                if pos + _LEN.size > len(buf):
-                    raise ParcelReadError(f"truncated value at offset {pos}")
-                end = pos + _LEN.size + _LEN.unpack_from(buf, pos)[1]
-            elif tag == T_ASHMEM:
-                if pos + _ASHMEM.size > len(buf):
-                    raise ParcelReadError(f"truncated ashmem at offset {pos}")
-                _, payload, name_len = _ASHMEM.unpack_from(buf, pos)
-                end = pos + _ASHMEM.size + name_len
-            elif tag in _FIXED:
-                end = pos + _FIXED[tag].size
-                if tag in (T_FD, T_REMOTE) and end <= len(buf):
-                    payload = _FIXED[tag].unpack_from(buf, pos)[1]
-            else:
-                raise ParcelReadError(f"unknown type tag {tag} at offset {pos}")
-            if end > len(buf):
-                raise ParcelReadError(f"value at offset {pos} runs past the end")
-            limit = len(self._objects) if tag == T_REMOTE else len(self._fds)
-            if payload >= limit:
-                raise ParcelReadError(f"value at offset {pos} refers to a missing fd or object")
-            yield tag, pos, end, payload
-            pos = end
 
     # ------------------------------------------------------------------ transport
     @classmethod
@@ -717,20 +566,13 @@ class MessageParcel:
         return parcel
 
     @classmethod
-    def _received(cls, buf: _recvbuf.RecvBuffer, start: int, end: int) -> MessageParcel:
-        """A parcel for reading the plain (no fds, no objects) parcel data
-        ``buf[start:end]`` of the record just read into this thread's receive buffer:
-        copied while small; from ADOPT_BYTES on it adopts that buffer and gives it back
-        when closed, or keeps a record read scattered as ``Pieces`` (see _recvbuf)."""
-        if end - start < _recvbuf.ADOPT_BYTES:
-            return cls._from_wire(buf[start:end], [], [])
-        parcel = cls.__new__(cls)
-        parcel._buf, parcel._owner = _recvbuf.adopt(start, end)
-        parcel._rpos = 0
-        parcel._objects = []
-        parcel._closed = False
-        parcel._fds = []
-        parcel._finalizer = None
+    def _received_large(cls, buf: _recvbuf.RecvBuffer, start: int, end: int) -> MessageParcel:
+        """``_received`` (ParcelBase's) of ADOPT_BYTES or more: the parcel adopts the
+        thread's receive buffer and gives it back when closed, or keeps a record read
+        scattered as ``Pieces`` (see _recvbuf)."""
+        data, owner = _recvbuf.adopt(start, end)
+        parcel = cls._from_wire(data, [], [])  # type: ignore[arg-type]  # (a view)
+        parcel._owner = owner
         return parcel
 
     def _copy_for_reading(self) -> MessageParcel:

@@ -18,6 +18,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #include <errno.h>
 #include <poll.h>
@@ -720,8 +721,8 @@ static PyObject *ancillary_list(struct msghdr *msg) {
  * record was that large (a thread of small records pays no extra system call).
  */
 #define SCATTER_BYTES 8192
-#define T_STRING 12 /* the parcel's type tags (docs/wire-format.md) */
-#define T_BYTES 13
+#define TAG_STRING 12 /* the parcel's type tags (docs/wire-format.md) */
+#define TAG_BYTES 13
 #define BLOB_HEAD 5 /* tag + u32 length */
 #define PEEK_BYTES (TXN_FRAME_SIZE + BLOB_HEAD)
 
@@ -743,7 +744,7 @@ static size_t scatter_at(const unsigned char *head, size_t size, int msg_flags) 
     if (!ck__frame_is_plain(head, size, head[0])) return 0; /* no flags, fds or objects */
     int tag = head[frame_size];
     uint32_t len = ck__get_u32(head + frame_size + 1);
-    if ((tag != T_BYTES && tag != T_STRING) || len < SCATTER_BYTES ||
+    if ((tag != TAG_BYTES && tag != TAG_STRING) || len < SCATTER_BYTES ||
         (size_t)len != size - frame_size - BLOB_HEAD)
         return 0; /* not one buffer that fills the parcel */
     return frame_size + BLOB_HEAD;
@@ -1084,6 +1085,268 @@ fail:
     return NULL;
 }
 
+/* ------------------------------------------------------------------------ ParcelBase
+ *
+ * The storage of a MessageParcel and its hot path (the Python twin, the reference, is
+ * _parcelbase.PyParcelBase; _parcel.MessageParcel subclasses whichever is in use). The
+ * seven fields are the parcel's (see _parcel): the data (a bytearray while written, the
+ * bytes a small received record held, a view of an adopted receive buffer, or Pieces),
+ * the adopted buffer, the fds and objects lists, the fd finalizer, the read position and
+ * the closed flag. Only the common cases run here: creating an empty parcel, a small
+ * ``bytes`` written, a buffer read from bytes or a bytearray, an int32 written and read,
+ * closing a parcel that holds
+ * no fds, objects or buffer, and a small received parcel made; everything else calls the
+ * parcel's Python methods (``_write_bytes_slow``, ``_take_blob``, ``_write_int``,
+ * ``_take_fixed``, ``_release``, ``_received_large``), so the behaviour is theirs.
+ */
+#define PARCEL_SMALL_BYTES 8192 /* _pieces.KEEP_BYTES and _recvbuf.ADOPT_BYTES */
+#define TAG_INT32 3
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *buf, *owner, *fds, *objects, *finalizer;
+    Py_ssize_t rpos;
+    char closed;
+} ParcelObject;
+
+static PyObject *str_release, *str_take_blob, *str_write_bytes_slow, *str_received_large,
+    *str_write_int, *str_take_fixed, *tag_bytes, *tag_int32;
+
+/* A new parcel of ``type`` holding ``data`` (a new reference, taken even on failure). */
+static PyObject *parcel_wrap(PyTypeObject *type, PyObject *data) {
+    ParcelObject *p = (ParcelObject *)type->tp_alloc(type, 0);
+    if (p == NULL) {
+        Py_DECREF(data);
+        return NULL;
+    }
+    p->buf = data;
+    p->owner = Py_NewRef(Py_None);
+    p->finalizer = Py_NewRef(Py_None);
+    p->fds = PyList_New(0);
+    p->objects = PyList_New(0);
+    if (p->fds == NULL || p->objects == NULL) {
+        Py_DECREF(p);
+        return NULL;
+    }
+    return (PyObject *)p;
+}
+
+static PyObject *parcel_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_Format(PyExc_TypeError, "%s() takes no arguments", type->tp_name);
+        return NULL;
+    }
+    PyObject *data = PyByteArray_FromStringAndSize(NULL, 0);
+    if (data == NULL) return NULL;
+    return parcel_wrap(type, data);
+}
+
+static int parcel_traverse(ParcelObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->buf);
+    Py_VISIT(self->owner);
+    Py_VISIT(self->fds);
+    Py_VISIT(self->objects);
+    Py_VISIT(self->finalizer);
+    return 0;
+}
+
+static int parcel_clear(ParcelObject *self) {
+    Py_CLEAR(self->buf);
+    Py_CLEAR(self->owner);
+    Py_CLEAR(self->fds);
+    Py_CLEAR(self->objects);
+    Py_CLEAR(self->finalizer);
+    return 0;
+}
+
+static void parcel_dealloc(ParcelObject *self) {
+    PyObject_GC_UnTrack(self);
+    parcel_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int empty_list(PyObject *obj) {
+    return obj != NULL && PyList_CheckExact(obj) && PyList_GET_SIZE(obj) == 0;
+}
+
+static PyObject *parcel_close(ParcelObject *self, PyObject *unused) {
+    self->closed = 1;
+    if (empty_list(self->fds) && empty_list(self->objects) && self->finalizer == Py_None &&
+        self->owner == Py_None)
+        Py_RETURN_NONE;
+    return PyObject_CallMethodNoArgs((PyObject *)self, str_release);
+}
+
+static PyObject *parcel_enter(ParcelObject *self, PyObject *unused) {
+    return Py_NewRef((PyObject *)self);
+}
+
+static PyObject *parcel_exit(ParcelObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return parcel_close(self, NULL);
+}
+
+static PyObject *parcel_write_bytes(ParcelObject *self, PyObject *value) {
+    PyObject *buf = self->buf;
+    if (PyBytes_CheckExact(value) && buf != NULL && PyByteArray_CheckExact(buf) &&
+        !self->closed) {
+        Py_ssize_t size = PyBytes_GET_SIZE(value), len = PyByteArray_GET_SIZE(buf);
+        if (size < PARCEL_SMALL_BYTES && len + BLOB_HEAD + size <= MAX_PARCEL_DATA) {
+            /* As ``buf += head; buf += value``: a BufferError while a view of it is held. */
+            if (PyByteArray_Resize(buf, len + BLOB_HEAD + size) < 0) return NULL;
+            unsigned char *p = (unsigned char *)PyByteArray_AS_STRING(buf) + len;
+            p[0] = TAG_BYTES;
+            ck__put_u32(p + 1, (uint32_t)size);
+            memcpy(p + BLOB_HEAD, PyBytes_AS_STRING(value), (size_t)size);
+            Py_RETURN_NONE;
+        }
+    }
+    return PyObject_CallMethodOneArg((PyObject *)self, str_write_bytes_slow, value);
+}
+
+/* The data of a parcel whose buffer is bytes or a bytearray, and its length; NULL for
+ * anything else (a view of an adopted buffer, Pieces: the Python methods read those). */
+static const unsigned char *parcel_data(ParcelObject *self, Py_ssize_t *len) {
+    PyObject *buf = self->buf;
+    if (buf != NULL && PyBytes_CheckExact(buf)) {
+        *len = PyBytes_GET_SIZE(buf);
+        return (const unsigned char *)PyBytes_AS_STRING(buf);
+    }
+    if (buf != NULL && PyByteArray_CheckExact(buf)) {
+        *len = PyByteArray_GET_SIZE(buf);
+        return (const unsigned char *)PyByteArray_AS_STRING(buf);
+    }
+    return NULL;
+}
+
+static PyObject *parcel_read_bytes(ParcelObject *self, PyObject *unused) {
+    Py_ssize_t len = 0, pos = self->rpos;
+    const unsigned char *data = parcel_data(self, &len);
+    if (data != NULL && pos >= 0 && pos + BLOB_HEAD <= len && data[pos] == TAG_BYTES) {
+        Py_ssize_t size = (Py_ssize_t)ck__get_u32(data + pos + 1);
+        if (size <= len - pos - BLOB_HEAD) {
+            PyObject *out = PyBytes_FromStringAndSize((const char *)data + pos + BLOB_HEAD, size);
+            if (out != NULL) self->rpos = pos + BLOB_HEAD + size;
+            return out;
+        }
+    }
+    return PyObject_CallMethodOneArg((PyObject *)self, str_take_blob, tag_bytes);
+}
+
+static PyObject *parcel_write_int32(ParcelObject *self, PyObject *value) {
+    PyObject *buf = self->buf;
+    if (PyLong_CheckExact(value) && buf != NULL && PyByteArray_CheckExact(buf) &&
+        !self->closed) {
+        int overflow;
+        long v = PyLong_AsLongAndOverflow(value, &overflow);
+        Py_ssize_t len = PyByteArray_GET_SIZE(buf);
+        if (!overflow && v >= INT32_MIN && v <= INT32_MAX && len + 5 <= MAX_PARCEL_DATA) {
+            if (PyByteArray_Resize(buf, len + 5) < 0) return NULL;
+            unsigned char *p = (unsigned char *)PyByteArray_AS_STRING(buf) + len;
+            p[0] = TAG_INT32;
+            ck__put_u32(p + 1, (uint32_t)(int32_t)v);
+            Py_RETURN_NONE;
+        }
+    }
+    return PyObject_CallMethodObjArgs((PyObject *)self, str_write_int, tag_int32, value, NULL);
+}
+
+static PyObject *parcel_read_int32(ParcelObject *self, PyObject *unused) {
+    Py_ssize_t len = 0, pos = self->rpos;
+    const unsigned char *data = parcel_data(self, &len);
+    if (data != NULL && pos >= 0 && pos + 5 <= len && data[pos] == TAG_INT32) {
+        self->rpos = pos + 5;
+        return PyLong_FromLong((long)(int32_t)ck__get_u32(data + pos + 1));
+    }
+    return PyObject_CallMethodOneArg((PyObject *)self, str_take_fixed, tag_int32);
+}
+
+static PyObject *parcel_received(PyObject *cls, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "_received takes 3 arguments");
+        return NULL;
+    }
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    if (start == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t end = PyLong_AsSsize_t(args[2]);
+    if (end == -1 && PyErr_Occurred()) return NULL;
+    if (start < 0 || end < start || end - start >= PARCEL_SMALL_BYTES)
+        return PyObject_CallMethodObjArgs(cls, str_received_large, args[0], args[1], args[2],
+                                          NULL);
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    if (end > view.len) end = view.len; /* as a slice would */
+    if (start > end) start = end;
+    PyObject *data = PyBytes_FromStringAndSize((const char *)view.buf + start, end - start);
+    PyBuffer_Release(&view);
+    if (data == NULL) return NULL;
+    return parcel_wrap((PyTypeObject *)cls, data);
+}
+
+static PyMemberDef parcel_members[] = {
+    {"_buf", T_OBJECT_EX, offsetof(ParcelObject, buf), 0, NULL},
+    {"_owner", T_OBJECT_EX, offsetof(ParcelObject, owner), 0, NULL},
+    {"_fds", T_OBJECT_EX, offsetof(ParcelObject, fds), 0, NULL},
+    {"_objects", T_OBJECT_EX, offsetof(ParcelObject, objects), 0, NULL},
+    {"_finalizer", T_OBJECT_EX, offsetof(ParcelObject, finalizer), 0, NULL},
+    {"_rpos", T_PYSSIZET, offsetof(ParcelObject, rpos), 0, NULL},
+    {"_closed", T_BOOL, offsetof(ParcelObject, closed), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+PyDoc_STRVAR(close_doc,
+"Release the parcel's file descriptors and objects. Idempotent.\n\n"
+"A parcel received in a large record also gives back the buffer it was read into,\n"
+"for the next record: its data is gone (it reads as empty).");
+PyDoc_STRVAR(write_bytes_doc, "Append a bytes-like value (copied once, into the parcel).");
+PyDoc_STRVAR(read_bytes_doc,
+"Read a bytes value. Raises ParcelReadError if that is not next.");
+
+static PyMethodDef parcel_methods[] = {
+    {"close", (PyCFunction)parcel_close, METH_NOARGS, close_doc},
+    {"__enter__", (PyCFunction)parcel_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))parcel_exit, METH_FASTCALL, NULL},
+    {"write_bytes", (PyCFunction)parcel_write_bytes, METH_O, write_bytes_doc},
+    {"write_buffer", (PyCFunction)parcel_write_bytes, METH_O, write_bytes_doc},
+    {"read_bytes", (PyCFunction)parcel_read_bytes, METH_NOARGS, read_bytes_doc},
+    {"read_buffer", (PyCFunction)parcel_read_bytes, METH_NOARGS, read_bytes_doc},
+    {"write_int32", (PyCFunction)parcel_write_int32, METH_O,
+     "Append a signed 32-bit int. Raises ParamError if it does not fit."},
+    {"read_int32", (PyCFunction)parcel_read_int32, METH_NOARGS,
+     "Read a signed 32-bit int. Raises ParcelReadError if that is not next."},
+    {"_received", (PyCFunction)(void (*)(void))parcel_received, METH_FASTCALL | METH_CLASS,
+     "A parcel for reading buf[start:end] of a record just read (see _parcel)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ParcelBaseType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "childkit.ipc._speedups.ParcelBase",
+    .tp_basicsize = sizeof(ParcelObject),
+    .tp_dealloc = (destructor)parcel_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "A parcel's storage and hot path (see _parcelbase.PyParcelBase).",
+    .tp_traverse = (traverseproc)parcel_traverse,
+    .tp_clear = (inquiry)parcel_clear,
+    .tp_methods = parcel_methods,
+    .tp_members = parcel_members,
+    .tp_new = parcel_new,
+};
+
+static int parcel_init_module(PyObject *m) {
+    if ((str_release = PyUnicode_InternFromString("_release")) == NULL ||
+        (str_take_blob = PyUnicode_InternFromString("_take_blob")) == NULL ||
+        (str_write_bytes_slow = PyUnicode_InternFromString("_write_bytes_slow")) == NULL ||
+        (str_received_large = PyUnicode_InternFromString("_received_large")) == NULL ||
+        (str_write_int = PyUnicode_InternFromString("_write_int")) == NULL ||
+        (str_take_fixed = PyUnicode_InternFromString("_take_fixed")) == NULL ||
+        (tag_bytes = PyLong_FromLong(TAG_BYTES)) == NULL ||
+        (tag_int32 = PyLong_FromLong(TAG_INT32)) == NULL)
+        return -1;
+    if (PyType_Ready(&ParcelBaseType) < 0) return -1;
+    if (PyModule_AddObjectRef(m, "ParcelBase", (PyObject *)&ParcelBaseType) < 0) return -1;
+    return PyModule_AddIntConstant(m, "PARCEL_SMALL_BYTES", PARCEL_SMALL_BYTES);
+}
+
 static PyMethodDef methods[] = {
     {"encode_transaction", (PyCFunction)(void (*)(void))encode_transaction, METH_FASTCALL,
      encode_transaction_doc},
@@ -1126,7 +1389,8 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     if (PyType_Ready(&PiecesType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
-    if (PyModule_AddObjectRef(m, "Pieces", (PyObject *)&PiecesType) < 0) {
+    if (PyModule_AddObjectRef(m, "Pieces", (PyObject *)&PiecesType) < 0 ||
+        parcel_init_module(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -122,9 +122,9 @@ def invoke_stub(
         else:
             result = stub.on_remote_request(code, data, reply, option)
         if (result == 0 and result.__class__ is int) or result is None:
-            status = 0
-        elif isinstance(result, bool) or not isinstance(result, int):
-            status = IPCErrorCode.OH_IPC_INVALID_USER_ERROR_CODE
+            return 0, detail, reply  # the common case (the finally restores the identity)
+        if isinstance(result, bool) or not isinstance(result, int):
+            status: int = IPCErrorCode.OH_IPC_INVALID_USER_ERROR_CODE
             detail = f"on_remote_request returned {type(result).__name__}, not an int"
         elif not is_transportable_status(result):
             status = IPCErrorCode.OH_IPC_INVALID_USER_ERROR_CODE
