@@ -44,6 +44,7 @@
 #define OBJ_SIZE CK__OBJ_SIZE
 #define MAX_RECORD_BYTES CK__MAX_RECORD_BYTES
 #define MAX_WIRE_DATA CK__MAX_WIRE_DATA
+#define MAX_PARCEL_DATA CK__MAX_PARCEL_DATA /* what a Python parcel holds (its own bytes) */
 
 static PyObject *struct_error; /* struct.error: what the Python twins raise */
 
@@ -1396,6 +1397,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     }
     if (PyModule_AddIntConstant(m, "MAX_RECORD_BYTES", MAX_RECORD_BYTES) < 0 ||
         PyModule_AddIntConstant(m, "MAX_WIRE_DATA", MAX_WIRE_DATA) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_PARCEL_DATA", MAX_PARCEL_DATA) < 0 ||
         PyModule_AddIntConstant(m, "TXN_DATA_OFFSET", TXN_FRAME_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "REPLY_DATA_OFFSET", REPLY_FRAME_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "SCATTER_BYTES", SCATTER_BYTES) < 0) {

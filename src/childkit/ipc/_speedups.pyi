@@ -5,6 +5,7 @@ from collections.abc import Sequence
 
 MAX_RECORD_BYTES: int
 MAX_WIRE_DATA: int
+MAX_PARCEL_DATA: int
 TXN_DATA_OFFSET: int
 REPLY_DATA_OFFSET: int
 SCATTER_BYTES: int
