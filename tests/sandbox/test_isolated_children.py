@@ -174,10 +174,11 @@ def test_isolated_child_environment_is_scrubbed(ctx: dict[str, Any]) -> None:
     finally:
         del os.environ["CHILDKIT_LAUNCHER_SEES"]
     # A NORMAL child has the caller's whole environment; an ISOLATED one only the locale
-    # and the sandbox's own PATH, HOME and TMPDIR.
+    # and the sandbox's own PATH, HOME and TMPDIR, and childkit's role marker for C code
+    # (its own role and pid in its pid namespace: nothing of the host).
     assert "CHILDKIT_LAUNCHER_SEES" in normal["env"] and ea.ENV_SECRET_NAME in normal["env"]
     assert set(isolated["env"]) <= {"LANG", "LC_ALL", "LC_CTYPE", "TZ", "PATH", "HOME",
-                                    "TMPDIR"}
+                                    "TMPDIR", "CHILDKIT_ROLE"}
     assert isolated["pid"] == 2 and normal["pid"] != 2
 
 
