@@ -276,7 +276,8 @@ def _sweep(child: EchoChild, size: int, n: int, reps: int) -> list[dict[str, obj
     ]
 
 
-def run(quick: bool = False) -> list[dict[str, object]]:
+def run(quick: bool = False, threads_only: bool = False) -> list[dict[str, object]]:
+    """The rows of both sweeps (only the thread sweep's with ``threads_only``)."""
     reps = 1 if quick else 3
     seconds = 0.2 if quick else 1.0
     sizes = [8, 64 * KiB, SIZES[-1]] if quick else SIZES
@@ -284,10 +285,10 @@ def run(quick: bool = False) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     child = EchoChild()
     try:
-        for size in sizes:
+        for size in () if threads_only else sizes:
             n = (200 if quick else 3000) if size <= 64 * KiB else (50 if quick else 600)
             rows.extend(_sweep(child, size, n, reps))
-        for size in (190 * KiB, SIZES[-1]):
+        for size in () if threads_only else (190 * KiB, SIZES[-1]):
             mine, theirs = childkit_faults(child.proxy, os.urandom(size),
                                            50 if quick else 600)
             rows.append({"key": f"echo_faults_{size}", "unit": "faults", "better": "lower",
@@ -322,8 +323,10 @@ def run(quick: bool = False) -> list[dict[str, object]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few sizes, short runs")
+    parser.add_argument("--threads", action="store_true",
+                        help="only the thread sweep (caller threads on one child)")
     args = parser.parse_args()
-    for r in run(args.quick):
+    for r in run(args.quick, threads_only=args.threads):
         peers = ", ".join(f"{name} {value:,.1f} ({r['childkit'] / value:.2f}x)"
                           for name, value in {**r["peers"], **r["bare"]}.items()
                           if value)
