@@ -35,13 +35,6 @@ from childkit.ipc import (
 )
 from childkit.ipc._threadpool import IPCThreadPool
 
-
-def _speedups_exchange() -> object:
-    """The C twins' exchange, or None (without them nobody polls on a channel)."""
-    from childkit.ipc import _transport
-
-    return _transport.exchange
-
 ASYNC = MessageOption(RequestMode.ASYNC)
 MEET, ADD_ONE, RECORD, GET_RECORDED, GIVE_FD, ECHO_OBJECT, HOLD, KEEP, GIVE_BACK, ECHO = range(
     1, 11)
@@ -797,82 +790,3 @@ def test_no_work_thread_spins_on_the_main_socket_while_a_channel_is_served(
             assert not polled
         finally:
             channel.serving = False
-
-
-class _Spinners:
-    """Wraps an ``exchange``: counts the calls inside it that poll (``end_ns`` not 0), and
-    the most that polled at once."""
-
-    def __init__(self, exchange: Callable[..., object], fds: Callable[[int], bool]) -> None:
-        self.exchange = exchange
-        self.fds = fds  # which sockets' exchanges count
-        self.lock = threading.Lock()
-        self.now = self.most = self.polled = self.slept = 0
-
-    def __call__(self, fd: int, record: object, buf: object, end: int,
-                 *rest: object) -> object:
-        if not self.fds(fd):
-            return self.exchange(fd, record, buf, end, *rest)
-        with self.lock:
-            if end:
-                self.now += 1
-                self.polled += 1
-                self.most = max(self.most, self.now)
-            else:
-                self.slept += 1
-        try:
-            return self.exchange(fd, record, buf, end, *rest)
-        finally:
-            if end:
-                with self.lock:
-                    self.now -= 1
-
-
-@pytest.mark.skipif(_speedups_exchange() is None, reason="callers poll in C only")
-def test_one_caller_on_the_channels_polls_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    from childkit.ipc import _caller
-
-    with linked(Meeting(3)) as (a, _b, _pool):
-        caller = a._caller
-        held = caller.channels.take()  # as a call in flight there: the next go on channels
-        assert held is not None
-        try:
-            fds = {ch.fd for ch in caller.channels.all}
-            spinners = _Spinners(_caller.exchange,  # type: ignore[arg-type]
-                                 lambda fd: fd != a._transport.call_fd)
-            monkeypatch.setattr(_caller, "exchange", spinners)
-            caller.channel_poll = _AlwaysPoll()  # type: ignore[assignment]
-            # Three calls in flight together, each on a channel of its own (none on the
-            # main socket, whose reader would keep them all from polling).
-            results = together(3, lambda i: int_call(a, MEET, i))
-            assert results == [1, 2, 3]
-            assert len(caller.channels.all) == 4 and fds < {ch.fd for ch in caller.channels.all}
-            assert spinners.polled >= 1 and spinners.slept >= 2
-            assert spinners.most == 1
-        finally:
-            caller.channels.give_back(held)
-        assert caller.channel_turn.acquire(False)  # given back by the poller
-        caller.channel_turn.release()
-        assert int_call(a, ADD_ONE, 1) == 2
-
-
-@pytest.mark.skipif(_speedups_exchange() is None, reason="work threads poll in C only")
-def test_one_thread_of_a_connection_polls_its_channels_at_a_time(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    from childkit.ipc import _server
-
-    with linked(Meeting(4)) as (a, b, _pool):
-        assert together(4, lambda i: int_call(a, MEET, i)) == [1, 2, 3, 4]  # opens channels
-        servers = b._server.channels
-        assert len(servers) == 3
-        for server in servers:
-            server.busy_poll = _AlwaysPoll()  # type: ignore[assignment]
-        chans = {server.fd for server in servers}
-        spinners = _Spinners(_server.exchange,  # type: ignore[arg-type]
-                             lambda fd: fd in chans)
-        monkeypatch.setattr(_server, "exchange", spinners)
-        for _ in range(3):
-            assert together(4, lambda i: int_call(a, MEET, i)) == [1, 2, 3, 4]
-        assert spinners.polled >= 1
-        assert spinners.most == 1
-        assert wait_until(lambda: not b._server.polling)

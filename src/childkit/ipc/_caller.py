@@ -20,8 +20,7 @@ role's ``waiters``, ``lone_seq``, ``next_seq``, ``leader`` and ``stand_in``, tog
 the writer's state, so that the lone caller's fast path (:meth:`Caller.call`) sees in one
 critical section that nobody writes or reads. A :class:`Call`'s ``reply`` and ``objects``
 are set under it. ``poller`` and ``busy_poll`` belong to whichever thread reads (the
-leader), one at a time; ``channel_poll`` to the caller on a channel that holds
-``channel_turn`` (taken without waiting, never with another lock).
+leader), one at a time.
 
 A waiting thread sleeps on a condition of its own over the link lock (``Call.cond``), so a
 reply wakes only its own caller, and a reader that stops wakes exactly one waiter to read
@@ -159,10 +158,6 @@ class Caller:
         self.poller = select.poll()
         self.poller.register(transport.call_fd, select.POLLIN)
         self.busy_poll = BusyPoll()
-        # The polling turn of the callers on channels: one polls at a time (the holder of
-        # ``channel_turn``), with its own window (see call_on_channel).
-        self.channel_turn = threading.Lock()
-        self.channel_poll = BusyPoll()
         self._conds = threading.local()  # each thread's condition over the link lock
         self.channels = ChannelSet(transport)
         self._opened, self._idle = self.channels.all, self.channels.free  # (never rebound)
@@ -317,35 +312,18 @@ class Caller:
         try:
             chunk = plain_request(seq, handle, code, data)
             buf = recv_buffers.buf
-            # One caller on the connection's channels at a time polls for its reply a
-            # moment (see _busypoll; in C only): the others sleep, since a spinner per
-            # caller would take the CPUs that the peer and the other callers need. None
-            # while a thread reads the main call socket (it may be polling there).
-            started = end = 0
-            turn = self.channel_turn
-            if exchange is not None and not self.leader and turn.acquire(False):
-                started = _now_ns()
-                end = self.channel_poll.poll_end(started)
-                if not end:
-                    turn.release()
+            # No busy polling: channels carry calls made while others call, and pollers
+            # would take the CPUs that the peer and the other callers need.
             try:
                 if exchange is not None:
-                    result = exchange(channel.fd, chunk, buf, end, PREEMPTED_NS)
+                    result = exchange(channel.fd, chunk, buf, 0, PREEMPTED_NS)
                 else:
                     result = exchange_slowly(channel.sock, self.poller.poll, channel.fd,
                                              chunk, buf, 0, 0)
             except OSError as exc:  # only sending raises
                 t.fail(f"sending failed: {exc.strerror or exc}")
                 raise DeadRemoteObjectError(f"{t.name}: {t.close_reason}") from None
-            finally:
-                if end:
-                    turn.release()
-            n, anc, flags, seen, err = result
-            if started:  # this call had the polling turn: adapt the window
-                if seen < 0:  # descheduled while polling
-                    lost_cpu(_now_ns())
-                elif not seen:
-                    self.channel_poll.waited(_now_ns() - started)
+            n, anc, flags, _seen, err = result
             while err in RETRY_LATER:  # interrupted by a signal: read again
                 try:
                     n, anc, flags, _ = channel.sock.recvmsg_into([buf], ANC_SPACE, RECV_FLAGS)

@@ -606,8 +606,7 @@ class ChannelServer(Server):
     thread serves it, and after answering, the thread waits on the channel itself for
     the caller's next request (:data:`STAY_MS`), as binder's thread per connection does,
     while another work thread is idle for the rest: no ``epoll_ctl`` and no hand-back to
-    the pool per request. Before it sleeps there it may poll the channel a moment, when no
-    other thread of the connection polls (one spinner per connection: see _busypoll)."""
+    the pool per request. It does not busy-poll (the callers on channels do not either)."""
 
     def on_readable(self) -> None:
         t = self.transport
@@ -652,35 +651,15 @@ class ChannelServer(Server):
                     or not self.poller.poll(STAY_MS)):
                 return None
             return self.read_here()
-        # One thread of the connection polls at a time (this channel's, the other
-        # channels' and the main socket's servers share the turn): it polls the channel
-        # a moment for the caller's next request before it sleeps there (see _busypoll).
-        main = self.main
-        lock = self.lock
-        started = end = 0
-        lock.acquire()
-        if not main.polling:
-            started = _now_ns()
-            end = self.busy_poll.poll_end(started)
-            main.polling = end != 0
-        lock.release()
         try:
-            n, anc, flags, seen, err = exchange(self.fd, reply, recv_buffers.buf, end,
-                                                PREEMPTED_NS)
+            n, anc, flags, _seen, err = exchange(self.fd, reply, recv_buffers.buf, 0,
+                                                 PREEMPTED_NS)
         except BlockingIOError:  # no room (nothing was sent): the queue writes it later
             self.send_reply_record(reply)
             return None
         except OSError as exc:
             t.fail(f"sending a reply failed: {exc.strerror or exc}")
             return None
-        finally:
-            if end:
-                main.polling = False
-        if started:  # this thread had the polling turn: adapt the window
-            if seen < 0:  # descheduled while polling
-                lost_cpu(_now_ns())
-            elif not seen:  # it came after the window (or not within the stay)
-                self.busy_poll.waited(_now_ns() - started)
         if n >= 0:
             return n, anc, flags
         if err not in RETRY_LATER:  # else nothing came within the stay
