@@ -17,5 +17,5 @@ from childkit.ipc._caller import Caller
 
 @pytest.fixture(autouse=True)
 def _lone_calls_on_the_main_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(Caller, "prefer_channel", staticmethod(lambda now_ns: False))
+    monkeypatch.setattr(Caller, "prefer_channel", staticmethod(lambda: False))
     yield

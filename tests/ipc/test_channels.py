@@ -797,7 +797,7 @@ def test_no_work_thread_spins_on_the_main_socket_while_a_channel_is_served(
 def test_a_lone_call_takes_a_channel_while_the_machine_is_crowded() -> None:
     with linked(Meeting()) as (a, b, _pool):
         caller = a._caller
-        caller.prefer_channel = lambda now_ns: True  # type: ignore[method-assign]
+        caller.prefer_channel = lambda: True  # type: ignore[method-assign]
         received = a._transport.replies_received  # main socket replies only
         for i in range(3):
             assert int_call(a, ADD_ONE, i) == i + 1
@@ -807,7 +807,7 @@ def test_a_lone_call_takes_a_channel_while_the_machine_is_crowded() -> None:
                 assert reply.read_int32() == i + 1
         assert len(caller.channels.all) == 1 and len(b._server.channels) == 1
         assert a._transport.replies_received == received  # none came on the main socket
-        caller.prefer_channel = lambda now_ns: False  # type: ignore[method-assign]
+        caller.prefer_channel = lambda: False  # type: ignore[method-assign]
         assert int_call(a, ADD_ONE, 7) == 8
         assert a._transport.replies_received == received + 1  # quiet: the main socket
         assert len(caller.channels.all) == 1
@@ -827,7 +827,7 @@ def test_the_crowded_rule_of_busy_polling_chooses(monkeypatch: pytest.MonkeyPatc
 def test_a_crowded_lone_caller_keeps_its_one_way_order_and_the_c_kit_one_socket() -> None:
     stub = Meeting()
     with linked(stub) as (a, _b, _pool):
-        a._caller.prefer_channel = lambda now_ns: True  # type: ignore[method-assign]
+        a._caller.prefer_channel = lambda: True  # type: ignore[method-assign]
         proxy = a.root_proxy()
         for i in range(5):
             with int_parcel(i) as data:
@@ -838,6 +838,6 @@ def test_a_crowded_lone_caller_keeps_its_one_way_order_and_the_c_kit_one_socket(
         assert int_call(a, ADD_ONE, 1) == 2
         assert len(a._caller.channels.all) == 1  # the next did
     with linked(Meeting(), caller_accepts=0, server_accepts=0) as (a, _b, _pool):
-        a._caller.prefer_channel = lambda now_ns: True  # type: ignore[method-assign]
+        a._caller.prefer_channel = lambda: True  # type: ignore[method-assign]
         assert int_call(a, ADD_ONE, 1) == 2  # a peer that accepts none: the main socket
         assert not a._caller.channels.all
