@@ -9,13 +9,15 @@ of many caller threads on one child, each beside its peers in the same run.
   loaded machine the wall clock mostly measures the others' work); minor page faults per
   round trip on each side of childkit's echo at 190 KiB and at the largest size.
 - Thread sweep, 1 to 16 caller threads on one child: total 64-byte sync requests per
-  second and the 99th-percentile latency, against a ``multiprocessing`` Manager proxy
-  called from the same number of threads (runs alternated, medians of three). With more
-  than one caller, childkit's concurrent calls go on extra call channels of their own
-  (docs/ipc.md, "Many threads on one child").
+  second, the 99th-percentile latency and the CPU time per request of both processes
+  (every thread, ended ones included), against a ``multiprocessing`` Manager proxy called
+  from the same number of threads (runs alternated, medians of three). With more than one
+  caller, childkit's concurrent calls go on extra call channels of their own (docs/ipc.md,
+  "Many threads on one child").
 
-Run ``python -m bench.bench_curves`` (``--quick`` for a smoke run); ``python -m bench``
-runs it with the others. Nothing here asserts a speed.
+Run ``python -m bench.bench_curves`` (``--quick`` for a smoke run, ``--only payload`` or
+``--only threads`` for one sweep); ``python -m bench`` runs it with the others. Nothing
+here asserts a speed.
 """
 
 from __future__ import annotations
@@ -193,9 +195,29 @@ def socketpair_echo(payload: bytes, n: int, cpu: Cpu | None = None) -> float:
 
 
 # ---------------------------------------------------------------------------- threads
-def _hammer(call: Callable[[], object], threads: int, seconds: float) -> tuple[float, float]:
-    """Calls per second of ``threads`` threads calling ``call`` for ``seconds``, and the
-    99th-percentile latency in microseconds."""
+def _own_cpu_ns() -> int:
+    """CPU time (ns) this process spent so far, every thread, ended ones included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return int((usage.ru_utime + usage.ru_stime) * 1e9)
+
+
+def _process_cpu_ns(pid: int) -> int:
+    """CPU time (ns) the process ``pid`` spent so far, every thread, ended ones included
+    (a Manager's server ends a thread with each connection), in clock ticks."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return (int(fields[11]) + int(fields[12])) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def _hammer(call: Callable[[], object], threads: int, seconds: float, peer: int,
+            ) -> tuple[float, float, float]:
+    """Calls per second of ``threads`` threads calling ``call`` for ``seconds``, the
+    99th-percentile latency in microseconds, and the CPU time per call in microseconds of
+    this process and the ``peer`` process together (on a loaded machine the rate mostly
+    measures the others' work; the CPU per call is what the calls cost)."""
     latencies: list[list[int]] = [[] for _ in range(threads)]
     start = threading.Barrier(threads + 1)
     stop = threading.Event()
@@ -213,18 +235,22 @@ def _hammer(call: Callable[[], object], threads: int, seconds: float) -> tuple[f
         w.start()
     start.wait()
     t0 = time.perf_counter()
+    cpu0 = _own_cpu_ns() + _process_cpu_ns(peer)
     time.sleep(seconds)  # the measuring window (a benchmark, not a test)
     stop.set()
     for w in workers:
         w.join()
+    cpu = _own_cpu_ns() + _process_cpu_ns(peer) - cpu0
     elapsed = time.perf_counter() - t0
     every = sorted(x for lat in latencies for x in lat)
     p99 = every[int(len(every) * 0.99)] / 1000 if every else float("nan")
-    return len(every) / elapsed, p99
+    return len(every) / elapsed, p99, cpu / 1000 / max(len(every), 1)
 
 
-def childkit_threads(proxy: RemoteProxy, threads: int, seconds: float) -> tuple[float, float]:
+def childkit_threads(child: EchoChild, threads: int, seconds: float,
+                     ) -> tuple[float, float, float]:
     local = threading.local()
+    proxy = child.proxy
 
     def call() -> None:
         data = getattr(local, "data", None)
@@ -234,13 +260,14 @@ def childkit_threads(proxy: RemoteProxy, threads: int, seconds: float) -> tuple[
         with proxy.send_request(ep.ECHO, data) as reply:
             reply.read_buffer()
 
-    return _hammer(call, threads, seconds)
+    return _hammer(call, threads, seconds, child.proc.pid)
 
 
-def manager_threads(threads: int, seconds: float) -> tuple[float, float]:
+def manager_threads(threads: int, seconds: float) -> tuple[float, float, float]:
     with _Manager(ctx=mp.get_context("fork")) as mgr:
         adder = mgr.Adder()  # type: ignore[attr-defined]
-        return _hammer(lambda: adder.add_one(1), threads, seconds)
+        server = mgr._process.pid  # type: ignore[attr-defined]
+        return _hammer(lambda: adder.add_one(1), threads, seconds, server)
 
 
 # ---------------------------------------------------------------------------- the run
@@ -248,10 +275,11 @@ def _median(repeats: int, fn: Callable[[], float]) -> float:
     return statistics.median(fn() for _ in range(repeats))
 
 
-def _medians(runs: list[tuple[float, float]]) -> tuple[float, float]:
-    """The median rate and the median p99 of repeated thread-sweep runs."""
-    return (statistics.median(rate for rate, _ in runs),
-            statistics.median(p99 for _, p99 in runs))
+def _medians(runs: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    """The median rate, p99 and CPU per call of repeated thread-sweep runs."""
+    return (statistics.median(rate for rate, _, _ in runs),
+            statistics.median(p99 for _, p99, _ in runs),
+            statistics.median(cpu for _, _, cpu in runs))
 
 
 def _childkit_run(child: EchoChild, payload: bytes, n: int, cpu: Cpu) -> float:
@@ -321,20 +349,25 @@ def run(quick: bool = False, parts: str = "all") -> list[dict[str, object]]:
             # busy moment of either side.
             ck_runs, mgr_runs = [], []
             for _ in range(reps):
-                ck_runs.append(childkit_threads(child.proxy, k, seconds))
+                ck_runs.append(childkit_threads(child, k, seconds))
                 mgr_runs.append(manager_threads(k, seconds))
-            ck_rate, ck_p99 = _medians(ck_runs)
-            mgr_rate, mgr_p99 = _medians(mgr_runs)
+            ck_rate, ck_p99, ck_cpu = _medians(ck_runs)
+            mgr_rate, mgr_p99, mgr_cpu = _medians(mgr_runs)
+            peer = "multiprocessing Manager proxy"
             rows.append({
                 "key": f"threads_{k}", "metric": f"sync requests/s, {k} caller threads",
                 "unit": "req/s", "better": "higher", "childkit": ck_rate,
-                "peers": {"multiprocessing Manager proxy": mgr_rate}, "bare": {},
+                "peers": {peer: mgr_rate}, "bare": {},
                 "goal": ">= 1 thread's rate; >= 1.0x Manager proxy", "source": "bench_curves"})
             rows.append({
                 "key": f"threads_p99_{k}", "metric": f"p99 latency, {k} caller threads",
                 "unit": "us", "better": "lower", "childkit": ck_p99,
-                "peers": {"multiprocessing Manager proxy": mgr_p99}, "bare": {},
-                "goal": "", "source": "bench_curves"})
+                "peers": {peer: mgr_p99}, "bare": {}, "goal": "", "source": "bench_curves"})
+            rows.append({
+                "key": f"threads_cpu_{k}",
+                "metric": f"CPU per request, {k} caller threads (both processes)",
+                "unit": "us", "better": "lower", "childkit": ck_cpu,
+                "peers": {peer: mgr_cpu}, "bare": {}, "goal": "", "source": "bench_curves"})
     finally:
         child.close()
     return rows

@@ -33,6 +33,7 @@ from childkit.ipc import (
     _wire,
     channel_socketpairs,
 )
+from childkit.ipc._caller import Caller
 from childkit.ipc._threadpool import IPCThreadPool
 
 ASYNC = MessageOption(RequestMode.ASYNC)
@@ -790,3 +791,53 @@ def test_no_work_thread_spins_on_the_main_socket_while_a_channel_is_served(
             assert not polled
         finally:
             channel.serving = False
+
+
+# ---------------------------------------------------------------------------- alone, crowded
+def test_a_lone_call_takes_a_channel_while_the_machine_is_crowded() -> None:
+    with linked(Meeting()) as (a, b, _pool):
+        caller = a._caller
+        caller.prefer_channel = lambda: True  # type: ignore[method-assign]
+        received = a._transport.replies_received  # main socket replies only
+        for i in range(3):
+            assert int_call(a, ADD_ONE, i) == i + 1
+            with int_parcel(i) as data:  # with an option: transact's path
+                reply = a.root_proxy().send_request(ADD_ONE, data, MessageOption())
+            with reply:
+                assert reply.read_int32() == i + 1
+        assert len(caller.channels.all) == 1 and len(b._server.channels) == 1
+        assert a._transport.replies_received == received  # none came on the main socket
+        caller.prefer_channel = lambda: False  # type: ignore[method-assign]
+        assert int_call(a, ADD_ONE, 7) == 8
+        assert a._transport.replies_received == received + 1  # quiet: the main socket
+        assert len(caller.channels.all) == 1
+
+
+def test_the_crowded_rule_of_busy_polling_chooses(monkeypatch: pytest.MonkeyPatch) -> None:
+    from childkit.ipc import _busypoll
+
+    monkeypatch.setattr(Caller, "prefer_channel", staticmethod(_busypoll.crowded_now))
+    monkeypatch.setattr(_busypoll, "_sampled_ns", -10**15)  # the next look samples
+    monkeypatch.setattr(_busypoll, "machine_crowded", lambda now_ns: True)
+    with linked(Meeting()) as (a, _b, _pool):
+        assert int_call(a, ADD_ONE, 1) == 2
+        assert len(a._caller.channels.all) == 1
+
+
+def test_a_crowded_lone_caller_keeps_its_one_way_order_and_the_c_kit_one_socket() -> None:
+    stub = Meeting()
+    with linked(stub) as (a, _b, _pool):
+        a._caller.prefer_channel = lambda: True  # type: ignore[method-assign]
+        proxy = a.root_proxy()
+        for i in range(5):
+            with int_parcel(i) as data:
+                proxy.send_request(RECORD, data, ASYNC)
+        # Its one-way requests went on the main socket: its next sync call follows them.
+        assert int_call(a, GET_RECORDED, 0) == 5
+        assert not a._caller.channels.all  # it did not take a channel for that one
+        assert int_call(a, ADD_ONE, 1) == 2
+        assert len(a._caller.channels.all) == 1  # the next did
+    with linked(Meeting(), caller_accepts=0, server_accepts=0) as (a, _b, _pool):
+        a._caller.prefer_channel = lambda: True  # type: ignore[method-assign]
+        assert int_call(a, ADD_ONE, 1) == 2  # a peer that accepts none: the main socket
+        assert not a._caller.channels.all

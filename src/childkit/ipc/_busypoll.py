@@ -144,6 +144,17 @@ def machine_crowded(now_ns: int) -> bool:
     return _crowded
 
 
+def crowded_now() -> bool:
+    """Whether the machine counts as crowded now, so that no waiter polls: the last sample
+    while it is fresh (it may come from :func:`lost_cpu`), else a new one
+    (:func:`machine_crowded`). For a caller choosing between paths, the one that is
+    cheapest when nobody polls (``Caller.call``); waiters use :meth:`BusyPoll.poll_end`."""
+    now_ns = _now_ns()
+    if 0 <= now_ns - _sampled_ns < LOAD_SAMPLE_NS:
+        return _crowded
+    return machine_crowded(now_ns)
+
+
 def lost_cpu(now_ns: int) -> None:
     """A poller lost its CPU in the middle of polling: someone else needed it. Count the
     machine as crowded until the next sample."""
