@@ -30,6 +30,7 @@ from childkit.ipc import (
     RemoteObject,
     RemoteStub,
     RequestMode,
+    _threadpool,
     _wire,
     channel_socketpairs,
 )
@@ -761,6 +762,9 @@ def test_the_lone_caller_does_not_spin_while_calls_on_channels_wait(
             a._caller.channels.give_back(channel)
 
 
+@pytest.mark.skipif(_threadpool._hold is None, reason=(
+    "without the C twins' socket holds the server never polls after a reply (the socket "
+    "is armed while a request runs), so there is no spinning to rule out"))
 def test_no_work_thread_spins_on_the_main_socket_while_a_channel_is_served(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from childkit.ipc import _server
@@ -781,7 +785,8 @@ def test_no_work_thread_spins_on_the_main_socket_while_a_channel_is_served(
         channel = b._server.channels[0]
         assert wait_until(lambda: not any(c.serving for c in b._server.channels))
         polled.clear()
-        assert int_call(a, ADD_ONE, 1) == 2
+        for _ in range(3):  # after the meeting's long runs, quick ones: held, then polled
+            assert int_call(a, ADD_ONE, 1) == 2
         assert wait_until(lambda: bool(polled))  # nobody on a channel: it polls
         channel.serving = True  # as a thread serving the channel
         try:

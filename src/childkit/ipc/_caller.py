@@ -32,6 +32,7 @@ references), never the server lock.
 from __future__ import annotations
 
 import errno
+import itertools
 import mmap
 import os
 import select
@@ -171,9 +172,19 @@ class Caller:
         self._conds = threading.local()  # each thread's condition over the link lock
         self.channels = ChannelSet(transport)
         self._opened, self._idle = self.channels.all, self.channels.free  # (never rebound)
-        # Per thread, ``oneway``: it sent one-way requests since its last sync call on the
-        # main socket, so its next sync call goes there too, after them (their order).
-        self._mine = threading.local()
+        # One-way requests go on the main socket, and a channel's request may be served
+        # before the peer has read what came before it there. So a sync call may take a
+        # channel only when every one-way request sent so far (by any thread: one may
+        # have handed its work to this one) is *fenced*: a sync call on the main socket
+        # that began after it was sent has been answered, so the peer read it and queued
+        # it, and a request to its object now waits behind it wherever it comes from.
+        # ``oneway_sent``: the ticket of a one-way request sent (taken after the send,
+        # stored before send_request returns); ``oneway_fenced``: the ``oneway_sent`` seen
+        # when an answered main-socket call began. Both only ever hold tickets that were
+        # stored, so a race between threads can only make them differ: no channel then.
+        self._oneway_tickets = itertools.count(1)
+        self.oneway_sent = 0
+        self.oneway_fenced = 0
 
     # ------------------------------------------------------------------ state
     def outstanding(self) -> int:
@@ -248,13 +259,10 @@ class Caller:
 
     def _contended(self, handle: int, code: int, parcel: MessageParcel) -> MessageParcel:
         """A plain sync call (no fds, objects or timeout) that found the main call socket
-        busy: on an idle extra channel if there is one (or one can be opened), unless this
-        thread's one-way requests must go first; else on the main socket."""
-        mine = self._mine
-        if getattr(mine, "oneway", False):
-            reply = self.transact(handle, code, parcel, SYNC_OPTION)
-            mine.oneway = False  # they were read before this call: channels are fine now
-            return reply
+        busy: on an idle extra channel if there is one (or one can be opened), unless
+        one-way requests sent before it are not fenced yet; else on the main socket."""
+        if self.oneway_fenced != self.oneway_sent:
+            return self.transact(handle, code, parcel, SYNC_OPTION)
         channel = self.channels.take()
         if channel is None:
             return self.transact(handle, code, parcel, SYNC_OPTION)
@@ -272,13 +280,12 @@ class Caller:
             refs = self.table.refs_for(objects) if objects else []
             t.send_oneway(
                 _wire.encode_transaction(0, handle, code, True, data, refs, len(fds)), fds)
-            if self.channels.limit:
-                self._mine.oneway = True
+            self.oneway_sent = next(self._oneway_tickets)
             return MessageParcel()
         lock = self.lock
         if not (fds or objects or option.timeout is not None):
-            if (self.channels.limit and self.prefer_channel()
-                    and not getattr(self._mine, "oneway", False)):
+            if (self.channels.limit and self.oneway_fenced == self.oneway_sent
+                    and self.prefer_channel()):
                 channel = self.channels.take()  # nobody polls: see prefer_channel
                 if channel is not None:
                     return self.call_on_channel(channel, handle, code, data)
@@ -286,12 +293,13 @@ class Caller:
             if not (t.closed or t.writing or self.leader or t.wqueue or t.gc_releases):
                 return self._transact_alone(handle, code, data)  # releases the lock
             lock.release()
-            if self.channels.limit and not getattr(self._mine, "oneway", False):
+            if self.channels.limit and self.oneway_fenced == self.oneway_sent:
                 channel = self.channels.take()
                 if channel is not None:
                     return self.call_on_channel(channel, handle, code, data)
         # The timeout is the caller's whole budget, sending included.
         deadline = None if option.timeout is None else time.monotonic() + option.timeout
+        fence = self.oneway_sent  # before this request is sent: see oneway_fenced
         lock.acquire()
         try:
             seq, call, refs = self.register_call_locked(objects, _new_call)
@@ -314,8 +322,7 @@ class Caller:
             lock.release()
             raise
         reply = self._await_reply(call, seq, option.timeout, deadline)
-        if self.channels.limit:
-            self._mine.oneway = False  # read after this thread's one-way requests
+        self.oneway_fenced = fence  # answered: the peer read what was sent before it
         return reply_parcel(reply, code, call.objects)
 
     def call_on_channel(self, channel: CallChannel, handle: int, code: int,
@@ -405,6 +412,7 @@ class Caller:
         self.lone_seq = seq
         t.io_users += 1
         lock.release()
+        fence = self.oneway_sent  # before this request is sent: see oneway_fenced
         # The waiter is registered only if the reply does not come first thing: until
         # then this thread is the only reader, and only a reader hands out replies.
         call: Call | None = None
@@ -449,6 +457,7 @@ class Caller:
                 simple = _wire.simple_reply(buf, n)
                 if simple is not None and simple[0] == seq and not simple[1]:
                     got_it = True
+                    self.oneway_fenced = fence  # the peer read what was sent before it
                     if not polled:
                         waiter.waited(_busypoll._now_ns() - started)
                     return MessageParcel._received(buf, _wire.REPLY_DATA_OFFSET, n)
@@ -486,6 +495,7 @@ class Caller:
         reply = call.reply if call is not None else None
         if reply is None:  # _lead only returns without our reply when the link died
             raise DeadRemoteObjectError(f"{t.name}: {t.close_reason}")
+        self.oneway_fenced = fence
         if not reply.status and not reply.objects:
             return MessageParcel._from_wire(reply.data, reply.fds, [])
         return reply_parcel(reply, code, call.objects)
@@ -541,8 +551,8 @@ class Caller:
                 t.io_users += 1
         finally:
             lock.release()
-        if oneway and self.channels.limit:
-            self._mine.oneway = True
+        if oneway:
+            self.oneway_sent = next(self._oneway_tickets)
         if write:
             try:
                 t.flush_as_writer(deadline)  # the whole batch, coalesced into records

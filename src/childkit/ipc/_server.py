@@ -247,7 +247,11 @@ class Server:
         lock.acquire()
         if reply and self.counts_replies:
             t.replies_sent += 1  # counted before it is sent (see send_reply)
-        if (waiter.window_ns and not t.closed and not main.polling
+        # Only while the socket is still disarmed: once the pool re-armed it (the request
+        # ran long), a work thread may be reading the next record right now, and two
+        # readers could register records out of order (a sync request would miss the
+        # one-way requests read just before it, see serve_record). The pool serves it.
+        if (disarmed and waiter.window_ns and not t.closed and not main.polling
                 and not (main.channels and main.channels_serving())):
             end = waiter.poll_end(started)
             main.polling = end != 0  # one poller per connection at a time
@@ -263,13 +267,11 @@ class Server:
         try:
             epfd = pool.epoll_fileno
             if exchange is not None and epfd >= 0:
-                n, anc, flags, seen, err = exchange(fd, reply, buf, end, PREEMPTED_NS,
-                                                    -1 if disarmed else epfd)
+                # -1: the socket is disarmed already (``disarmed`` above)
+                n, anc, flags, seen, err = exchange(fd, reply, buf, end, PREEMPTED_NS, -1)
                 if seen < 0:  # descheduled while polling (in C)
                     lost_cpu(_busypoll._now_ns())
             else:
-                if not disarmed:
-                    pool.disarm(fd)
                 n, anc, flags, seen, err = exchange_slowly(
                     self.sock, self.poller.poll, fd, reply, buf, started, end,
                     wait_for_room=False)
