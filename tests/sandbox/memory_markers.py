@@ -86,6 +86,8 @@ def main(mode: str) -> dict[str, Any]:
                     json.dumps({"note": markers["sibling"]})),
     }
     errors: list[BaseException] = []
+    exits: list[tuple[int, Any]] = []
+    childkit.register_child_process_exit_callback(lambda pid, info: exits.append((pid, info)))
 
     def start(name: str) -> None:
         entry, params = calls[name]
@@ -116,6 +118,9 @@ def main(mode: str) -> dict[str, Any]:
         os.close(w)
         results[name] = _read_all(r)
         os.close(r)
+    if not results["searcher"]:  # it ended without a report: say how, for the failure
+        assert wait_until(lambda: len(exits) >= 2), exits
+        raise RuntimeError(f"the searcher wrote nothing; the children ended so: {exits}")
     report = json.loads(results["searcher"])
     found = set(report["found"])
     return {"found": sorted(name for name, marker in markers.items() if marker in found),
