@@ -265,10 +265,8 @@ class Server:
             return None
         buf = recv_buffers.buf
         try:
-            epfd = pool.epoll_fileno
-            if exchange is not None and epfd >= 0:
-                # -1: the socket is disarmed already (``disarmed`` above)
-                n, anc, flags, seen, err = exchange(fd, reply, buf, end, PREEMPTED_NS, -1)
+            if exchange is not None:
+                n, anc, flags, seen, err = exchange(fd, reply, buf, end, PREEMPTED_NS)
                 if seen < 0:  # descheduled while polling (in C)
                     lost_cpu(_busypoll._now_ns())
             else:

@@ -827,7 +827,7 @@ static PyObject *read_peeked(int fd, PyObject *buf_obj, Py_buffer *buf, size_t s
 }
 
 PyDoc_STRVAR(exchange_doc,
-"exchange(fd, record, buf, end_ns, preempted_ns, epfd=-1)\n"
+"exchange(fd, record, buf, end_ns, preempted_ns)\n"
 "    -> (n, ancdata, msg_flags, seen, error)\n\n"
 "One side's turn of a request/reply exchange in one call, without the GIL: send\n"
 "``record`` on the socket ``fd`` (unless it is empty; a ``(head, body)`` tuple goes out as\n"
@@ -842,9 +842,6 @@ PyDoc_STRVAR(exchange_doc,
 "SCATTER_BYTES or more may instead be read scattered, when ``buf`` has a ``scattered``\n"
 "attribute: its first ``at`` bytes into ``buf`` and the rest into a new bytes object,\n"
 "with ``buf.scattered = (at, blob)`` (see _recvbuf; the size ``n`` is the whole record's).\n"
-"With ``epfd`` (and ``end_ns``), ``fd`` is first disarmed in that epoll\n"
-"(events EPOLLONESHOT only, as IPCThreadPool.disarm does; a failure is ignored, as\n"
-"there), so that no thread waiting in it wakes for what this one polls for.\n"
 "Signals that interrupt a call run their handlers (an exception from one propagates;\n"
 "the record may then have been sent) and the call goes on. Raises OSError when sending\n"
 "fails (BlockingIOError when the socket is non-blocking and full: nothing was sent). A\n"
@@ -853,14 +850,9 @@ PyDoc_STRVAR(exchange_doc,
 "out.");
 
 static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5 && nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "exchange takes 5 or 6 arguments");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "exchange takes 5 arguments");
         return NULL;
-    }
-    int epfd = -1;
-    if (nargs == 6) {
-        epfd = as_int(args[5]);
-        if (epfd == -1 && PyErr_Occurred()) return NULL;
     }
     int fd = PyObject_AsFileDescriptor(args[0]);
     if (fd < 0) return NULL;
@@ -927,7 +919,7 @@ static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t narg
     } control;
     struct iovec iov = {.iov_base = buf.buf, .iov_len = (size_t)buf.len};
     struct msghdr msg;
-    int disarm = epfd >= 0 && end != 0, sent = out_len == 0;
+    int sent = out_len == 0;
     /* While this thread's records are large, look at the next one's size and head first
      * (no control buffer: nothing is installed by a peek) and read it in read_peeked. */
     int peek = expect_large && buf.len >= PEEK_BYTES;
@@ -936,11 +928,6 @@ static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t narg
     for (;;) { /* all of it without the GIL; it is taken again only to run signal handlers */
         int send_failed = 0;
         Py_BEGIN_ALLOW_THREADS
-        if (disarm) {
-            struct epoll_event ev = {.events = EPOLLONESHOT, .data.fd = fd};
-            epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev); /* a failure: as IPCThreadPool.disarm */
-            disarm = 0;
-        }
         if (!sent) {
             n = sendmsg(fd, &out_msg, 0);
             saved_errno = errno;
