@@ -27,7 +27,7 @@ class LargeEcho(RemoteStub):
         elif code == ECHO_ALL:  # every value back, whatever they are
             reply.append(data)
         elif code == SCATTERED:  # requests whose buffer came scattered, so far
-            reply.write_int64(_recvbuf.scattered_taken)
+            reply.write_int64(_recvbuf.scattered_count())
         return 0
 
 

@@ -206,3 +206,99 @@ def test_a_parcel_is_neither_copied_nor_pickled(P: Any) -> None:
     for dup in (copy.copy, copy.deepcopy, pickle.dumps):
         with pytest.raises(TypeError, match="cannot be copied or pickled"):
             dup(p)
+
+
+# Large buffers: kept by reference (Pieces, with the C twins) and received scattered. The C
+# twin makes the common cases itself; the Python reference asks _pieces and _recvbuf.
+PIECES = _accel.speedups is not None
+
+
+@pytest.mark.parametrize("before", [0, 5, KEEP_BYTES - 5, KEEP_BYTES + 100])
+def test_a_large_buffer_after_other_values_is_kept_while_they_are_smaller(
+        P: Any, before: int) -> None:
+    blob = os.urandom(KEEP_BYTES)
+    with P() as p:
+        if before:
+            p.write_bytes(bytearray(b"s" * (before - 5)))  # copied into the parcel
+        p.write_buffer(blob)
+        held = any(part is blob for part in getattr(p._buf, "parts", ()))
+        assert held == (PIECES and before < KEEP_BYTES)
+        assert p.get_data_size() == before + 5 + KEEP_BYTES
+        if before:
+            assert p.read_bytes() == b"s" * (before - 5)
+        got = p.read_buffer()
+        assert got is blob if held else got == blob
+        with pytest.raises(ParcelReadError):
+            p.read_buffer()
+        p.rewind_read_position(before)  # a kept buffer reads again, and as another type not
+        with pytest.raises(ParcelReadError):
+            p.read_int32()
+        assert p.read_buffer() == blob
+
+
+def test_a_large_buffer_is_not_written_to_a_closed_or_full_parcel(P: Any) -> None:
+    p = P()
+    p.close()
+    with pytest.raises(ParcelWriteError):
+        p.write_buffer(bytes(KEEP_BYTES))
+    q = P()
+    q.write_int32(1)
+    q.write_buffer(bytes(MAX_PARCEL_DATA - 5 - 5))  # exactly full
+    with pytest.raises(ParcelWriteError):
+        q.write_buffer(bytes(KEEP_BYTES))
+    assert q.get_data_size() == MAX_PARCEL_DATA
+    r = P()
+    with pytest.raises(ParcelWriteError):
+        r.write_buffer(bytes(MAX_PARCEL_DATA - 4))  # one over
+    assert r.get_data_size() == 0
+
+
+def test_a_received_adopted_parcel_written_to_copies_what_it_holds(P: Any) -> None:
+    size = _recvbuf.ADOPT_BYTES
+    blob = os.urandom(size)
+    buf = _recvbuf.buffers.buf
+    record = bytes([T_BYTES]) + size.to_bytes(4, "little") + blob
+    buf[: len(record)] = record
+    more = os.urandom(KEEP_BYTES * 2)
+    with P._received(buf, 0, len(record)) as p:
+        assert p._owner is not None
+        p.write_buffer(more)  # copy on write: the adopted buffer is given back
+        assert p._owner is None
+        assert p.read_buffer() == blob
+        assert p.read_buffer() == more
+
+
+@pytest.mark.skipif(not PIECES, reason="records are read scattered only by the C twins")
+@pytest.mark.parametrize("start", [0, 24])
+def test_received_scattered_takes_the_blob_itself(P: Any, start: int) -> None:
+    size = KEEP_BYTES * 2
+    blob = os.urandom(size)
+    buf = _recvbuf.buffers.buf
+    head = b"f" * start + bytes([T_BYTES]) + size.to_bytes(4, "little")
+    buf[: len(head)] = head
+    buf.scattered = (len(head), blob)  # as exchange leaves a record read scattered
+    counted = _recvbuf.scattered_count()
+    with P._received(buf, start, len(head) + size) as p:
+        assert buf.scattered is None and _recvbuf.buffers.buf is buf  # the thread keeps it
+        assert p._owner is None
+        assert p.read_buffer() is blob
+        assert p.get_data_size() == 5 + size
+    assert _recvbuf.scattered_count() == counted + 1
+
+
+@pytest.mark.skipif(not PIECES, reason="records are read scattered only by the C twins")
+def test_a_scattered_blob_that_is_not_the_parcels_end_is_put_back(P: Any) -> None:
+    size = KEEP_BYTES * 2
+    blob = os.urandom(size)
+    buf = _recvbuf.buffers.buf
+    head = bytes([T_BYTES]) + size.to_bytes(4, "little")
+    buf[: len(head)] = head
+    buf[len(head) : len(head) + size] = bytes(size)  # stale bytes where the blob goes
+    buf.scattered = (len(head), blob)
+    counted = _recvbuf.scattered_count()
+    with P._received(buf, 0, len(head) + size - 1) as p:  # the parcel ends before it does
+        assert buf.scattered is None
+        assert bytes(buf[len(head) : len(head) + size]) == blob
+        with pytest.raises(ParcelReadError):  # its length runs past the parcel's end
+            p.read_buffer()
+    assert _recvbuf.scattered_count() == counted

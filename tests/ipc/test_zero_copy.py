@@ -379,7 +379,7 @@ def test_echoes_at_the_edges_come_back_whole_and_scatter_from_the_threshold(
         peer: RemoteProxy, size: int) -> None:
     def run() -> tuple[int, int]:
         data = os.urandom(size)
-        mine, theirs = _recvbuf.scattered_taken, _peer_scattered(peer)
+        mine, theirs = _recvbuf.scattered_count(), _peer_scattered(peer)
         for _ in range(6):
             with MessageParcel() as request:
                 request.write_buffer(data)
@@ -389,7 +389,7 @@ def test_echoes_at_the_edges_come_back_whole_and_scatter_from_the_threshold(
                     reply.rewind_write_position(0)  # writes after the read: it stays
                     reply.write_int32(1)
             assert got == data
-        return _recvbuf.scattered_taken - mine, _peer_scattered(peer) - theirs
+        return _recvbuf.scattered_count() - mine, _peer_scattered(peer) - theirs
 
     mine, theirs = _in_thread(run)
     if C and size >= SCATTER:

@@ -456,7 +456,9 @@ class MessageParcel(ParcelBase):
             if whole is not None:
                 self._rpos = whole[1]
                 return whole[0]
-            buf = self._buf = buf.flat()  # type: ignore[union-attr]
+            # Read from the joined data (joined once, kept by the Pieces), but keep the
+            # pieces: a kept buffer after this value still reads back as itself.
+            buf = buf.flat()  # type: ignore[union-attr]
         name = TAG_NAMES[tag]
         if pos + LEN.size > len(buf):
             raise self._fail(name, "no data left" if pos >= len(buf) else "header is truncated")

@@ -4,7 +4,10 @@
 fields of a parcel and runs the few steps that a small request or reply takes on each
 side: an empty parcel made, a small ``bytes`` written (``write_bytes``), a buffer read
 back (``read_bytes``), an int32 written and read, the parcel closed (``close``, a
-``with`` block), and a small received parcel made (``_received``). Anything else
+``with`` block), and a small received parcel made (``_received``). The C twin also
+makes the common large cases (a large ``bytes`` kept by reference as ``Pieces``, a
+buffer read back as its piece, a parcel of a record read scattered: see ``_pieces`` and
+``_recvbuf``), exactly as the methods below would. Anything else
 those calls meet (another type, a large buffer, data in pieces, fds to close, a receive
 buffer to give back) goes to the parcel's own methods: ``_write_bytes_slow``,
 ``_take_blob``, ``_write_int``, ``_take_fixed``, ``_release`` and ``_received_large``,

@@ -682,6 +682,28 @@ static PyTypeObject PiecesType = {
  * kernel's SCM_MAX_FD) plus credentials. */
 #define CONTROL_SPACE (CMSG_SPACE(253 * sizeof(int)) + CMSG_SPACE(sizeof(struct ucred)))
 
+/* A new Pieces of ``head`` and ``blob`` (two bytes objects; the references are taken, even
+ * on failure), as ``Pieces((head, blob))``. */
+static PyObject *pieces_of_two(PyObject *head, PyObject *blob) {
+    PyObject *parts = PyTuple_New(2);
+    if (parts == NULL) {
+        Py_DECREF(head);
+        Py_DECREF(blob);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(parts, 0, head);
+    PyTuple_SET_ITEM(parts, 1, blob);
+    PiecesObject *self = (PiecesObject *)PiecesType.tp_alloc(&PiecesType, 0);
+    if (self == NULL) {
+        Py_DECREF(parts);
+        return NULL;
+    }
+    self->parts = parts;
+    self->size = PyBytes_GET_SIZE(head) + PyBytes_GET_SIZE(blob);
+    self->flat = NULL;
+    return (PyObject *)self;
+}
+
 static void reset_msghdr(struct msghdr *msg, struct iovec *iov, char *control,
                          size_t control_len) {
     memset(msg, 0, sizeof *msg);
@@ -1083,7 +1105,9 @@ fail:
  * the closed flag. Only the common cases run here: creating an empty parcel, a small
  * ``bytes`` written, a buffer read from bytes or a bytearray, an int32 written and read,
  * closing a parcel that holds
- * no fds, objects or buffer, and a small received parcel made; everything else calls the
+ * no fds, objects or buffer, and a small received parcel made; and the common large cases
+ * (a large bytes kept as Pieces, a buffer read as its piece, a parcel of a record read
+ * scattered: as _pieces.kept, _pieces.take and _recvbuf.adopt); everything else calls the
  * parcel's Python methods (``_write_bytes_slow``, ``_take_blob``, ``_write_int``,
  * ``_take_fixed``, ``_release``, ``_received_large``), so the behaviour is theirs.
  */
@@ -1098,7 +1122,7 @@ typedef struct {
 } ParcelObject;
 
 static PyObject *str_release, *str_take_blob, *str_write_bytes_slow, *str_received_large,
-    *str_write_int, *str_take_fixed, *tag_bytes, *tag_int32;
+    *str_write_int, *str_take_fixed, *str_scattered, *tag_bytes, *tag_int32;
 
 /* A new parcel of ``type`` holding ``data`` (a new reference, taken even on failure). */
 static PyObject *parcel_wrap(PyTypeObject *type, PyObject *data) {
@@ -1187,6 +1211,21 @@ static PyObject *parcel_write_bytes(ParcelObject *self, PyObject *value) {
             memcpy(p + BLOB_HEAD, PyBytes_AS_STRING(value), (size_t)size);
             Py_RETURN_NONE;
         }
+        /* A large one is kept by reference, behind a copy of what was written before it
+         * (as _pieces.kept: only while that is the smaller part). */
+        if (size >= PARCEL_SMALL_BYTES && len < size && self->owner == Py_None &&
+            len + BLOB_HEAD + size <= MAX_PARCEL_DATA) {
+            PyObject *head = PyBytes_FromStringAndSize(NULL, len + BLOB_HEAD);
+            if (head == NULL) return NULL;
+            unsigned char *p = (unsigned char *)PyBytes_AS_STRING(head);
+            memcpy(p, PyByteArray_AS_STRING(buf), (size_t)len);
+            p[len] = TAG_BYTES;
+            ck__put_u32(p + len + 1, (uint32_t)size);
+            PyObject *pieces = pieces_of_two(head, Py_NewRef(value));
+            if (pieces == NULL) return NULL;
+            Py_SETREF(self->buf, pieces);
+            Py_RETURN_NONE;
+        }
     }
     return PyObject_CallMethodOneArg((PyObject *)self, str_write_bytes_slow, value);
 }
@@ -1206,8 +1245,40 @@ static const unsigned char *parcel_data(ParcelObject *self, Py_ssize_t *len) {
     return NULL;
 }
 
+/* The part of ``pieces`` that is, whole, the value of type ``tag`` whose tag and length
+ * are at ``pos`` (the tag and length end its part before), with ``*end`` set past it; NULL
+ * if no part is (as _pieces.take). A borrowed reference. */
+static PyObject *pieces_take(PiecesObject *pieces, int tag, Py_ssize_t pos, Py_ssize_t *end) {
+    Py_ssize_t offset = 0;
+    PyObject *before = NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(pieces->parts); i++) {
+        PyObject *part = PyTuple_GET_ITEM(pieces->parts, i);
+        if (offset == pos + BLOB_HEAD) {
+            if (before == NULL || PyBytes_GET_SIZE(before) < BLOB_HEAD) return NULL;
+            const unsigned char *head = (const unsigned char *)PyBytes_AS_STRING(before) +
+                                        PyBytes_GET_SIZE(before) - BLOB_HEAD;
+            if (head[0] != tag || (Py_ssize_t)ck__get_u32(head + 1) != PyBytes_GET_SIZE(part))
+                return NULL;
+            *end = offset + PyBytes_GET_SIZE(part);
+            return part;
+        }
+        if (offset > pos) return NULL;
+        offset += PyBytes_GET_SIZE(part);
+        before = part;
+    }
+    return NULL;
+}
+
 static PyObject *parcel_read_bytes(ParcelObject *self, PyObject *unused) {
     Py_ssize_t len = 0, pos = self->rpos;
+    if (self->buf != NULL && Py_IS_TYPE(self->buf, &PiecesType) && pos >= 0) {
+        Py_ssize_t end;
+        PyObject *part = pieces_take((PiecesObject *)self->buf, TAG_BYTES, pos, &end);
+        if (part != NULL) {
+            self->rpos = end;
+            return Py_NewRef(part);
+        }
+    }
     const unsigned char *data = parcel_data(self, &len);
     if (data != NULL && pos >= 0 && pos + BLOB_HEAD <= len && data[pos] == TAG_BYTES) {
         Py_ssize_t size = (Py_ssize_t)ck__get_u32(data + pos + 1);
@@ -1248,6 +1319,67 @@ static PyObject *parcel_read_int32(ParcelObject *self, PyObject *unused) {
     return PyObject_CallMethodOneArg((PyObject *)self, str_take_fixed, tag_int32);
 }
 
+static long long scattered_taken; /* parcels made by received_scattered (under the GIL) */
+
+/* A parcel for ``buf[start:end]`` when ``buf`` (a _recvbuf.RecvBuffer) holds a record read
+ * scattered whose blob ends the parcel data: its data is Pieces of a copy of the bytes
+ * before the blob and the blob itself, and ``buf`` keeps no blob (as _recvbuf.adopt with
+ * _parcel._received_large). Py_None (a new reference) when it does not apply. */
+static PyObject *received_scattered(PyTypeObject *cls, PyObject *buf, Py_ssize_t start,
+                                    Py_ssize_t end) {
+    PyObject *scattered = PyObject_GetAttr(buf, str_scattered);
+    if (scattered == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) return NULL;
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t at = -1;
+    PyObject *blob = NULL;
+    if (PyTuple_CheckExact(scattered) && PyTuple_GET_SIZE(scattered) == 2 &&
+        PyBytes_CheckExact(PyTuple_GET_ITEM(scattered, 1))) {
+        at = PyLong_AsSsize_t(PyTuple_GET_ITEM(scattered, 0));
+        if (at == -1 && PyErr_Occurred()) PyErr_Clear();
+        blob = PyTuple_GET_ITEM(scattered, 1);
+    }
+    if (blob == NULL || at < start || at + PyBytes_GET_SIZE(blob) != end) {
+        Py_DECREF(scattered);
+        Py_RETURN_NONE; /* the Python path puts a stray blob back, or reads the buffer */
+    }
+    Py_INCREF(blob);
+    Py_DECREF(scattered);
+    Py_buffer view;
+    if (PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE) < 0) {
+        Py_DECREF(blob);
+        return NULL;
+    }
+    PyObject *head = at <= view.len ? PyBytes_FromStringAndSize((const char *)view.buf + start,
+                                                                 at - start)
+                                    : NULL;
+    PyBuffer_Release(&view);
+    if (head == NULL) {
+        Py_DECREF(blob);
+        if (!PyErr_Occurred()) Py_RETURN_NONE;
+        return NULL;
+    }
+    if (PyObject_SetAttr(buf, str_scattered, Py_None) < 0) {
+        Py_DECREF(head);
+        Py_DECREF(blob);
+        return NULL;
+    }
+    PyObject *pieces = pieces_of_two(head, blob);
+    if (pieces == NULL) return NULL;
+    scattered_taken++;
+    return parcel_wrap(cls, pieces);
+}
+
+PyDoc_STRVAR(scattered_count_doc,
+"scattered_count() -> int\n\n"
+"Parcels that ParcelBase._received made of a record read scattered (the tests watch it).");
+
+static PyObject *scattered_count(PyObject *self, PyObject *unused) {
+    return PyLong_FromLongLong(scattered_taken);
+}
+
 static PyObject *parcel_received(PyObject *cls, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "_received takes 3 arguments");
@@ -1257,6 +1389,11 @@ static PyObject *parcel_received(PyObject *cls, PyObject *const *args, Py_ssize_
     if (start == -1 && PyErr_Occurred()) return NULL;
     Py_ssize_t end = PyLong_AsSsize_t(args[2]);
     if (end == -1 && PyErr_Occurred()) return NULL;
+    if (start >= 0 && end - start >= PARCEL_SMALL_BYTES) {
+        PyObject *parcel = received_scattered((PyTypeObject *)cls, args[0], start, end);
+        if (parcel != Py_None) return parcel; /* (or NULL: an error) */
+        Py_DECREF(parcel);
+    }
     if (start < 0 || end < start || end - start >= PARCEL_SMALL_BYTES)
         return PyObject_CallMethodObjArgs(cls, str_received_large, args[0], args[1], args[2],
                                           NULL);
@@ -1327,6 +1464,7 @@ static int parcel_init_module(PyObject *m) {
         (str_received_large = PyUnicode_InternFromString("_received_large")) == NULL ||
         (str_write_int = PyUnicode_InternFromString("_write_int")) == NULL ||
         (str_take_fixed = PyUnicode_InternFromString("_take_fixed")) == NULL ||
+        (str_scattered = PyUnicode_InternFromString("scattered")) == NULL ||
         (tag_bytes = PyLong_FromLong(TAG_BYTES)) == NULL ||
         (tag_int32 = PyLong_FromLong(TAG_INT32)) == NULL)
         return -1;
@@ -1352,6 +1490,7 @@ static PyMethodDef methods[] = {
     {"drop_holds", drop_holds, METH_O, drop_holds_doc},
     {"release_holds", release_holds, METH_NOARGS, release_holds_doc},
     {"set_hold_limit", set_hold_limit, METH_O, set_hold_limit_doc},
+    {"scattered_count", scattered_count, METH_NOARGS, scattered_count_doc},
     {"decode_record_frames", (PyCFunction)(void (*)(void))decode_record_frames, METH_FASTCALL,
      decode_record_frames_doc},
     {NULL, NULL, 0, NULL},
