@@ -782,20 +782,21 @@ def test_no_work_thread_spins_on_the_main_socket_while_a_channel_is_served(
     with linked(stub) as (a, b, _pool):
         b._server.busy_poll = _AlwaysPoll()  # type: ignore[assignment]
         assert together(2, lambda i: int_call(a, MEET, i)) == [1, 2]  # opens a channel
-        channel = b._server.channels[0]
-        assert wait_until(lambda: not any(c.serving for c in b._server.channels))
+        hub = b._server.hub
+        assert hub is not None
+        assert wait_until(lambda: not hub.draining)
         polled.clear()
         for _ in range(3):  # after the meeting's long runs, quick ones: held, then polled
             assert int_call(a, ADD_ONE, 1) == 2
         assert wait_until(lambda: bool(polled))  # nobody on a channel: it polls
-        channel.serving = True  # as a thread serving the channel
+        hub.draining += 1  # as a thread serving the channels
         try:
             polled.clear()
             for _ in range(3):
                 assert int_call(a, ADD_ONE, 1) == 2
             assert not polled
         finally:
-            channel.serving = False
+            hub.draining -= 1
 
 
 # ---------------------------------------------------------------------------- alone, crowded

@@ -55,7 +55,7 @@ class Connection:
     ``local_root`` is the stub this side offers as its root object (a child's
     ``on_connect()`` stub); the peer reaches it with :meth:`root_proxy`. ``channels``:
     how many extra call channels the peer may open for its concurrent callers (0 to
-    ``MAX_CHANNELS``, 15; 0 serves one call socket only, as the C kit does).
+    ``MAX_CHANNELS``, 31; 0 serves one call socket only, as the C kit does).
     :class:`ParamError` for another value.
     """
 

@@ -6,10 +6,11 @@ its reply goes out from that thread, which then polls a moment for the next requ
 :mod:`._busypoll`); one-way requests go to their object's queue (:mod:`._oneway`); the sync
 requests of one record (a batch) run in order and their replies go out coalesced. Each
 extra call channel the peer opens (a CHANNEL frame, see :mod:`._channels`) is served by a
-:class:`ChannelServer` of its own: one more socket in the pool's epoll, sharing the main
-server's one-way queues and lock; its thread stays with the channel for the next request.
+:class:`ChannelServer` of its own, sharing the main server's one-way queues and lock; the
+connection's channels are served together, by whichever work thread drains their
+:class:`~._channelhub.ChannelHub`.
 
-May import: ``_busypoll``, ``_errors``, ``_fdutil``, ``_objects``, ``_oneway``,
+May import: ``_busypoll``, ``_channelhub``, ``_errors``, ``_fdutil``, ``_objects``, ``_oneway``,
 ``_option``, ``_parcel``, ``_replies``, ``_stub``, ``_threadpool``, ``_transport``, ``_wire``.
 
 Lock discipline
@@ -18,7 +19,7 @@ Lock discipline
 guards the main server's ``polling`` (one thread polls the connection's serve sockets at
 a time), ``channels`` (the channel servers) and the increments of the transport's
 ``replies_sent`` counter (main socket replies only), which are made before each reply is
-sent. ``serving`` (a thread serves that channel) is a hint written without a lock. The
+sent. The
 hello state (``greeted``, ``peer_has_root``) is written under the one-way queue lock, in
 the arrival order of frames, and read after ``hello`` is set. ``last_run_ns``, ``run_started`` and
 ``idle_since`` are timing hints that work threads write without a lock (a stale one only
@@ -37,6 +38,7 @@ from collections.abc import Callable
 
 from childkit.ipc import _busypoll, _wire
 from childkit.ipc._busypoll import PREEMPTED_NS, BusyPoll, lost_cpu
+from childkit.ipc._channelhub import ChannelHub
 from childkit.ipc._errors import IPCError, IPCErrorCode, ProtocolError
 from childkit.ipc._fdutil import close_fds, received_fds
 from childkit.ipc._objects import ObjectTable
@@ -47,9 +49,7 @@ from childkit.ipc._replies import ReplyQueue
 from childkit.ipc._stub import RemoteStub, StubEscaped, invoke_stub
 from childkit.ipc._threadpool import IPCThreadPool
 from childkit.ipc._transport import (
-    ANC_SPACE,
     NO_FDS,
-    RECV_FLAGS,
     RETRY_LATER,
     SNDBUF,
     TRUNCATED,
@@ -69,9 +69,6 @@ _NO_PARCELS: list[MessageParcel] = []  # shared: only ever read
 # A plain request is run holding the serve socket (see serve_record) only while the one
 # before it ran shorter than this: one that takes longer may well again, and others wait.
 _HOLD_RUNS_NS = 100_000
-#: How long a work thread that answered a request on an extra channel waits there for the
-#: next one (ms) before it goes back to the pool (see ChannelServer).
-STAY_MS = 2
 _now_ns = _busypoll.now_ns  # the busy-poll rule's clock (a test may replace it there)
 # (The hot path reads ``_busypoll._now_ns()`` itself: the same clock, one frame fewer.)
 
@@ -112,7 +109,6 @@ class Server:
         self.lock: threading.Lock = threading.Lock() if main is None else main.lock
         # A thread polls one of the connection's serve sockets (main's, set under the lock).
         self.polling = False
-        self.serving = False  # a thread serves this channel now (ChannelServer; a hint)
         # After answering a plain request inline, a work thread polls the serve socket for
         # the next one (one thread at a time: a poll object is not reentrant).
         self.poller = select.poll()
@@ -134,6 +130,7 @@ class Server:
         #: servers of those it opened (main's; under the lock).
         self.accepts = 0
         self.channels: list[Server] = []
+        self.hub: ChannelHub | None = None  # made with the first channel (main's)
         #: Told how many extra channels the peer accepts, when its greeting arrives.
         self.on_greeting: Callable[[int], None] = lambda channels: None
 
@@ -168,11 +165,9 @@ class Server:
                              f"this side accepts")
             return
         try:
-            # Read when epoll says so, or while a thread stays for the next request: then
-            # a read sleeps at most STAY_MS (SO_RCVTIMEO), and a send that finds no room
-            # (only a peer that does not read its replies) gives up after 1 ms and queues.
+            # Read only when the hub's epoll says so; a send that finds no room (only a
+            # peer that does not read its replies) gives up after 1 ms and queues.
             sock.setblocking(True)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(STAY_MS))
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(1))
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
         except OSError:
@@ -180,22 +175,43 @@ class Server:
         if not t.add_channel_socket(sock):  # closed meanwhile
             sock.close()
             return
-        self.pool.register(server.fd, server.on_readable)
+        hub = self._channel_hub()
+        if hub is None:
+            return
+        hub.add(server.fd, server)
         if t.closed:  # closed while registering: the close may have missed it
-            self.pool.unregister(server.fd)
+            hub.close()
+
+    def _channel_hub(self) -> ChannelHub | None:
+        """The connection's channel hub, made now for its first channel; ``None`` once
+        the link is closed (the channel's socket closes with the link's)."""
+        with self.lock:
+            hub = self.hub
+            if hub is None:
+                hub = self.hub = ChannelHub(self.transport, self.pool)
+                made = True
+            else:
+                made = False
+        if made and not self.transport.close_with_sockets(hub.close_epoll):
+            hub.close_epoll()
+            return None
+        return hub
 
     def channels_serving(self) -> bool:
         """Whether a thread serves (or waits on) one of the peer's extra channels: then
         no thread busy-polls the main socket, whose spinning would take a CPU they need."""
-        return any(server.serving for server in self.channels)
+        hub = self.hub
+        return hub is not None and hub.draining > 0
 
     def close_channels(self) -> None:
         """The link closed: stop serving every channel (their sockets close with the
         link's, see Transport.close_sockets_if_idle_locked)."""
         with self.lock:
             servers = list(self.channels)
+            hub = self.hub
+        if hub is not None:
+            hub.close()
         for server in servers:
-            self.pool.unregister(server.fd)
             server.replies.close()
 
     # ------------------------------------------------------------------ reading
@@ -603,69 +619,8 @@ class ChannelServer(Server):
     the link. Its replies do not count for release ordering (``ObjectTable.apply_release``
     orders releases after the channel replies in flight instead).
 
-    A channel carries one call at a time, so its socket stays disarmed in the pool while a
-    thread serves it, and after answering, the thread waits on the channel itself for
-    the caller's next request (:data:`STAY_MS`), as binder's thread per connection does,
-    while another work thread is idle for the rest: no ``epoll_ctl`` and no hand-back to
-    the pool per request. It does not busy-poll (the callers on channels do not either)."""
-
-    def on_readable(self) -> None:
-        t = self.transport
-        if not t.enter_io():
-            return
-        self.serving = True
-        try:
-            record = self.read_here()
-            while record is not None:
-                reply = self.serve_record(*record)
-                if reply is None:
-                    break
-                record = self.reply_and_stay(reply)
-        finally:
-            self.serving = False
-            self.pool.rearm(self.fd)  # the pool serves the channel again
-            t.io_done()
-
-    def read_here(self) -> Record | None:
-        """One record from the channel, or ``None`` (nothing there, or the link failed)."""
-        try:
-            n, anc, flags, _ = self.sock.recvmsg_into([recv_buffers.buf], ANC_SPACE,
-                                                      RECV_FLAGS)
-        except (BlockingIOError, InterruptedError):
-            return None
-        except OSError as exc:
-            self.transport.fail(f"receiving failed: {exc.strerror or exc}")
-            return None
-        return n, anc, flags
-
-    def reply_and_stay(self, reply: Outgoing) -> Record | None:
-        """Send ``reply`` (never waiting: see ReplyQueue), then wait up to
-        :data:`STAY_MS` for the next request on this channel if another work thread is
-        idle; the next record, or ``None`` (back to the pool). ``b""``: the reply went
-        out already. With the C twins, sending and waiting are one call without the GIL
-        (the socket's receive timeout is the stay)."""
-        t = self.transport
-        if not self.pool.spare() or t.closed or self.replies.pending or exchange is None:
-            if reply:
-                self.send_reply_record(reply)
-            if (exchange is not None or not self.pool.spare() or t.closed
-                    or not self.poller.poll(STAY_MS)):
-                return None
-            return self.read_here()
-        try:
-            n, anc, flags, _seen, err = exchange(self.fd, reply, recv_buffers.buf, 0,
-                                                 PREEMPTED_NS)
-        except BlockingIOError:  # no room (nothing was sent): the queue writes it later
-            self.send_reply_record(reply)
-            return None
-        except OSError as exc:
-            t.fail(f"sending a reply failed: {exc.strerror or exc}")
-            return None
-        if n >= 0:
-            return n, anc, flags
-        if err not in RETRY_LATER:  # else nothing came within the stay
-            t.fail(f"receiving failed: {os.strerror(err)}")
-        return None
+    A channel carries one call at a time; the connection's :class:`ChannelHub` reads
+    its requests, on the thread that drains the hub, and calls :meth:`serve_record`."""
 
     def serve_record(self, n: int, anc: list[tuple[int, int, bytes]], flags: int,
                      ) -> Outgoing | None:

@@ -21,6 +21,7 @@
 #include <structmember.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -848,6 +849,62 @@ static PyObject *read_peeked(int fd, PyObject *buf_obj, Py_buffer *buf, size_t s
     return Py_BuildValue("(nNiii)", (Py_ssize_t)n, anc, flags, seen, 0);
 }
 
+/* A record to send, gathered: one buffer, or a (head, body) pair (body: a buffer, or a
+ * Pieces whose parts are gathered too). The caller's object keeps the parts alive; the
+ * buffers are held until out_record_release. */
+struct out_record {
+    Py_buffer record, body;
+    struct iovec iov[1 + MAX_PIECES];
+    int n;
+    size_t len;
+};
+
+static int out_record_get(PyObject *rec_obj, struct out_record *out) {
+    PyObject *pieces = NULL;
+    out->body.obj = NULL;
+    out->body.buf = NULL;
+    out->body.len = 0;
+    if (PyTuple_Check(rec_obj)) {
+        if (PyTuple_GET_SIZE(rec_obj) != 2) {
+            PyErr_SetString(PyExc_TypeError, "a gathered record is (head, body)");
+            return -1;
+        }
+        PyObject *body_obj = PyTuple_GET_ITEM(rec_obj, 1);
+        if (Py_TYPE(body_obj) == &PiecesType)
+            pieces = body_obj;
+        else if (PyObject_GetBuffer(body_obj, &out->body, PyBUF_SIMPLE) < 0)
+            return -1;
+        rec_obj = PyTuple_GET_ITEM(rec_obj, 0);
+    }
+    if (PyObject_GetBuffer(rec_obj, &out->record, PyBUF_SIMPLE) < 0) {
+        if (out->body.obj != NULL) PyBuffer_Release(&out->body);
+        return -1;
+    }
+    out->len = (size_t)out->record.len;
+    out->iov[0].iov_base = out->record.buf;
+    out->iov[0].iov_len = (size_t)out->record.len;
+    out->n = 1;
+    if (pieces != NULL) {
+        PyObject *parts = ((PiecesObject *)pieces)->parts;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(parts); i++) {
+            PyObject *part = PyTuple_GET_ITEM(parts, i);
+            out->iov[out->n].iov_base = PyBytes_AS_STRING(part);
+            out->iov[out->n].iov_len = (size_t)PyBytes_GET_SIZE(part);
+            out->len += out->iov[out->n++].iov_len;
+        }
+    } else if (out->body.len > 0) {
+        out->iov[out->n].iov_base = out->body.buf;
+        out->iov[out->n++].iov_len = (size_t)out->body.len;
+        out->len += (size_t)out->body.len;
+    }
+    return 0;
+}
+
+static void out_record_release(struct out_record *out) {
+    PyBuffer_Release(&out->record);
+    if (out->body.obj != NULL) PyBuffer_Release(&out->body);
+}
+
 PyDoc_STRVAR(exchange_doc,
 "exchange(fd, record, buf, end_ns, preempted_ns)\n"
 "    -> (n, ancdata, msg_flags, seen, error)\n\n"
@@ -882,56 +939,18 @@ static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t narg
     if (end == -1 && PyErr_Occurred()) return NULL;
     long long preempted = PyLong_AsLongLong(args[4]);
     if (preempted == -1 && PyErr_Occurred()) return NULL;
-    /* The record: one buffer, or a (head, body) pair sent gathered (body: a buffer, or a
-     * Pieces whose parts are gathered too). The caller's tuple keeps the parts alive. */
-    Py_buffer record, body, buf;
-    body.obj = NULL;
-    body.buf = NULL;
-    body.len = 0;
-    PyObject *rec_obj = args[1], *pieces = NULL;
-    if (PyTuple_Check(rec_obj)) {
-        if (PyTuple_GET_SIZE(rec_obj) != 2) {
-            PyErr_SetString(PyExc_TypeError, "exchange: a gathered record is (head, body)");
-            return NULL;
-        }
-        PyObject *body_obj = PyTuple_GET_ITEM(rec_obj, 1);
-        if (Py_TYPE(body_obj) == &PiecesType)
-            pieces = body_obj;
-        else if (PyObject_GetBuffer(body_obj, &body, PyBUF_SIMPLE) < 0)
-            return NULL;
-        rec_obj = PyTuple_GET_ITEM(rec_obj, 0);
-    }
-    if (PyObject_GetBuffer(rec_obj, &record, PyBUF_SIMPLE) < 0) {
-        if (body.obj != NULL) PyBuffer_Release(&body);
-        return NULL;
-    }
+    struct out_record out;
+    Py_buffer buf;
+    if (out_record_get(args[1], &out) < 0) return NULL;
     if (PyObject_GetBuffer(args[2], &buf, PyBUF_WRITABLE) < 0) {
-        PyBuffer_Release(&record);
-        if (body.obj != NULL) PyBuffer_Release(&body);
+        out_record_release(&out);
         return NULL;
     }
-    struct iovec out_iov[1 + MAX_PIECES];
-    size_t out_len = (size_t)record.len;
-    out_iov[0].iov_base = record.buf;
-    out_iov[0].iov_len = (size_t)record.len;
-    int out_n = 1;
-    if (pieces != NULL) {
-        PyObject *parts = ((PiecesObject *)pieces)->parts;
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(parts); i++) {
-            PyObject *part = PyTuple_GET_ITEM(parts, i);
-            out_iov[out_n].iov_base = PyBytes_AS_STRING(part);
-            out_iov[out_n].iov_len = (size_t)PyBytes_GET_SIZE(part);
-            out_len += out_iov[out_n++].iov_len;
-        }
-    } else if (body.len > 0) {
-        out_iov[out_n].iov_base = body.buf;
-        out_iov[out_n++].iov_len = (size_t)body.len;
-        out_len += (size_t)body.len;
-    }
+    size_t out_len = out.len;
     struct msghdr out_msg;
     memset(&out_msg, 0, sizeof out_msg);
-    out_msg.msg_iov = out_iov;
-    out_msg.msg_iovlen = (size_t)out_n;
+    out_msg.msg_iov = out.iov;
+    out_msg.msg_iovlen = (size_t)out.n;
     PyObject *result = NULL;
     ssize_t n;
     int saved_errno = 0, seen = 0;
@@ -1025,8 +1044,145 @@ static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t narg
     if (anc == NULL) goto done;
     result = Py_BuildValue("(nNiii)", (Py_ssize_t)n, anc, msg.msg_flags, seen, 0);
 done:
-    PyBuffer_Release(&record);
-    if (body.obj != NULL) PyBuffer_Release(&body);
+    out_record_release(&out);
+    PyBuffer_Release(&buf);
+    return result;
+}
+
+PyDoc_STRVAR(hub_turn_doc,
+"hub_turn(epfd, fd, record, buf, timeout_ms, end_ns, preempted_ns)\n"
+"    -> (fd, n, ancdata, msg_flags, error, seen)\n\n"
+"One turn of a thread that drains a channel hub (see _channelhub), without the GIL: if\n"
+"``fd`` is not -1, send ``record`` on it (a buffer or a (head, body) pair, gathered as\n"
+"exchange sends it; without waiting for room: BlockingIOError when there is none, and\n"
+"nothing was sent) and re-arm ``fd`` in the epoll ``epfd`` (EPOLLIN | EPOLLRDHUP |\n"
+"EPOLLONESHOT); then, if ``end_ns`` is not 0, look for a readable channel of ``epfd``\n"
+"without waiting until then, with poll_readable's rules (``seen``: 1 when one was found,\n"
+"0 when the window closed or no polling, -1 on a lost CPU); then wait up to\n"
+"``timeout_ms`` (0: do not wait) for one, and read one record from it into ``buf``\n"
+"without waiting, as ``socket.recvmsg_into([buf], ..., MSG_CMSG_CLOEXEC)`` would. Returns\n"
+"that channel's fd with the record's size, ancillary data, flags and 0, or with -1, [],\n"
+"0 and the errno of a failed read (EAGAIN: nothing there after all); fd -1 when no\n"
+"channel was ready. Raises OSError when sending fails, or when ``epfd`` does (closed:\n"
+"the link is gone). Signals that interrupt the wait run their handlers, and the turn\n"
+"goes on.");
+
+static PyObject *hub_turn(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "hub_turn takes 7 arguments");
+        return NULL;
+    }
+    int epfd = PyObject_AsFileDescriptor(args[0]);
+    if (epfd < 0) return NULL;
+    long fd_arg = PyLong_AsLong(args[1]);
+    if (fd_arg == -1 && PyErr_Occurred()) return NULL;
+    if (fd_arg < -1 || fd_arg > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "hub_turn: fd must be -1 or a file descriptor");
+        return NULL;
+    }
+    int fd = (int)fd_arg;
+    long timeout_arg = PyLong_AsLong(args[4]);
+    if (timeout_arg == -1 && PyErr_Occurred()) return NULL;
+    int timeout = timeout_arg < 0 ? 0 : timeout_arg > INT_MAX ? INT_MAX : (int)timeout_arg;
+    long long end = PyLong_AsLongLong(args[5]);
+    if (end == -1 && PyErr_Occurred()) return NULL;
+    long long preempted = PyLong_AsLongLong(args[6]);
+    if (preempted == -1 && PyErr_Occurred()) return NULL;
+    struct out_record out;
+    int holding = fd >= 0, sending = holding; /* holding: out's buffers are held */
+    if (holding && out_record_get(args[2], &out) < 0) return NULL;
+    Py_buffer buf;
+    if (PyObject_GetBuffer(args[3], &buf, PyBUF_WRITABLE) < 0) {
+        if (holding) out_record_release(&out);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    ssize_t n = -1;
+    int saved_errno = 0, ready = 0, failed = 0, seen = 0; /* failed: 1 send, 2 epoll */
+    struct epoll_event ev;
+    union {
+        char bytes[CONTROL_SPACE];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {.iov_base = buf.buf, .iov_len = (size_t)buf.len};
+    struct msghdr msg;
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        if (sending) {
+            struct msghdr out_msg;
+            memset(&out_msg, 0, sizeof out_msg);
+            out_msg.msg_iov = out.iov;
+            out_msg.msg_iovlen = (size_t)out.n;
+            if (out.len > 0 && sendmsg(fd, &out_msg, MSG_DONTWAIT) < 0) {
+                saved_errno = errno;
+                failed = 1;
+            } else {
+                struct epoll_event arm = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT,
+                                          .data.fd = fd};
+                epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &arm); /* closed meanwhile: nothing */
+                sending = 0;
+            }
+        }
+        if (!failed && end != 0 && seen == 0) {
+            /* Polling: epoll_wait without waiting until a channel is ready or the window
+             * closes (the rules of spin_until_readable). */
+            long long last = now_ns();
+            for (;;) {
+                ready = epoll_wait(epfd, &ev, 1, 0);
+                if (ready != 0) {
+                    seen = ready > 0;
+                    break;
+                }
+                long long now = now_ns();
+                if (now - last > preempted) {
+                    seen = -1;
+                    break;
+                }
+                if (now >= end) break;
+                last = now;
+            }
+            end = 0;
+        }
+        if (!failed && ready <= 0) {
+            ready = epoll_wait(epfd, &ev, 1, timeout);
+        }
+        if (!failed && ready < 0) {
+            saved_errno = errno;
+            failed = 2;
+        } else if (!failed && ready > 0) {
+            reset_msghdr(&msg, &iov, control.bytes, sizeof control.bytes);
+            n = recvmsg(ev.data.fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+            saved_errno = n < 0 ? errno : 0;
+        }
+        Py_END_ALLOW_THREADS
+        if (failed && saved_errno == EINTR) {
+            failed = 0; /* a signal: its handlers run, then the turn goes on */
+            ready = 0;
+        } else {
+            break; /* a record, nothing within the timeout, or a failure */
+        }
+        if (PyErr_CheckSignals() < 0) goto done;
+    }
+    if (failed) {
+        errno = saved_errno;
+        PyErr_SetFromErrno(failed == 1 && (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK)
+                               ? PyExc_BlockingIOError
+                               : PyExc_OSError);
+        goto done;
+    }
+    if (ready == 0) {
+        result = Py_BuildValue("(in[]iii)", -1, (Py_ssize_t)-1, 0, 0, seen);
+        goto done;
+    }
+    if (n < 0) {
+        result = Py_BuildValue("(in[]iii)", ev.data.fd, (Py_ssize_t)-1, 0, saved_errno, seen);
+        goto done;
+    }
+    PyObject *anc = ancillary_list(&msg);
+    if (anc == NULL) goto done;
+    result = Py_BuildValue("(inNiii)", ev.data.fd, (Py_ssize_t)n, anc, msg.msg_flags, 0, seen);
+done:
+    if (holding) out_record_release(&out);
     PyBuffer_Release(&buf);
     return result;
 }
@@ -1485,6 +1641,7 @@ static PyMethodDef methods[] = {
     {"poll_readable", (PyCFunction)(void (*)(void))poll_readable, METH_FASTCALL,
      poll_readable_doc},
     {"exchange", (PyCFunction)(void (*)(void))exchange, METH_FASTCALL, exchange_doc},
+    {"hub_turn", (PyCFunction)(void (*)(void))hub_turn, METH_FASTCALL, hub_turn_doc},
     {"hold", (PyCFunction)(void (*)(void))hold, METH_FASTCALL, hold_doc},
     {"unhold", unhold, METH_O, unhold_doc},
     {"drop_holds", drop_holds, METH_O, drop_holds_doc},

@@ -17,7 +17,7 @@ Lock discipline
 ---------------
 ``Transport.lock`` (the *link lock*, with its condition ``cond``) guards, here: ``closed``,
 ``close_reason``, ``sockets_open``, ``io_users``, ``wqueue``, ``writing``,
-``channel_socks``. The caller role (:mod:`._caller`) and the asyncio hand-off
+``channel_socks``, ``closers``. The caller role (:mod:`._caller`) and the asyncio hand-off
 (:mod:`._asyncbridge`) keep their fields under this same lock, because the lone caller's
 fast path decides in one critical section that nobody writes, reads or has closed the
 link. ``closed`` only ever goes from False to True,
@@ -292,6 +292,9 @@ class Transport:
         # The serve ends of the extra channels the peer opened (see _channels): closed
         # with the link's own sockets, once nobody is inside a socket call.
         self.channel_socks: list[socket.socket] = []
+        # What else the readers use with those sockets (the channel hub's epoll): closed
+        # with them.
+        self.closers: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------ lifecycle
     def dead(self) -> DeadRemoteObjectError:
@@ -335,6 +338,17 @@ class Transport:
             self.serve.close()
             for sock in self.channel_socks:
                 sock.close()
+            for close in self.closers:
+                close()
+
+    def close_with_sockets(self, close: Callable[[], None]) -> bool:
+        """Call ``close()`` when the link's sockets close; ``False`` (not taken: the
+        caller closes it now) once the link is closed."""
+        with self.lock:
+            if self.closed:
+                return False
+            self.closers.append(close)
+            return True
 
     def add_channel_socket(self, sock: socket.socket) -> bool:
         """Own the serve end of a channel the peer opened; ``False`` (not taken) once the

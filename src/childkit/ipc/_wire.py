@@ -62,7 +62,7 @@ Data = bytes | bytearray | memoryview
 
 
 #: Most extra call channels a side accepts from its peer (docs/wire-format.md, CHANNEL).
-MAX_CHANNELS = 15
+MAX_CHANNELS = 31
 
 
 class Hello:
