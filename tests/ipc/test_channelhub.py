@@ -300,3 +300,70 @@ def test_a_request_calling_back_frees_the_hub_for_the_others(long_holds: None) -
             caller.join(60)
         assert results == [7]
         stub.kept.clear()
+
+
+# ---------------------------------------------------------------------------- failures
+class _Link:
+    """The parts of a Transport that draining uses."""
+
+    closed = False
+
+    def enter_io(self) -> bool:
+        return True
+
+    def io_done(self) -> None:
+        pass
+
+    def fail(self, reason: str) -> None:
+        raise AssertionError(reason)
+
+
+class _DrainPool(_Pool):
+    def hold(self, fd: int) -> None:
+        pass
+
+    def unhold(self, fd: int) -> bool:
+        return True
+
+    def rearm(self, fd: int) -> None:
+        pass
+
+    def spare(self) -> bool:
+        return False  # no stay: a drain returns as soon as nothing is waiting
+
+
+class _Failing(_Service):
+    """Raises on its first request, answers b"ok" to the others."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock)
+        self.served = 0
+
+    def serve_record(self, n: int, anc: list[tuple[int, int, bytes]], flags: int) -> bytes:
+        self.served += 1
+        if self.served == 1:
+            raise RuntimeError("a stub's bug")
+        return b"ok"
+
+    def send_reply_record(self, reply: bytes) -> None:
+        raise AssertionError("the reply had room")
+
+
+def test_a_request_whose_serving_raised_leaves_its_channel_served() -> None:
+    peer, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    hub = ChannelHub(_Link(), _DrainPool())  # type: ignore[arg-type]
+    service = _Failing(ours)
+    hub.add(ours.fileno(), service)  # type: ignore[arg-type]
+    try:
+        peer.send(b"first")
+        with pytest.raises(RuntimeError):  # (the pool logs it and goes on)
+            hub.on_readable()
+        assert hub.draining == 0
+        peer.send(b"second")
+        hub.on_readable()  # the channel was re-armed: its next request is served
+        assert service.served == 2
+        assert peer.recv(10) == b"ok"
+    finally:
+        hub.close_epoll()
+        peer.close()
+        ours.close()

@@ -187,14 +187,15 @@ class ChannelHub:
                 self._rearm(fd)  # nothing there after all
                 continue
             pool.hold(hub)  # another thread drains the rest if this request runs long
+            reply = b""
             try:
                 reply = server.serve_record(n, anc, flags) or b""
             finally:
                 pool.unhold(hub)
+                if not reply:  # (also when serving raised: the channel is served on)
+                    self._rearm(fd)
             if reply:
                 reply_fd = fd  # sent, and the channel re-armed, at the next turn
-            else:
-                self._rearm(fd)
 
     def _rearm(self, fd: int) -> None:
         try:
