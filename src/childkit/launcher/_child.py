@@ -340,6 +340,10 @@ def learn_sandbox(description: Any, spare: bool = False) -> int | None:
         template = forking.root_template(root_plan) if _use_templates else None
         entered_r, entered_w = os.pipe2(os.O_CLOEXEC)
     except Exception:  # a bad description or path: the child reports it
+        if _use_templates and not spare:
+            from childkit.sandbox import forking
+
+            forking.outside_groups()  # the child takes no group: born outside them all
         return None
     # Last, so that nothing above can fail with a namespace taken: this child's alone.
     netns = forking.take_netns() if _use_templates else None

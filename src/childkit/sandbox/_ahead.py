@@ -12,6 +12,16 @@ to its own groups; it removes the group when it reaps the child
 (:func:`childkit.sandbox.release`). The supervisor, inside,
 never removes it. Between the fork and the move the template counts in the group too,
 as the supervisor does all along: ``pids.max`` has room for both.
+
+A group is one child's: when that child is reaped, its group is removed and whatever is
+still in it is killed (:func:`childkit.sandbox.release`). So a child that takes no group
+(none is ready: the next fork of a burst, before any idle work) is born in the
+template's own groups, never in the one the template still sits in: :func:`take` and
+:func:`take_unset` leave it first (the group of the last child, or a group made ahead
+whose limits cannot be set, then removed). Born in the last child's group, it was
+killed with SIGKILL when that child was reaped (in a burst of two isolated starts, the
+first forked, the second handed to the spare, whose group the template still sat in:
+the second ended first): tests/sandbox/ahead_births.py.
 """
 
 from __future__ import annotations
@@ -73,29 +83,42 @@ def refill() -> None:
 
 def take(limits: ResourceLimits) -> _cgroups.Group | None:
     """Just before forking an isolated child: the group this process is in, with
-    ``limits`` set, for the child to inherit (``None`` if there is none: its supervisor
-    then makes one). :func:`forked` must follow the fork."""
+    ``limits`` set, for the child to inherit. ``None`` if there is none (its supervisor
+    then makes one): this process has then left every group made ahead (:func:`outside`),
+    so the child is born in its own groups. :func:`forked` must follow the fork."""
     global _taken
-    if _ready is None:
-        return None
-    try:
-        _cgroups.set_limits(_ready, limits, EXTRA_TASKS)
-    except OSError:
-        return None
-    _taken = True
-    return _ready
+    if _ready is not None:
+        try:
+            _cgroups.set_limits(_ready, limits, EXTRA_TASKS)
+        except OSError:
+            pass  # a group without this child's limits is no group for it
+        else:
+            _taken = True
+            return _ready
+    outside()
+    return None
 
 
 def take_unset() -> Group | None:
     """Just before forking a spare (a supervisor forked before its order,
     :mod:`childkit.launcher._spare`): the group this process is in, for the spare to be
-    born in and to set its limits in itself once its order comes; ``None`` if there is
-    none. :func:`forked` must follow the fork."""
+    born in and to set its limits in itself once its order comes. ``None`` if there is
+    none: this process has then left every group made ahead (:func:`outside`).
+    :func:`forked` must follow the fork."""
     global _taken
     if _ready is None:
+        outside()
         return None
     _taken = True
     return _ready
+
+
+def outside() -> None:
+    """Just before forking a child that takes no group: leave every group made ahead
+    (the last child's, and one made ahead, which is then removed), so that the child is
+    born in this process's own groups, never in a group of another child's (killed with
+    it when that child is reaped). Never raises."""
+    discard()
 
 
 def forked(child: int | None, spare: bool = False) -> None:

@@ -46,15 +46,25 @@ def take_netns() -> int | None:
 
 def take_group(limits: ResourceLimits) -> Group | None:
     """Just before forking a child: the cgroup made ahead that this process sits in,
-    ``limits`` set, for the child to be born in (``None``: its supervisor makes one).
+    ``limits`` set, for the child to be born in (``None``: its supervisor makes one, and
+    this process has left every group made ahead, as :func:`outside_groups`).
     :func:`group_forked` must follow the fork."""
     return _ahead.take(limits)
 
 
 def take_group_unset() -> Group | None:
     """Just before forking a spare: the cgroup made ahead, without limits (the spare
-    sets its order's with :func:`set_group_limits`); :func:`group_forked` follows."""
+    sets its order's with :func:`set_group_limits`; ``None`` as for :func:`take_group`);
+    :func:`group_forked` follows."""
     return _ahead.take_unset()
+
+
+def outside_groups() -> None:
+    """Just before forking a child that takes no group made ahead (its preparation
+    failed): leave the group of the last child and the one made ahead (removed), so that
+    it is born in this process's own groups. A group is one child's: what else is in it
+    is killed when that child is reaped. Never raises."""
+    _ahead.outside()
 
 
 def group_forked(child: int | None, spare: bool = False) -> None:
