@@ -265,21 +265,32 @@ static long long now_ns(void) {
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* Spin on poll(2) until fd is readable (1), end_ns passes (0), or two looks lie more
- * than preempted_ns apart (-1); on a poll(2) failure, -2 with errno set. Call without
- * the GIL. */
-static int spin_until_readable(int fd, long long end, long long preempted) {
-    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+/* The polling rule of every spin here (_busypoll.spin's): call look(ctx), a system call
+ * that does not wait, until it finds something (1), or end_ns passes (0), or two looks lie
+ * more than preempted_ns apart (-1: this thread lost its CPU); when look fails (it
+ * returns -1; EINTR counts as nothing found), -2 with errno set. Call without the GIL. */
+static int spin_looking(int (*look)(void *), void *ctx, long long end, long long preempted) {
     long long last = now_ns();
     for (;;) {
-        int n = poll(&pfd, 1, 0);
-        if (n > 0) return 1;
-        if (n < 0 && errno != EINTR) return -2;
+        int found = look(ctx);
+        if (found > 0) return 1;
+        if (found < 0) return -2;
         long long now = now_ns();
         if (now - last > preempted) return -1;
         if (now >= end) return 0;
         last = now;
     }
+}
+
+static int look_readable(void *ctx) { /* poll(2) one fd: readable (or error, hang-up) */
+    struct pollfd pfd = {.fd = *(int *)ctx, .events = POLLIN};
+    int n = poll(&pfd, 1, 0);
+    return n > 0 ? 1 : n < 0 && errno != EINTR ? -1 : 0;
+}
+
+/* Spin on poll(2) until fd is readable: spin_looking's results. */
+static int spin_until_readable(int fd, long long end, long long preempted) {
+    return spin_looking(look_readable, &fd, end, preempted);
 }
 
 PyDoc_STRVAR(poll_readable_doc,
@@ -1049,6 +1060,18 @@ done:
     return result;
 }
 
+/* A hub's look for spin_looking: one ready channel into *ev, without waiting. */
+struct hub_look {
+    int epfd;
+    struct epoll_event *ev;
+};
+
+static int look_ready_channel(void *ctx) {
+    struct hub_look *look = ctx;
+    int n = epoll_wait(look->epfd, look->ev, 1, 0);
+    return n > 0 ? 1 : n < 0 && errno != EINTR ? -1 : 0;
+}
+
 PyDoc_STRVAR(hub_turn_doc,
 "hub_turn(epfd, fd, record, buf, timeout_ms, end_ns, preempted_ns)\n"
 "    -> (fd, n, ancdata, msg_flags, error, seen)\n\n"
@@ -1125,22 +1148,11 @@ static PyObject *hub_turn(PyObject *self, PyObject *const *args, Py_ssize_t narg
         }
         if (!failed && end != 0 && seen == 0) {
             /* Polling: epoll_wait without waiting until a channel is ready or the window
-             * closes (the rules of spin_until_readable). */
-            long long last = now_ns();
-            for (;;) {
-                ready = epoll_wait(epfd, &ev, 1, 0);
-                if (ready != 0) {
-                    seen = ready > 0;
-                    break;
-                }
-                long long now = now_ns();
-                if (now - last > preempted) {
-                    seen = -1;
-                    break;
-                }
-                if (now >= end) break;
-                last = now;
-            }
+             * closes (a failure is met again by the wait below, and reported). */
+            struct hub_look look = {.epfd = epfd, .ev = &ev};
+            int spun = spin_looking(look_ready_channel, &look, end, preempted);
+            seen = spun == -2 ? 0 : spun;
+            ready = spun == 1;
             end = 0;
         }
         if (!failed && ready <= 0) {
