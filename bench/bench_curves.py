@@ -11,7 +11,8 @@ of many caller threads on one child, each beside its peers in the same run.
 - Thread sweep, 1 to 16 caller threads on one child: total 64-byte sync requests per
   second, the 99th-percentile latency and the CPU time per request of both processes
   (every thread, ended ones included), against a ``multiprocessing`` Manager proxy called
-  from the same number of threads (runs alternated, medians of three). With more than one
+  from the same number of threads (five rounds, each of every count's childkit and Manager
+  windows in turn, in a rotated order; medians). With more than one
   caller, childkit's concurrent calls go on extra call channels of their own (docs/ipc.md,
   "Many threads on one child").
 
@@ -282,6 +283,27 @@ def _medians(runs: list[tuple[float, float, float]]) -> tuple[float, float, floa
             statistics.median(cpu for _, _, cpu in runs))
 
 
+_Runs = dict[int, list[tuple[float, float, float]]]
+
+
+def _thread_rounds(child: EchoChild, threads: list[int], reps: int, seconds: float,
+                   ) -> tuple[_Runs, _Runs]:
+    """``reps`` rounds of the thread sweep: in each, every thread count's childkit window
+    and Manager window in turn, the counts in a rotated order each round. So the counts
+    are compared as measured side by side: the load of a shared machine drifts over tens
+    of seconds, and a count measured only at the start or only at the end of the sweep
+    would carry that drift into "never lower than one thread"."""
+    ck_runs: _Runs = {k: [] for k in threads}
+    mgr_runs: _Runs = {k: [] for k in threads}
+    if threads:  # untimed: the channels of the most callers opened, the child warm
+        childkit_threads(child, max(threads), seconds / 5)
+    for rep in range(reps):
+        for k in threads[rep % len(threads):] + threads[:rep % len(threads)]:
+            ck_runs[k].append(childkit_threads(child, k, seconds))
+            mgr_runs[k].append(manager_threads(k, seconds))
+    return ck_runs, mgr_runs
+
+
 def _childkit_run(child: EchoChild, payload: bytes, n: int, cpu: Cpu) -> float:
     childkit_echo(child.proxy, payload, _warm_up(n))  # untimed, as the peers' warm-ups
     return cpu.measure(child.proc.pid, n, lambda: childkit_echo(child.proxy, payload, n))
@@ -325,8 +347,8 @@ def _sweep(child: EchoChild, size: int, n: int, reps: int) -> list[dict[str, obj
 def run(quick: bool = False, parts: str = "all") -> list[dict[str, object]]:
     """The rows of the payload sweep and the thread sweep (``parts``: "all",
     "payload" or "threads")."""
-    reps = 1 if quick else 3
     echo_reps = 1 if quick else 5  # (cheap: a few seconds; medians steadier than of 3)
+    thread_reps = 1 if quick else 5
     seconds = 0.2 if quick else 1.0
     sizes = ([8, 64 * KiB, SIZES[-1]] if quick else SIZES) if parts != "threads" else []
     threads = ([1, 4] if quick else THREADS) if parts != "payload" else []
@@ -344,15 +366,10 @@ def run(quick: bool = False, parts: str = "all") -> list[dict[str, object]]:
                                    f"(caller; the child has {theirs:.2f})",
                          "childkit": mine, "peers": {}, "bare": {}, "goal": "",
                          "source": "bench_curves"})
+        ck_runs, mgr_runs = _thread_rounds(child, threads, thread_reps, seconds)
         for k in threads:
-            # Alternated, repeated, medians: on a shared machine one window can fall on a
-            # busy moment of either side.
-            ck_runs, mgr_runs = [], []
-            for _ in range(reps):
-                ck_runs.append(childkit_threads(child, k, seconds))
-                mgr_runs.append(manager_threads(k, seconds))
-            ck_rate, ck_p99, ck_cpu = _medians(ck_runs)
-            mgr_rate, mgr_p99, mgr_cpu = _medians(mgr_runs)
+            ck_rate, ck_p99, ck_cpu = _medians(ck_runs[k])
+            mgr_rate, mgr_p99, mgr_cpu = _medians(mgr_runs[k])
             peer = "multiprocessing Manager proxy"
             rows.append({
                 "key": f"threads_{k}", "metric": f"sync requests/s, {k} caller threads",
