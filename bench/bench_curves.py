@@ -295,8 +295,9 @@ def _thread_rounds(child: EchoChild, threads: list[int], reps: int, seconds: flo
     would carry that drift into "never lower than one thread"."""
     ck_runs: _Runs = {k: [] for k in threads}
     mgr_runs: _Runs = {k: [] for k in threads}
-    if threads:  # untimed: the channels of the most callers opened, the child warm
-        childkit_threads(child, max(threads), seconds / 5)
+    if not threads:
+        return ck_runs, mgr_runs
+    childkit_threads(child, max(threads), seconds / 5)  # untimed: channels opened, warm
     for rep in range(reps):
         for k in threads[rep % len(threads):] + threads[:rep % len(threads)]:
             ck_runs[k].append(childkit_threads(child, k, seconds))
