@@ -386,6 +386,17 @@ def run(quick: bool = False, parts: str = "all") -> list[dict[str, object]]:
                 "metric": f"CPU per request, {k} caller threads (both processes)",
                 "unit": "us", "better": "lower", "childkit": ck_cpu,
                 "peers": {peer: mgr_cpu}, "bare": {}, "goal": "", "source": "bench_curves"})
+            if k != threads[0]:
+                # Paired: each round's rate over the same round's lone caller's (the load
+                # drifts between rounds; within one, the counts ran a few seconds apart).
+                rows.append({
+                    "key": f"threads_vs1_{k}", "unit": "x", "better": "higher",
+                    "metric": f"requests/s, {k} caller threads / {threads[0]} thread's",
+                    "childkit": statistics.median(
+                        run[0] / first[0]
+                        for run, first in zip(ck_runs[k], ck_runs[threads[0]])),
+                    "peers": {}, "bare": {}, "goal": ">= 1.0 (median of the rounds)",
+                    "source": "bench_curves"})
     finally:
         child.close()
     return rows

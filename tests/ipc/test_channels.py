@@ -822,12 +822,36 @@ def test_a_lone_call_takes_a_channel_while_the_machine_is_crowded() -> None:
 def test_the_crowded_rule_of_busy_polling_chooses(monkeypatch: pytest.MonkeyPatch) -> None:
     from childkit.ipc import _busypoll
 
-    monkeypatch.setattr(Caller, "prefer_channel", staticmethod(_busypoll.crowded_now))
+    monkeypatch.setattr(Caller, "prefer_channel", staticmethod(_busypoll.nobody_polls))
     monkeypatch.setattr(_busypoll, "_sampled_ns", -10**15)  # the next look samples
     monkeypatch.setattr(_busypoll, "machine_crowded", lambda now_ns: True)
     with linked(Meeting()) as (a, _b, _pool):
         assert int_call(a, ADD_ONE, 1) == 2
         assert len(a._caller.channels.all) == 1
+
+
+@pytest.mark.parametrize("max_us", [0, 100])
+def test_polling_turned_off_chooses_a_channel_on_a_quiet_machine(
+        monkeypatch: pytest.MonkeyPatch, max_us: int) -> None:
+    # Nobody polls when polling is off either (CHILDKIT_BUSY_POLL_US=0, or one CPU): the
+    # lone caller then takes a channel, as on a crowded machine; with polling on and a
+    # quiet machine it keeps the main socket.
+    from childkit.ipc import _busypoll
+
+    monkeypatch.setattr(Caller, "prefer_channel", staticmethod(_busypoll.nobody_polls))
+    monkeypatch.setattr(_busypoll, "_sampled_ns", -10**15)  # the next look samples
+    monkeypatch.setattr(_busypoll, "machine_crowded", lambda now_ns: False)
+    saved = _busypoll.max_us()
+    _busypoll.set_max_us(max_us)
+    try:
+        with linked(Meeting()) as (a, _b, _pool):
+            received = a._transport.replies_received  # main socket replies only
+            assert int_call(a, ADD_ONE, 1) == 2
+            on_channel = a._transport.replies_received == received
+            assert on_channel == (max_us == 0)
+            assert len(a._caller.channels.all) == (1 if max_us == 0 else 0)
+    finally:
+        _busypoll.set_max_us(saved)
 
 
 def test_a_crowded_lone_caller_keeps_its_one_way_order_and_the_c_kit_one_socket() -> None:

@@ -155,6 +155,14 @@ def crowded_now() -> bool:
     return machine_crowded(now_ns)
 
 
+def nobody_polls() -> bool:
+    """Whether no waiter of this process polls now: polling is off (a maximum window of 0:
+    set so, or the default on one CPU) or the machine counts as crowded
+    (:func:`crowded_now`). For a caller choosing between paths, the one that is cheapest
+    when nobody polls (``Caller.prefer_channel``)."""
+    return not _max_ns or crowded_now()
+
+
 def lost_cpu(now_ns: int) -> None:
     """A poller lost its CPU in the middle of polling: someone else needed it. Count the
     machine as crowded until the next sample."""

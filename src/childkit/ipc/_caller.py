@@ -148,13 +148,14 @@ class Caller:
     wait. See the module docstring for its lock discipline."""
 
     #: ``prefer_channel()``: whether a plain sync call made alone goes on an extra
-    #: channel rather than the main call socket: while the machine is crowded, so that
-    #: nobody polls (``_busypoll``). Without polling, a channel's round trip costs less
-    #: than the main socket's, whose peer serves each request through the work threads'
-    #: epoll (measured on a loaded 2-CPU machine: 27 against 43 us of CPU per request,
-    #: 23k against 16k requests/s; docs/ipc.md); with polling the main socket is quicker.
-    #: (A class attribute, so that tests can fix the choice.)
-    prefer_channel: Callable[[], bool] = staticmethod(_busypoll.crowded_now)
+    #: channel rather than the main call socket: while nobody polls (``_busypoll``):
+    #: polling is off (set so, or one CPU) or the machine is crowded. Without polling, a
+    #: channel's round trip costs less than the main socket's, whose peer serves each
+    #: request through the work threads' epoll (measured on a loaded 2-CPU machine: 27
+    #: against 43 us of CPU per request, 23k against 16k requests/s; docs/ipc.md); with
+    #: polling the main socket is quicker. (A class attribute, so that tests can fix the
+    #: choice.)
+    prefer_channel: Callable[[], bool] = staticmethod(_busypoll.nobody_polls)
 
     def __init__(self, transport: Transport, table: ObjectTable) -> None:
         self.transport = transport
