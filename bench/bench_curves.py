@@ -394,7 +394,7 @@ def run(quick: bool = False, parts: str = "all") -> list[dict[str, object]]:
                     "metric": f"requests/s, {k} caller threads / {threads[0]} thread's",
                     "childkit": statistics.median(
                         run[0] / first[0]
-                        for run, first in zip(ck_runs[k], ck_runs[threads[0]])),
+                        for run, first in zip(ck_runs[k], ck_runs[threads[0]], strict=True)),
                     "peers": {}, "bare": {}, "goal": ">= 1.0 (median of the rounds)",
                     "source": "bench_curves"})
     finally:

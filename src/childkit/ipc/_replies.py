@@ -164,11 +164,17 @@ def _close_all(parcels: list[MessageParcel]) -> None:
 
 class _ReplyWriter:
     """The process's thread that writes queued replies when their sockets have room. It
-    and its epoll exist only while some reply waits: idle, they are gone."""
+    and its epoll exist only while some reply waits: when the last watched queue is
+    dropped, the thread ends and closes its fds before :meth:`unwatch` returns (unless
+    another reply came to wait meanwhile), so a connection closed with replies waiting
+    leaves no thread or fd of the writer behind."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # the thread ended, or a queue came
         self._epoll: select.epoll | None = None
+        self._wake = -1  # an eventfd in the epoll: the last queue went, look again
+        self._thread: threading.Thread | None = None
         self._queues: dict[int, ReplyQueue] = {}
 
     def watch(self, queue: ReplyQueue) -> None:
@@ -181,21 +187,27 @@ class _ReplyWriter:
             start = epoll is None
             if epoll is None:
                 epoll = self._epoll = select.epoll()
+                self._wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+                epoll.register(self._wake, select.EPOLLIN)
             try:
                 epoll.register(fd, select.EPOLLOUT)
             except FileExistsError:
                 epoll.modify(fd, select.EPOLLOUT)
             except OSError:  # the socket closed meanwhile
                 if start:
-                    epoll.close()
-                    self._epoll = None
+                    self._close_locked()
                 return
             self._queues[fd] = queue
+            self._changed.notify_all()
             if start:
-                threading.Thread(target=self._run, args=(epoll,), name="ipc-work-replies",
-                                 daemon=True).start()
+                self._thread = threading.Thread(
+                    target=self._run, args=(epoll, self._wake), name="ipc-work-replies",
+                    daemon=True)
+                self._thread.start()
 
     def unwatch(self, queue: ReplyQueue) -> None:
+        """Stop watching ``queue``. When it was the last, the thread ends: waited for here
+        (briefly; not on the thread itself, which ends after this call)."""
         fd = queue.fd
         with self._lock:
             if self._queues.get(fd) is not queue:
@@ -206,21 +218,45 @@ class _ReplyWriter:
                     self._epoll.unregister(fd)
                 except OSError:
                     pass
+            thread = self._thread
+            if self._queues or thread is None:
+                return
+            os.eventfd_write(self._wake, 1)
+            if thread is threading.current_thread():
+                return
+            # Bounded: the thread only has to take this lock once more; should it be slow
+            # (a reply being written for a queue dropped meanwhile), it ends on its own.
+            self._changed.wait_for(lambda: self._thread is not thread or bool(self._queues),
+                                   timeout=5)
 
-    def _run(self, epoll: select.epoll) -> None:
+    def _close_locked(self) -> None:
+        if self._epoll is not None:
+            self._epoll.close()
+        if self._wake >= 0:
+            os.close(self._wake)
+        self._epoll, self._wake, self._thread = None, -1, None
+        self._changed.notify_all()
+
+    def _run(self, epoll: select.epoll, wake: int) -> None:
         while True:
             try:
-                # A timeout, so that an epoll left with nothing to watch (the last queue
-                # was dropped by its connection's close) is noticed and let go.
-                events = epoll.poll(0.5)
+                events = epoll.poll()
+            except InterruptedError:
+                continue
             except OSError:
                 return  # closed (after fork)
             with self._lock:
                 if not self._queues:
-                    self._epoll = None
-                    epoll.close()
+                    if self._epoll is epoll:
+                        self._close_locked()
                     return
             for fd, _mask in events:
+                if fd == wake:
+                    try:
+                        os.eventfd_read(wake)
+                    except BlockingIOError:
+                        pass
+                    continue
                 with self._lock:
                     queue = self._queues.get(fd)
                 if queue is not None and queue.write_ready():
@@ -246,10 +282,16 @@ def writer() -> _ReplyWriter:
 
 
 def _forget_after_fork() -> None:
-    # The thread is gone in a forked child and the epoll is shared with the parent.
+    # The thread is gone in a forked child, and its epoll and eventfd are the parent's:
+    # the child's copies of the fds are closed, not left to leak.
     global _writer, _writer_lock
-    _writer = None
+    w, _writer = _writer, None
     _writer_lock = threading.Lock()
+    if w is not None:
+        if w._epoll is not None:
+            w._epoll.close()
+        if w._wake >= 0:
+            os.close(w._wake)
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
