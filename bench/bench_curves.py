@@ -412,7 +412,8 @@ def main() -> None:
         peers = ", ".join(f"{name} {value:,.1f} ({r['childkit'] / value:.2f}x)"
                           for name, value in {**r["peers"], **r["bare"]}.items()
                           if value)
-        print(f"{r['metric']:<48} {r['childkit']:>12,.1f} {r['unit']:<7} {peers}")
+        value = f"{r['childkit']:>12,.2f}" if r["unit"] == "x" else f"{r['childkit']:>12,.1f}"
+        print(f"{r['metric']:<48} {value} {r['unit']:<7} {peers}")
 
 
 if __name__ == "__main__":
