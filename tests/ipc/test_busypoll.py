@@ -146,6 +146,17 @@ def test_runnable_tasks_reads_the_machine_and_fails_safe(monkeypatch: pytest.Mon
     assert _busypoll.runnable_tasks() > 1 << 20  # unreadable: as if crowded, never poll
 
 
+@pytest.mark.parametrize(("max_us", "crowded", "expected"),
+                         [(100, False, False), (100, True, True), (0, False, True),
+                          (0, True, True)])
+def test_nobody_polls_when_polling_is_off_or_the_machine_is_crowded(
+        monkeypatch: pytest.MonkeyPatch, max_us: int, crowded: bool, expected: bool) -> None:
+    monkeypatch.setattr(_busypoll, "_max_ns", max_us * 1000)
+    monkeypatch.setattr(_busypoll, "_sampled_ns", -10**15)  # the next look samples
+    monkeypatch.setattr(_busypoll, "machine_crowded", lambda now_ns: crowded)
+    assert _busypoll.nobody_polls() is expected
+
+
 @pytest.mark.real_load
 def test_a_crowded_machine_stops_polling_until_the_next_sample(
         monkeypatch: pytest.MonkeyPatch) -> None:
