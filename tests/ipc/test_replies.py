@@ -34,6 +34,15 @@ def writer_fds() -> list[str]:
     return sorted(kinds)
 
 
+def fill(conn: Connection) -> None:
+    """Fill the peer's queue on ``conn``'s serve socket: the next reply finds no room."""
+    while True:
+        try:
+            conn._transport.serve.send(bytes(60_000), socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+
+
 @pytest.fixture
 def unread() -> Iterator[tuple[Connection, socket.socket]]:
     """A connection whose peer reads nothing yet: its serve socket's queue is full."""
@@ -41,12 +50,7 @@ def unread() -> Iterator[tuple[Connection, socket.socket]]:
     local, remote = channel_socketpairs()
     conn = Connection(*local)
     remote[0].settimeout(30)
-    filler = bytes(60_000)
-    while True:
-        try:
-            conn._transport.serve.send(filler, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            break
+    fill(conn)
     yield conn, remote[0]
     conn.close()
     for sock in remote:
@@ -79,11 +83,7 @@ def test_the_writer_sends_what_waited_and_then_ends(
     assert wait_until(lambda: not writer_threads())  # it ends itself, after the send
     assert fd_count() == fds
     # A later reply that waits starts a new writer.
-    while True:
-        try:
-            conn._transport.serve.send(bytes(60_000), socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            break
+    fill(conn)
     conn._server.replies.send(b"again", [], [])
     assert len(writer_threads()) == 1
     conn.close()
@@ -97,11 +97,7 @@ def test_two_queues_share_the_writer_until_the_last_goes() -> None:
     try:
         fds, kinds = fd_count(), writer_fds()
         for conn in conns:
-            while True:
-                try:
-                    conn._transport.serve.send(bytes(60_000), socket.MSG_DONTWAIT)
-                except BlockingIOError:
-                    break
+            fill(conn)
             conn._server.replies.send(b"waits", [], [])
         assert len(writer_threads()) == 1 and fd_count() == fds + 2
         conns[0].close()

@@ -240,9 +240,7 @@ class _ReplyWriter:
     def _run(self, epoll: select.epoll, wake: int) -> None:
         while True:
             try:
-                events = epoll.poll()
-            except InterruptedError:
-                continue
+                events = epoll.poll()  # (EINTR is retried by Python itself: PEP 475)
             except OSError:
                 return  # closed (after fork)
             with self._lock:
