@@ -32,6 +32,7 @@ from childkit.ipc import (
     _wire,
     channel_socketpairs,
 )
+from childkit.process._manager import _launcher_session
 
 ASYNC = MessageOption(RequestMode.ASYNC)
 MiB = 1024 * 1024
@@ -48,6 +49,9 @@ class EchoChild:
              str(remote[1].fileno())],
             pass_fds=[s.fileno() for s in remote],
             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+            # Placed as childkit's own children are: in a session (a scheduling autogroup)
+            # of their own, the launcher's, unless the application runs niced.
+            start_new_session=_launcher_session(),
         )
         for s in remote:
             s.close()

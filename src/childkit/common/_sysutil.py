@@ -1,4 +1,5 @@
-"""Small Linux process utilities: ``prctl`` calls and closing every fd but a few."""
+"""Small Linux process utilities: ``prctl`` calls, closing every fd but a few, and whether
+this process's children may have a session of their own."""
 
 from __future__ import annotations
 
@@ -48,3 +49,38 @@ def close_all_fds_except(keep: set[int]) -> None:
             os.closerange(low, fd)
         low = fd + 1
     os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+
+
+#: Where the kernel shows this process's scheduling autogroup (``CONFIG_SCHED_AUTOGROUP``).
+AUTOGROUP_PATH = "/proc/self/autogroup"
+
+
+def autogroup_nice(text: str) -> int:
+    """The nice value in an autogroup line (``"/autogroup-45 nice 0"``).
+
+    Raises ``ValueError`` if ``text`` is not such a line.
+    """
+    fields = text.split()
+    if len(fields) != 3 or fields[1] != "nice":
+        raise ValueError(f"not an autogroup line: {text!r}")
+    return int(fields[2])
+
+
+def may_leave_session() -> bool:
+    """Whether a process this thread starts may take a session of its own (``setsid``)
+    without changing how the scheduler ranks it: this thread's nice value is 0, and so is
+    its autogroup's (or there are no autogroups).
+
+    A session is a scheduling autogroup, and the kernel ranks autogroups against each
+    other by the group's nice value alone, not by its tasks'. A child of a process the
+    user lowered with ``nice`` would lose that in a new session, so it stays in this one.
+    """
+    if os.getpriority(os.PRIO_PROCESS, 0) != 0:
+        return False
+    try:
+        with open(AUTOGROUP_PATH) as f:
+            return autogroup_nice(f.read()) == 0
+    except FileNotFoundError:  # no autogroups: a session does not change the ranking
+        return True
+    except (OSError, ValueError):  # unreadable or a format we do not know: stay
+        return False
