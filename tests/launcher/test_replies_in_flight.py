@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 import sys
 import textwrap
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 import childkit
 from child_helpers import exit_recorder, no_child_leaks
 from childkit.ipc import MessageParcel
+from childkit.launcher._replies import InFlight
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -73,3 +75,102 @@ def test_a_handler_that_never_returns_does_not_hold_the_child(module_dir: Path) 
             assert (info.exit_code, info.signal) == (0, None)
         finally:
             child.close()
+
+
+# ---------------------------------------------------------------------------- InFlight itself
+
+
+def _run(target: Callable[[], object]) -> tuple[threading.Thread, threading.Event]:
+    done = threading.Event()
+
+    def body() -> None:
+        target()
+        done.set()
+
+    t = threading.Thread(target=body)
+    t.start()
+    return t, done
+
+
+def test_drain_returns_at_once_when_no_request_ran() -> None:
+    assert InFlight().drain(timeout=30) is True
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["flat", "re-entered"])
+def test_drain_waits_for_a_running_handler_to_return(nested: bool) -> None:
+    in_flight = InFlight()
+    entered, release = threading.Event(), threading.Event()
+
+    def handler(depth: int) -> int:
+        if depth:  # a nested call re-enters the handler on its thread, then returns
+            counted(depth - 1)
+        entered.set()
+        assert release.wait(60)
+        return depth
+
+    def inner_or_outer(depth: int) -> int:
+        if depth == 0 and nested:
+            return 0  # the nested call: returns at once
+        return handler(depth)
+
+    counted = in_flight.wrap(inner_or_outer)
+    worker, _ = _run(lambda: counted(1 if nested else 0))
+    assert entered.wait(30)
+    results: list[bool] = []
+    drainer, drained = _run(lambda: results.append(in_flight.drain(timeout=60)))
+    # Still running (the nested call's return did not end the outer one): no drain yet.
+    assert not drained.wait(0.3)
+    release.set()
+    assert drained.wait(60)
+    worker.join(30)
+    drainer.join(30)
+    assert results == [True]
+
+
+def test_drain_gives_up_on_a_handler_that_never_returns() -> None:
+    in_flight = InFlight()
+    entered, release = threading.Event(), threading.Event()
+
+    def handler() -> None:
+        entered.set()
+        release.wait(60)
+
+    counted = in_flight.wrap(handler)
+    worker, _ = _run(counted)
+    try:
+        assert entered.wait(30)
+        assert in_flight.drain(timeout=0.2) is False
+    finally:
+        release.set()
+        worker.join(30)
+
+
+def test_counts_stay_exact_across_threads_and_exceptions() -> None:
+    # Each thread counts in its own slot: many threads, many calls, some raising; at the
+    # end nothing counts as running, and every thread that ran one is known.
+    in_flight = InFlight()
+
+    def handler(i: int) -> int:
+        if i % 7 == 0:
+            raise ValueError(i)
+        return i
+
+    counted = in_flight.wrap(handler)
+    tids: list[int] = []
+
+    def many() -> None:
+        tids.append(threading.get_native_id())
+        for i in range(2000):
+            try:
+                counted(i)
+            except ValueError:
+                pass
+
+    threads = [threading.Thread(target=many) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert set(in_flight._slots) == set(tids)
+    assert all(slot[0] == 0 for slot in in_flight._slots.values())
+    assert in_flight.drain(timeout=30) is True

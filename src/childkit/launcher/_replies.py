@@ -34,26 +34,38 @@ Handler = Callable[..., object]
 
 
 class InFlight:
-    """Counts the requests a stub is answering and remembers which threads ran them."""
+    """Counts the requests a stub is answering and remembers which threads ran them.
+
+    Each thread that runs a request keeps its own *slot*: how many requests it is running
+    (a handler may be re-entered on its thread by a nested call) and when it last returned
+    from one. Only its thread writes a slot, so the count needs no lock; the drain, which
+    runs once, at exit, reads them all. The count is on every request's path, in the one
+    thread that serves a connection's channels: a lock and a condition cost about 2 us per
+    request there, a slot a quarter of a microsecond.
+    """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._running = 0
-        self._returned: dict[int, float] = {}  # native thread id -> when a handler returned
+        #: native thread id -> [requests running, monotonic time of the last return]
+        self._slots: dict[int, list[float]] = {}
+        self._local = threading.local()
 
     def wrap(self, handler: Handler) -> Handler:
         """``handler`` (a bound ``on_remote_request``) counted while it runs."""
+        local = self._local
+        slots = self._slots
+        monotonic = time.monotonic
 
         def counted(*args: object, **kwargs: object) -> object:
-            with self._cond:
-                self._running += 1
+            try:
+                slot = local.slot
+            except AttributeError:  # this thread's first request
+                slot = local.slot = slots[threading.get_native_id()] = [0, 0.0]
+            slot[0] += 1
             try:
                 return handler(*args, **kwargs)
             finally:
-                with self._cond:
-                    self._running -= 1
-                    self._returned[threading.get_native_id()] = time.monotonic()
-                    self._cond.notify_all()
+                slot[0] -= 1
+                slot[1] = monotonic()
 
         return counted
 
@@ -61,12 +73,14 @@ class InFlight:
         """Wait until no request is running and the threads that answered one lately have
         sent their replies, at most ``timeout`` seconds. Returns whether they all did."""
         deadline = time.monotonic() + timeout
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._running == 0, timeout):
+        me = threading.get_native_id()
+        while any(slot[0] for tid, slot in list(self._slots.items()) if tid != me):
+            if time.monotonic() >= deadline:
                 return False
-            now = time.monotonic()
-            tids = {tid for tid, when in self._returned.items() if now - when < _RECENT}
-        tids.discard(threading.get_native_id())
+            time.sleep(_GIL_GAP)  # (once, at exit: a handler's return is not signalled)
+        now = time.monotonic()
+        tids = {tid for tid, slot in list(self._slots.items()) if now - slot[1] < _RECENT}
+        tids.discard(me)
         futex_seen: set[int] = set()
         while tids:
             for tid in list(tids):
