@@ -1,4 +1,4 @@
-"""Children run in a session of their own, the launcher's (``_manager._launcher_session``):
+"""Children run in a session of their own, the launcher's (``_sysutil.may_leave_session``):
 a scheduling autogroup apart from the application's threads, out of reach of the
 terminal's Ctrl-C; a niced application keeps them in its session."""
 

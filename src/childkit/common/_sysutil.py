@@ -71,9 +71,20 @@ def may_leave_session() -> bool:
     without changing how the scheduler ranks it: this thread's nice value is 0, and so is
     its autogroup's (or there are no autogroups).
 
-    A session is a scheduling autogroup, and the kernel ranks autogroups against each
-    other by the group's nice value alone, not by its tasks'. A child of a process the
-    user lowered with ``nice`` would lose that in a new session, so it stays in this one.
+    The application's manager starts the launcher, and so every child, in a session of
+    its own when this says yes (docs/guide.md, "Sessions and signals"), for two reasons:
+
+    * Scheduling. A session is the kernel's scheduling *autogroup* (where autogroups
+      apply: tasks in no CPU cgroup), and groups share the CPU as groups. In the
+      application's group, the caller threads an IPC child's replies wake preempt the
+      child's serving thread, which all of them wait for (docs/ipc.md, "Many threads on
+      one child": 1.5 times the requests with 4 to 16 callers on 2 CPUs).
+    * Signals. The terminal's Ctrl-C reaches its foreground process group: the
+      application, which decides what its children do, and not every child at once.
+
+    The kernel ranks autogroups against each other by the group's nice value alone, not
+    by its tasks'. A child of a process the user lowered with ``nice`` would lose that in
+    a new session, so it stays in this one.
     """
     if os.getpriority(os.PRIO_PROCESS, 0) != 0:
         return False

@@ -8,8 +8,7 @@ One :class:`Manager` per application process (:func:`manager`). It owns:
   starting the launcher from whichever user thread came first would kill it when that
   thread ended. If the launcher dies it is started again on next use; its children die
   with it (their own death signal) and are reported as killed by ``SIGKILL``.
-  The launcher, and so every child, runs in a session of its own (see
-  :func:`_launcher_session`).
+  The launcher, and its children, have a session of their own (``may_leave_session``).
 * the registry of children (pid -> :class:`Child`), each with a pidfd from the
   launcher, so signals never reach a recycled pid. At most :data:`MAX_CHILDREN` live
   children or starts in progress; a slot frees when the child has been reaped.
@@ -121,26 +120,6 @@ class _Pending:
     child: Child | None = None
     error: ChildkitError | None = None
 
-
-
-def _launcher_session() -> bool:
-    """Whether the launcher starts a session of its own, which its children share.
-
-    Yes unless the application runs niced (:func:`childkit.common._sysutil.
-    may_leave_session`). Two reasons:
-
-    * Scheduling. A session is the kernel's scheduling *autogroup* (where autogroups
-      apply: tasks outside any CPU cgroup), and groups share the CPU as groups. In the
-      application's group, every caller thread an IPC child's reply wakes may preempt
-      the child's serving thread, the one thread all of them wait for: with 16 caller
-      threads on 2 CPUs, a third of the CPU went to those switches. In a group of their
-      own, the children are preempted only when their group's share is spent (docs/ipc.md,
-      "Many threads on one child").
-    * Signals. The terminal's Ctrl-C (and its other job-control signals) reaches its
-      foreground process group: the application, which decides what its children do,
-      and not every child at once.
-    """
-    return _sysutil.may_leave_session()
 
 class Manager:
     """The per-process child manager. Thread-safe; see the module docstring."""
@@ -501,7 +480,7 @@ class Manager:
                 [sys.executable, "-c", _LAUNCHER_BOOT, _PACKAGE_ROOT, str(theirs.fileno()),
                  str(os.getpid()), str(their_orders.fileno())],
                 pass_fds=(theirs.fileno(), their_orders.fileno()), stdin=subprocess.DEVNULL,
-                close_fds=True, env=env, start_new_session=_launcher_session())
+                close_fds=True, env=env, start_new_session=_sysutil.may_leave_session())
             self._launcher_env = env
         except BaseException:
             mine.close()
