@@ -261,7 +261,7 @@ def childkit_threads(child: EchoChild, threads: int, seconds: float,
         with proxy.send_request(ep.ECHO, data) as reply:
             reply.read_buffer()
 
-    return _hammer(call, threads, seconds, child.proc.pid)
+    return _hammer(call, threads, seconds, child.pid)
 
 
 def manager_threads(threads: int, seconds: float) -> tuple[float, float, float]:
@@ -307,7 +307,7 @@ def _thread_rounds(child: EchoChild, threads: list[int], reps: int, seconds: flo
 
 def _childkit_run(child: EchoChild, payload: bytes, n: int, cpu: Cpu) -> float:
     childkit_echo(child.proxy, payload, _warm_up(n))  # untimed, as the peers' warm-ups
-    return cpu.measure(child.proc.pid, n, lambda: childkit_echo(child.proxy, payload, n))
+    return cpu.measure(child.pid, n, lambda: childkit_echo(child.proxy, payload, n))
 
 
 def _sweep(child: EchoChild, size: int, n: int, reps: int) -> list[dict[str, object]]:

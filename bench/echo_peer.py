@@ -1,16 +1,16 @@
-"""The child side of the IPC benchmarks: serves an echo stub over inherited sockets."""
+"""The child side of the IPC benchmarks: an IPC-mode child module (``on_connect`` gives the
+echo stub; ``main_proc`` returns on :data:`QUIT`), started through the launcher."""
 
 from __future__ import annotations
 
-import os
 import resource
-import socket
-import sys
 import threading
 
-from childkit.ipc import Connection, MessageOption, MessageParcel, RemoteStub
+from childkit.ipc import MessageOption, MessageParcel, RemoteStub
 
-ADD_ONE, COUNT, GET_COUNT, TOUCH_ASHMEM, ECHO, FAULTS = 1, 2, 3, 4, 5, 6
+ADD_ONE, COUNT, GET_COUNT, TOUCH_ASHMEM, ECHO, FAULTS, QUIT = 1, 2, 3, 4, 5, 6, 7
+
+_quit = threading.Event()
 
 
 class BenchStub(RemoteStub):
@@ -42,21 +42,15 @@ class BenchStub(RemoteStub):
             reply.write_buffer(data.read_buffer())
         elif code == FAULTS:  # this process's minor page faults so far
             reply.write_int64(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+        elif code == QUIT:  # one-way: main_proc returns and the child exits
+            _quit.set()
         return 0
 
 
-def main() -> None:
-    conn = Connection(
-        socket.socket(fileno=int(sys.argv[1])),
-        socket.socket(fileno=int(sys.argv[2])),
-        local_root=BenchStub(),
-    )
-    done = threading.Event()
-    conn.add_close_callback(done.set)
-    conn.start()
-    done.wait()
-    os._exit(0)
+def on_connect() -> BenchStub:
+    return BenchStub()
 
 
-if __name__ == "__main__":
-    main()
+def main_proc() -> int:
+    _quit.wait()
+    return 0

@@ -14,25 +14,21 @@ import os
 import select
 import socket
 import statistics
-import subprocess
-import sys
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.managers import BaseManager
-from pathlib import Path
 
+import childkit
 from bench import echo_peer as ep
 from childkit.ipc import (
     Ashmem,
-    Connection,
     MessageOption,
     MessageParcel,
     RemoteProxy,
     RequestMode,
     _wire,
-    channel_socketpairs,
 )
-from childkit.process._manager import _launcher_session
 
 ASYNC = MessageOption(RequestMode.ASYNC)
 MiB = 1024 * 1024
@@ -42,27 +38,43 @@ _POLL_WINDOW_S = 100e-6
 
 # ---------------------------------------------------------------------------- childkit side
 class EchoChild:
+    """The echo child (:mod:`bench.echo_peer`), started as an application starts one:
+    through the launcher, in IPC mode. So it is placed, forked and served as a real child
+    is (the launcher's session, its replies-in-flight counter), and a cost of those shows
+    in every benchmark that uses it."""
+
     def __init__(self) -> None:
-        local, remote = channel_socketpairs()
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(ep.__file__)), str(remote[0].fileno()),
-             str(remote[1].fileno())],
-            pass_fds=[s.fileno() for s in remote],
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-            # Placed as childkit's own children are: in a session (a scheduling autogroup)
-            # of their own, the launcher's, unless the application runs niced.
-            start_new_session=_launcher_session(),
-        )
-        for s in remote:
-            s.close()
-        self.conn = Connection(*local, name="bench child")
-        self.conn.start()
-        self.conn.wait_peer_hello(30)
-        self.proxy: RemoteProxy = self.conn.root_proxy()
+        started = threading.Event()
+        got: list[tuple[int, RemoteProxy | None]] = []
+        self._ended = threading.Event()
+        self.pid = -1
+        childkit.register_child_process_exit_callback(self._on_exit)
+
+        def on_started(code: int, proxy: RemoteProxy | None) -> None:
+            got.append((code, proxy))
+            started.set()
+
+        childkit.create_native_child_process("bench.echo_peer", on_started)
+        if not started.wait(60):
+            raise RuntimeError("the echo child did not start within 60 s")
+        code, proxy = got[0]
+        if proxy is None:
+            raise RuntimeError(f"the echo child did not start: error {code}")
+        self.proxy: RemoteProxy = proxy
+        self.conn = proxy.connection
+        self.pid = self.conn.peer_pid
+
+    def _on_exit(self, pid: int, info: object) -> None:
+        if pid == self.pid:
+            self._ended.set()
 
     def close(self) -> None:
-        self.conn.close()
-        self.proc.wait(30)
+        try:
+            self.proxy.send_request(ep.QUIT, MessageParcel(), ASYNC)
+            self._ended.wait(30)
+        finally:
+            self.conn.close()
+            childkit.unregister_child_process_exit_callback(self._on_exit)
 
 
 def childkit_rtt(proxy: RemoteProxy, n: int) -> float:
