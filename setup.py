@@ -8,7 +8,9 @@
 
 Both are optional: without a C compiler (or CMake) the build skips them with a warning and
 childkit runs on its Python code; ``childkit.native`` then says the libraries are missing.
-``CHILDKIT_REQUIRE_NATIVE=1`` turns a failed native build into an error (CI sets it).
+A failed ``_speedups`` build removes an older build of it (an in-place build writes into
+the source tree, where the old one would go on being imported as if it were current).
+``CHILDKIT_REQUIRE_NATIVE=1`` turns a failed build of either into an error.
 """
 
 import os
@@ -37,6 +39,31 @@ class BuildExtAndNative(build_ext):
                 raise
             print(f"warning: childkit's native libraries were not built ({exc}); "
                   "the Python API works without them", file=sys.stderr)
+
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception:
+            # An older build must not pass for this one: not in build_lib (the build's
+            # output), nor in the source tree, where an in-place build copies it (setuptools
+            # builds into build_lib and copies after).
+            for stale in (self.get_ext_fullpath(ext.name), self._in_source_tree(ext)):
+                if os.path.exists(stale):
+                    os.remove(stale)
+                    print(f"warning: removed {stale}, an older build of {ext.name}",
+                          file=sys.stderr)
+            if os.environ.get("CHILDKIT_REQUIRE_NATIVE") == "1":
+                # Not a compiler error, which build_ext would turn into a warning for an
+                # optional extension.
+                raise RuntimeError(f"building {ext.name} failed") from None
+            raise
+
+    def _in_source_tree(self, ext: Extension) -> str:
+        """Where an in-place build puts ``ext`` (its package's directory)."""
+        fullname = self.get_ext_fullname(ext.name)
+        package = fullname.rpartition(".")[0]
+        package_dir = self.get_finalized_command("build_py").get_package_dir(package)
+        return os.path.join(package_dir, os.path.basename(self.get_ext_filename(fullname)))
 
     def _build_native(self, out: str) -> None:
         cmake = shutil.which("cmake")

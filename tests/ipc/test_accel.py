@@ -4,6 +4,9 @@ the error); one that was never built (no compiler) is quietly replaced by the Py
 from __future__ import annotations
 
 import importlib.machinery
+import os
+import shutil
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -46,3 +49,47 @@ def test_turned_off_by_the_environment_is_quiet(package_dir: Path,
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert _accel._load() is None
+
+
+# ---------------------------------------------------------------------------- the build
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def source_copy(tmp_path: Path) -> Path:
+    """What ``setup.py build_ext`` reads, copied (the C sources and headers, no build)."""
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    (tmp_path / "src/childkit/ipc").mkdir(parents=True)
+    shutil.copy(ROOT / "src/childkit/ipc/_speedups.c", tmp_path / "src/childkit/ipc")
+    shutil.copytree(ROOT / "src/childkit/native/csrc", tmp_path / "src/childkit/native/csrc")
+    shutil.copytree(ROOT / "src/childkit/native/include",
+                    tmp_path / "src/childkit/native/include")
+    return tmp_path
+
+
+def _build(tree: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    # CC=false: every compile fails. (No CMake file: the native kit's build fails too,
+    # which is a warning unless CHILDKIT_REQUIRE_NATIVE is set.)
+    return subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+                          cwd=tree, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "CC": "false", **env})
+
+
+def test_a_failed_build_removes_the_older_build_it_would_have_replaced(
+        source_copy: Path) -> None:
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    stale = source_copy / "src/childkit/ipc" / f"_speedups{suffix}"
+    stale.write_bytes(b"an older build")
+    os.utime(stale, (1, 1))  # older than the sources: they were edited since
+    done = _build(source_copy)
+    assert done.returncode == 0, done.stderr  # optional: the build goes on without it
+    assert not stale.exists()  # the Python twins run, as the warning says
+    assert "removed" in done.stderr and "_speedups" in done.stderr
+
+
+def test_a_failed_build_is_an_error_when_the_c_code_is_required(source_copy: Path) -> None:
+    done = _build(source_copy, CHILDKIT_REQUIRE_NATIVE="1")
+    assert done.returncode != 0
+    assert "building childkit.ipc._speedups failed" in done.stderr
