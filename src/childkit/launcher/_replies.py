@@ -41,7 +41,7 @@ class InFlight:
     from one. Only its thread writes a slot, so the count needs no lock; the drain, which
     runs once, at exit, reads them all. The count is on every request's path, in the one
     thread that serves a connection's channels: a lock and a condition cost about 2 us per
-    request there, a slot a quarter of a microsecond.
+    request there, a slot about 0.2 us.
     """
 
     def __init__(self) -> None:
@@ -55,14 +55,15 @@ class InFlight:
         slots = self._slots
         monotonic = time.monotonic
 
-        def counted(*args: object, **kwargs: object) -> object:
+        # (The kit calls it with its four arguments, positionally: ``_stub.invoke_stub``.)
+        def counted(code: object, data: object, reply: object, option: object) -> object:
             try:
                 slot = local.slot
             except AttributeError:  # this thread's first request
                 slot = local.slot = slots[threading.get_native_id()] = [0, 0.0]
             slot[0] += 1
             try:
-                return handler(*args, **kwargs)
+                return handler(code, data, reply, option)
             finally:
                 slot[0] -= 1
                 slot[1] = monotonic()
