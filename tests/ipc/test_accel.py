@@ -58,9 +58,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def source_copy(tmp_path: Path) -> Path:
-    """What ``setup.py build_ext`` reads, copied (the C sources and headers, no build)."""
-    for name in ("setup.py", "pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, tmp_path / name)
+    """What ``setup.py build_ext`` reads, copied (the C sources and headers, no build),
+    with a pyproject.toml of the package layout alone: the interpreter's own setuptools
+    runs it, which may predate the real one's metadata (pip builds in an isolated
+    environment with a current setuptools)."""
+    pytest.importorskip("setuptools", reason="this interpreter has no setuptools to build with")
+    shutil.copy(ROOT / "setup.py", tmp_path / "setup.py")
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "childkit"\nversion = "0"\n'
+        '[tool.setuptools.package-dir]\n"" = "src"\n')
     (tmp_path / "src/childkit/ipc").mkdir(parents=True)
     shutil.copy(ROOT / "src/childkit/ipc/_speedups.c", tmp_path / "src/childkit/ipc")
     shutil.copytree(ROOT / "src/childkit/native/csrc", tmp_path / "src/childkit/native/csrc")
