@@ -1,6 +1,7 @@
 """Children run in a session of their own, the launcher's (``_sysutil.may_leave_session``):
 a scheduling autogroup apart from the application's threads, out of reach of the
-terminal's Ctrl-C; a niced application keeps them in its session."""
+terminal's Ctrl-C; a niced application keeps them in its session. Each child leads a
+process group of its own: signalling its group reaches nothing else."""
 
 from __future__ import annotations
 
@@ -16,7 +17,13 @@ import pytest
 
 import childkit
 from child_helpers import exit_recorder, no_child_leaks, wait_until
-from childkit import ChildProcessOptions, ErrCode, IsolationMode
+from childkit import (
+    ChildExitInfo,
+    ChildProcessArgs,
+    ChildProcessOptions,
+    ErrCode,
+    IsolationMode,
+)
 from childkit.common import _sysutil
 from childkit.ipc import MessageParcel, RemoteProxy
 from childkit.process._manager import manager
@@ -127,10 +134,16 @@ def test_children_share_a_session_of_their_own_the_launchers(isolated: bool) -> 
         # The launcher leads the session, and both children are in it (their process
         # group too, so the terminal's foreground group is not theirs).
         assert os.getsid(launcher) == launcher
+        assert os.getpgid(pids[0]) != os.getpgid(pids[1])
         for pid in pids:
             assert pid is not None
             assert os.getsid(pid) == launcher != os.getsid(0)
             assert os.getpgid(pid) != os.getpgid(0)
+            # Its own process group, led by itself (an isolated child's peer is the
+            # sandboxed process, in the group of its sandbox's supervisor).
+            assert os.getpgid(pid) not in (launcher, os.getpgid(0))
+            if not isolated:
+                assert os.getpgid(pid) == pid
             # One scheduling autogroup for all the children, not the application's.
             if autogroup("self") is not None:
                 assert autogroup(pid) == autogroup(launcher) != autogroup("self")
@@ -143,6 +156,33 @@ def test_children_share_a_session_of_their_own_the_launchers(isolated: bool) -> 
             assert [info.exit_code for info in rec.exits.values()] == [0] * len(proxies)
             for proxy in proxies:
                 proxy.connection.close()
+
+
+@pytest.mark.parametrize("isolated", [False, True], ids=["normal", "isolated"])
+def test_a_child_that_signals_its_own_group_reaches_only_itself(isolated: bool) -> None:
+    # Code that cleans up after its subprocesses with killpg(getpgrp(), SIGTERM) ends its
+    # own child process: not the launcher, and so not every sibling with it.
+    mode = IsolationMode.ISOLATED if isolated else IsolationMode.NORMAL
+    launcher = childkit.prestart_launcher()
+    sibling = start_echo()
+    try:
+        with exit_recorder() as rec:
+            pid = childkit.start_native_child_process(
+                "workers.args_entries:kill_own_group", ChildProcessArgs(str(int(signal.SIGTERM))),
+                ChildProcessOptions(isolation_mode=mode))
+            assert rec.wait_for(pid, 60) == ChildExitInfo(pid, None, signal.SIGTERM)
+        assert childkit.prestart_launcher() == launcher  # the same launcher, alive
+        assert add_one(sibling, 41) == 42
+    finally:
+        with exit_recorder() as rec:
+            sibling.send_request(ew.QUIT, int_parcel(0), ew.ONE_WAY)
+            rec.wait_for(sibling.connection.peer_pid, 60)
+        sibling.connection.close()
+
+
+def add_one(proxy: RemoteProxy, value: int) -> int:
+    with proxy.send_request(ew.ADD_ONE, int_parcel(value)) as reply:
+        return reply.read_int32()
 
 
 # ---------------------------------------------------------------------------- in a script

@@ -32,6 +32,13 @@ def kill_self(args: ChildProcessArgs) -> int:
     return 0
 
 
+def kill_own_group(args: ChildProcessArgs) -> int:
+    """Send signal ``entry_params`` to this process's group, as code that cleans up after
+    its own subprocesses does."""
+    os.killpg(os.getpgrp(), int(args.entry_params))
+    return 0
+
+
 def block(args: ChildProcessArgs) -> int:
     """Wait until fd "hold" reaches end of file (or the child is killed)."""
     while os.read(args.fds["hold"], 1):

@@ -7,7 +7,10 @@ In order, the child:
    closes every fd except stdin/stdout/stderr, its status pipe and the fds it was
    given: no other fd of the parent, the launcher or a sibling leaks in;
 2. asks for ``SIGKILL`` when the launcher dies (and exits at once if it already has: no
-   orphans), and restores the default ``SIGINT`` handling the launcher turned off;
+   orphans), restores the default ``SIGINT`` handling the launcher turned off, and leads
+   a process group of its own (``setpgid``): a ``kill(0, ...)`` or ``killpg`` of its
+   own group, as code that cleans up after its own subprocesses does, reaches this
+   child and what it started, not the launcher and every sibling;
 3. takes its name (``setproctitle`` for ``ps``'s command column, ``PR_SET_NAME`` for
    its ``comm``), the parent's working directory, ``sys.path`` and environment as they
    were when the start call was made, so relative paths and module names mean what they meant there;
@@ -208,6 +211,7 @@ def _child(header: dict[str, Any], payload: bytes, fds: list[int], launcher_pid:
     _sysutil.set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != launcher_pid:
         return 1  # the launcher died between the fork and the prctl
+    os.setpgid(0, 0)  # (cannot fail: a fresh fork leads no session nor group)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     forget_launcher()
     status_fd, given = fds[0], fds[1:]
