@@ -230,12 +230,17 @@ class _ReplyWriter:
                                    timeout=5)
 
     def _close_locked(self) -> None:
+        self._close_fds()
+        self._thread = None
+        self._changed.notify_all()
+
+    def _close_fds(self) -> None:
+        """Close the epoll and the eventfd (also in a forked child, without the lock)."""
         if self._epoll is not None:
             self._epoll.close()
         if self._wake >= 0:
             os.close(self._wake)
-        self._epoll, self._wake, self._thread = None, -1, None
-        self._changed.notify_all()
+        self._epoll, self._wake = None, -1
 
     def _run(self, epoll: select.epoll, wake: int) -> None:
         while True:
@@ -286,10 +291,7 @@ def _forget_after_fork() -> None:
     w, _writer = _writer, None
     _writer_lock = threading.Lock()
     if w is not None:
-        if w._epoll is not None:
-            w._epoll.close()
-        if w._wake >= 0:
-            os.close(w._wake)
+        w._close_fds()  # (not _close_locked: the lock may be held by a thread gone here)
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
