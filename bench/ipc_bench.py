@@ -54,12 +54,16 @@ class EchoChild:
             got.append((code, proxy))
             started.set()
 
-        childkit.create_native_child_process("bench.echo_peer", on_started)
-        if not started.wait(60):
-            raise RuntimeError("the echo child did not start within 60 s")
-        code, proxy = got[0]
-        if proxy is None:
-            raise RuntimeError(f"the echo child did not start: error {code}")
+        try:
+            childkit.create_native_child_process("bench.echo_peer", on_started)
+            if not started.wait(60):
+                raise RuntimeError("the echo child did not start within 60 s")
+            code, proxy = got[0]
+            if proxy is None:
+                raise RuntimeError(f"the echo child did not start: error {code}")
+        except BaseException:
+            childkit.unregister_child_process_exit_callback(self._on_exit)
+            raise
         self.proxy: RemoteProxy = proxy
         self.conn = proxy.connection
         self.pid = self.conn.peer_pid
