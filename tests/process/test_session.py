@@ -26,7 +26,6 @@ from childkit import (
 )
 from childkit.common import _sysutil
 from childkit.ipc import MessageParcel, RemoteProxy
-from childkit.process._manager import manager
 from workers import echo_worker as ew
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -129,10 +128,9 @@ def test_children_share_a_session_of_their_own_the_launchers(isolated: bool) -> 
     proxies = [start_echo(ChildProcessOptions(isolation_mode=mode)) for _ in range(2)]
     try:
         pids = [p.connection.peer_pid for p in proxies]
-        launcher = manager()._launcher_pid
-        assert launcher is not None
-        # The launcher leads the session, and both children are in it (their process
-        # group too, so the terminal's foreground group is not theirs).
+        launcher = childkit.prestart_launcher()  # (the running one)
+        # The launcher leads the session, and both children are in it, outside the
+        # application's process group (the terminal's foreground group).
         assert os.getsid(launcher) == launcher
         assert os.getpgid(pids[0]) != os.getpgid(pids[1])
         for pid in pids:
