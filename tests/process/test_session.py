@@ -60,9 +60,12 @@ def int_parcel(value: int) -> MessageParcel:
 
 
 def autogroup(pid: int | str) -> str | None:
+    """A process's autogroup ("/autogroup-45"); "" for the root autogroup (session 0, where
+    CI runners start their jobs), whose line the kernel leaves empty; None without
+    autogroups."""
     try:
         with open(f"/proc/{pid}/autogroup") as f:
-            return f.read().split()[0]
+            return f.read().split(" ")[0].strip()
     except FileNotFoundError:
         return None
 
@@ -88,6 +91,7 @@ def test_autogroup_nice_refuses_other_text(line: str) -> None:
     ("/autogroup-45 nice 3\n", False),  # the session was niced: stay in it
     ("/autogroup-45 nice -2\n", False),
     ("something else\n", False),  # a format we do not know: stay
+    ("", True),  # the root autogroup (session 0): the kernel prints nothing, weight nice 0
     (None, True),  # no autogroups: a session changes no ranking
 ])
 def test_may_leave_session_only_when_nothing_is_niced(
@@ -232,7 +236,7 @@ assert started.wait(60) and proxies[0] is not None
 pid = proxies[0].connection.peer_pid
 def autogroup(p):
     try:
-        return open(f"/proc/{p}/autogroup").read().split()[0]
+        return open(f"/proc/{p}/autogroup").read().split(" ")[0].strip()
     except FileNotFoundError:
         return None
 print(os.getsid(pid) == os.getsid(0), autogroup(pid) == autogroup("self"))

@@ -90,8 +90,17 @@ def may_leave_session() -> bool:
         return False
     try:
         with open(AUTOGROUP_PATH) as f:
-            return autogroup_nice(f.read()) == 0
+            line = f.read()
     except FileNotFoundError:  # no autogroups: a session does not change the ranking
         return True
-    except (OSError, ValueError):  # unreadable or a format we do not know: stay
+    except OSError:  # unreadable: stay
+        return False
+    if not line.strip():
+        # The root autogroup: session 0, a process init started without setsid (CI
+        # runners do). The kernel prints nothing for it. It has no nice of its own: its
+        # tasks are ranked one by one, and a nice-0 thread weighs what a new group does.
+        return True
+    try:
+        return autogroup_nice(line) == 0
+    except ValueError:  # a format we do not know: stay
         return False
