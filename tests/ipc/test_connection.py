@@ -249,7 +249,8 @@ class Misbehaving(RemoteStub):
     def on_remote_request(
         self, code: int, data: MessageParcel, reply: MessageParcel, option: MessageOption
     ) -> int:
-        return {1: 12345, 2: "oops", 3: 1909000, 4: 1909999, 5: 1908999}[code]  # type: ignore[return-value]
+        return {1: 12345, 2: "oops", 3: 1909000, 4: 1909999, 5: 1908999, 6: 1901007,  # type: ignore[return-value]
+                7: 1901008, 8: 1901900, 9: 1901999, 10: -1}[code]
 
 
 @pytest.mark.parametrize(
@@ -260,6 +261,11 @@ class Misbehaving(RemoteStub):
         (3, 1909000),
         (4, 1909999),
         (5, IPCErrorCode.OH_IPC_INVALID_USER_ERROR_CODE),
+        (6, IPCErrorCode.OH_IPC_INNER_ERROR),  # IPCKit's last code, as OpenHarmony's stub
+        (7, IPCErrorCode.OH_IPC_INVALID_USER_ERROR_CODE),  # past it, in its reserved range
+        (8, IPCErrorCode.CK_IPC_TIMEOUT),  # a forwarded call that timed out
+        (9, IPCErrorCode.OH_IPC_INVALID_USER_ERROR_CODE),
+        (10, IPCErrorCode.OH_IPC_INVALID_USER_ERROR_CODE),
     ],
 )
 def test_stub_status_mapping(code: int, expected: int) -> None:

@@ -206,6 +206,46 @@ def test_every_protocol_error_logs_one_warning_naming_the_link(
 
 
 
+# A status no childkit peer sends reaches the caller as OH_IPC_INVALID_USER_ERROR_CODE, as a
+# stub's would (the others unchanged): a peer cannot make a call fail with a code IPCKit
+# does not define. tests/native/test_hostile_peer.py checks the C caller the same way.
+INVALID = IPCErrorCode.OH_IPC_INVALID_USER_ERROR_CODE
+PEER_STATUSES = [(12345, INVALID), (-1, INVALID), (1901008, INVALID), (1901899, INVALID),
+                 (1901999, INVALID), (1902000, INVALID), (1908999, INVALID),
+                 (1910000, INVALID), (1901000, 1901000), (1901007, 1901007),
+                 (1901900, 1901900), (1909000, 1909000), (1909999, 1909999)]
+
+
+@pytest.mark.parametrize("error", [False, True], ids=["plain reply", "error reply"])
+@pytest.mark.parametrize(("status", "code"), PEER_STATUSES)
+def test_a_peer_s_status_outside_the_transportable_codes_is_clamped(
+        status: int, code: int, error: bool) -> None:
+    conn, peer_call, peer_serve = _raw_peer()
+    errors: list[BaseException] = []
+    try:
+        def call() -> None:
+            try:
+                conn.root_proxy().send_request(1, int_parcel(1), BOUNDED).close()
+            except BaseException as exc:
+                errors.append(exc)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        peer_serve.recv(_wire.MAX_RECORD_BYTES)  # HELLO
+        request = _wire.decode_record(peer_serve.recv(_wire.MAX_RECORD_BYTES), [])[0]
+        peer_serve.send(_wire.encode_error_reply(request.seq, status, "hostile") if error
+                        else _wire.encode_reply(request.seq, status, b"", (), 0))
+        caller.join(60)
+        assert not caller.is_alive()
+        assert isinstance(errors[0], IPCError) and errors[0].code == code
+        assert ("hostile" in str(errors[0])) is error
+        assert not conn.closed  # (not a protocol error: the link stays)
+    finally:
+        conn.close()
+        peer_call.close()
+        peer_serve.close()
+
+
 # ---------------------------------------------------------------------------- item 5
 class Gate(RemoteStub):
     """Records one-way values; the first request waits until the gate opens."""

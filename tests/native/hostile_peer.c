@@ -8,6 +8,7 @@
  * It prints one line per record: "<serve outcome> <reply outcome>", where the serve
  * outcome is "closed" (the kit ended the link) or "open", and the reply outcome the call's
  * status. Then "fuzz N" runs N seeded random mutations of the records the serve way.
+ * Run as "hostile_peer status S...", it answers a call with each status instead.
  * Exit status 0 unless an fd leaked; a crash is the failure this program exists to catch.
  */
 #include <fcntl.h>
@@ -178,8 +179,26 @@ static unsigned char *unhex(const char *hex, size_t *len) {
     return out;
 }
 
+/* "status S...": for each status, the call's outcome when the peer answers it with that
+ * status, in a plain reply and in an error reply (a detail text): "<plain> <error>". */
+static int statuses(int argc, char **argv) {
+    static const char detail[] = "hostile";
+    for (int i = 2; i < argc; i++) {
+        int32_t status = (int32_t)strtol(argv[i], NULL, 10);
+        unsigned char plain[CK__REPLY_FRAME_SIZE], error[CK__REPLY_FRAME_SIZE + sizeof detail];
+        ck__frame_put_reply_head(plain, 0, 1, status, 0, 0, 0);
+        ck__frame_put_reply_head(error, CK__FLAG_ERROR, 1, status, sizeof detail - 1, 0, 0);
+        memcpy(error + CK__REPLY_FRAME_SIZE, detail, sizeof detail - 1);
+        int a = reply_way(plain, sizeof plain, 0);
+        int b = reply_way(error, CK__REPLY_FRAME_SIZE + sizeof detail - 1, 0);
+        printf("%d %d\n", a, b);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
+    if (argc > 1 && strcmp(argv[1], "status") == 0) return statuses(argc, argv);
     int fuzz = argc > 1 ? atoi(argv[1]) : 0;
     int before = count_fds();
     static char line[600000];

@@ -46,3 +46,23 @@ def test_hostile_records_end_the_link_only(cc: Build) -> None:
     assert "fuzz 300" in result.stdout
     plain = next(i for i, e in enumerate(CORPUS) if e["name"] == "plain request")
     assert result.stdout.splitlines()[plain].split()[0] == "open"
+
+
+# A status no childkit peer sends (outside 0, IPCKit's codes, CK_IPC_TIMEOUT and the user
+# range) reaches the C caller as OH_IPC_INVALID_USER_ERROR_CODE; the others unchanged.
+# A plain reply, and an error reply with a detail text.
+INVALID = 1901006
+PEER_STATUSES = {12345: INVALID, -1: INVALID, 1901008: INVALID, 1901899: INVALID,
+                 1901999: INVALID, 1902000: INVALID, 1908999: INVALID, 1910000: INVALID,
+                 1901000: 1901000, 1901007: 1901007, 1901900: 1901900, 1909000: 1909000,
+                 1909999: 1909999}
+
+
+def test_a_peer_s_status_outside_the_transportable_codes_is_clamped(cc: Build) -> None:
+    exe = cc("hostile_peer", ["hostile_peer.c", *KIT_SOURCES], kit=False,
+             flags=KIT_INTERNAL_FLAGS)
+    result = subprocess.run([str(exe), "status", *map(str, PEER_STATUSES)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    got = [tuple(map(int, line.split())) for line in result.stdout.splitlines()]
+    assert got == [(want, want) for want in PEER_STATUSES.values()]

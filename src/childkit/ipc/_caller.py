@@ -51,6 +51,7 @@ from childkit.ipc._errors import (
     IPCTimeoutError,
     ParcelWriteError,
     ProtocolError,
+    is_transportable_status,
 )
 from childkit.ipc._fdutil import close_fds
 from childkit.ipc._objects import ObjectTable
@@ -139,6 +140,10 @@ def reply_parcel(reply: _wire.Reply, code: int, objects: list[RemoteObject]) -> 
         detail = reply.detail or f"request {code} failed"
         if reply.status == IPCErrorCode.OH_IPC_DEAD_REMOTE_OBJECT:
             raise DeadRemoteObjectError(detail)
+        if not is_transportable_status(reply.status):  # (no childkit peer sends it)
+            raise IPCError(IPCErrorCode.OH_IPC_INVALID_USER_ERROR_CODE,
+                           f"the peer answered request {code} with status {reply.status}, "
+                           f"outside the transportable codes: {detail}")
         raise IPCError(reply.status, detail)
     return MessageParcel._from_wire(reply.data, reply.fds, objects)
 

@@ -43,12 +43,16 @@ MAX_REQUEST_CODE = 0x00FFFFFF
 def is_transportable_status(status: int) -> bool:
     """Whether a stub's return value reaches the caller unchanged.
 
-    IPCKit passes through success, its own codes and the user range; anything else
-    becomes ``OH_IPC_INVALID_USER_ERROR_CODE``.
+    As OpenHarmony's stub: success, IPCKit's own codes (``OH_IPC_CHECK_PARAM_ERROR`` up to
+    ``OH_IPC_INNER_ERROR``) and the user range pass, and so does childkit's own
+    ``CK_IPC_TIMEOUT`` (a forwarded call that timed out); anything else becomes
+    ``OH_IPC_INVALID_USER_ERROR_CODE``. The caller applies the same rule to the status a
+    reply brings, so a peer that skips it cannot hand other values on either.
     """
     return (
         status == 0
-        or IPCErrorCode.OH_IPC_ERROR_CODE_BASE <= status < IPCErrorCode.OH_IPC_ERROR_CODE_MAX
+        or IPCErrorCode.OH_IPC_ERROR_CODE_BASE <= status <= IPCErrorCode.OH_IPC_INNER_ERROR
+        or status == IPCErrorCode.CK_IPC_TIMEOUT
         or IPCErrorCode.OH_IPC_USER_ERROR_CODE_MIN
         <= status
         <= IPCErrorCode.OH_IPC_USER_ERROR_CODE_MAX

@@ -44,8 +44,9 @@ class RemoteStub(RemoteObject):
         """Serve request ``code``: read ``data``, write ``reply``, return 0 on success.
 
         Runs on an IPC work thread (or the caller's thread for a local call). A non-zero
-        return value reaches the caller as ``IPCError.code`` if it is an IPC code or in the
-        user range 1909000..1909999, else as ``OH_IPC_INVALID_USER_ERROR_CODE``; raising
+        return value reaches the caller as ``IPCError.code`` if it is one of IPCKit's codes
+        (1901000..1901007), ``CK_IPC_TIMEOUT`` or in the user range 1909000..1909999, else
+        as ``OH_IPC_INVALID_USER_ERROR_CODE`` (``is_transportable_status``); raising
         :class:`IPCError` does the same with its message; any other exception reaches the
         caller as ``OH_IPC_INNER_ERROR`` with the exception's type and text.
         """

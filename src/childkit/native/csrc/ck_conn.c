@@ -764,12 +764,14 @@ static void send_error_reply(ck__conn_t *conn, uint64_t seq, int32_t status, con
 }
 
 /* ------------------------------------------------------------------ serving requests */
-/* A stub's status as IPCKit passes it on: 0, or a user code in [1909000, 1909999]. */
-/* As OpenHarmony's C stub: success, IPCKit's own codes (OH_IPC_ERROR_CODE_BASE up to
- * OH_IPC_INNER_ERROR) and the user range pass; anything else is clamped. */
+/* A stub's status as IPCKit passes it on, and as a caller takes a reply's (a peer that
+ * skips the rule cannot hand other values on): as OpenHarmony's C stub, success, IPCKit's
+ * own codes (OH_IPC_ERROR_CODE_BASE up to OH_IPC_INNER_ERROR) and the user range pass, and
+ * so does childkit's CK__IPC_TIMEOUT (a forwarded call that timed out); anything else is
+ * clamped. The same rule as ipc/_errors.py is_transportable_status. */
 static int32_t clamp_status(int status) {
     if (status == 0 || (status >= OH_IPC_USER_ERROR_CODE_MIN && status <= OH_IPC_USER_ERROR_CODE_MAX) ||
-        (status >= OH_IPC_ERROR_CODE_BASE && status <= OH_IPC_INNER_ERROR))
+        (status >= OH_IPC_ERROR_CODE_BASE && status <= OH_IPC_INNER_ERROR) || status == CK__IPC_TIMEOUT)
         return status;
     return OH_IPC_INVALID_USER_ERROR_CODE;
 }
@@ -1494,10 +1496,10 @@ static int take_replies_locked(ck__conn_t *conn, const ck__frame_t *frames, long
         *at = w->next;
         w->claimed = 1; /* parcel_locked lets the lock go: w must wait for it */
         if (f->flags & CK__FLAG_ERROR) {
-            w->status = f->status != 0 ? f->status : OH_IPC_INNER_ERROR;
+            w->status = f->status != 0 ? clamp_status(f->status) : OH_IPC_INNER_ERROR;
         } else if (pre_made) {
             w->reply = pre;
-            w->status = pre != NULL ? f->status : OH_IPC_INNER_ERROR;
+            w->status = pre != NULL ? clamp_status(f->status) : OH_IPC_INNER_ERROR;
             pre_made = 0;
         } else {
             int prc = parcel_locked(conn, f, fds + f->fd_start, &w->reply, why);
@@ -1505,7 +1507,7 @@ static int take_replies_locked(ck__conn_t *conn, const ck__frame_t *frames, long
                 rc = -1;
                 break;
             }
-            w->status = prc == -2 ? OH_IPC_INNER_ERROR : f->status;
+            w->status = prc == -2 ? OH_IPC_INNER_ERROR : clamp_status(f->status);
         }
         w->done = 1;
         if (w != self) pthread_cond_signal(w->wake); /* its thread alone */
