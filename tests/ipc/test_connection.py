@@ -171,6 +171,27 @@ def test_calling_identity_in_stub(peer: Peer) -> None:
     assert Skeleton.is_handling_transaction() is False
 
 
+def test_a_named_peer_pid_is_the_calling_pid(peer: Peer) -> None:
+    # The process layer names a child's connection by the child's registered pid (an
+    # isolated child's sandbox); the peer's requests then carry that calling pid.
+    stamped = peer.conn.peer_pid
+    for bad in (0, -1, True, 1.5, "7", None):
+        with pytest.raises(ParamError):
+            peer.conn.peer_pid = bad  # type: ignore[assignment]
+    assert peer.conn.peer_pid == stamped
+    peer.conn.peer_pid = 4242
+    adder = Adder()
+    try:
+        with MessageParcel() as data:
+            data.write_remote_object(adder)
+            data.write_int32(1)
+            with peer.proxy.send_request(pm.CALL_BACK, data) as reply:
+                assert reply.read_int32() == 2
+        assert adder.callers == [(4242, os.getuid(), False)]
+    finally:
+        peer.conn.peer_pid = stamped
+
+
 def test_local_call_on_a_stub() -> None:
     stub = Adder()
     with stub.send_request(pm.ADD_ONE, int_parcel(1)) as reply:

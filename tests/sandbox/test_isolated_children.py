@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,10 @@ import pytest
 from exit_waiter import Exits
 
 import childkit
+from child_helpers import exit_recorder
 from childkit import ChildProcessArgs, ChildProcessOptions, ErrCode, IsolationMode
 from childkit.common._exit_codes import PROCESS_REFUSED_EXIT_CODE
-from childkit.ipc import MessageParcel
+from childkit.ipc import MessageOption, MessageParcel, RemoteStub, Skeleton
 from childkit.sandbox import ISOLATION_UID_BASE, SHARED_UID, ResourceLimits
 
 ACTIONS_FILE = str(Path(ea.__file__).resolve())
@@ -143,6 +145,48 @@ def test_isolated_ipc_child_serves_requests_and_fds(tmp_path: Path) -> None:
         with child.proxy.send_request(2, MessageParcel()) as reply:  # PID
             assert reply.read_int32() == 2  # pid 2 of its own pid namespace
         assert child.proxy.connection.peer_pid != os.getpid()
+
+
+class CallingPid(RemoteStub):
+    """Answers request 1 with the calling pid."""
+
+    def __init__(self) -> None:
+        super().__init__("childkit.test.CallingPid")
+
+    def on_remote_request(self, code: int, data: MessageParcel, reply: MessageParcel,
+                          option: MessageOption) -> int:
+        reply.write_int32(Skeleton.get_calling_pid())
+        return 0
+
+
+@pytest.mark.parametrize("isolated", [False, True], ids=["normal", "isolated"])
+def test_a_child_s_peer_pid_is_the_pid_kill_and_exit_callbacks_know(isolated: bool) -> None:
+    # An isolated child's code runs in its sandbox's pid namespace, in a process the
+    # kernel stamps on its greeting; the application knows the child by the sandbox's
+    # pid. The connection, the calling pid and kill_child_process all use that one.
+    from workers import echo_worker as ew
+
+    mode = IsolationMode.ISOLATED if isolated else IsolationMode.NORMAL
+    started: list[Any] = []
+    done = threading.Event()
+    with exit_recorder() as rec:
+        childkit.create_native_child_process(
+            "workers.echo_worker", lambda code, proxy: (started.append((code, proxy)),
+                                                        done.set()),
+            ChildProcessOptions(isolation_mode=mode))
+        assert done.wait(60)
+        code, proxy = started[0]
+        assert code == ErrCode.NCP_NO_ERROR
+        pid = proxy.connection.peer_pid
+        try:
+            with MessageParcel() as data:
+                data.write_remote_object(CallingPid())
+                with proxy.send_request(ew.CALL_BACK, data) as reply:
+                    assert reply.read_int32() == pid
+            childkit.kill_child_process(pid)
+            assert rec.wait_for(pid, 60).signal == signal.SIGKILL
+        finally:
+            proxy.connection.close()
 
 
 def test_isolated_ipc_child_reads_an_fd_sent_over_ipc(ctx: dict[str, Any]) -> None:

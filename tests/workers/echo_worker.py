@@ -20,6 +20,7 @@ TRY_START = 4  # reply: the error code a start from inside the child gets
 ARGS = 5  # reply: 1 if get_current_child_process_args() is None, else 0
 FD_COUNT = 6  # reply: how many fds the child has open
 BUSY_POLL = 7  # reply: the child's busy poll maximum (Skeleton.get_busy_poll_us)
+CALL_BACK = 8  # data: a remote object; the child sends it request 1, and replies its reply's int
 
 ONE_WAY = MessageOption(RequestMode.ASYNC)
 
@@ -55,6 +56,10 @@ class EchoStub(RemoteStub):
             reply.write_int32(len(os.listdir("/proc/self/fd")))
         elif code == BUSY_POLL:
             reply.write_int32(Skeleton.get_busy_poll_us())
+        elif code == CALL_BACK:
+            target = data.read_remote_object()
+            with MessageParcel() as request, target.send_request(1, request) as answer:
+                reply.write_int32(answer.read_int32())
         else:
             return 1909001
         return 0

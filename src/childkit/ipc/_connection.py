@@ -121,8 +121,17 @@ class Connection:
 
     @property
     def peer_pid(self) -> int:
-        """The peer's pid (as the kernel stamped its greeting)."""
+        """The peer's pid: as the kernel stamped its greeting, unless the layer that made
+        the connection named the peer since (the process layer names a child by the pid
+        its exit callbacks and ``kill_child_process`` know). Stubs see it as the calling
+        pid of the peer's requests."""
         return self._transport.peer_pid
+
+    @peer_pid.setter
+    def peer_pid(self, pid: int) -> None:
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+            raise ParamError(f"peer_pid must be a positive int, not {pid!r}")
+        self._transport.peer_pid = pid
 
     @property
     def peer_uid(self) -> int:

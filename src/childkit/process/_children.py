@@ -292,6 +292,11 @@ def _start_ipc(entry: str, opts: ChildProcessOptions, deadline: float,
             raise ChildkitError(ErrCode.NCP_ERR_CONNECTION_FAILED,
                                 f"child {child.pid} offered no root object")
         proxy = conn.root_proxy()
+        # The kernel stamped the greeting with the pid of the process that runs the
+        # code: for an isolated child, the sandboxed one inside its sandbox's pid
+        # namespace. The application knows the child by its registered pid (exit
+        # callbacks, kill_child_process): so do the connection and calling-pid checks.
+        conn.peer_pid = child.pid
     except BaseException as exc:
         conn.close()
         mgr.discard(child)
@@ -322,7 +327,9 @@ def create_native_child_process(entry: str, on_started: OnStarted,
     no stub, or the child died or hung up while starting), ``NCP_ERR_TIMEOUT`` (not
     connected within ``timeout`` seconds; the child is killed),
     ``NCP_ERR_SERVICE_ERROR`` (the launcher failed), ``NCP_ERR_INTERNAL``. The child's
-    pid is ``proxy.connection.peer_pid``; exit callbacks hear of its exit. An IPC-mode
+    pid is ``proxy.connection.peer_pid`` (for an isolated child, its sandbox's: the pid
+    ``kill_child_process`` takes and exit callbacks report); exit callbacks hear of its
+    exit. An IPC-mode
     child has no start-up args (:func:`~childkit.get_current_child_process_args`
     returns ``None`` there) and cannot start children of its own.
 
