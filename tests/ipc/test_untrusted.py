@@ -30,12 +30,15 @@ from childkit.ipc import (
     MessageOption,
     MessageParcel,
     ParamError,
+    RemoteProxy,
     RemoteStub,
     RequestMode,
     _wire,
     channel_socketpairs,
 )
+from childkit.ipc._forwarding import forwarded_call_limit, forwarded_calls_in_flight
 from childkit.ipc._option import MAX_TIMEOUT
+from childkit.ipc._threadpool import IPCThreadPool
 
 ASYNC = MessageOption(RequestMode.ASYNC)
 BOUNDED = MessageOption(timeout=30)
@@ -244,6 +247,92 @@ def test_a_peer_s_status_outside_the_transportable_codes_is_clamped(
         conn.close()
         peer_call.close()
         peer_serve.close()
+
+
+# A forwarded sync call holds one of this process's work threads until its target answers
+# (the caller's timeout does not travel). Half the work threads at most may wait so; one
+# more is refused at once, and direct requests still find threads.
+class Held(RemoteStub):
+    """Code 1 adds one, once ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__("test.Held")
+        self.release = threading.Event()
+
+    def on_remote_request(self, code: int, data: MessageParcel, reply: MessageParcel,
+                          option: MessageOption) -> int:
+        assert self.release.wait(60)
+        reply.write_int32(data.read_int32() + 1)
+        return 0
+
+
+class Keep(RemoteStub):
+    """Keeps the remote object each request brings."""
+
+    def __init__(self) -> None:
+        super().__init__("test.Keep")
+        self.kept: list[RemoteProxy] = []
+
+    def on_remote_request(self, code: int, data: MessageParcel, reply: MessageParcel,
+                          option: MessageOption) -> int:
+        self.kept.append(data.read_remote_object())  # type: ignore[arg-type]
+        return 0
+
+
+def test_forwarded_calls_hold_at_most_half_the_work_threads() -> None:
+    held = Held()
+    # The third process's object, served by a pool of its own so that only the forwarders
+    # take this process's work threads; a peer that keeps the proxy of it it is sent,
+    # which reaches the third only through this side's forwarding stub.
+    pool = IPCThreadPool(max_threads=32, name="ipc-work-held")
+    third_end, holder_end = channel_socketpairs()
+    third = Connection(*third_end, name="third")
+    holder = Connection(*holder_end, local_root=held, name="holder", pool=pool)
+    keep = Keep()
+    with connected(keep) as (us, _peer, _):
+        third.start()
+        holder.start()
+        limit = forwarded_call_limit()
+        results: list[object] = []
+        callers: list[threading.Thread] = []
+        try:
+            assert third.wait_peer_hello(30)
+            with MessageParcel() as data:
+                data.write_remote_object(third.root_proxy())  # goes as a forwarding stub
+                us.root_proxy().send_request(1, data, BOUNDED).close()
+            forwarded = keep.kept[0]
+
+            def call(value: int) -> None:
+                try:
+                    with forwarded.send_request(1, int_parcel(value)) as reply:
+                        results.append(reply.read_int32())
+                except IPCError as exc:
+                    results.append(exc)
+
+            callers += [threading.Thread(target=call, args=(i,)) for i in range(limit)]
+            for t in callers:
+                t.start()
+            assert wait_until(lambda: forwarded_calls_in_flight() == limit, 60)
+            call(1000)  # one more: refused at once, with the reason
+            assert len(results) == 1 and isinstance(results[0], IPCError), results
+            assert results[0].code == IPCErrorCode.OH_IPC_INNER_ERROR
+            assert "forwarded calls" in str(results[0])
+            with MessageParcel() as data:  # a direct request still finds a thread
+                data.write_remote_object(Held())
+                us.root_proxy().send_request(1, data, BOUNDED).close()
+            held.release.set()
+            for t in callers:
+                t.join(60)
+            assert sorted(r for r in results[1:] if isinstance(r, int)) == list(
+                range(1, limit + 1))
+            assert forwarded_calls_in_flight() == 0
+        finally:
+            held.release.set()
+            for t in callers:
+                t.join(60)
+            third.close()
+            holder.close()
+            assert wait_until(lambda: pool.close_if_unused(30))
 
 
 # ---------------------------------------------------------------------------- item 5

@@ -8,8 +8,8 @@ libbinder's ``onBinderLeaving``/``onBinderEntering``. References come back as RE
 frames, applied in order with the replies that mention the object (see ``_wire.Release``):
 a release that names replies this side has not read yet waits in ``deferred``.
 
-May import: ``_errors``, ``_option``, ``_parcel``, ``_proxy``, ``_stub``, ``_transport``,
-``_wire``. Nothing above.
+May import: ``_errors``, ``_forwarding``, ``_option``, ``_parcel``, ``_proxy``, ``_stub``,
+``_transport``, ``_wire``. Nothing above.
 
 Lock discipline
 ---------------
@@ -33,8 +33,8 @@ from typing import Protocol
 
 from childkit.ipc import _proxy, _wire
 from childkit.ipc._errors import DeadRemoteObjectError, ParamError, ProtocolError
-from childkit.ipc._option import MessageOption
-from childkit.ipc._parcel import MessageParcel, RemoteObject
+from childkit.ipc._forwarding import ForwardingStub
+from childkit.ipc._parcel import RemoteObject
 from childkit.ipc._proxy import DeathRecipient, RemoteProxy, Session
 from childkit.ipc._stub import RemoteStub
 from childkit.ipc._transport import Transport
@@ -167,7 +167,7 @@ class ObjectTable:
                         refs.append((_wire.OBJ_RECEIVER_STUB, handle))
                         continue
                     # A proxy to a third process: the peer gets a stub here that forwards.
-                    stub: RemoteStub = _proxy.forwarder(obj, _ForwardingStub)
+                    stub: RemoteStub = _proxy.forwarder(obj, ForwardingStub)
                 elif isinstance(obj, RemoteStub):
                     stub = obj
                 else:
@@ -282,18 +282,3 @@ class ChannelCall(Protocol):
 
     busy: int
 
-
-class _ForwardingStub(RemoteStub):
-    """Stands in for a proxy to a third process, so that proxy can be passed on."""
-
-    def __init__(self, target: RemoteProxy) -> None:
-        super().__init__("childkit.forwarder")
-        self._target = target
-
-    def on_remote_request(
-        self, code: int, data: MessageParcel, reply: MessageParcel, option: MessageOption
-    ) -> int:
-        answer = self._target.send_request(code, data, option)
-        with answer:
-            reply.append(answer)
-        return 0
