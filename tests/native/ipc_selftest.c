@@ -63,6 +63,11 @@ enum {
     LOG_ANY = 18,   /* one-way: an int32 x, then a kind: 0 nothing more, 1 an fd (writes
                      * "x" to it), 2 a proxy (destroyed); appends x, or -1 if a read failed */
     CLEAR_LOG = 19, /* empties the log */
+    HOLD = 22,      /* waits (30 s at most) until an UNHOLD came; 1909110 if not */
+    HELD = 23,      /* answers how many HOLD requests wait */
+    UNHOLD = 24,    /* lets every HOLD request go */
+    CALL_CODE = 25, /* a proxy and an int32 code: sends it that code (empty data), answers
+                     * with its status */
 };
 
 #define BIG_BYTES 204800 /* the largest buffer a parcel holds (OpenHarmony layout) */
@@ -78,6 +83,21 @@ static OHIPCRemoteProxy *kept;
 static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
 static int gate_open, gate_waiting;
+
+static int held, unheld; /* under gate_mu */
+
+static int hold(void) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 30;
+    pthread_mutex_lock(&gate_mu);
+    held++;
+    int ok = 1;
+    while (!unheld && ok) ok = pthread_cond_timedwait(&gate_cv, &gate_mu, &until) == 0;
+    held--;
+    pthread_mutex_unlock(&gate_mu);
+    return ok ? 0 : 1909110;
+}
 
 /* Two requests that wait for each other, whichever comes first: the kit must read the
  * link while the first runs (whichever thread read it). */
@@ -124,6 +144,32 @@ static int child_request(uint32_t code, const OHIPCParcel *data, OHIPCParcel *re
         OH_IPCParcel_Destroy(r);
         OH_IPCRemoteProxy_Destroy(p);
         return rc != 0 ? rc : OH_IPCParcel_WriteInt32(reply, n == 200 && ordered);
+    }
+    case HOLD:
+        return hold();
+    case HELD:
+        pthread_mutex_lock(&gate_mu);
+        x = held;
+        pthread_mutex_unlock(&gate_mu);
+        return OH_IPCParcel_WriteInt32(reply, x);
+    case UNHOLD:
+        pthread_mutex_lock(&gate_mu);
+        unheld = 1;
+        pthread_cond_broadcast(&gate_cv);
+        pthread_mutex_unlock(&gate_mu);
+        return 0;
+    case CALL_CODE: {
+        OHIPCRemoteProxy *p = OH_IPCParcel_ReadRemoteProxy(data);
+        if (p == NULL || OH_IPCParcel_ReadInt32(data, &x) != OH_IPC_SUCCESS) {
+            OH_IPCRemoteProxy_Destroy(p);
+            return 1909111;
+        }
+        OHIPCParcel *d = OH_IPCParcel_Create(), *r = OH_IPCParcel_Create();
+        int rc = OH_IPCRemoteProxy_SendRequest(p, (uint32_t)x, d, r, NULL);
+        OH_IPCParcel_Destroy(d);
+        OH_IPCParcel_Destroy(r);
+        OH_IPCRemoteProxy_Destroy(p);
+        return rc;
     }
     case GATE_WAIT:
         return gate(0);
@@ -368,6 +414,68 @@ static void *caller_main(void *arg) {
 }
 
 /* n threads calling code at once; the number of wrong or failed replies. */
+typedef struct {
+    OHIPCRemoteProxy *via, *target;
+    int status;
+} relay_t;
+
+/* via's CALL_CODE: target's HOLD, through this process's forwarding stub. */
+static int relay_hold(OHIPCRemoteProxy *via, OHIPCRemoteProxy *target) {
+    OHIPCParcel *d = OH_IPCParcel_Create(), *r = OH_IPCParcel_Create();
+    OH_IPCParcel_WriteRemoteProxy(d, target);
+    OH_IPCParcel_WriteInt32(d, HOLD);
+    int rc = OH_IPCRemoteProxy_SendRequest(via, CALL_CODE, d, r, NULL);
+    OH_IPCParcel_Destroy(d);
+    OH_IPCParcel_Destroy(r);
+    return rc;
+}
+
+static void *relay_thread(void *arg) {
+    relay_t *c = arg;
+    c->status = relay_hold(c->via, c->target);
+    return NULL;
+}
+
+static int32_t held_in(OHIPCRemoteProxy *target) {
+    OHIPCParcel *d = OH_IPCParcel_Create(), *r = OH_IPCParcel_Create();
+    int32_t n = -1;
+    if (OH_IPCRemoteProxy_SendRequest(target, HELD, d, r, NULL) == OH_IPC_SUCCESS)
+        OH_IPCParcel_ReadInt32(r, &n);
+    OH_IPCParcel_Destroy(d);
+    OH_IPCParcel_Destroy(r);
+    return n;
+}
+
+/* A forwarded sync call holds a work thread of this process until its target answers: at
+ * most half of them (8 of the default 16) wait so; one more is refused at once with
+ * OH_IPC_INNER_ERROR, and the rest answer once the target lets them go. 0 if all held. */
+static int forwarded_calls_are_bounded(OHIPCRemoteProxy *via, OHIPCRemoteProxy *target) {
+    enum { LIMIT = 8 };
+    pthread_t t[LIMIT];
+    relay_t c[LIMIT];
+    int wrong = 0;
+    for (int i = 0; i < LIMIT; i++) {
+        c[i] = (relay_t){via, target, -1};
+        pthread_create(&t[i], NULL, relay_thread, &c[i]);
+    }
+    int32_t n = 0;
+    for (int tries = 0; tries < 3000 && (n = held_in(target)) < LIMIT; tries++) {
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
+    if (n != LIMIT) wrong++;
+    if (relay_hold(via, target) != OH_IPC_INNER_ERROR) wrong++; /* the one over */
+    OHIPCParcel *d = OH_IPCParcel_Create(), *r = OH_IPCParcel_Create();
+    if (OH_IPCRemoteProxy_SendRequest(target, UNHOLD, d, r, NULL) != OH_IPC_SUCCESS) wrong++;
+    OH_IPCParcel_Destroy(d);
+    OH_IPCParcel_Destroy(r);
+    for (int i = 0; i < LIMIT; i++) {
+        pthread_join(t[i], NULL);
+        if (c[i].status != OH_IPC_SUCCESS) wrong++;
+    }
+    return wrong;
+}
+
 static int concurrent_calls(OHIPCRemoteProxy *proxy, int code, int n) {
     pthread_t t[8];
     caller_t c[8];
@@ -689,6 +797,7 @@ static void full_run(void) {
         CHECK(call(root, RELAY_LOG, fw, fr) == OH_IPC_SUCCESS);
         CHECK(OH_IPCParcel_ReadInt32(fr, &relayed) == OH_IPC_SUCCESS && relayed == 1);
         CHECK(concurrent_calls(root2, ECHO, 2) == 0); /* the link to it still serves */
+        CHECK(forwarded_calls_are_bounded(root, root2) == 0);
         CHECK(call(root2, DIE, empty, fr) == OH_IPC_DEAD_REMOTE_OBJECT);
         CHECK(waitpid(pid2, NULL, 0) == pid2);
         CHECK(call(root, CALL_BACK, fw, fr) == 1909102); /* its call failed */

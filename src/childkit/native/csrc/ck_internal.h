@@ -345,6 +345,8 @@ pid_t ck__pid(void);
  * maximum run). 0, or -1 if no thread exists and none could start (fn not called). */
 int ck__pool_submit(void (*fn)(void *), void *arg);
 int ck__pool_set_max(int n);
+/* The work-thread maximum (OH_IPCSkeleton_SetMaxWorkThreadNum; 16 by default). */
+int ck__pool_max(void);
 void ck__pool_join(void);
 void ck__pool_stop(void);
 

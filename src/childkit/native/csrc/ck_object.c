@@ -268,14 +268,27 @@ typedef struct {
     struct OHIPCRemoteStub *stub;
 } forward_t;
 
+/* Forwarded sync calls waiting for their targets, in this process. A forwarded call holds
+ * a work thread until its target answers (the caller's timeout does not travel), so they
+ * may take at most half the work threads: a peer calling through a forwarder to a target
+ * that never answers cannot starve the process's other links (ipc/_forwarding.py, the
+ * same bound on the Python side). */
+static int forwarded_in_flight;
+
 static int forward_request(uint32_t code, const OHIPCParcel *data, OHIPCParcel *reply,
                            void *user_data) {
     forward_t *f = user_data;
     if (ck__identity()->oneway)
         return ck__conn_transact(f->target, code, data, NULL, 1, 0);
+    int limit = ck__pool_max() / 2 > 0 ? ck__pool_max() / 2 : 1;
+    if (__atomic_add_fetch(&forwarded_in_flight, 1, __ATOMIC_ACQ_REL) > limit) {
+        __atomic_sub_fetch(&forwarded_in_flight, 1, __ATOMIC_ACQ_REL);
+        return OH_IPC_INNER_ERROR; /* refused at once: half the work threads wait already */
+    }
     OHIPCParcel *answer = OH_IPCParcel_Create();
-    if (answer == NULL) return OH_IPC_INNER_ERROR;
-    int rc = ck__conn_transact(f->target, code, data, answer, 0, 0);
+    int rc = answer == NULL ? OH_IPC_INNER_ERROR
+                            : ck__conn_transact(f->target, code, data, answer, 0, 0);
+    __atomic_sub_fetch(&forwarded_in_flight, 1, __ATOMIC_ACQ_REL);
     if (rc == OH_IPC_SUCCESS && OH_IPCParcel_Append(reply, answer) != OH_IPC_SUCCESS)
         rc = OH_IPC_PARCEL_WRITE_ERROR;
     OH_IPCParcel_Destroy(answer);

@@ -102,6 +102,13 @@ int ck__pool_submit(void (*fn)(void *), void *arg) {
     return 0;
 }
 
+int ck__pool_max(void) {
+    pthread_mutex_lock(&lock);
+    int n = max_threads;
+    pthread_mutex_unlock(&lock);
+    return n;
+}
+
 int ck__pool_set_max(int n) {
     if (n < 1 || n > 32) return -1;
     pthread_mutex_lock(&lock);
