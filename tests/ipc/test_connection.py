@@ -448,6 +448,62 @@ def test_many_threads_concurrent_sync_calls(peer: Peer) -> None:
     assert not errors
 
 
+class WaitForEachOther(RemoteStub):
+    """Code 1 waits (20 s at most) until a code 2 came; code 2 waits until a code 1 waits,
+    then lets it go. Answers 1 if it did not wait in vain."""
+
+    def __init__(self) -> None:
+        super().__init__("test.WaitForEachOther")
+        self.cond = threading.Condition()
+        self.waiting = self.opened = False
+
+    def on_remote_request(self, code: int, data: MessageParcel, reply: MessageParcel,
+                          option: MessageOption) -> int:
+        data.read_remote_object().close()  # (an object: the call cannot use a channel)
+        with self.cond:
+            if code == 1:
+                self.waiting = True
+                self.cond.notify_all()
+                ok = self.cond.wait_for(lambda: self.opened, 20)
+            else:
+                ok = self.cond.wait_for(lambda: self.waiting, 20)
+                self.opened = True
+                self.cond.notify_all()
+        reply.write_int32(int(ok))
+        return 0
+
+
+def test_two_callers_requests_queued_together_run_on_threads_of_their_own() -> None:
+    # While one thread writes the call socket, other callers' frames queue and go out
+    # coalesced. The peer runs the sync requests of one record in order on one thread (a
+    # send_requests batch's promise), so two callers' requests must never share a record:
+    # here the first waits for the second, which would then never run.
+    with connected(WaitForEachOther()) as (a, _b, _stub):
+        proxy = a.root_proxy()
+        t = a._transport
+        with t.lock:  # this thread is the writer now: what the callers send queues
+            t.writing = True
+            t.io_users += 1
+        got: list[int] = []
+
+        def call(code: int) -> None:
+            with MessageParcel() as data:
+                data.write_remote_object(Adder())
+                with proxy.send_request(code, data, MessageOption(timeout=60)) as reply:
+                    got.append(reply.read_int32())
+
+        callers = [threading.Thread(target=call, args=(code,)) for code in (1, 2)]
+        for c in callers:
+            c.start()
+        try:
+            assert wait_until(lambda: len(t.wqueue) == 2)
+        finally:
+            t.flush_as_writer(None)  # both go out as the writer sends them
+        for c in callers:
+            c.join(60)
+        assert got == [1, 1]
+
+
 def test_peer_death_fails_100_concurrent_calls_and_calls_recipients_once(peer: Peer) -> None:
     calls = 100
     started = threading.Barrier(calls + 1)

@@ -131,7 +131,7 @@ class LoopBridge:
         try:
             self.transport.send(
                 _wire.encode_transaction(seq, handle, code, False, data, refs, len(fds)), fds,
-                deadline)
+                deadline, seq)
             lock.acquire()
             try:
                 if not caller.leader:

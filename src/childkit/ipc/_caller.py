@@ -61,6 +61,7 @@ from childkit.ipc._transport import (
     ANC_SPACE,
     DONTWAIT,
     NO_FDS,
+    NO_GROUP,
     RECV_FLAGS,
     RETRY_LATER,
     TRUNCATED,
@@ -321,7 +322,7 @@ class Caller:
             if direct:
                 t.send_direct(chunk, deadline)
             else:
-                t.send(chunk, fds, deadline)
+                t.send(chunk, fds, deadline, seq)
         except BaseException:
             lock.acquire()
             self.waiters.pop(seq, None)
@@ -520,11 +521,12 @@ class Caller:
         try:
             if t.closed:
                 raise t.dead()
-            frames: list[tuple[bytes, list[int]]] = []
+            frames: list[tuple[bytes, list[int], int]] = []
+            group = NO_GROUP if oneway else self.next_seq  # the batch's first call's seq
             plain = oneway and not any(parcel._closed or parcel._fds or parcel._objects
                                        for _code, parcel in requests)
             if plain:  # the common burst: plain one-way requests, encoded in one go
-                frames = [(chunk, NO_FDS) for chunk in _wire.encode_oneway_frames(
+                frames = [(chunk, NO_FDS, NO_GROUP) for chunk in _wire.encode_oneway_frames(
                     handle, [(code, parcel._buf) for code, parcel in requests])]
             try:
                 for code, parcel in () if plain else requests:
@@ -541,9 +543,9 @@ class Caller:
                         self.waiters[seq] = call
                         calls.append((seq, call, code))
                     frames.append((_wire.encode_transaction(
-                        seq, handle, code, oneway, parcel._buf, refs, len(fds)), fds))
+                        seq, handle, code, oneway, parcel._buf, refs, len(fds)), fds, group))
             except BaseException:  # nothing of the batch is sent: what it made goes
-                for _chunk, fds in frames:
+                for _chunk, fds, _group in frames:
                     close_fds(fds)
                 for seq, _call, _code in calls:
                     self.waiters.pop(seq, None)

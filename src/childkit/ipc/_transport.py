@@ -81,6 +81,13 @@ release_holds: Callable[[], None] | None = (
 SNDBUF = 1 << 20
 #: One-way frames that may wait to be written before their senders block.
 WRITE_BACKLOG = 8192
+#: The request group of a queued frame that may share a record with any other (one-way
+#: requests, releases, greetings). A sync request's group is its caller's: the seq of its
+#: call, or of the first call of its ``send_requests`` batch. The peer runs the sync
+#: requests of one record in order on one thread (a batch's promise), so a record never
+#: holds two callers' sync requests: one's would wait for the other's to return, and
+#: deadlock if it waited for it (as Binder, each caller's transaction gets a thread).
+NO_GROUP = 0
 #: The fd list of every queued frame that carries none (shared: it is only ever read).
 NO_FDS: list[int] = []
 
@@ -284,8 +291,9 @@ class Transport:
         self.close_reason = ""
         self.sockets_open = True
         self.io_users = 0  # threads inside a socket call; sockets close when it drops to 0
-        # Writing the call socket: frames queue here while another thread writes.
-        self.wqueue: list[tuple[bytes, list[int]]] = []
+        # Writing the call socket: frames queue here while another thread writes, with
+        # their fds and their request group (see flush).
+        self.wqueue: list[tuple[bytes, list[int], int]] = []
         self.writing = False
         self.replies_sent = 0
         self.replies_received = 0
@@ -313,7 +321,7 @@ class Transport:
         self.closed = True
         self.close_reason = reason
         self.cond.notify_all()
-        queued_fds = [fd for _chunk, fds in self.wqueue for fd in fds]
+        queued_fds = [fd for _chunk, fds, _group in self.wqueue for fd in fds]
         self.wqueue.clear()
         return queued_fds
 
@@ -408,10 +416,11 @@ class Transport:
         gc = self.gc_releases
         while gc:
             handle, count = gc.popleft()
-            self.wqueue.append((_wire.encode_release(handle, count, self.replies_sent), []))
+            self.wqueue.append((_wire.encode_release(handle, count, self.replies_sent), [],
+                                NO_GROUP))
 
     def send(self, chunk: bytes, fds: list[int] | None, deadline: float | None = None,
-             ) -> None:
+             group: int = 0) -> None:
         """Queue one frame on the call socket and write the queue unless someone else is.
 
         ``fds`` are duplicated: the frame owns its copies until they are sent. With nothing
@@ -430,13 +439,13 @@ class Transport:
         if self.gc_releases:
             self.queue_gc_releases_locked()
         if self.writing:
-            self.wqueue.append((chunk, owned))
+            self.wqueue.append((chunk, owned, group))
             lock.release()
             return
         self.writing = True
         self.io_users += 1
         if self.wqueue:
-            self.wqueue.append((chunk, owned))
+            self.wqueue.append((chunk, owned, group))
             lock.release()
         else:
             lock.release()
@@ -512,7 +521,7 @@ class Transport:
             if self.gc_releases:
                 self.queue_gc_releases_locked()
             if chunk:
-                self.wqueue.append((chunk, owned))
+                self.wqueue.append((chunk, owned, NO_GROUP))
             if self.writing or not self.wqueue:
                 return
             self.writing = True
@@ -559,7 +568,8 @@ class Transport:
         lock.release()
 
     def flush(self, deadline: float | None = None) -> None:
-        """Write the queue, coalesced into records, until it is empty (the writer's loop).
+        """Write the queue, coalesced into records, until it is empty (the writer's loop):
+        a record holds the sync requests of one group at most (see :data:`NO_GROUP`).
         With a ``deadline``: :class:`SendTimeout` when a record found no room by then
         (its frames are queued again, first, with their fds; the caller is still the
         writer)."""
@@ -573,10 +583,14 @@ class Transport:
                 size = 0
                 queue = self.wqueue
                 taken = 0
-                for chunk, frame_fds in queue:
+                record_group = NO_GROUP
+                for chunk, frame_fds, group in queue:
                     if taken and (size + len(chunk) > _wire.MAX_RECORD_BYTES
-                                  or len(fds) + len(frame_fds) > _wire.MAX_RECORD_FDS):
+                                  or len(fds) + len(frame_fds) > _wire.MAX_RECORD_FDS
+                                  or (group and record_group and group != record_group)):
                         break
+                    if group:
+                        record_group = group
                     chunks.append(chunk)
                     fds.extend(frame_fds)
                     size += len(chunk)
