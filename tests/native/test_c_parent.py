@@ -92,3 +92,31 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "gone"
+
+
+def test_the_agent_keeps_none_of_the_programs_fds(cc: Build, tmp_path: Path) -> None:
+    """The agent outlives every call: a pipe's write end the C program had open when it
+    started would deny the program its end-of-file. Low and high fd numbers."""
+    program = tmp_path / "pipe_then_start.c"
+    program.write_text(
+        '#include <AbilityKit/native_child_process.h>\n#include <poll.h>\n'
+        '#include <stdio.h>\n#include <unistd.h>\n'
+        'static int eof_after_closing(int r, int w) {\n'
+        '    close(w);\n'
+        '    struct pollfd p = {r, POLLIN, 0};\n'
+        '    char c;\n'
+        '    return poll(&p, 1, 30000) == 1 && read(r, &c, 1) == 0;\n'
+        '}\n'
+        'int main(void) {\n'
+        '    int low[2], high[2];\n'
+        '    if (pipe(low) < 0 || pipe(high) < 0) return 2;\n'
+        '    if (dup2(high[1], 900) < 0) return 2;\n'
+        '    close(high[1]);\n'
+        '    if (!OH_Ability_IsNativeChildProcessSupported()) return 3;  /* the agent starts */\n'
+        '    printf("%d %d\\n", eof_after_closing(low[0], low[1]),\n'
+        '           eof_after_closing(high[0], 900));\n'
+        '    return 0;\n}\n')
+    exe = cc("pipe_then_start", [program])
+    result = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout == "1 1\n"

@@ -37,7 +37,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from childkit.common import ChildkitError, ErrCode
+from childkit.common import ChildkitError, ErrCode, _sysutil
 
 if TYPE_CHECKING:
     from childkit.process._child import ChildStartFailed
@@ -209,7 +209,12 @@ def _start_args(request: dict[str, Any],
 def main(argv: list[str]) -> int:
     """Serve the C program on the inherited socket ``argv[1]``; 0 when it goes away."""
     _die_with_parent()
-    sock = socket.socket(fileno=int(argv[1]))
+    fd = int(argv[1])
+    # Nothing the C program had open is the agent's: a pipe's write end kept here would
+    # deny the program its end-of-file for the agent's whole life. (libchild_process.so
+    # closes them in the spawn where glibc can, 2.34 on; this covers the rest.)
+    _sysutil.close_all_fds_except({0, 1, 2, fd})
+    sock = socket.socket(fileno=fd)
     os.set_inheritable(sock.fileno(), False)
     try:
         Agent(sock).serve()

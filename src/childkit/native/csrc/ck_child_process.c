@@ -265,6 +265,12 @@ static int ensure_agent_locked(void) {
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, sv[1], 3); /* dup2 clears close-on-exec */
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+    /* None of the caller's fds: the agent lives as long as this process, and a pipe's
+     * write end it kept would deny the caller its end-of-file (the agent closes them
+     * itself too, on older C libraries). */
+    posix_spawn_file_actions_addclosefrom_np(&fa, 4);
+#endif
     pid_t pid;
     int rc = posix_spawnp(&pid, python, &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
