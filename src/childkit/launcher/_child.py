@@ -653,7 +653,10 @@ def _report(status_fd: int, report: bytes) -> None:
             view = view[os.write(status_fd, view):]
     except OSError:
         pass  # the starter gave up (timeout) and closed its end
-    os.close(status_fd)
+    try:
+        os.close(status_fd)
+    except OSError:
+        pass  # the entry's own code closed it
 
 
 def _prepare_args_child(header: dict[str, Any], payload: bytes,
