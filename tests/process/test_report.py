@@ -374,3 +374,22 @@ def test_a_child_that_reports_a_failure_and_lives_is_killed(
     assert info.value.code == ErrCode.NCP_ERR_LIB_LOADING_FAILED
     assert info.value.message == "a lie"
     assert info.value.exit_info is not None and info.value.exit_info.signal == signal.SIGKILL
+
+
+@pytest.mark.usefixtures("no_leaks")
+@pytest.mark.parametrize("what", ["hello_twice", "frame_garbage"])
+def test_a_child_that_sends_more_than_its_greeting_while_starting_fails_its_start(
+        what: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its connection would break once those frames were read: never a start that
+    # succeeds with a proxy about to die (red team: on_started got NCP_NO_ERROR and a
+    # dead proxy now and then). Several times: it was a race.
+    monkeypatch.setenv("CK_TEST_STATUS", what)
+    with exit_recorder() as rec:
+        for _ in range(5):
+            with pytest.raises(ChildkitError) as info:
+                childkit.connect("workers.status_writer")
+            assert info.value.code == ErrCode.NCP_ERR_CONNECTION_FAILED, info.value
+            assert "sent more than its greeting while starting" in info.value.message
+            assert _on_started_code("workers.status_writer") == \
+                ErrCode.NCP_ERR_CONNECTION_FAILED
+    assert rec.calls == []

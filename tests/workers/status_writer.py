@@ -9,6 +9,8 @@
   child's own report follows);
 * ``lie_fail_live``: a whole, valid failure report, the pipe closed, then carry on alive;
 * ``close_live``: close the status pipe, then carry on alive;
+* ``hello_twice`` / ``frame_garbage``: write a ``HELLO`` / bytes that are no frame to
+  both of its sockets, before its own greeting;
 * ``fork_die`` / ``fork_ok``: fork a grandchild that holds the pipe (its pid goes to the
   file ``CK_TEST_GRANDCHILD``; the test kills it), then die at once / carry on.
 
@@ -24,7 +26,7 @@ import stat
 import threading
 
 from childkit.common._errors import ErrCode
-from childkit.ipc import RemoteStub
+from childkit.ipc import RemoteStub, _wire
 from childkit.launcher import _protocol as proto
 
 WHAT = os.environ.get("CK_TEST_STATUS", "")
@@ -52,6 +54,18 @@ def _pipe_write_ends() -> list[int]:
         except OSError:
             pass
     return found
+
+
+def _sockets() -> list[int]:
+    """The fds that are sockets: the child's call and serve sockets."""
+    return [fd for fd in range(3, 256) if _is_socket(fd)]
+
+
+def _is_socket(fd: int) -> bool:
+    try:
+        return stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except OSError:
+        return False
 
 
 def _framed(body: bytes, size: int | None = None) -> bytes:
@@ -96,6 +110,10 @@ def _meddle(what: str) -> None:
                 os.write(fd, proto.status_error(ErrCode.NCP_ERR_LIB_LOADING_FAILED, "a lie"))
             os.dup2(null, fd)  # the pipe's end closes; the child's own report goes nowhere
         os.close(null)
+    elif what in ("hello_twice", "frame_garbage"):
+        frame = _wire.encode_hello(True) if what == "hello_twice" else b"\0" * 16
+        for fd in _sockets():
+            os.write(fd, frame)  # the child's own greeting follows on its call socket
     elif what in ("fork_die", "fork_ok"):
         _grandchild()
         if what == "fork_die":
