@@ -10,6 +10,7 @@ to, closes or forks with the status pipe while it starts.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import signal
@@ -393,3 +394,17 @@ def test_a_child_that_sends_more_than_its_greeting_while_starting_fails_its_star
             assert _on_started_code("workers.status_writer") == \
                 ErrCode.NCP_ERR_CONNECTION_FAILED
     assert rec.calls == []
+
+
+@pytest.mark.usefixtures("no_leaks")
+def test_a_start_that_cannot_watch_its_child_kills_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_fds(*_args: object) -> tuple[int, str]:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(_report, "read_report", no_fds)
+    for start in (lambda: childkit.connect("workers.echo_worker"),
+                  lambda: childkit.start_native_child_process("workers.status_writer:main",
+                                                              ChildProcessArgs("", {}))):
+        with pytest.raises(ChildkitError) as info:
+            start()
+        assert info.value.code == ErrCode.NCP_ERR_INTERNAL and "open files" in str(info.value)
