@@ -300,11 +300,53 @@ def test_protocol_rejects_malformed_records(record: bytes) -> None:
         proto.decode(record)
 
 
-@pytest.mark.parametrize("report", [b"", b"{", b"[]", b'{"code": "0", "message": ""}',
-                                    b'{"code": 0}'])
+def _framed(body: bytes, size: int | None = None) -> bytes:
+    return proto.STATUS_MAGIC + (len(body) if size is None else size).to_bytes(4, "big") + body
+
+
+@pytest.mark.parametrize("report", [
+    b"", b'{"code": 0, "message": ""}',  # no head
+    proto.STATUS_MAGIC[:3], b"XXXX" + _framed(b"{}")[4:],  # a head cut short, a bad magic
+    _framed(b"{", 2), _framed(b"{}", 1), _framed(b"{}") + b"x",  # lengths that lie
+    _framed(b"{"), _framed(b"[]"), _framed(b"\xff\xfe"), _framed(b"[" * 60_000),  # not a dict
+    _framed(b'{"code": "0", "message": ""}'), _framed(b'{"code": 0}'),  # wrong or missing
+    _framed(b'{"code": true, "message": ""}'), _framed(b'{"code": 0.0, "message": ""}'),
+    _framed(b'{"code": 0, "message": []}'), _framed(b'{"code": 0, "message": null}'),
+    _framed(b'{"code": 0, "message": "", "extra": 1}'),  # an unknown field
+    _framed(b'{"code": 16010011, "message": "x"}'),  # a code no start reports
+    _framed(b'{"code": 16010002, "message": "x"}'), _framed(b'{"code": -1, "message": "x"}'),
+    _framed(b'{"code": 1' + b"0" * 5000 + b', "message": "x"}'),  # int(str) refuses it
+    _framed(b'{"code": 0, "message": "ok"}'),  # success says nothing more
+    _framed(b'{"code": 401, "message": "' + b"x" * (proto.MAX_STATUS_MESSAGE + 4) + b'"}'),
+    _framed(b" " * (proto.MAX_STATUS_BODY + 1)),  # over the bound
+])
 def test_bad_start_up_reports_are_protocol_errors(report: bytes) -> None:
     with pytest.raises(proto.ProtocolError):
         proto.parse_status(report)
+
+
+def test_start_up_report_bounds_hold_at_their_edges() -> None:
+    # The longest message a child may report, in the characters that cost most in JSON.
+    for char in ("\U0001f600", "\x01", "\\", "\u00e9"):
+        report = proto.status_error(401, char * 100_000)
+        assert len(report) - proto.STATUS_HEAD_SIZE <= proto.MAX_STATUS_BODY
+        code, message = proto.parse_status(report)
+        assert code == 401 and message == char * proto.MAX_STATUS_MESSAGE + "..."
+    # A body of exactly MAX_STATUS_BODY is read (and judged on its content); one more is not.
+    pad = proto.MAX_STATUS_BODY - len(b'{"code":0,"message":""}')
+    assert proto.parse_status(_framed(b'{"code":0,"message":""}' + b" " * pad)) == (0, "")
+    head = _framed(b"", proto.MAX_STATUS_BODY)[: proto.STATUS_HEAD_SIZE]
+    assert proto.status_body_size(head) == proto.MAX_STATUS_BODY
+    with pytest.raises(proto.ProtocolError):
+        proto.status_body_size(_framed(b"", proto.MAX_STATUS_BODY + 1))
+
+
+def test_status_error_never_reports_a_code_the_starter_refuses() -> None:
+    for code in (0, ErrCode.NCP_ERR_TIMEOUT, 16010011, -5):
+        got, message = proto.parse_status(proto.status_error(code, "why"))
+        assert got == ErrCode.NCP_ERR_INTERNAL and f"code {code}" in message and "why" in message
+    for code in proto.START_CODES - {0}:
+        assert proto.parse_status(proto.status_error(code, "why")) == (code, "why")
 
 
 def test_fds_travel_with_a_record_and_are_owned_by_the_receiver() -> None:

@@ -644,11 +644,19 @@ def _take_name(header: dict[str, Any]) -> None:
 
 
 def _report(status_fd: int, report: bytes) -> None:
+    # The whole frame, then this end closes at once (the starter needs neither: the frame
+    # ends the report, and it also watches this process's exit). A process the entry
+    # forked while starting keeps its copy of the pipe; nothing of the starter waits on it.
+    view = memoryview(report)
     try:
-        os.write(status_fd, report)  # blocking: all of it goes (the starter reads to EOF)
+        while view:
+            view = view[os.write(status_fd, view):]
     except OSError:
         pass  # the starter gave up (timeout) and closed its end
-    os.close(status_fd)
+    try:
+        os.close(status_fd)
+    except OSError:
+        pass  # the entry's own code closed it
 
 
 def _prepare_args_child(header: dict[str, Any], payload: bytes,

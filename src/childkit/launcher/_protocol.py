@@ -33,9 +33,15 @@ writes each request into a channel of its own and sends a fork order
 template when the first order waits there and hands it its end; the template answers
 (``forked``, ``failed``, ``exited``) on the application's control socket.
 
-Child -> starter, on the status pipe, then the pipe is closed: ``{"code": int,
-"message": str}``; code 0 (``NCP_NO_ERROR``) means the entry resolved (and, in IPC mode,
-``on_connect()`` gave a stub and the connection is up).
+Child -> starter, on the status pipe, then the child closes its end: one framed report,
+:data:`STATUS_MAGIC`, the body's length (4 bytes, big-endian, at most
+:data:`MAX_STATUS_BODY`), then the body, ``{"code": int, "message": str}`` in JSON (those
+two keys, nothing else); code 0 (``NCP_NO_ERROR``, message empty) means the entry
+resolved (and, in IPC mode, ``on_connect()`` gave a stub and the connection is up),
+any other code is one of :data:`START_CODES`. The frame, not the pipe's end of file,
+ends the report: a process the child forked while starting may hold the pipe open
+for as long as it lives. The starter reads no more than one frame, and anything else
+on the pipe (bytes the entry's own code wrote to it, say) makes the report malformed.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import socket
 import struct
 from typing import Any
 
+from childkit.common._errors import ErrCode
 from childkit.ipc import close_fds as close_fds
 from childkit.ipc import received_fds, rights
 
@@ -164,7 +171,36 @@ def recv_waiting(sock: socket.socket, limit: int) -> tuple[list[Record], bool]:
     return records, True
 
 
-_STATUS_OK = json.dumps({"code": 0, "message": ""}).encode("utf-8")
+#: What a start-up report begins with: bytes written to the status pipe by anything but
+#: :func:`status_ok` / :func:`status_error` are found out at their first four.
+STATUS_MAGIC = b"CKs1"
+_STATUS_HEAD = struct.Struct(">4sI")
+#: The bytes before a report's body: the magic and the body's length.
+STATUS_HEAD_SIZE = _STATUS_HEAD.size
+#: A start-up error message is cut to this many characters (an exception's text can be
+#: arbitrarily long; the report only has to say what went wrong).
+MAX_STATUS_MESSAGE = 4000
+#: The largest report body a starter takes. The largest :func:`status_error` writes is
+#: about 48 KB: a message cut to ``MAX_STATUS_MESSAGE + 3`` characters, each at most 12
+#: bytes of JSON (a character outside the BMP is written as two ``\uXXXX`` escapes),
+#: plus the code and keys; 64 KiB leaves room to spare and fits the pipe's buffer.
+MAX_STATUS_BODY = 64 * 1024
+#: The codes a child's start-up may end with: what resolving an entry, entering a
+#: sandbox, ``on_connect()`` and the C kit's set-up raise in the child.
+START_CODES: frozenset[int] = frozenset({
+    ErrCode.NCP_NO_ERROR, ErrCode.NCP_ERR_INVALID_PARAM, ErrCode.NCP_ERR_NOT_SUPPORTED,
+    ErrCode.NCP_ERR_INTERNAL, ErrCode.NCP_ERR_LIB_LOADING_FAILED,
+    ErrCode.NCP_ERR_CONNECTION_FAILED,
+})
+
+
+def _framed(code: int, message: str) -> bytes:
+    # ASCII JSON: its size follows from the message's length alone (see MAX_STATUS_BODY).
+    body = json.dumps({"code": code, "message": message}, separators=(",", ":")).encode("ascii")
+    return _STATUS_HEAD.pack(STATUS_MAGIC, len(body)) + body
+
+
+_STATUS_OK = _framed(0, "")
 
 
 def status_ok() -> bytes:
@@ -172,25 +208,64 @@ def status_ok() -> bytes:
     return _STATUS_OK
 
 
-#: A start-up error message is cut to this many characters (an exception's text can be
-#: arbitrarily long; the report only has to say what went wrong).
-MAX_STATUS_MESSAGE = 4000
-
-
 def status_error(code: int, message: str) -> bytes:
-    """The child's start-up report: failed with ``code`` (message cut to 4000 chars)."""
+    """The child's start-up report: failed with ``code`` (message cut to 4000 chars).
+
+    A ``code`` that is not one of :data:`START_CODES` (or is 0) is reported as
+    ``NCP_ERR_INTERNAL`` naming it, so that the starter, which refuses any other code,
+    still hears what happened.
+    """
+    if code not in START_CODES or code == ErrCode.NCP_NO_ERROR:
+        message = f"(start-up failed with code {int(code)}) {message}"
+        code = ErrCode.NCP_ERR_INTERNAL
     if len(message) > MAX_STATUS_MESSAGE:
         message = message[:MAX_STATUS_MESSAGE] + "..."
-    return json.dumps({"code": int(code), "message": message}).encode("utf-8")
+    return _framed(int(code), message)
+
+
+def status_body_size(head: bytes) -> int:
+    """The body length a report's first :data:`STATUS_HEAD_SIZE` bytes announce.
+
+    Raises :class:`ProtocolError` if they are not a report's head or announce a body over
+    :data:`MAX_STATUS_BODY` bytes (so a starter never reads, nor keeps, more)."""
+    magic: bytes
+    size: int
+    magic, size = _STATUS_HEAD.unpack(head)
+    if magic != STATUS_MAGIC:
+        raise ProtocolError(f"the status pipe carries {head[:16]!r}, not a start-up report")
+    if size > MAX_STATUS_BODY:
+        raise ProtocolError(f"a start-up report of {size} bytes; at most {MAX_STATUS_BODY} "
+                            "are taken")
+    return size
 
 
 def parse_status(data: bytes) -> tuple[int, str]:
-    """Read a child's start-up report. Raises :class:`ProtocolError` if malformed."""
+    """Read one whole framed start-up report (head and body, nothing more).
+
+    Returns its code (one of :data:`START_CODES`) and message. Raises
+    :class:`ProtocolError`, never anything else, if it is malformed in any way: a bad
+    head, a body over :data:`MAX_STATUS_BODY` or of another length than announced, not
+    JSON (nested too deep included), other keys or types than ``code`` (int) and
+    ``message`` (str), a code the start path never reports, a message over
+    ``MAX_STATUS_MESSAGE + 3`` characters or one with code 0."""
+    if len(data) < STATUS_HEAD_SIZE:
+        raise ProtocolError(f"a start-up report of {len(data)} bytes has no head")
+    size = status_body_size(data[:STATUS_HEAD_SIZE])
+    body = data[STATUS_HEAD_SIZE:]
+    if len(body) != size:
+        raise ProtocolError(f"a start-up report announced {size} bytes and carries {len(body)}")
     try:
-        obj = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ProtocolError(f"start-up report is not JSON: {exc}") from None
-    if (not isinstance(obj, dict) or not isinstance(obj.get("code"), int)
-            or not isinstance(obj.get("message"), str)):
+        obj = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # RecursionError: nesting deeper than the interpreter's limit (a body of "[[[...").
+        raise ProtocolError(f"start-up report is not JSON: {type(exc).__name__}") from None
+    if type(obj) is not dict or set(obj) != {"code", "message"}:
+        raise ProtocolError("start-up report is not an object of 'code' and 'message'")
+    code, message = obj["code"], obj["message"]
+    if type(code) is not int or type(message) is not str:
         raise ProtocolError("start-up report lacks an int 'code' and a str 'message'")
-    return obj["code"], obj["message"]
+    if code not in START_CODES:
+        raise ProtocolError(f"start-up report carries code {code}, which no start reports")
+    if len(message) > MAX_STATUS_MESSAGE + 3 or (code == 0 and message):
+        raise ProtocolError("start-up report carries a message too long or with success")
+    return code, message

@@ -19,12 +19,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import fcntl
 import keyword
 import logging
 import math
 import os
 import signal
+import socket
 import sys
+import termios
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -263,13 +266,11 @@ def _start_ipc(entry: str, opts: ChildProcessOptions, deadline: float,
 
     def open_our_end() -> None:
         # Runs while the launcher forks: the child's sockets are in flight (so ours
-        # can go), and our end serves before the child greets, so the greeting is
-        # taken in by an IPC work thread while this thread reads the start-up report.
+        # can go). Our end starts serving only once the child's report is in, so that
+        # what the child sent until then can be judged whole (_sent_beyond_greeting).
         remote[0].close()
         remote[1].close()
-        conn = Connection(local[0], local[1], name="connection to a starting child")
-        ours.append(conn)
-        conn.start()
+        ours.append(Connection(local[0], local[1], name="connection to a starting child"))
 
     spawned = _spawn_entry(opts, entry, "ipc")
     try:
@@ -288,6 +289,10 @@ def _start_ipc(entry: str, opts: ChildProcessOptions, deadline: float,
     conn = ours[0]
     conn.name = f"connection to child {child.pid}"
     try:
+        if _sent_beyond_greeting(local[0], local[1]):
+            raise ChildkitError(ErrCode.NCP_ERR_CONNECTION_FAILED,
+                                f"child {child.pid} sent more than its greeting while starting")
+        conn.start()
         if not conn.wait_peer_hello(max(0.001, deadline - time.monotonic())):
             raise ChildkitError(ErrCode.NCP_ERR_CONNECTION_FAILED,
                                 f"child {child.pid} offered no root object")
@@ -310,6 +315,32 @@ def _start_ipc(entry: str, opts: ChildProcessOptions, deadline: float,
         raise
     mgr.announce(child)
     return child, conn, proxy
+
+
+def _sent_beyond_greeting(call: socket.socket, serve: socket.socket) -> bool:
+    """Whether a child whose start-up report is in sent more on its connection, before our
+    end read any of it, than its one greeting (a ``HELLO`` record, written before its
+    report): then its connection breaks once those frames are read, and the start must
+    fail rather than hand out a proxy about to die. Until the start returns the child
+    can send nothing else: we asked it nothing (so no reply comes to our call socket)
+    and gave it no object to call (so no request comes to our serve socket)."""
+    try:
+        if _unread(call):
+            return True
+        queued = _unread(serve)  # (every record's bytes, for a SOCK_SEQPACKET socket)
+        if not queued:
+            return False  # the C kit may greet after its report
+        first = serve.recv_into(bytearray(1), 1, _PEEK_LENGTH)  # MSG_TRUNC: its length
+        return queued > first
+    except OSError:
+        return False  # nothing to judge: the connection finds out what is wrong
+
+
+_PEEK_LENGTH = socket.MSG_PEEK | socket.MSG_TRUNC | socket.MSG_DONTWAIT
+
+
+def _unread(sock: socket.socket) -> int:
+    return int.from_bytes(fcntl.ioctl(sock, termios.FIONREAD, b"\0" * 4), sys.byteorder)
 
 
 def create_native_child_process(entry: str, on_started: OnStarted,

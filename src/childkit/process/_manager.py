@@ -15,7 +15,8 @@ One :class:`Manager` per application process (:func:`manager`). It owns:
 * the exit callbacks (:class:`childkit.process._exit.ExitCallbacks`).
 
 A start (:meth:`Manager.spawn`) sends one request with the fds to pass, waits for the
-``forked`` answer, then reads the child's start-up report from a pipe the child holds.
+``forked`` answer, then reads the child's start-up report from a pipe the child holds
+(:mod:`childkit.process._report`: one bounded frame, the child's exit watched too).
 A child whose start fails is reaped before the error is reported (so its slot is free
 and no zombie or stray process remains) and is never announced to exit callbacks:
 the caller never learnt its pid.
@@ -44,6 +45,7 @@ from childkit.common import _sysutil as _sysutil
 from childkit.common._errors import ChildkitError, ErrCode
 from childkit.launcher import _isolated
 from childkit.launcher import _protocol as proto
+from childkit.process import _report
 from childkit.process._child import (
     Child,
     ChildStartFailed,
@@ -202,7 +204,10 @@ class Manager:
         Raises:
             ChildkitError: ``NCP_ERR_SERVICE_ERROR`` if the launcher cannot start or
                 dies; ``NCP_ERR_INVALID_PARAM`` if one of ``fds`` was closed meanwhile;
-                ``NCP_ERR_INTERNAL`` if the fork fails or a child dies before reporting;
+                ``NCP_ERR_INTERNAL`` if the fork fails; a broken start's code
+                (``NCP_ERR_INTERNAL`` in args mode, ``NCP_ERR_CONNECTION_FAILED`` in IPC
+                mode) at once if the child dies before its report is whole, or sends a
+                malformed one, or closes the pipe without one (the child is killed);
                 ``NCP_ERR_TIMEOUT`` if ``deadline`` (a ``time.monotonic()`` value) passes
                 (the child is killed); the child's own code (e.g.
                 ``NCP_ERR_LIB_LOADING_FAILED``, ``NCP_ERR_CONNECTION_FAILED``) with its
@@ -300,39 +305,32 @@ class Manager:
         return pending.child
 
     def _await_report(self, child: Child, status_r: int, deadline: float) -> None:
-        chunks: list[bytes] = []
-        poller = select.poll()
-        poller.register(status_r, select.POLLIN)
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not poller.poll(left * 1000):
-                self._kill_and_reap(child)
-                raise ChildkitError(
-                    ErrCode.NCP_ERR_TIMEOUT,
-                    f"child {child.pid} did not finish starting in time; it was killed",
-                )
-            data = os.read(status_r, 65536)
-            if not data:
-                break
-            chunks.append(data)
-        report = b"".join(chunks)
-        if not report:
-            info = self._wait_reaped(child)
-            raise ChildkitError(
-                ErrCode.NCP_ERR_INTERNAL if child.mode == "args"
-                else ErrCode.NCP_ERR_CONNECTION_FAILED,
-                f"child {child.pid} died during start-up ({describe_exit(info)}) before "
-                "reporting; see its stderr",
-            )
+        # The report's reading (bounded, framed, watching the child's exit) is _report's;
+        # here, what its absence means: the child is killed (unless dead) and reaped.
+        broken = ErrCode.NCP_ERR_INTERNAL if child.mode == "args" \
+            else ErrCode.NCP_ERR_CONNECTION_FAILED
         try:
-            code, message = proto.parse_status(report)
-            err = ErrCode(code)
-        except (proto.ProtocolError, ValueError) as exc:
-            self._kill_and_reap(child)
-            raise ChildkitError(ErrCode.NCP_ERR_INTERNAL,
-                                f"child {child.pid} sent a bad start-up report: {exc}") from None
-        if err != ErrCode.NCP_NO_ERROR:
-            raise ChildStartFailed(err, message, child.pid, self._wait_reaped(child))
+            with self._lock:  # a copy: the manager thread closes the child's at its exit
+                pidfd = os.dup(child.pidfd) if child.pidfd >= 0 else -1
+            try:
+                code, message = _report.read_report(status_r, pidfd, deadline)
+            finally:
+                if pidfd >= 0:
+                    os.close(pidfd)
+        except _report.NoReport as exc:
+            info = self._kill_and_reap(child)  # a dead child is only reaped
+            err = ErrCode.NCP_ERR_TIMEOUT if exc.why == "timeout" else broken
+            text = (f"died during start-up ({describe_exit(info)}) {exc.detail}; see its stderr"
+                    if exc.why == "died" else f"{exc.detail}; it was killed")
+            raise ChildkitError(err, f"child {child.pid} {text}") from None
+        except BaseException:
+            self._kill_and_reap(child)  # e.g. no fd left to watch it with
+            raise
+        if code != ErrCode.NCP_NO_ERROR:
+            # It exits right after saying so; one that lives on (its entry wrote a
+            # failure and carried on) is killed all the same.
+            info = self._wait_reaped(child) or self._kill_and_reap(child)
+            raise ChildStartFailed(ErrCode(code), message, child.pid, info)
 
     def announce(self, child: Child) -> None:
         """Hand ``child`` to the user: exit callbacks and kill now apply to it."""
