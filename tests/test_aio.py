@@ -163,6 +163,24 @@ def test_async_proxy_refuses_what_is_not_a_proxy() -> None:
         aio.AsyncProxy(object())  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("requests", [None, 5, [(1,)], [7]])
+def test_send_requests_refuses_what_is_not_pairs(run: Callable[..., Any],
+                                                 requests: object) -> None:
+    async def main() -> None:
+        child = await aio.connect(ENTRY)
+        try:
+            with pytest.raises(ParamError, match="pair"):
+                child.proxy.send_requests(requests)  # type: ignore[arg-type]
+            with pytest.raises(ParamError, match="pair"):
+                await aio.send_requests(child.proxy, requests)  # type: ignore[arg-type]
+            with pytest.raises(ParamError, match="pair"):
+                await aio.AsyncProxy(child.proxy).send_requests(requests)  # type: ignore[arg-type]
+        finally:
+            child.close()
+
+    run(main())
+
+
 def test_async_proxy_on_a_dead_child_raises_dead_object(run: Callable[..., Any]) -> None:
     async def main() -> None:
         child = await aio.connect(ENTRY)

@@ -69,9 +69,19 @@ async def send_requests(
     """Await several requests sent concurrently; replies in request order.
 
     Raises the first failure; the other requests are cancelled (their replies dropped).
+    :class:`ParamError` if ``requests`` is not an iterable of ``(code, parcel)`` pairs
+    (nothing is sent then).
     """
+    try:
+        batch = list(requests)
+    except TypeError:
+        raise ParamError(f"requests must be an iterable of (code, MessageParcel) pairs, "
+                         f"not {type(requests).__name__}") from None
+    for item in batch:
+        if not isinstance(item, tuple) or len(item) != 2:
+            raise ParamError(f"each request must be a (code, MessageParcel) pair, not {item!r}")
     tasks = [asyncio.ensure_future(send_request(proxy, code, data, option))
-             for code, data in requests]
+             for code, data in batch]
     try:
         return list(await asyncio.gather(*tasks))
     except BaseException:

@@ -46,6 +46,14 @@ def raise_value() -> None:
     raise ValueError("bad value 42")
 
 
+def open_missing(path: str) -> None:
+    open(path)  # noqa: SIM115 (it raises)
+
+
+def raise_os_error(*args: object) -> None:
+    raise OSError(*args)
+
+
 def raise_custom() -> None:
     raise CustomError("mine")
 
@@ -126,6 +134,22 @@ def test_builtin_exception_keeps_type_and_remote_traceback() -> None:
         assert custom.value.type_name == "CustomError"
         assert custom.value.message == "mine"
         assert "raise CustomError" in custom.value.remote_traceback
+
+
+def test_an_os_error_keeps_its_file_names() -> None:
+    # As ProcessPoolExecutor's: its subclass, errno, text and file names, none of which
+    # the error's args alone carry.
+    with ChildProcessExecutor(1) as ex:
+        with pytest.raises(FileNotFoundError) as info:
+            ex.submit(open_missing, "/no/such/file").result()
+        assert (info.value.errno, info.value.filename) == (2, "/no/such/file")
+        with pytest.raises(PermissionError) as two:
+            ex.submit(raise_os_error, 13, "denied", "a", None, b"b").result()
+        assert (two.value.strerror, two.value.filename, two.value.filename2) == (
+            "denied", "a", b"b")
+        with pytest.raises(OSError) as bare:
+            ex.submit(raise_os_error, "just text").result()
+        assert bare.value.args == ("just text",) and bare.value.filename is None
 
 
 @pytest.mark.parametrize("task,args,expect", [(exit_now, (3,), "exit code 3"),
@@ -297,6 +321,11 @@ def test_limits_at_the_edge() -> None:
             ex.map(add, [1], chunksize=0)
     with pytest.raises(TypeError):
         ChildProcessExecutor(1, initializer=42)  # type: ignore[arg-type]
+    with pytest.raises(ExecutorParamError, match="initargs") as info:
+        ChildProcessExecutor(1, initializer=print, initargs=5)  # type: ignore[arg-type]
+    assert isinstance(info.value, TypeError)
+    assert info.value.code == ErrCode.NCP_ERR_INVALID_PARAM
+    ChildProcessExecutor(1, initializer=print, initargs=[1, 2]).shutdown()  # any iterable
 
 
 def make_lock() -> object:

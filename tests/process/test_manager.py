@@ -107,6 +107,10 @@ def test_same_callback_twice_is_kept_once_and_unknown_is_callback_not_exist() ->
     expect(ErrCode.NCP_ERR_CALLBACK_NOT_EXIST,
            childkit.unregister_child_process_exit_callback, lambda p, i: None)
     expect(ErrCode.NCP_ERR_INVALID_PARAM, childkit.register_child_process_exit_callback, 42)
+    # As OpenHarmony's (a null callback is an invalid parameter, not an unknown one):
+    for bad in (None, 42):
+        expect(ErrCode.NCP_ERR_INVALID_PARAM,
+               childkit.unregister_child_process_exit_callback, bad)
 
 
 def test_a_raising_callback_does_not_stop_the_others() -> None:

@@ -100,7 +100,7 @@ def append(parcel: MessageParcel, other: MessageParcel) -> None:
     if not isinstance(other, MessageParcel):
         raise ParamError(f"append needs a MessageParcel, not {type(other).__name__}")
     if other is parcel:
-        raise ParamError("cannot append a parcel to itparcel")
+        raise ParamError("cannot append a parcel to itself")
     if other._closed:
         raise ParamError("the parcel to append is closed")
     parcel._check_writable()

@@ -165,7 +165,11 @@ class RemoteProxy(RemoteObject):
             option = SYNC_OPTION
         elif not isinstance(option, MessageOption):
             raise ParamError(f"option must be a MessageOption, not {type(option).__name__}")
-        batch = list(requests)
+        try:
+            batch = list(requests)
+        except TypeError:
+            raise ParamError(f"requests must be an iterable of (code, MessageParcel) pairs, "
+                             f"not {type(requests).__name__}") from None
         for item in batch:
             if not isinstance(item, tuple) or len(item) != 2:
                 raise ParamError(f"each request must be a (code, MessageParcel) pair, not {item!r}")

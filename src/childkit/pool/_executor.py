@@ -183,6 +183,11 @@ class ChildProcessExecutor(Executor):
         if initializer is not None and not callable(initializer):
             raise ExecutorParamTypeError(f"initializer must be a callable or None, "
                                      f"not {initializer!r}")
+        try:
+            initargs = tuple(initargs)
+        except TypeError:
+            raise ExecutorParamTypeError(f"initargs must be an iterable of arguments, "
+                                         f"not {initargs!r}") from None
         if not isinstance(prestart, bool):
             raise ExecutorParamError(f"prestart must be a bool, not {prestart!r}")
         if options is None:
@@ -203,7 +208,7 @@ class ChildProcessExecutor(Executor):
         init_payload = None
         init_needs_main = False
         if initializer is not None:
-            init = (initializer, tuple(initargs))
+            init = (initializer, initargs)
             init_payload = pickle.dumps(init, protocol=pickle.HIGHEST_PROTOCOL)
             init_needs_main = check_reachable(init, init_payload, "the initializer")
         if isinstance(start_timeout, bool) or not isinstance(start_timeout, int | float) \

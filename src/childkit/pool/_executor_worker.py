@@ -267,8 +267,14 @@ def _exception_parts(exc: BaseException) -> tuple[str, str, str, str, tuple[Any,
         text = str(exc)
     except Exception:
         text = "<str() of the exception failed>"
+    args: tuple[Any, ...] | None = exc.args
+    if isinstance(exc, OSError) and exc.filename is not None and len(exc.args) == 2:
+        # Its file names are not in its args: OSError(errno, strerror, filename, winerror,
+        # filename2) builds the same error again, subclass and all.
+        args = (*exc.args, exc.filename, None, exc.filename2)
     try:  # the args too when the safe codec can carry them (RuntimeError(123).args)
-        args: tuple[Any, ...] | None = exc.args if len(safe_dumps(exc.args)) < 65536 else None
+        if len(safe_dumps(args)) >= 65536:
+            args = None
     except CodecError:
         args = None
     return (cls.__module__, cls.__qualname__, text[:16384],

@@ -140,8 +140,13 @@ class ExitCallbacks:
         """Remove ``callback``.
 
         Raises:
-            ChildkitError: ``NCP_ERR_CALLBACK_NOT_EXIST`` if it is not registered.
+            ChildkitError: ``NCP_ERR_INVALID_PARAM`` if ``callback`` is not callable (as
+                OpenHarmony's for a null callback); ``NCP_ERR_CALLBACK_NOT_EXIST`` if it
+                is not registered.
         """
+        if not callable(callback):
+            raise ChildkitError(ErrCode.NCP_ERR_INVALID_PARAM,
+                                f"exit callback must be callable, not {type(callback).__name__}")
         with self._lock:
             try:
                 self._callbacks.remove(callback)
