@@ -330,7 +330,7 @@ class ObjectTable:
         if handle == ROOT_HANDLE:
             return
         remaining = int(entry[1]) - count  # type: ignore[call-overload]
-        if remaining < 0:
+        if remaining < self._pending.get(handle, 0):  # what waits must stay releasable
             raise ProtocolError(f"peer released handle {handle} more times than it got it")
         if remaining == 0:
             del self.exports[handle]
