@@ -8,6 +8,10 @@ libbinder's ``onBinderLeaving``/``onBinderEntering``. References come back as RE
 frames, applied in order with the replies that mention the object (see ``_wire.Release``):
 a release that names replies this side has not read yet waits in ``deferred``.
 
+What a peer can make this table hold is bounded and cheap to keep: waiting releases
+(:data:`MAX_DEFERRED_RELEASES`, merged, O(log n) each, never more than the peer holds)
+and live proxies (:data:`MAX_PEER_PROXIES`; dead entries pruned amortized O(1)).
+
 May import: ``_errors``, ``_option``, ``_parcel``, ``_proxy``, ``_stub``, ``_transport``,
 ``_wire``. Nothing above.
 
@@ -15,8 +19,8 @@ Lock discipline
 ---------------
 ``ObjectTable.lock`` (the *table lock*) guards ``closed``, ``exports``, ``export_handles``,
 ``next_handle``, ``proxies``, ``deferred`` (with its heap, channel waits and per-handle
-sums) and, through the functions of :mod:`._proxy`,
-each proxy's references and death recipients. It is the innermost lock: code here never
+sums) and, through the functions of :mod:`._proxy`, each proxy's references and death
+recipients. It is the innermost lock: code here never
 takes another while holding it (the link lock and the server lock may be held around it).
 ``gc_releases`` is a deque the garbage collector appends to from any thread, even inside
 a locked section, so it takes no lock; the writer (:mod:`._transport`) pops it. ``exports``
