@@ -8,7 +8,9 @@
  * It prints one line per record: "<serve outcome> <reply outcome>", where the serve
  * outcome is "closed" (the kit ended the link) or "open", and the reply outcome the call's
  * status. Then "fuzz N" runs N seeded random mutations of the records the serve way.
- * Run as "hostile_peer status S...", it answers a call with each status instead.
+ * Run as "hostile_peer status S...", it answers a call with each status instead; as
+ * "hostile_peer objects", it checks the bounds on releases waiting for replies and on live
+ * remotes (see objects()).
  * Exit status 0 unless an fd leaked; a crash is the failure this program exists to catch.
  */
 #include <fcntl.h>
@@ -196,9 +198,174 @@ static int statuses(int argc, char **argv) {
     return 0;
 }
 
+/* ------------------------------------------------------------------ "objects" mode */
+/* A stub whose first request waits until `open` (requests queued behind it keep their
+ * parcels, and so the remotes their objects made, alive). */
+static pthread_mutex_t stuck_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t stuck_cond = PTHREAD_COND_INITIALIZER;
+static int stuck_open, stuck_seen;
+
+static int stuck_request(uint32_t code, const OHIPCParcel *data, OHIPCParcel *reply, void *ud) {
+    pthread_mutex_lock(&stuck_lock);
+    if (stuck_seen++ == 0)
+        while (!stuck_open) pthread_cond_wait(&stuck_cond, &stuck_lock);
+    pthread_mutex_unlock(&stuck_lock);
+    return 0;
+}
+
+typedef struct {
+    link_t *l;
+    OHIPCRemoteStub *stub;
+    int times, status;
+} export_call_t;
+
+/* The kit calls the peer's root with stub written `times` times. */
+static void *export_call(void *arg) {
+    export_call_t *c = arg;
+    OHIPCParcel *d = OH_IPCParcel_Create(), *r = OH_IPCParcel_Create();
+    for (int i = 0; i < c->times; i++) OH_IPCParcel_WriteRemoteStub(d, c->stub);
+    c->status = OH_IPCRemoteProxy_SendRequest(c->l->peer_root, 1, d, r, NULL);
+    OH_IPCParcel_Destroy(d);
+    OH_IPCParcel_Destroy(r);
+    return NULL;
+}
+
+/* Reads the kit's next request: its seq, and the handle of its first object (0 if none). */
+static uint64_t read_request(link_t *l, uint32_t *handle) {
+    static unsigned char buf[CK__MAX_RECORD_BYTES];
+    for (;;) {
+        ssize_t n = recv(l->peer_serve, buf, sizeof buf, 0);
+        if (n <= 0) return 0;
+        ck__frame_t *frames = NULL;
+        char err[160];
+        long k = ck__record_decode(buf, (size_t)n, 0, &frames, err, sizeof err);
+        for (long i = 0; i < k; i++) {
+            if (frames[i].type != CK__F_TRANSACTION) continue;
+            uint64_t seq = frames[i].seq;
+            *handle = frames[i].n_objects ? ck__get_u32(frames[i].objects + 1) : 0;
+            free(frames);
+            return seq;
+        }
+        free(frames);
+    }
+}
+
+static void reply_to(link_t *l, uint64_t seq) {
+    unsigned char rep[CK__REPLY_FRAME_SIZE];
+    ck__frame_put_reply_head(rep, 0, seq, 0, 0, 0, 0);
+    send(l->peer_serve, rep, sizeof rep, MSG_NOSIGNAL);
+}
+
+/* stub exported to the peer `times` times over calls of up to 256 objects: its handle. */
+static uint32_t export_to_peer(link_t *l, OHIPCRemoteStub *stub, int times) {
+    uint32_t handle = 0;
+    for (int done = 0; done < times; done += 256) {
+        export_call_t c = {l, stub, times - done < 256 ? times - done : 256, -1};
+        pthread_t t;
+        pthread_create(&t, NULL, export_call, &c);
+        reply_to(l, read_request(l, &handle));
+        pthread_join(t, NULL);
+    }
+    return handle;
+}
+
+static int send_releases(link_t *l, uint32_t handle, int n, uint64_t after) {
+    unsigned char frame[CK__HEADER_SIZE + CK__RELEASE_BODY];
+    ck__frame_put_release(frame, handle, 1, after);
+    size_t per = 4096; /* 96 KiB records: within the default socket send buffer */
+    unsigned char *rec = malloc(per * sizeof frame);
+    for (size_t i = 0; i < per; i++) memcpy(rec + i * sizeof frame, frame, sizeof frame);
+    int rc = 0;
+    for (int sent = 0; sent < n && rc == 0;) {
+        size_t k = (size_t)(n - sent) < per ? (size_t)(n - sent) : per;
+        rc = send(l->peer_call, rec, k * sizeof frame, MSG_NOSIGNAL) < 0 ? -1 : 0;
+        sent += (int)k;
+    }
+    free(rec);
+    return rc;
+}
+
+static const char *link_state(link_t *l) {
+    unsigned char ping[CK__TXN_FRAME_SIZE];
+    ck__frame_put_txn_head(ping, PING_SEQ, 0, CK__PING_TRANSACTION, 0, 0, 0, 0);
+    send(l->peer_call, ping, sizeof ping, MSG_NOSIGNAL);
+    int answered = ping_answered(l->peer_call);
+    return answered == 1 ? "open" : answered == 0 ? "closed" : "hung";
+}
+
+/* Releases waiting for a reply: `held` references exported, `waiting` releases of one
+ * each sent while a call is in flight, then one more. Prints "<state after waiting>
+ * <state after one more> <the call's status>". */
+static void deferred_case(int held, int waiting) {
+    link_t l;
+    if (open_link(&l) < 0) return;
+    OHIPCRemoteStub *marker = OH_IPCRemoteStub_Create("hostile.IMarker", root_request, NULL, NULL);
+    uint32_t handle = export_to_peer(&l, marker, held);
+    call_t c = {&l, -1};
+    pthread_t t;
+    pthread_create(&t, NULL, make_call, &c);
+    uint32_t none;
+    uint64_t seq = read_request(&l, &none); /* in flight: the releases wait for its reply */
+    send_releases(&l, handle, waiting, seq);
+    const char *edge = link_state(&l);
+    send_releases(&l, handle, 1, seq);
+    const char *past = link_state(&l);
+    reply_to(&l, seq);
+    pthread_join(t, NULL);
+    printf("%s %s %d\n", edge, past, c.status);
+    close_link(&l);
+    OH_IPCRemoteStub_Destroy(marker);
+}
+
+/* One-way requests naming `live` made-up objects to a stuck stub, then one more object.
+ * Prints "<state at live> <state one past>". */
+static void imports_case(int live) {
+    link_t l;
+    if (open_link(&l) < 0) return;
+    OHIPCRemoteStub *stuck = OH_IPCRemoteStub_Create("hostile.IStuck", stuck_request, NULL, NULL);
+    uint32_t target = export_to_peer(&l, stuck, 1);
+    unsigned char frame[CK__TXN_FRAME_SIZE + 256 * CK__OBJ_SIZE];
+    uint32_t next = 1000;
+    const char *states[2];
+    for (int phase = 0; phase < 2; phase++) {
+        for (int left = phase ? 1 : live; left > 0;) {
+            int k = left < 256 ? left : 256;
+            ck__frame_put_txn_head(frame, 0, target, 1, 1, 0, (uint16_t)k, 0);
+            for (int i = 0; i < k; i++)
+                ck__frame_put_object(frame + CK__TXN_FRAME_SIZE + i * CK__OBJ_SIZE,
+                                     CK__OBJ_SENDER_STUB, next++);
+            send(l.peer_call, frame, CK__TXN_FRAME_SIZE + (size_t)k * CK__OBJ_SIZE,
+                 MSG_NOSIGNAL);
+            left -= k;
+        }
+        states[phase] = link_state(&l);
+    }
+    printf("%s %s\n", states[0], states[1]);
+    pthread_mutex_lock(&stuck_lock);
+    stuck_open = 1;
+    pthread_cond_broadcast(&stuck_cond);
+    pthread_mutex_unlock(&stuck_lock);
+    close_link(&l);
+    OH_IPCRemoteStub_Destroy(stuck);
+}
+
+/* "objects": the bounds on what a peer's references and releases make this side hold. */
+static int objects(void) {
+    int before = count_fds();
+    deferred_case(300, 300);     /* all it holds may wait; one more is refused at once */
+    deferred_case(16640, 16384); /* the bound on waiting releases: at it, one past */
+    imports_case(65535);         /* the bound on live remotes (the root's counts): at it,
+                                  * one past */
+    int after = 0;
+    for (int tries = 0; tries < 1000 && (after = count_fds()) != before; tries++) usleep(10000);
+    if (after != before) printf("fds leaked: %d before, %d after\n", before, after);
+    return after != before;
+}
+
 int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     if (argc > 1 && strcmp(argv[1], "status") == 0) return statuses(argc, argv);
+    if (argc > 1 && strcmp(argv[1], "objects") == 0) return objects();
     int fuzz = argc > 1 ? atoi(argv[1]) : 0;
     int before = count_fds();
     static char line[600000];

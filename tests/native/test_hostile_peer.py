@@ -66,3 +66,16 @@ def test_a_peer_s_status_outside_the_transportable_codes_is_clamped(cc: Build) -
     assert result.returncode == 0, result.stderr[-2000:]
     got = [tuple(map(int, line.split())) for line in result.stdout.splitlines()]
     assert got == [(want, want) for want in PEER_STATUSES.values()]
+
+
+def test_a_peer_s_references_and_releases_are_bounded(cc: Build) -> None:
+    # Releases waiting for a reply: all a peer holds may wait, one more ends the link at
+    # once (not when the reply comes); 16,384 may wait, one more ends it; 65,536 live
+    # remotes from one peer, one more ends it. The call in flight then fails DEAD.
+    exe = cc("hostile_peer", ["hostile_peer.c", *KIT_SOURCES], kit=False,
+             flags=KIT_INTERNAL_FLAGS)
+    result = subprocess.run([str(exe), "objects"], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.stdout.splitlines() == [f"open closed {DEAD}", f"open closed {DEAD}",
+                                          "open closed"]

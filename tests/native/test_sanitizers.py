@@ -56,6 +56,8 @@ def test_create_send_destroy_loop_without_leaks(asan: Build) -> None:
 def test_hostile_peer_under_sanitizers(asan: Build) -> None:
     result = _run(asan("hostile_peer", "hostile_peer.c"), "1000", stdin=corpus_input())
     check_outcomes(result.stdout)
+    bounds = _run(asan("hostile_peer", "hostile_peer.c"), "objects")  # heap, imports table
+    assert bounds.stdout.splitlines()[-1] == "open closed"
 
 
 def test_threads_under_thread_sanitizer(cc: Build) -> None:

@@ -8,14 +8,19 @@ libbinder's ``onBinderLeaving``/``onBinderEntering``. References come back as RE
 frames, applied in order with the replies that mention the object (see ``_wire.Release``):
 a release that names replies this side has not read yet waits in ``deferred``.
 
+What a peer can make this table hold is bounded and cheap to keep: waiting releases
+(:data:`MAX_DEFERRED_RELEASES`, merged, O(log n) each, never more than the peer holds)
+and live proxies (:data:`MAX_PEER_PROXIES`; dead entries pruned amortized O(1)).
+
 May import: ``_errors``, ``_forwarding``, ``_option``, ``_parcel``, ``_proxy``, ``_stub``,
 ``_transport``, ``_wire``. Nothing above.
 
 Lock discipline
 ---------------
 ``ObjectTable.lock`` (the *table lock*) guards ``closed``, ``exports``, ``export_handles``,
-``next_handle``, ``proxies``, ``deferred`` and, through the functions of :mod:`._proxy`,
-each proxy's references and death recipients. It is the innermost lock: code here never
+``next_handle``, ``proxies``, ``deferred`` (with its heap, channel waits and per-handle
+sums) and, through the functions of :mod:`._proxy`, each proxy's references and death
+recipients. It is the innermost lock: code here never
 takes another while holding it (the link lock and the server lock may be held around it).
 ``gc_releases`` is a deque the garbage collector appends to from any thread, even inside
 a locked section, so it takes no lock; the writer (:mod:`._transport`) pops it. ``exports``
@@ -26,8 +31,8 @@ changed in place but for its count).
 from __future__ import annotations
 
 import collections
+import heapq
 import threading
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -41,8 +46,19 @@ from childkit.ipc._transport import Transport
 
 _PINNED = 1 << 62  # the root object's export count: never released by the peer
 ROOT_HANDLE = 0
-#: Releases that may wait for replies before the peer counts as misbehaving.
-MAX_DEFERRED_RELEASES = 65536
+#: Releases that may wait for replies before the peer counts as misbehaving (after merging
+#: those of one object waiting for the same replies: each costs about 300 bytes, and
+#: O(log n) time to apply).
+MAX_DEFERRED_RELEASES = 16384
+#: Live proxies one peer may give this side (each costs about 450 bytes): found at the
+#: table's pruning, when the peer hands over new objects (so up to 1/16 more in between),
+#: and a protocol error.
+MAX_PEER_PROXIES = 65536
+_PRUNE_STEP = MAX_PEER_PROXIES // 16
+#: What one remote object a queued request holds costs this process, in bytes, as the
+#: one-way backlog counts it: a new proxy with its counters and the table's weak reference
+#: and slot (about 450 bytes measured), and the frame's wire reference (about 90).
+PROXY_COST = 640
 
 
 class ObjectTable:
@@ -62,10 +78,18 @@ class ObjectTable:
         if local_root is not None:
             self.exports[ROOT_HANDLE] = [local_root, _PINNED]
             self.export_handles[id(local_root)] = ROOT_HANDLE
-        self.proxies: dict[int, weakref.ref[RemoteProxy]] = {}
+        self.proxies: dict[int, _proxy.ProxyRef] = {}
+        self._pruned_at = 64  # the table's size after the last pruning (at least 64)
         self.gc_releases: collections.deque[tuple[int, int]] = collections.deque()
-        # Releases waiting for replies: each with the channel calls it waits for too.
-        self.deferred: list[tuple[_wire.Release, Sequence[tuple[ChannelCall, int]]]] = []
+        # Releases waiting for replies, merged per (after_replies, handle, channel calls
+        # waited for): each key's [count, channel calls still in flight]. The heap orders
+        # the keys by the replies they wait for; ``call_waits`` lists, per channel call,
+        # the keys waiting for it (see _apply_deferred_locked). ``pending`` sums the
+        # counts waiting per handle: more than the export's count is a protocol error.
+        self.deferred: dict[_DeferKey, list[int]] = {}
+        self._by_reply: list[tuple[int, _DeferKey]] = []
+        self._call_waits: dict[tuple[int, int], tuple[ChannelCall, int, list[_DeferKey]]] = {}
+        self._pending: dict[int, int] = {}
         # Wired by the connection once every part exists.
         self.session: Session | None = None
         self.transport: Transport | None = None
@@ -88,11 +112,20 @@ class ObjectTable:
         ref = self.proxies.get(handle)
         proxy = ref() if ref is not None else None
         if proxy is None or _proxy.is_closed(proxy):
+            proxies = self.proxies
+            last = self._pruned_at
+            if len(proxies) >= min(2 * last, last + _PRUNE_STEP):
+                # Dead references go once the table has doubled, or grown by a step, since
+                # the last pruning: amortized O(1) per proxy made (at most 16 looks).
+                proxies = self.proxies = {h: r for h, r in proxies.items()
+                                          if r() is not None}
+                self._pruned_at = max(64, len(proxies))
+                if len(proxies) >= MAX_PEER_PROXIES:
+                    raise ProtocolError(f"the peer gave this side {MAX_PEER_PROXIES} live "
+                                        "objects, the most one link may hold")
             assert self.session is not None
-            proxy = _proxy.new_proxy(self.session, handle, self.release_from_gc)
-            self.proxies[handle] = weakref.ref(proxy)
-            if len(self.proxies) > 64 and len(self.proxies) % 64 == 0:
-                self.proxies = {h: r for h, r in self.proxies.items() if r() is not None}
+            proxy, proxies[handle] = _proxy.new_proxy(self.session, handle,
+                                                      self._proxy_collected)
         if add_ref and handle != ROOT_HANDLE:
             _proxy.add_reference(proxy)
         return proxy
@@ -124,11 +157,12 @@ class ObjectTable:
         except DeadRemoteObjectError:
             pass
 
-    def release_from_gc(self, handle: int, refs: list[int]) -> None:
+    def _proxy_collected(self, ref: _proxy.ProxyRef) -> None:
         # Runs in whatever thread the garbage collector ran in, possibly inside one of our
         # own locked sections: only queue the release; the next write sends it.
+        refs = ref.refs
         if refs[0] and not self.closed:
-            self.gc_releases.append((handle, refs[0]))
+            self.gc_releases.append((ref.handle, refs[0]))
             refs[0] = 0
             if self.started:
                 self.submit_from_finalizer(self._flush_gc_releases)
@@ -204,23 +238,51 @@ class ObjectTable:
         ``after_replies`` counts the replies of the main sockets only. A reply on an extra
         channel may name the object too, and each channel is its own queue, so the release
         also waits for every channel call in flight when it was read: such a reply was
-        sent before the release, so it belongs to one of those calls."""
+        sent before the release, so it belongs to one of those calls.
+
+        A waiting release costs O(log n) (n: those waiting), and those of one object that
+        wait for the same replies are merged: a peer cannot make this side rescan them."""
         transport = self.transport
         assert transport is not None
         waits = self.channel_calls()
         with self.lock:
             unread = frame.after_replies > transport.replies_received
-            if unread or waits:
-                if unread and frame.after_replies >= self.requests_sent():
-                    raise ProtocolError("release refers to replies to requests never sent")
-                if len(self.deferred) >= MAX_DEFERRED_RELEASES:
-                    raise ProtocolError("too many releases waiting for replies")
-                self.deferred.append((frame, waits))
-                # The caller may have read those replies since the count was looked at,
-                # and then found nothing deferred: look again (see apply_deferred).
-                self._apply_deferred_locked(transport.replies_received)
+            if not (unread or waits):
+                self._apply_locked(frame.handle, frame.count)
                 return
-            self._apply_locked(frame)
+            if unread and frame.after_replies >= self.requests_sent():
+                raise ProtocolError("release refers to replies to requests never sent")
+            handle = frame.handle
+            export = self.exports.get(handle)
+            if export is None:
+                raise ProtocolError(f"peer released handle {handle}, not exported here")
+            if handle == ROOT_HANDLE:
+                return  # pinned: nothing to wait for
+            # What waits may never exceed what the peer holds (every reference it may
+            # release was counted when sent): found now, not once the replies come.
+            pending = self._pending.get(handle, 0) + frame.count
+            if pending > int(export[1]):  # type: ignore[call-overload]
+                raise ProtocolError(f"peer released handle {handle} more times than it got it")
+            key = (frame.after_replies, handle, tuple((id(ch), seq) for ch, seq in waits))
+            entry = self.deferred.get(key)
+            if entry is not None:
+                entry[0] += frame.count
+            else:
+                if len(self.deferred) >= MAX_DEFERRED_RELEASES:
+                    raise ProtocolError(f"more than {MAX_DEFERRED_RELEASES} releases "
+                                        "waiting for replies")
+                self.deferred[key] = [frame.count, len(waits)]
+                if unread:
+                    heapq.heappush(self._by_reply, (frame.after_replies, key))
+                for channel, seq in waits:
+                    call = self._call_waits.get((id(channel), seq))
+                    if call is None:
+                        call = self._call_waits[id(channel), seq] = (channel, seq, [])
+                    call[2].append(key)
+            self._pending[handle] = pending
+            # The caller may have read those replies since the count was looked at,
+            # and then found nothing deferred: look again (see apply_deferred).
+            self._apply_deferred_locked(transport.replies_received)
 
     def apply_deferred(self) -> None:
         """Apply the releases that waited for replies this side has now read (call it
@@ -231,23 +293,51 @@ class ObjectTable:
             self._apply_deferred_locked(transport.replies_received)
 
     def _apply_deferred_locked(self, received: int) -> None:
-        ready = [entry for entry in self.deferred if _ready(entry, received)]
-        if ready:
-            self.deferred = [entry for entry in self.deferred if not _ready(entry, received)]
-            for release, _waits in ready:
-                self._apply_locked(release)
+        """Apply the waiting releases that may go now: their replies are read (``received``)
+        and the channel calls they wait for are over (a channel's ``busy`` moved on from
+        that call). Costs O(log n) per release applied, plus a look at each channel call
+        waited for (one per channel at most is in flight)."""
+        deferred = self.deferred
+        ready: list[_DeferKey] = []
+        if self._call_waits:
+            for call_key, (channel, seq, keys) in list(self._call_waits.items()):
+                if channel.busy == seq:
+                    continue
+                del self._call_waits[call_key]
+                for key in keys:
+                    entry = deferred.get(key)
+                    if entry is not None:
+                        entry[1] -= 1
+                        if not entry[1] and key[0] <= received:
+                            ready.append(key)
+        by_reply = self._by_reply
+        while by_reply and by_reply[0][0] <= received:
+            key = heapq.heappop(by_reply)[1]
+            entry = deferred.get(key)
+            if entry is not None and not entry[1]:
+                ready.append(key)
+        for key in ready:
+            entry = deferred.pop(key, None)
+            if entry is not None:
+                handle = key[1]
+                left = self._pending[handle] - entry[0]
+                if left:
+                    self._pending[handle] = left
+                else:
+                    del self._pending[handle]
+                self._apply_locked(handle, entry[0])
 
-    def _apply_locked(self, frame: _wire.Release) -> None:
-        entry = self.exports.get(frame.handle)
+    def _apply_locked(self, handle: int, count: int) -> None:
+        entry = self.exports.get(handle)
         if entry is None:
-            raise ProtocolError(f"peer released handle {frame.handle}, not exported here")
-        if frame.handle == ROOT_HANDLE:
+            raise ProtocolError(f"peer released handle {handle}, not exported here")
+        if handle == ROOT_HANDLE:
             return
-        remaining = int(entry[1]) - frame.count  # type: ignore[call-overload]
-        if remaining < 0:
-            raise ProtocolError(f"peer released handle {frame.handle} more times than it got it")
+        remaining = int(entry[1]) - count  # type: ignore[call-overload]
+        if remaining < self._pending.get(handle, 0):  # what waits must stay releasable
+            raise ProtocolError(f"peer released handle {handle} more times than it got it")
         if remaining == 0:
-            del self.exports[frame.handle]
+            del self.exports[handle]
             self.export_handles.pop(id(entry[0]), None)
         else:
             entry[1] = remaining
@@ -261,19 +351,19 @@ class ObjectTable:
                 return []
             self.closed = True
             proxies = [p for p in (r() for r in self.proxies.values()) if p is not None]
+            self.proxies = {}  # their references die with the link: nothing to give back
             recipients = [cb for p in proxies for cb in _proxy.take_recipients(p)]
             self.exports.clear()
             self.export_handles.clear()
+            self.deferred.clear()
+            self._by_reply.clear()
+            self._call_waits.clear()
+            self._pending.clear()
         return recipients
 
 
-def _ready(entry: tuple[_wire.Release, Sequence[tuple[ChannelCall, int]]], received: int,
-           ) -> bool:
-    """Whether a deferred release may be applied: its replies are read, and the channel
-    calls it waits for are over (a channel's ``busy`` moved on from that call)."""
-    release, waits = entry
-    return release.after_replies <= received and all(
-        channel.busy != seq for channel, seq in waits)
+#: A waiting release's key: (after_replies, handle, the channel calls it waits for).
+_DeferKey = tuple[int, int, tuple[tuple[int, int], ...]]
 
 
 class ChannelCall(Protocol):

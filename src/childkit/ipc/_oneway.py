@@ -4,7 +4,8 @@ One-way requests to one object run in arrival order, by one work thread at a tim
 *drainer* of that object); a sync request to an object with one-way requests pending waits
 in the same queue, so it sees their effects. The queued work of one connection is bounded
 three ways: a queue longer than :data:`ASYNC_BACKLOG` requests, or all the connection's
-queues holding more than :data:`ASYNC_BACKLOG_BYTES` bytes of data or
+queues holding more than :data:`ASYNC_BACKLOG_BYTES` bytes of data (each remote object a
+request holds counting as ``_objects.PROXY_COST`` bytes: what a proxy costs) or
 :data:`ASYNC_BACKLOG_FDS` file descriptors, stop the server reading that peer until they
 drain, so a flooding sender blocks (its socket fills) instead of this process's memory
 and fd table growing. libbinder keeps the same per-node queue (``asyncTodo``).
@@ -33,7 +34,7 @@ from collections.abc import Callable
 
 from childkit.ipc import _skeleton, _wire
 from childkit.ipc._fdutil import close_fds
-from childkit.ipc._objects import ObjectTable
+from childkit.ipc._objects import PROXY_COST, ObjectTable
 from childkit.ipc._option import ASYNC_OPTION
 from childkit.ipc._parcel import MessageParcel, RemoteObject
 from childkit.ipc._transport import Transport
@@ -88,8 +89,9 @@ class OnewayQueues:
         self.queued[handle] = self.queued.get(handle, 0) + count
         if isinstance(entry, list):
             nbytes, nfds = sum(len(payload) for _code, payload in entry), 0
-        else:
-            nbytes, nfds = len(entry[0].data), len(entry[0].fds)
+        else:  # each object held costs what a proxy does (most are, and new ones)
+            nbytes = len(entry[0].data) + len(entry[1]) * PROXY_COST
+            nfds = len(entry[0].fds)
         held = self.held.get(handle)
         if held is None:
             self.held[handle] = [nbytes, nfds]

@@ -233,14 +233,30 @@ class RemoteProxy(RemoteObject):
         return f"<RemoteProxy handle={self._handle} {state} on {self._conn.name}>"
 
 
+class ProxyRef(weakref.ref):  # type: ignore[type-arg]
+    """The object table's weak reference to a proxy, with what its callback needs to give
+    the proxy's references back once it is collected: ``handle`` and ``refs`` (the
+    proxy's shared ``[count]``). The callback fires only while the table holds the
+    reference. Not :class:`weakref.finalize`: that registers each proxy in a process-wide
+    registry which interpreter exit iterates while work threads may still add to it, and
+    costs several objects per proxy."""
+
+    __slots__ = ("handle", "refs")
+    handle: int
+    refs: list[int]
+
+
 # The object table's side of a proxy: call these holding the table's lock.
 def new_proxy(session: Session, handle: int,
-              release: Callable[[int, list[int]], Any]) -> RemoteProxy:
-    """A proxy to ``handle`` holding no references yet. When it is collected unclosed,
-    ``release(handle, refs)`` gives its references back (from the garbage collector)."""
+              collected: Callable[[ProxyRef], Any]) -> tuple[RemoteProxy, ProxyRef]:
+    """A proxy to ``handle`` holding no references yet, and the weak reference the table
+    keeps of it: when the proxy is collected unclosed, ``collected(ref)`` is called (by
+    the garbage collector, in any thread) to give its references back."""
     proxy = RemoteProxy(session, handle, [0])
-    weakref.finalize(proxy, release, handle, proxy._refs)
-    return proxy
+    ref = ProxyRef(proxy, collected)
+    ref.handle = handle
+    ref.refs = proxy._refs
+    return proxy, ref
 
 
 def is_closed(proxy: RemoteProxy) -> bool:

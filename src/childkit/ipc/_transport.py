@@ -289,6 +289,7 @@ class Transport:
         self.cond = threading.Condition(self.lock)
         self.closed = False
         self.close_reason = ""
+        self.protocol_failed = False  # a protocol error was reported (and logged) once
         self.sockets_open = True
         self.io_users = 0  # threads inside a socket call; sockets close when it drops to 0
         # Writing the call socket: frames queue here while another thread writes, with
@@ -406,7 +407,13 @@ class Transport:
             return None
 
     def protocol_error(self, message: str) -> None:
-        """Close the link for a protocol error found above the wire decoder."""
+        """Close the link for a protocol error found above the wire decoder, logging one
+        warning per link: the first report of an open link logs and closes it; any later
+        one (another thread met the same fault, or the link closed meanwhile) is silent."""
+        with self.lock:
+            if self.closed or self.protocol_failed:
+                return
+            self.protocol_failed = True
         _log.warning("%s: closing, protocol error: %s", self.name, message)
         self.fail(f"protocol error from the peer: {message}")
 

@@ -59,6 +59,7 @@ typedef struct export_s {
     OHIPCRemoteStub *stub; /* a reference */
     uint32_t handle;
     uint64_t count; /* SENDER_STUB references sent, less those released (root: unused) */
+    uint64_t pending; /* of which released by RELEASEs still waiting for replies */
     int gone;       /* released or closed: requests to it fail */
     int busy;       /* a drain job runs its queue */
     job_t *qhead, *qtail;
@@ -77,11 +78,18 @@ typedef struct waiter_s {
     struct waiter_s *next;
 } waiter_t;
 
-typedef struct release_s {
+/* A RELEASE waiting for replies: an entry of the connection's min-heap on after. */
+typedef struct {
     uint32_t handle, count;
     uint64_t after;
-    struct release_s *next;
 } release_t;
+
+/* Releases that may wait for replies (each 16 bytes, O(log n) to wait and apply): one
+ * more is a protocol error (docs/wire-format.md). */
+#define CK__MAX_DEFERRED 16384
+/* Live remotes one peer's references may make on this side: a reference to one more is a
+ * protocol error (docs/ipc.md). */
+#define CK__MAX_IMPORTS 65536
 
 /* The fields every call or request touches come first, together in a few cache lines (a
  * round trip finds its caches cold after each context switch: each line costs); the rest
@@ -97,7 +105,7 @@ struct ck__conn_s {
     waiter_t *waiters;      /* guarded */
     uint64_t replies_sent;  /* atomic (a reply without objects counts without the lock) */
     uint64_t replies_received; /* guarded */
-    release_t *deferred;    /* guarded */
+    release_t *deferred;    /* guarded: a min-heap on after, n_deferred long */
     export_t *exports;      /* guarded */
     uint64_t peer_pid, peer_uid;
     size_t out_len;         /* the outbox's (below): written under send_lock, atomically
@@ -115,11 +123,13 @@ struct ck__conn_s {
     uint64_t inline_gen;    /* bumped for each request run by the holder */
     pthread_cond_t follow;  /* the role is free, a watcher is wanted, or death */
     pthread_cond_t changed; /* HELLO came, or death */
-    size_t n_deferred;      /* guarded */
+    size_t n_deferred, deferred_cap; /* guarded */
     int greeted, peer_has_root; /* guarded */
     char reason[160];       /* guarded */
     uint32_t next_handle;   /* guarded */
-    ck__remote_t **imports; /* guarded */
+    /* guarded: the live remotes by handle, an open-addressing table (linear probing,
+     * imports_cap slots, a power of two, or 0), n_imports of them in use */
+    ck__remote_t **imports;
     size_t n_imports, imports_cap;
     /* Queued requests' jobs once run, each with its emptied parcel (guarded): the next
      * requests' jobs, so a stream of one-way requests allocates nothing per request. */
@@ -169,11 +179,7 @@ void ck__conn_unref(ck__conn_t *conn) {
     close(conn->call_fd);
     close(conn->serve_fd);
     free_exports(conn->exports);
-    for (release_t *r = conn->deferred; r != NULL;) {
-        release_t *next = r->next;
-        free(r);
-        r = next;
-    }
+    free(conn->deferred);
     free(conn->imports);
     free_jobs(conn->spare_jobs);
     close_all(conn->out_fds, conn->out_nfds); /* one-way frames never sent */
@@ -360,24 +366,75 @@ static int encode_objects_locked(ck__conn_t *conn, const OHIPCParcel *p,
     return OH_IPC_SUCCESS;
 }
 
-/* The remote for the peer's handle (guarded), created if new; NULL without memory. */
-static ck__remote_t *import_locked(ck__conn_t *conn, uint32_t handle) {
-    for (size_t i = 0; i < conn->n_imports; i++)
-        if (conn->imports[i]->handle == handle) return conn->imports[i];
-    if (conn->n_imports == conn->imports_cap) {
-        size_t cap = conn->imports_cap ? conn->imports_cap * 2 : 8;
-        ck__remote_t **grown = realloc(conn->imports, cap * sizeof *grown);
+/* The imports table's home slot for handle (cap: a power of two). */
+static size_t import_slot(uint32_t handle, size_t cap) {
+    return (size_t)(((uint64_t)handle * 0x9E3779B97F4A7C15ULL) >> 32) & (cap - 1);
+}
+
+/* Puts r in the table (guarded; room known to be there). */
+static void import_put(ck__remote_t **slots, size_t cap, ck__remote_t *r) {
+    size_t i = import_slot(r->handle, cap);
+    while (slots[i] != NULL) i = (i + 1) & (cap - 1);
+    slots[i] = r;
+}
+
+/* The remote for the peer's handle (guarded), created if new: O(1) expected. NULL with
+ * *why set when the peer already gave this side CK__MAX_IMPORTS live objects (a protocol
+ * error), NULL with *why untouched without memory. */
+static ck__remote_t *import_locked(ck__conn_t *conn, uint32_t handle, const char **why) {
+    size_t cap = conn->imports_cap;
+    if (cap) {
+        for (size_t i = import_slot(handle, cap); conn->imports[i] != NULL;
+             i = (i + 1) & (cap - 1))
+            if (conn->imports[i]->handle == handle) return conn->imports[i];
+    }
+    if (conn->n_imports >= CK__MAX_IMPORTS) {
+        *why = "protocol error from the peer: it gave this side 65536 live objects, the "
+               "most one link may hold";
+        return NULL;
+    }
+    if ((conn->n_imports + 1) * 4 > cap * 3) { /* kept under 3/4 full */
+        size_t grown_cap = cap ? cap * 2 : 16;
+        ck__remote_t **grown = calloc(grown_cap, sizeof *grown);
         if (grown == NULL) return NULL;
+        for (size_t i = 0; i < cap; i++)
+            if (conn->imports[i] != NULL) import_put(grown, grown_cap, conn->imports[i]);
+        free(conn->imports);
         conn->imports = grown;
-        conn->imports_cap = cap;
+        conn->imports_cap = cap = grown_cap;
     }
     ck__remote_t *r = calloc(1, sizeof *r);
     if (r == NULL) return NULL;
     r->conn = conn;
     r->handle = handle;
     ck__conn_ref(conn);
-    conn->imports[conn->n_imports++] = r;
+    import_put(conn->imports, cap, r);
+    conn->n_imports++;
     return r;
+}
+
+/* Takes remote out of the imports table (guarded), if there: linear probing's deletion,
+ * moving back the entries after it that would no longer be found. */
+static void unimport_locked(ck__conn_t *conn, ck__remote_t *remote) {
+    size_t cap = conn->imports_cap;
+    if (cap == 0) return;
+    size_t i = import_slot(remote->handle, cap);
+    while (conn->imports[i] != remote) {
+        if (conn->imports[i] == NULL) return;
+        i = (i + 1) & (cap - 1);
+    }
+    conn->imports[i] = NULL;
+    conn->n_imports--;
+    for (size_t j = (i + 1) & (cap - 1); conn->imports[j] != NULL; j = (j + 1) & (cap - 1)) {
+        size_t home = import_slot(conn->imports[j]->handle, cap);
+        /* j's entry may move to the hole at i unless its home lies in (i, j] */
+        int stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+        if (!stays) {
+            conn->imports[i] = conn->imports[j];
+            conn->imports[j] = NULL;
+            i = j;
+        }
+    }
 }
 
 /* Requests this small are copied into a recycled parcel under the lock. */
@@ -406,9 +463,9 @@ static int parcel_locked(ck__conn_t *conn, const ck__frame_t *f, int *fds, OHIPC
             objs[n].ptr = e->stub;
             ck__stub_ref(e->stub);
         } else {
-            ck__remote_t *r = import_locked(conn, handle);
+            ck__remote_t *r = import_locked(conn, handle, why);
             if (r == NULL) {
-                rc = -2;
+                rc = conn->n_imports >= CK__MAX_IMPORTS ? -1 : -2;
                 break;
             }
             r->refs++;
@@ -474,7 +531,8 @@ void ck__conn_close(ck__conn_t *conn, const char *reason) {
     __atomic_store_n(&conn->dead, 1, __ATOMIC_RELEASE);
     snprintf(conn->reason, sizeof conn->reason, "%s", reason);
     ck__deathlink_t *links = NULL;
-    for (size_t i = 0; i < conn->n_imports; i++) {
+    for (size_t i = 0; i < conn->imports_cap; i++) {
+        if (conn->imports[i] == NULL) continue;
         ck__deathlink_t *l = conn->imports[i]->recipients;
         conn->imports[i]->recipients = NULL;
         while (l != NULL) { /* splice each remote's list onto links */
@@ -517,12 +575,7 @@ void ck__conn_close(ck__conn_t *conn, const char *reason) {
 
 /* ------------------------------------------------------------------ releases */
 void ck__conn_forget_remote_locked(ck__conn_t *conn, ck__remote_t *remote) {
-    for (size_t i = 0; i < conn->n_imports; i++) {
-        if (conn->imports[i] == remote) {
-            conn->imports[i] = conn->imports[--conn->n_imports];
-            break;
-        }
-    }
+    unimport_locked(conn, remote);
     unsigned char frame[CK__HEADER_SIZE + CK__RELEASE_BODY];
     int send = !conn->dead && remote->handle != 0 && remote->wire_refs > 0;
     if (send)
@@ -533,37 +586,79 @@ void ck__conn_forget_remote_locked(ck__conn_t *conn, ck__remote_t *remote) {
         ck__conn_close(conn, "sending a release failed: the peer is gone");
 }
 
+/* The deferred heap's sift-up from k (guarded). */
+static void deferred_up(release_t *h, size_t k) {
+    release_t r = h[k];
+    while (k > 0 && h[(k - 1) / 2].after > r.after) {
+        h[k] = h[(k - 1) / 2];
+        k = (k - 1) / 2;
+    }
+    h[k] = r;
+}
+
+/* Takes the deferred heap's first release (guarded; the heap is not empty). */
+static release_t deferred_pop(ck__conn_t *conn) {
+    release_t *h = conn->deferred, top = h[0], last = h[--conn->n_deferred];
+    size_t n = conn->n_deferred, k = 0;
+    for (;;) {
+        size_t c = 2 * k + 1;
+        if (c >= n) break;
+        if (c + 1 < n && h[c + 1].after < h[c].after) c++;
+        if (h[c].after >= last.after) break;
+        h[k] = h[c];
+        k = c;
+    }
+    if (n) h[k] = last;
+    return top;
+}
+
 /* Applies (or defers) a RELEASE (guarded); stubs whose last export went are added to
- * drop. -1 with why set for a protocol error. */
+ * drop. -1 with why set for a protocol error. A release that must wait is checked now:
+ * its handle exported, the counts waiting for it within what the peer holds; it waits in
+ * a min-heap on after (O(log n)), at most CK__MAX_DEFERRED of them. */
 static int apply_release_locked(ck__conn_t *conn, uint32_t handle, uint32_t count,
                                 uint64_t after, OHIPCRemoteStub **drop, size_t *n_drop,
                                 const char **why) {
+    export_t *e = find_export(conn, handle);
     if (after > conn->replies_received) {
         if (after >= conn->next_seq) {
             *why = "protocol error from the peer: release refers to replies to requests never sent";
             return -1;
         }
-        release_t *r = malloc(sizeof *r);
-        if (conn->n_deferred >= 65536 || r == NULL) {
-            free(r);
-            *why = "protocol error from the peer: too many releases waiting for replies";
+        if (e == NULL) {
+            *why = "protocol error from the peer: it released a handle not exported here";
             return -1;
         }
-        r->handle = handle;
-        r->count = count;
-        r->after = after;
-        r->next = conn->deferred;
-        conn->deferred = r;
-        conn->n_deferred++;
+        if (handle == 0) return 0;
+        if (count > e->count - e->pending) {
+            *why = "protocol error from the peer: it released a handle more times than it got it";
+            return -1;
+        }
+        if (conn->n_deferred >= CK__MAX_DEFERRED) {
+            *why = "protocol error from the peer: more than 16384 releases waiting for replies";
+            return -1;
+        }
+        if (conn->n_deferred == conn->deferred_cap) {
+            size_t cap = conn->deferred_cap ? conn->deferred_cap * 2 : 16;
+            release_t *grown = realloc(conn->deferred, cap * sizeof *grown);
+            if (grown == NULL) {
+                *why = "no memory for a release waiting for replies";
+                return -1;
+            }
+            conn->deferred = grown;
+            conn->deferred_cap = cap;
+        }
+        conn->deferred[conn->n_deferred] = (release_t){handle, count, after};
+        deferred_up(conn->deferred, conn->n_deferred++);
+        e->pending += count;
         return 0;
     }
-    export_t *e = find_export(conn, handle);
     if (e == NULL) {
         *why = "protocol error from the peer: it released a handle not exported here";
         return -1;
     }
     if (handle == 0) return 0;
-    if (count > e->count) {
+    if (count > e->count - e->pending) { /* what waits must stay releasable */
         *why = "protocol error from the peer: it released a handle more times than it got it";
         return -1;
     }
@@ -575,20 +670,16 @@ static int apply_release_locked(ck__conn_t *conn, uint32_t handle, uint32_t coun
     return 0;
 }
 
-/* Deferred releases whose replies have all come (guarded). */
+/* Deferred releases whose replies have all come (guarded): O(log n) each. */
 static int apply_deferred_locked(ck__conn_t *conn, OHIPCRemoteStub **drop, size_t *n_drop,
                                  size_t max_drop, const char **why) {
-    for (release_t **at = &conn->deferred; *at != NULL && *n_drop < max_drop;) {
-        release_t *r = *at;
-        if (r->after > conn->replies_received) {
-            at = &r->next;
-            continue;
-        }
-        *at = r->next;
-        conn->n_deferred--;
-        int rc = apply_release_locked(conn, r->handle, r->count, r->after, drop, n_drop, why);
-        free(r);
-        if (rc < 0) return -1;
+    while (conn->n_deferred && conn->deferred[0].after <= conn->replies_received &&
+           *n_drop < max_drop) {
+        release_t r = deferred_pop(conn);
+        export_t *e = find_export(conn, r.handle);
+        if (e != NULL) e->pending -= r.count; /* checked when it was deferred */
+        if (apply_release_locked(conn, r.handle, r.count, r.after, drop, n_drop, why) < 0)
+            return -1;
     }
     return 0;
 }
@@ -1452,7 +1543,9 @@ ck__remote_t *ck__conn_peer_root(ck__conn_t *conn, int timeout_ms) {
     pthread_mutex_lock(&conn->lock);
     while (!conn->greeted && !conn->dead && now_ms() < deadline) wait_changed(conn, deadline);
     ck__remote_t *r = NULL;
-    if (conn->greeted && conn->peer_has_root && !conn->dead && (r = import_locked(conn, 0)))
+    const char *why = NULL; /* past the bound of live remotes: none for the caller either */
+    if (conn->greeted && conn->peer_has_root && !conn->dead &&
+        (r = import_locked(conn, 0, &why)))
         r->refs++;
     pthread_mutex_unlock(&conn->lock);
     return r;
@@ -1636,7 +1729,7 @@ static void wait_reply(ck__conn_t *conn, waiter_t *w, long long deadline) {
             w->reply = ok ? w->target : NULL;
             w->status = ok ? 0 : OH_IPC_INNER_ERROR;
             w->done = 1;
-            if (conn->deferred == NULL || apply_deferred_locked(conn, drop, &n_drop, 64, &why) == 0)
+            if (conn->n_deferred == 0 || apply_deferred_locked(conn, drop, &n_drop, 64, &why) == 0)
                 why = NULL;
             settle_locked(conn, drop, n_drop, why);
             break;
