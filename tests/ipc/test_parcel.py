@@ -8,6 +8,7 @@ import gc
 import math
 import os
 import struct
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -898,6 +899,25 @@ def test_garbage_collected_parcel_closes_its_fds(pipe: tuple[int, int]) -> None:
     p2 = MessageParcel._from_wire(struct.pack("<BI", T_FD, 0), [os.dup(pipe[0])], [])
     assert fd_count() == base + 3
     del p, p2
+    gc.collect()
+    assert fd_count() == base
+
+
+def test_parcels_with_fds_register_nothing_process_wide(pipe: tuple[int, int]) -> None:
+    # weakref.finalize's registry is iterated at interpreter exit, while work threads may
+    # still read requests with fds: a parcel must not add to it (yet close its fds when
+    # collected unclosed, as the tests around this one check).
+    base = fd_count()
+    before = len(weakref.finalize._registry)  # type: ignore[attr-defined]
+    written = MessageParcel()
+    written.write_file_descriptor(pipe[0])
+    received = MessageParcel._from_wire(struct.pack("<BI", T_FD, 0), [os.dup(pipe[0])], [])
+    assert len(weakref.finalize._registry) == before  # type: ignore[attr-defined]
+    closed = MessageParcel()
+    closed.write_file_descriptor(pipe[1])
+    closed.close()  # detached: collecting it later closes nothing twice
+    assert fd_count() == base + 2
+    del written, received, closed
     gc.collect()
     assert fd_count() == base
 

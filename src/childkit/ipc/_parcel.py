@@ -87,6 +87,39 @@ def _close_fds(fds: list[int]) -> None:
             pass
 
 
+class _FdGuard(weakref.ref):  # type: ignore[type-arg]
+    """Closes a parcel's fds if the parcel is collected unclosed; ``detach()`` once it is
+    closed. Not :class:`weakref.finalize`: that registers each parcel in a process-wide
+    registry which interpreter exit iterates while work threads may still read requests
+    with fds and add to it (``RuntimeError: dictionary changed size during iteration``)."""
+
+    __slots__ = ("fds",)
+    fds: list[int]
+
+    def detach(self) -> None:
+        _live_guards.pop(id(self), None)
+
+
+#: Every guard not yet fired or detached, by id: a weak reference's callback runs only
+#: while the reference itself lives. (Keyed by id: a weak reference hashes its referent.)
+_live_guards: dict[int, _FdGuard] = {}
+
+
+def _parcel_collected(guard: _FdGuard, _forget: Any = _live_guards.pop,
+                      _close: Any = _close_fds) -> None:
+    _forget(id(guard), None)  # (bound at import: module globals may be gone at exit)
+    _close(guard.fds)
+
+
+def _guard_fds(parcel: MessageParcel, fds: list[int]) -> _FdGuard:
+    """A guard that closes ``fds`` (the parcel's own list) if ``parcel`` is collected
+    before it is closed."""
+    guard = _FdGuard(parcel, _parcel_collected)
+    guard.fds = fds
+    _live_guards[id(guard)] = guard
+    return guard
+
+
 class RemoteObject:
     """Something a request can be sent to: a local :class:`RemoteStub` or a :class:`RemoteProxy`
     (IPCKit's remote object).
@@ -352,7 +385,7 @@ class MessageParcel(ParcelBase):
                 f"fd {fd} is not an open file descriptor ({exc.strerror})") from None
         self._fds.append(copy)
         if self._finalizer is None:
-            self._finalizer = weakref.finalize(self, _close_fds, self._fds)
+            self._finalizer = _guard_fds(self, self._fds)
         return len(self._fds) - 1
 
     def write_file_descriptor(self, fd: int) -> None:
@@ -564,7 +597,7 @@ class MessageParcel(ParcelBase):
         parcel._objects = objects
         parcel._closed = False
         parcel._fds = fds
-        parcel._finalizer = weakref.finalize(parcel, _close_fds, fds) if fds else None
+        parcel._finalizer = _guard_fds(parcel, fds) if fds else None
         return parcel
 
     @classmethod

@@ -22,8 +22,7 @@ May import: ``_accel``, ``_limits``, ``_pieces``, ``_recvbuf``, ``_tags``. Nothi
 from __future__ import annotations
 
 import struct
-import weakref
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from childkit.ipc import _accel
 from childkit.ipc._limits import MAX_PARCEL_DATA
@@ -33,6 +32,12 @@ from childkit.ipc._tags import I32, LEN, T_BYTES, T_INT32
 
 if TYPE_CHECKING:
     from childkit.ipc._parcel import RemoteObject
+
+
+class FdGuard(Protocol):
+    """What closes a parcel's fds if it is collected unclosed (``_parcel._FdGuard``)."""
+
+    def detach(self) -> None: ...
 
 _HEAD = LEN.size  # a buffer's tag and length
 
@@ -52,7 +57,7 @@ class PyParcelBase:
         self._fds: list[int] = []
         self._objects: list[RemoteObject] = []
         self._closed = False
-        self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._finalizer: FdGuard | None = None
 
     def close(self) -> None:
         """Release the parcel's file descriptors and objects. Idempotent.
