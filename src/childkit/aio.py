@@ -31,6 +31,7 @@ from childkit.ipc import (
     ParamError,
     RemoteProxy,
 )
+from childkit.ipc._proxy import request_pairs
 from childkit.process import START_TIMEOUT, Child, ChildConnection, ChildProcessOptions, IPCStart
 
 if TYPE_CHECKING:
@@ -72,16 +73,8 @@ async def send_requests(
     :class:`ParamError` if ``requests`` is not an iterable of ``(code, parcel)`` pairs
     (nothing is sent then).
     """
-    try:
-        batch = list(requests)
-    except TypeError:
-        raise ParamError(f"requests must be an iterable of (code, MessageParcel) pairs, "
-                         f"not {type(requests).__name__}") from None
-    for item in batch:
-        if not isinstance(item, tuple) or len(item) != 2:
-            raise ParamError(f"each request must be a (code, MessageParcel) pair, not {item!r}")
     tasks = [asyncio.ensure_future(send_request(proxy, code, data, option))
-             for code, data in batch]
+             for code, data in request_pairs(requests)]
     try:
         return list(await asyncio.gather(*tasks))
     except BaseException:

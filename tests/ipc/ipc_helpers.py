@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from childkit.ipc import Connection, RemoteProxy, channel_socketpairs
@@ -17,6 +19,17 @@ PEER_MAIN = Path(__file__).with_name("peer_main.py")
 def non_pool_threads() -> set[threading.Thread]:
     """Live threads other than the process-wide IPC work pool (which lives for the process)."""
     return {t for t in threading.enumerate() if not t.name.startswith("ipc-work")}
+
+
+@contextmanager
+def no_fd_or_thread_leaks() -> Iterator[None]:
+    """Fail unless the block leaves fds and non-pool threads as it found them (waiting
+    for ones that are closing)."""
+    fds = fd_count()
+    threads = non_pool_threads()
+    yield
+    assert wait_until(lambda: fd_count() <= fds), f"fds leaked: {fds} -> {fd_count()}"
+    assert wait_until(lambda: non_pool_threads() <= threads), "threads leaked"
 
 
 class Peer:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import peer_main as pm
 import pytest
-from ipc_helpers import Peer, fd_count, non_pool_threads, wait_until
+from ipc_helpers import Peer, fd_count, no_fd_or_thread_leaks, wait_until
 
 from childkit.ipc import (
     Ashmem,
@@ -103,11 +103,8 @@ def peer() -> Iterator[Peer]:
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     """Every test leaves fds and non-pool threads as it found them."""
-    fds = fd_count()
-    threads = non_pool_threads()
-    yield
-    assert wait_until(lambda: fd_count() <= fds), f"fds leaked: {fds} -> {fd_count()}"
-    assert wait_until(lambda: non_pool_threads() <= threads), "threads leaked"
+    with no_fd_or_thread_leaks():
+        yield
 
 
 # ---------------------------------------------------------------------------- sync calls

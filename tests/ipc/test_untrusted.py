@@ -18,7 +18,7 @@ from pathlib import Path
 
 import peer_main as pm
 import pytest
-from ipc_helpers import Peer, fd_count, non_pool_threads, wait_until
+from ipc_helpers import Peer, no_fd_or_thread_leaks, wait_until
 from test_connection import connected, int_parcel
 
 from childkit.ipc import (
@@ -46,11 +46,8 @@ BOUNDED = MessageOption(timeout=30)
 
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
-    fds = fd_count()
-    threads = non_pool_threads()
-    yield
-    assert wait_until(lambda: fd_count() <= fds), f"fds leaked: {fds} -> {fd_count()}"
-    assert wait_until(lambda: non_pool_threads() <= threads)
+    with no_fd_or_thread_leaks():
+        yield
 
 
 # ---------------------------------------------------------------------------- item 6

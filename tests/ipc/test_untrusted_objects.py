@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Iterator
 
 import pytest
-from ipc_helpers import fd_count, non_pool_threads, wait_until
+from ipc_helpers import no_fd_or_thread_leaks, wait_until
 from test_connection import int_parcel
 
 from childkit.ipc import (
@@ -35,11 +35,8 @@ BOUNDED = MessageOption(timeout=30)
 
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
-    fds = fd_count()
-    threads = non_pool_threads()
-    yield
-    assert wait_until(lambda: fd_count() <= fds), f"fds leaked: {fds} -> {fd_count()}"
-    assert wait_until(lambda: non_pool_threads() <= threads)
+    with no_fd_or_thread_leaks():
+        yield
 
 
 class Marker(RemoteStub):

@@ -14,7 +14,7 @@ and its roles import this module, never the reverse).
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from childkit.ipc._errors import DeadRemoteObjectError, ParamError
@@ -165,17 +165,11 @@ class RemoteProxy(RemoteObject):
             option = SYNC_OPTION
         elif not isinstance(option, MessageOption):
             raise ParamError(f"option must be a MessageOption, not {type(option).__name__}")
-        try:
-            batch = list(requests)
-        except TypeError:
-            raise ParamError(f"requests must be an iterable of (code, MessageParcel) pairs, "
-                             f"not {type(requests).__name__}") from None
-        for item in batch:
-            if not isinstance(item, tuple) or len(item) != 2:
-                raise ParamError(f"each request must be a (code, MessageParcel) pair, not {item!r}")
-            check_request_code(item[0])
-            if not isinstance(item[1], MessageParcel):
-                raise ParamError(f"data must be a MessageParcel, not {type(item[1]).__name__}")
+        batch = request_pairs(requests)
+        for code, data in batch:
+            check_request_code(code)
+            if not isinstance(data, MessageParcel):
+                raise ParamError(f"data must be a MessageParcel, not {type(data).__name__}")
         if self._closed:
             raise DeadRemoteObjectError("the proxy is closed")
         if not batch:
@@ -231,6 +225,20 @@ class RemoteProxy(RemoteObject):
     def __repr__(self) -> str:
         state = "dead" if self.is_object_dead() else "live"
         return f"<RemoteProxy handle={self._handle} {state} on {self._conn.name}>"
+
+
+def request_pairs(requests: Iterable[tuple[int, MessageParcel]]) -> list[tuple[int, MessageParcel]]:
+    """``requests`` as a list, each a ``(code, parcel)`` pair (the items themselves are
+    the caller's to check); :class:`ParamError` if it is not an iterable of pairs."""
+    try:
+        batch = list(requests)
+    except TypeError:
+        raise ParamError(f"requests must be an iterable of (code, MessageParcel) pairs, "
+                         f"not {type(requests).__name__}") from None
+    for item in batch:
+        if not isinstance(item, tuple) or len(item) != 2:
+            raise ParamError(f"each request must be a (code, MessageParcel) pair, not {item!r}")
+    return batch
 
 
 class ProxyRef(weakref.ref):  # type: ignore[type-arg]

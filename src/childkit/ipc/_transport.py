@@ -427,14 +427,15 @@ class Transport:
                                 NO_GROUP))
 
     def send(self, chunk: bytes, fds: list[int] | None, deadline: float | None = None,
-             group: int = 0) -> None:
+             group: int = NO_GROUP) -> None:
         """Queue one frame on the call socket and write the queue unless someone else is.
 
         ``fds`` are duplicated: the frame owns its copies until they are sent. With nothing
         queued and nobody writing (the common case) the frame is written at once by this
         thread; frames queued meanwhile by others go out after it, coalesced. With a
         ``deadline`` (a sync call's timeout), a writer that finds no room by then hands
-        the writing to a work thread and raises :class:`IPCTimeoutError`.
+        the writing to a work thread and raises :class:`IPCTimeoutError`. ``group``: a
+        sync request's (its call's seq; see :data:`NO_GROUP`).
         """
         owned = dup_for_sending(fds) if fds else []
         lock = self.lock
