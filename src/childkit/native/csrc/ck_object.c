@@ -280,7 +280,8 @@ static int forward_request(uint32_t code, const OHIPCParcel *data, OHIPCParcel *
     forward_t *f = user_data;
     if (ck__identity()->oneway)
         return ck__conn_transact(f->target, code, data, NULL, 1, 0);
-    int limit = ck__pool_max() / 2 > 0 ? ck__pool_max() / 2 : 1;
+    int limit = ck__pool_max() / 2;
+    if (limit < 1) limit = 1;
     if (__atomic_add_fetch(&forwarded_in_flight, 1, __ATOMIC_ACQ_REL) > limit) {
         __atomic_sub_fetch(&forwarded_in_flight, 1, __ATOMIC_ACQ_REL);
         return OH_IPC_INNER_ERROR; /* refused at once: half the work threads wait already */
